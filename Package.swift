@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+// llama-train: a data-parallel Llama 2 trainer for CPUs and MPI.
+// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI and OpenBLAS.
+import Foundation
+import PackageDescription
+
+// MARK: - Code generation for the C kernels
+
+// The kernels are compiled with optimisation in every configuration (tests run debug builds, and a -O0
+// kernel would make them crawl). x86-64-v3 (AVX2 + FMA, 2013 onwards) is the floor on x86; set
+// LLAMA_TRAIN_MARCH=native for the build machine's own, or another -march value.
+let march: [String] = {
+    if let value = ProcessInfo.processInfo.environment["LLAMA_TRAIN_MARCH"], !value.isEmpty {
+        return ["-march=\(value)"]
+    }
+    #if arch(x86_64)
+    return ["-march=x86-64-v3"]
+    #else
+    return []
+    #endif
+}()
+let kernelFlags: [String] = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"] + march
+
+// MARK: - Targets
+
+let package = Package(
+    name: "llama-train",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "llama-train", targets: ["Launcher"]),
+    ],
+    targets: [
+        // C: hot loops behind one header (lm_kernels.h); matmuls are OpenBLAS sgemm.
+        .target(
+            name: "Kernels",
+            cSettings: [.unsafeFlags(kernelFlags)],
+            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("m")]
+        ),
+        // OpenMPI through a module map; the shim exposes the handles that are macros in mpi.h.
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
+        .target(name: "Distributed", dependencies: ["CMPI"]),
+        .target(name: "Model", dependencies: ["Kernels"]),
+        .target(name: "Optim", dependencies: ["Kernels", "Model"]),
+        .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed"]),
+        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed"]),
+
+        // MARK: - Tests
+
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels"]),
+        .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
+    ]
+)

@@ -1,0 +1,115 @@
+// Communicator: the job's processes as Swift sees them, over MPI_COMM_WORLD.
+//
+// What this is: init/finalize, rank and size, and the collectives the trainer uses, with every MPI return
+// code checked and turned into an `MPIError` that names the rank and the call. What this is not: a policy
+// layer. Bucketing, overlap and the decision to abort live with the training loop.
+import CMPI
+
+public struct MPIError: Error, CustomStringConvertible {
+    public let call: String
+    public let rank: Int
+    public let code: Int32
+    public let message: String
+
+    public var description: String {
+        "MPI error on rank \(rank) in \(call): \(message) (code \(code))"
+    }
+}
+
+public final class Communicator: @unchecked Sendable {
+    public let rank: Int
+    public let size: Int
+    private let comm: MPI_Comm
+
+    /// The world communicator, initialised on first use (once per process, as MPI requires).
+    /// A process started without mpirun is a world of one.
+    public static func world() throws -> Communicator {
+        try worldLock.withLock {
+            if let world = sharedWorld { return world }
+            let world = try Communicator(initialising: ())
+            sharedWorld = world
+            return world
+        }
+    }
+
+    nonisolated(unsafe) private static var sharedWorld: Communicator?
+    private static let worldLock = Lock()
+
+    private init(initialising: Void) throws {
+        var initialised: Int32 = 0
+        MPI_Initialized(&initialised)
+        if initialised == 0 {
+            var provided: Int32 = 0
+            // The communication thread of a later stage issues collectives beside the compute thread.
+            let code = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided)
+            if code != MPI_SUCCESS {
+                throw MPIError(call: "MPI_Init_thread", rank: -1, code: code, message: Communicator.errorString(code))
+            }
+        }
+        comm = lm_mpi_comm_world()
+        // Return codes instead of the default abort, so a failure can be reported with its rank and call.
+        MPI_Comm_set_errhandler(comm, lm_mpi_errors_return())
+        var r: Int32 = 0
+        var s: Int32 = 0
+        MPI_Comm_rank(comm, &r)
+        MPI_Comm_size(comm, &s)
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    public var isRoot: Bool { rank == 0 }
+
+    public func barrier() throws {
+        try check("MPI_Barrier", MPI_Barrier(comm))
+    }
+
+    /// Sums `count` floats across ranks, in place.
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        try check("MPI_Allreduce(float, \(count))",
+                  MPI_Allreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_float(), lm_mpi_sum(), comm))
+    }
+
+    /// Sums `count` doubles across ranks, in place.
+    public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
+        try check("MPI_Allreduce(double, \(count))",
+                  MPI_Allreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_double(), lm_mpi_sum(), comm))
+    }
+
+    public func allreduceSum(_ value: Double) throws -> Double {
+        var v = value
+        try allreduceSum(&v, count: 1)
+        return v
+    }
+
+    /// Copies `count` floats from `root` to every rank.
+    public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
+        try check("MPI_Bcast(float, \(count), root \(root))",
+                  MPI_Bcast(buffer, Int32(count), lm_mpi_float(), Int32(root), comm))
+    }
+
+    /// Ends the whole job with `message` on standard error: the way out that never leaves ranks hanging.
+    public func abort(_ message: String, code: Int32 = 1) -> Never {
+        FileHandleWriter.standardError("[rank \(rank)] \(message)\n")
+        MPI_Abort(comm, code)
+        fatalError("MPI_Abort returned")
+    }
+
+    public static func finalize() {
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        if finalized == 0 { MPI_Finalize() }
+    }
+
+    private func check(_ call: String, _ code: Int32) throws {
+        if code != MPI_SUCCESS {
+            throw MPIError(call: call, rank: rank, code: code, message: Communicator.errorString(code))
+        }
+    }
+
+    private static func errorString(_ code: Int32) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING) + 1)
+        var length: Int32 = 0
+        MPI_Error_string(code, &buffer, &length)
+        return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

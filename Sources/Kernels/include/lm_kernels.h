@@ -1,0 +1,104 @@
+// lm_kernels.h: the hot loops of a Llama 2 training step, forward and backward, in plain C.
+//
+// What this is: stateless kernels over caller-owned float32 buffers. Matmuls are OpenBLAS sgemm; the rest
+// are fused loops the compiler vectorises. What this is not: an allocator, a model, or anything that does
+// I/O, keeps globals or talks MPI. Swift owns every buffer and decides what runs when.
+//
+// Legend: N = rows (batch × time), C = model width, OC = output channels, F = feed-forward width,
+// V = vocabulary, B = batch, T = time, H = query heads, G = key/value heads, D = head dimension.
+// Conventions (llm.c's): outputs first, then const inputs, then dimensions. Backward kernels ADD into their
+// gradient outputs (so accumulation over micro-steps and over several consumers is free), except where a
+// comment says "overwrites".
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Threads
+
+/// Threads OpenBLAS may use inside one sgemm.
+void lm_set_blas_threads(int threads);
+int lm_blas_threads(void);
+
+// MARK: - Matmul (no bias: Llama has none)
+
+/// out (N,OC) = inp (N,C) · weight (OC,C)ᵀ, plus the old out when accumulate != 0.
+void lm_matmul_forward(float *out, const float *inp, const float *weight, int N, int C, int OC, int accumulate);
+/// Reverses out = inp · weightᵀ: dinp (N,C) += dout (N,OC) · weight; dweight (OC,C) += doutᵀ · inp.
+/// dinp may be NULL when the input needs no gradient.
+void lm_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                        int N, int C, int OC);
+
+// MARK: - Embedding
+
+/// out (N,C) = table[tokens[n]]; tokens must lie in [0, V) (the caller checks).
+void lm_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
+/// Reverses out = table[tokens]: dtable[tokens[n]] += dout[n].
+void lm_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C);
+
+// MARK: - RMSNorm
+
+/// out (N,C) = inp · rstd · weight with rstd (N) = 1 / sqrt(mean(inp²) + eps); rstd is kept for backward.
+void lm_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+/// Reverses out = inp · rstd · weight: dinp (N,C) += …, dweight (C) += Σₙ dout · inp · rstd.
+void lm_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                         const float *rstd, int N, int C);
+
+// MARK: - Rotary position embedding (Hugging Face convention: rotate_half, the head split in two halves)
+
+/// cos, sin (T, D/2) for positions 0..<T: angle = t / theta^(2i/D), computed in double.
+void lm_rope_tables(float *cos_table, float *sin_table, int T, int D, double theta);
+/// Rotates x (B,T,heads,D) in place: x[i] ← x[i]·cos − x[i+D/2]·sin, x[i+D/2] ← x[i+D/2]·cos + x[i]·sin.
+void lm_rope_forward(float *x, const float *cos_table, const float *sin_table, int B, int T, int heads, int D);
+/// Reverses the rotation in place (rotates dx by the negative angle); overwrites dx.
+void lm_rope_backward(float *dx, const float *cos_table, const float *sin_table, int B, int T, int heads, int D);
+
+// MARK: - Causal grouped-query attention
+
+/// q, out (B,T,H,D); k, v (B,T,G,D), query head h reads key/value head h / (H/G).
+/// att (B,H,T,T) receives the softmax probabilities (zero above the diagonal), kept for backward.
+void lm_attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                          int B, int T, int H, int G, int D);
+/// Reverses the forward: dq (B,T,H,D), dk, dv (B,T,G,D) += …; scratch holds T·T floats.
+void lm_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
+                           const float *q, const float *k, const float *v, int B, int T, int H, int G, int D);
+
+// MARK: - SwiGLU
+
+/// out (n) = silu(gate) · up, silu(x) = x · sigmoid(x).
+void lm_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+/// Reverses out = silu(gate) · up: dgate, dup (n) += ….
+void lm_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+
+// MARK: - Cross-entropy
+
+/// losses (N) = logsumexp(logits[n]) − logits[n][targets[n]]; 0 where targets[n] < 0 (ignored).
+void lm_cross_entropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V);
+/// dlogits (N,V) = (softmax(logits[n]) − onehot(targets[n])) · dloss; 0 on ignored rows. Overwrites dlogits,
+/// which may be the logits buffer itself (in place).
+void lm_cross_entropy_backward(float *dlogits, const float *logits, const int32_t *targets, float dloss,
+                               int N, int V);
+
+// MARK: - Optimizer helpers
+
+/// Σ x², accumulated in double.
+double lm_sum_squares(const float *x, size_t n);
+/// x ← x · s.
+void lm_scale(float *x, size_t n, float s);
+/// x ← x + y.
+void lm_add(float *x, const float *y, size_t n);
+/// One AdamW step as PyTorch's torch.optim.AdamW (decoupled decay, bias correction):
+/// p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+/// p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps), with bc = 1 − βᵗ.
+void lm_adamw_update(float *params, const float *grads, float *m, float *v, size_t n, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, float bias_correction1, float bias_correction2);
+/// Number of elements that are NaN or ±Inf.
+size_t lm_count_nonfinite(const float *x, size_t n);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,73 @@
+// llama-train: the command-line entry point. It parses, dispatches and decides exit codes; the work lives
+// in the Training, Model and Distributed modules.
+//
+//   llama-train bench --config configs/bench-small.json --threads 1
+import Foundation
+import Kernels
+import Model
+import Training
+
+let usage = """
+usage: llama-train <command> [flags]
+
+commands:
+  bench   --config FILE [--threads N] [--steps K] [--warmup W] [--quiet]
+          time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON
+  help    this text
+"""
+
+func fail(_ message: String, code: Int32) -> Never {
+    FileHandle.standardError.write(Data("llama-train: error: \(message)\n".utf8))
+    exit(code)
+}
+
+func runBench(_ args: inout Arguments) throws {
+    let path = try args.require("config")
+    let threads = try args.int("threads", default: 1)
+    let steps = try args.int("steps", default: 5)
+    let warmup = try args.int("warmup", default: 2)
+    let quiet = args.flag("quiet")
+    try args.checkAllUsed()
+    guard threads >= 1, steps >= 1, warmup >= 0 else {
+        throw UsageError(description: "--threads and --steps must be at least 1, --warmup at least 0")
+    }
+    let config = try RunConfig.load(path: path)
+    let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+    let r = try Benchmark.run(config: config, name: name, threads: threads, steps: steps, warmup: warmup,
+                              log: { if !quiet { print($0) } })
+    print("")
+    print("bench \(name): \(r.parameters) parameters, \(r.tokensPerStep) tokens/step, \(threads) thread(s), median of \(steps) steps")
+    let rows: [(String, String)] = [
+        ("step (median)", String(format: "%.1f ms  [min %.1f, max %.1f]", r.stepMsMedian, r.stepMsMin, r.stepMsMax)),
+        ("  forward", String(format: "%.1f ms", r.forwardMsMedian)),
+        ("  backward", String(format: "%.1f ms", r.backwardMsMedian)),
+        ("  clip + AdamW", String(format: "%.1f ms", r.optimizerMsMedian)),
+        ("tokens/s", String(format: "%.0f", r.tokensPerS)),
+        ("model GFLOP/s", String(format: "%.1f  (%.1f MFLOP/token)", r.modelGflops, r.flopsPerToken / 1e6)),
+        ("sgemm GFLOP/s", String(format: "%.1f  (%@)", r.sgemmGflops, r.sgemmShape)),
+        ("MFU vs sgemm", String(format: "%.3f", r.mfuVsSgemm)),
+        ("peak RSS", String(format: "%.0f MB", r.peakRssMb)),
+    ]
+    for (k, v) in rows { print("  \(k.padding(toLength: 16, withPad: " ", startingAt: 0)) \(v)") }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(r), as: UTF8.self))
+}
+
+var arguments = CommandLine.arguments.dropFirst()
+let command = arguments.popFirst() ?? "help"
+do {
+    switch command {
+    case "bench":
+        var args = try Arguments(arguments, switches: ["quiet"])
+        try runBench(&args)
+    case "help", "--help", "-h":
+        print(usage)
+    default:
+        fail("unknown command '\(command)'\n\(usage)", code: 2)
+    }
+} catch let error as UsageError {
+    fail("\(error)\n\(usage)", code: 2)
+} catch {
+    fail("\(error)", code: 1)
+}

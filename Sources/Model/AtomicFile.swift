@@ -1,0 +1,82 @@
+// AtomicFile: write a file so that readers see the old version or the whole new one, never a torn one.
+//
+// The bytes go to a temporary file beside the target, are fsync'ed, renamed over the target, and the
+// directory is fsync'ed so the rename itself survives a crash.
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public struct FileError: Error, CustomStringConvertible {
+    public let path: String
+    public let message: String
+    public var description: String { "\(path): \(message)" }
+}
+
+public enum AtomicFile {
+    /// Calls `body` with a writer for a temporary file, then commits it to `path`.
+    /// On any error the temporary file is removed and `path` is untouched.
+    public static func write(to path: String, _ body: (FileWriter) throws -> Void) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw FileError(path: temporary, message: "cannot create: \(errnoText())") }
+        let writer = FileWriter(fd: fd, path: temporary)
+        do {
+            try body(writer)
+            guard fsync(fd) == 0 else { throw FileError(path: temporary, message: "fsync failed: \(errnoText())") }
+            close(fd)
+            guard rename(temporary, path) == 0 else {
+                throw FileError(path: path, message: "rename from \(temporary) failed: \(errnoText())")
+            }
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        syncDirectory(of: path)
+    }
+
+    public static func write(_ data: Data, to path: String) throws {
+        try write(to: path) { try $0.write(data) }
+    }
+
+    static func syncDirectory(of path: String) {
+        let directory = (path as NSString).deletingLastPathComponent
+        let fd = open(directory.isEmpty ? "." : directory, O_RDONLY)
+        if fd >= 0 {
+            fsync(fd)
+            close(fd)
+        }
+    }
+}
+
+public final class FileWriter {
+    let fd: Int32
+    let path: String
+
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(path: path, message: "write failed: \(errnoText())")
+            }
+            done += n
+        }
+    }
+
+    public func write(_ data: Data) throws {
+        try data.withUnsafeBytes { try write($0) }
+    }
+}
+
+func errnoText() -> String { String(cString: strerror(errno)) }

@@ -1,0 +1,125 @@
+// Hugging Face Llama checkpoints: config.json and model.safetensors (single file or sharded with
+// model.safetensors.index.json), read into and written from our flat parameter buffer.
+//
+// What this is: name and shape checking at the border with transformers. What this is not: a general
+// transformers loader; a config that asks for something our model does not compute (biases, tied
+// embeddings, rope scaling, another activation) is refused with the reason, never silently approximated.
+import Foundation
+
+public enum HuggingFace {
+    // MARK: - config.json
+
+    public static func readConfig(path: String) throws -> LlamaConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, field: "-", message: "cannot read the file")
+        }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ConfigError(file: path, field: "-", message: "not a JSON object")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let value = json[key] as? NSNumber else {
+                throw ConfigError(file: path, field: key, message: "missing or not a number")
+            }
+            return value.intValue
+        }
+        func optionalNumber(_ key: String) -> Double? { (json[key] as? NSNumber)?.doubleValue }
+
+        if let type = json["model_type"] as? String, type != "llama" {
+            throw ConfigError(file: path, field: "model_type", message: "is '\(type)'; only 'llama' is supported")
+        }
+        if let act = json["hidden_act"] as? String, act != "silu" {
+            throw ConfigError(file: path, field: "hidden_act", message: "is '\(act)'; Llama's SwiGLU needs 'silu'")
+        }
+        for key in ["attention_bias", "mlp_bias", "tie_word_embeddings"] where (json[key] as? Bool) == true {
+            throw ConfigError(file: path, field: key, message: "is true; this trainer's Llama has no biases and untied embeddings")
+        }
+        // transformers 5 nests rope_theta in rope_parameters; 4.x keeps it at the top with rope_scaling.
+        var theta = optionalNumber("rope_theta") ?? 10000
+        var ropeType = "default"
+        for key in ["rope_parameters", "rope_scaling"] {
+            if let rope = json[key] as? [String: Any] {
+                if let t = (rope["rope_theta"] as? NSNumber)?.doubleValue { theta = t }
+                ropeType = rope["rope_type"] as? String ?? rope["type"] as? String ?? ropeType
+            }
+        }
+        if ropeType != "default" {
+            throw ConfigError(file: path, field: "rope_parameters", message: "rope_type '\(ropeType)' is not supported; only the default rotary embedding")
+        }
+        let heads = try int("num_attention_heads")
+        let config = LlamaConfig(
+            dim: try int("hidden_size"), nLayers: try int("num_hidden_layers"), nHeads: heads,
+            nKVHeads: (json["num_key_value_heads"] as? NSNumber)?.intValue ?? heads,
+            vocabSize: try int("vocab_size"), ffnHiddenSize: try int("intermediate_size"),
+            headDim: (json["head_dim"] as? NSNumber)?.intValue,
+            normEps: optionalNumber("rms_norm_eps") ?? 1e-6, ropeTheta: theta,
+            maxSeqLen: (json["max_position_embeddings"] as? NSNumber)?.intValue ?? 4096)
+        try config.validate(file: path)
+        return config
+    }
+
+    public static func configJSON(_ c: LlamaConfig) -> Data {
+        let object: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "hidden_size": c.dim, "intermediate_size": c.ffnHiddenSize, "num_hidden_layers": c.nLayers,
+            "num_attention_heads": c.nHeads, "num_key_value_heads": c.nKVHeads, "head_dim": c.headDim,
+            "vocab_size": c.vocabSize, "rms_norm_eps": c.normEps, "rope_theta": c.ropeTheta,
+            "max_position_embeddings": c.maxSeqLen, "tie_word_embeddings": false, "attention_bias": false,
+            "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+        ]
+        return try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    }
+
+    // MARK: - Weights
+
+    /// Reads the directory's config and weights into a new model.
+    public static func loadModel(directory: String) throws -> LlamaModel {
+        let config = try readConfig(path: directory + "/config.json")
+        let model = try LlamaModel(config: config)
+        try loadWeights(directory: directory, layout: model.layout, into: model.parameters)
+        return model
+    }
+
+    /// Fills `parameters` from model.safetensors or the shards listed in model.safetensors.index.json.
+    /// Every tensor of the layout must be present with its exact shape; extra tensors (rotary caches of old
+    /// exports) are ignored.
+    public static func loadWeights(directory: String, layout: ParameterLayout, into parameters: FloatBuffer) throws {
+        let fm = FileManager.default
+        let single = directory + "/model.safetensors"
+        let index = directory + "/model.safetensors.index.json"
+        var fileForTensor: [String: String] = [:]
+        if fm.fileExists(atPath: single) {
+            for spec in layout.tensors { fileForTensor[spec.name] = single }
+        } else if let data = fm.contents(atPath: index) {
+            guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                  let map = json["weight_map"] as? [String: String]
+            else {
+                throw SafeTensorsError.badHeader(file: index, reason: "no 'weight_map' object of tensor name → file")
+            }
+            for spec in layout.tensors {
+                guard let file = map[spec.name] else { throw SafeTensorsError.missingTensor(name: spec.name, file: index) }
+                fileForTensor[spec.name] = directory + "/" + file
+            }
+        } else {
+            let hint = fm.fileExists(atPath: directory + "/pytorch_model.bin")
+                ? " (pytorch_model.bin is not read: save with safe_serialization=True)" : ""
+            throw SafeTensorsError.unreadable(file: directory, reason: "neither model.safetensors nor model.safetensors.index.json\(hint)")
+        }
+        var opened: [String: SafeTensorsFile] = [:]
+        for spec in layout.tensors {
+            let path = fileForTensor[spec.name]!
+            if opened[path] == nil { opened[path] = try SafeTensorsFile(path: path) }
+            try opened[path]!.readFloats(spec.name, expectedShape: spec.shape, into: parameters.pointer + spec.offset)
+        }
+    }
+
+    /// Writes config.json and model.safetensors (float32), each atomically.
+    public static func save(config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let entries = layout.tensors.map {
+            SafeTensorsEntry(name: $0.name, shape: $0.shape,
+                             values: UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
+        }
+        try SafeTensorsWriter.write(entries, to: directory + "/model.safetensors")
+        try AtomicFile.write(configJSON(config), to: directory + "/config.json")
+    }
+}

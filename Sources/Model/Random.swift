@@ -1,0 +1,36 @@
+// Deterministic random numbers for initialisation and synthetic data: the same seed gives the same
+// parameters on every rank and every machine (no dependence on the platform's generator).
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough to seed weights and tokens.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public private(set) var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1], 53 bits.
+    public mutating func nextUnit() -> Double { Double((next() >> 11) + 1) * 0x1p-53 }
+
+    /// Standard normal by Box–Muller.
+    public mutating func nextGaussian() -> Double {
+        let u1 = nextUnit(), u2 = nextUnit()
+        return (-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+@inline(__always) private func _log(_ x: Double) -> Double { Glibc.log(x) }
+@inline(__always) private func _cos(_ x: Double) -> Double { Glibc.cos(x) }
+#else
+import Darwin
+@inline(__always) private func _log(_ x: Double) -> Double { Darwin.log(x) }
+@inline(__always) private func _cos(_ x: Double) -> Double { Darwin.cos(x) }
+#endif

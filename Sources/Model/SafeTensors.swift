@@ -1,0 +1,238 @@
+// safetensors: Hugging Face's tensor file format, read and written.
+//
+// Layout: an 8-byte little-endian header length n, n bytes of JSON ({name: {dtype, shape, data_offsets}},
+// optional "__metadata__"), then the raw little-endian data; offsets are relative to the data section and
+// must tile it exactly. We read F32, BF16 and F16 (converted to F32) and I32/I64 (for token ids), and
+// write F32. Every inconsistency is an error naming the file and the tensor; nothing is trusted.
+import Foundation
+
+public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
+    case unreadable(file: String, reason: String)
+    case truncated(file: String, reason: String)
+    case badHeader(file: String, reason: String)
+    case missingTensor(name: String, file: String)
+    case shapeMismatch(name: String, file: String, expected: [Int], actual: [Int])
+    case unsupportedDType(name: String, file: String, dtype: String)
+
+    public var description: String {
+        switch self {
+        case let .unreadable(file, reason): "\(file): cannot read safetensors file: \(reason)"
+        case let .truncated(file, reason): "\(file): truncated safetensors file: \(reason); re-download or re-export it"
+        case let .badHeader(file, reason): "\(file): invalid safetensors header: \(reason)"
+        case let .missingTensor(name, file): "\(file): tensor '\(name)' is missing"
+        case let .shapeMismatch(name, file, expected, actual):
+            "\(file): tensor '\(name)' has shape \(actual), expected \(expected); does the config match the weights?"
+        case let .unsupportedDType(name, file, dtype):
+            "\(file): tensor '\(name)' has dtype \(dtype); supported: F32, BF16, F16 (and I32, I64 for ids)"
+        }
+    }
+}
+
+public struct SafeTensorInfo: Equatable, Sendable {
+    public let dtype: String
+    public let shape: [Int]
+    /// Byte range within the data section.
+    public let start: Int
+    public let end: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+public struct SafeTensorsFile {
+    public let path: String
+    public let tensors: [String: SafeTensorInfo]
+    public let metadata: [String: String]
+    private let data: Data
+    private let dataStart: Int
+
+    static let elementSize: [String: Int] = ["F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "F64": 8,
+                                              "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
+
+    public init(path: String) throws {
+        self.path = path
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw SafeTensorsError.unreadable(file: path, reason: error.localizedDescription)
+        }
+        guard data.count >= 8 else {
+            throw SafeTensorsError.truncated(file: path, reason: "\(data.count) bytes, fewer than the 8-byte header length")
+        }
+        let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard headerLength <= UInt64(data.count - 8) else {
+            throw SafeTensorsError.truncated(file: path, reason: "header claims \(headerLength) bytes, file has \(data.count - 8) after the length")
+        }
+        dataStart = 8 + Int(headerLength)
+        let dataSize = data.count - dataStart
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart))
+        } catch {
+            throw SafeTensorsError.badHeader(file: path, reason: "header is not valid JSON")
+        }
+        guard let object = json as? [String: Any] else {
+            throw SafeTensorsError.badHeader(file: path, reason: "header is not a JSON object")
+        }
+        var tensors: [String: SafeTensorInfo] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in object {
+            if name == "__metadata__" {
+                for (k, v) in value as? [String: Any] ?? [:] { metadata[k] = v as? String ?? "\(v)" }
+                continue
+            }
+            guard let entry = value as? [String: Any], let dtype = entry["dtype"] as? String,
+                  let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  offsets.count == 2, shape.count == (entry["shape"] as? [Any])?.count
+            else {
+                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' lacks dtype, shape or data_offsets")
+            }
+            guard let size = SafeTensorsFile.elementSize[dtype] else {
+                throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: dtype)
+            }
+            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
+                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' has a negative dimension or reversed offsets")
+            }
+            let info = SafeTensorInfo(dtype: dtype, shape: shape, start: offsets[0], end: offsets[1])
+            guard info.end - info.start == info.count * size else {
+                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' spans \(info.end - info.start) bytes but \(dtype) \(shape) needs \(info.count * size)")
+            }
+            guard info.end <= dataSize else {
+                throw SafeTensorsError.truncated(file: path, reason: "tensor '\(name)' ends at byte \(info.end) of a \(dataSize)-byte data section")
+            }
+            tensors[name] = info
+        }
+        // The offsets must tile the data section: no overlap, no hole (what the safetensors library enforces).
+        var position = 0
+        for (name, info) in tensors.sorted(by: { ($0.value.start, $0.value.end) < ($1.value.start, $1.value.end) }) {
+            guard info.start == position else {
+                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' starts at \(info.start), expected \(position): offsets overlap or leave a gap")
+            }
+            position = info.end
+        }
+        guard position == dataSize else {
+            throw SafeTensorsError.badHeader(file: path, reason: "tensors cover \(position) bytes of a \(dataSize)-byte data section")
+        }
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    public func info(_ name: String) throws -> SafeTensorInfo {
+        guard let info = tensors[name] else { throw SafeTensorsError.missingTensor(name: name, file: path) }
+        return info
+    }
+
+    /// Converts tensor `name` to float32 into `destination` (info.count floats), checking its shape.
+    public func readFloats(_ name: String, expectedShape: [Int]? = nil, into destination: UnsafeMutablePointer<Float>) throws {
+        let info = try info(name)
+        if let expected = expectedShape, expected != info.shape {
+            throw SafeTensorsError.shapeMismatch(name: name, file: path, expected: expected, actual: info.shape)
+        }
+        let start = dataStart + info.start
+        let n = info.count
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let bytes = raw.baseAddress! + start
+            switch info.dtype {
+            case "F32":
+                memcpy(destination, bytes, n * 4)
+            case "BF16":
+                for i in 0..<n {
+                    let bits = UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    destination[i] = Float(bitPattern: bits << 16)
+                }
+            case "F16":
+                for i in 0..<n {
+                    destination[i] = Float(halfBits: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                }
+            case "F64":
+                for i in 0..<n { destination[i] = Float(bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+            default:
+                throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
+            }
+        }
+    }
+
+    public func floats(_ name: String, expectedShape: [Int]? = nil) throws -> [Float] {
+        let n = try info(name).count
+        var result = [Float](repeating: 0, count: n)
+        try result.withUnsafeMutableBufferPointer { try readFloats(name, expectedShape: expectedShape, into: $0.baseAddress!) }
+        return result
+    }
+
+    /// Integer tensors (token ids, targets), from I32 or I64.
+    public func int32s(_ name: String) throws -> [Int32] {
+        let info = try info(name)
+        let start = dataStart + info.start
+        return try data.withUnsafeBytes { raw in
+            let bytes = raw.baseAddress! + start
+            switch info.dtype {
+            case "I32": return (0..<info.count).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self) }
+            case "I64": return (0..<info.count).map { Int32(truncatingIfNeeded: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            default: throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
+            }
+        }
+    }
+}
+
+extension Float {
+    /// IEEE 754 binary16 to binary32, subnormals and infinities included (no Float16 on every platform).
+    init(halfBits h: UInt16) {
+        let sign = UInt32(h & 0x8000) << 16
+        let exponent = Int(h >> 10) & 0x1f
+        let mantissa = UInt32(h & 0x3ff)
+        if exponent == 0 {
+            let magnitude = Float(mantissa) * 0x1p-24
+            self = sign != 0 ? -magnitude : magnitude
+        } else if exponent == 31 {
+            self = Float(bitPattern: sign | 0x7f80_0000 | (mantissa << 13))
+        } else {
+            self = Float(bitPattern: sign | UInt32(exponent + 112) << 23 | (mantissa << 13))
+        }
+    }
+}
+
+public struct SafeTensorsEntry {
+    public let name: String
+    public let shape: [Int]
+    public let values: UnsafeBufferPointer<Float>
+
+    public init(name: String, shape: [Int], values: UnsafeBufferPointer<Float>) {
+        precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) vs \(values.count) values")
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
+}
+
+public enum SafeTensorsWriter {
+    /// Writes F32 tensors atomically, in the given order, header padded to 8 bytes as the reference writer does.
+    public static func write(_ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"],
+                             to path: String) throws {
+        var header = "{"
+        if !metadata.isEmpty {
+            let pairs = metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
+            header += "\"__metadata__\":{\(pairs.joined(separator: ","))}"
+        }
+        var offset = 0
+        for entry in entries {
+            if header.count > 1 { header += "," }
+            let end = offset + 4 * entry.values.count
+            header += "\(jsonString(entry.name)):{\"dtype\":\"F32\",\"shape\":\(entry.shape),\"data_offsets\":[\(offset),\(end)]}"
+            offset = end
+        }
+        header += "}"
+        var headerBytes = Array(header.utf8)
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+        var length = UInt64(headerBytes.count).littleEndian
+        try AtomicFile.write(to: path) { writer in
+            try withUnsafeBytes(of: &length) { try writer.write($0) }
+            try headerBytes.withUnsafeBytes { try writer.write($0) }
+            for entry in entries { try writer.write(UnsafeRawBufferPointer(entry.values)) }
+        }
+    }
+
+    static func jsonString(_ s: String) -> String {
+        let data = try! JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])
+        let array = String(decoding: data, as: UTF8.self)
+        return String(array.dropFirst().dropLast())
+    }
+}

@@ -1,0 +1,62 @@
+// AdamW as torch.optim.AdamW computes it (decoupled weight decay, bias correction), over flat buffers.
+//
+// The moments m and v share the parameters' layout, so the update is one fused C loop per tensor; the
+// per-tensor split exists only to apply weight decay to matrices and not to the RMSNorm gains.
+import Kernels
+import Model
+
+public struct AdamWSettings: Codable, Equatable, Sendable {
+    /// Llama 2 (paper §2.2): β1 0.9, β2 0.95, eps 1e-5, weight decay 0.1.
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.95
+    public var eps: Float = 1e-5
+    public var weightDecay: Float = 0.1
+
+    public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-5, weightDecay: Float = 0.1) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weightDecay = weightDecay
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case beta1, beta2, eps, weightDecay = "weight_decay"
+    }
+}
+
+public final class AdamW {
+    public let settings: AdamWSettings
+    public let layout: ParameterLayout
+    /// First and second moments, in the parameters' layout.
+    public let m: FloatBuffer
+    public let v: FloatBuffer
+    /// Steps taken so far; the next update is step `step + 1` for bias correction.
+    public var step: Int = 0
+
+    public init(layout: ParameterLayout, settings: AdamWSettings = AdamWSettings()) {
+        self.layout = layout
+        self.settings = settings
+        m = FloatBuffer(count: layout.count)
+        v = FloatBuffer(count: layout.count)
+    }
+
+    /// One update of `parameters` from `gradients` at `learningRate`.
+    public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate: Float) {
+        step += 1
+        let t = Double(step)
+        let bc1 = Float(1 - pow(Double(settings.beta1), t))
+        let bc2 = Float(1 - pow(Double(settings.beta2), t))
+        for spec in layout.tensors {
+            let o = spec.offset
+            lm_adamw_update(parameters.pointer + o, gradients.pointer + o, m.pointer + o, v.pointer + o, spec.count,
+                            learningRate, settings.beta1, settings.beta2, settings.eps,
+                            spec.decays ? settings.weightDecay : 0, bc1, bc2)
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
