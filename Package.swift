@@ -50,8 +50,9 @@ let package = Package(
 
         // MARK: - Tests
 
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "TestSupport"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
     ]

@@ -1,0 +1,39 @@
+# llama-train: the two commands of the quick start are `make demo` and `make test`.
+# Every target installs what it needs first (Debian packages, idempotently), so a fresh machine works.
+
+SWIFT ?= swift
+APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev pkg-config
+BIN := .build/release/llama-train
+
+# OpenMPI refuses to run as root without these; CI and containers run as root.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+
+.PHONY: all deps build test bench demo clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh $(APT_PACKAGES)
+
+build: deps
+	$(SWIFT) build -c release
+
+# Debug build for the Swift side; the C kernels are always compiled with -O3 (see Package.swift).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+# Timed runs live here, never in `make test`. RUNS repeats the step benchmark and reports medians.
+RUNS ?= 5
+THREADS ?= 1
+bench: build
+	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
+
+demo: build
+	@echo "== llama-train demo: full training steps of the bench-small Llama (24M parameters) on one core"
+	$(BIN) bench --config configs/bench-small.json --threads 1 --steps 4 --warmup 1
+	@echo "== Pretraining under mpirun on the demo corpus comes with the distributed-training issue (#4)."
+
+clean:
+	rm -rf .build

@@ -1,0 +1,53 @@
+// The whole model's backward against finite differences, on shapes the fixture does not cover:
+// one key/value head for three query heads, a head dimension that is not dim / heads, ignored targets.
+import Model
+import Testing
+import TestSupport
+
+@Suite struct ModelGradientTests {
+    static let config = LlamaConfig(dim: 12, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: 17, ffnHiddenSize: 20,
+                                    headDim: 6, normEps: 1e-5, ropeTheta: 500, maxSeqLen: 8)
+
+    @Test func backwardMatchesFiniteDifferences() throws {
+        let model = try LlamaModel(config: Self.config)
+        model.initialize(seed: 3, std: 0.3)
+        var r = Rand(9)
+        let (B, T) = (2, 5)
+        let tokens = (0..<(B * T)).map { _ in Int32(r.next() % 17) }
+        var targets = (0..<(B * T)).map { _ in Int32(r.next() % 17) }
+        targets[0] = LlamaModel.ignoreIndex
+        targets[6] = LlamaModel.ignoreIndex
+
+        model.gradients.zero()
+        let result = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
+        #expect(result.targetCount == B * T - 2)
+        model.backward(lossScale: 1 / Float(result.targetCount))
+
+        for spec in model.layout.tensors {
+            let original = Array(model.parameters.slice(spec.offset, spec.count))
+            let analytic = Array(model.gradients.slice(spec.offset, spec.count))
+            // Probe at most 24 coordinates per tensor, spread over it.
+            let probes = stride(from: 0, to: spec.count, by: max(1, spec.count / 24)).map { $0 }
+            expectGradient(spec.name, at: probes.map { original[$0] }, analytic: probes.map { analytic[$0] }) { values in
+                let p = model.parameters.slice(spec.offset, spec.count)
+                for (i, v) in zip(probes, values) { p[i] = v }
+                defer { for i in probes { p[i] = original[i] } }
+                return (try? model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T).meanLoss) ?? .nan
+            }
+        }
+    }
+
+    @Test func gradientsAccumulateAcrossBackwardCalls() throws {
+        let model = try LlamaModel(config: Self.config)
+        model.initialize(seed: 4, std: 0.3)
+        let tokens: [Int32] = [1, 2, 3, 4], targets: [Int32] = [2, 3, 4, 5]
+        model.gradients.zero()
+        _ = try model.forward(tokens: tokens, targets: targets, batch: 1, seqLen: 4)
+        model.backward(lossScale: 1)
+        let once = model.gradients.array
+        _ = try model.forward(tokens: tokens, targets: targets, batch: 1, seqLen: 4)
+        model.backward(lossScale: 1)
+        let twice = model.gradients.array
+        #expect(maxDifference(twice, once.map { 2 * $0 }) <= 1e-6 * (once.map { abs($0) }.max() ?? 1))
+    }
+}

@@ -1,0 +1,51 @@
+// Finite-difference checking for float32 kernels.
+//
+// The scalar probed is L = Σ w · output with fixed random weights w, so the analytic gradient is the kernel's
+// backward fed dout = w. Central differences with a step of 1e-2 in float32 carry about 1e-5 of round-off
+// relative to L; the tolerance |fd − analytic| ≤ 1e-2 · (|analytic| + max|analytic|/10) is what an honest float32
+// kernel meets and what a wrong term (a missing factor, a transposed index) does not.
+import Testing
+
+public struct Rand {
+    public var state: UInt64
+    public init(_ seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-scale, scale).
+    public mutating func float(_ scale: Float = 1) -> Float { (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
+    public mutating func floats(_ n: Int, _ scale: Float = 1) -> [Float] { (0..<n).map { _ in float(scale) } }
+}
+
+public func weightedSum(_ values: [Float], _ weights: [Float]) -> Double {
+    zip(values, weights).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+}
+
+/// Checks `analytic` (∂L/∂x) against central differences of `loss` at `x`, on every coordinate.
+public func expectGradient(_ name: String, at x: [Float], analytic: [Float], step: Float = 1e-2,
+                           sourceLocation: SourceLocation = #_sourceLocation, loss: ([Float]) -> Double) {
+    #expect(x.count == analytic.count, "\(name): gradient has \(analytic.count) values for \(x.count) inputs")
+    let scale = analytic.map { abs($0) }.max() ?? 0
+    var worst = (index: -1, fd: 0.0, analytic: Float(0), excess: 0.0)
+    for i in 0..<x.count {
+        var plus = x, minus = x
+        plus[i] += step
+        minus[i] -= step
+        let fd = (loss(plus) - loss(minus)) / Double(2 * step)
+        let allowed = 1e-2 * (Double(abs(analytic[i])) + Double(scale) / 10) + 1e-6
+        let excess = abs(fd - Double(analytic[i])) - allowed
+        if excess > worst.excess { worst = (i, fd, analytic[i], excess) }
+    }
+    #expect(worst.index < 0,
+            "\(name): finite difference \(worst.fd) vs analytic \(worst.analytic) at index \(worst.index)",
+            sourceLocation: sourceLocation)
+}
+
+/// Largest |a − b| over two arrays.
+public func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
+    zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
