@@ -16,7 +16,8 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable {
     }
 
     public var description: String {
-        "\(file.map { "\($0): " } ?? "")field '\(field)': \(message)"
+        let location = file.map { "\($0): " } ?? ""
+        return field == "-" ? location + message : location + "field '\(field)': \(message)"
     }
 }
 
