@@ -45,6 +45,7 @@ let package = Package(
         .target(name: "Distributed", dependencies: ["CMPI"]),
         .target(name: "Model", dependencies: ["Kernels"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
+        .target(name: "Tokenizer"),
         .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed"]),
         .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed"]),
 
@@ -55,5 +56,6 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "TestSupport"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
     ]
 )
