@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
         .target(name: "Tokenizer"),
         .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed"]),
-        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed"]),
+        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed", "Tokenizer"]),
 
         // MARK: - Tests
 

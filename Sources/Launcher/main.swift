@@ -13,6 +13,13 @@ usage: llama-train <command> [flags]
 commands:
   bench   --config FILE [--threads N] [--steps K] [--warmup W] [--quiet]
           time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON
+  tokenizer train --input FILE... --out FILE [--vocab-size N] [--character-coverage C]
+                  [--user-defined-symbols A,B] [--max-piece-length L]
+          learn a SentencePiece BPE model with Llama 2's options (split digits, byte fallback, identity)
+  tokenize --tokenizer FILE [--bos] [--eos]
+          JSON Lines {"text": ...} on stdin to {"ids": [...], "pieces": [...]} on stdout
+  detokenize --tokenizer FILE
+          JSON Lines {"ids": [...]} on stdin to {"text": ...} on stdout
   help    this text
 """
 
@@ -61,6 +68,16 @@ do {
     case "bench":
         var args = try Arguments(arguments, switches: ["quiet"])
         try runBench(&args)
+    case "tokenizer":
+        guard arguments.popFirst() == "train" else { throw UsageError(description: "the tokenizer command is 'tokenizer train'") }
+        var args = try Arguments(arguments, lists: ["input", "user-defined-symbols"])
+        try TokenizerCommands.train(&args)
+    case "tokenize":
+        var args = try Arguments(arguments, switches: ["bos", "eos"])
+        try TokenizerCommands.tokenize(&args)
+    case "detokenize":
+        var args = try Arguments(arguments)
+        try TokenizerCommands.detokenize(&args)
     case "help", "--help", "-h":
         print(usage)
     default:

@@ -14,6 +14,11 @@ public struct FileError: Error, CustomStringConvertible {
     public let path: String
     public let message: String
     public var description: String { "\(path): \(message)" }
+
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
 }
 
 public enum AtomicFile {

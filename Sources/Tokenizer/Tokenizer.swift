@@ -115,8 +115,11 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Identity normalisation: optional whitespace clean-up, spaces to U+2581, the dummy prefix (or suffix).
     func normalize(_ text: String) -> [UInt8] {
-        var input = Array(text.utf8)
-        let n = model.normalizer
+        Tokenizer.normalize(Array(text.utf8), spec: model.normalizer, whitespaceAsSuffix: model.trainer.treatWhitespaceAsSuffix)
+    }
+
+    static func normalize(_ bytes: [UInt8], spec n: NormalizerSpec, whitespaceAsSuffix suffix: Bool) -> [UInt8] {
+        var input = bytes
         if n.removeExtraWhitespaces {
             var cleaned: [UInt8] = []
             cleaned.reserveCapacity(input.count)
@@ -135,12 +138,12 @@ public final class Tokenizer: @unchecked Sendable {
         if input.isEmpty { return [] }
         var out: [UInt8] = []
         out.reserveCapacity(input.count + 3 + input.count / 4)
-        let suffix = model.trainer.treatWhitespaceAsSuffix
-        if n.addDummyPrefix && !suffix { out.append(contentsOf: n.escapeWhitespaces ? spaceSymbol : [0x20]) }
+        let space: [UInt8] = n.escapeWhitespaces ? spaceSymbol : [0x20]
+        if n.addDummyPrefix && !suffix { out.append(contentsOf: space) }
         for b in input {
-            if b == 0x20 && n.escapeWhitespaces { out.append(contentsOf: spaceSymbol) } else { out.append(b) }
+            if b == 0x20 { out.append(contentsOf: space) } else { out.append(b) }
         }
-        if n.addDummyPrefix && suffix { out.append(contentsOf: n.escapeWhitespaces ? spaceSymbol : [0x20]) }
+        if n.addDummyPrefix && suffix { out.append(contentsOf: space) }
         return out
     }
 
