@@ -29,6 +29,7 @@ RUNS ?= 5
 THREADS ?= 1
 bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
+	scripts/bench-tokenizer.sh $(BIN) 8000
 
 demo: build
 	@echo "== llama-train demo: full training steps of the bench-small Llama (24M parameters) on one core"

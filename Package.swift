@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "Distributed", dependencies: ["CMPI"]),
         .target(name: "Model", dependencies: ["Kernels"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
-        .target(name: "Tokenizer"),
+        .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed"]),
         .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed", "Tokenizer"]),
 

@@ -74,3 +74,32 @@ enum TokenizerCommands {
         }
     }
 }
+
+extension TokenizerCommands {
+    /// `tokenizer bench --tokenizer FILE --input FILE... [--repeat N]`: single-thread encoding speed on the
+    /// lines of the inputs (line-sized inputs, as data preparation sees them); last line JSON.
+    static func bench(_ args: inout Arguments) throws {
+        let tokenizer = try Tokenizer(path: try args.require("tokenizer"))
+        let inputs = args.list("input")
+        let repeats = try args.int("repeat", default: 3)
+        try args.checkAllUsed()
+        var lines: [String] = []
+        for path in inputs {
+            guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path: path, message: "cannot read") }
+            lines += String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        }
+        let bytes = lines.reduce(0) { $0 + $1.utf8.count }
+        var rates: [Double] = []
+        var tokens = 0
+        for _ in 0..<max(repeats, 1) {
+            let start = Date()
+            tokens = 0
+            for line in lines { tokens += tokenizer.encode(line).count }
+            rates.append(Double(bytes) / Date().timeIntervalSince(start) / 1e6)
+        }
+        let median = rates.sorted()[rates.count / 2]
+        print(String(format: "encoded %d lines, %.2f MB into %d tokens: %.2f MB/s (median of %d)", lines.count,
+                     Double(bytes) / 1e6, tokens, median, rates.count))
+        print("{\"encode_mb_per_s\": \(median), \"lines\": \(lines.count), \"bytes\": \(bytes), \"tokens\": \(tokens)}")
+    }
+}

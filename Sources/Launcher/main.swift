@@ -16,6 +16,8 @@ commands:
   tokenizer train --input FILE... --out FILE [--vocab-size N] [--character-coverage C]
                   [--user-defined-symbols A,B] [--max-piece-length L]
           learn a SentencePiece BPE model with Llama 2's options (split digits, byte fallback, identity)
+  tokenizer bench --tokenizer FILE --input FILE... [--repeat N]
+          single-thread encoding speed on the lines of the inputs
   tokenize --tokenizer FILE [--bos] [--eos]
           JSON Lines {"text": ...} on stdin to {"ids": [...], "pieces": [...]} on stdout
   detokenize --tokenizer FILE
@@ -69,9 +71,13 @@ do {
         var args = try Arguments(arguments, switches: ["quiet"])
         try runBench(&args)
     case "tokenizer":
-        guard arguments.popFirst() == "train" else { throw UsageError(description: "the tokenizer command is 'tokenizer train'") }
+        let sub = arguments.popFirst()
         var args = try Arguments(arguments, lists: ["input", "user-defined-symbols"])
-        try TokenizerCommands.train(&args)
+        switch sub {
+        case "train": try TokenizerCommands.train(&args)
+        case "bench": try TokenizerCommands.bench(&args)
+        default: throw UsageError(description: "the tokenizer commands are 'tokenizer train' and 'tokenizer bench'")
+        }
     case "tokenize":
         var args = try Arguments(arguments, switches: ["bos", "eos"])
         try TokenizerCommands.tokenize(&args)

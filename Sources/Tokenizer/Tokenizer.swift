@@ -164,6 +164,15 @@ public final class Tokenizer: @unchecked Sendable {
         ids.map { $0 >= 0 && Int($0) < vocabSize ? model.pieces[Int($0)].text : "<invalid \($0)>" }
     }
 
+    /// A run of the normalised text; merged-away symbols keep length 0.
+    private struct Symbol {
+        var start: Int32
+        var length: Int32
+        var prev: Int32
+        var next: Int32
+        var frozen: Bool
+    }
+
     private struct Candidate {
         var score: Float
         var left: Int32
@@ -177,10 +186,8 @@ public final class Tokenizer: @unchecked Sendable {
         text.withUnsafeBufferPointer { buffer in
             let p = buffer.baseAddress!, n = buffer.count
             // 1. One symbol per code point, or per user-defined piece (longest match; never merged).
-            var start: [Int32] = [], length: [Int32] = [], frozen: [Bool] = []
-            start.reserveCapacity(n)
-            length.reserveCapacity(n)
-            frozen.reserveCapacity(n)
+            var symbols: [Symbol] = []
+            symbols.reserveCapacity(n)
             var i = 0
             while i < n {
                 var matched = 0
@@ -189,22 +196,20 @@ public final class Tokenizer: @unchecked Sendable {
                     break
                 }
                 let len = matched > 0 ? matched : min(utf8Length(p[i]), n - i)
-                start.append(Int32(i))
-                length.append(Int32(len))
-                frozen.append(matched > 0)
+                let index = Int32(symbols.count)
+                symbols.append(Symbol(start: Int32(i), length: Int32(len), prev: index - 1, next: index + 1, frozen: matched > 0))
                 i += len
             }
-            let count = start.count
-            var prev = (0..<count).map { Int32($0) - 1 }
-            var next = (0..<count).map { $0 + 1 < count ? Int32($0 + 1) : -1 }
+            let count = symbols.count
+            if count > 0 { symbols[count - 1].next = -1 }
             var heap: [Candidate] = []
             heap.reserveCapacity(count)
             var revMerge: [[UInt8]: ([UInt8], [UInt8])] = [:]
 
             func push(_ l: Int32, _ r: Int32) {
-                guard l >= 0, r >= 0, !frozen[Int(l)], !frozen[Int(r)] else { return }
-                let size = Int(length[Int(l)] + length[Int(r)])
-                guard let id = mergeable.find(p + Int(start[Int(l)]), size) else { return }
+                guard l >= 0, r >= 0, !symbols[Int(l)].frozen, !symbols[Int(r)].frozen else { return }
+                let size = Int(symbols[Int(l)].length + symbols[Int(r)].length)
+                guard let id = mergeable.find(p + Int(symbols[Int(l)].start), size) else { return }
                 heap.append(Candidate(score: scores[Int(id)], left: l, right: r, size: Int32(size)))
                 var c = heap.count - 1
                 while c > 0 {
@@ -239,18 +244,19 @@ public final class Tokenizer: @unchecked Sendable {
             while !heap.isEmpty {
                 let c = pop()
                 let l = Int(c.left), r = Int(c.right)
-                if length[l] == 0 || length[r] == 0 || length[l] + length[r] != c.size { continue }
+                let left = symbols[l], right = symbols[r]
+                if left.length == 0 || right.length == 0 || left.length + right.length != c.size { continue }
                 if hasUnused {
-                    let whole = Array(buffer[Int(start[l])..<Int(start[l] + c.size)])
-                    revMerge[whole] = (Array(buffer[Int(start[l])..<Int(start[l] + length[l])]),
-                                       Array(buffer[Int(start[r])..<Int(start[r] + length[r])]))
+                    let whole = Array(buffer[Int(left.start)..<Int(left.start + c.size)])
+                    revMerge[whole] = (Array(buffer[Int(left.start)..<Int(left.start + left.length)]),
+                                       Array(buffer[Int(right.start)..<Int(right.start + right.length)]))
                 }
-                length[l] = c.size
-                length[r] = 0
-                next[l] = next[r]
-                if next[r] >= 0 { prev[Int(next[r])] = Int32(l) }
-                push(prev[l], Int32(l))
-                push(Int32(l), next[l])
+                symbols[l].length = c.size
+                symbols[r].length = 0
+                symbols[l].next = right.next
+                if right.next >= 0 { symbols[Int(right.next)].prev = Int32(l) }
+                push(left.prev, Int32(l))
+                push(Int32(l), right.next)
             }
             // 4. Pieces to ids: map B first, then A; unused pieces re-split; unknown bytes fall back.
             var lastWasUnknown = false
@@ -273,8 +279,8 @@ public final class Tokenizer: @unchecked Sendable {
             }
             var s: Int32 = count > 0 ? 0 : -1
             while s >= 0 {
-                emit(UnsafeBufferPointer(start: p + Int(start[Int(s)]), count: Int(length[Int(s)])))
-                s = next[Int(s)]
+                emit(UnsafeBufferPointer(start: p + Int(symbols[Int(s)].start), count: Int(symbols[Int(s)].length)))
+                s = symbols[Int(s)].next
             }
         }
     }
