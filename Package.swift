@@ -46,8 +46,9 @@ let package = Package(
         .target(name: "Model", dependencies: ["Kernels"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
         .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .target(name: "Dataset", dependencies: ["Model"]),
         .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed"]),
-        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed", "Tokenizer"]),
+        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed", "Tokenizer", "Dataset"]),
 
         // MARK: - Tests
 
@@ -57,5 +58,6 @@ let package = Package(
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
+        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Model"]),
     ]
 )

@@ -81,6 +81,22 @@ public final class Communicator: @unchecked Sendable {
         return v
     }
 
+    /// Gathers every rank's Int32 array on `root` (in rank order); other ranks get nil.
+    public func gather(_ local: [Int32], root: Int = 0) throws -> [[Int32]]? {
+        var count = Int32(local.count)
+        var counts = [Int32](repeating: 0, count: size)
+        try check("MPI_Gather(counts)", MPI_Gather(&count, 1, lm_mpi_int32(), &counts, 1, lm_mpi_int32(), Int32(root), comm))
+        var displacements = [Int32](repeating: 0, count: size)
+        for r in 1..<max(size, 1) where size > 1 { displacements[r] = displacements[r - 1] + counts[r - 1] }
+        let total = Int(counts.reduce(0, +))
+        var all = [Int32](repeating: 0, count: rank == root ? max(total, 1) : 1)
+        var send = local.isEmpty ? [Int32(0)] : local
+        try check("MPI_Gatherv(\(local.count))",
+                  MPI_Gatherv(&send, count, lm_mpi_int32(), &all, &counts, &displacements, lm_mpi_int32(), Int32(root), comm))
+        guard rank == root else { return nil }
+        return (0..<size).map { Array(all[Int(displacements[$0])..<Int(displacements[$0] + counts[$0])]) }
+    }
+
     /// Copies `count` floats from `root` to every rank.
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
         try check("MPI_Bcast(float, \(count), root \(root))",

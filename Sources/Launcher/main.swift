@@ -6,6 +6,7 @@ import Foundation
 import Kernels
 import Model
 import Training
+import Distributed
 
 let usage = """
 usage: llama-train <command> [flags]
@@ -22,6 +23,8 @@ commands:
           JSON Lines {"text": ...} on stdin to {"ids": [...], "pieces": [...]} on stdout
   detokenize --tokenizer FILE
           JSON Lines {"ids": [...]} on stdin to {"text": ...} on stdout
+  prepare --tokenizer FILE --input [NAME=]PATH... --out DIR [--delimiter LINE] [--shard-tokens N]
+          documents (plain text, or .jsonl with "text") to token shards with BOS/EOS; parallel under mpirun
   help    this text
 """
 
@@ -84,6 +87,10 @@ do {
     case "detokenize":
         var args = try Arguments(arguments)
         try TokenizerCommands.detokenize(&args)
+    case "prepare":
+        var args = try Arguments(arguments, lists: ["input"])
+        try PrepareCommand.run(&args)
+        Communicator.finalize()
     case "help", "--help", "-h":
         print(usage)
     default:

@@ -1,0 +1,159 @@
+// MixtureLoader: which token windows make up global batch k, as a pure function of (seed, k).
+//
+// Each source's token stream (its shards end to end) is cut into windows of seq_len + 1 tokens, stride
+// seq_len. A source's share of sequences is proportional to tokens × weight (a weight of 2 sees the source
+// twice per epoch of the rest; 0.5 half). Shares are laid out as a fixed, seeded pattern of `period` slots,
+// so the n-th draw of each source is known in O(1) for any sequence index; each source walks a seeded
+// permutation of its windows, a new one per epoch. Nothing depends on the number of ranks: rank r of R takes
+// sequences [r·G/R, (r+1)·G/R) of each global batch of G. The loader's whole state is the batch index.
+import Foundation
+import Model
+
+public final class MixtureLoader {
+    public struct SourceInfo {
+        public let name: String
+        public let tokens: Int
+        public let windows: Int
+        public let weight: Double
+        /// Fraction of sequences drawn from this source.
+        public let share: Double
+    }
+
+    public let seqLen: Int
+    public let seed: UInt64
+    public let sources: [SourceInfo]
+    public let period: Int
+    private let shards: [[TokenShard]]
+    private let shardStarts: [[Int]]
+    private let pattern: [Int]  // slot → source
+    private let slotsBefore: [[Int]]  // slotsBefore[s][i]: slots of source s in pattern[0..<i]
+    private var permutationCache: [Int: (epoch: Int, order: [Int32])] = [:]
+
+    /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash`.
+    public init(directory: String, tokenizerHash: String, seqLen: Int, weights: [String: Double] = [:],
+                seed: UInt64, period: Int = 4096) throws {
+        let index = try DatasetIndex.load(directory: directory)
+        guard index.tokenizerSHA256 == tokenizerHash else {
+            throw DatasetError.tokenizerMismatch(file: directory + "/index.json", expected: tokenizerHash, actual: index.tokenizerSHA256)
+        }
+        if let unknown = weights.keys.sorted().first(where: { name in !index.sources.contains { $0.name == name } }) {
+            throw DatasetError.invalid("mixture weight for '\(unknown)', but \(directory) has sources \(index.sources.map(\.name))")
+        }
+        self.seqLen = seqLen
+        self.seed = seed
+        var shards: [[TokenShard]] = [], starts: [[Int]] = [], infos: [(String, Int, Int, Double)] = []
+        for source in index.sources {
+            var opened: [TokenShard] = [], offsets: [Int] = [], total = 0
+            for s in source.shards {
+                let shard = try TokenShard(path: directory + "/" + s.file)
+                guard shard.tokenizerHash == tokenizerHash else {
+                    throw DatasetError.tokenizerMismatch(file: shard.path, expected: tokenizerHash, actual: shard.tokenizerHash)
+                }
+                offsets.append(total)
+                total += shard.tokenCount
+                opened.append(shard)
+            }
+            let weight = weights[source.name] ?? 1
+            guard weight >= 0 else { throw DatasetError.invalid("mixture weight of '\(source.name)' is negative") }
+            let windows = max(0, (total - 1) / seqLen)
+            if weight > 0 && windows == 0 {
+                throw DatasetError.invalid("source '\(source.name)' has \(total) tokens, fewer than one window of seq_len + 1 = \(seqLen + 1)")
+            }
+            shards.append(opened)
+            starts.append(offsets)
+            infos.append((source.name, total, windows, weight))
+        }
+        let mass = infos.map { Double($0.1) * $0.3 }
+        let totalMass = mass.reduce(0, +)
+        guard totalMass > 0 else { throw DatasetError.invalid("\(directory): every source has weight 0 or no tokens") }
+        self.shards = shards
+        shardStarts = starts
+        let sources = zip(infos, mass).map { SourceInfo(name: $0.0, tokens: $0.1, windows: $0.2, weight: $0.3, share: $1 / totalMass) }
+        self.sources = sources
+
+        // Largest-remainder apportionment of `period` slots; every source with weight gets at least one.
+        let active = sources.indices.filter { sources[$0].share > 0 }
+        let p = max(period, active.count)
+        var counts = sources.map { Int(($0.share * Double(p)).rounded(.down)) }
+        for s in active where counts[s] == 0 { counts[s] = 1 }
+        let byRemainder = active.sorted {
+            let a = sources[$0].share * Double(p) - Double(counts[$0]), b = sources[$1].share * Double(p) - Double(counts[$1])
+            return a != b ? a > b : $0 < $1
+        }
+        var i = 0
+        while counts.reduce(0, +) < p { counts[byRemainder[i % byRemainder.count]] += 1; i += 1 }
+        while counts.reduce(0, +) > p, let s = active.max(by: { counts[$0] < counts[$1] }) { counts[s] -= 1 }
+        var slots = counts.enumerated().flatMap { [Int](repeating: $0.offset, count: $0.element) }
+        var rng = SplitMix64(seed: seed ^ 0x6d69_7874_7572_6521)
+        for j in stride(from: slots.count - 1, to: 0, by: -1) { slots.swapAt(j, Int(rng.next() % UInt64(j + 1))) }
+        pattern = slots
+        self.period = p
+        var before = [[Int]](repeating: [Int](repeating: 0, count: p + 1), count: sources.count)
+        for (j, s) in slots.enumerated() {
+            for t in sources.indices { before[t][j + 1] = before[t][j] + (t == s ? 1 : 0) }
+        }
+        slotsBefore = before
+    }
+
+    /// Draws of source s among sequences 0..<g.
+    public func draws(source s: Int, before g: Int) -> Int {
+        (g / period) * slotsBefore[s][period] + slotsBefore[s][g % period]
+    }
+
+    /// Passes over each source's windows after the first `sequences` sequences.
+    public func epochs(afterSequences sequences: Int) -> [String: Double] {
+        Dictionary(uniqueKeysWithValues: sources.indices.map {
+            (sources[$0].name, sources[$0].windows > 0 ? Double(draws(source: $0, before: sequences)) / Double(sources[$0].windows) : 0)
+        })
+    }
+
+    /// (source, window) of global sequence g.
+    public func window(ofSequence g: Int) -> (source: Int, window: Int) {
+        let s = pattern[g % period]
+        let n = draws(source: s, before: g)
+        let windows = sources[s].windows
+        let epoch = n / windows
+        if permutationCache[s]?.epoch != epoch {
+            var order = (0..<windows).map { Int32($0) }
+            var rng = SplitMix64(seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
+            for j in stride(from: windows - 1, to: 0, by: -1) { order.swapAt(j, Int(rng.next() % UInt64(j + 1))) }
+            permutationCache[s] = (epoch, order)
+        }
+        return (s, Int(permutationCache[s]!.order[n % windows]))
+    }
+
+    /// Rank `rank`'s part of global batch k of `globalBatch` sequences: inputs and next-token targets,
+    /// row-major (sequences × seq_len).
+    public func batch(_ k: Int, globalBatch: Int, rank: Int = 0, worldSize: Int = 1) throws -> (tokens: [Int32], targets: [Int32]) {
+        guard globalBatch % worldSize == 0 else {
+            throw DatasetError.invalid("global batch of \(globalBatch) sequences does not split over \(worldSize) ranks")
+        }
+        let perRank = globalBatch / worldSize
+        var tokens = [Int32](repeating: 0, count: perRank * seqLen), targets = tokens
+        var window = [Int32](repeating: 0, count: seqLen + 1)
+        for i in 0..<perRank {
+            let (s, w) = self.window(ofSequence: k * globalBatch + rank * perRank + i)
+            window.withUnsafeMutableBufferPointer { read(source: s, start: w * seqLen, count: seqLen + 1, into: $0.baseAddress!) }
+            for t in 0..<seqLen {
+                tokens[i * seqLen + t] = window[t]
+                targets[i * seqLen + t] = window[t + 1]
+            }
+        }
+        return (tokens, targets)
+    }
+
+    /// Tokens [start, start + count) of source s's stream, across shard boundaries.
+    private func read(source s: Int, start: Int, count: Int, into out: UnsafeMutablePointer<Int32>) {
+        var position = start, done = 0
+        var i = (shardStarts[s].lastIndex { $0 <= position }) ?? 0
+        while done < count {
+            let shard = shards[s][i]
+            let offset = position - shardStarts[s][i]
+            let n = min(count - done, shard.tokenCount - offset)
+            if n > 0 { shard.read(start: offset, count: n, into: out + done) }
+            done += max(n, 0)
+            position += max(n, 0)
+            i += 1
+        }
+    }
+}

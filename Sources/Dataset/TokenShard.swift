@@ -1,0 +1,148 @@
+// Token shards: the binary files data preparation writes and the loader maps.
+//
+// A shard is a 64-byte little-endian header, then the tokens:
+//   0  magic "LLTOKSHD"        8  version (u32) = 1      12 token width in bytes (u32): 2 or 4
+//   16 token count (u64)       24 document count (u64)   32 first 32 bytes... of the tokenizer's SHA-256
+// The tokenizer hash travels in every shard and in index.json, so a model can never read tokens made by
+// another tokenizer without being told.
+import Foundation
+import Model
+
+public enum DatasetError: Error, CustomStringConvertible, Equatable {
+    case unreadable(file: String, reason: String)
+    case emptyInput(file: String)
+    case badShard(file: String, reason: String)
+    case tokenizerMismatch(file: String, expected: String, actual: String)
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case let .unreadable(file, reason): "\(file): cannot read: \(reason)"
+        case let .emptyInput(file): "\(file): no document in this input (empty file, or only delimiter lines)"
+        case let .badShard(file, reason): "\(file): not a valid token shard: \(reason)"
+        case let .tokenizerMismatch(file, expected, actual):
+            "\(file) was tokenized with tokenizer sha256 \(actual.prefix(16))…, but this run uses \(expected.prefix(16))…; re-run `llama-train prepare` with this tokenizer"
+        case let .invalid(message): message
+        }
+    }
+}
+
+public struct TokenShard {
+    static let magic = Array("LLTOKSHD".utf8)
+    static let headerSize = 64
+
+    public let path: String
+    public let tokenCount: Int
+    public let documentCount: Int
+    public let tokenizerHash: String
+    let width: Int
+    private let data: Data
+
+    /// Writes `tokens` atomically, 16-bit when every id fits.
+    public static func write(tokens: [Int32], documents: Int, vocabSize: Int, tokenizerHash: String, to path: String) throws {
+        let width = vocabSize <= 65536 ? 2 : 4
+        var header = [UInt8](repeating: 0, count: headerSize)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { for (i, b) in $0.enumerated() { header[offset + i] = b } }
+        }
+        header.replaceSubrange(0..<8, with: magic)
+        put(UInt32(1), at: 8)
+        put(UInt32(width), at: 12)
+        put(UInt64(tokens.count), at: 16)
+        put(UInt64(documents), at: 24)
+        let hashBytes = stride(from: 0, to: 64, by: 2).map { UInt8(tokenizerHash.dropFirst($0).prefix(2), radix: 16)! }
+        header.replaceSubrange(32..<64, with: hashBytes)
+        try AtomicFile.write(to: path) { writer in
+            try header.withUnsafeBytes { try writer.write($0) }
+            if width == 2 {
+                try tokens.map { UInt16(truncatingIfNeeded: $0).littleEndian }.withUnsafeBytes { try writer.write($0) }
+            } else {
+                try tokens.map { $0.littleEndian }.withUnsafeBytes { try writer.write($0) }
+            }
+        }
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw DatasetError.unreadable(file: path, reason: error.localizedDescription)
+        }
+        guard data.count >= TokenShard.headerSize, Array(data.prefix(8)) == TokenShard.magic else {
+            throw DatasetError.badShard(file: path, reason: "no LLTOKSHD header")
+        }
+        let (version, width, count, documents) = data.withUnsafeBytes { raw in
+            (UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
+             Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self))),
+             Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))),
+             Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))))
+        }
+        guard version == 1 else { throw DatasetError.badShard(file: path, reason: "version \(version), this build reads 1") }
+        guard width == 2 || width == 4 else { throw DatasetError.badShard(file: path, reason: "token width \(width)") }
+        guard data.count == TokenShard.headerSize + count * width else {
+            throw DatasetError.badShard(file: path, reason: "header promises \(count) tokens of \(width) bytes, file has \(data.count - TokenShard.headerSize) bytes after the header")
+        }
+        self.width = width
+        tokenCount = count
+        documentCount = documents
+        tokenizerHash = data[32..<64].map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Copies tokens [start, start + count) into `out`.
+    public func read(start: Int, count: Int, into out: UnsafeMutablePointer<Int32>) {
+        precondition(start >= 0 && start + count <= tokenCount, "read \(start)+\(count) of \(tokenCount) in \(path)")
+        data.withUnsafeBytes { raw in
+            let base = raw.baseAddress! + TokenShard.headerSize
+            if width == 2 {
+                for i in 0..<count { out[i] = Int32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * (start + i), as: UInt16.self))) }
+            } else {
+                for i in 0..<count { out[i] = Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * (start + i), as: Int32.self)) }
+            }
+        }
+    }
+
+    public func tokens() -> [Int32] {
+        var out = [Int32](repeating: 0, count: tokenCount)
+        out.withUnsafeMutableBufferPointer { if tokenCount > 0 { read(start: 0, count: tokenCount, into: $0.baseAddress!) } }
+        return out
+    }
+}
+
+/// index.json: the sources of a prepared dataset and their shards.
+public struct DatasetIndex: Codable, Equatable {
+    public struct Shard: Codable, Equatable {
+        public var file: String
+        public var tokens: Int
+        public var documents: Int
+    }
+
+    public struct Source: Codable, Equatable {
+        public var name: String
+        public var inputs: [String]
+        public var shards: [Shard]
+        public var tokens: Int { shards.reduce(0) { $0 + $1.tokens } }
+        public var documents: Int { shards.reduce(0) { $0 + $1.documents } }
+    }
+
+    public var version = 1
+    public var tokenizerSHA256: String
+    public var vocabSize: Int
+    public var sources: [Source]
+
+    enum CodingKeys: String, CodingKey {
+        case version, tokenizerSHA256 = "tokenizer_sha256", vocabSize = "vocab_size", sources
+    }
+
+    public static func load(directory: String) throws -> DatasetIndex {
+        let path = directory + "/index.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw DatasetError.unreadable(file: path, reason: "missing; run `llama-train prepare` first")
+        }
+        do {
+            return try JSONDecoder().decode(DatasetIndex.self, from: data)
+        } catch {
+            throw DatasetError.badShard(file: path, reason: "index is not valid: \(error)")
+        }
+    }
+}

@@ -1,0 +1,60 @@
+// `llama-train prepare`: documents to token shards. Under mpirun the documents are dealt round-robin to the
+// ranks, tokenised in parallel and gathered on rank 0 in their original order, so the output is the same
+// whatever the number of processes.
+import Dataset
+import Distributed
+import Foundation
+import Model
+import Tokenizer
+
+enum PrepareCommand {
+    static func run(_ args: inout Arguments) throws {
+        let tokenizerPath = try args.require("tokenizer")
+        let inputs = args.list("input").map(InputSpec.init(argument:))
+        let out = try args.require("out")
+        let delimiter = args.string("delimiter")
+        let shardTokens = try args.int("shard-tokens", default: 64 << 20)
+        try args.checkAllUsed()
+        guard !inputs.isEmpty else { throw UsageError(description: "--input [NAME=]PATH... is required") }
+        guard shardTokens > 0 else { throw UsageError(description: "--shard-tokens must be positive") }
+
+        let world = try Communicator.world()
+        let tokenizer = try Tokenizer(path: tokenizerPath)
+        let modelBytes = [UInt8](FileManager.default.contents(atPath: tokenizerPath)!)
+        let hash = SHA256.hex(modelBytes)
+        // Every rank reads the inputs (cheap next to tokenising) so that errors name the file on every rank.
+        var documents: [(source: String, text: String)] = []
+        for input in inputs {
+            for text in try Documents.read(input.path, delimiter: delimiter) { documents.append((input.source, text)) }
+        }
+        let start = Date()
+        var local: [Int32] = []  // per document: length, then tokens
+        for i in stride(from: world.rank, to: documents.count, by: world.size) {
+            let ids = tokenizer.encode(documents[i].text, bos: true, eos: true)
+            local.append(Int32(ids.count))
+            local += ids
+        }
+        guard let parts = try world.gather(local) else { return }  // rank 0 writes
+        var cursors = [Int](repeating: 0, count: world.size)
+        var bySource: [String: [[Int32]]] = [:]
+        for i in documents.indices {
+            let r = i % world.size
+            let n = Int(parts[r][cursors[r]])
+            bySource[documents[i].source, default: []].append(Array(parts[r][(cursors[r] + 1)...(cursors[r] + n)]))
+            cursors[r] += n + 1
+        }
+        var order: [String] = []
+        for input in inputs where !order.contains(input.source) { order.append(input.source) }
+        let sources = order.map { name in
+            (name: name, inputs: inputs.filter { $0.source == name }.map(\.path), documents: bySource[name] ?? [])
+        }
+        let index = try ShardWriter.write(sources: sources, vocabSize: tokenizer.vocabSize, tokenizerHash: hash,
+                                          shardTokens: shardTokens, to: out)
+        let seconds = Date().timeIntervalSince(start)
+        for s in index.sources {
+            print("\(s.name): \(s.documents) documents, \(s.tokens) tokens in \(s.shards.count) shard(s)")
+        }
+        print(String(format: "prepared %@ with %d rank(s) in %.2f s (tokenizer sha256 %@…)", out, world.size, seconds,
+                     String(hash.prefix(12))))
+    }
+}
