@@ -2,7 +2,9 @@
 # Every target installs what it needs first (Debian packages, idempotently), so a fresh machine works.
 
 SWIFT ?= swift
-APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev pkg-config
+APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev pkg-config python3-pip fortunes
+# The tokenizer tests compare against the sentencepiece library itself.
+PIP_PACKAGES := sentencepiece==0.2.3
 BIN := .build/release/llama-train
 
 # OpenMPI refuses to run as root without these; CI and containers run as root.
@@ -15,6 +17,7 @@ all: build
 
 deps:
 	@scripts/install-deps.sh $(APT_PACKAGES)
+	@scripts/install-python-deps.sh $(PIP_PACKAGES)
 
 build: deps
 	$(SWIFT) build -c release

@@ -1,0 +1,132 @@
+// The llama-train executable as a user runs it, under mpirun where ranks matter: the tokenizer commands,
+// data preparation with 1 and 2 ranks, the benchmark's JSON line, and errors that name what is wrong.
+import Foundation
+import Testing
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// The llama-train that `swift build` put beside the tests.
+func toolPath() throws -> String {
+    let candidates = [".build/debug/llama-train", ".build/release/llama-train"].map { packageRoot + "/" + $0 }
+    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build llama-train first")
+}
+
+struct Run {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+/// Runs a command with a time limit, so a hang fails the test instead of the suite. Output goes through
+/// files, which never fill up the way pipes do.
+func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120) throws -> Run {
+    let dir = NSTemporaryDirectory() + "llama-train-run-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    for name in ["in", "out", "err"] { FileManager.default.createFile(atPath: dir + "/" + name, contents: nil) }
+    try Data(stdin.utf8).write(to: URL(fileURLWithPath: dir + "/in"))
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    var environment = ProcessInfo.processInfo.environment
+    environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    process.environment = environment
+    process.standardInput = FileHandle(forReadingAtPath: dir + "/in")
+    process.standardOutput = FileHandle(forWritingAtPath: dir + "/out")
+    process.standardError = FileHandle(forWritingAtPath: dir + "/err")
+    try process.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    if process.isRunning {
+        process.terminate()
+        Issue.record("\(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+    }
+    process.waitUntilExit()
+    func read(_ name: String) -> String { String(decoding: FileManager.default.contents(atPath: dir + "/" + name) ?? Data(), as: UTF8.self) }
+    return Run(status: process.terminationStatus, stdout: read("out"), stderr: read("err"))
+}
+
+let fixtureTokenizer = packageRoot + "/../shared/fixtures/spm-bpe/tokenizer.model"
+
+func scratch() throws -> String {
+    let path = NSTemporaryDirectory() + "llama-train-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite(.serialized) struct CommandLineTests {
+    @Test func tokenizeThenDetokenize() throws {
+        let tool = try toolPath()
+        let texts = ["Hello world", "  spaces\tand 12345 digits", "日本語 🦙"]
+        let input = texts.map { "{\"text\": \"\($0.replacingOccurrences(of: "\t", with: "\\t"))\"}" }.joined(separator: "\n")
+        let encoded = try run([tool, "tokenize", "--tokenizer", fixtureTokenizer, "--bos"], stdin: input)
+        #expect(encoded.status == 0, "\(encoded.stderr)")
+        let objects = encoded.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(objects.count == 3)
+        #expect(objects.allSatisfy { ($0["ids"] as! [Int]).first == 1 && ($0["pieces"] as! [String]).first == "<s>" })
+        let decoded = try run([tool, "detokenize", "--tokenizer", fixtureTokenizer], stdin: encoded.stdout)
+        let back = decoded.stdout.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["text"] as! String }
+        #expect(back == texts)
+        let bad = try run([tool, "tokenize", "--tokenizer", fixtureTokenizer], stdin: "{\"txt\": 1}")
+        #expect(bad.status != 0 && bad.stderr.contains("line 1"))
+    }
+
+    @Test func prepareGivesTheSameShardsWithOneAndTwoRanks() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        try (0..<40).map { "fortune number \($0): \(String(repeating: "the quick brown fox ", count: $0 % 7))" }
+            .joined(separator: "\n%\n").write(toFile: dir + "/fortunes", atomically: true, encoding: .utf8)
+        try (0..<15).map { "{\"text\": \"document \($0) with digits 3.14159\"}" }.joined(separator: "\n")
+            .write(toFile: dir + "/web.jsonl", atomically: true, encoding: .utf8)
+        let args = ["prepare", "--tokenizer", fixtureTokenizer, "--input", "quotes=\(dir)/fortunes", "\(dir)/web.jsonl",
+                    "--delimiter", "%", "--shard-tokens", "300"]
+        let one = try run([tool] + args + ["--out", dir + "/one"])
+        #expect(one.status == 0, "\(one.stderr)")
+        let two = try run(["mpirun", "-np", "2", "--oversubscribe", tool] + args + ["--out", dir + "/two"])
+        #expect(two.status == 0, "\(two.stderr)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/one").sorted()
+        #expect(files.contains("index.json") && files.filter { $0.hasPrefix("quotes-") }.count > 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/two").sorted() == files)
+        for f in files {
+            #expect(FileManager.default.contents(atPath: dir + "/one/" + f) == FileManager.default.contents(atPath: dir + "/two/" + f), "\(f)")
+        }
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/one/index.json"))) as! [String: Any]
+        let sources = (index["sources"] as! [[String: Any]]).map { $0["name"] as! String }
+        #expect(sources == ["quotes", "web"])
+
+        let missing = try run([tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", dir + "/nope", "--out", dir + "/x"])
+        #expect(missing.status != 0 && missing.stderr.contains(dir + "/nope"))
+    }
+
+    @Test func benchEndsWithOneJSONObject() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        try """
+        {"model": {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 256, "ffn_hidden_size": 128,
+                   "max_seq_len": 32},
+         "train": {"seq_len": 32, "micro_batch": 2}}
+        """.write(toFile: dir + "/tiny.json", atomically: true, encoding: .utf8)
+        let r = try run([tool, "bench", "--config", dir + "/tiny.json", "--steps", "2", "--warmup", "1"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let last = try #require(r.stdout.split(separator: "\n").last)
+        let json = try JSONSerialization.jsonObject(with: Data(last.utf8)) as! [String: Any]
+        for key in ["tokens_per_s", "model_gflops", "sgemm_gflops", "mfu_vs_sgemm", "peak_rss_mb"] {
+            #expect((json[key] as? Double ?? 0) > 0, "\(key)")
+        }
+    }
+
+    @Test func badConfigNamesFileAndField() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        try #"{"model": {"dim": 64, "n_layers": 2, "n_heads": 5}, "train": {}}"#.write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+        let r = try run([tool, "bench", "--config", dir + "/bad.json"])
+        #expect(r.status == 1 && r.stderr.contains(dir + "/bad.json") && r.stderr.contains("n_heads"))
+        try #"{"model": {"dim": 64, "n_layers": 2, "n_heads": 4, "heads": 3}}"#.write(toFile: dir + "/typo.json", atomically: true, encoding: .utf8)
+        let typo = try run([tool, "bench", "--config", dir + "/typo.json"])
+        #expect(typo.status == 1 && typo.stderr.contains("model.heads"))
+        let usage = try run([tool, "bench", "--config", dir + "/bad.json", "--thread", "2"])
+        #expect(usage.status == 2 && usage.stderr.contains("--thread"))
+    }
+}
