@@ -29,7 +29,11 @@ func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
-    var environment = ProcessInfo.processInfo.environment
+    // The test process may itself be an MPI singleton (the Distributed tests share it); its OMPI_/PMIX_
+    // variables would make a child mpirun think it runs inside that job.
+    var environment = ProcessInfo.processInfo.environment.filter { key, _ in
+        !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
+    }
     environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     process.environment = environment
