@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
         .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .target(name: "Dataset", dependencies: ["Model"]),
-        .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed"]),
+        .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed", "Dataset", "Tokenizer"]),
         .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed", "Tokenizer", "Dataset"]),
 
         // MARK: - Tests

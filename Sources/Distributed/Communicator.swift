@@ -19,7 +19,11 @@ public struct MPIError: Error, CustomStringConvertible {
 public final class Communicator: @unchecked Sendable {
     public let rank: Int
     public let size: Int
+    /// The thread support MPI granted (MPI_THREAD_MULTIPLE is asked for; a communication thread needs it).
+    public let threadLevel: Int32
     private let comm: MPI_Comm
+    /// MPI counts are Int32; larger buffers go in chunks of this many elements.
+    static let maxChunk = 1 << 30
 
     /// The world communicator, initialised on first use (once per process, as MPI requires).
     /// A process started without mpirun is a world of one.
@@ -38,14 +42,16 @@ public final class Communicator: @unchecked Sendable {
     private init(initialising: Void) throws {
         var initialised: Int32 = 0
         MPI_Initialized(&initialised)
+        var provided: Int32 = 0
         if initialised == 0 {
-            var provided: Int32 = 0
             // The communication thread of a later stage issues collectives beside the compute thread.
             let code = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided)
             if code != MPI_SUCCESS {
                 throw MPIError(call: "MPI_Init_thread", rank: -1, code: code, message: Communicator.errorString(code))
             }
         }
+        if initialised != 0 { MPI_Query_thread(&provided) }
+        threadLevel = provided
         comm = lm_mpi_comm_world()
         // Return codes instead of the default abort, so a failure can be reported with its rank and call.
         MPI_Comm_set_errhandler(comm, lm_mpi_errors_return())
@@ -59,14 +65,62 @@ public final class Communicator: @unchecked Sendable {
 
     public var isRoot: Bool { rank == 0 }
 
+    /// Whether MPI was initialised in this process (and not yet finalised).
+    public static var isInitialized: Bool {
+        var initialised: Int32 = 0, finalized: Int32 = 0
+        MPI_Initialized(&initialised)
+        MPI_Finalized(&finalized)
+        return initialised != 0 && finalized == 0
+    }
+
     public func barrier() throws {
         try check("MPI_Barrier", MPI_Barrier(comm))
     }
 
-    /// Sums `count` floats across ranks, in place.
+    /// Sums `count` floats across ranks, in place (in chunks when count exceeds MPI's Int32 counts).
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        try check("MPI_Allreduce(float, \(count))",
-                  MPI_Allreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_float(), lm_mpi_sum(), comm))
+        var done = 0
+        while done < count {
+            let n = min(count - done, Communicator.maxChunk)
+            try check("MPI_Allreduce(float, \(n))",
+                      MPI_Allreduce(lm_mpi_in_place(), buffer + done, Int32(n), lm_mpi_float(), lm_mpi_sum(), comm))
+            done += n
+        }
+    }
+
+    /// Starts summing `count` floats in place; the request must be completed with `wait` (or polled with
+    /// `test`, since non-blocking MPI makes progress only inside MPI calls).
+    public func iallreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Request {
+        precondition(count <= Communicator.maxChunk, "iallreduce of \(count) floats: split it into buckets")
+        var request: MPI_Request? = lm_mpi_request_null()
+        try check("MPI_Iallreduce(float, \(count))",
+                  MPI_Iallreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_float(), lm_mpi_sum(), comm, &request))
+        return Request(request, communicator: self, call: "MPI_Iallreduce(float, \(count))")
+    }
+
+    /// Element-wise max and min of doubles across ranks, e.g. to prove every rank holds the same parameters.
+    public func allreduceMax(_ value: Double) throws -> Double {
+        var v = value
+        try check("MPI_Allreduce(max)", MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_max(), comm))
+        return v
+    }
+
+    public func allreduceMin(_ value: Double) throws -> Double {
+        var v = value
+        try check("MPI_Allreduce(min)", MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_min(), comm))
+        return v
+    }
+
+    /// Sums `input` (size × blockCount floats) across ranks; rank r receives block r in `output`.
+    public func reduceScatterSum(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
+        try check("MPI_Reduce_scatter_block(\(blockCount))",
+                  MPI_Reduce_scatter_block(input, output, Int32(blockCount), lm_mpi_float(), lm_mpi_sum(), comm))
+    }
+
+    /// Concatenates every rank's `blockCount` floats, in rank order, on every rank.
+    public func allgather(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
+        try check("MPI_Allgather(\(blockCount))",
+                  MPI_Allgather(input, Int32(blockCount), lm_mpi_float(), output, Int32(blockCount), lm_mpi_float(), comm))
     }
 
     /// Sums `count` doubles across ranks, in place.
@@ -116,7 +170,7 @@ public final class Communicator: @unchecked Sendable {
         if finalized == 0 { MPI_Finalize() }
     }
 
-    private func check(_ call: String, _ code: Int32) throws {
+    func check(_ call: String, _ code: Int32) throws {
         if code != MPI_SUCCESS {
             throw MPIError(call: call, rank: rank, code: code, message: Communicator.errorString(code))
         }
@@ -127,5 +181,29 @@ public final class Communicator: @unchecked Sendable {
         var length: Int32 = 0
         MPI_Error_string(code, &buffer, &length)
         return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// An MPI request of a non-blocking collective.
+public final class Request: @unchecked Sendable {
+    private var request: MPI_Request?
+    private let communicator: Communicator
+    private let call: String
+
+    init(_ request: MPI_Request?, communicator: Communicator, call: String) {
+        self.request = request
+        self.communicator = communicator
+        self.call = call
+    }
+
+    /// Progresses the operation; true once it has completed.
+    public func test() throws -> Bool {
+        var flag: Int32 = 0
+        try communicator.check("MPI_Test(\(call))", MPI_Test(&request, &flag, lm_mpi_status_ignore()))
+        return flag != 0
+    }
+
+    public func wait() throws {
+        try communicator.check("MPI_Wait(\(call))", MPI_Wait(&request, lm_mpi_status_ignore()))
     }
 }

@@ -25,6 +25,10 @@ commands:
           JSON Lines {"ids": [...]} on stdin to {"text": ...} on stdout
   prepare --tokenizer FILE --input [NAME=]PATH... --out DIR [--delimiter LINE] [--shard-tokens N]
           documents (plain text, or .jsonl with "text") to token shards with BOS/EOS; parallel under mpirun
+  pretrain --config FILE [--threads N] [--out DIR] [--metrics FILE.jsonl] [--log-every N] [--steps N]
+          [--micro-batch N] [--global-batch-tokens N] [--lr X] [--warmup-steps N] [--bucket-mb X]
+          [--data DIR --tokenizer FILE] [--seed N] [--on-nonfinite stop|skip]
+          data-parallel pretraining; run under mpirun for several ranks
   help    this text
 """
 
@@ -87,6 +91,10 @@ do {
     case "detokenize":
         var args = try Arguments(arguments)
         try TokenizerCommands.detokenize(&args)
+    case "pretrain":
+        var args = try Arguments(arguments)
+        try PretrainCommand.run(&args)
+        Communicator.finalize()
     case "prepare":
         var args = try Arguments(arguments, lists: ["input"])
         try PrepareCommand.run(&args)
@@ -97,7 +105,16 @@ do {
         fail("unknown command '\(command)'\n\(usage)", code: 2)
     }
 } catch let error as UsageError {
+    abortJobIfParallel("\(error)")
     fail("\(error)\n\(usage)", code: 2)
 } catch {
+    abortJobIfParallel("\(error)")
     fail("\(error)", code: 1)
+}
+
+/// Under mpirun an error on one rank must end the whole job, never leave the others waiting in a collective.
+func abortJobIfParallel(_ message: String) {
+    if Communicator.isInitialized, let world = try? Communicator.world(), world.size > 1 {
+        world.abort("llama-train: error: \(message)")
+    }
 }

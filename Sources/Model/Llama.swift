@@ -144,7 +144,9 @@ public final class LlamaModel {
 
     /// Adds into `gradients` the gradient of Σ lossScale · loss over the last forward's counted targets
     /// (lossScale = 1 / global target count gives the mean). Overwrites the logits.
-    public func backward(lossScale: Float) {
+    /// `gradientsReady(w)` is called as backward goes: every gradient at flat offset ≥ w is then final, so a
+    /// data-parallel caller can start reducing it while the rest of backward runs.
+    public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) {
         guard let a = activations else { preconditionFailure("backward before forward") }
         let c = config
         let B = Int32(a.batch), T = Int32(a.seqLen), N = B * T
@@ -161,6 +163,7 @@ public final class LlamaModel {
         zero(a.dres, N * C)
         lm_rmsnorm_backward(dres, g(layout.finalNorm), dnorm, a.ptr(a.residual[c.nLayers]), p(layout.finalNorm),
                             a.ptr(a.rstdF), N, C)
+        gradientsReady?(min(layout.finalNorm.offset, layout.lmHead.offset))
         // dres is the gradient of the residual stream: each block's output passes it straight to its input.
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             let s = a.layers[l], x = a.ptr(a.residual[l])
@@ -195,8 +198,10 @@ public final class LlamaModel {
             lm_matmul_backward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
             lm_matmul_backward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
             lm_rmsnorm_backward(dres, dw(.attentionNorm), dnorm, x, w(.attentionNorm), a.ptr(s.rstd1), N, C)
+            gradientsReady?(layout.layer(l, .q).offset)
         }
         lm_embedding_backward(g(layout.embedding), dres, a.tokens, N, C)
+        gradientsReady?(0)
     }
 
     // MARK: - Accounting

@@ -115,6 +115,19 @@ public enum Benchmark {
         return best
     }
 
+    /// OpenBLAS's sgemm rate on a size³ square, median of 5 after a warm-up: the MFU denominator of training.
+    public static func sgemmRate(size n: Int) -> Double {
+        let a = FloatBuffer(count: n * n), w = FloatBuffer(count: n * n), out = FloatBuffer(count: n * n)
+        for i in 0..<a.count { a[i] = Float(i % 7) - 3; w[i] = Float(i % 5) - 2 }
+        var times: [Double] = []
+        for _ in 0..<6 {
+            let t0 = now()
+            lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(n), Int32(n), Int32(n), 0)
+            times.append(now() - t0)
+        }
+        return 2 * Double(n * n * n) / Array(times.dropFirst()).median / 1e9
+    }
+
     static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -4,31 +4,116 @@
 // with the training loop. Unknown keys are refused, so a typo never silently falls back to a default.
 import Foundation
 import Model
+import Optim
 
 public struct TrainSettings: Codable, Equatable, Sendable {
-    /// Tokens per sequence. 256 keeps the small configs fast on 2 cores; Llama 2 itself uses 4096.
-    public var seqLen: Int = 256
-    /// Sequences per rank per micro-step.
-    public var microBatch: Int = 4
-    /// Seeds initialisation and synthetic data.
-    public var seed: UInt64 = 1337
+    public enum NonFinitePolicy: String, Codable, Sendable { case stop, skip }
 
-    public init(seqLen: Int = 256, microBatch: Int = 4, seed: UInt64 = 1337) {
-        self.seqLen = seqLen
-        self.microBatch = microBatch
-        self.seed = seed
-    }
+    /// Tokens per sequence. Llama 2 trains at 4096; the small configs use less to fit 2 cores.
+    public var seqLen = 256
+    /// Sequences per rank per micro-step (what fits in memory).
+    public var microBatch = 4
+    /// Seeds initialisation and the data order.
+    public var seed: UInt64 = 1337
+    /// Tokens per optimizer step over all ranks and micro-steps: Llama 2's 4M = 1024 sequences of 4096.
+    public var globalBatchTokens = 4_194_304
+    /// Optimizer steps of the whole run (the schedule's length).
+    public var steps = 1000
+    /// Peak learning rate: 3e-4 for 7B and 13B, 1.5e-4 for 34B and 70B (Llama 2, Table 1).
+    public var learningRate = 3e-4
+    /// Linear warm-up length, then cosine decay to minLRRatio × peak at the last step (Llama 2 §2.2).
+    public var warmupSteps = 2000
+    public var minLRRatio = 0.1
+    /// Global gradient-norm clipping threshold.
+    public var gradClip = 1.0
+    public var adamw = AdamWSettings()
+    /// Allreduce bucket size; PyTorch DDP's default bucket_cap_mb is 25.
+    public var bucketMB = 25.0
+    /// A NaN or Inf loss or gradient norm stops the run, or skips the step without updating.
+    public var onNonFinite = NonFinitePolicy.stop
+    /// A directory written by `llama-train prepare`; without one, synthetic tokens (benchmarks, tests).
+    public var data: String?
+    /// Mixture weights per source name (default 1: proportional to tokens).
+    public var dataWeights: [String: Double] = [:]
+    /// The tokenizer the data was prepared with (its hash must match the shards); copied next to the model.
+    public var tokenizer: String?
+    /// Synthetic data only: the fraction of targets set to the ignore index, to exercise masked averaging.
+    public var syntheticIgnoreFraction = 0.0
+
+    public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case seqLen = "seq_len", microBatch = "micro_batch", seed
+        case seqLen = "seq_len", microBatch = "micro_batch", seed, globalBatchTokens = "global_batch_tokens", steps
+        case learningRate = "lr", warmupSteps = "warmup_steps", minLRRatio = "min_lr_ratio", gradClip = "grad_clip"
+        case beta1, beta2, eps, weightDecay = "weight_decay", bucketMB = "bucket_mb", onNonFinite = "on_nonfinite"
+        case data, dataWeights = "data_weights", tokenizer, syntheticIgnoreFraction = "synthetic_ignore_fraction"
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let defaults = TrainSettings()
-        seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? defaults.seqLen
-        microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? defaults.microBatch
-        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? defaults.seed
+        let d = TrainSettings()
+        seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? d.seqLen
+        microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? d.microBatch
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        globalBatchTokens = try c.decodeIfPresent(Int.self, forKey: .globalBatchTokens) ?? d.globalBatchTokens
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? d.learningRate
+        warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps) ?? d.warmupSteps
+        minLRRatio = try c.decodeIfPresent(Double.self, forKey: .minLRRatio) ?? d.minLRRatio
+        gradClip = try c.decodeIfPresent(Double.self, forKey: .gradClip) ?? d.gradClip
+        adamw.beta1 = try c.decodeIfPresent(Float.self, forKey: .beta1) ?? d.adamw.beta1
+        adamw.beta2 = try c.decodeIfPresent(Float.self, forKey: .beta2) ?? d.adamw.beta2
+        adamw.eps = try c.decodeIfPresent(Float.self, forKey: .eps) ?? d.adamw.eps
+        adamw.weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? d.adamw.weightDecay
+        bucketMB = try c.decodeIfPresent(Double.self, forKey: .bucketMB) ?? d.bucketMB
+        onNonFinite = try c.decodeIfPresent(NonFinitePolicy.self, forKey: .onNonFinite) ?? d.onNonFinite
+        data = try c.decodeIfPresent(String.self, forKey: .data)
+        dataWeights = try c.decodeIfPresent([String: Double].self, forKey: .dataWeights) ?? [:]
+        tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer)
+        syntheticIgnoreFraction = try c.decodeIfPresent(Double.self, forKey: .syntheticIgnoreFraction) ?? 0
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(seqLen, forKey: .seqLen)
+        try c.encode(microBatch, forKey: .microBatch)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(globalBatchTokens, forKey: .globalBatchTokens)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(warmupSteps, forKey: .warmupSteps)
+        try c.encode(minLRRatio, forKey: .minLRRatio)
+        try c.encode(gradClip, forKey: .gradClip)
+        try c.encode(adamw.beta1, forKey: .beta1)
+        try c.encode(adamw.beta2, forKey: .beta2)
+        try c.encode(adamw.eps, forKey: .eps)
+        try c.encode(adamw.weightDecay, forKey: .weightDecay)
+        try c.encode(bucketMB, forKey: .bucketMB)
+        try c.encode(onNonFinite, forKey: .onNonFinite)
+        try c.encodeIfPresent(data, forKey: .data)
+        try c.encode(dataWeights, forKey: .dataWeights)
+        try c.encodeIfPresent(tokenizer, forKey: .tokenizer)
+        try c.encode(syntheticIgnoreFraction, forKey: .syntheticIgnoreFraction)
+    }
+
+    /// Sequences per optimizer step.
+    public var globalBatchSequences: Int { globalBatchTokens / seqLen }
+
+    /// Micro-steps per optimizer step on `worldSize` ranks, or an error that says which values would work.
+    public func accumulationSteps(worldSize: Int, file: String? = nil) throws -> Int {
+        guard globalBatchTokens > 0, globalBatchTokens % seqLen == 0 else {
+            throw ConfigError(file: file, field: "train.global_batch_tokens",
+                              message: "\(globalBatchTokens) is not a positive multiple of seq_len \(seqLen)")
+        }
+        let sequences = globalBatchSequences
+        let perStep = microBatch * worldSize
+        guard sequences % perStep == 0 else {
+            let microBatches = (1...max(1, sequences / worldSize)).filter { sequences % ($0 * worldSize) == 0 }
+            let worlds = (1...sequences).filter { sequences % ($0 * microBatch) == 0 }
+            throw ConfigError(file: file, field: "train.micro_batch",
+                              message: "\(sequences) sequences per step (global_batch_tokens \(globalBatchTokens) / seq_len \(seqLen)) do not split into micro-batches of \(microBatch) on \(worldSize) rank(s); micro_batch values that work on \(worldSize) rank(s): \(microBatches.prefix(12).map(String.init).joined(separator: ", ")); rank counts that work with micro_batch \(microBatch): \(worlds.prefix(12).map(String.init).joined(separator: ", "))")
+        }
+        return sequences / perStep
     }
 }
 
@@ -72,8 +157,18 @@ public struct RunConfig: Codable, Equatable, Sendable {
             throw ConfigError(file: path, field: "train.seq_len",
                               message: "must be in 1...\(config.model.maxSeqLen) (model.max_seq_len), got \(config.train.seqLen)")
         }
-        if config.train.microBatch <= 0 {
-            throw ConfigError(file: path, field: "train.micro_batch", message: "must be positive, got \(config.train.microBatch)")
+        let t = config.train
+        for (field, value) in [("micro_batch", t.microBatch), ("steps", t.steps), ("global_batch_tokens", t.globalBatchTokens)] where value <= 0 {
+            throw ConfigError(file: path, field: "train.\(field)", message: "must be positive, got \(value)")
+        }
+        if t.warmupSteps < 0 { throw ConfigError(file: path, field: "train.warmup_steps", message: "must not be negative") }
+        if !(t.learningRate > 0) { throw ConfigError(file: path, field: "train.lr", message: "must be positive, got \(t.learningRate)") }
+        if !(t.minLRRatio >= 0 && t.minLRRatio <= 1) {
+            throw ConfigError(file: path, field: "train.min_lr_ratio", message: "must be in [0, 1], got \(t.minLRRatio)")
+        }
+        if !(t.bucketMB > 0) { throw ConfigError(file: path, field: "train.bucket_mb", message: "must be positive") }
+        if !(t.syntheticIgnoreFraction >= 0 && t.syntheticIgnoreFraction < 1) {
+            throw ConfigError(file: path, field: "train.synthetic_ignore_fraction", message: "must be in [0, 1)")
         }
         return config
     }

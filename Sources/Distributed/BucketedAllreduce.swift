@@ -1,0 +1,112 @@
+// BucketedAllreduce: sums a flat gradient buffer across ranks in buckets, overlapped with backward.
+//
+// Buckets are fixed flat ranges taken from the end of the buffer backwards, since backward finishes
+// gradients in reverse layout order (lm_head first, the embedding last); a bucket may split a tensor. The
+// order is the same on every rank. Backward reports a watermark ("every gradient at flat offset ≥ w is
+// final"); buckets wholly above it are handed to a communication thread that runs blocking MPI_Allreduce
+// calls one after another (Horovod's design: non-blocking MPI would need polling from inside backward to
+// progress). `finish` hands over the rest and waits; the wait is the communication left exposed.
+import Foundation
+
+public final class BucketedAllreduce: @unchecked Sendable {
+    public let communicator: Communicator
+    public let bucketRanges: [Range<Int>]
+    private let buffer: UnsafeMutablePointer<Float>
+    private let condition = NSCondition()
+    private var queue: [Int] = []  // bucket indices handed over, not yet started
+    private var nextToHandOver = 0
+    private var completed = 0
+    private var failure: Error?
+    private var thread: Thread?
+    private var stopping = false
+    /// Seconds the communication thread spent inside MPI_Allreduce during the current step.
+    public private(set) var communicationSeconds = 0.0
+
+    /// `bucketBytes` is rounded to whole floats; at least one float per bucket.
+    public init(communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int) {
+        self.communicator = communicator
+        self.buffer = buffer
+        let per = max(1, min(bucketBytes / MemoryLayout<Float>.stride, Communicator.maxChunk))
+        var ranges: [Range<Int>] = []
+        var end = count
+        while end > 0 {
+            ranges.append(max(0, end - per)..<end)
+            end -= per
+        }
+        bucketRanges = ranges
+    }
+
+    deinit {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Starts a step: no bucket is handed over yet.
+    public func begin() {
+        condition.lock()
+        precondition(queue.isEmpty && completed == nextToHandOver, "begin() while a step is in flight")
+        nextToHandOver = 0
+        completed = 0
+        communicationSeconds = 0
+        condition.unlock()
+        if thread == nil && communicator.size > 1 {
+            let t = Thread { [unowned self] in self.communicationLoop() }
+            t.name = "allreduce"
+            t.stackSize = 1 << 20
+            thread = t
+            t.start()
+        }
+    }
+
+    /// Backward has finished every gradient at offsets ≥ `watermark`: hand over the buckets above it.
+    public func ready(from watermark: Int) {
+        condition.lock()
+        while nextToHandOver < bucketRanges.count && bucketRanges[nextToHandOver].lowerBound >= watermark {
+            queue.append(nextToHandOver)
+            nextToHandOver += 1
+        }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Hands over what is left and waits for every bucket; returns the seconds spent waiting (exposed).
+    public func finish() throws -> Double {
+        ready(from: 0)
+        let start = Date()
+        condition.lock()
+        if communicator.size == 1 { completed = bucketRanges.count; queue.removeAll() }
+        while completed < bucketRanges.count && failure == nil { condition.wait() }
+        let error = failure
+        condition.unlock()
+        if let error { throw error }
+        return Date().timeIntervalSince(start)
+    }
+
+    private func communicationLoop() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if stopping { condition.unlock(); return }
+            let bucket = queue.removeFirst()
+            condition.unlock()
+            let range = bucketRanges[bucket]
+            let start = Date()
+            do {
+                try communicator.allreduceSum(buffer + range.lowerBound, count: range.count)
+            } catch {
+                condition.lock()
+                failure = error
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            condition.lock()
+            communicationSeconds += Date().timeIntervalSince(start)
+            completed += 1
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}

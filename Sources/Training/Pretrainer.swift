@@ -1,0 +1,244 @@
+// Pretrainer: the data-parallel training loop, the same code for one rank or many.
+//
+// One optimizer step k:
+//  1. Take this rank's slice of global batch k; count the targets that count, and sum the count over ranks.
+//  2. For each micro-step: forward, then backward with loss scale 1 / (global count), gradients adding up.
+//     On the last micro-step backward hands finished gradient buckets to the allreduce thread as it goes.
+//  3. Wait for the last buckets (the exposed communication), sum the loss over ranks.
+//  4. A NaN or Inf loss or gradient norm stops the run (or skips the step); otherwise clip to the global
+//     norm and take an AdamW step at the scheduled learning rate. Every rank computes the same update.
+import Dataset
+import Distributed
+import Foundation
+import Kernels
+import Model
+import Optim
+import Tokenizer
+
+public struct TrainingError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One step's numbers, as the progress line and the JSON Lines metrics show them.
+public struct StepMetrics: Codable, Sendable {
+    public var step: Int
+    public var steps: Int
+    public var loss: Double
+    public var lr: Double
+    public var gradNorm: Double
+    public var tokens: Int
+    public var tokensPerS: Double
+    public var mfu: Double
+    public var elapsedS: Double
+    public var etaS: Double
+    public var computeS: Double
+    public var exposedCommS: Double
+    public var commS: Double
+    public var optimizerS: Double
+    public var skipped: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case step, steps, loss, lr, gradNorm = "grad_norm", tokens, tokensPerS = "tokens_per_s", mfu
+        case elapsedS = "elapsed_s", etaS = "eta_s", computeS = "compute_s", exposedCommS = "exposed_comm_s"
+        case commS = "comm_s", optimizerS = "optimizer_s", skipped
+    }
+}
+
+public struct PretrainOptions {
+    /// Where the final model (Hugging Face layout, with the tokenizer) is written; nil writes nothing.
+    public var outputDirectory: String?
+    public var metricsPath: String?
+    public var logEvery = 1
+    public var log: (String) -> Void = { print($0) }
+
+    public init() {}
+}
+
+public final class Pretrainer {
+    public let config: RunConfig
+    public let world: Communicator
+    public let model: LlamaModel
+    public let optimizer: AdamW
+    public let accumulation: Int
+    public let schedule: CosineSchedule
+    let source: BatchSource
+    let buckets: BucketedAllreduce
+    let options: PretrainOptions
+    let sgemmGflops: Double
+    public private(set) var history: [StepMetrics] = []
+
+    public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: PretrainOptions = PretrainOptions()) throws {
+        self.config = config
+        self.world = world
+        self.options = options
+        let t = config.train
+        accumulation = try t.accumulationSteps(worldSize: world.size, file: configPath)
+        schedule = CosineSchedule(peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
+        model = try LlamaModel(config: config.model)
+        // Every rank initialises from the seed; rank 0's copy is broadcast anyway, and checked below.
+        model.initialize(seed: t.seed)
+        try world.broadcast(model.parameters.pointer, count: model.parameters.count)
+        optimizer = AdamW(layout: model.layout, settings: t.adamw)
+        if let data = t.data {
+            guard let tokenizerPath = t.tokenizer else {
+                throw ConfigError(file: configPath, field: "train.tokenizer", message: "is required with train.data, to check the shards were made by it")
+            }
+            guard let bytes = FileManager.default.contents(atPath: tokenizerPath) else {
+                throw ConfigError(file: configPath, field: "train.tokenizer", message: "cannot read \(tokenizerPath)")
+            }
+            let tokenizer = try Tokenizer(path: tokenizerPath)
+            guard tokenizer.vocabSize <= config.model.vocabSize else {
+                throw ConfigError(file: configPath, field: "model.vocab_size", message: "\(config.model.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) pieces")
+            }
+            source = try MixtureLoader(directory: data, tokenizerHash: SHA256.hex([UInt8](bytes)), seqLen: t.seqLen,
+                                       weights: t.dataWeights, seed: t.seed)
+        } else {
+            source = SyntheticTokens(vocabSize: config.model.vocabSize, seqLen: t.seqLen, seed: t.seed,
+                                     ignoreFraction: t.syntheticIgnoreFraction)
+        }
+        buckets = BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
+                                    bucketBytes: Int(t.bucketMB * 1_048_576))
+        sgemmGflops = try world.allreduceSum(Benchmark.sgemmRate(size: 512)) / Double(world.size)
+        try checkParametersAgree("after initialisation")
+    }
+
+    /// Proves every rank holds the same parameters: a checksum's min and max over ranks must coincide.
+    public func checkParametersAgree(_ when: String) throws {
+        let checksum = lm_sum_squares(model.parameters.pointer, model.parameters.count)
+        let (low, high) = (try world.allreduceMin(checksum), try world.allreduceMax(checksum))
+        guard low == high else {
+            throw TrainingError("parameters differ across ranks \(when): checksums from \(low) to \(high)")
+        }
+    }
+
+    /// Runs steps [first, config.train.steps) and returns their metrics.
+    @discardableResult
+    public func run(from first: Int = 0) throws -> [StepMetrics] {
+        let t = config.train
+        let tokensPerStep = t.globalBatchSequences * t.seqLen
+        let flopsPerToken = model.flopsPerToken(seqLen: t.seqLen)
+        let metricsFile = try options.metricsPath.map { try MetricsWriter(path: $0, enabled: world.isRoot) }
+        if world.isRoot {
+            options.log("pretraining \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(tokensPerStep) tokens (\(t.globalBatchSequences) sequences × \(t.seqLen)), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, \(buckets.bucketRanges.count) allreduce bucket(s)")
+        }
+        let start = Date()
+        var smoothedStep: Double?
+        for k in first..<t.steps {
+            let stepStart = Date()
+            let (tokens, targets) = try source.batch(k, globalBatch: t.globalBatchSequences, rank: world.rank, worldSize: world.size)
+            var localCount = 0.0
+            for target in targets where target != LlamaModel.ignoreIndex { localCount += 1 }
+            let globalCount = try world.allreduceSum(localCount)
+            let scale = Float(globalCount > 0 ? 1 / globalCount : 0)
+
+            model.gradients.zero()
+            var lossSum = 0.0
+            let n = t.microBatch * t.seqLen
+            for m in 0..<accumulation {
+                let range = (m * n)..<((m + 1) * n)
+                let result = try model.forward(tokens: Array(tokens[range]), targets: Array(targets[range]),
+                                               batch: t.microBatch, seqLen: t.seqLen)
+                lossSum += result.lossSum
+                if m == accumulation - 1 {
+                    buckets.begin()
+                    model.backward(lossScale: scale) { [buckets] watermark in buckets.ready(from: watermark) }
+                } else {
+                    model.backward(lossScale: scale)
+                }
+            }
+            let computeEnd = Date()
+            let exposed = try buckets.finish()
+            let loss = try world.allreduceSum(lossSum) / max(globalCount, 1)
+            let optimizerStart = Date()
+            let norm = GradientClipping.sumOfSquares(model.gradients).squareRoot()
+            let lr = schedule.learningRate(step: k)
+            var skipped = false
+            if !loss.isFinite || !norm.isFinite {
+                let what = "step \(k + 1): loss \(loss), gradient norm \(norm)"
+                guard t.onNonFinite == .skip else {
+                    throw TrainingError("non-finite \(what); parameters were not updated. Lower train.lr, or set train.on_nonfinite to \"skip\"")
+                }
+                skipped = true
+                if world.isRoot { options.log("skipping \(what)") }
+            } else {
+                GradientClipping.scale(model.gradients, norm: norm, maxNorm: t.gradClip)
+                optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: Float(lr))
+            }
+            let end = Date()
+            let stepSeconds = end.timeIntervalSince(stepStart)
+            // The first step pays for planning the arena and warming caches; it does not enter the average.
+            if k > first { smoothedStep = smoothedStep.map { 0.9 * $0 + 0.1 * stepSeconds } ?? stepSeconds }
+            let perStep = smoothedStep ?? stepSeconds
+            let tokensPerS = Double(tokensPerStep) / perStep
+            let metrics = StepMetrics(
+                step: k + 1, steps: t.steps, loss: loss, lr: lr, gradNorm: norm, tokens: (k + 1) * tokensPerStep,
+                tokensPerS: tokensPerS, mfu: flopsPerToken * tokensPerS / Double(world.size) / (sgemmGflops * 1e9),
+                elapsedS: end.timeIntervalSince(start), etaS: perStep * Double(t.steps - k - 1),
+                computeS: computeEnd.timeIntervalSince(stepStart), exposedCommS: exposed, commS: buckets.communicationSeconds,
+                optimizerS: end.timeIntervalSince(optimizerStart), skipped: skipped)
+            history.append(metrics)
+            try metricsFile?.append(metrics)
+            if world.isRoot && ((k + 1) % options.logEvery == 0 || k == first || k + 1 == t.steps) {
+                options.log(Self.progressLine(metrics))
+            }
+        }
+        try checkParametersAgree("at the end of training")
+        if let out = options.outputDirectory, world.isRoot { try saveModel(to: out) }
+        return history
+    }
+
+    /// Writes the model in Hugging Face layout, with the tokenizer beside it when the run has one.
+    public func saveModel(to directory: String) throws {
+        try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
+        if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
+            try AtomicFile.write(bytes, to: directory + "/tokenizer.model")
+        }
+    }
+
+    /// step 12/200 | loss 5.4321 | lr 3.00e-04 | grad norm 1.234 | 12,345 tok/s | MFU 0.61 | 1m02s elapsed, ETA 3m10s
+    public static func progressLine(_ m: StepMetrics) -> String {
+        let width = String(m.steps).count
+        return String(format: "step %*d/%d | loss %.4f | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms exposed | %@ elapsed, ETA %@%@",
+                      width, m.step, m.steps, m.loss, m.lr, m.gradNorm, groupedThousands(m.tokensPerS), m.mfu,
+                      m.exposedCommS * 1e3, duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
+    }
+
+    static func duration(_ s: Double) -> String {
+        let total = Int(s.rounded())
+        return total >= 3600 ? String(format: "%dh%02dm", total / 3600, total % 3600 / 60)
+            : String(format: "%dm%02ds", total / 60, total % 60)
+    }
+
+    static func groupedThousands(_ x: Double) -> String {
+        let digits = String(Int(x.rounded()))
+        var out = ""
+        for (i, c) in digits.reversed().enumerated() {
+            if i > 0 && i % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return String(out.reversed())
+    }
+}
+
+/// JSON Lines metrics, one object per step, flushed as written (rank 0 only).
+final class MetricsWriter {
+    private let handle: FileHandle?
+    private let encoder = JSONEncoder()
+
+    init(path: String, enabled: Bool) throws {
+        encoder.outputFormatting = [.sortedKeys]
+        guard enabled else { handle = nil; return }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+            throw FileError(path: path, message: "cannot create the metrics file")
+        }
+        handle = h
+    }
+
+    func append(_ metrics: StepMetrics) throws {
+        guard let handle else { return }
+        try handle.write(contentsOf: encoder.encode(metrics) + Data("\n".utf8))
+    }
+}
