@@ -34,10 +34,9 @@ bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
 	scripts/bench-tokenizer.sh $(BIN) 8000
 
+# The main job on the built-in corpus: tokenizer, shards, pretraining under mpirun -np 2, chart, samples.
 demo: build
-	@echo "== llama-train demo: full training steps of the bench-small Llama (24M parameters) on one core"
-	$(BIN) bench --config configs/bench-small.json --threads 1 --steps 4 --warmup 1
-	@echo "== Pretraining under mpirun on the demo corpus comes with the distributed-training issue (#4)."
+	scripts/demo.sh $(BIN)
 
 clean:
 	rm -rf .build

@@ -29,6 +29,12 @@ commands:
           [--micro-batch N] [--global-batch-tokens N] [--lr X] [--warmup-steps N] [--bucket-mb X]
           [--data DIR --tokenizer FILE] [--seed N] [--on-nonfinite stop|skip]
           data-parallel pretraining; run under mpirun for several ranks
+  plan    --config FILE --ranks N [--json]
+          parameters, batch arithmetic, memory per rank and allreduce bytes, without training
+  plot    --metrics FILE.jsonl --out FILE.svg [--title TEXT]
+          the loss and learning-rate curves of a run as SVG
+  generate --checkpoint DIR [--prompt TEXT...] [--max-tokens N] [--temperature T] [--top-p P] [--seed N]
+          sample text from a saved model (greedy when the temperature is 0)
   help    this text
 """
 
@@ -95,6 +101,15 @@ do {
         var args = try Arguments(arguments)
         try PretrainCommand.run(&args)
         Communicator.finalize()
+    case "plan":
+        var args = try Arguments(arguments, switches: ["json"])
+        try ToolCommands.plan(&args)
+    case "plot":
+        var args = try Arguments(arguments)
+        try ToolCommands.plot(&args)
+    case "generate":
+        var args = try Arguments(arguments, lists: ["prompt"])
+        try ToolCommands.generate(&args)
     case "prepare":
         var args = try Arguments(arguments, lists: ["input"])
         try PrepareCommand.run(&args)

@@ -110,8 +110,11 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         guard sequences % perStep == 0 else {
             let microBatches = (1...max(1, sequences / worldSize)).filter { sequences % ($0 * worldSize) == 0 }
             let worlds = (1...sequences).filter { sequences % ($0 * microBatch) == 0 }
+            func list(_ values: [Int]) -> String {
+                values.isEmpty ? "none" : values.prefix(12).map(String.init).joined(separator: ", ")
+            }
             throw ConfigError(file: file, field: "train.micro_batch",
-                              message: "\(sequences) sequences per step (global_batch_tokens \(globalBatchTokens) / seq_len \(seqLen)) do not split into micro-batches of \(microBatch) on \(worldSize) rank(s); micro_batch values that work on \(worldSize) rank(s): \(microBatches.prefix(12).map(String.init).joined(separator: ", ")); rank counts that work with micro_batch \(microBatch): \(worlds.prefix(12).map(String.init).joined(separator: ", "))")
+                              message: "\(sequences) sequences per step (global_batch_tokens \(globalBatchTokens) / seq_len \(seqLen)) do not split into micro-batches of \(microBatch) on \(worldSize) rank(s); micro_batch values that work on \(worldSize) rank(s): \(list(microBatches)); rank counts that work with micro_batch \(microBatch): \(list(worlds))")
         }
         return sequences / perStep
     }

@@ -51,3 +51,21 @@ import TestSupport
         #expect(maxDifference(twice, once.map { 2 * $0 }) <= 1e-6 * (once.map { abs($0) }.max() ?? 1))
     }
 }
+
+@Suite struct GradientReadinessTests {
+    /// What backward reports as final (every offset ≥ the watermark) never changes afterwards, the
+    /// watermarks only go down, and they end at 0: the contract the overlapped allreduce relies on.
+    @Test func reportedGradientsAreFinal() throws {
+        let model = try LlamaModel(config: ModelGradientTests.config)
+        model.initialize(seed: 8, std: 0.3)
+        let tokens: [Int32] = [1, 5, 2, 9, 3, 3], targets: [Int32] = [5, 2, 9, 3, 3, 7]
+        model.gradients.zero()
+        _ = try model.forward(tokens: tokens, targets: targets, batch: 1, seqLen: 6)
+        var snapshots: [(Int, [Float])] = []
+        model.backward(lossScale: 0.5) { w in snapshots.append((w, Array(model.gradients.array[w...]))) }
+        let final = model.gradients.array
+        #expect(snapshots.map(\.0) == snapshots.map(\.0).sorted(by: >) && snapshots.last?.0 == 0)
+        #expect(snapshots.count == ModelGradientTests.config.nLayers + 2)
+        for (w, values) in snapshots { #expect(values == Array(final[w...]), "gradients above \(w) changed after being reported") }
+    }
+}

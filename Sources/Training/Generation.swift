@@ -1,0 +1,50 @@
+// Sampling text from a trained model, so a person can see it learn: temperature and nucleus (top-p)
+// sampling, greedy at temperature 0. No KV cache: the arena is planned once for the longest sequence and
+// each new token reruns the causal forward (positions after the last token cannot affect it).
+import Foundation
+import Model
+import Tokenizer
+
+public enum Generator {
+    public static func generate(model: LlamaModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
+                                temperature: Double, topP: Double, seed: UInt64) throws -> String {
+        var ids = tokenizer.encode(prompt, bos: true)
+        let limit = min(model.config.maxSeqLen, ids.count + maxTokens)
+        guard ids.count < limit else { return prompt }
+        var rng = SplitMix64(seed: seed)
+        let V = model.config.vocabSize
+        let targets = [Int32](repeating: LlamaModel.ignoreIndex, count: limit)
+        while ids.count < limit {
+            let padded = ids + [Int32](repeating: 0, count: limit - ids.count)
+            _ = try model.forward(tokens: padded, targets: targets, batch: 1, seqLen: limit)
+            let row = Array(model.logits[((ids.count - 1) * V)..<(ids.count * V)])
+            let next = sample(row, temperature: temperature, topP: topP, rng: &rng)
+            if next == tokenizer.eosId { break }
+            ids.append(next)
+        }
+        // Decoding the whole sequence keeps the space between prompt and continuation (the decoder drops
+        // only the first piece's dummy-prefix space).
+        return try tokenizer.decode(ids)
+    }
+
+    static func sample(_ logits: [Float], temperature: Double, topP: Double, rng: inout SplitMix64) -> Int32 {
+        if temperature <= 0 { return Int32(logits.indices.max { logits[$0] < logits[$1] }!) }
+        let m = Double(logits.max()!)
+        var probs = logits.map { exp((Double($0) - m) / temperature) }
+        let total = probs.reduce(0, +)
+        probs = probs.map { $0 / total }
+        let order = probs.indices.sorted { probs[$0] > probs[$1] }
+        var kept: [Int] = [], mass = 0.0
+        for i in order {
+            kept.append(i)
+            mass += probs[i]
+            if mass >= topP { break }
+        }
+        var u = rng.nextUnit() * mass
+        for i in kept {
+            u -= probs[i]
+            if u <= 0 { return Int32(i) }
+        }
+        return Int32(kept.last!)
+    }
+}

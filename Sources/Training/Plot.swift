@@ -1,0 +1,60 @@
+// SVG charts of a run's JSON Lines metrics: the loss (left axis) and the learning rate (right axis) by step.
+// Plain SVG text, no dependencies; a browser or the file viewer shows it.
+import Foundation
+
+public enum LossChart {
+    public static func svg(metricsPath: String, title: String) throws -> String {
+        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else {
+            throw TrainingError("\(metricsPath): cannot read the metrics file")
+        }
+        var steps: [Double] = [], losses: [Double] = [], lrs: [Double] = []
+        for (n, line) in text.split(separator: "\n").enumerated() {
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let step = o["step"] as? Double, let loss = o["loss"] as? Double, let lr = o["lr"] as? Double
+            else { throw TrainingError("\(metricsPath):\(n + 1): not a metrics line with step, loss and lr") }
+            if loss.isFinite { steps.append(step); losses.append(loss); lrs.append(lr) }
+        }
+        guard !steps.isEmpty else { throw TrainingError("\(metricsPath): no steps to plot") }
+        return render(title: title, steps: steps, losses: losses, lrs: lrs)
+    }
+
+    static func render(title: String, steps: [Double], losses: [Double], lrs: [Double]) -> String {
+        let (w, h, left, right, top, bottom) = (760.0, 420.0, 70.0, 80.0, 40.0, 50.0)
+        let (x0, x1) = (steps.min()!, max(steps.max()!, steps.min()! + 1))
+        let (l0, l1) = (losses.min()!, max(losses.max()!, losses.min()! + 1e-6))
+        let r1 = max(lrs.max()!, 1e-12)
+        func x(_ s: Double) -> Double { left + (s - x0) / (x1 - x0) * (w - left - right) }
+        func yl(_ v: Double) -> Double { top + (l1 - v) / (l1 - l0) * (h - top - bottom) }
+        func yr(_ v: Double) -> Double { top + (r1 - v) / r1 * (h - top - bottom) }
+        func path(_ ys: [Double], _ f: (Double) -> Double) -> String {
+            zip(steps, ys).enumerated().map { String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), f($0.element.1)) }
+                .joined(separator: " ")
+        }
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(w / 2)" y="22" text-anchor="middle" font-size="15">\(title.replacingOccurrences(of: "<", with: "&lt;"))</text>
+
+        """
+        for i in 0...4 {
+            let v = l0 + (l1 - l0) * Double(i) / 4, y = yl(v)
+            svg += String(format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", left, w - right, y, y)
+            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%.3f</text>", left - 6, y + 4, v)
+            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" fill=\"#ff7f0e\">%.1e</text>\n", w - right + 6, yr(r1 * Double(i) / 4) + 4, r1 * Double(i) / 4)
+        }
+        for i in 0...4 {
+            let s = x0 + (x1 - x0) * Double(i) / 4
+            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.0f</text>\n", x(s), h - bottom + 18, s)
+        }
+        svg += """
+        <path d="\(path(losses, yl))" fill="none" stroke="#1f77b4" stroke-width="1.8"/>
+        <path d="\(path(lrs, yr))" fill="none" stroke="#ff7f0e" stroke-width="1.2" stroke-dasharray="5,3"/>
+        <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">step</text>
+        <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle" fill="#1f77b4">loss</text>
+        <text x="\(w - 14)" y="\(h / 2)" transform="rotate(90 \(w - 14) \(h / 2))" text-anchor="middle" fill="#ff7f0e">learning rate</text>
+        </svg>
+
+        """
+        return svg
+    }
+}

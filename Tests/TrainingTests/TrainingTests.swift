@@ -1,0 +1,102 @@
+// The training loop's arithmetic in one process: the schedule against its formula, batch arithmetic and
+// its refusals, loss normalisation over micro-steps with different masks, the plan's parameter counts.
+import Distributed
+import Foundation
+import Model
+import Testing
+import Training
+
+@Suite struct ScheduleTests {
+    /// Written from the definition, independently of CosineSchedule's code path.
+    func expected(_ s: Int, peak: Double, warmup: Int, total: Int, ratio: Double) -> Double {
+        if s < warmup { return peak * Double(s + 1) / Double(warmup) }
+        if s >= total - 1 { return ratio * peak }
+        let t = Double(s - warmup) / Double(total - 1 - warmup)
+        return ratio * peak + (peak - ratio * peak) * (1 + cos(.pi * t)) / 2
+    }
+
+    @Test func warmupThenCosineToTheFloor() {
+        let schedule = CosineSchedule(peak: 3e-4, warmupSteps: 2000, totalSteps: 10_000, minRatio: 0.1)
+        let checks: [(Int, String)] = [(0, "first step"), (999, "mid warm-up"), (1999, "end of warm-up"), (2000, "first decay step"),
+                                       (6000, "mid decay"), (9999, "last step"), (10_000, "after"), (50_000, "long after")]
+        for (s, what) in checks {
+            let lr = schedule.learningRate(step: s)
+            #expect(abs(lr - expected(s, peak: 3e-4, warmup: 2000, total: 10_000, ratio: 0.1)) < 1e-15, "\(what)")
+        }
+        func close(_ a: Double, _ b: Double) -> Bool { abs(a - b) < 1e-15 }
+        #expect(close(schedule.learningRate(step: 1999), 3e-4) && close(schedule.learningRate(step: 2000), 3e-4))
+        #expect(abs(schedule.learningRate(step: 5999) - (3e-5 + 1.35e-4)) < 1e-7, "halfway down the cosine")
+        #expect(close(schedule.learningRate(step: 9999), 3e-5) && close(schedule.learningRate(step: 12_345), 3e-5))
+        #expect((1..<9999).allSatisfy { s in s < 2000 || schedule.learningRate(step: s) <= schedule.learningRate(step: s - 1) })
+    }
+}
+
+@Suite struct BatchArithmeticTests {
+    @Test func accumulationStepsAndRefusals() throws {
+        var t = TrainSettings()
+        t.seqLen = 4096
+        t.microBatch = 2
+        #expect(try t.accumulationSteps(worldSize: 64) == 8)  // 1024 sequences = 64 ranks × 2 × 8
+        #expect(try t.accumulationSteps(worldSize: 1) == 512)
+        #expect { try t.accumulationSteps(worldSize: 3) } throws: { error in
+            let text = "\(error)"
+            return text.contains("micro_batch") && text.contains("rank counts that work with micro_batch 2: 1, 2, 4")
+        }
+        t.microBatch = 3
+        #expect { try t.accumulationSteps(worldSize: 2) } throws: { "\($0)".contains("values that work on 2 rank(s): 1, 2, 4, 8") }
+    }
+
+    @Test func planCountsThePapersModels() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        func plan(_ name: String, ranks: Int) throws -> TrainingPlan {
+            try TrainingPlan(config: RunConfig.load(path: "\(root)/configs/\(name).json"), ranks: ranks)
+        }
+        #expect(try plan("llama2-7b", ranks: 64).parameters == 6_738_415_616)  // Hugging Face's count for Llama-2-7b
+        #expect(try plan("llama2-13b", ranks: 64).parameters == 13_015_864_320)
+        #expect(try plan("llama2-70b", ranks: 64).parameters == 68_976_648_192)
+        #expect(abs(Double(try plan("llama2-34b", ranks: 64).parameters) / 1e9 - 33.7) < 0.1)
+        let p = try plan("llama2-7b", ranks: 64)
+        #expect(p.accumulationSteps == 16 && p.tokensPerStep == 4_194_304 && p.allreduceBytesPerStep == 4 * p.parameters)
+        #expect(p.memoryPerRankBytes == 16 * p.parameters + p.activationBytes)
+        #expect(throws: ConfigError.self) { try plan("llama2-7b", ranks: 3) }
+        #expect(throws: ConfigError.self) { try plan("llama2-7b", ranks: 2048) }
+    }
+}
+
+@Suite struct LossNormalisationTests {
+    static func config(microBatch: Int, ignore: Double) -> RunConfig {
+        var t = TrainSettings()
+        (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps, t.learningRate, t.warmupSteps) = (16, microBatch, 16 * 8, 3, 1e-3, 1)
+        t.syntheticIgnoreFraction = ignore
+        t.seed = 5
+        return RunConfig(model: LlamaConfig(dim: 32, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 64, ffnHiddenSize: 48,
+                                            maxSeqLen: 16), train: t)
+    }
+
+    /// Micro-steps holding different numbers of ignored targets average like one batch computed at once:
+    /// the divisor is the step's count of targets that count, not the number of micro-steps.
+    @Test func microStepsWithDifferentMasksEqualOneBatch() throws {
+        let world = try Communicator.world()
+        var quiet = PretrainOptions()
+        quiet.log = { _ in }
+        let whole = try Pretrainer(config: Self.config(microBatch: 8, ignore: 0.4), world: world, options: quiet)
+        let split = try Pretrainer(config: Self.config(microBatch: 1, ignore: 0.4), world: world, options: quiet)
+        #expect(split.accumulation == 8 && whole.accumulation == 1)
+        let a = try whole.run(), b = try split.run()
+        for (x, y) in zip(a, b) { #expect(abs(x.loss - y.loss) < 1e-5 && abs(x.gradNorm - y.gradNorm) < 1e-5 * x.gradNorm) }
+        let diff = zip(whole.model.parameters.array, split.model.parameters.array).map { abs($0 - $1) }.max()!
+        #expect(diff < 1e-6, "parameters after 3 steps differ by \(diff)")
+    }
+}
+
+@Suite struct ChartTests {
+    @Test func svgHasBothCurves() throws {
+        let path = NSTemporaryDirectory() + "metrics-\(UUID().uuidString).jsonl"
+        let lines = (1...20).map { "{\"step\": \($0), \"loss\": \(8.0 - Double($0) * 0.2), \"lr\": \(Double($0) * 1e-4)}" }
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let svg = try LossChart.svg(metricsPath: path, title: "t")
+        #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<path").count == 3)
+        try "not json".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try LossChart.svg(metricsPath: path, title: "t") } throws: { "\($0)".contains(":1") }
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The demo: the whole pipeline on the built-in corpus (Debian's `fortunes`, English, 2.5 MB), on 2 ranks.
+#  1. train a 4096-piece tokenizer with Llama 2's options   2. tokenise into shards (2 ranks)
+#  3. pretrain configs/demo.json under mpirun -np 2          4. chart the loss   5. sample from the model
+# usage: scripts/demo.sh BIN   (make demo builds BIN and installs what is needed first)
+set -euo pipefail
+bin=${1:-.build/release/llama-train}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+ranks=${RANKS:-2}
+mpirun=(mpirun -np "$ranks" --bind-to none)
+[ "$ranks" -gt "$(nproc)" ] && mpirun+=(--oversubscribe)
+out=runs/demo
+mkdir -p "$out"
+files=$(ls -d /usr/share/games/fortunes/* | grep -v -E '\.(dat|u8)$')
+
+echo "== 1/5 tokenizer: 4096 pieces from $(cat $files | wc -c) bytes of fortunes"
+"$bin" tokenizer train --input $files --vocab-size 4096 --out "$out/tokenizer.model"
+
+echo "== 2/5 token shards, $ranks ranks"
+"${mpirun[@]}" "$bin" prepare --tokenizer "$out/tokenizer.model" --out "$out/data" --delimiter % \
+    --input $(for f in $files; do echo "fortunes=$f"; done)
+
+echo "== 3/5 pretraining configs/demo.json on $ranks ranks"
+"${mpirun[@]}" "$bin" pretrain --config configs/demo.json --out "$out/model" --metrics "$out/metrics.jsonl" --log-every 10
+
+echo "== 4/5 loss chart"
+"$bin" plot --metrics "$out/metrics.jsonl" --out "$out/loss.svg" --title "demo: loss and learning rate"
+
+echo "== 5/5 samples"
+"$bin" generate --checkpoint "$out/model" --max-tokens 48 --temperature 0.8 --top-p 0.9 \
+    --prompt "The meaning of life is" "Q: Why did the programmer" "A man walks into a bar"
+python3 - "$out/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"loss {rows[0]['loss']:.3f} at step 1 -> {rows[-1]['loss']:.3f} at step {rows[-1]['step']}; "
+      f"{rows[-1]['tokens_per_s']:.0f} tokens/s; metrics in {sys.argv[1]}, chart in runs/demo/loss.svg")
+PY
