@@ -33,6 +33,7 @@ THREADS ?= 1
 bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
 	scripts/bench-tokenizer.sh $(BIN) 8000
+	scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2
 
 # The main job on the built-in corpus: tokenizer, shards, pretraining under mpirun -np 2, chart, samples.
 demo: build

@@ -6,6 +6,7 @@
 // final"); buckets wholly above it are handed to a communication thread that runs blocking MPI_Allreduce
 // calls one after another (Horovod's design: non-blocking MPI would need polling from inside backward to
 // progress). `finish` hands over the rest and waits; the wait is the communication left exposed.
+import CMPI
 import Foundation
 
 public final class BucketedAllreduce: @unchecked Sendable {
@@ -51,7 +52,8 @@ public final class BucketedAllreduce: @unchecked Sendable {
         completed = 0
         communicationSeconds = 0
         condition.unlock()
-        if thread == nil && communicator.size > 1 {
+        // Without thread support from MPI the buckets are reduced in finish(), on this thread, unoverlapped.
+        if thread == nil && communicator.size > 1 && communicator.threadLevel >= Int32(MPI_THREAD_SERIALIZED) {
             let t = Thread { [unowned self] in self.communicationLoop() }
             t.name = "allreduce"
             t.stackSize = 1 << 20
@@ -75,8 +77,11 @@ public final class BucketedAllreduce: @unchecked Sendable {
     public func finish() throws -> Double {
         ready(from: 0)
         let start = Date()
+        if communicator.size > 1 && thread == nil {
+            for range in bucketRanges { try communicator.allreduceSum(buffer + range.lowerBound, count: range.count) }
+        }
         condition.lock()
-        if communicator.size == 1 { completed = bucketRanges.count; queue.removeAll() }
+        if communicator.size == 1 || thread == nil { completed = bucketRanges.count; queue.removeAll() }
         while completed < bucketRanges.count && failure == nil { condition.wait() }
         let error = failure
         condition.unlock()

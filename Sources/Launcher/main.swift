@@ -35,6 +35,8 @@ commands:
           the loss and learning-rate curves of a run as SVG
   generate --checkpoint DIR [--prompt TEXT...] [--max-tokens N] [--temperature T] [--top-p P] [--seed N]
           sample text from a saved model (greedy when the temperature is 0)
+  mpi-selftest
+          check every collective on known values: mpirun -np 3 llama-train mpi-selftest
   help    this text
 """
 
@@ -110,6 +112,8 @@ do {
     case "generate":
         var args = try Arguments(arguments, lists: ["prompt"])
         try ToolCommands.generate(&args)
+    case "mpi-selftest":
+        try MPISelfTest.run()
     case "prepare":
         var args = try Arguments(arguments, lists: ["input"])
         try PrepareCommand.run(&args)

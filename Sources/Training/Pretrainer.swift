@@ -36,12 +36,14 @@ public struct StepMetrics: Codable, Sendable {
     public var exposedCommS: Double
     public var commS: Double
     public var optimizerS: Double
+    /// Wall time of the whole step: data, compute, communication, optimizer.
+    public var stepS: Double
     public var skipped: Bool
 
     enum CodingKeys: String, CodingKey {
         case step, steps, loss, lr, gradNorm = "grad_norm", tokens, tokensPerS = "tokens_per_s", mfu
         case elapsedS = "elapsed_s", etaS = "eta_s", computeS = "compute_s", exposedCommS = "exposed_comm_s"
-        case commS = "comm_s", optimizerS = "optimizer_s", skipped
+        case commS = "comm_s", optimizerS = "optimizer_s", stepS = "step_s", skipped
     }
 }
 
@@ -176,7 +178,7 @@ public final class Pretrainer {
                 tokensPerS: tokensPerS, mfu: flopsPerToken * tokensPerS / Double(world.size) / (sgemmGflops * 1e9),
                 elapsedS: end.timeIntervalSince(start), etaS: perStep * Double(t.steps - k - 1),
                 computeS: computeEnd.timeIntervalSince(stepStart), exposedCommS: exposed, commS: buckets.communicationSeconds,
-                optimizerS: end.timeIntervalSince(optimizerStart), skipped: skipped)
+                optimizerS: end.timeIntervalSince(optimizerStart), stepS: stepSeconds, skipped: skipped)
             history.append(metrics)
             try metricsFile?.append(metrics)
             if world.isRoot && ((k + 1) % options.logEvery == 0 || k == first || k + 1 == t.steps) {

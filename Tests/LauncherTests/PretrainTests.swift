@@ -100,6 +100,11 @@ func parameters(_ path: String) throws -> [Float] {
         #expect(message.contains("signal 9") || message.contains("Killed") || message.contains("exited"), "\(message)")
     }
 
+    @Test func everyCollectiveAgreesOnThreeRanks() throws {
+        let r = try run(["mpirun", "-np", "3", "--oversubscribe", try toolPath(), "mpi-selftest"])
+        #expect(r.status == 0 && r.stdout.contains("all collectives agree on 3 rank(s)"), "\(r.stdout)\(r.stderr)")
+    }
+
     @Test func nonFiniteStepStopsOrIsSkipped() throws {
         let tool = try toolPath()
         let dir = try scratch()
