@@ -65,6 +65,44 @@ public final class Communicator: @unchecked Sendable {
 
     public var isRoot: Bool { rank == 0 }
 
+    /// The collective watchdog every blocking call of this communicator reports to, if any.
+    public var watchdog: Watchdog?
+
+    private init(duplicating parent: Communicator, comm: MPI_Comm) {
+        rank = parent.rank
+        size = parent.size
+        threadLevel = parent.threadLevel
+        self.comm = comm
+    }
+
+    /// A new communicator over the same ranks (MPI_Comm_dup): collectives on it never interleave with the
+    /// parent's, so a background thread (checkpoint writing, the watchdog) can use it safely.
+    public func duplicate() throws -> Communicator {
+        var copy: MPI_Comm? = lm_mpi_comm_null()
+        try check("MPI_Comm_dup", MPI_Comm_dup(comm, &copy))
+        MPI_Comm_set_errhandler(copy, lm_mpi_errors_return())
+        return Communicator(duplicating: self, comm: copy!)
+    }
+
+    /// Point-to-point messages for the watchdog: a few Int64 to `destination`, without waiting.
+    func sendNonBlocking(_ values: [Int64], to destination: Int, tag: Int32) throws -> Request {
+        var request: MPI_Request? = lm_mpi_request_null()
+        let buffer = UnsafeMutablePointer<Int64>.allocate(capacity: values.count)
+        buffer.initialize(from: values, count: values.count)
+        try check("MPI_Isend", MPI_Isend(buffer, Int32(values.count), lm_mpi_int64(), Int32(destination), tag, comm, &request))
+        return Request(request, communicator: self, call: "MPI_Isend", owning: buffer)
+    }
+
+    /// Receives a pending message of `count` Int64 with `tag` from anyone, if one has arrived.
+    func receiveIfPresent(count: Int, tag: Int32) throws -> [Int64]? {
+        var flag: Int32 = 0
+        var status = MPI_Status()
+        try check("MPI_Iprobe", MPI_Iprobe(MPI_ANY_SOURCE, tag, comm, &flag, &status))
+        guard flag != 0 else { return nil }
+        var values = [Int64](repeating: 0, count: count)
+        try check("MPI_Recv", MPI_Recv(&values, Int32(count), lm_mpi_int64(), status.MPI_SOURCE, tag, comm, lm_mpi_status_ignore()))
+        return values
+    }
     /// Whether MPI was initialised in this process (and not yet finalised).
     public static var isInitialized: Bool {
         var initialised: Int32 = 0, finalized: Int32 = 0
@@ -74,7 +112,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     public func barrier() throws {
-        try check("MPI_Barrier", MPI_Barrier(comm))
+        try watched("MPI_Barrier") { MPI_Barrier(comm) }
     }
 
     /// Sums `count` floats across ranks, in place (in chunks when count exceeds MPI's Int32 counts).
@@ -82,8 +120,9 @@ public final class Communicator: @unchecked Sendable {
         var done = 0
         while done < count {
             let n = min(count - done, Communicator.maxChunk)
-            try check("MPI_Allreduce(float, \(n))",
-                      MPI_Allreduce(lm_mpi_in_place(), buffer + done, Int32(n), lm_mpi_float(), lm_mpi_sum(), comm))
+            try watched("MPI_Allreduce(float, \(n))") {
+                MPI_Allreduce(lm_mpi_in_place(), buffer + done, Int32(n), lm_mpi_float(), lm_mpi_sum(), comm)
+            }
             done += n
         }
     }
@@ -101,32 +140,35 @@ public final class Communicator: @unchecked Sendable {
     /// Element-wise max and min of doubles across ranks, e.g. to prove every rank holds the same parameters.
     public func allreduceMax(_ value: Double) throws -> Double {
         var v = value
-        try check("MPI_Allreduce(max)", MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_max(), comm))
+        try watched("MPI_Allreduce(max)") { MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_max(), comm) }
         return v
     }
 
     public func allreduceMin(_ value: Double) throws -> Double {
         var v = value
-        try check("MPI_Allreduce(min)", MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_min(), comm))
+        try watched("MPI_Allreduce(min)") { MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_min(), comm) }
         return v
     }
 
     /// Sums `input` (size × blockCount floats) across ranks; rank r receives block r in `output`.
     public func reduceScatterSum(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
-        try check("MPI_Reduce_scatter_block(\(blockCount))",
-                  MPI_Reduce_scatter_block(input, output, Int32(blockCount), lm_mpi_float(), lm_mpi_sum(), comm))
+        try watched("MPI_Reduce_scatter_block(\(blockCount))") {
+            MPI_Reduce_scatter_block(input, output, Int32(blockCount), lm_mpi_float(), lm_mpi_sum(), comm)
+        }
     }
 
     /// Concatenates every rank's `blockCount` floats, in rank order, on every rank.
     public func allgather(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
-        try check("MPI_Allgather(\(blockCount))",
-                  MPI_Allgather(input, Int32(blockCount), lm_mpi_float(), output, Int32(blockCount), lm_mpi_float(), comm))
+        try watched("MPI_Allgather(\(blockCount))") {
+            MPI_Allgather(input, Int32(blockCount), lm_mpi_float(), output, Int32(blockCount), lm_mpi_float(), comm)
+        }
     }
 
     /// Sums `count` doubles across ranks, in place.
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
-        try check("MPI_Allreduce(double, \(count))",
-                  MPI_Allreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_double(), lm_mpi_sum(), comm))
+        try watched("MPI_Allreduce(double, \(count))") {
+            MPI_Allreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_double(), lm_mpi_sum(), comm)
+        }
     }
 
     public func allreduceSum(_ value: Double) throws -> Double {
@@ -139,22 +181,24 @@ public final class Communicator: @unchecked Sendable {
     public func gather(_ local: [Int32], root: Int = 0) throws -> [[Int32]]? {
         var count = Int32(local.count)
         var counts = [Int32](repeating: 0, count: size)
-        try check("MPI_Gather(counts)", MPI_Gather(&count, 1, lm_mpi_int32(), &counts, 1, lm_mpi_int32(), Int32(root), comm))
+        try watched("MPI_Gather(counts)") { MPI_Gather(&count, 1, lm_mpi_int32(), &counts, 1, lm_mpi_int32(), Int32(root), comm) }
         var displacements = [Int32](repeating: 0, count: size)
         for r in 1..<max(size, 1) where size > 1 { displacements[r] = displacements[r - 1] + counts[r - 1] }
         let total = Int(counts.reduce(0, +))
         var all = [Int32](repeating: 0, count: rank == root ? max(total, 1) : 1)
         var send = local.isEmpty ? [Int32(0)] : local
-        try check("MPI_Gatherv(\(local.count))",
-                  MPI_Gatherv(&send, count, lm_mpi_int32(), &all, &counts, &displacements, lm_mpi_int32(), Int32(root), comm))
+        try watched("MPI_Gatherv(\(local.count))") {
+            MPI_Gatherv(&send, count, lm_mpi_int32(), &all, &counts, &displacements, lm_mpi_int32(), Int32(root), comm)
+        }
         guard rank == root else { return nil }
         return (0..<size).map { Array(all[Int(displacements[$0])..<Int(displacements[$0] + counts[$0])]) }
     }
 
     /// Copies `count` floats from `root` to every rank.
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
-        try check("MPI_Bcast(float, \(count), root \(root))",
-                  MPI_Bcast(buffer, Int32(count), lm_mpi_float(), Int32(root), comm))
+        try watched("MPI_Bcast(float, \(count), root \(root))") {
+            MPI_Bcast(buffer, Int32(count), lm_mpi_float(), Int32(root), comm)
+        }
     }
 
     /// Ends the whole job with `message` on standard error: the way out that never leaves ranks hanging.
@@ -168,6 +212,14 @@ public final class Communicator: @unchecked Sendable {
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
         if finalized == 0 { MPI_Finalize() }
+    }
+
+    /// Runs a blocking MPI call under the watchdog's eye and checks its return code.
+    func watched(_ call: @autoclosure () -> String, _ body: () -> Int32) throws {
+        let token = watchdog?.enter(call())
+        let code = body()
+        if let token { watchdog?.exit(token) }
+        try check(call(), code)
     }
 
     func check(_ call: String, _ code: Int32) throws {
@@ -189,12 +241,16 @@ public final class Request: @unchecked Sendable {
     private var request: MPI_Request?
     private let communicator: Communicator
     private let call: String
+    private let owned: UnsafeMutablePointer<Int64>?
 
-    init(_ request: MPI_Request?, communicator: Communicator, call: String) {
+    init(_ request: MPI_Request?, communicator: Communicator, call: String, owning owned: UnsafeMutablePointer<Int64>? = nil) {
         self.request = request
         self.communicator = communicator
         self.call = call
+        self.owned = owned
     }
+
+    deinit { owned?.deallocate() }
 
     /// Progresses the operation; true once it has completed.
     public func test() throws -> Bool {

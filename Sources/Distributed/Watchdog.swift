@@ -1,0 +1,96 @@
+// Watchdog: a collective that waits longer than the timeout ends the job with a message naming the ranks that
+// never arrived, instead of hanging forever (pytorch#46874, horovod#2107: one stuck rank blocks everyone).
+//
+// Every blocking call of a watched communicator registers here. A thread checks every 100 ms:
+//  1. A rank that has waited past the timeout announces it to every other rank (a small non-blocking send on
+//     its own communicator), and so does any rank that hears an announcement while itself waiting.
+//  2. After a grace period the ranks that have not announced are the ones that never arrived; the first rank
+//     whose grace ends aborts the job (MPI_Abort) with a message naming them, the step and the call.
+// A rank that is merely slow arrives before the timeout, and nothing happens.
+import Foundation
+
+public final class Watchdog: @unchecked Sendable {
+    public let timeout: TimeInterval
+    public let grace: TimeInterval
+    /// The step the trainer is in, for the message.
+    public var step: Int {
+        get { lock.withLock { currentStep } }
+        set { lock.withLock { currentStep = newValue } }
+    }
+
+    private let comm: Communicator
+    private let lock = Lock()
+    private var currentStep = 0
+    private var calls: [Int: (call: String, since: Date)] = [:]
+    private var nextToken = 0
+    private var reporters: [Int: (step: Int64, waitedMs: Int64)] = [:]
+    private var announcedAt: Date?
+    private var sends: [Request] = []
+    private static let tag: Int32 = 7001
+
+    /// Starts watching `world`'s blocking collectives; nil when MPI cannot serve a second thread.
+    public static func start(on world: Communicator, timeout: TimeInterval) throws -> Watchdog? {
+        guard timeout > 0, world.size > 1, world.threadLevel >= 3 /* MPI_THREAD_MULTIPLE */ else { return nil }
+        let dog = Watchdog(comm: try world.duplicate(), timeout: timeout)
+        world.watchdog = dog
+        let thread = Thread { dog.loop() }
+        thread.name = "watchdog"
+        thread.start()
+        return dog
+    }
+
+    private init(comm: Communicator, timeout: TimeInterval) {
+        self.comm = comm
+        self.timeout = timeout
+        grace = min(max(timeout / 4, 1), 10)
+    }
+
+    func enter(_ call: String) -> Int {
+        lock.withLock {
+            nextToken += 1
+            calls[nextToken] = (call, Date())
+            return nextToken
+        }
+    }
+
+    func exit(_ token: Int) {
+        lock.withLock { _ = calls.removeValue(forKey: token) }
+    }
+
+    private func loop() {
+        while true {
+            usleep(100_000)
+            do { try check() } catch {
+                FileHandleWriter.standardError("[rank \(comm.rank)] watchdog stopped: \(error)\n")
+                return
+            }
+        }
+    }
+
+    private func check() throws {
+        while let report = try comm.receiveIfPresent(count: 3, tag: Watchdog.tag) {
+            lock.withLock { reporters[Int(report[0])] = (report[1], report[2]) }
+        }
+        let now = Date()
+        let (oldest, step, heard, announced) = lock.withLock {
+            (calls.values.min { $0.since < $1.since }, currentStep, !reporters.isEmpty, announcedAt)
+        }
+        guard let oldest else {
+            // The collective completed after all: whoever was late arrived. Forget the episode.
+            lock.withLock { announcedAt = nil; reporters.removeAll() }
+            return
+        }
+        let waited = now.timeIntervalSince(oldest.since)
+        if announced == nil && (waited > timeout || heard) {
+            let message: [Int64] = [Int64(comm.rank), Int64(step), Int64(waited * 1000)]
+            let requests = try (0..<comm.size).filter { $0 != comm.rank }.map { try comm.sendNonBlocking(message, to: $0, tag: Watchdog.tag) }
+            lock.withLock { sends += requests; announcedAt = now }
+        } else if let announced, now.timeIntervalSince(announced) > grace {
+            let waiting = lock.withLock { Set(reporters.keys) }.union([comm.rank])
+            let missing = (0..<comm.size).filter { !waiting.contains($0) }
+            comm.abort(String(format: "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ never arrived (rank(s) %@ waiting). Aborting the job; check those ranks' hosts and logs.",
+                              waited, oldest.call, step, missing.map(String.init).joined(separator: ", "),
+                              waiting.sorted().map(String.init).joined(separator: ", ")))
+        }
+    }
+}
