@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .target(name: "Dataset", dependencies: ["Model"]),
         .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed", "Dataset", "Tokenizer"]),
-        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Distributed", "Tokenizer", "Dataset"]),
+        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Optim", "Distributed", "Tokenizer", "Dataset"]),
 
         // MARK: - Tests
 

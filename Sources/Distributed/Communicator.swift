@@ -209,6 +209,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     public static func finalize() {
+        Watchdog.stopAll()
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
         if finalized == 0 { MPI_Finalize() }

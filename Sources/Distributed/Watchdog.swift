@@ -26,13 +26,27 @@ public final class Watchdog: @unchecked Sendable {
     private var reporters: [Int: (step: Int64, waitedMs: Int64)] = [:]
     private var announcedAt: Date?
     private var sends: [Request] = []
+    private var stopping = false
+    private let stopped = DispatchSemaphore(value: 0)
     private static let tag: Int32 = 7001
+    nonisolated(unsafe) private static var running: [Watchdog] = []
+    private static let registry = Lock()
+
+    /// Stops every watchdog thread; MPI must not be called from them once it is finalised.
+    static func stopAll() {
+        let dogs = registry.withLock { defer { running.removeAll() }; return running }
+        for dog in dogs {
+            dog.lock.withLock { dog.stopping = true }
+            dog.stopped.wait()
+        }
+    }
 
     /// Starts watching `world`'s blocking collectives; nil when MPI cannot serve a second thread.
     public static func start(on world: Communicator, timeout: TimeInterval) throws -> Watchdog? {
         guard timeout > 0, world.size > 1, world.threadLevel >= 3 /* MPI_THREAD_MULTIPLE */ else { return nil }
         let dog = Watchdog(comm: try world.duplicate(), timeout: timeout)
         world.watchdog = dog
+        registry.withLock { running.append(dog) }
         let thread = Thread { dog.loop() }
         thread.name = "watchdog"
         thread.start()
@@ -58,8 +72,10 @@ public final class Watchdog: @unchecked Sendable {
     }
 
     private func loop() {
+        defer { stopped.signal() }
         while true {
             usleep(100_000)
+            if lock.withLock({ stopping }) { return }
             do { try check() } catch {
                 FileHandleWriter.standardError("[rank \(comm.rank)] watchdog stopped: \(error)\n")
                 return

@@ -6,6 +6,8 @@
 import Distributed
 import Foundation
 import Kernels
+import Model
+import Optim
 import Training
 
 enum PretrainCommand {
@@ -52,11 +54,41 @@ enum PretrainCommand {
         options.outputDirectory = args.string("out")
         options.metricsPath = args.string("metrics")
         options.logEvery = try args.int("log-every", default: 1)
+        options.checkpointDirectory = args.string("checkpoint-dir")
+        options.checkpointEvery = try args.int("checkpoint-every", default: 0)
+        options.keepCheckpoints = try args.int("keep", default: 2)
+        options.backgroundSave = args.flag("background-save")
+        options.resume = ResumeMode(args.string("resume") ?? "auto")
+        options.stopAfter = try args.string("stop-after").map { try integer($0, "stop-after") }
+        options.collectiveTimeout = try number(args.string("collective-timeout") ?? "300", "collective-timeout")
         try args.checkAllUsed()
+        if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || args.flag("background-save")) {
+            throw UsageError(description: "--checkpoint-every, --stop-after and --background-save need --checkpoint-dir")
+        }
         lm_set_blas_threads(Int32(threads))
         let world = try Communicator.world()
         let trainer = try Pretrainer(config: config, configPath: path, world: world, options: options)
         try trainer.run()
         if world.isRoot, let out = options.outputDirectory { print("saved the model to \(out)") }
+    }
+
+    /// `llama-train export --checkpoint DIR --out HF_DIR`: a sharded checkpoint (any world size) to
+    /// config.json + model.safetensors that transformers' LlamaForCausalLM loads.
+    static func export(_ args: inout Arguments) throws {
+        let checkpoint = try args.require("checkpoint")
+        let out = try args.require("out")
+        try args.checkAllUsed()
+        let manifest = try readManifest(checkpoint)
+        let world = try Communicator.world()
+        let model = try LlamaModel(config: manifest.config.model)
+        let optimizer = AdamW(layout: model.layout)
+        let parent = (checkpoint as NSString).deletingLastPathComponent
+        let store = try CheckpointStore(directory: parent.isEmpty ? "." : parent, keep: 2, background: false, world: world, log: { print($0) })
+        _ = try store.resume(.path(checkpoint), model: model, optimizer: optimizer, config: manifest.config)
+        try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: out)
+        if let tokenizer = manifest.config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
+            try AtomicFile.write(bytes, to: out + "/tokenizer.model")
+        }
+        print("exported step \(manifest.step) of \(checkpoint) to \(out)")
     }
 }

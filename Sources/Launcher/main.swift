@@ -28,7 +28,11 @@ commands:
   pretrain --config FILE [--threads N] [--out DIR] [--metrics FILE.jsonl] [--log-every N] [--steps N]
           [--micro-batch N] [--global-batch-tokens N] [--lr X] [--warmup-steps N] [--bucket-mb X]
           [--data DIR --tokenizer FILE] [--seed N] [--on-nonfinite stop|skip]
+          [--checkpoint-dir DIR] [--checkpoint-every N] [--keep K] [--background-save] [--resume auto|none|PATH]
+          [--stop-after N] [--collective-timeout SECONDS]
           data-parallel pretraining; run under mpirun for several ranks
+  export  --checkpoint DIR --out HF_DIR
+          a sharded checkpoint to config.json + model.safetensors (Hugging Face LlamaForCausalLM)
   plan    --config FILE --ranks N [--json]
           parameters, batch arithmetic, memory per rank and allreduce bytes, without training
   plot    --metrics FILE.jsonl --out FILE.svg [--title TEXT]
@@ -100,9 +104,12 @@ do {
         var args = try Arguments(arguments)
         try TokenizerCommands.detokenize(&args)
     case "pretrain":
-        var args = try Arguments(arguments)
+        var args = try Arguments(arguments, switches: ["background-save"])
         try PretrainCommand.run(&args)
         Communicator.finalize()
+    case "export":
+        var args = try Arguments(arguments)
+        try PretrainCommand.export(&args)
     case "plan":
         var args = try Arguments(arguments, switches: ["json"])
         try ToolCommands.plan(&args)

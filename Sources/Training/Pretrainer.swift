@@ -52,7 +52,18 @@ public struct PretrainOptions {
     public var outputDirectory: String?
     public var metricsPath: String?
     public var logEvery = 1
-    public var log: (String) -> Void = { print($0) }
+    public var log: @Sendable (String) -> Void = { print($0) }
+    /// Sharded checkpoints go here (nil: none are written and nothing is resumed).
+    public var checkpointDirectory: String?
+    /// Save every this many steps (0: only at the end, on preemption and at --stop-after).
+    public var checkpointEvery = 0
+    public var keepCheckpoints = 2
+    public var backgroundSave = false
+    public var resume = ResumeMode.auto
+    /// Stop (with a checkpoint) after this many steps of the schedule, as if preempted there.
+    public var stopAfter: Int?
+    /// Seconds a collective may wait before the watchdog aborts the job (0 disables it).
+    public var collectiveTimeout: TimeInterval = 300
 
     public init() {}
 }
@@ -68,6 +79,11 @@ public final class Pretrainer {
     let buckets: BucketedAllreduce
     let options: PretrainOptions
     let sgemmGflops: Double
+    let checkpoints: CheckpointStore?
+    let watchdog: Watchdog?
+    let preemption: PreemptionSignal?
+    /// The first step to run: 0, or the step of the checkpoint resumed from.
+    public private(set) var startStep = 0
     public private(set) var history: [StepMetrics] = []
 
     public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: PretrainOptions = PretrainOptions()) throws {
@@ -102,7 +118,20 @@ public final class Pretrainer {
         buckets = BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
                                     bucketBytes: Int(t.bucketMB * 1_048_576))
         sgemmGflops = try world.allreduceSum(Benchmark.sgemmRate(size: 512)) / Double(world.size)
-        try checkParametersAgree("after initialisation")
+        watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
+        if let directory = options.checkpointDirectory {
+            let store = try CheckpointStore(directory: directory, keep: options.keepCheckpoints, background: options.backgroundSave,
+                                            world: world, log: options.log)
+            checkpoints = store
+            preemption = PreemptionSignal()
+            if let manifest = try store.resume(options.resume, model: model, optimizer: optimizer, config: config) {
+                startStep = manifest.step
+            }
+        } else {
+            checkpoints = nil
+            preemption = nil
+        }
+        try checkParametersAgree(startStep > 0 ? "after resuming" : "after initialisation")
     }
 
     /// Proves every rank holds the same parameters: a checksum's min and max over ranks must coincide.
@@ -116,7 +145,8 @@ public final class Pretrainer {
 
     /// Runs steps [first, config.train.steps) and returns their metrics.
     @discardableResult
-    public func run(from first: Int = 0) throws -> [StepMetrics] {
+    public func run() throws -> [StepMetrics] {
+        let first = startStep
         let t = config.train
         let tokensPerStep = t.globalBatchSequences * t.seqLen
         let flopsPerToken = model.flopsPerToken(seqLen: t.seqLen)
@@ -126,7 +156,10 @@ public final class Pretrainer {
         }
         let start = Date()
         var smoothedStep: Double?
-        for k in first..<t.steps {
+        var k = first
+        while k < t.steps {
+            defer { k += 1 }
+            watchdog?.step = k + 1
             let stepStart = Date()
             let (tokens, targets) = try source.batch(k, globalBatch: t.globalBatchSequences, rank: world.rank, worldSize: world.size)
             var localCount = 0.0
@@ -184,7 +217,24 @@ public final class Pretrainer {
             if world.isRoot && ((k + 1) % options.logEvery == 0 || k == first || k + 1 == t.steps) {
                 options.log(Self.progressLine(metrics))
             }
+            if let store = checkpoints {
+                // Every rank must agree to stop: a signal may reach the ranks at different steps.
+                let signalled = try world.allreduceMax(preemption!.received ? 1 : 0) > 0
+                let stopping = signalled || k + 1 == options.stopAfter
+                if stopping || k + 1 == t.steps || (options.checkpointEvery > 0 && (k + 1) % options.checkpointEvery == 0) {
+                    try store.save(step: k + 1, tokensSeen: (k + 1) * tokensPerStep, model: model, optimizer: optimizer, config: config)
+                }
+                if stopping {
+                    try store.waitForPending()
+                    if world.isRoot {
+                        options.log(signalled ? "preempted (\(preemption!.name)): checkpoint of step \(k + 1) committed; relaunch to resume"
+                                              : "stopped after step \(k + 1) as asked; relaunch to resume")
+                    }
+                    break
+                }
+            }
         }
+        try checkpoints?.waitForPending()
         try checkParametersAgree("at the end of training")
         if let out = options.outputDirectory, world.isRoot { try saveModel(to: out) }
         return history
@@ -243,4 +293,29 @@ final class MetricsWriter {
         guard let handle else { return }
         try handle.write(contentsOf: encoder.encode(metrics) + Data("\n".utf8))
     }
+}
+
+/// SIGTERM and SIGUSR1 (what Slurm sends before preemption with --signal=USR1@120) become a flag the loop
+/// reads at the end of each step, so the step finishes and a checkpoint is committed before exiting.
+final class PreemptionSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var signal: Int32?
+    private var sources: [DispatchSourceSignal] = []
+
+    init() {
+        for number in [SIGTERM, SIGUSR1] {
+            Foundation.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [weak self] in
+                self?.lock.lock()
+                self?.signal = number
+                self?.lock.unlock()
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var received: Bool { lock.lock(); defer { lock.unlock() }; return signal != nil }
+    var name: String { lock.lock(); defer { lock.unlock() }; return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM" }
 }

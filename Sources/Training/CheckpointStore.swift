@@ -1,0 +1,239 @@
+// CheckpointStore: saving and resuming sharded checkpoints (layout and commit protocol in Checkpoint.swift).
+//
+// Saving copies this rank's range of parameters and moments into a staging buffer (the only stall when
+// writing in the background), then writes, fsyncs and commits on a thread with its own communicator.
+// Resuming picks the newest checkpoint that verifies (each rank hashes every world-size-th shard; a failure
+// anywhere skips the checkpoint on all ranks), reads on each rank only the byte ranges of the old shards
+// that overlap its new range, and assembles the full buffers with an allgather: the world size may change.
+import Distributed
+import Foundation
+import Model
+import Optim
+
+public enum ResumeMode: Equatable, Sendable {
+    case auto, none, path(String)
+
+    public init(_ text: String) {
+        switch text {
+        case "auto": self = .auto
+        case "none": self = .none
+        default: self = .path(text)
+        }
+    }
+}
+
+public final class CheckpointStore: @unchecked Sendable {
+    public let directory: String
+    public let keep: Int
+    public let background: Bool
+    let world: Communicator
+    let commitComm: Communicator
+    private var pending: Thread?
+    private let done = NSCondition()
+    private var pendingFinished = true
+    private var pendingError: Error?
+    private let log: (String) -> Void
+
+    public init(directory: String, keep: Int, background: Bool, world: Communicator, log: @escaping (String) -> Void) throws {
+        self.directory = directory
+        self.keep = max(keep, 2)  // never prune to one: a torn newest checkpoint must have a predecessor
+        // A background commit needs MPI on two threads at once.
+        self.background = background && (world.size == 1 || world.threadLevel >= 3)
+        self.world = world
+        commitComm = try world.duplicate()
+        self.log = log
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    // MARK: - Saving
+
+    /// Saves the state after `step` optimizer steps; returns the seconds training stalled for it.
+    @discardableResult
+    public func save(step: Int, tokensSeen: Int, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> Double {
+        try waitForPending()
+        let start = Date()
+        let count = model.parameters.count
+        let range = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
+        let staged = FloatBuffer(count: 3 * range.count)
+        for (i, buffer) in [model.parameters, optimizer.m, optimizer.v].enumerated() {
+            (staged.pointer + i * range.count).update(from: buffer.pointer + range.lowerBound, count: range.count)
+        }
+        let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
+        let template = CheckpointManifest(
+            step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: optimizer.step, worldSize: world.size,
+            parameterCount: count, layoutSHA256: CheckpointManifest.layoutHash(model.layout), seed: config.train.seed,
+            config: config, shards: [], savedAt: ISO8601DateFormatter().string(from: Date()))
+        let stall = Date().timeIntervalSince(start)
+        let work: @Sendable () throws -> Void = { [self] in
+            let t0 = Date()
+            try self.commit(staged: staged, range: range, checkpoint: checkpoint, manifest: template)
+            if self.world.isRoot {
+                self.log(String(format: "checkpoint %@ committed: %.1f MB per rank written in %.2f s%@, training stalled %.0f ms",
+                                checkpoint, Double(staged.byteCount) / 1e6, Date().timeIntervalSince(t0),
+                                self.background ? " in the background" : "", (self.background ? stall : Date().timeIntervalSince(start)) * 1e3))
+            }
+        }
+        guard background else {
+            try work()
+            return Date().timeIntervalSince(start)
+        }
+        done.lock()
+        pendingFinished = false
+        done.unlock()
+        let thread = Thread { [self] in
+            var failure: Error?
+            do { try work() } catch { failure = error }
+            self.done.lock()
+            self.pendingError = failure
+            self.pendingFinished = true
+            self.done.broadcast()
+            self.done.unlock()
+        }
+        thread.name = "checkpoint"
+        pending = thread
+        thread.start()
+        return stall
+    }
+
+    /// Waits for a background save to commit; rethrows its error.
+    public func waitForPending() throws {
+        guard pending != nil else { return }
+        done.lock()
+        while !pendingFinished { done.wait() }
+        let error = pendingError
+        pendingError = nil
+        done.unlock()
+        pending = nil
+        if let error { throw error }
+    }
+
+    private func commit(staged: FloatBuffer, range: Range<Int>, checkpoint: String, manifest template: CheckpointManifest) throws {
+        try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
+        let name = CheckpointManifest.shardName(rank: world.rank, worldSize: world.size)
+        let bytes = UnsafeRawBufferPointer(start: staged.pointer, count: 3 * range.count * 4)
+        let hash = SHA256.hex(bytes)
+        try AtomicFile.write(to: checkpoint + "/" + name) { writer in
+            try writer.write(bytes)
+            // Fault injection for the tests: this rank dies mid-checkpoint, its shard written but not committed.
+            if ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_DIE_IN_CHECKPOINT"] == "\(world.rank)" { kill(getpid(), SIGKILL) }
+        }
+        // The gather is the barrier of the protocol: rank 0 hears from every rank only after its shard is durable.
+        let words = Array(hash.utf8).map(Int32.init) + [Int32(truncatingIfNeeded: range.lowerBound), Int32(truncatingIfNeeded: range.lowerBound >> 32)]
+        guard let all = try commitComm.gather(words) else { return }
+        var manifest = template
+        manifest.shards = all.enumerated().map { rank, w in
+            let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: template.parameterCount)
+            return .init(file: CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank, start: r.lowerBound,
+                         end: r.upperBound, bytes: 12 * r.count, sha256: String(decoding: w.prefix(64).map(UInt8.init), as: UTF8.self))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(manifest), to: checkpoint + "/manifest.json")
+        prune(newest: checkpoint)
+    }
+
+    /// Keeps the newest `keep` committed checkpoints; removes older ones and older uncommitted leftovers.
+    private func prune(newest: String) {
+        let committed = committedCheckpoints(in: directory)
+        for old in committed.dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix("step-") && directory + "/" + name < newest
+            && !FileManager.default.fileExists(atPath: "\(directory)/\(name)/manifest.json") {
+            try? FileManager.default.removeItem(atPath: "\(directory)/\(name)")
+        }
+    }
+
+    // MARK: - Resuming
+
+    /// Loads the checkpoint `mode` selects into the model and optimizer; nil when starting fresh.
+    public func resume(_ mode: ResumeMode, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> CheckpointManifest? {
+        let candidates: [String]
+        switch mode {
+        case .none: return nil
+        case .auto: candidates = committedCheckpoints(in: directory)
+        case let .path(p): candidates = [p]
+        }
+        for checkpoint in candidates {
+            do {
+                let manifest = try readManifest(checkpoint)
+                try checkCompatible(manifest, checkpoint: checkpoint, model: model, config: config)
+                var failures = 0.0
+                for (i, shard) in manifest.shards.enumerated() where i % world.size == world.rank {
+                    do { try verifyShard(shard, in: checkpoint) } catch {
+                        FileHandle.standardError.write(Data("[rank \(world.rank)] \(error)\n".utf8))
+                        failures += 1
+                    }
+                }
+                if try world.allreduceSum(failures) > 0 {
+                    throw CheckpointError.verificationFailed(checkpoint: checkpoint)
+                }
+                let start = Date()
+                try load(manifest, from: checkpoint, model: model, optimizer: optimizer)
+                if world.isRoot {
+                    log(String(format: "resumed from %@ (step %d, saved on %d rank(s), now %d) in %.2f s",
+                               checkpoint, manifest.step, manifest.worldSize, world.size, Date().timeIntervalSince(start)))
+                }
+                return manifest
+            } catch let error as CheckpointError {
+                if case .incompatible = error { throw error }
+                guard mode == .auto else { throw error }
+                if world.isRoot { log("skipping \(checkpoint): \(error); falling back to the previous checkpoint") }
+            }
+        }
+        if mode == .auto && world.isRoot {
+            log(candidates.isEmpty ? "no checkpoint in \(directory): starting fresh" : "no checkpoint in \(directory) verifies: starting fresh")
+        }
+        return nil
+    }
+
+    private func checkCompatible(_ m: CheckpointManifest, checkpoint: String, model: LlamaModel, config: RunConfig) throws {
+        func refuse(_ reason: String) -> CheckpointError { .incompatible(file: checkpoint + "/manifest.json", reason: reason) }
+        guard m.formatVersion == 1 else { throw refuse("format version \(m.formatVersion), this build reads 1") }
+        guard m.parameterCount == model.parameters.count, m.layoutSHA256 == CheckpointManifest.layoutHash(model.layout),
+              m.config.model == config.model
+        else { throw refuse("it holds another model (\(m.parameterCount) parameters); the config's model block must match") }
+        guard m.config.train.globalBatchTokens == config.train.globalBatchTokens, m.config.train.seqLen == config.train.seqLen,
+              m.config.train.seed == config.train.seed
+        else { throw refuse("global_batch_tokens, seq_len and seed must stay the same for the data to continue where it stopped") }
+        var expected = 0
+        for shard in m.shards.sorted(by: { $0.start < $1.start }) {
+            guard shard.start == expected, shard.end >= shard.start, shard.bytes == 12 * (shard.end - shard.start) else {
+                throw CheckpointError.unreadableManifest(file: checkpoint + "/manifest.json", reason: "shard ranges do not tile the parameters")
+            }
+            expected = shard.end
+        }
+        guard expected == m.parameterCount else {
+            throw CheckpointError.unreadableManifest(file: checkpoint + "/manifest.json", reason: "shards cover \(expected) of \(m.parameterCount) parameters")
+        }
+    }
+
+    /// Reads this rank's new range from the old shards that overlap it, then allgathers the full buffers.
+    private func load(_ m: CheckpointManifest, from checkpoint: String, model: LlamaModel, optimizer: AdamW) throws {
+        let count = m.parameterCount
+        let per = (count + world.size - 1) / world.size
+        let mine = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
+        let slices = (0..<3).map { _ in FloatBuffer(count: per) }
+        for shard in m.shards where shard.start < mine.upperBound && shard.end > mine.lowerBound {
+            let path = checkpoint + "/" + shard.file
+            guard let handle = FileHandle(forReadingAtPath: path) else { throw CheckpointError.missingShard(file: path) }
+            defer { try? handle.close() }
+            let overlap = max(shard.start, mine.lowerBound)..<min(shard.end, mine.upperBound)
+            let length = shard.end - shard.start
+            for (section, slice) in slices.enumerated() {
+                try handle.seek(toOffset: UInt64(4 * (section * length + overlap.lowerBound - shard.start)))
+                guard let data = try handle.read(upToCount: 4 * overlap.count), data.count == 4 * overlap.count else {
+                    throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
+                }
+                data.withUnsafeBytes { raw in
+                    (slice.pointer + (overlap.lowerBound - mine.lowerBound)).update(from: raw.bindMemory(to: Float.self).baseAddress!, count: overlap.count)
+                }
+            }
+        }
+        let full = FloatBuffer(count: per * world.size)
+        for (slice, target) in zip(slices, [model.parameters, optimizer.m, optimizer.v]) {
+            try world.allgather(slice.pointer, full.pointer, blockCount: per)
+            target.pointer.update(from: full.pointer, count: count)
+        }
+        optimizer.step = m.adamStep
+    }
+}
