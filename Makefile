@@ -34,6 +34,7 @@ bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
 	scripts/bench-tokenizer.sh $(BIN) 8000
 	scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2
+	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json
 
 # The main job on the built-in corpus: tokenizer, shards, pretraining under mpirun -np 2, chart, samples.
 demo: build

@@ -155,6 +155,7 @@ public final class CheckpointStore: @unchecked Sendable {
         }
         for checkpoint in candidates {
             do {
+                let start = Date()
                 let manifest = try readManifest(checkpoint)
                 try checkCompatible(manifest, checkpoint: checkpoint, model: model, config: config)
                 var failures = 0.0
@@ -167,10 +168,9 @@ public final class CheckpointStore: @unchecked Sendable {
                 if try world.allreduceSum(failures) > 0 {
                     throw CheckpointError.verificationFailed(checkpoint: checkpoint)
                 }
-                let start = Date()
                 try load(manifest, from: checkpoint, model: model, optimizer: optimizer)
                 if world.isRoot {
-                    log(String(format: "resumed from %@ (step %d, saved on %d rank(s), now %d) in %.2f s",
+                    log(String(format: "resumed from %@ (step %d, saved on %d rank(s), now %d), verified and loaded in %.2f s",
                                checkpoint, manifest.step, manifest.worldSize, world.size, Date().timeIntervalSince(start)))
                 }
                 return manifest
