@@ -25,6 +25,7 @@ public final class Watchdog: @unchecked Sendable {
     private var nextToken = 0
     private var reporters: [Int: (step: Int64, waitedMs: Int64)] = [:]
     private var announcedAt: Date?
+    private var sent = false
     private var sends: [Request] = []
     private var stopping = false
     private let stopped = DispatchSemaphore(value: 0)
@@ -72,41 +73,71 @@ public final class Watchdog: @unchecked Sendable {
     }
 
     private func loop() {
-        defer { stopped.signal() }
+        // MPI calls (the announcements) run on a thread of their own: over a dead TCP link they can block,
+        // and the decision to abort must not wait for them.
+        let messengerDone = DispatchSemaphore(value: 0)
+        let messenger = Thread { [self] in
+            defer { messengerDone.signal() }
+            while !lock.withLock({ stopping }) {
+                usleep(100_000)
+                do { try exchange() } catch {
+                    FileHandleWriter.standardError("[rank \(comm.rank)] watchdog messages stopped: \(error)\n")
+                    return
+                }
+            }
+        }
+        messenger.name = "watchdog-messages"
+        messenger.start()
         while true {
             usleep(100_000)
-            if lock.withLock({ stopping }) { return }
-            do { try check() } catch {
-                FileHandleWriter.standardError("[rank \(comm.rank)] watchdog stopped: \(error)\n")
+            if lock.withLock({ stopping }) {
+                messengerDone.wait()  // no MPI call may be in flight when MPI is finalised
+                stopped.signal()
                 return
             }
+            decide()
         }
     }
 
-    private func check() throws {
+    /// Receives announcements, and sends ours once we are due to announce.
+    private func exchange() throws {
         while let report = try comm.receiveIfPresent(count: 3, tag: Watchdog.tag) {
             lock.withLock { reporters[Int(report[0])] = (report[1], report[2]) }
         }
+        let (due, step, waited) = lock.withLock { () -> (Bool, Int, Double) in
+            let oldest = calls.values.map(\.since).min()
+            return (announcedAt != nil && !sent, currentStep, oldest.map { Date().timeIntervalSince($0) } ?? 0)
+        }
+        if due {
+            lock.withLock { sent = true }
+            let message: [Int64] = [Int64(comm.rank), Int64(step), Int64(waited * 1000)]
+            let requests = try (0..<comm.size).filter { $0 != comm.rank }.map { try comm.sendNonBlocking(message, to: $0, tag: Watchdog.tag) }
+            lock.withLock { sends += requests }
+        }
+    }
+
+    private func decide() {
         let now = Date()
         let (oldest, step, heard, announced) = lock.withLock {
             (calls.values.min { $0.since < $1.since }, currentStep, !reporters.isEmpty, announcedAt)
         }
         guard let oldest else {
             // The collective completed after all: whoever was late arrived. Forget the episode.
-            lock.withLock { announcedAt = nil; reporters.removeAll() }
+            lock.withLock { announcedAt = nil; sent = false; reporters.removeAll() }
             return
         }
         let waited = now.timeIntervalSince(oldest.since)
         if announced == nil && (waited > timeout || heard) {
-            let message: [Int64] = [Int64(comm.rank), Int64(step), Int64(waited * 1000)]
-            let requests = try (0..<comm.size).filter { $0 != comm.rank }.map { try comm.sendNonBlocking(message, to: $0, tag: Watchdog.tag) }
-            lock.withLock { sends += requests; announcedAt = now }
+            lock.withLock { announcedAt = now }
         } else if let announced, now.timeIntervalSince(announced) > grace {
             let waiting = lock.withLock { Set(reporters.keys) }.union([comm.rank])
             let missing = (0..<comm.size).filter { !waiting.contains($0) }
-            comm.abort(String(format: "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ never arrived (rank(s) %@ waiting). Aborting the job; check those ranks' hosts and logs.",
-                              waited, oldest.call, step, missing.map(String.init).joined(separator: ", "),
-                              waiting.sorted().map(String.init).joined(separator: ", ")))
+            let message = String(format: "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ never arrived (rank(s) %@ waiting). Aborting the job; check those ranks' hosts, links and logs.",
+                                 waited, oldest.call, step, missing.map(String.init).joined(separator: ", "),
+                                 waiting.sorted().map(String.init).joined(separator: ", "))
+            // MPI_Abort itself may block behind a wedged transport: leave on our own after a few seconds.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { _exit(134) }
+            comm.abort(message)
         }
     }
 }

@@ -46,3 +46,53 @@ enum MPISelfTest {
         if !allPassed { exit(1) }
     }
 }
+
+/// `llama-train allreduce-bench --floats N [--iters K]`: raw MPI_Allreduce of N floats, the bar the bucketed
+/// allreduce is held against. Prints the median time and the bus bandwidth, 2 (R − 1) / R × bytes / time.
+enum AllreduceBench {
+    static func run(_ args: inout Arguments) throws {
+        let floats = try args.int("floats", default: 6_553_600)
+        let iterations = try args.int("iters", default: 10)
+        let bucketMB = args.string("bucket-mb").flatMap(Double.init)
+        let chunkMB = args.string("chunk-mb").flatMap(Double.init)
+        try args.checkAllUsed()
+        let world = try Communicator.world()
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: floats)
+        // With --bucket-mb, the trainer's own path: buckets handed to the communication thread all at once.
+        let buckets = bucketMB.map { BucketedAllreduce(communicator: world, buffer: buffer, count: floats, bucketBytes: Int($0 * 1_048_576)) }
+        var times: [Double] = []
+        for i in 0..<(iterations + 2) {
+            try world.barrier()
+            let start = Date()
+            if let buckets {
+                buckets.begin()
+                _ = try buckets.finish()
+            } else if let chunkMB {
+                // Raw MPI_Allreduce over the same buffer in messages of the bucket size, one after another.
+                let chunk = max(1, Int(chunkMB * 1_048_576) / 4)
+                var end = floats
+                while end > 0 {
+                    let start = max(0, end - chunk)
+                    try world.allreduceSum(buffer + start, count: end - start)
+                    end = start
+                }
+            } else {
+                try world.allreduceSum(buffer, count: floats)
+            }
+            if i >= 2 { times.append(Date().timeIntervalSince(start)) }  // two warm-up calls
+        }
+        let median = times.sorted()[times.count / 2]
+        let worst = try world.allreduceMax(median)
+        let bytes = Double(4 * floats)
+        let bus = world.size > 1 ? 2 * Double(world.size - 1) / Double(world.size) * bytes / worst : 0
+        if world.isRoot {
+            print(String(format: "%@allreduce of %.1f MB on %d rank(s): %.2f ms (median of %d), bus bandwidth %.2f GB/s",
+                         bucketMB.map { String(format: "bucketed (%.0f MB) ", $0) } ?? chunkMB.map { String(format: "raw, in %.0f MB messages, ", $0) } ?? "", bytes / 1e6, world.size, worst * 1e3,
+                         iterations, bus / 1e9))
+            print("{\"ranks\": \(world.size), \"bytes\": \(Int(bytes)), \"seconds\": \(worst), \"bus_bytes_per_s\": \(bus)}")
+        }
+        Communicator.finalize()
+    }
+}

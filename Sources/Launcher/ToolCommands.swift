@@ -6,6 +6,7 @@ import Training
 
 enum ToolCommands {
     static func plan(_ args: inout Arguments) throws {
+        if args.flag("simulate") { return try SimulateCommand.run(&args) }
         let (config, path) = try PretrainCommand.loadConfig(&args)
         let ranks = try args.int("ranks", default: 1)
         let json = args.flag("json")

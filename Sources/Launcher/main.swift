@@ -35,10 +35,15 @@ commands:
           a sharded checkpoint to config.json + model.safetensors (Hugging Face LlamaForCausalLM)
   plan    --config FILE --ranks N [--json]
           parameters, batch arithmetic, memory per rank and allreduce bytes, without training
+  plan    --simulate [--calibration runs/scaling/scaling.json] [--node-tflops X --link-gbps Y --latency-us Z]
+          [--configs FILE...] [--max-ranks N] [--json]
+          predicted step time, exposed communication and efficiency from 1 to thousands of nodes
   plot    --metrics FILE.jsonl --out FILE.svg [--title TEXT]
           the loss and learning-rate curves of a run as SVG
   generate --checkpoint DIR [--prompt TEXT...] [--max-tokens N] [--temperature T] [--top-p P] [--seed N]
           sample text from a saved model (greedy when the temperature is 0)
+  allreduce-bench [--floats N] [--iters K] [--bucket-mb X | --chunk-mb X]
+          raw MPI_Allreduce time and bus bandwidth at one message size (run under mpirun)
   mpi-selftest
           check every collective on known values: mpirun -np 3 llama-train mpi-selftest
   help    this text
@@ -111,7 +116,7 @@ do {
         var args = try Arguments(arguments)
         try PretrainCommand.export(&args)
     case "plan":
-        var args = try Arguments(arguments, switches: ["json"])
+        var args = try Arguments(arguments, switches: ["json", "simulate"], lists: ["configs"])
         try ToolCommands.plan(&args)
     case "plot":
         var args = try Arguments(arguments)
@@ -119,6 +124,9 @@ do {
     case "generate":
         var args = try Arguments(arguments, lists: ["prompt"])
         try ToolCommands.generate(&args)
+    case "allreduce-bench":
+        var args = try Arguments(arguments)
+        try AllreduceBench.run(&args)
     case "mpi-selftest":
         try MPISelfTest.run()
     case "prepare":

@@ -60,7 +60,8 @@ public struct PretrainOptions {
     public var keepCheckpoints = 2
     public var backgroundSave = false
     public var resume = ResumeMode.auto
-    /// Stop (with a checkpoint) after this many steps of the schedule, as if preempted there.
+    /// Stop (with a checkpoint) after this step of the schedule (or after the first step run, when resuming
+    /// beyond it), as if preempted there.
     public var stopAfter: Int?
     /// Seconds a collective may wait before the watchdog aborts the job (0 disables it).
     public var collectiveTimeout: TimeInterval = 300
@@ -220,7 +221,7 @@ public final class Pretrainer {
             if let store = checkpoints {
                 // Every rank must agree to stop: a signal may reach the ranks at different steps.
                 let signalled = try world.allreduceMax(preemption!.received ? 1 : 0) > 0
-                let stopping = signalled || k + 1 == options.stopAfter
+                let stopping = signalled || options.stopAfter.map { k + 1 >= $0 } == true
                 if stopping || k + 1 == t.steps || (options.checkpointEvery > 0 && (k + 1) % options.checkpointEvery == 0) {
                     try store.save(step: k + 1, tokensSeen: (k + 1) * tokensPerStep, model: model, optimizer: optimizer, config: config)
                 }
