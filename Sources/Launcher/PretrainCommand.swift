@@ -50,6 +50,17 @@ enum PretrainCommand {
     static func run(_ args: inout Arguments) throws {
         let (config, path) = try loadConfig(&args)
         let threads = try args.int("threads", default: 1)
+        let options = try options(&args)
+        try args.checkAllUsed()
+        lm_set_blas_threads(Int32(threads))
+        let world = try Communicator.world()
+        let trainer = try Trainer(config: config, configPath: path, world: world, options: options)
+        try trainer.run()
+        if world.isRoot, let out = options.outputDirectory { print("saved the model to \(out)") }
+    }
+
+    /// The trainer's flags, shared by pretrain, sft and reward.
+    static func options(_ args: inout Arguments) throws -> PretrainOptions {
         var options = PretrainOptions()
         options.outputDirectory = args.string("out")
         options.metricsPath = args.string("metrics")
@@ -61,15 +72,10 @@ enum PretrainCommand {
         options.resume = ResumeMode(args.string("resume") ?? "auto")
         options.stopAfter = try args.string("stop-after").map { try integer($0, "stop-after") }
         options.collectiveTimeout = try number(args.string("collective-timeout") ?? "300", "collective-timeout")
-        try args.checkAllUsed()
-        if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || args.flag("background-save")) {
+        if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave) {
             throw UsageError(description: "--checkpoint-every, --stop-after and --background-save need --checkpoint-dir")
         }
-        lm_set_blas_threads(Int32(threads))
-        let world = try Communicator.world()
-        let trainer = try Pretrainer(config: config, configPath: path, world: world, options: options)
-        try trainer.run()
-        if world.isRoot, let out = options.outputDirectory { print("saved the model to \(out)") }
+        return options
     }
 
     /// `llama-train export --checkpoint DIR --out HF_DIR`: a sharded checkpoint (any world size) to

@@ -31,6 +31,12 @@ commands:
           [--checkpoint-dir DIR] [--checkpoint-every N] [--keep K] [--background-save] [--resume auto|none|PATH]
           [--stop-after N] [--collective-timeout SECONDS]
           data-parallel pretraining; run under mpirun for several ranks
+  sft     --config FILE [pretrain's flags]
+          supervised fine-tuning: packed prompt <sep> response, loss on answer tokens only (finetune block)
+  reward  --config FILE [pretrain's flags]
+          a reward model: scalar head, ranking loss with a rating margin, held-out accuracy per rating
+  reward score --checkpoint DIR [--separator S]
+          JSON Lines {"prompt", "response"} on stdin, each back with its "reward"
   export  --checkpoint DIR --out HF_DIR
           a sharded checkpoint to config.json + model.safetensors (Hugging Face LlamaForCausalLM)
   plan    --config FILE --ranks N [--json]
@@ -112,6 +118,20 @@ do {
         var args = try Arguments(arguments, switches: ["background-save"])
         try PretrainCommand.run(&args)
         Communicator.finalize()
+    case "sft":
+        var args = try Arguments(arguments, switches: ["background-save"])
+        try FineTuneCommands.sft(&args)
+        Communicator.finalize()
+    case "reward":
+        if arguments.first == "score" {
+            arguments.removeFirst()
+            var args = try Arguments(arguments)
+            try FineTuneCommands.score(&args)
+        } else {
+            var args = try Arguments(arguments, switches: ["background-save"])
+            try FineTuneCommands.reward(&args)
+            Communicator.finalize()
+        }
     case "export":
         var args = try Arguments(arguments)
         try PretrainCommand.export(&args)

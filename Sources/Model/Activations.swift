@@ -30,7 +30,7 @@ public final class ActivationArena {
         public private(set) var count = 0
 
         public init(config c: LlamaConfig, batch B: Int, seqLen T: Int) {
-            let N = B * T, C = c.dim, F = c.ffnHiddenSize, Q = c.qDim, KV = c.kvDim, V = c.vocabSize
+            let N = B * T, C = c.dim, F = c.ffnHiddenSize, Q = c.qDim, KV = c.kvDim, V = c.outputSize
             func carve(_ n: Int) -> Int {
                 let offset = count
                 count += (n + 15) / 16 * 16  // keep every buffer 64-byte aligned

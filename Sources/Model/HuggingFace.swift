@@ -53,13 +53,23 @@ public enum HuggingFace {
             headDim: (json["head_dim"] as? NSNumber)?.intValue,
             normEps: optionalNumber("rms_norm_eps") ?? 1e-6, ropeTheta: theta,
             maxSeqLen: (json["max_position_embeddings"] as? NSNumber)?.intValue ?? 4096)
-        try config.validate(file: path)
-        return config
+        var result = config
+        let architectures = json["architectures"] as? [String] ?? []
+        if architectures.contains("LlamaForSequenceClassification") {
+            let labels = (json["num_labels"] as? NSNumber)?.intValue ?? ((json["id2label"] as? [String: Any])?.count ?? 1)
+            guard labels == 1 else {
+                throw ConfigError(file: path, field: "num_labels", message: "is \(labels); a reward model has one scalar output")
+            }
+            result.rewardHead = true
+        }
+        try result.validate(file: path)
+        return result
     }
 
     public static func configJSON(_ c: LlamaConfig) -> Data {
         let object: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "architectures": [c.rewardHead ? "LlamaForSequenceClassification" : "LlamaForCausalLM"], "model_type": "llama",
+            "hidden_act": "silu", "num_labels": 1,
             "hidden_size": c.dim, "intermediate_size": c.ffnHiddenSize, "num_hidden_layers": c.nLayers,
             "num_attention_heads": c.nHeads, "num_key_value_heads": c.nKVHeads, "head_dim": c.headDim,
             "vocab_size": c.vocabSize, "rms_norm_eps": c.normEps, "rope_theta": c.ropeTheta,

@@ -78,7 +78,7 @@ public final class LlamaModel {
     /// Logits (B·T, V) of the last forward; the backward overwrites them with their gradient.
     public var logits: UnsafeBufferPointer<Float> {
         let a = activations!
-        return UnsafeBufferPointer(start: a.ptr(a.logits), count: a.batch * a.seqLen * config.vocabSize)
+        return UnsafeBufferPointer(start: a.ptr(a.logits), count: a.batch * a.seqLen * config.outputSize)
     }
 
     /// Forward pass over tokens (B, T) row-major with next-token targets (B, T), ignoreIndex where no loss.
@@ -86,13 +86,13 @@ public final class LlamaModel {
         guard tokens.count == B * T, targets.count == B * T else {
             throw ModelError.shapeMismatch(expected: B * T, tokens: tokens.count, targets: targets.count)
         }
-        let V = config.vocabSize
+        let V = config.vocabSize, outputs = config.outputSize
         var counted = 0
         for i in 0..<(B * T) {
             if tokens[i] < 0 || Int(tokens[i]) >= V { throw ModelError.tokenOutOfRange(position: i, token: tokens[i], vocabSize: V) }
             if targets[i] == LlamaModel.ignoreIndex { continue }
-            if targets[i] < 0 || Int(targets[i]) >= V {
-                throw ModelError.targetOutOfRange(position: i, target: targets[i], vocabSize: V)
+            if targets[i] < 0 || Int(targets[i]) >= outputs {
+                throw ModelError.targetOutOfRange(position: i, target: targets[i], vocabSize: outputs)
             }
             counted += 1
         }
@@ -111,7 +111,7 @@ public final class LlamaModel {
         let c = config
         let B = Int32(a.batch), T = Int32(a.seqLen), N = B * T
         let C = Int32(c.dim), F = Int32(c.ffnHiddenSize), Q = Int32(c.qDim), KV = Int32(c.kvDim)
-        let H = Int32(c.nHeads), G = Int32(c.nKVHeads), D = Int32(c.headDim), V = Int32(c.vocabSize)
+        let H = Int32(c.nHeads), G = Int32(c.nKVHeads), D = Int32(c.headDim), V = Int32(c.outputSize)
         let eps = Float(c.normEps)
         let cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
 
@@ -148,16 +148,32 @@ public final class LlamaModel {
     /// data-parallel caller can start reducing it while the rest of backward runs.
     public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) {
         guard let a = activations else { preconditionFailure("backward before forward") }
+        let N = Int32(a.batch * a.seqLen), V = Int32(config.outputSize)
+        // logits = lm_head(rmsnorm(x_L)); dlogits overwrite the logits in place
+        lm_cross_entropy_backward(a.ptr(a.logits), a.ptr(a.logits), a.targets, lossScale, N, V)
+        backwardFromLogitGradients(gradientsReady: gradientsReady)
+    }
+
+    /// Backward from gradients the caller writes into the logits buffer (B·T, outputSize), for losses other
+    /// than next-token cross-entropy (the reward model's ranking loss). `fill` gets the buffer holding the
+    /// last forward's logits and must overwrite every value.
+    public func backward(settingLogitGradients fill: (UnsafeMutableBufferPointer<Float>) -> Void,
+                         gradientsReady: ((Int) -> Void)? = nil) {
+        guard let a = activations else { preconditionFailure("backward before forward") }
+        fill(UnsafeMutableBufferPointer(start: a.ptr(a.logits), count: a.batch * a.seqLen * config.outputSize))
+        backwardFromLogitGradients(gradientsReady: gradientsReady)
+    }
+
+    private func backwardFromLogitGradients(gradientsReady: ((Int) -> Void)?) {
+        let a = activations!
         let c = config
         let B = Int32(a.batch), T = Int32(a.seqLen), N = B * T
         let C = Int32(c.dim), F = Int32(c.ffnHiddenSize), Q = Int32(c.qDim), KV = Int32(c.kvDim)
-        let H = Int32(c.nHeads), G = Int32(c.nKVHeads), D = Int32(c.headDim), V = Int32(c.vocabSize)
+        let H = Int32(c.nHeads), G = Int32(c.nKVHeads), D = Int32(c.headDim), V = Int32(c.outputSize)
         let cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
         let dres = a.ptr(a.dres), dnorm = a.ptr(a.dnorm)
         func zero(_ offset: Int, _ count: Int32) { a.ptr(offset).update(repeating: 0, count: Int(count)) }
 
-        // logits = lm_head(rmsnorm(x_L)); dlogits overwrite the logits in place
-        lm_cross_entropy_backward(a.ptr(a.logits), a.ptr(a.logits), a.targets, lossScale, N, V)
         zero(a.dnorm, N * C)
         lm_matmul_backward(dnorm, g(layout.lmHead), a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), N, C, V)
         zero(a.dres, N * C)
@@ -209,6 +225,7 @@ public final class LlamaModel {
     /// Training FLOPs per token, PaLM's count as llm.c and nanoGPT use it: 6·N for the matmuls (N without the
     /// embedding table) plus 6·L·T·D for attention scores and values (T the sequence length, D = dim).
     public func flopsPerToken(seqLen: Int) -> Double {
+        // (A reward model's head is one row: its FLOPs drop out of N with the vocabulary.)
         6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.nLayers * seqLen * config.dim)
     }
 }

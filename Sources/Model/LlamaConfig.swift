@@ -35,6 +35,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var normEps: Double
     public var ropeTheta: Double
     public var maxSeqLen: Int
+    /// A reward model: the next-token head is replaced by a scalar head, score.weight (1, dim), as in
+    /// Hugging Face's LlamaForSequenceClassification with one label.
+    public var rewardHead = false
+
+    /// Rows of the output head: the vocabulary, or 1 for a reward model.
+    public var outputSize: Int { rewardHead ? 1 : vocabSize }
 
     public init(dim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int? = nil, vocabSize: Int = 32000,
                 ffnHiddenSize: Int? = nil, multipleOf: Int = 256, ffnDimMultiplier: Double? = nil,
@@ -96,6 +102,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case dim, nLayers = "n_layers", nHeads = "n_heads", nKVHeads = "n_kv_heads", vocabSize = "vocab_size"
         case ffnHiddenSize = "ffn_hidden_size", multipleOf = "multiple_of", ffnDimMultiplier = "ffn_dim_multiplier"
         case headDim = "head_dim", normEps = "norm_eps", ropeTheta = "rope_theta", maxSeqLen = "max_seq_len"
+        case rewardHead = "reward_head"
     }
 
     public init(from decoder: Decoder) throws {
@@ -112,6 +119,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                   normEps: try c.decodeIfPresent(Double.self, forKey: .normEps) ?? 1e-5,
                   ropeTheta: try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000,
                   maxSeqLen: try c.decodeIfPresent(Int.self, forKey: .maxSeqLen) ?? 4096)
+        rewardHead = try c.decodeIfPresent(Bool.self, forKey: .rewardHead) ?? false
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -126,5 +134,6 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encode(normEps, forKey: .normEps)
         try c.encode(ropeTheta, forKey: .ropeTheta)
         try c.encode(maxSeqLen, forKey: .maxSeqLen)
+        if rewardHead { try c.encode(rewardHead, forKey: .rewardHead) }
     }
 }

@@ -50,6 +50,7 @@ public struct ParameterLayout: Sendable {
     public let count: Int
     public let embedding: TensorSpec
     public let finalNorm: TensorSpec
+    /// The output head: lm_head.weight (vocab, dim), or score.weight (1, dim) for a reward model.
     public let lmHead: TensorSpec
     /// layers[l][t.rawValue] is layer l's tensor t.
     private let layerSpecs: [[TensorSpec]]
@@ -70,7 +71,7 @@ public struct ParameterLayout: Sendable {
             layers.append(LayerTensor.allCases.map { add("model.layers.\(l).\($0.suffix)", $0.shape(c)) })
         }
         finalNorm = add("model.norm.weight", [c.dim])
-        lmHead = add("lm_head.weight", [c.vocabSize, c.dim])
+        lmHead = c.rewardHead ? add("score.weight", [1, c.dim]) : add("lm_head.weight", [c.vocabSize, c.dim])
         tensors = specs
         count = offset
         layerSpecs = layers

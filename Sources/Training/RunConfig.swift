@@ -123,6 +123,8 @@ public struct TrainSettings: Codable, Equatable, Sendable {
 public struct RunConfig: Codable, Equatable, Sendable {
     public var model: LlamaConfig
     public var train: TrainSettings
+    /// The fine-tuning stages' data and starting point (`llama-train sft` and `reward`).
+    public var finetune: FineTuneSettings?
 
     public init(model: LlamaConfig, train: TrainSettings = TrainSettings()) {
         self.model = model
@@ -138,9 +140,10 @@ public struct RunConfig: Codable, Equatable, Sendable {
             throw ConfigError(file: path, field: "-", message: "not a JSON object")
         }
         let allowed: [String: Set<String>] = [
-            "": ["model", "train"],
+            "": ["model", "train", "finetune"],
             "model": Set(LlamaConfig.fileKeys),
             "train": Set(TrainSettings.CodingKeys.allCases.map(\.rawValue)),
+            "finetune": Set(FineTuneSettings.CodingKeys.allCases.map(\.rawValue)),
         ]
         for (section, keys) in allowed {
             let dict = section.isEmpty ? object : (object[section] as? [String: Any] ?? [:])

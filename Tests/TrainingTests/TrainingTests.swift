@@ -79,8 +79,8 @@ import Training
         let world = try Communicator.world()
         var quiet = PretrainOptions()
         quiet.log = { _ in }
-        let whole = try Pretrainer(config: Self.config(microBatch: 8, ignore: 0.4), world: world, options: quiet)
-        let split = try Pretrainer(config: Self.config(microBatch: 1, ignore: 0.4), world: world, options: quiet)
+        let whole = try Trainer(config: Self.config(microBatch: 8, ignore: 0.4), world: world, options: quiet)
+        let split = try Trainer(config: Self.config(microBatch: 1, ignore: 0.4), world: world, options: quiet)
         #expect(split.accumulation == 8 && whole.accumulation == 1)
         let a = try whole.run(), b = try split.run()
         for (x, y) in zip(a, b) { #expect(abs(x.loss - y.loss) < 1e-5 && abs(x.gradNorm - y.gradNorm) < 1e-5 * x.gradNorm) }

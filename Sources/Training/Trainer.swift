@@ -1,4 +1,5 @@
-// Pretrainer: the data-parallel training loop, the same code for one rank or many.
+// Trainer: the data-parallel training loop, the same code for one rank or many, and for every stage
+// (pretraining, supervised fine-tuning, reward models: they differ only in their TrainingObjective).
 //
 // One optimizer step k:
 //  1. Take this rank's slice of global batch k; count the targets that count, and sum the count over ranks.
@@ -69,14 +70,14 @@ public struct PretrainOptions {
     public init() {}
 }
 
-public final class Pretrainer {
+public final class Trainer {
     public let config: RunConfig
     public let world: Communicator
     public let model: LlamaModel
     public let optimizer: AdamW
     public let accumulation: Int
+    public let objective: TrainingObjective
     public let schedule: CosineSchedule
-    let source: BatchSource
     let buckets: BucketedAllreduce
     let options: PretrainOptions
     let sgemmGflops: Double
@@ -87,19 +88,24 @@ public final class Pretrainer {
     public private(set) var startStep = 0
     public private(set) var history: [StepMetrics] = []
 
-    public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: PretrainOptions = PretrainOptions()) throws {
+    public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: PretrainOptions = PretrainOptions(),
+                objective: TrainingObjective? = nil) throws {
         self.config = config
         self.world = world
         self.options = options
         let t = config.train
-        accumulation = try t.accumulationSteps(worldSize: world.size, file: configPath)
         schedule = CosineSchedule(peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
         model = try LlamaModel(config: config.model)
         // Every rank initialises from the seed; rank 0's copy is broadcast anyway, and checked below.
         model.initialize(seed: t.seed)
+        if let start = config.finetune?.initFrom {
+            try loadInitialWeights(from: start, into: model, world: world, log: world.isRoot ? options.log : { _ in })
+        }
         try world.broadcast(model.parameters.pointer, count: model.parameters.count)
         optimizer = AdamW(layout: model.layout, settings: t.adamw)
-        if let data = t.data {
+        if let objective {
+            self.objective = objective
+        } else if let data = t.data {
             guard let tokenizerPath = t.tokenizer else {
                 throw ConfigError(file: configPath, field: "train.tokenizer", message: "is required with train.data, to check the shards were made by it")
             }
@@ -110,12 +116,15 @@ public final class Pretrainer {
             guard tokenizer.vocabSize <= config.model.vocabSize else {
                 throw ConfigError(file: configPath, field: "model.vocab_size", message: "\(config.model.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) pieces")
             }
-            source = try MixtureLoader(directory: data, tokenizerHash: SHA256.hex([UInt8](bytes)), seqLen: t.seqLen,
-                                       weights: t.dataWeights, seed: t.seed)
+            self.objective = LanguageModelObjective(source: try MixtureLoader(directory: data, tokenizerHash: SHA256.hex([UInt8](bytes)),
+                                                                              seqLen: t.seqLen, weights: t.dataWeights, seed: t.seed),
+                                                    settings: t)
         } else {
-            source = SyntheticTokens(vocabSize: config.model.vocabSize, seqLen: t.seqLen, seed: t.seed,
-                                     ignoreFraction: t.syntheticIgnoreFraction)
+            self.objective = LanguageModelObjective(source: SyntheticTokens(vocabSize: config.model.vocabSize, seqLen: t.seqLen, seed: t.seed,
+                                                                            ignoreFraction: t.syntheticIgnoreFraction),
+                                                    settings: t)
         }
+        accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
         buckets = BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
                                     bucketBytes: Int(t.bucketMB * 1_048_576))
         sgemmGflops = try world.allreduceSum(Benchmark.sgemmRate(size: 512)) / Double(world.size)
@@ -149,11 +158,11 @@ public final class Pretrainer {
     public func run() throws -> [StepMetrics] {
         let first = startStep
         let t = config.train
-        let tokensPerStep = t.globalBatchSequences * t.seqLen
+        let tokensPerStep = objective.tokensPerStep
         let flopsPerToken = model.flopsPerToken(seqLen: t.seqLen)
         let metricsFile = try options.metricsPath.map { try MetricsWriter(path: $0, enabled: world.isRoot) }
         if world.isRoot {
-            options.log("pretraining \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(tokensPerStep) tokens (\(t.globalBatchSequences) sequences × \(t.seqLen)), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, \(buckets.bucketRanges.count) allreduce bucket(s)")
+            options.log("\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, \(buckets.bucketRanges.count) allreduce bucket(s)")
         }
         let start = Date()
         var smoothedStep: Double?
@@ -162,25 +171,19 @@ public final class Pretrainer {
             defer { k += 1 }
             watchdog?.step = k + 1
             let stepStart = Date()
-            let (tokens, targets) = try source.batch(k, globalBatch: t.globalBatchSequences, rank: world.rank, worldSize: world.size)
-            var localCount = 0.0
-            for target in targets where target != LlamaModel.ignoreIndex { localCount += 1 }
+            // The loss is normalised by the step's global count of what counts (targets, or pairs).
+            let localCount = try objective.load(step: k, rank: world.rank, worldSize: world.size)
             let globalCount = try world.allreduceSum(localCount)
             let scale = Float(globalCount > 0 ? 1 / globalCount : 0)
 
             model.gradients.zero()
             var lossSum = 0.0
-            let n = t.microBatch * t.seqLen
             for m in 0..<accumulation {
-                let range = (m * n)..<((m + 1) * n)
-                let result = try model.forward(tokens: Array(tokens[range]), targets: Array(targets[range]),
-                                               batch: t.microBatch, seqLen: t.seqLen)
-                lossSum += result.lossSum
                 if m == accumulation - 1 {
                     buckets.begin()
-                    model.backward(lossScale: scale) { [buckets] watermark in buckets.ready(from: watermark) }
+                    lossSum += try objective.microStep(m, model: model, scale: scale) { [buckets] watermark in buckets.ready(from: watermark) }
                 } else {
-                    model.backward(lossScale: scale)
+                    lossSum += try objective.microStep(m, model: model, scale: scale, gradientsReady: nil)
                 }
             }
             let computeEnd = Date()
