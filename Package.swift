@@ -59,7 +59,7 @@ let package = Package(
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Model"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Distributed"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Distributed", "Tokenizer", "TestSupport"]),
         // Runs the built llama-train (and mpirun); depends on the executable so `swift test` builds it first.
         .testTarget(name: "LauncherTests", dependencies: ["Launcher"]),
     ]

@@ -17,6 +17,8 @@ public final class RewardObjective: TrainingObjective {
     let seed: UInt64
     let padToken: Int32
     private var current: [PreferencePair] = []
+    /// This rank's pairs of the loaded step.
+    var currentPairs: [PreferencePair] { current }
     private var cachedOrder: (epoch: Int, order: [Int])?
 
     public init(pairs: [PreferencePair], pairsPerBatch: Int, microBatchSequences: Int, seqLen: Int, seed: UInt64, padToken: Int32) throws {
