@@ -1,0 +1,83 @@
+// The fine-tuning commands as a user runs them: pretrain → sft → reward → score, from our checkpoints and from
+// Hugging Face directories, 2 ranks equal to 1, a learnable preference task, and bad data named by line.
+import Foundation
+import Testing
+
+/// Synthetic fine-tuning data, a tokenizer with <sep>, and a pretrained tiny model (HF layout and checkpoint).
+func fineTuneWorkspace() throws -> String {
+    let tool = try toolPath()
+    let dir = try scratch()
+    let gen = try run(["python3", packageRoot + "/scripts/make-finetune-data.py", dir, "200", "240"])
+    try #require(gen.status == 0, "\(gen.stderr)")
+    let tok = try run([tool, "tokenizer", "train", "--input", dir + "/sft.jsonl", dir + "/prefs.jsonl", "--vocab-size", "400",
+                       "--user-defined-symbols", "<sep>", "--out", dir + "/tok.model"])
+    try #require(tok.status == 0, "\(tok.stderr)")
+    let model = #""model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 400, "ffn_hidden_size": 64, "max_seq_len": 32}"#
+    try """
+    {\(model), "train": {"seq_len": 32, "micro_batch": 4, "global_batch_tokens": 256, "steps": 4, "lr": 1e-3, "warmup_steps": 1, "tokenizer": "\(dir)/tok.model"}}
+    """.write(toFile: dir + "/pre.json", atomically: true, encoding: .utf8)
+    for (name, start) in [("sft-hf", dir + "/pre"), ("sft-ck", dir + "/ck/step-00000004")] {
+        try """
+        {\(model), "train": {"seq_len": 32, "micro_batch": 2, "global_batch_tokens": 256, "lr": 1e-3, "warmup_steps": 1, "tokenizer": "\(dir)/tok.model"},
+         "finetune": {"data": "\(dir)/sft.jsonl", "init_from": "\(start)", "epochs": 1}}
+        """.write(toFile: "\(dir)/\(name).json", atomically: true, encoding: .utf8)
+    }
+    try """
+    {\(model), "train": {"seq_len": 32, "micro_batch": 8, "lr": 2e-3, "tokenizer": "\(dir)/tok.model"},
+     "finetune": {"data": "\(dir)/prefs.jsonl", "eval_data": "\(dir)/prefs-eval.jsonl", "init_from": "\(dir)/sft", "epochs": 3, "pairs_per_batch": 16}}
+    """.write(toFile: dir + "/rm.json", atomically: true, encoding: .utf8)
+    let pre = try run([tool, "pretrain", "--config", dir + "/pre.json", "--out", dir + "/pre", "--checkpoint-dir", dir + "/ck"])
+    try #require(pre.status == 0, "\(pre.stderr)")
+    return dir
+}
+
+@Suite(.serialized) struct FineTuneCommandTests {
+    @Test func sftFromEitherStartAndOnTwoRanks() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        let fromHF = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "3"])
+        #expect(fromHF.status == 0 && fromHF.stdout.contains("initialised from \(dir)/pre"), "\(fromHF.stdout)\(fromHF.stderr)")
+        let fromCheckpoint = try run([tool, "sft", "--config", dir + "/sft-ck.json", "--steps", "3", "--out", dir + "/sft-ck"])
+        #expect(fromCheckpoint.status == 0 && fromCheckpoint.stdout.contains("initialised from \(dir)/ck/step-00000004"), "\(fromCheckpoint.stderr)")
+        #expect(FileManager.default.contents(atPath: dir + "/sft/model.safetensors") == FileManager.default.contents(atPath: dir + "/sft-ck/model.safetensors"),
+                "the same weights reached through either format train identically")
+        // Answer-token averaging over ranks and micro-steps: 2 ranks × 4 micro-steps equal 1 rank × 8.
+        let two = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft-2", "--steps", "3"])
+        #expect(two.status == 0, "\(two.stderr)")
+        let a = try parameters(dir + "/sft/model.safetensors"), b = try parameters(dir + "/sft-2/model.safetensors")
+        #expect((zip(a, b).map { abs($0 - $1) }.max() ?? 1) <= 1e-5)
+    }
+
+    @Test func rewardModelLearnsThePreferenceTaskAndScores() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        _ = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
+        let r = try run([tool, "reward", "--config", dir + "/rm.json", "--out", dir + "/rm", "--log-every", "100"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("score.weight freshly initialised"), "\(r.stdout)")
+        for label in ["Significantly", "Slightly", "Negligibly /", "accuracy", "margin r_c−r_r"] { #expect(r.stdout.contains(label)) }
+        let json = try #require(r.stdout.split(separator: "\n").last { $0.contains("eval_accuracy") })
+        let accuracy = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any])["eval_accuracy"] as! Double
+        #expect(accuracy >= 0.8, "held-out accuracy \(accuracy) on a task a tiny model can learn (chance is 0.5)")
+        let score = try run([tool, "reward", "score", "--checkpoint", dir + "/rm"],
+                            stdin: "{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is lovely.\"}\n{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is awful.\"}\n")
+        let rewards = score.stdout.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["reward"] as! Double }
+        #expect(rewards.count == 2 && rewards[0] > rewards[1], "\(score.stdout)\(score.stderr)")
+    }
+
+    @Test func badLinesAreNamed() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        try "{\"prompt\": \"a\", \"response\": \"b\"}\nnot json\n{\"prompt\": 3}\n".write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
+        let config = try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8)
+        try config.replacingOccurrences(of: dir + "/sft.jsonl", with: dir + "/mixed.jsonl").write(toFile: dir + "/mixed.json", atomically: true, encoding: .utf8)
+        let mixed = try run([tool, "sft", "--config", dir + "/mixed.json", "--steps", "1"])
+        #expect(mixed.stdout.contains("mixed.jsonl:2") && mixed.stdout.contains("mixed.jsonl:3"), "\(mixed.stdout)\(mixed.stderr)")
+        try "nothing here\n".write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
+        let none = try run([tool, "sft", "--config", dir + "/mixed.json"])
+        #expect(none.status != 0 && none.stderr.contains("no line parses"))
+        try "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"rating\": \"way better\"}\n".write(toFile: dir + "/prefs.jsonl", atomically: true, encoding: .utf8)
+        let rating = try run([tool, "reward", "--config", dir + "/rm.json"])
+        #expect(rating.status != 0 && rating.stderr.contains("prefs.jsonl:1: unknown rating 'way better'"), "\(rating.stderr)")
+    }
+}
