@@ -2,6 +2,7 @@
 # The demo: the whole pipeline on the built-in corpus (Debian's `fortunes`, English, 2.5 MB), on 2 ranks.
 #  1. train a 4096-piece tokenizer with Llama 2's options   2. tokenise into shards (2 ranks)
 #  3. pretrain configs/demo.json under mpirun -np 2          4. chart the loss   5. sample from the model
+#  6. supervised fine-tuning and a reward model on small generated sets, then scoring two replies
 # usage: scripts/demo.sh BIN   (make demo builds BIN and installs what is needed first)
 set -euo pipefail
 bin=${1:-.build/release/llama-train}
@@ -13,22 +14,28 @@ out=runs/demo
 mkdir -p "$out"
 files=$(ls -d /usr/share/games/fortunes/* | grep -v -E '\.(dat|u8)$')
 
-echo "== 1/5 tokenizer: 4096 pieces from $(cat $files | wc -c) bytes of fortunes"
-"$bin" tokenizer train --input $files --vocab-size 4096 --out "$out/tokenizer.model"
+echo "== 1/6 tokenizer: 4096 pieces from $(cat $files | wc -c) bytes of fortunes"
+"$bin" tokenizer train --input $files --vocab-size 4096 --user-defined-symbols "<sep>" --out "$out/tokenizer.model"
 
-echo "== 2/5 token shards, $ranks ranks"
+echo "== 2/6 token shards, $ranks ranks"
 "${mpirun[@]}" "$bin" prepare --tokenizer "$out/tokenizer.model" --out "$out/data" --delimiter % \
     --input $(for f in $files; do echo "fortunes=$f"; done)
 
-echo "== 3/5 pretraining configs/demo.json on $ranks ranks"
+echo "== 3/6 pretraining configs/demo.json on $ranks ranks"
 "${mpirun[@]}" "$bin" pretrain --config configs/demo.json --out "$out/model" --metrics "$out/metrics.jsonl" --log-every 10
 
-echo "== 4/5 loss chart"
+echo "== 4/6 loss chart"
 "$bin" plot --metrics "$out/metrics.jsonl" --out "$out/loss.svg" --title "demo: loss and learning rate"
 
-echo "== 5/5 samples"
+echo "== 5/6 samples"
 "$bin" generate --checkpoint "$out/model" --max-tokens 48 --temperature 0.8 --top-p 0.9 \
     --prompt "The meaning of life is" "Q: Why did the programmer" "A man walks into a bar"
+echo "== 6/6 fine-tuning: SFT on prompt/response pairs, a reward model on preference pairs, scores"
+python3 scripts/make-finetune-data.py "$out" 400 400
+"${mpirun[@]}" "$bin" sft --config configs/sft-demo.json --out "$out/sft" --log-every 5
+"${mpirun[@]}" "$bin" reward --config configs/reward-demo.json --out "$out/reward" --log-every 10
+printf '%s\n' '{"prompt": "Tell me about the teacher.", "response": "The teacher is kind."}' \
+    '{"prompt": "Tell me about the teacher.", "response": "The teacher is awful."}' | "$bin" reward score --checkpoint "$out/reward"
 python3 - "$out/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
