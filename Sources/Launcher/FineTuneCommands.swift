@@ -9,7 +9,7 @@ import Training
 
 enum FineTuneCommands {
     /// The shared part: config with a finetune block, tokenizer, the trainer's options from the flags.
-    static func prepare(_ args: inout Arguments, stage: String) throws -> (RunConfig, String, FineTuneSettings, Tokenizer, PretrainOptions, Int) {
+    static func prepare(_ args: inout Arguments, stage: String) throws -> (RunConfig, String, FineTuneSettings, Tokenizer, TrainOptions, Int) {
         let (config, path) = try PretrainCommand.loadConfig(&args)
         guard let finetune = config.finetune else {
             throw ConfigError(file: path, field: "finetune", message: "is required for \(stage): {\"data\": FILE.jsonl, \"init_from\": DIR, ...}")

@@ -60,8 +60,8 @@ enum PretrainCommand {
     }
 
     /// The trainer's flags, shared by pretrain, sft and reward.
-    static func options(_ args: inout Arguments) throws -> PretrainOptions {
-        var options = PretrainOptions()
+    static func options(_ args: inout Arguments) throws -> TrainOptions {
+        var options = TrainOptions()
         options.outputDirectory = args.string("out")
         options.metricsPath = args.string("metrics")
         options.logEvery = try args.int("log-every", default: 1)

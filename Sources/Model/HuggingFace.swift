@@ -67,15 +67,16 @@ public enum HuggingFace {
     }
 
     public static func configJSON(_ c: LlamaConfig) -> Data {
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "architectures": [c.rewardHead ? "LlamaForSequenceClassification" : "LlamaForCausalLM"], "model_type": "llama",
-            "hidden_act": "silu", "num_labels": 1,
+            "hidden_act": "silu",
             "hidden_size": c.dim, "intermediate_size": c.ffnHiddenSize, "num_hidden_layers": c.nLayers,
             "num_attention_heads": c.nHeads, "num_key_value_heads": c.nKVHeads, "head_dim": c.headDim,
             "vocab_size": c.vocabSize, "rms_norm_eps": c.normEps, "rope_theta": c.ropeTheta,
             "max_position_embeddings": c.maxSeqLen, "tie_word_embeddings": false, "attention_bias": false,
             "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
         ]
+        if c.rewardHead { object["num_labels"] = 1 }
         return try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
     }
 

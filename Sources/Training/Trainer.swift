@@ -48,7 +48,7 @@ public struct StepMetrics: Codable, Sendable {
     }
 }
 
-public struct PretrainOptions {
+public struct TrainOptions {
     /// Where the final model (Hugging Face layout, with the tokenizer) is written; nil writes nothing.
     public var outputDirectory: String?
     public var metricsPath: String?
@@ -79,7 +79,7 @@ public final class Trainer {
     public let objective: TrainingObjective
     public let schedule: CosineSchedule
     let buckets: BucketedAllreduce
-    let options: PretrainOptions
+    let options: TrainOptions
     let sgemmGflops: Double
     let checkpoints: CheckpointStore?
     let watchdog: Watchdog?
@@ -88,7 +88,7 @@ public final class Trainer {
     public private(set) var startStep = 0
     public private(set) var history: [StepMetrics] = []
 
-    public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: PretrainOptions = PretrainOptions(),
+    public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: TrainOptions = TrainOptions(),
                 objective: TrainingObjective? = nil) throws {
         self.config = config
         self.world = world

@@ -77,7 +77,7 @@ import Training
     /// the divisor is the step's count of targets that count, not the number of micro-steps.
     @Test func microStepsWithDifferentMasksEqualOneBatch() throws {
         let world = try Communicator.world()
-        var quiet = PretrainOptions()
+        var quiet = TrainOptions()
         quiet.log = { _ in }
         let whole = try Trainer(config: Self.config(microBatch: 8, ignore: 0.4), world: world, options: quiet)
         let split = try Trainer(config: Self.config(microBatch: 1, ignore: 0.4), world: world, options: quiet)
