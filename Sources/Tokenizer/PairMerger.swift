@@ -24,7 +24,7 @@ struct PairMerger {
     private var pairLength: [Int32] = []  // code points of the merged piece
     /// The count of the newest heap entry of each pair (the heap may hold older ones too).
     private var pairHeapCount: [Int] = []
-    private var heap: [(count: Int, pair: Int32)] = []
+    private var heap = BinaryHeap<(count: Int, pair: Int32)>()
 
     init(options: BPETrainerOptions) { self.options = options }
 
@@ -153,49 +153,33 @@ struct PairMerger {
 
     // MARK: - Heap: highest count, then fewer code points, then smaller bytes
 
-    private func better(_ x: (count: Int, pair: Int32), _ y: (count: Int, pair: Int32)) -> Bool {
+    @inline(__always)
+    private static func better(_ x: (count: Int, pair: Int32), _ y: (count: Int, pair: Int32), _ lengths: [Int32], _ bytes: [[UInt8]]) -> Bool {
         if x.count != y.count { return x.count > y.count }
-        let lx = pairLength[Int(x.pair)], ly = pairLength[Int(y.pair)]
+        let lx = lengths[Int(x.pair)], ly = lengths[Int(y.pair)]
         if lx != ly { return lx < ly }
-        return pairBytes[Int(x.pair)].lexicographicallyPrecedes(pairBytes[Int(y.pair)])
+        return bytes[Int(x.pair)].lexicographicallyPrecedes(bytes[Int(y.pair)])
     }
 
     private mutating func push(_ p: Int32) {
         pairHeapCount[Int(p)] = pairCount[Int(p)]
-        heap.append((pairCount[Int(p)], p))
-        var c = heap.count - 1
-        while c > 0 {
-            let parent = (c - 1) / 2
-            guard better(heap[c], heap[parent]) else { break }
-            heap.swapAt(c, parent)
-            c = parent
-        }
+        let (lengths, bytes) = (pairLength, pairBytes)
+        heap.push((pairCount[Int(p)], p)) { Self.better($0, $1, lengths, bytes) }
     }
 
     /// The best live pair. Every entry's count is at least its pair's true count, so the first entry whose
     /// count is current is the best; the newest entry of a pair whose count fell is pushed again, corrected,
     /// and older entries are dropped.
     private mutating func popBest() -> Int32? {
-        while !heap.isEmpty {
-            let top = heap[0]
-            let last = heap.removeLast()
-            if !heap.isEmpty {
-                heap[0] = last
-                var c = 0
-                while true {
-                    let l = 2 * c + 1, r = l + 1
-                    var best = c
-                    if l < heap.count && better(heap[l], heap[best]) { best = l }
-                    if r < heap.count && better(heap[r], heap[best]) { best = r }
-                    if best == c { break }
-                    heap.swapAt(c, best)
-                    c = best
-                }
-            }
+        let (lengths, bytes) = (pairLength, pairBytes)
+        while let top = heap.pop(by: { Self.better($0, $1, lengths, bytes) }) {
             let p = Int(top.pair)
             guard pairActive[p] && pairCount[p] > 0 else { continue }
             if pairCount[p] == top.count { return top.pair }
-            if top.count == pairHeapCount[p] && pairCount[p] < top.count { push(top.pair) }
+            if top.count == pairHeapCount[p] && pairCount[p] < top.count {
+                pairHeapCount[p] = pairCount[p]
+                heap.push((pairCount[p], top.pair)) { Self.better($0, $1, lengths, bytes) }
+            }
         }
         return nil
     }

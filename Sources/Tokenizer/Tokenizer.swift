@@ -202,47 +202,20 @@ public final class Tokenizer: @unchecked Sendable {
             }
             let count = symbols.count
             if count > 0 { symbols[count - 1].next = -1 }
-            var heap: [Candidate] = []
-            heap.reserveCapacity(count)
+            var heap = BinaryHeap<Candidate>(capacity: count)
             var revMerge: [[UInt8]: ([UInt8], [UInt8])] = [:]
 
             func push(_ l: Int32, _ r: Int32) {
                 guard l >= 0, r >= 0, !symbols[Int(l)].frozen, !symbols[Int(r)].frozen else { return }
                 let size = Int(symbols[Int(l)].length + symbols[Int(r)].length)
                 guard let id = mergeable.find(p + Int(symbols[Int(l)].start), size) else { return }
-                heap.append(Candidate(score: scores[Int(id)], left: l, right: r, size: Int32(size)))
-                var c = heap.count - 1
-                while c > 0 {
-                    let parent = (c - 1) / 2
-                    guard heap[c].before(heap[parent]) else { break }
-                    heap.swapAt(c, parent)
-                    c = parent
-                }
-            }
-            func pop() -> Candidate {
-                let top = heap[0]
-                let last = heap.removeLast()
-                if !heap.isEmpty {
-                    heap[0] = last
-                    var c = 0
-                    while true {
-                        let l = 2 * c + 1, r = l + 1
-                        var best = c
-                        if l < heap.count && heap[l].before(heap[best]) { best = l }
-                        if r < heap.count && heap[r].before(heap[best]) { best = r }
-                        if best == c { break }
-                        heap.swapAt(c, best)
-                        c = best
-                    }
-                }
-                return top
+                heap.push(Candidate(score: scores[Int(id)], left: l, right: r, size: Int32(size))) { $0.before($1) }
             }
 
             // 2. Every adjacent pair that forms a piece is a candidate.
             for s in 0..<max(count - 1, 0) { push(Int32(s), Int32(s + 1)) }
             // 3. Merge the best candidate until none is left; stale candidates are skipped.
-            while !heap.isEmpty {
-                let c = pop()
+            while let c = heap.pop(by: { $0.before($1) }) {
                 let l = Int(c.left), r = Int(c.right)
                 let left = symbols[l], right = symbols[r]
                 if left.length == 0 || right.length == 0 || left.length + right.length != c.size { continue }
