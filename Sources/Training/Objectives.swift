@@ -2,6 +2,7 @@
 // reward models share the data-parallel loop (Trainer): each loads its slice of global batch k, says how many
 // units the loss averages over (targets that count, or preference pairs), and runs micro-steps.
 import Foundation
+import Dataset
 import Distributed
 import Model
 import Optim
@@ -18,6 +19,12 @@ public protocol TrainingObjective: AnyObject {
     /// Forward and backward of micro-step m with gradients scaled by `scale` (1 / global count); returns the
     /// summed (unscaled) loss.
     func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double
+    /// Where the data stands after `steps` optimizer steps (epochs per source), for the log; nil if nothing to say.
+    func dataPosition(afterSteps steps: Int) -> String?
+}
+
+extension TrainingObjective {
+    public func dataPosition(afterSteps steps: Int) -> String? { nil }
 }
 
 /// Next-token cross-entropy over a BatchSource: pretraining (shards or synthetic) and SFT (packed, masked).
@@ -44,6 +51,18 @@ public final class LanguageModelObjective: TrainingObjective {
     public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
         (tokens, targets) = try source.batch(k, globalBatch: settings.globalBatchSequences, rank: rank, worldSize: worldSize)
         return Double(targets.reduce(0) { $0 + ($1 == LlamaModel.ignoreIndex ? 0 : 1) })
+    }
+
+    public func dataPosition(afterSteps steps: Int) -> String? {
+        let sequences = steps * settings.globalBatchSequences
+        if let loader = source as? MixtureLoader {
+            let epochs = loader.epochs(afterSequences: sequences).sorted { $0.key < $1.key }
+            return "epochs so far: " + epochs.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", ")
+        }
+        if let packer = source as? SFTPacker {
+            return String(format: "epochs so far: %.2f", Double(sequences) / Double(packer.sequencesPerEpoch))
+        }
+        return nil
     }
 
     public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {

@@ -240,6 +240,7 @@ public final class Trainer {
         }
         try checkpoints?.waitForPending()
         try checkParametersAgree("at the end of training")
+        if world.isRoot, let position = objective.dataPosition(afterSteps: k) { options.log(position) }
         if let out = options.outputDirectory, world.isRoot { try saveModel(to: out) }
         return history
     }
