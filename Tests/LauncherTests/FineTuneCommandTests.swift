@@ -48,6 +48,25 @@ func fineTuneWorkspace() throws -> String {
         #expect((zip(a, b).map { abs($0 - $1) }.max() ?? 1) <= 1e-5)
     }
 
+    /// Epochs and data order come from (seed, step): stopping mid-run and resuming gives the same model bit for bit,
+    /// across the epoch boundaries still ahead.
+    @Test func sftResumesExactlyAcrossAnEpochBoundary() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        let twoEpochs = try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8).replacingOccurrences(of: "\"epochs\": 1", with: "\"epochs\": 3")
+        try twoEpochs.write(toFile: dir + "/sft-3ep.json", atomically: true, encoding: .utf8)
+        let whole = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--out", dir + "/whole"])
+        #expect(whole.status == 0, "\(whole.stderr)")
+        let steps = Int(whole.stdout.components(separatedBy: " steps").first?.split(separator: " ").last ?? "0") ?? 0
+        try #require(steps >= 2, "\(whole.stdout)")
+        // Three epochs, stopped in the middle one (steps / 2), so the resumed run crosses an epoch boundary.
+        let first = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--stop-after", "\(steps / 2)"])
+        #expect(first.status == 0 && first.stdout.contains("stopped after step \(steps / 2)"), "\(first.stderr)")
+        let rest = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--out", dir + "/resumed"])
+        #expect(rest.status == 0 && rest.stdout.contains("resumed from"), "\(rest.stdout)\(rest.stderr)")
+        #expect(FileManager.default.contents(atPath: dir + "/whole/model.safetensors") == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
+    }
+
     @Test func rewardModelLearnsThePreferenceTaskAndScores() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
