@@ -44,7 +44,11 @@ hostfile() {
 }
 
 down() {
-    for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-"); do ip netns del "$ns"; done
+    # Processes left inside a namespace (a daemon cut off from its mpirun) would keep it alive: end them first.
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-"); do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+        ip netns del "$ns"
+    done
 }
 
 cut() { ip -n "$prefix-host$1" link set "$prefix-h$1" down; }
@@ -64,7 +68,9 @@ case "${1:-}" in
         export OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include="$subnet.0/24" OMPI_MCA_oob_tcp_if_include="$subnet.0/24"
         export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
         # Notice a lost daemon in seconds, not OpenMPI's default 8 minutes of TCP keepalives.
-        export OMPI_MCA_oob_tcp_keepalive_time=3 OMPI_MCA_oob_tcp_keepalive_intvl=1 OMPI_MCA_oob_tcp_keepalive_probes=3
+        export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-3}
+        export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-1}
+        export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
         ip netns exec "$prefix-host0" "$@"
         ;;
     *) die "usage: $0 up N | down | cut K | run N -- COMMAND..." ;;

@@ -81,7 +81,9 @@ public final class Communicator: @unchecked Sendable {
         var copy: MPI_Comm? = lm_mpi_comm_null()
         try check("MPI_Comm_dup", MPI_Comm_dup(comm, &copy))
         MPI_Comm_set_errhandler(copy, lm_mpi_errors_return())
-        return Communicator(duplicating: self, comm: copy!)
+        let duplicate = Communicator(duplicating: self, comm: copy!)
+        duplicate.watchdog = watchdog  // a checkpoint's commit is watched like any other collective
+        return duplicate
     }
 
     /// Point-to-point messages for the watchdog: a few Int64 to `destination`, without waiting.

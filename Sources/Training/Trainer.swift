@@ -96,12 +96,6 @@ public final class Trainer {
         let t = config.train
         schedule = CosineSchedule(peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
         model = try LlamaModel(config: config.model)
-        // Every rank initialises from the seed; rank 0's copy is broadcast anyway, and checked below.
-        model.initialize(seed: t.seed)
-        if let start = config.finetune?.initFrom {
-            try loadInitialWeights(from: start, into: model, world: world, log: world.isRoot ? options.log : { _ in })
-        }
-        try world.broadcast(model.parameters.pointer, count: model.parameters.count)
         optimizer = AdamW(layout: model.layout, settings: t.adamw)
         if let objective {
             self.objective = objective
@@ -140,6 +134,15 @@ public final class Trainer {
         } else {
             checkpoints = nil
             preemption = nil
+        }
+        // A fresh run starts from the seed or from finetune.init_from; a resumed one already holds its state.
+        // Rank 0's copy is broadcast anyway, and the agreement is checked below.
+        if startStep == 0 {
+            model.initialize(seed: t.seed)
+            if let start = config.finetune?.initFrom {
+                try loadInitialWeights(from: start, into: model, world: world, log: world.isRoot ? options.log : { _ in })
+            }
+            try world.broadcast(model.parameters.pointer, count: model.parameters.count)
         }
         try checkParametersAgree(startStep > 0 ? "after resuming" : "after initialisation")
     }
