@@ -43,23 +43,41 @@ let package = Package(
             providers: [.apt(["libopenmpi-dev"])]
         ),
         .target(name: "Distributed", dependencies: ["CMPI"]),
-        .target(name: "Model", dependencies: ["Kernels"]),
+        // Generic helpers with no knowledge of models: SHA-256, atomic files, seeded shuffles, JSON Lines,
+        // config errors and overflow-checked sizes.
+        .target(name: "Support"),
+        .target(name: "Model", dependencies: ["Kernels", "Support"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
         .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
-        .target(name: "Dataset", dependencies: ["Model"]),
-        .target(name: "Training", dependencies: ["Model", "Optim", "Kernels", "Distributed", "Dataset", "Tokenizer"]),
-        .executableTarget(name: "Launcher", dependencies: ["Training", "Model", "Optim", "Distributed", "Tokenizer", "Dataset"]),
+        .target(name: "Dataset", dependencies: ["Support"]),
+        // The effective run configuration: the file, its validation and its fingerprint.
+        .target(name: "Configuration", dependencies: ["Model", "Optim", "Support"]),
+        // Sharded checkpoints: manifest, commit protocol, verified resume, a parameters-only reader.
+        .target(name: "Checkpoint", dependencies: ["Configuration", "Model", "Optim", "Distributed", "Support"]),
+        // The data-parallel loop: objectives, batch sources, schedule, step, reporting, checkpoint policy.
+        .target(name: "Training", dependencies: ["Configuration", "Checkpoint", "Model", "Optim", "Kernels", "Distributed",
+                                                 "Dataset", "Tokenizer", "Support"]),
+        // SFT packing and reward models: objectives and data of the fine-tuning stages.
+        .target(name: "FineTune", dependencies: ["Training", "Configuration", "Model", "Tokenizer", "Support"]),
+        // Looking at runs and models: plan, scaling simulator, step benchmark, charts, generation.
+        .target(name: "Tools", dependencies: ["Training", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support"]),
+        .executableTarget(name: "Launcher", dependencies: ["Training", "FineTune", "Tools", "Checkpoint", "Configuration", "Model",
+                                                           "Optim", "Distributed", "Tokenizer", "Dataset", "Support", "Kernels"]),
 
         // MARK: - Tests
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "TestSupport"]),
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "Support", "TestSupport"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
-        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Model"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Distributed", "Tokenizer", "TestSupport"]),
+        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
+        .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
+        .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model"]),
         // Runs the built llama-train (and mpirun); depends on the executable so `swift test` builds it first.
         .testTarget(name: "LauncherTests", dependencies: ["Launcher"]),
     ]

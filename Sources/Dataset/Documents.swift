@@ -2,7 +2,7 @@
 // such as the "%" of fortune files) and JSON Lines with a "text" field. Every error names the file (and
 // line); an input with no document is refused rather than silently contributing nothing.
 import Foundation
-import Model
+import Support
 
 public struct InputSpec: Equatable, Sendable {
     /// The source this input belongs to; mixture weights are given per source.

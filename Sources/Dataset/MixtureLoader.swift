@@ -7,7 +7,7 @@
 // permutation of its windows, a new one per epoch. Nothing depends on the number of ranks: rank r of R takes
 // sequences [r·G/R, (r+1)·G/R) of each global batch of G. The loader's whole state is the batch index.
 import Foundation
-import Model
+import Support
 
 public final class MixtureLoader {
     public struct SourceInfo {
@@ -116,7 +116,7 @@ public final class MixtureLoader {
         if permutationCache[s]?.epoch != epoch {
             var order = (0..<windows).map { Int32($0) }
             var rng = SplitMix64(seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
-            for j in stride(from: windows - 1, to: 0, by: -1) { order.swapAt(j, Int(rng.next() % UInt64(j + 1))) }
+            rng.shuffle(&order)
             permutationCache[s] = (epoch, order)
         }
         return (s, Int(permutationCache[s]!.order[n % windows]))

@@ -6,7 +6,7 @@
 // The tokenizer hash travels in every shard and in index.json, so a model can never read tokens made by
 // another tokenizer without being told.
 import Foundation
-import Model
+import Support
 
 public enum DatasetError: Error, CustomStringConvertible, Equatable {
     case unreadable(file: String, reason: String)

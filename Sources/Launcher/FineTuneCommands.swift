@@ -1,10 +1,15 @@
 // `llama-train sft` and `llama-train reward`: the fine-tuning stages, data-parallel like pretraining (same
 // loop, flags, checkpoints and resume), and `llama-train reward score`.
+import Checkpoint
+import Configuration
 import Distributed
+import FineTune
 import Foundation
 import Kernels
 import Model
+import Support
 import Tokenizer
+import Tools
 import Training
 
 enum FineTuneCommands {

@@ -1,11 +1,17 @@
 // `llama-train prepare`: documents to token shards. Under mpirun the documents are dealt round-robin to the
 // ranks, tokenised in parallel and gathered on rank 0 in their original order, so the output is the same
 // whatever the number of processes.
+import Checkpoint
+import Configuration
 import Dataset
 import Distributed
+import FineTune
 import Foundation
 import Model
+import Support
 import Tokenizer
+import Tools
+import Training
 
 enum PrepareCommand {
     static func run(_ args: inout Arguments) throws {

@@ -3,11 +3,16 @@
 //   llama-train pretrain --config configs/demo.json                         # one process
 //   mpirun -np 2 llama-train pretrain --config configs/demo.json            # two ranks on this machine
 //   mpirun --hostfile hosts -np 8 --map-by slot:PE=4 llama-train pretrain --config configs/llama2-7b.json
+import Checkpoint
+import Configuration
 import Distributed
+import FineTune
 import Foundation
 import Kernels
 import Model
 import Optim
+import Support
+import Tools
 import Training
 
 enum PretrainCommand {

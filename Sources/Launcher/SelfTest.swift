@@ -1,7 +1,14 @@
 // `llama-train mpi-selftest`: every collective of the Distributed layer on known values, so the tests (and a
 // user on a new cluster) can check MPI works across the ranks: `mpirun -np 3 llama-train mpi-selftest`.
+import Checkpoint
+import Configuration
 import Distributed
+import FineTune
 import Foundation
+import Model
+import Support
+import Tools
+import Training
 
 enum MPISelfTest {
     static func run() throws {

@@ -1,8 +1,13 @@
 // `llama-train plan --simulate`: the α-β scaling model (Training/ScalingSimulator.swift), calibrated from a
 // cluster/bench-scaling.sh run or given a target cluster, checked against the measurements and applied to the
 // paper's configs from 1 rank to as many as the global batch allows.
+import Checkpoint
+import Configuration
+import FineTune
 import Foundation
 import Model
+import Support
+import Tools
 import Training
 
 enum SimulateCommand {

@@ -1,7 +1,13 @@
 // `llama-train tokenizer train`, `tokenize` and `detokenize`: the tokenizer from the command line.
+import Checkpoint
+import Configuration
+import FineTune
 import Foundation
 import Model
+import Support
 import Tokenizer
+import Tools
+import Training
 
 enum TokenizerCommands {
     static func train(_ args: inout Arguments) throws {

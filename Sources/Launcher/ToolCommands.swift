@@ -1,7 +1,12 @@
 // `llama-train plan`, `plot` and `generate`: looking at a configuration, a run's metrics and a model.
+import Checkpoint
+import Configuration
+import FineTune
 import Foundation
 import Model
+import Support
 import Tokenizer
+import Tools
 import Training
 
 enum ToolCommands {

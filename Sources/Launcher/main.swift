@@ -2,11 +2,16 @@
 // in the Training, Model and Distributed modules.
 //
 //   llama-train bench --config configs/bench-small.json --threads 1
+import Checkpoint
+import Configuration
+import Distributed
+import FineTune
 import Foundation
 import Kernels
 import Model
+import Support
+import Tools
 import Training
-import Distributed
 
 let usage = """
 usage: llama-train <command> [flags]

@@ -5,6 +5,7 @@
 // transformers loader; a config that asks for something our model does not compute (biases, tied
 // embeddings, rope scaling, another activation) is refused with the reason, never silently approximated.
 import Foundation
+import Support
 
 public enum HuggingFace {
     // MARK: - config.json

@@ -7,6 +7,7 @@
 // What this is not: a trainer. It knows nothing of ranks, schedules or data; it computes a loss and
 // adds gradients into `gradients` for whoever calls it.
 import Kernels
+import Support
 
 public enum ModelError: Error, CustomStringConvertible, Equatable {
     case tokenOutOfRange(position: Int, token: Int32, vocabSize: Int)

@@ -3,23 +3,7 @@
 // What this is: the numbers that size every buffer, their validation, and the two JSON spellings.
 // What this is not: training settings (batch, schedule); those live with the training loop.
 import Foundation
-
-public struct ConfigError: Error, CustomStringConvertible, Equatable {
-    public let file: String?
-    public let field: String
-    public let message: String
-
-    public init(file: String? = nil, field: String, message: String) {
-        self.file = file
-        self.field = field
-        self.message = message
-    }
-
-    public var description: String {
-        let location = file.map { "\($0): " } ?? ""
-        return field == "-" ? location + message : location + "field '\(field)': \(message)"
-    }
-}
+import Support
 
 public struct LlamaConfig: Codable, Equatable, Sendable {
     public var dim: Int

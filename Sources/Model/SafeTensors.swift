@@ -5,6 +5,7 @@
 // must tile it exactly. We read F32, BF16 and F16 (converted to F32) and I32/I64 (for token ids), and
 // write F32. Every inconsistency is an error naming the file and the tensor; nothing is trusted.
 import Foundation
+import Support
 
 public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case unreadable(file: String, reason: String)

@@ -1,15 +1,29 @@
 // Where a rank's part of global batch k comes from: prepared token shards (MixtureLoader) or synthetic
 // tokens. Either way the batch is a function of (seed, k) and the rank's slice, never of the world size.
 import Dataset
+import Foundation
 import Model
+import Support
 
 public protocol BatchSource {
     /// Rank `rank`'s sequences of global batch k (globalBatch sequences over worldSize ranks): row-major
     /// (sequences × seqLen) inputs and next-token targets, ignoreIndex where no loss is taken.
     func batch(_ k: Int, globalBatch: Int, rank: Int, worldSize: Int) throws -> (tokens: [Int32], targets: [Int32])
+    /// Where the data stands after `sequences` global sequences (epochs per source), for the log; nil if
+    /// there is nothing to say (synthetic tokens).
+    func position(afterSequences sequences: Int) -> String?
 }
 
-extension MixtureLoader: BatchSource {}
+extension BatchSource {
+    public func position(afterSequences sequences: Int) -> String? { nil }
+}
+
+extension MixtureLoader: BatchSource {
+    public func position(afterSequences sequences: Int) -> String? {
+        let epochs = epochs(afterSequences: sequences).sorted { $0.key < $1.key }
+        return "epochs so far: " + epochs.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", ")
+    }
+}
 
 /// Pseudo-random tokens for benchmarks and tests: sequence g of the run is drawn from its own generator.
 /// `ignoreFraction` of the targets (also drawn per position) are the ignore index, so masked averaging can

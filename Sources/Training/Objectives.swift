@@ -1,7 +1,10 @@
 // What a training stage optimises, behind one protocol, so that pretraining, supervised fine-tuning and
 // reward models share the data-parallel loop (Trainer): each loads its slice of global batch k, says how many
 // units the loss averages over (targets that count, or preference pairs), and runs micro-steps.
+import Checkpoint
+import Configuration
 import Foundation
+import Support
 import Dataset
 import Distributed
 import Model
@@ -54,15 +57,7 @@ public final class LanguageModelObjective: TrainingObjective {
     }
 
     public func dataPosition(afterSteps steps: Int) -> String? {
-        let sequences = steps * settings.globalBatchSequences
-        if let loader = source as? MixtureLoader {
-            let epochs = loader.epochs(afterSequences: sequences).sorted { $0.key < $1.key }
-            return "epochs so far: " + epochs.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", ")
-        }
-        if let packer = source as? SFTPacker {
-            return String(format: "epochs so far: %.2f", Double(sequences) / Double(packer.sequencesPerEpoch))
-        }
-        return nil
+        source.position(afterSequences: steps * settings.globalBatchSequences)
     }
 
     public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {

@@ -5,7 +5,10 @@
 //  2. decay, warmupSteps ≤ s < totalSteps − 1: min + ½ (1 + cos(π · progress)) · (peak − min), with
 //     progress = (s − warmupSteps) / (totalSteps − 1 − warmupSteps) going from 0 to 1;
 //  3. from the last step on, s ≥ totalSteps − 1: min = minRatio · peak, constant.
+import Checkpoint
+import Configuration
 import Foundation
+import Support
 
 public struct CosineSchedule: Sendable {
     public let peak: Double

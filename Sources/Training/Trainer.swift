@@ -10,7 +10,10 @@
 //     norm and take an AdamW step at the scheduled learning rate. Every rank computes the same update.
 import Dataset
 import Distributed
+import Checkpoint
+import Configuration
 import Foundation
+import Support
 import Kernels
 import Model
 import Optim
@@ -121,7 +124,7 @@ public final class Trainer {
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
         buckets = BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
                                     bucketBytes: Int(t.bucketMB * 1_048_576))
-        sgemmGflops = try world.allreduceSum(Benchmark.sgemmRate(size: 512)) / Double(world.size)
+        sgemmGflops = try world.allreduceSum(MatmulRate.sgemm(size: 512)) / Double(world.size)
         watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
         if let directory = options.checkpointDirectory {
             let store = try CheckpointStore(directory: directory, keep: options.keepCheckpoints, background: options.backgroundSave,

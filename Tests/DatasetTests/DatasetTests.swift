@@ -2,7 +2,7 @@
 // promises (a pure function of (seed, k), independent of the world size; weights realised; epochs complete).
 import Dataset
 import Foundation
-import Model
+import Support
 import Testing
 
 func scratchDirectory() throws -> String {

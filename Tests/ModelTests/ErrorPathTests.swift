@@ -1,6 +1,7 @@
 // Bad input gets a clear error naming the file, field or tensor: configs, safetensors files, weights, tokens.
 import Foundation
 import Model
+import Support
 import Testing
 
 func temporaryDirectory() throws -> String {

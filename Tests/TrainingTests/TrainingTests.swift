@@ -1,10 +1,12 @@
-// The training loop's arithmetic in one process: the schedule against its formula, batch arithmetic and
-// its refusals, loss normalisation over micro-steps with different masks, the plan's parameter counts.
+// The training loop's arithmetic in one process: the schedule against its formula and loss normalisation
+// over micro-steps with different masks.
 import Distributed
 import Foundation
 import Model
 import Testing
+import Support
 import Training
+import Configuration
 
 @Suite struct ScheduleTests {
     /// Written from the definition, independently of CosineSchedule's code path.
@@ -28,38 +30,6 @@ import Training
         #expect(abs(schedule.learningRate(step: 5999) - (3e-5 + 1.35e-4)) < 1e-7, "halfway down the cosine")
         #expect(close(schedule.learningRate(step: 9999), 3e-5) && close(schedule.learningRate(step: 12_345), 3e-5))
         #expect((1..<9999).allSatisfy { s in s < 2000 || schedule.learningRate(step: s) <= schedule.learningRate(step: s - 1) })
-    }
-}
-
-@Suite struct BatchArithmeticTests {
-    @Test func accumulationStepsAndRefusals() throws {
-        var t = TrainSettings()
-        t.seqLen = 4096
-        t.microBatch = 2
-        #expect(try t.accumulationSteps(worldSize: 64) == 8)  // 1024 sequences = 64 ranks × 2 × 8
-        #expect(try t.accumulationSteps(worldSize: 1) == 512)
-        #expect { try t.accumulationSteps(worldSize: 3) } throws: { error in
-            let text = "\(error)"
-            return text.contains("micro_batch") && text.contains("rank counts that work with micro_batch 2: 1, 2, 4")
-        }
-        t.microBatch = 3
-        #expect { try t.accumulationSteps(worldSize: 2) } throws: { "\($0)".contains("values that work on 2 rank(s): 1, 2, 4, 8") }
-    }
-
-    @Test func planCountsThePapersModels() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        func plan(_ name: String, ranks: Int) throws -> TrainingPlan {
-            try TrainingPlan(config: RunConfig.load(path: "\(root)/configs/\(name).json"), ranks: ranks)
-        }
-        #expect(try plan("llama2-7b", ranks: 64).parameters == 6_738_415_616)  // Hugging Face's count for Llama-2-7b
-        #expect(try plan("llama2-13b", ranks: 64).parameters == 13_015_864_320)
-        #expect(try plan("llama2-70b", ranks: 64).parameters == 68_976_648_192)
-        #expect(abs(Double(try plan("llama2-34b", ranks: 64).parameters) / 1e9 - 33.7) < 0.1)
-        let p = try plan("llama2-7b", ranks: 64)
-        #expect(p.accumulationSteps == 16 && p.tokensPerStep == 4_194_304 && p.allreduceBytesPerStep == 4 * p.parameters)
-        #expect(p.memoryPerRankBytes == 16 * p.parameters + p.activationBytes)
-        #expect(throws: ConfigError.self) { try plan("llama2-7b", ranks: 3) }
-        #expect(throws: ConfigError.self) { try plan("llama2-7b", ranks: 2048) }
     }
 }
 
@@ -89,14 +59,3 @@ import Training
     }
 }
 
-@Suite struct ChartTests {
-    @Test func svgHasBothCurves() throws {
-        let path = NSTemporaryDirectory() + "metrics-\(UUID().uuidString).jsonl"
-        let lines = (1...20).map { "{\"step\": \($0), \"loss\": \(8.0 - Double($0) * 0.2), \"lr\": \(Double($0) * 1e-4)}" }
-        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        let svg = try LossChart.svg(metricsPath: path, title: "t")
-        #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<path").count == 3)
-        try "not json".write(toFile: path, atomically: true, encoding: .utf8)
-        #expect { try LossChart.svg(metricsPath: path, title: "t") } throws: { "\($0)".contains(":1") }
-    }
-}

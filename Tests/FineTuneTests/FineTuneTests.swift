@@ -5,7 +5,10 @@ import Model
 import Testing
 import TestSupport
 import Tokenizer
-@testable import Training
+@testable import FineTune
+import Training
+import Configuration
+import Support
 
 /// A small tokenizer with a <sep> piece, trained here.
 func fineTuneTokenizer() throws -> Tokenizer {

@@ -1,6 +1,8 @@
 // TrainingPlan: what a config costs on N ranks, computed without allocating or training: parameter count,
 // batch arithmetic, memory per rank and bytes reduced per step. `llama-train plan` prints it.
+import Configuration
 import Model
+import Support
 
 public struct TrainingPlan: Codable, Sendable {
     public var parameters: Int

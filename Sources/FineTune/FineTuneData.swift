@@ -5,46 +5,12 @@
 // order, are concatenated into one stream cut into sequences that fill the context exactly (an example may
 // straddle two sequences). Only answer tokens (the response and its </s>) are targets; prompt and separator
 // positions get the ignore index, so no gradient flows from them.
+import Configuration
 import Foundation
 import Model
+import Support
 import Tokenizer
-
-public struct FineTuneSettings: Codable, Equatable, Sendable {
-    /// JSON Lines: {"prompt", "response"} for SFT; {"prompt", "chosen", "rejected", "rating"} for reward models.
-    public var data: String
-    /// Held-out examples evaluated at the end (reward models: accuracy per rating).
-    public var evalData: String?
-    /// The starting model: a Hugging Face directory (config.json + model.safetensors) or one of our checkpoints.
-    public var initFrom: String?
-    public var epochs: Int = 2
-    /// The separator piece between prompt and answer: a user-defined or control piece of the tokenizer.
-    public var separator = "<sep>"
-    /// Reward models: the margin m(rating) of the ranking loss (Llama 2 Table 27): none, small or large.
-    public var margin = "small"
-    /// Reward models: preference pairs per global batch (Llama 2: 512; 1024 sequences).
-    public var pairsPerBatch = 512
-    /// Reward models: the fraction of steps spent warming up (Llama 2: 3%).
-    public var warmupFraction = 0.03
-
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case data, evalData = "eval_data", initFrom = "init_from", epochs, separator, margin
-        case pairsPerBatch = "pairs_per_batch", warmupFraction = "warmup_fraction"
-    }
-
-    public init(data: String) { self.data = data }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        data = try c.decode(String.self, forKey: .data)
-        evalData = try c.decodeIfPresent(String.self, forKey: .evalData)
-        initFrom = try c.decodeIfPresent(String.self, forKey: .initFrom)
-        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? 2
-        separator = try c.decodeIfPresent(String.self, forKey: .separator) ?? "<sep>"
-        margin = try c.decodeIfPresent(String.self, forKey: .margin) ?? "small"
-        pairsPerBatch = try c.decodeIfPresent(Int.self, forKey: .pairsPerBatch) ?? 512
-        warmupFraction = try c.decodeIfPresent(Double.self, forKey: .warmupFraction) ?? 0.03
-    }
-}
+import Training
 
 /// Reads JSON Lines of objects with the given string fields; bad lines are reported as `file:line: reason`
 /// and skipped, and a file with no good line is an error.
@@ -52,9 +18,9 @@ public func readExamples(_ path: String, fields: [String], log: (String) -> Void
     guard let data = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read") }
     var examples: [[String: String]] = []
     var bad = 0
-    for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-        if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+    for line in JSONLines.lines(data) {
+        let n = line.number - 1
+        guard let object = line.object else {
             log("\(path):\(n + 1): not a JSON object; line skipped")
             bad += 1
             continue
@@ -121,10 +87,7 @@ public struct SFTPacker: BatchSource, Sendable {
 
     /// The example order of an epoch: a permutation seeded by (seed, epoch), so resuming is exact.
     public func order(epoch: Int) -> [Int] {
-        var order = Array(examples.indices)
-        var rng = SplitMix64(seed: seed ^ (UInt64(epoch + 1) &* 0xD1B5_4A32_D192_ED03))
-        for j in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(j, Int(rng.next() % UInt64(j + 1))) }
-        return order
+        SplitMix64.permutation(count: examples.count, seed: seed ^ (UInt64(epoch + 1) &* 0xD1B5_4A32_D192_ED03))
     }
 
     /// The packed stream of an epoch: tokens and answer flags.
@@ -150,6 +113,10 @@ public struct SFTPacker: BatchSource, Sendable {
             for t in (start + 1)...(start + seqLen) { targets.append(s.answer[t] ? s.tokens[t] : LlamaModel.ignoreIndex) }
         }
         return (tokens, targets)
+    }
+
+    public func position(afterSequences sequences: Int) -> String? {
+        String(format: "epochs so far: %.2f", Double(sequences) / Double(sequencesPerEpoch))
     }
 }
 
@@ -210,9 +177,6 @@ public enum PreferenceData {
 
     /// The pair order of an epoch, seeded by (seed, epoch).
     public static func order(count: Int, seed: UInt64, epoch: Int) -> [Int] {
-        var order = Array(0..<count)
-        var rng = SplitMix64(seed: seed ^ (UInt64(epoch + 1) &* 0x9E37_79B9_7F4A_7C15))
-        for j in stride(from: count - 1, to: 0, by: -1) { order.swapAt(j, Int(rng.next() % UInt64(j + 1))) }
-        return order
+        SplitMix64.permutation(count: count, seed: seed ^ (UInt64(epoch + 1) &* 0x9E37_79B9_7F4A_7C15))
     }
 }

@@ -1,5 +1,6 @@
-// Deterministic random numbers for initialisation and synthetic data: the same seed gives the same
-// parameters on every rank and every machine (no dependence on the platform's generator).
+// Deterministic random numbers for initialisation, synthetic data and data order: the same seed gives the
+// same parameters and the same order on every rank and every machine (no dependence on the platform's
+// generator). Not for anything secret.
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough to seed weights and tokens.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
@@ -17,6 +18,24 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
     /// Uniform in (0, 1], 53 bits.
     public mutating func nextUnit() -> Double { Double((next() >> 11) + 1) * 0x1p-53 }
+
+    /// Fisher–Yates from the back, drawing j's partner as next() % (j + 1): the one seeded shuffle every
+    /// data order uses (SFT examples, preference pairs, a source's windows), so a checkpoint taken under one
+    /// version resumes with the same order under the next.
+    public mutating func shuffle<C: MutableCollection & RandomAccessCollection>(_ items: inout C) where C.Index == Int {
+        guard items.count > 1 else { return }
+        for j in stride(from: items.count - 1, to: 0, by: -1) {
+            items.swapAt(items.startIndex + j, items.startIndex + Int(next() % UInt64(j + 1)))
+        }
+    }
+
+    /// The permutation of 0..<count that `shuffle` makes from a fresh generator seeded with `seed`.
+    public static func permutation(count: Int, seed: UInt64) -> [Int] {
+        var order = Array(0..<count)
+        var rng = SplitMix64(seed: seed)
+        rng.shuffle(&order)
+        return order
+    }
 
     /// Standard normal by Box–Muller.
     public mutating func nextGaussian() -> Double {

@@ -6,8 +6,10 @@
 // anywhere skips the checkpoint on all ranks), reads on each rank only the byte ranges of the old shards
 // that overlap its new range, and assembles the full buffers with an allgather: the world size may change.
 import Distributed
+import Configuration
 import Foundation
 import Model
+import Support
 import Optim
 
 public enum ResumeMode: Equatable, Sendable {

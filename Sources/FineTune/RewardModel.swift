@@ -2,7 +2,11 @@
 // prompt + response, trained with the binary ranking loss with a margin,
 //     L = −log σ(r(x, y_chosen) − r(x, y_rejected) − m(rating)),
 // averaged over the pairs of the global batch; and the evaluation of Table 28 (accuracy per rating).
+
+import Configuration
 import Foundation
+import Support
+import Training
 import Model
 
 /// −log σ(d) = softplus(−d), computed without overflow.

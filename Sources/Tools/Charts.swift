@@ -1,6 +1,10 @@
 // SVG charts of a run's JSON Lines metrics: the loss (left axis) and the learning rate (right axis) by step.
 // Plain SVG text, no dependencies; a browser or the file viewer shows it.
+
+import Configuration
 import Foundation
+import Training
+import Support
 
 public enum LossChart {
     public static func svg(metricsPath: String, title: String) throws -> String {
@@ -8,8 +12,9 @@ public enum LossChart {
             throw TrainingError("\(metricsPath): cannot read the metrics file")
         }
         var steps: [Double] = [], losses: [Double] = [], lrs: [Double] = []
-        for (n, line) in text.split(separator: "\n").enumerated() {
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+        for line in JSONLines.lines(Data(text.utf8)) {
+            let n = line.number - 1
+            guard let o = line.object,
                   let step = o["step"] as? Double, let loss = o["loss"] as? Double, let lr = o["lr"] as? Double
             else { throw TrainingError("\(metricsPath):\(n + 1): not a metrics line with step, loss and lr") }
             if loss.isFinite { steps.append(step); losses.append(loss); lrs.append(lr) }

@@ -8,7 +8,10 @@
 //     finishes after backward ends is exposed;
 //  3. the optimizer (clip + AdamW, replicated on every rank) costs a fixed time per parameter.
 // Calibrated from cluster/bench-scaling.sh's measurements, or given a target cluster's numbers.
+
+import Configuration
 import Foundation
+import Support
 import Model
 
 public struct ClusterModel: Codable, Sendable {

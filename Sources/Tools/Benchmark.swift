@@ -4,10 +4,14 @@
 // It reports ratios measured side by side, not lone absolute times: mfu_vs_sgemm is the model's achieved
 // FLOP rate over OpenBLAS's rate on the step's own largest matmul shape (or a 1024³ square, whichever is
 // faster), so a slower machine moves both numbers together.
+
+import Configuration
 import Foundation
+import Support
 import Kernels
 import Model
 import Optim
+import Training
 
 public struct BenchmarkResult: Codable, Sendable {
     public var config: String
@@ -58,15 +62,15 @@ public enum Benchmark {
         var stepMs: [Double] = [], forwardMs: [Double] = [], backwardMs: [Double] = [], optimizerMs: [Double] = []
         var loss = 0.0
         for step in 0..<(warmup + steps) {
-            let t0 = now()
+            let t0 = monotonicSeconds()
             model.gradients.zero()
             let result = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
-            let t1 = now()
+            let t1 = monotonicSeconds()
             model.backward(lossScale: Float(1.0 / Double(max(result.targetCount, 1))))
-            let t2 = now()
+            let t2 = monotonicSeconds()
             let norm = GradientClipping.clip(model.gradients, maxNorm: 1.0)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 3e-4)
-            let t3 = now()
+            let t3 = monotonicSeconds()
             loss = result.meanLoss
             let label = step < warmup ? "warm-up" : "step"
             log(String(format: "%@ %d: loss %.4f, grad norm %.3f, %.0f ms", label, step + 1, loss, norm, (t3 - t0) * 1e3))
@@ -105,41 +109,14 @@ public enum Benchmark {
             for i in 0..<w.count { w[i] = Float(rng.nextUnit() - 0.5) }
             var times: [Double] = []
             for _ in 0..<6 {
-                let t0 = now()
+                let t0 = monotonicSeconds()
                 lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
-                times.append(now() - t0)
+                times.append(monotonicSeconds() - t0)
             }
             let rate = 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
             if rate > best.gflops { best = (rate, "\(m)x\(k)x\(oc)") }
         }
         return best
-    }
-
-    /// OpenBLAS's sgemm rate on a size³ square, median of 5 after a warm-up: the MFU denominator of training.
-    public static func sgemmRate(size n: Int) -> Double {
-        let a = FloatBuffer(count: n * n), w = FloatBuffer(count: n * n), out = FloatBuffer(count: n * n)
-        for i in 0..<a.count { a[i] = Float(i % 7) - 3; w[i] = Float(i % 5) - 2 }
-        var times: [Double] = []
-        for _ in 0..<6 {
-            let t0 = now()
-            lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(n), Int32(n), Int32(n), 0)
-            times.append(now() - t0)
-        }
-        return 2 * Double(n * n * n) / Array(times.dropFirst()).median / 1e9
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-}
-
-extension Array where Element == Double {
-    var median: Double {
-        guard !isEmpty else { return 0 }
-        let s = sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 }
 

@@ -5,6 +5,7 @@
 import Foundation
 import Model
 import Optim
+import Support
 
 public struct TrainSettings: Codable, Equatable, Sendable {
     public enum NonFinitePolicy: String, Codable, Sendable { case stop, skip }

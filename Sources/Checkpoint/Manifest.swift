@@ -9,8 +9,10 @@
 // file, fsyncs and renames it; a gather brings the hashes to rank 0 (a barrier), which writes the manifest to
 // a temporary file, fsyncs, renames it and fsyncs the directory. A directory without a manifest is not a
 // checkpoint. Older checkpoints are pruned only after the new one is committed, keeping at least two.
+import Configuration
 import Foundation
 import Model
+import Support
 
 public struct CheckpointManifest: Codable, Sendable {
     public struct Shard: Codable, Sendable {

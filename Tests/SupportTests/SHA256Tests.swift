@@ -1,6 +1,6 @@
 // SHA-256 against the FIPS 180-4 test vectors, whole and fed in uneven pieces.
 import Foundation
-import Model
+import Support
 import Testing
 
 @Suite struct SHA256Tests {

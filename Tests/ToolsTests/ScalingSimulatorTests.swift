@@ -1,6 +1,6 @@
 // The α-β scaling model: the ring formula, overlap, and the reasons it gives when efficiency falls.
 import Testing
-import Training
+import Tools
 
 @Suite struct ScalingSimulatorTests {
     let fast = ClusterModel(flopsPerRank: 1e12, latency: 5e-6, bandwidth: 12.5e9, optimizerSecondsPerParameter: 1e-10)

@@ -1,7 +1,10 @@
 // Sampling text from a trained model, so a person can see it learn: temperature and nucleus (top-p)
 // sampling, greedy at temperature 0. No KV cache: the arena is planned once for the longest sequence and
 // each new token reruns the causal forward (positions after the last token cannot affect it).
+
+import Configuration
 import Foundation
+import Support
 import Model
 import Tokenizer
 
