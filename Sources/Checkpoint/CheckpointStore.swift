@@ -28,6 +28,8 @@ public final class CheckpointStore: @unchecked Sendable {
     public let directory: String
     public let keep: Int
     public let background: Bool
+    /// What this run trains; a checkpoint of another stage is never resumed.
+    public let stage: TrainingStage
     let world: Communicator
     let commitComm: Communicator
     private var pending: Thread?
@@ -36,15 +38,24 @@ public final class CheckpointStore: @unchecked Sendable {
     private var pendingError: Error?
     private let log: (String) -> Void
 
-    public init(directory: String, keep: Int, background: Bool, world: Communicator, log: @escaping (String) -> Void) throws {
+    public init(directory: String, stage: TrainingStage, keep: Int, background: Bool, world: Communicator,
+                log: @escaping (String) -> Void) throws {
         self.directory = directory
+        self.stage = stage
         self.keep = max(keep, 2)  // never prune to one: a torn newest checkpoint must have a predecessor
         // A background commit needs MPI on two threads at once.
         self.background = background && (world.size == 1 || world.threadLevel >= 3)
         self.world = world
         commitComm = try world.duplicate()
         self.log = log
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Fail fast: a directory that cannot be written is found now, not after the first hour of training.
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try AtomicFile.write(Data("probe".utf8), to: directory + "/.write-probe-rank-\(world.rank)")
+            try FileManager.default.removeItem(atPath: directory + "/.write-probe-rank-\(world.rank)")
+        } catch {
+            throw FileError(path: directory, message: "the checkpoint directory is not writable on rank \(world.rank): \(error.localizedDescription)")
+        }
     }
 
     // MARK: - Saving
@@ -62,7 +73,7 @@ public final class CheckpointStore: @unchecked Sendable {
         }
         let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
         let template = CheckpointManifest(
-            step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: optimizer.step, worldSize: world.size,
+            stage: stage, step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: optimizer.step, worldSize: world.size,
             parameterCount: count, layoutSHA256: CheckpointManifest.layoutHash(model.layout), seed: config.train.seed,
             config: config, shards: [], savedAt: ISO8601DateFormatter().string(from: Date()))
         let stall = Date().timeIntervalSince(start)
@@ -128,27 +139,57 @@ public final class CheckpointStore: @unchecked Sendable {
             return .init(file: CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank, start: r.lowerBound,
                          end: r.upperBound, bytes: 12 * r.count, sha256: String(decoding: w.prefix(64).map(UInt8.init), as: UTF8.self))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(manifest), to: checkpoint + "/manifest.json")
-        prune(newest: checkpoint)
+        try AtomicFile.write(try manifest.sealed(), to: checkpoint + "/manifest.json")
+        prune(committed: checkpoint, step: manifest.step)
     }
 
-    /// Keeps the newest `keep` committed checkpoints; removes older ones and older uncommitted leftovers.
-    private func prune(newest: String) {
-        let committed = committedCheckpoints(in: directory)
-        for old in committed.dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+    /// Keeps the newest `keep` committed checkpoints by manifest step, and always the one just committed;
+    /// removes older ones and uncommitted leftovers of earlier steps.
+    private func prune(committed newest: String, step: Int) {
+        var kept = 0
+        for old in committedCheckpoints(in: directory) {
+            if old == newest || kept < keep - 1 {
+                if old != newest { kept += 1 }
+                continue
+            }
+            try? FileManager.default.removeItem(atPath: old)
+        }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasPrefix("step-") && directory + "/" + name < newest
+        for name in names where name.hasPrefix("step-") && (Int(name.dropFirst(5)) ?? Int.max) < step
             && !FileManager.default.fileExists(atPath: "\(directory)/\(name)/manifest.json") {
             try? FileManager.default.removeItem(atPath: "\(directory)/\(name)")
         }
     }
 
+    /// Moves the committed checkpoints newer than the one this run continues from (all of them when it starts
+    /// fresh) out of `--resume auto`'s way, keeping them: a later launch must continue this run, not the one
+    /// it abandoned. Rank 0 renames; the others wait.
+    private func setAsideNewerThan(_ step: Int?) throws {
+        if world.isRoot {
+            let stamp = Int(Date().timeIntervalSince1970)
+            for checkpoint in committedCheckpoints(in: directory) {
+                let theirs = (try? readManifest(checkpoint).step) ?? Int(((checkpoint as NSString).lastPathComponent).dropFirst(5)) ?? Int.max
+                guard step.map({ theirs > $0 }) ?? true else { continue }
+                let name = (checkpoint as NSString).lastPathComponent
+                let aside = "\(directory)/abandoned-\(stamp)-\(name)"
+                try FileManager.default.moveItem(atPath: checkpoint, toPath: aside)
+                log("set aside \(checkpoint) as \(aside): this run continues from \(step.map { "step \($0)" } ?? "a fresh start"), so --resume auto must not return to it")
+            }
+        }
+        try world.barrier()
+    }
+
     // MARK: - Resuming
 
-    /// Loads the checkpoint `mode` selects into the model and optimizer; nil when starting fresh.
+    /// Loads the checkpoint `mode` selects into the model and optimizer; nil when starting fresh. Newer
+    /// checkpoints than the one resumed (all, when starting fresh) are then set aside, said in the log.
     public func resume(_ mode: ResumeMode, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> CheckpointManifest? {
+        let manifest = try select(mode, model: model, optimizer: optimizer, config: config)
+        try setAsideNewerThan(manifest?.step)
+        return manifest
+    }
+
+    private func select(_ mode: ResumeMode, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> CheckpointManifest? {
         let candidates: [String]
         switch mode {
         case .none: return nil
@@ -190,23 +231,15 @@ public final class CheckpointStore: @unchecked Sendable {
 
     private func checkCompatible(_ m: CheckpointManifest, checkpoint: String, model: LlamaModel, config: RunConfig) throws {
         func refuse(_ reason: String) -> CheckpointError { .incompatible(file: checkpoint + "/manifest.json", reason: reason) }
-        guard m.formatVersion == 1 else { throw refuse("format version \(m.formatVersion), this build reads 1") }
+        guard m.stage == stage else {
+            throw refuse("it holds a \(m.stage.rawValue) run's checkpoint and this is \(stage.rawValue): give \(stage.rawValue) its own --checkpoint-dir, and start from this checkpoint with finetune.init_from")
+        }
         guard m.parameterCount == model.parameters.count, m.layoutSHA256 == CheckpointManifest.layoutHash(model.layout),
               m.config.model == config.model
         else { throw refuse("it holds another model (\(m.parameterCount) parameters); the config's model block must match") }
         guard m.config.train.globalBatchTokens == config.train.globalBatchTokens, m.config.train.seqLen == config.train.seqLen,
               m.config.train.seed == config.train.seed
         else { throw refuse("global_batch_tokens, seq_len and seed must stay the same for the data to continue where it stopped") }
-        var expected = 0
-        for shard in m.shards.sorted(by: { $0.start < $1.start }) {
-            guard shard.start == expected, shard.end >= shard.start, shard.bytes == 12 * (shard.end - shard.start) else {
-                throw CheckpointError.unreadableManifest(file: checkpoint + "/manifest.json", reason: "shard ranges do not tile the parameters")
-            }
-            expected = shard.end
-        }
-        guard expected == m.parameterCount else {
-            throw CheckpointError.unreadableManifest(file: checkpoint + "/manifest.json", reason: "shards cover \(expected) of \(m.parameterCount) parameters")
-        }
     }
 
     /// Reads this rank's new range from the old shards that overlap it, then allgathers the full buffers.

@@ -3,8 +3,9 @@
 // Layout of checkpoints/step-00001200/:
 //   shard-00000-of-00002.bin  rank 0's flat range of parameters, then of AdamW's m, then of v (float32 LE)
 //   shard-00001-of-00002.bin  rank 1's range; rank r owns [r·P, min((r+1)·P, N)) with P = ⌈N / ranks⌉
-//   manifest.json             written last: format, step, tokens, the config, world size, the next batch,
-//                             and for every shard its range, byte length and SHA-256
+//   manifest.json             written last: format, stage, step, tokens, the config, world size, the next
+//                             batch, for every shard its range, byte length and SHA-256, and the SHA-256 of
+//                             the manifest itself (canonical JSON with that field empty)
 // Commit protocol (PyTorch DCP's, with Megatron's checksums): every rank writes its shard to a temporary
 // file, fsyncs and renames it; a gather brings the hashes to rank 0 (a barrier), which writes the manifest to
 // a temporary file, fsyncs, renames it and fsyncs the directory. A directory without a manifest is not a
@@ -25,7 +26,10 @@ public struct CheckpointManifest: Codable, Sendable {
         public var sha256: String
     }
 
-    public var formatVersion = 1
+    /// 2 adds `stage` and `manifest_sha256`; version 1 manifests (pretraining, no self-checksum) still load.
+    public var formatVersion = CheckpointManifest.currentFormat
+    public static let currentFormat = 2
+    public var stage: TrainingStage
     public var step: Int
     public var tokensSeen: Int
     /// The global batch index that comes next: batch k is a function of (seed, k), so this is the data position.
@@ -40,11 +44,87 @@ public struct CheckpointManifest: Codable, Sendable {
     public var config: RunConfig
     public var shards: [Shard]
     public var savedAt: String
+    /// SHA-256 of this manifest's canonical JSON (sorted keys) with this field empty: an edited step or
+    /// swapped shard entries are caught before anything is loaded.
+    public var manifestSHA256: String
 
     enum CodingKeys: String, CodingKey {
-        case formatVersion = "format_version", step, tokensSeen = "tokens_seen", nextBatch = "next_batch"
+        case formatVersion = "format_version", stage, step, tokensSeen = "tokens_seen", nextBatch = "next_batch"
         case adamStep = "adam_step", worldSize = "world_size", parameterCount = "parameter_count"
-        case layoutSHA256 = "layout_sha256", seed, config, shards, savedAt = "saved_at"
+        case layoutSHA256 = "layout_sha256", seed, config, shards, savedAt = "saved_at", manifestSHA256 = "manifest_sha256"
+    }
+
+    public init(stage: TrainingStage, step: Int, tokensSeen: Int, nextBatch: Int, adamStep: Int, worldSize: Int, parameterCount: Int,
+                layoutSHA256: String, seed: UInt64, config: RunConfig, shards: [Shard], savedAt: String) {
+        (self.stage, self.step, self.tokensSeen, self.nextBatch, self.adamStep) = (stage, step, tokensSeen, nextBatch, adamStep)
+        (self.worldSize, self.parameterCount, self.layoutSHA256, self.seed) = (worldSize, parameterCount, layoutSHA256, seed)
+        (self.config, self.shards, self.savedAt, self.manifestSHA256) = (config, shards, savedAt, "")
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        formatVersion = try c.decode(Int.self, forKey: .formatVersion)
+        stage = try c.decodeIfPresent(TrainingStage.self, forKey: .stage) ?? .pretrain
+        step = try c.decode(Int.self, forKey: .step)
+        tokensSeen = try c.decode(Int.self, forKey: .tokensSeen)
+        nextBatch = try c.decode(Int.self, forKey: .nextBatch)
+        adamStep = try c.decode(Int.self, forKey: .adamStep)
+        worldSize = try c.decode(Int.self, forKey: .worldSize)
+        parameterCount = try c.decode(Int.self, forKey: .parameterCount)
+        layoutSHA256 = try c.decode(String.self, forKey: .layoutSHA256)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        config = try c.decode(RunConfig.self, forKey: .config)
+        shards = try c.decode([Shard].self, forKey: .shards)
+        savedAt = try c.decode(String.self, forKey: .savedAt)
+        manifestSHA256 = try c.decodeIfPresent(String.self, forKey: .manifestSHA256) ?? ""
+    }
+
+    /// The canonical bytes the self-checksum covers.
+    func canonicalHash() throws -> String {
+        var copy = self
+        copy.manifestSHA256 = ""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return SHA256.hex(Array(try encoder.encode(copy)))
+    }
+
+    /// The manifest as written: pretty JSON with its self-checksum filled in.
+    public func sealed() throws -> Data {
+        var copy = self
+        copy.manifestSHA256 = try canonicalHash()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(copy)
+    }
+
+    /// Checks the self-checksum and every field a resume relies on; the error names the field.
+    public func validate(file: String) throws {
+        func bad(_ reason: String) -> CheckpointError { .unreadableManifest(file: file, reason: reason) }
+        guard formatVersion == 1 || formatVersion == CheckpointManifest.currentFormat else {
+            throw CheckpointError.incompatible(file: file, reason: "format version \(formatVersion); this build reads 1 and \(CheckpointManifest.currentFormat)")
+        }
+        if formatVersion >= 2 {
+            let actual = try canonicalHash()
+            guard actual == manifestSHA256 else { throw bad("manifest_sha256 is \(manifestSHA256.prefix(16))…, the content hashes to \(actual.prefix(16))…: the manifest was edited or damaged") }
+        }
+        guard step >= 0, step <= 1 << 40 else { throw bad("step \(step) is outside 0...2^40") }
+        guard nextBatch == step else { throw bad("next_batch \(nextBatch) differs from step \(step)") }
+        guard adamStep >= 0, adamStep <= step else { throw bad("adam_step \(adamStep) is outside 0...step (\(step))") }
+        guard tokensSeen >= 0 else { throw bad("tokens_seen \(tokensSeen) is negative") }
+        guard worldSize >= 1, worldSize <= 1 << 24, shards.count == worldSize else {
+            throw bad("world_size \(worldSize) with \(shards.count) shard entries")
+        }
+        guard parameterCount >= 1, parameterCount <= 1 << 42 else { throw bad("parameter_count \(parameterCount) is outside 1...2^42") }
+        for (rank, shard) in shards.enumerated() {
+            let expected = CheckpointManifest.range(rank: rank, worldSize: worldSize, count: parameterCount)
+            guard shard.rank == rank, shard.file == CheckpointManifest.shardName(rank: rank, worldSize: worldSize) else {
+                throw bad("shard entry \(rank) is '\(shard.file)' for rank \(shard.rank); expected \(CheckpointManifest.shardName(rank: rank, worldSize: worldSize))")
+            }
+            guard shard.start == expected.lowerBound, shard.end == expected.upperBound, shard.bytes == 12 * expected.count else {
+                throw bad("shard \(shard.file) covers [\(shard.start), \(shard.end)) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns [\(expected.lowerBound), \(expected.upperBound)) in \(12 * expected.count)")
+            }
+            guard shard.sha256.count == 64, shard.sha256.allSatisfy(\.isHexDigit) else { throw bad("shard \(shard.file) has no SHA-256") }
+        }
     }
 
     /// Rank r's flat range on `worldSize` ranks, the buffers padded to a multiple of the world size.
@@ -77,7 +157,7 @@ public enum CheckpointError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .missingManifest(d): "\(d): no manifest.json, so not a committed checkpoint"
-        case let .unreadableManifest(f, r): "\(f): manifest does not parse: \(r)"
+        case let .unreadableManifest(f, r): "\(f): manifest is not valid: \(r)"
         case let .missingShard(f): "\(f): shard is missing"
         case let .truncatedShard(f, e, a): "\(f): shard has \(a) bytes, the manifest says \(e)"
         case let .checksumMismatch(f, e, a): "\(f): SHA-256 mismatch: expected \(e), actual \(a)"
@@ -88,21 +168,28 @@ public enum CheckpointError: Error, CustomStringConvertible {
     }
 }
 
-/// The committed checkpoints of a directory, newest first (those whose manifest exists).
+/// The committed checkpoints of a directory (those whose manifest exists), newest first by the manifest's
+/// step; a manifest that does not parse sorts by its directory name's step, so a resume can report it.
 public func committedCheckpoints(in directory: String) -> [String] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    return names.filter { $0.hasPrefix("step-") && FileManager.default.fileExists(atPath: "\(directory)/\($0)/manifest.json") }
-        .sorted(by: >).map { "\(directory)/\($0)" }
+    let committed = names.filter { $0.hasPrefix("step-") && FileManager.default.fileExists(atPath: "\(directory)/\($0)/manifest.json") }
+    func step(_ name: String) -> Int { (try? readManifest("\(directory)/\(name)").step) ?? Int(name.dropFirst(5)) ?? -1 }
+    return committed.map { (step($0), $0) }.sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 > $1.1 }.map { "\(directory)/\($0.1)" }
 }
 
 public func readManifest(_ checkpoint: String) throws -> CheckpointManifest {
     let path = checkpoint + "/manifest.json"
     guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError.missingManifest(directory: checkpoint) }
+    let manifest: CheckpointManifest
     do {
-        return try JSONDecoder().decode(CheckpointManifest.self, from: data)
+        manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
+    } catch let error as DecodingError {
+        throw CheckpointError.unreadableManifest(file: path, reason: "field '\(error.fieldPath)' \(error.reason)")
     } catch {
         throw CheckpointError.unreadableManifest(file: path, reason: "\(error)")
     }
+    try manifest.validate(file: path)
+    return manifest
 }
 
 /// Checks one shard against the manifest: present, of the stated length, with the stated SHA-256.

@@ -121,6 +121,11 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     }
 }
 
+/// Which stage a run trains; recorded in checkpoints, so that a stage never resumes another's.
+public enum TrainingStage: String, Codable, Sendable {
+    case pretrain, sft, reward
+}
+
 public struct RunConfig: Codable, Equatable, Sendable {
     public var model: LlamaConfig
     public var train: TrainSettings
@@ -159,30 +164,13 @@ public struct RunConfig: Codable, Equatable, Sendable {
         } catch let error as DecodingError {
             throw ConfigError(file: path, field: error.fieldPath, message: error.reason)
         }
-        try config.model.validate(file: path)
-        if config.train.seqLen <= 0 || config.train.seqLen > config.model.maxSeqLen {
-            throw ConfigError(file: path, field: "train.seq_len",
-                              message: "must be in 1...\(config.model.maxSeqLen) (model.max_seq_len), got \(config.train.seqLen)")
-        }
-        let t = config.train
-        for (field, value) in [("micro_batch", t.microBatch), ("steps", t.steps), ("global_batch_tokens", t.globalBatchTokens)] where value <= 0 {
-            throw ConfigError(file: path, field: "train.\(field)", message: "must be positive, got \(value)")
-        }
-        if t.warmupSteps < 0 { throw ConfigError(file: path, field: "train.warmup_steps", message: "must not be negative") }
-        if !(t.learningRate > 0) { throw ConfigError(file: path, field: "train.lr", message: "must be positive, got \(t.learningRate)") }
-        if !(t.minLRRatio >= 0 && t.minLRRatio <= 1) {
-            throw ConfigError(file: path, field: "train.min_lr_ratio", message: "must be in [0, 1], got \(t.minLRRatio)")
-        }
-        if !(t.bucketMB > 0) { throw ConfigError(file: path, field: "train.bucket_mb", message: "must be positive") }
-        if !(t.syntheticIgnoreFraction >= 0 && t.syntheticIgnoreFraction < 1) {
-            throw ConfigError(file: path, field: "train.synthetic_ignore_fraction", message: "must be in [0, 1)")
-        }
+        try config.validate(file: path)
         return config
     }
 }
 
 extension DecodingError {
-    var fieldPath: String {
+    public var fieldPath: String {
         let path: [CodingKey]
         switch self {
         case let .keyNotFound(key, context): path = context.codingPath + [key]
@@ -193,13 +181,40 @@ extension DecodingError {
         return path.map(\.stringValue).joined(separator: ".")
     }
 
-    var reason: String {
+    public var reason: String {
         switch self {
         case .keyNotFound: "is required"
-        case let .typeMismatch(type, _): "has the wrong type, expected \(type)"
+        case let .typeMismatch(type, _): "has the wrong type, expected \(type == UInt64.self ? "an integer in 0...2^64-1" : "\(type)")"
         case .valueNotFound: "is null"
-        case let .dataCorrupted(context): context.debugDescription
+        case let .dataCorrupted(context): "is not a value this field can hold (\(context.debugDescription))"
         @unknown default: "is invalid"
         }
+    }
+}
+
+extension RunConfig {
+    /// Every field of the config as (section.key, value) over a fixed schema (absent fields included), in a
+    /// fixed order: what the ranks compare at start-up.
+    public var fingerprintFields: [(name: String, value: String)] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        func section<T: Encodable>(_ value: T?) -> [String: Any] {
+            guard let value, let data = try? encoder.encode(value) else { return [:] }
+            return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        }
+        func text(_ value: Any?) -> String {
+            guard let value else { return "absent" }
+            if value is [String: Any] || value is [Any],
+               let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) {
+                return String(decoding: data, as: UTF8.self)
+            }
+            return "\(value)"
+        }
+        let sections: [(String, [String], [String: Any])] = [
+            ("model", LlamaConfig.fileKeys, section(model)),
+            ("train", TrainSettings.CodingKeys.allCases.map(\.rawValue), section(train)),
+            ("finetune", FineTuneSettings.CodingKeys.allCases.map(\.rawValue), section(finetune)),
+        ]
+        return sections.flatMap { name, keys, values in keys.sorted().map { ("\(name).\($0)", text(values[$0])) } }
     }
 }

@@ -75,7 +75,7 @@ public enum ShardWriter {
                 let file = String(format: "%@-%05d.bin", source.name, shards.count)
                 try TokenShard.write(tokens: tokens, documents: documents, vocabSize: vocabSize,
                                      tokenizerHash: tokenizerHash, to: directory + "/" + file)
-                shards.append(.init(file: file, tokens: tokens.count, documents: documents))
+                shards.append(.init(file: file, tokens: tokens.count, documents: documents, maxTokenId: Int(tokens.max() ?? -1)))
                 tokens.removeAll(keepingCapacity: true)
                 documents = 0
             }

@@ -29,9 +29,10 @@ public final class MixtureLoader {
     private let slotsBefore: [[Int]]  // slotsBefore[s][i]: slots of source s in pattern[0..<i]
     private var permutationCache: [Int: (epoch: Int, order: [Int32])] = [:]
 
-    /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash`.
+    /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash` and whose model has
+    /// `vocabSize` rows: a token id outside it is refused now, naming the shard.
     public init(directory: String, tokenizerHash: String, seqLen: Int, weights: [String: Double] = [:],
-                seed: UInt64, period: Int = 4096) throws {
+                seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096) throws {
         let index = try DatasetIndex.load(directory: directory)
         guard index.tokenizerSHA256 == tokenizerHash else {
             throw DatasetError.tokenizerMismatch(file: directory + "/index.json", expected: tokenizerHash, actual: index.tokenizerSHA256)
@@ -48,6 +49,13 @@ public final class MixtureLoader {
                 let shard = try TokenShard(path: directory + "/" + s.file)
                 guard shard.tokenizerHash == tokenizerHash else {
                     throw DatasetError.tokenizerMismatch(file: shard.path, expected: tokenizerHash, actual: shard.tokenizerHash)
+                }
+                guard shard.tokenCount == s.tokens else {
+                    throw DatasetError.badShard(file: shard.path, reason: "holds \(shard.tokenCount) tokens, index.json says \(s.tokens)")
+                }
+                let maxId = s.maxTokenId ?? Int(shard.maxTokenId())
+                guard maxId < vocabSize else {
+                    throw DatasetError.badShard(file: shard.path, reason: "holds token id \(maxId), outside the model's vocabulary of \(vocabSize); was it prepared with another tokenizer, or is model.vocab_size too small?")
                 }
                 offsets.append(total)
                 total += shard.tokenCount

@@ -75,12 +75,12 @@ public struct TokenShard {
         let (version, width, count, documents) = data.withUnsafeBytes { raw in
             (UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
              Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self))),
-             Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))),
-             Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))))
+             Int(truncatingIfNeeded: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))),
+             Int(truncatingIfNeeded: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))))
         }
         guard version == 1 else { throw DatasetError.badShard(file: path, reason: "version \(version), this build reads 1") }
         guard width == 2 || width == 4 else { throw DatasetError.badShard(file: path, reason: "token width \(width)") }
-        guard data.count == TokenShard.headerSize + count * width else {
+        guard count >= 0, documents >= 0, let bytes = CheckedSize.product(count, width), data.count == TokenShard.headerSize + bytes else {
             throw DatasetError.badShard(file: path, reason: "header promises \(count) tokens of \(width) bytes, file has \(data.count - TokenShard.headerSize) bytes after the header")
         }
         self.width = width
@@ -102,6 +102,21 @@ public struct TokenShard {
         }
     }
 
+    /// The largest token id in the shard: a full scan, for shards whose index does not record it.
+    public func maxTokenId() -> Int32 {
+        var best: Int32 = -1
+        let chunk = 1 << 16
+        var buffer = [Int32](repeating: 0, count: chunk)
+        var start = 0
+        while start < tokenCount {
+            let n = min(chunk, tokenCount - start)
+            buffer.withUnsafeMutableBufferPointer { read(start: start, count: n, into: $0.baseAddress!) }
+            best = max(best, buffer[0..<n].max() ?? -1)
+            start += n
+        }
+        return best
+    }
+
     public func tokens() -> [Int32] {
         var out = [Int32](repeating: 0, count: tokenCount)
         out.withUnsafeMutableBufferPointer { if tokenCount > 0 { read(start: 0, count: tokenCount, into: $0.baseAddress!) } }
@@ -115,6 +130,11 @@ public struct DatasetIndex: Codable, Equatable {
         public var file: String
         public var tokens: Int
         public var documents: Int
+        /// The largest token id in the shard, recorded by prepare so a run checks it against the model's
+        /// vocabulary when it opens the data, not at the step that draws the token. Absent in older indexes.
+        public var maxTokenId: Int?
+
+        enum CodingKeys: String, CodingKey { case file, tokens, documents, maxTokenId = "max_token_id" }
     }
 
     public struct Source: Codable, Equatable {
@@ -139,10 +159,23 @@ public struct DatasetIndex: Codable, Equatable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw DatasetError.unreadable(file: path, reason: "missing; run `llama-train prepare` first")
         }
+        let index: DatasetIndex
         do {
-            return try JSONDecoder().decode(DatasetIndex.self, from: data)
+            index = try JSONDecoder().decode(DatasetIndex.self, from: data)
         } catch {
             throw DatasetError.badShard(file: path, reason: "index is not valid: \(error)")
         }
+        var names = Set<String>()
+        for source in index.sources {
+            guard names.insert(source.name).inserted else {
+                throw DatasetError.badShard(file: path, reason: "source '\(source.name)' is listed twice; each source name must be unique")
+            }
+            for shard in source.shards {
+                guard !shard.file.contains("/"), shard.file != "..", !shard.file.isEmpty, shard.tokens >= 0, shard.documents >= 0 else {
+                    throw DatasetError.badShard(file: path, reason: "shard entry '\(shard.file)' of '\(source.name)' is not a plain file name with non-negative counts")
+                }
+            }
+        }
+        return index
     }
 }

@@ -42,13 +42,26 @@ public func readExamples(_ path: String, fields: [String], log: (String) -> Void
     return examples
 }
 
-/// The id of a special piece the fine-tuning format needs, or an error saying how to get one.
-public func specialPiece(_ text: String, in tokenizer: Tokenizer) throws -> Int32 {
-    let bytes = Array(text.utf8)
-    guard let id = tokenizer.model.pieces.firstIndex(where: { $0.bytes == bytes && ($0.kind == .userDefined || $0.kind == .control) }) else {
-        throw TrainingError("the tokenizer \(tokenizer.source) has no '\(text)' piece; train one with `llama-train tokenizer train --user-defined-symbols '\(text)'` or set finetune.separator to one of its user-defined or control pieces")
+/// The one prompt format of the fine-tuning stages, `<s> prompt <sep> response </s>`: SFT packs it, reward
+/// models train and score on it. The separator is a user-defined or control piece of the tokenizer.
+public struct SeparatorFormat: Sendable {
+    public let tokenizer: Tokenizer
+    public let separator: Int32
+
+    public init(tokenizer: Tokenizer, separator text: String) throws {
+        self.tokenizer = tokenizer
+        let bytes = Array(text.utf8)
+        guard let id = tokenizer.model.pieces.firstIndex(where: { $0.bytes == bytes && ($0.kind == .userDefined || $0.kind == .control) }) else {
+            throw TrainingError("the tokenizer \(tokenizer.source) has no '\(text)' piece; train one with `llama-train tokenizer train --user-defined-symbols '\(text)'` or set finetune.separator to one of its user-defined or control pieces")
+        }
+        separator = Int32(id)
     }
-    return Int32(id)
+
+    /// `<s> prompt <sep>`: what the model reads before answering (no loss on it).
+    public func prompt(_ text: String) -> [Int32] { [tokenizer.bosId] + tokenizer.encode(text) + [separator] }
+
+    /// `response </s>`: the answer tokens.
+    public func answer(_ text: String) -> [Int32] { tokenizer.encode(text) + [tokenizer.eosId] }
 }
 
 // MARK: - Supervised fine-tuning
@@ -77,10 +90,10 @@ public struct SFTPacker: BatchSource, Sendable {
     }
 
     /// Tokenises prompt/response pairs as <s> prompt <sep> response </s>.
-    public static func encode(_ pairs: [(prompt: String, response: String)], tokenizer: Tokenizer, separator: Int32) -> [SFTExample] {
+    public static func encode(_ pairs: [(prompt: String, response: String)], format: SeparatorFormat) -> [SFTExample] {
         pairs.map { pair in
-            let prompt = [tokenizer.bosId] + tokenizer.encode(pair.prompt) + [separator]
-            let response = tokenizer.encode(pair.response) + [tokenizer.eosId]
+            let prompt = format.prompt(pair.prompt)
+            let response = format.answer(pair.response)
             return SFTExample(tokens: prompt + response, answer: [Bool](repeating: false, count: prompt.count) + [Bool](repeating: true, count: response.count))
         }
     }
@@ -160,19 +173,34 @@ public struct PreferencePair: Sendable {
 
 public enum PreferenceData {
     /// Reads {"prompt", "chosen", "rejected", "rating"} lines; an unknown rating is an error naming the line.
-    public static func load(_ path: String, tokenizer: Tokenizer, separator: Int32, seqLen: Int, margin: String,
+    /// Sequences longer than seqLen keep their end (the reward reads the last token); a pair whose chosen and
+    /// rejected sequences are identical after that cut teaches nothing (its gradient is zero) and is skipped
+    /// with its line named; a file left with no pair is refused.
+    public static func load(_ path: String, format: SeparatorFormat, seqLen: Int, margin: String,
                             log: (String) -> Void) throws -> [PreferencePair] {
-        try readExamples(path, fields: ["prompt", "chosen", "rejected", "rating"], log: log).map { e in
+        var pairs: [PreferencePair] = []
+        var cut = 0, identical = 0
+        for e in try readExamples(path, fields: ["prompt", "chosen", "rejected", "rating"], log: log) {
             guard let rating = Rating(text: e["rating"]!) else {
                 throw TrainingError("\(path):\(e["line"]!): unknown rating '\(e["rating"]!)'; use significantly better, better, slightly better, negligibly better or unsure")
             }
-            func sequence(_ response: String) -> [Int32] {
-                let ids = [tokenizer.bosId] + tokenizer.encode(e["prompt"]!) + [separator] + tokenizer.encode(response) + [tokenizer.eosId]
-                return Array(ids.suffix(seqLen))  // keep the end: the reward reads the last token
+            let prompt = format.prompt(e["prompt"]!)
+            let chosen = prompt + format.answer(e["chosen"]!), rejected = prompt + format.answer(e["rejected"]!)
+            if chosen.count > seqLen || rejected.count > seqLen { cut += 1 }
+            let pair = PreferencePair(chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
+                                      margin: try rating.margin(margin))
+            guard pair.chosen != pair.rejected else {
+                log("\(path):\(e["line"]!): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped")
+                identical += 1
+                continue
             }
-            return PreferencePair(chosen: sequence(e["chosen"]!), rejected: sequence(e["rejected"]!), rating: rating,
-                                  margin: try rating.margin(margin))
+            pairs.append(pair)
         }
+        if cut > 0 { log("\(path): \(cut) pair(s) longer than seq_len \(seqLen) keep their last \(seqLen) tokens") }
+        guard !pairs.isEmpty else {
+            throw TrainingError("\(path): no pair has a chosen sequence different from its rejected one (\(identical) identical); raise train.seq_len or check the data")
+        }
+        return pairs
     }
 
     /// The pair order of an epoch, seeded by (seed, epoch).

@@ -1,76 +1,220 @@
-// A small command-line parser: `--flag value`, `--flag=value`, bare `--switch`, and list flags that take
-// every value up to the next flag (`--input a.txt b.txt`), with errors that name the flag. (The project
-// takes no package dependencies, so no swift-argument-parser.)
+
+// The command line, table-driven: each command declares a `CommandSpec` (its flags with their kinds, ranges,
+// defaults and help), and that one table generates the usage text, `llama-train CMD --help`, and the typed
+// parsing. A value is checked when it is parsed, so `--micro-batch 0` or `--bucket-mb nan` never reach the
+// trainer. (The project takes no package dependencies, so no swift-argument-parser.)
+//
+// Accepted: `--flag value`, `--flag=value`, bare `--switch`, and list flags that take every value up to the
+// next flag (`--input a.txt b.txt`). Refused with "see `llama-train CMD --help`": unknown flags, a switch given
+// a value (`--background-save=true`), a missing value, a value out of range, a stray argument.
+import Foundation
 
 struct UsageError: Error, CustomStringConvertible {
-    let description: String
+    let message: String
+    /// The command whose help says more ("pretrain", "tokenizer train"); nil for the top level.
+    var command: String?
+
+    init(_ message: String, command: String? = nil) {
+        self.message = message
+        self.command = command
+    }
+
+    var description: String {
+        message + "\nsee `llama-train \(command.map { "\($0) " } ?? "")--help`"
+    }
 }
 
-struct Arguments {
-    private var values: [String: [String]] = [:]
-    private var switches: Set<String> = []
-    private(set) var positional: [String] = []
-    private var used: Set<String> = []
+struct Flag: Sendable {
+    enum Kind: Sendable {
+        /// An integer in min...max.
+        case int(min: Int, max: Int)
+        /// A finite number above `min` (or at least `min` when `inclusive`) and at most `max`.
+        case number(min: Double, inclusive: Bool, max: Double)
+        case text
+        /// One of a fixed set of words.
+        case choice([String])
+        /// Present or absent; takes no value.
+        case toggle
+        /// Every value up to the next flag.
+        case list
+    }
 
-    init(_ arguments: ArraySlice<String>, switches known: Set<String> = [], lists: Set<String> = []) throws {
+    let name: String
+    let kind: Kind
+    /// What stands for the value in the usage text (N, FILE, X).
+    let placeholder: String
+    let help: String
+    let required: Bool
+
+    init(_ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false, _ help: String) {
+        self.name = name
+        self.kind = kind
+        self.placeholder = placeholder
+        self.help = help
+        self.required = required
+    }
+
+    /// A switch, or a flag whose placeholder the kind implies.
+    init(_ name: String, _ kind: Kind, _ help: String) {
+        self.init(name, kind, "", help)
+    }
+
+    var usage: String {
+        let value: String
+        switch kind {
+        case .toggle: value = ""
+        case .list: value = " \(placeholder)..."
+        case let .choice(words): value = " " + (placeholder.isEmpty ? words.joined(separator: "|") : placeholder)
+        default: value = " \(placeholder)"
+        }
+        return required ? "--\(name)\(value)" : "[--\(name)\(value)]"
+    }
+
+    /// What the kind accepts, for help and for errors.
+    var accepts: String {
+        switch kind {
+        case let .int(min, max): max == Int.max ? "an integer ≥ \(min)" : "an integer in \(min)...\(max)"
+        case let .number(min, inclusive, max):
+            "a number \(inclusive ? "≥" : ">") \(formatted(min))" + (max.isFinite ? " and ≤ \(formatted(max))" : "")
+        case .text: "a value"
+        case let .choice(words): words.joined(separator: " or ")
+        case .toggle: "no value"
+        case .list: "one or more values"
+        }
+    }
+
+    private func formatted(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : "\(x)" }
+}
+
+struct CommandSpec: Sendable {
+    /// One or two words: "pretrain", "tokenizer train".
+    let name: String
+    let summary: String
+    let flags: [Flag]
+    let run: @Sendable (inout Arguments) throws -> Void
+
+    var usageLine: String { "llama-train \(name) " + flags.map(\.usage).joined(separator: " ") }
+
+    var help: String {
+        let width = min(34, (flags.map { $0.usage.count }.max() ?? 0) + 2)
+        var lines = ["usage: \(usageLine)", "", summary]
+        if !flags.isEmpty { lines += ["", "flags:"] }
+        for flag in flags {
+            let left = "  " + flag.usage.trimmingCharacters(in: ["[", "]"])
+            let pad = left.count < width + 2 ? String(repeating: " ", count: width + 2 - left.count) : "\n" + String(repeating: " ", count: width + 2)
+            lines.append(left + pad + flag.help + (flag.kind.isFree ? "" : " (\(flag.accepts))"))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension Flag.Kind {
+    /// Kinds whose help needs no "(accepts …)" note.
+    var isFree: Bool {
+        switch self {
+        case .text, .toggle, .list: true
+        default: false
+        }
+    }
+}
+
+/// The parsed flags of one command: every value already checked against its flag's kind.
+struct Arguments: Sendable {
+    let spec: CommandSpec
+    private var values: [String: [String]] = [:]
+    private var toggles: Set<String> = []
+
+    init(_ arguments: ArraySlice<String>, spec: CommandSpec) throws {
+        self.spec = spec
+        let byName = Dictionary(uniqueKeysWithValues: spec.flags.map { ($0.name, $0) })
+        func usage(_ message: String) -> UsageError { UsageError(message, command: spec.name) }
         var i = arguments.startIndex
         while i < arguments.endIndex {
             let arg = arguments[i]
             i += 1
-            guard arg.hasPrefix("--") else {
-                positional.append(arg)
-                continue
+            guard arg.hasPrefix("--"), arg.count > 2 else { throw usage("unexpected argument '\(arg)'") }
+            var name = String(arg.dropFirst(2))
+            var inline: String?
+            if let eq = name.firstIndex(of: "=") {
+                inline = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
             }
-            let body = String(arg.dropFirst(2))
-            if let eq = body.firstIndex(of: "=") {
-                values[String(body[..<eq]), default: []].append(String(body[body.index(after: eq)...]))
-            } else if known.contains(body) {
-                switches.insert(body)
-            } else if lists.contains(body) {
+            guard let flag = byName[name] else {
+                let near = spec.flags.map(\.name).filter { $0.hasPrefix(String(name.prefix(3))) }
+                throw usage("unknown flag --\(name)" + (near.isEmpty ? "" : "; did you mean --\(near.joined(separator: ", --"))?"))
+            }
+            switch flag.kind {
+            case .toggle:
+                guard inline == nil else { throw usage("--\(name) is a switch and takes no value: write --\(name) alone") }
+                toggles.insert(name)
+            case .list:
+                if let inline { values[name, default: []].append(inline) }
                 while i < arguments.endIndex && !arguments[i].hasPrefix("--") {
-                    values[body, default: []].append(arguments[i])
+                    values[name, default: []].append(arguments[i])
                     i += 1
                 }
-            } else {
-                guard i < arguments.endIndex else { throw UsageError(description: "--\(body) needs a value") }
-                values[body, default: []].append(arguments[i])
-                i += 1
+                guard values[name]?.isEmpty == false else { throw usage("--\(name) needs \(flag.accepts)") }
+            default:
+                let value: String
+                if let inline {
+                    value = inline
+                } else {
+                    guard i < arguments.endIndex, !arguments[i].hasPrefix("--") || Double(arguments[i]) != nil else {
+                        throw usage("--\(name) needs a value: \(flag.accepts)")
+                    }
+                    value = arguments[i]
+                    i += 1
+                }
+                try Self.check(value, flag, command: spec.name)
+                values[name] = [value]
             }
+        }
+        for flag in spec.flags where flag.required && values[flag.name] == nil {
+            throw usage("--\(flag.name) is required")
         }
     }
 
-    mutating func string(_ name: String) -> String? {
-        used.insert(name)
+    private static func check(_ value: String, _ flag: Flag, command: String) throws {
+        let ok: Bool
+        switch flag.kind {
+        case let .int(min, max): ok = Int(value).map { $0 >= min && $0 <= max } ?? false
+        case let .number(min, inclusive, max):
+            ok = Double(value).map { $0.isFinite && (inclusive ? $0 >= min : $0 > min) && $0 <= max } ?? false
+        case let .choice(words): ok = words.contains(value)
+        case .text: ok = !value.isEmpty
+        case .toggle, .list: ok = true
+        }
+        guard ok else { throw UsageError("--\(flag.name) expects \(flag.accepts), got '\(value)'", command: command) }
+    }
+
+    private func declared(_ name: String) {
+        precondition(spec.flags.contains { $0.name == name }, "\(spec.name) reads --\(name), which its spec does not declare")
+    }
+
+    func string(_ name: String) -> String? {
+        declared(name)
         return values[name]?.last
     }
 
-    /// Every value a list flag was given.
-    mutating func list(_ name: String) -> [String] {
-        used.insert(name)
+    func require(_ name: String) throws -> String {
+        guard let v = string(name) else { throw UsageError("--\(name) is required", command: spec.name) }
+        return v
+    }
+
+    func list(_ name: String) -> [String] {
+        declared(name)
         return values[name] ?? []
     }
 
-    mutating func require(_ name: String) throws -> String {
-        guard let v = string(name) else { throw UsageError(description: "--\(name) is required") }
-        return v
+    func int(_ name: String) -> Int? { string(name).flatMap { Int($0) } }
+    func int(_ name: String, default value: Int) -> Int { int(name) ?? value }
+    func number(_ name: String) -> Double? { string(name).flatMap { Double($0) } }
+    func number(_ name: String, default value: Double) -> Double { number(name) ?? value }
+
+    func flag(_ name: String) -> Bool {
+        declared(name)
+        return toggles.contains(name)
     }
 
-    mutating func int(_ name: String, default value: Int) throws -> Int {
-        guard let text = string(name) else { return value }
-        guard let v = Int(text) else { throw UsageError(description: "--\(name) expects an integer, got '\(text)'") }
-        return v
-    }
-
-    mutating func flag(_ name: String) -> Bool {
-        used.insert(name)
-        return switches.contains(name)
-    }
-
-    /// Refuses flags that no command read: a misspelt flag must not be ignored.
-    func checkAllUsed() throws {
-        if let unknown = (Set(values.keys).union(switches)).subtracting(used).sorted().first {
-            throw UsageError(description: "unknown flag --\(unknown)")
-        }
-        if let stray = positional.first { throw UsageError(description: "unexpected argument '\(stray)'") }
-    }
+    func usage(_ message: String) -> UsageError { UsageError(message, command: spec.name) }
 }

@@ -14,15 +14,24 @@ import Tools
 import Training
 
 enum PrepareCommand {
+    static let spec = CommandSpec(
+        name: "prepare",
+        summary: "documents (plain text, or .jsonl with \"text\") to token shards with BOS/EOS; parallel under mpirun",
+        flags: [
+            Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model to encode with"),
+            Flag("input", .list, "[NAME=]PATH", required: true, "inputs; NAME groups them into a source for mixture weights"),
+            Flag("out", .text, "DIR", required: true, "where the shards and index.json go"),
+            Flag("delimiter", .text, "LINE", "split plain text into documents at lines equal to this (fortune files: %)"),
+            Flag("shard-tokens", .int(min: 1, max: 1 << 40), "N", "tokens per shard file (default 64M)"),
+        ],
+        run: run)
+
     static func run(_ args: inout Arguments) throws {
         let tokenizerPath = try args.require("tokenizer")
         let inputs = args.list("input").map(InputSpec.init(argument:))
         let out = try args.require("out")
         let delimiter = args.string("delimiter")
-        let shardTokens = try args.int("shard-tokens", default: 64 << 20)
-        try args.checkAllUsed()
-        guard !inputs.isEmpty else { throw UsageError(description: "--input [NAME=]PATH... is required") }
-        guard shardTokens > 0 else { throw UsageError(description: "--shard-tokens must be positive") }
+        let shardTokens = args.int("shard-tokens", default: 64 << 20)
 
         let world = try Communicator.world()
         let tokenizer = try Tokenizer(path: tokenizerPath)

@@ -1,4 +1,5 @@
-// `llama-train pretrain`: the training loop from the command line, under mpirun or alone.
+// `llama-train pretrain`: the training loop from the command line, under mpirun or alone; and the flags
+// every training stage (pretrain, sft, reward) shares.
 //
 //   llama-train pretrain --config configs/demo.json                         # one process
 //   mpirun -np 2 llama-train pretrain --config configs/demo.json            # two ranks on this machine
@@ -6,100 +7,92 @@
 import Checkpoint
 import Configuration
 import Distributed
-import FineTune
 import Foundation
 import Kernels
-import Model
-import Optim
-import Support
-import Tools
 import Training
 
 enum PretrainCommand {
-    static let overrides: [(flag: String, apply: @Sendable (inout TrainSettings, String) throws -> Void)] = [
-        ("steps", { $0.steps = try integer($1, "steps") }),
-        ("micro-batch", { $0.microBatch = try integer($1, "micro-batch") }),
-        ("global-batch-tokens", { $0.globalBatchTokens = try integer($1, "global-batch-tokens") }),
-        ("warmup-steps", { $0.warmupSteps = try integer($1, "warmup-steps") }),
-        ("seed", { $0.seed = UInt64(try integer($1, "seed")) }),
-        ("lr", { $0.learningRate = try number($1, "lr") }),
-        ("bucket-mb", { $0.bucketMB = try number($1, "bucket-mb") }),
-        ("data", { $0.data = $1 }),
-        ("tokenizer", { $0.tokenizer = $1 }),
-        ("on-nonfinite", {
-            guard let p = TrainSettings.NonFinitePolicy(rawValue: $1) else { throw UsageError(description: "--on-nonfinite is stop or skip") }
-            $0.onNonFinite = p
-        }),
+    /// Flags that override the config's train block; the effective config is validated as a whole after them.
+    static let overrides: [(flag: Flag, apply: @Sendable (inout TrainSettings, Arguments) -> Void)] = [
+        (Flag("steps", .int(min: 1, max: Int.max), "N", "optimizer steps of the schedule"), { $0.steps = $1.int("steps")! }),
+        (Flag("micro-batch", .int(min: 1, max: Int.max), "N", "sequences per rank per micro-step"), { $0.microBatch = $1.int("micro-batch")! }),
+        (Flag("global-batch-tokens", .int(min: 1, max: Int.max), "N", "tokens per optimizer step over all ranks"),
+         { $0.globalBatchTokens = $1.int("global-batch-tokens")! }),
+        (Flag("warmup-steps", .int(min: 0, max: Int.max), "N", "linear warm-up steps"), { $0.warmupSteps = $1.int("warmup-steps")! }),
+        (Flag("seed", .int(min: 0, max: Int.max), "N", "seed of initialisation and data order"), { $0.seed = UInt64($1.int("seed")!) }),
+        (Flag("lr", .number(min: 0, inclusive: false, max: 10), "X", "peak learning rate"), { $0.learningRate = $1.number("lr")! }),
+        (Flag("bucket-mb", .number(min: 0.001, inclusive: true, max: TrainSettings.maxBucketMB), "X", "allreduce bucket size in MB"),
+         { $0.bucketMB = $1.number("bucket-mb")! }),
+        (Flag("data", .text, "DIR", "token shards written by `llama-train prepare`"), { $0.data = $1.string("data") }),
+        (Flag("tokenizer", .text, "FILE", "the tokenizer the shards were made with"), { $0.tokenizer = $1.string("tokenizer") }),
+        (Flag("on-nonfinite", .choice(["stop", "skip"]), "", "a NaN or Inf step stops the run or is skipped"),
+         { $0.onNonFinite = TrainSettings.NonFinitePolicy(rawValue: $1.string("on-nonfinite")!)! }),
     ]
 
-    static func integer(_ text: String, _ flag: String) throws -> Int {
-        guard let v = Int(text) else { throw UsageError(description: "--\(flag) expects an integer, got '\(text)'") }
-        return v
-    }
+    /// The flags of pretrain, sft and reward.
+    static let trainingFlags: [Flag] = [Flag("config", .text, "FILE", required: true, "the run config (model, train, finetune blocks)")]
+        + overrides.map(\.flag) + [
+        Flag("threads", .int(min: 1, max: 4096), "N", "BLAS threads per rank (default 1)"),
+        Flag("out", .text, "DIR", "write the final model here (Hugging Face layout) when the schedule completes"),
+        Flag("metrics", .text, "FILE.jsonl", "one JSON object per step; appended to on resume"),
+        Flag("log-every", .int(min: 1, max: Int.max), "N", "progress line every N steps (default 1)"),
+        Flag("checkpoint-dir", .text, "DIR", "sharded checkpoints go here, and are resumed from"),
+        Flag("checkpoint-every", .int(min: 0, max: Int.max), "N", "save every N steps (default 0: at the end and when stopped)"),
+        Flag("keep", .int(min: 2, max: 1_000_000), "K", "committed checkpoints kept (default 2; a torn newest needs a predecessor)"),
+        Flag("background-save", .toggle, "write checkpoints on a thread while training goes on"),
+        Flag("resume", .text, "auto|none|PATH", "where to resume from (default auto: the newest that verifies)"),
+        Flag("stop-after", .int(min: 1, max: Int.max), "N", "stop with a checkpoint after step N (exit code 75)"),
+        Flag("collective-timeout", .number(min: 0, inclusive: true, max: 1e7), "SECONDS",
+             "abort the job when a collective waits this long (default 300; 0 disables)"),
+    ]
 
-    static func number(_ text: String, _ flag: String) throws -> Double {
-        guard let v = Double(text) else { throw UsageError(description: "--\(flag) expects a number, got '\(text)'") }
-        return v
-    }
+    static let spec = CommandSpec(
+        name: "pretrain",
+        summary: "data-parallel pretraining; run under mpirun for several ranks",
+        flags: trainingFlags,
+        run: run)
 
-    /// Reads the config, then applies command-line overrides of train settings.
-    static func loadConfig(_ args: inout Arguments) throws -> (RunConfig, String) {
+    /// Reads the config and applies the command line's overrides of the train block. The caller's stage edits
+    /// (fine-tuning) come after; the Trainer validates the effective config as a whole.
+    static func loadConfig(_ args: Arguments) throws -> (RunConfig, String) {
         let path = try args.require("config")
         var config = try RunConfig.load(path: path)
-        for (flag, apply) in overrides {
-            if let value = args.string(flag) { try apply(&config.train, value) }
-        }
+        for (flag, apply) in overrides where args.string(flag.name) != nil { apply(&config.train, args) }
         return (config, path)
     }
 
     static func run(_ args: inout Arguments) throws {
-        let (config, path) = try loadConfig(&args)
-        let threads = try args.int("threads", default: 1)
-        let options = try options(&args)
-        try args.checkAllUsed()
-        lm_set_blas_threads(Int32(threads))
+        let (config, path) = try loadConfig(args)
+        let options = try options(args)
+        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
         let world = try Communicator.world()
-        let trainer = try Trainer(config: config, configPath: path, world: world, options: options)
-        try trainer.run()
-        if world.isRoot, let out = options.outputDirectory { print("saved the model to \(out)") }
+        let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .pretrain)
+        try finish(trainer.run(), trainer: trainer, options: options)
     }
 
-    /// The trainer's flags, shared by pretrain, sft and reward.
-    static func options(_ args: inout Arguments) throws -> TrainOptions {
+    /// The log line of a finished run, or the early stop's exit code.
+    static func finish(_ outcome: TrainingOutcome, trainer: Trainer, options: TrainOptions) throws {
+        guard outcome.completed else { throw StoppedEarly() }
+        if trainer.world.isRoot, let out = options.outputDirectory { print("saved the model to \(out)") }
+    }
+
+    /// The trainer's options from the flags, shared by pretrain, sft and reward.
+    static func options(_ args: Arguments) throws -> TrainOptions {
         var options = TrainOptions()
         options.outputDirectory = args.string("out")
         options.metricsPath = args.string("metrics")
-        options.logEvery = try args.int("log-every", default: 1)
+        options.logEvery = args.int("log-every", default: 1)
         options.checkpointDirectory = args.string("checkpoint-dir")
-        options.checkpointEvery = try args.int("checkpoint-every", default: 0)
-        options.keepCheckpoints = try args.int("keep", default: 2)
+        options.checkpointEvery = args.int("checkpoint-every", default: 0)
+        options.keepCheckpoints = args.int("keep", default: 2)
         options.backgroundSave = args.flag("background-save")
         options.resume = ResumeMode(args.string("resume") ?? "auto")
-        options.stopAfter = try args.string("stop-after").map { try integer($0, "stop-after") }
-        options.collectiveTimeout = try number(args.string("collective-timeout") ?? "300", "collective-timeout")
-        if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave) {
-            throw UsageError(description: "--checkpoint-every, --stop-after and --background-save need --checkpoint-dir")
+        options.stopAfter = args.int("stop-after")
+        options.collectiveTimeout = args.number("collective-timeout", default: 300)
+        if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
+                                                   || args.string("resume") != nil) {
+            throw args.usage("--checkpoint-every, --stop-after, --background-save and --resume need --checkpoint-dir")
         }
         return options
-    }
-
-    /// `llama-train export --checkpoint DIR --out HF_DIR`: a sharded checkpoint (any world size) to
-    /// config.json + model.safetensors that transformers' LlamaForCausalLM loads.
-    static func export(_ args: inout Arguments) throws {
-        let checkpoint = try args.require("checkpoint")
-        let out = try args.require("out")
-        try args.checkAllUsed()
-        let manifest = try readManifest(checkpoint)
-        let world = try Communicator.world()
-        let model = try LlamaModel(config: manifest.config.model)
-        let optimizer = AdamW(layout: model.layout)
-        let parent = (checkpoint as NSString).deletingLastPathComponent
-        let store = try CheckpointStore(directory: parent.isEmpty ? "." : parent, keep: 2, background: false, world: world, log: { print($0) })
-        _ = try store.resume(.path(checkpoint), model: model, optimizer: optimizer, config: manifest.config)
-        try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: out)
-        if let tokenizer = manifest.config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
-            try AtomicFile.write(bytes, to: out + "/tokenizer.model")
-        }
-        print("exported step \(manifest.step) of \(checkpoint) to \(out)")
     }
 }

@@ -11,6 +11,12 @@ import Tools
 import Training
 
 enum MPISelfTest {
+    static let spec = CommandSpec(
+        name: "mpi-selftest",
+        summary: "check every collective on known values: mpirun -np 3 llama-train mpi-selftest",
+        flags: [],
+        run: { _ in try run() })
+
     static func run() throws {
         let world = try Communicator.world()
         let r = Float(world.rank), n = world.size
@@ -57,12 +63,22 @@ enum MPISelfTest {
 /// `llama-train allreduce-bench --floats N [--iters K]`: raw MPI_Allreduce of N floats, the bar the bucketed
 /// allreduce is held against. Prints the median time and the bus bandwidth, 2 (R − 1) / R × bytes / time.
 enum AllreduceBench {
+    static let spec = CommandSpec(
+        name: "allreduce-bench",
+        summary: "raw MPI_Allreduce time and bus bandwidth at one message size (run under mpirun)",
+        flags: [
+            Flag("floats", .int(min: 1, max: 1 << 40), "N", "message size in floats (default 6,553,600 = 25 MB)"),
+            Flag("iters", .int(min: 1, max: 100_000), "K", "timed calls, the median reported (default 10)"),
+            Flag("bucket-mb", .number(min: 0.001, inclusive: true, max: 1_048_576), "X", "the trainer's bucketed path with this bucket size"),
+            Flag("chunk-mb", .number(min: 0.001, inclusive: true, max: 1_048_576), "X", "raw MPI_Allreduce in messages of this size"),
+        ],
+        run: run)
+
     static func run(_ args: inout Arguments) throws {
-        let floats = try args.int("floats", default: 6_553_600)
-        let iterations = try args.int("iters", default: 10)
-        let bucketMB = args.string("bucket-mb").flatMap(Double.init)
-        let chunkMB = args.string("chunk-mb").flatMap(Double.init)
-        try args.checkAllUsed()
+        let floats = args.int("floats", default: 6_553_600)
+        let iterations = args.int("iters", default: 10)
+        let bucketMB = args.number("bucket-mb")
+        let chunkMB = args.number("chunk-mb")
         let world = try Communicator.world()
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: floats)
         defer { buffer.deallocate() }

@@ -13,13 +13,12 @@ import Training
 enum SimulateCommand {
     static func run(_ args: inout Arguments) throws {
         let calibrationPath = args.string("calibration")
-        let tflops = args.string("node-tflops").flatMap(Double.init)
-        let gbps = args.string("link-gbps").flatMap(Double.init)
-        let latencyUs = args.string("latency-us").flatMap(Double.init)
-        let maxRanks = try args.int("max-ranks", default: 4096)
+        let tflops = args.number("node-tflops")
+        let gbps = args.number("link-gbps")
+        let latencyUs = args.number("latency-us")
+        let maxRanks = args.int("max-ranks", default: 4096)
         let configs = args.list("configs")
         let json = args.flag("json")
-        try args.checkAllUsed()
 
         var calibrated: ClusterModel?
         var report: [String: Any] = [:]
@@ -43,7 +42,7 @@ enum SimulateCommand {
             target = c
             print("target cluster: nodes like this machine, one rank per node, with its measured allreduce α and β")
         } else {
-            throw UsageError(description: "give --calibration runs/scaling/scaling.json, or --node-tflops, --link-gbps and --latency-us")
+            throw UsageError("give --calibration runs/scaling/scaling.json, or --node-tflops, --link-gbps and --latency-us")
         }
         let paths = configs.isEmpty ? ["configs/llama2-7b.json", "configs/llama2-13b.json", "configs/llama2-34b.json", "configs/llama2-70b.json"] : configs
         var predictions: [String: Any] = [:]
@@ -89,14 +88,14 @@ enum SimulateCommand {
         guard let data = FileManager.default.contents(atPath: path),
               let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
               let results = root["results"] as? [[String: Any]], let configObject = root["config"]
-        else { throw UsageError(description: "\(path): not a scaling.json written by cluster/bench-scaling.sh") }
+        else { throw UsageError("\(path): not a scaling.json written by cluster/bench-scaling.sh") }
         let config = try JSONDecoder().decode(RunConfig.self, from: JSONSerialization.data(withJSONObject: configObject))
         let layout = ParameterLayout(config: config.model)
         let flops = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * config.train.seqLen * config.model.dim)
         func number(_ r: [String: Any], _ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
         guard let one = results.first(where: { $0["mode"] as? String == "weak" && number($0, "ranks") == 1 }),
               let tokens = number(one, "tokens_per_step"), let compute = number(one, "compute_s"), let optimizer = number(one, "optimizer_s")
-        else { throw UsageError(description: "\(path): needs the weak 1-rank result with compute_s and optimizer_s") }
+        else { throw UsageError("\(path): needs the weak 1-rank result with compute_s and optimizer_s") }
         let multi = results.filter { number($0, "ranks") ?? 1 > 1 }
         let bandwidth = multi.compactMap { number($0, "bus_bytes_per_s_raw_mpi_25mb_messages") }.max() ?? 1e9
         let latency = multi.compactMap { r -> Double? in

@@ -10,21 +10,51 @@ import Tools
 import Training
 
 enum TokenizerCommands {
+    static let trainSpec = CommandSpec(
+        name: "tokenizer train",
+        summary: "learn a SentencePiece BPE model with Llama 2's options (split digits, byte fallback, identity)",
+        flags: [
+            Flag("input", .list, "FILE", required: true, "training text, one sentence per line"),
+            Flag("out", .text, "FILE", required: true, "the tokenizer.model to write"),
+            Flag("vocab-size", .int(min: 260, max: 1 << 24), "N", "pieces, bytes and specials included (default 32000)"),
+            Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C", "share of characters kept as pieces (default 0.9995)"),
+            Flag("user-defined-symbols", .list, "A,B", "pieces that are never split, such as <sep>"),
+            Flag("max-piece-length", .int(min: 1, max: 1024), "L", "longest piece in characters (default 16)"),
+        ],
+        run: train)
+    static let benchSpec = CommandSpec(
+        name: "tokenizer bench",
+        summary: "single-thread encoding speed on the lines of the inputs; the last line is JSON",
+        flags: [
+            Flag("tokenizer", .text, "FILE", required: true, "a tokenizer.model"),
+            Flag("input", .list, "FILE", required: true, "text to encode, line by line"),
+            Flag("repeat", .int(min: 1, max: 1000), "N", "passes, the median reported (default 3)"),
+        ],
+        run: bench)
+    static let tokenizeSpec = CommandSpec(
+        name: "tokenize",
+        summary: "JSON Lines {\"text\": ...} on stdin to {\"ids\": [...], \"pieces\": [...]} on stdout",
+        flags: [
+            Flag("tokenizer", .text, "FILE", required: true, "a tokenizer.model"),
+            Flag("bos", .toggle, "start with <s>"),
+            Flag("eos", .toggle, "end with </s>"),
+        ],
+        run: tokenize)
+    static let detokenizeSpec = CommandSpec(
+        name: "detokenize",
+        summary: "JSON Lines {\"ids\": [...]} on stdin to {\"text\": ...} on stdout",
+        flags: [Flag("tokenizer", .text, "FILE", required: true, "a tokenizer.model")],
+        run: detokenize)
+
     static func train(_ args: inout Arguments) throws {
         let inputs = args.list("input")
         let out = try args.require("out")
         var options = BPETrainerOptions()
-        options.vocabSize = try args.int("vocab-size", default: options.vocabSize)
-        if let coverage = args.string("character-coverage") {
-            guard let c = Float(coverage), c > 0, c <= 1 else {
-                throw UsageError(description: "--character-coverage expects a number in (0, 1], got '\(coverage)'")
-            }
-            options.characterCoverage = c
-        }
+        options.vocabSize = args.int("vocab-size", default: options.vocabSize)
+        if let coverage = args.number("character-coverage") { options.characterCoverage = Float(coverage) }
         options.userDefinedSymbols = args.list("user-defined-symbols").flatMap { $0.split(separator: ",").map(String.init) }
-        options.maxSentencepieceLength = try args.int("max-piece-length", default: options.maxSentencepieceLength)
-        try args.checkAllUsed()
-        guard !inputs.isEmpty else { throw UsageError(description: "--input FILE is required (repeat it for several files)") }
+        options.maxSentencepieceLength = args.int("max-piece-length", default: options.maxSentencepieceLength)
+        guard !inputs.isEmpty else { throw UsageError("--input FILE is required (repeat it for several files)") }
         var lines: [Substring] = []
         for path in inputs {
             guard let data = FileManager.default.contents(atPath: path) else {
@@ -44,10 +74,9 @@ enum TokenizerCommands {
     static func tokenize(_ args: inout Arguments) throws {
         let tokenizer = try Tokenizer(path: try args.require("tokenizer"))
         let bos = args.flag("bos"), eos = args.flag("eos")
-        try args.checkAllUsed()
         try forEachJSONLine { object, line in
             guard let text = object["text"] as? String else {
-                throw UsageError(description: "standard input line \(line): no string field 'text'")
+                throw UsageError("standard input line \(line): no string field 'text'")
             }
             let ids = tokenizer.encode(text, bos: bos, eos: eos)
             return ["ids": ids.map(Int.init), "pieces": tokenizer.pieces(ids)]
@@ -56,10 +85,9 @@ enum TokenizerCommands {
 
     static func detokenize(_ args: inout Arguments) throws {
         let tokenizer = try Tokenizer(path: try args.require("tokenizer"))
-        try args.checkAllUsed()
         try forEachJSONLine { object, line in
             guard let ids = object["ids"] as? [NSNumber] else {
-                throw UsageError(description: "standard input line \(line): no integer array field 'ids'")
+                throw UsageError("standard input line \(line): no integer array field 'ids'")
             }
             return ["text": try tokenizer.decode(ids.map { Int32(truncatingIfNeeded: $0.intValue) })]
         }
@@ -72,7 +100,7 @@ enum TokenizerCommands {
             lineNumber += 1
             if line.isEmpty { continue }
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
-                throw UsageError(description: "standard input line \(lineNumber): not a JSON object")
+                throw UsageError("standard input line \(lineNumber): not a JSON object")
             }
             let result = try body(object, lineNumber)
             let data = try JSONSerialization.data(withJSONObject: result, options: [.withoutEscapingSlashes])
@@ -87,8 +115,7 @@ extension TokenizerCommands {
     static func bench(_ args: inout Arguments) throws {
         let tokenizer = try Tokenizer(path: try args.require("tokenizer"))
         let inputs = args.list("input")
-        let repeats = try args.int("repeat", default: 3)
-        try args.checkAllUsed()
+        let repeats = args.int("repeat", default: 3)
         var lines: [String] = []
         for path in inputs {
             guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path: path, message: "cannot read") }

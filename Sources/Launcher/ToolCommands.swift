@@ -10,12 +10,53 @@ import Tools
 import Training
 
 enum ToolCommands {
+    static let planSpec = CommandSpec(
+        name: "plan",
+        summary: """
+        parameters, batch arithmetic, memory per rank and allreduce bytes, without training; with --simulate,
+        predicted step time, exposed communication and efficiency from 1 to thousands of nodes
+        """,
+        flags: [
+            Flag("config", .text, "FILE", "the run config (required without --simulate)"),
+            Flag("ranks", .int(min: 1, max: 1 << 24), "N", "data-parallel ranks (default 1)"),
+            Flag("json", .toggle, "also print the plan as JSON"),
+            Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
+            Flag("calibration", .text, "FILE", "--simulate: a scaling.json written by cluster/bench-scaling.sh"),
+            Flag("node-tflops", .number(min: 0, inclusive: false, max: 1e6), "X", "--simulate: a target node's FLOP rate"),
+            Flag("link-gbps", .number(min: 0, inclusive: false, max: 1e6), "Y", "--simulate: its link bandwidth"),
+            Flag("latency-us", .number(min: 0, inclusive: true, max: 1e7), "Z", "--simulate: its link latency"),
+            Flag("configs", .list, "FILE", "--simulate: the configs to predict (default: the paper's four)"),
+            Flag("max-ranks", .int(min: 1, max: 1 << 24), "N", "--simulate: the largest world size (default 4096)"),
+        ] + PretrainCommand.overrides.map(\.flag),
+        run: plan)
+    static let plotSpec = CommandSpec(
+        name: "plot",
+        summary: "the loss and learning-rate curves of a run as SVG",
+        flags: [
+            Flag("metrics", .text, "FILE.jsonl", required: true, "a run's --metrics file"),
+            Flag("out", .text, "FILE.svg", required: true, "the chart to write"),
+            Flag("title", .text, "TEXT", "the chart's title"),
+        ],
+        run: plot)
+    static let generateSpec = CommandSpec(
+        name: "generate",
+        summary: "sample text from a saved model (greedy when the temperature is 0)",
+        flags: [
+            Flag("checkpoint", .text, "DIR", required: true, "a Hugging Face directory written by --out or export"),
+            Flag("prompt", .list, "TEXT", "prompts, one sample each (default: one from nothing)"),
+            Flag("max-tokens", .int(min: 1, max: 1 << 20), "N", "tokens to add at most (default 64; the context caps it)"),
+            Flag("temperature", .number(min: 0, inclusive: true, max: 100), "T", "default 0.8"),
+            Flag("top-p", .number(min: 0, inclusive: false, max: 1), "P", "nucleus sampling (default 0.9)"),
+            Flag("seed", .int(min: 0, max: Int.max), "N", "default 1"),
+        ],
+        run: generate)
+
     static func plan(_ args: inout Arguments) throws {
         if args.flag("simulate") { return try SimulateCommand.run(&args) }
-        let (config, path) = try PretrainCommand.loadConfig(&args)
-        let ranks = try args.int("ranks", default: 1)
+        guard args.string("config") != nil else { throw args.usage("--config is required (or give --simulate)") }
+        let (config, path) = try PretrainCommand.loadConfig(args)
+        let ranks = args.int("ranks", default: 1)
         let json = args.flag("json")
-        try args.checkAllUsed()
         let p = try TrainingPlan(config: config, ranks: ranks, file: path)
         func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / 1_073_741_824) }
         let rows: [(String, String)] = [
@@ -40,7 +81,6 @@ enum ToolCommands {
         let metrics = try args.require("metrics")
         let out = try args.require("out")
         let title = args.string("title") ?? "loss and learning rate: \((metrics as NSString).lastPathComponent)"
-        try args.checkAllUsed()
         try AtomicFile.write(Data(try LossChart.svg(metricsPath: metrics, title: title).utf8), to: out)
         print("wrote \(out)")
     }
@@ -48,14 +88,10 @@ enum ToolCommands {
     static func generate(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
         let prompts = args.list("prompt")
-        let maxTokens = try args.int("max-tokens", default: 64)
-        let temperature = Double(args.string("temperature") ?? "0.8") ?? -1
-        let topP = Double(args.string("top-p") ?? "0.9") ?? -1
-        let seed = UInt64(try args.int("seed", default: 1))
-        try args.checkAllUsed()
-        guard temperature >= 0, topP > 0, topP <= 1 else {
-            throw UsageError(description: "--temperature must be ≥ 0 and --top-p in (0, 1]")
-        }
+        let maxTokens = args.int("max-tokens", default: 64)
+        let temperature = args.number("temperature", default: 0.8)
+        let topP = args.number("top-p", default: 0.9)
+        let seed = UInt64(args.int("seed", default: 1))
         let model = try HuggingFace.loadModel(directory: directory)
         let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
         for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {

@@ -17,11 +17,19 @@ public enum HuggingFace {
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ConfigError(file: path, field: "-", message: "not a JSON object")
         }
-        func int(_ key: String) throws -> Int {
-            guard let value = json[key] as? NSNumber else {
-                throw ConfigError(file: path, field: key, message: "missing or not a number")
+        // JSON true is an NSNumber too, and 1e9 or 2.5 would become an Int silently: take only whole numbers
+        // written as such, in range, so `"num_hidden_layers": true` is refused rather than read as 1 layer.
+        func strictInt(_ key: String) throws -> Int? {
+            guard let raw = json[key] else { return nil }
+            guard let value = raw as? NSNumber, String(cString: value.objCType) != "c",
+                  let exact = Int(exactly: value.doubleValue), Double(value.int64Value) == value.doubleValue else {
+                throw ConfigError(file: path, field: key, message: "must be a whole number, got \(raw)")
             }
-            return value.intValue
+            return exact
+        }
+        func int(_ key: String) throws -> Int {
+            guard let value = try strictInt(key) else { throw ConfigError(file: path, field: key, message: "is missing") }
+            return value
         }
         func optionalNumber(_ key: String) -> Double? { (json[key] as? NSNumber)?.doubleValue }
 
@@ -49,11 +57,11 @@ public enum HuggingFace {
         let heads = try int("num_attention_heads")
         let config = LlamaConfig(
             dim: try int("hidden_size"), nLayers: try int("num_hidden_layers"), nHeads: heads,
-            nKVHeads: (json["num_key_value_heads"] as? NSNumber)?.intValue ?? heads,
+            nKVHeads: try strictInt("num_key_value_heads") ?? heads,
             vocabSize: try int("vocab_size"), ffnHiddenSize: try int("intermediate_size"),
-            headDim: (json["head_dim"] as? NSNumber)?.intValue,
+            headDim: try strictInt("head_dim"),
             normEps: optionalNumber("rms_norm_eps") ?? 1e-6, ropeTheta: theta,
-            maxSeqLen: (json["max_position_embeddings"] as? NSNumber)?.intValue ?? 4096)
+            maxSeqLen: try strictInt("max_position_embeddings") ?? 4096)
         var result = config
         let architectures = json["architectures"] as? [String] ?? []
         if architectures.contains("LlamaForSequenceClassification") {

@@ -50,6 +50,20 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         return m * ((hidden + m - 1) / m)
     }
 
+    /// Parameters of this shape (ParameterLayout's count), computed with overflow checked: nil when absurd.
+    public var parameterCount: Int? {
+        let q = CheckedSize.product(nHeads, headDim), kv = CheckedSize.product(nKVHeads, headDim)
+        guard let q, let kv, let qo = CheckedSize.product(2, q, dim), let kvw = CheckedSize.product(2, kv, dim),
+              let attention = CheckedSize.sum([qo, kvw]),
+              let ffn = CheckedSize.product(3, ffnHiddenSize, dim),
+              let layer = CheckedSize.sum([attention, ffn, 2 * dim]),
+              let layers = CheckedSize.product(nLayers, layer),
+              let embedding = CheckedSize.product(vocabSize, dim),
+              let head = CheckedSize.product(outputSize, dim)
+        else { return nil }
+        return CheckedSize.sum([embedding, layers, dim, head])
+    }
+
     public var qDim: Int { nHeads * headDim }
     public var kvDim: Int { nKVHeads * headDim }
 
@@ -62,6 +76,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                                ("vocab_size", vocabSize), ("ffn_hidden_size", ffnHiddenSize),
                                ("head_dim", headDim), ("max_seq_len", maxSeqLen)] where value <= 0 {
             throw fail(field, "must be a positive integer, got \(value)")
+        }
+        // Bounds far above any real model (70B: dim 8192, 80 layers, ffn 28672), so that a typo such as 1e15
+        // layers is refused here instead of trapping in an allocation; tokens are Int32, hence the vocabulary.
+        for (field, value, limit) in [("dim", dim, 1 << 20), ("n_layers", nLayers, 1 << 16), ("n_heads", nHeads, 1 << 16),
+                                      ("n_kv_heads", nKVHeads, 1 << 16), ("vocab_size", vocabSize, Int(Int32.max)),
+                                      ("ffn_hidden_size", ffnHiddenSize, 1 << 22), ("head_dim", headDim, 1 << 16),
+                                      ("max_seq_len", maxSeqLen, 1 << 24)] where value > limit {
+            throw fail(field, "is \(value), above the largest this trainer accepts (\(limit))")
+        }
+        guard let count = parameterCount, count <= 1 << 42 else {
+            throw fail("-", "the model would have more than 2^42 parameters (dim \(dim), n_layers \(nLayers), vocab_size \(vocabSize), ffn_hidden_size \(ffnHiddenSize)); check the model block")
         }
         if nHeads % nKVHeads != 0 {
             throw fail("n_kv_heads", "n_heads (\(nHeads)) must be a multiple of n_kv_heads (\(nKVHeads)); "

@@ -90,6 +90,9 @@ public struct SafeTensorsFile {
             guard let size = SafeTensorsFile.elementSize[dtype] else {
                 throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: dtype)
             }
+            guard let elements = CheckedSize.product(shape), CheckedSize.product(elements, size) != nil else {
+                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' has shape \(shape), more elements than any file holds")
+            }
             guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
                 throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' has a negative dimension or reversed offsets")
             }

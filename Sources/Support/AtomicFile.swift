@@ -29,15 +29,17 @@ public enum AtomicFile {
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw FileError(path: temporary, message: "cannot create: \(errnoText())") }
         let writer = FileWriter(fd: fd, path: temporary)
+        var open = true  // the descriptor is closed exactly once, whichever step fails
         do {
             try body(writer)
             guard fsync(fd) == 0 else { throw FileError(path: temporary, message: "fsync failed: \(errnoText())") }
-            close(fd)
+            open = false
+            guard close(fd) == 0 else { throw FileError(path: temporary, message: "close failed: \(errnoText())") }
             guard rename(temporary, path) == 0 else {
                 throw FileError(path: path, message: "rename from \(temporary) failed: \(errnoText())")
             }
         } catch {
-            close(fd)
+            if open { close(fd) }
             unlink(temporary)
             throw error
         }

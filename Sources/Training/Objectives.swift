@@ -69,33 +69,3 @@ public final class LanguageModelObjective: TrainingObjective {
         return result.lossSum
     }
 }
-
-/// Copies a starting model's tensors into `model` by name and shape: from a Hugging Face directory or one of
-/// our checkpoints (step directory with manifest.json). A reward model may start from a language model: its
-/// scalar head (score.weight) then keeps its fresh initialisation.
-public func loadInitialWeights(from path: String, into model: LlamaModel, world: Communicator, log: (String) -> Void) throws {
-    let source: LlamaModel
-    if FileManager.default.fileExists(atPath: path + "/manifest.json") {
-        let manifest = try readManifest(path)
-        source = try LlamaModel(config: manifest.config.model)
-        let store = try CheckpointStore(directory: (path as NSString).deletingLastPathComponent, keep: 2, background: false,
-                                        world: world, log: { _ in })
-        _ = try store.resume(.path(path), model: source, optimizer: AdamW(layout: source.layout), config: manifest.config)
-    } else if FileManager.default.fileExists(atPath: path + "/config.json") {
-        source = try HuggingFace.loadModel(directory: path)
-    } else {
-        throw TrainingError("\(path): neither a checkpoint (manifest.json) nor a Hugging Face directory (config.json)")
-    }
-    var fresh: [String] = []
-    for spec in model.layout.tensors {
-        if let from = source.layout.spec(named: spec.name), from.shape == spec.shape {
-            model.parameters.pointer.advanced(by: spec.offset).update(from: source.parameters.pointer + from.offset, count: spec.count)
-        } else if spec.offset == model.layout.lmHead.offset && model.config.rewardHead {
-            fresh.append(spec.name)
-        } else {
-            let found = source.layout.spec(named: spec.name).map { "has shape \($0.shape)" } ?? "is missing"
-            throw TrainingError("\(path): tensor \(spec.name) \(found), this model needs \(spec.shape); does finetune.init_from match the model block?")
-        }
-    }
-    log("initialised from \(path)\(fresh.isEmpty ? "" : "; \(fresh.joined(separator: ", ")) freshly initialised")")
-}

@@ -1,0 +1,62 @@
+// When a run saves and when it stops: every --checkpoint-every steps, at the schedule's end, at
+// --stop-after, and on preemption (SIGTERM, or SIGUSR1 which Slurm sends with --signal=USR1@120). The signal
+// is only a flag read at the end of a step, so the step finishes and a checkpoint commits before exiting.
+import Distributed
+import Foundation
+
+struct CheckpointPolicy {
+    enum Decision: Equatable {
+        case continueTraining
+        case save
+        /// Save, wait for the commit, and end the run early with `reason`.
+        case saveAndStop(reason: String)
+    }
+
+    let every: Int
+    let stopAfter: Int?
+    let steps: Int
+
+    /// What to do after step k (1-based) has been taken; `signal` names a preemption signal all ranks saw.
+    func decision(afterStep k: Int, signal: String?) -> Decision {
+        if let signal { return .saveAndStop(reason: "preempted (\(signal))") }
+        if let stop = stopAfter, k >= stop, k < steps { return .saveAndStop(reason: "stopped after step \(k) as asked") }
+        if k == steps || (every > 0 && k % every == 0) { return .save }
+        return .continueTraining
+    }
+}
+
+/// SIGTERM and SIGUSR1 become a flag the loop reads at the end of each step. Installed at the start of a
+/// training command (before configs are read or memory allocated), so an early signal is never the default
+/// exit 143 that loses the run without a word.
+public final class PreemptionSignal: @unchecked Sendable {
+    public static let shared = PreemptionSignal()
+    private let lock = NSLock()
+    private var signal: Int32?
+    private var sources: [DispatchSourceSignal] = []
+
+    /// Starts catching the signals; idempotent.
+    public func install() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard sources.isEmpty else { return }
+        for number in [SIGTERM, SIGUSR1] {
+            Foundation.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [weak self] in
+                self?.lock.lock()
+                self?.signal = number
+                self?.lock.unlock()
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var received: Bool { lock.lock(); defer { lock.unlock() }; return signal != nil }
+    var name: String { lock.lock(); defer { lock.unlock() }; return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM" }
+
+    /// Whether any rank has received a signal: every rank must agree to stop at the same step.
+    func anyRank(_ world: Communicator) throws -> String? {
+        try world.allreduceMax(received ? 1 : 0) > 0 ? (received ? name : "a signal to another rank") : nil
+    }
+}

@@ -1,0 +1,32 @@
+// finetune.init_from: the starting weights of a fine-tuning stage, from a Hugging Face directory or one of our
+// checkpoints (read by the parameters-only reader: no optimizer state, no collective). Every rank reads the
+// same files; the trainer's agreement check proves they hold the same model afterwards.
+import Checkpoint
+import Foundation
+import Model
+
+/// Copies a starting model's tensors into `model` by name and shape: from a Hugging Face directory or one of
+/// our checkpoints (step directory with manifest.json). A reward model may start from a language model: its
+/// scalar head (score.weight) then keeps its fresh initialisation.
+public func loadInitialWeights(from path: String, into model: LlamaModel, log: (String) -> Void) throws {
+    let source: LlamaModel
+    if FileManager.default.fileExists(atPath: path + "/manifest.json") {
+        source = try CheckpointReader.loadModel(path).1
+    } else if FileManager.default.fileExists(atPath: path + "/config.json") {
+        source = try HuggingFace.loadModel(directory: path)
+    } else {
+        throw TrainingError("\(path): neither a checkpoint (manifest.json) nor a Hugging Face directory (config.json)")
+    }
+    var fresh: [String] = []
+    for spec in model.layout.tensors {
+        if let from = source.layout.spec(named: spec.name), from.shape == spec.shape {
+            model.parameters.pointer.advanced(by: spec.offset).update(from: source.parameters.pointer + from.offset, count: spec.count)
+        } else if spec.offset == model.layout.lmHead.offset && model.config.rewardHead {
+            fresh.append(spec.name)
+        } else {
+            let found = source.layout.spec(named: spec.name).map { "has shape \($0.shape)" } ?? "is missing"
+            throw TrainingError("\(path): tensor \(spec.name) \(found), this model needs \(spec.shape); does finetune.init_from match the model block?")
+        }
+    }
+    log("initialised from \(path)\(fresh.isEmpty ? "" : "; \(fresh.joined(separator: ", ")) freshly initialised")")
+}
