@@ -29,7 +29,10 @@ extension Trainer {
         }
         let computeEnd = Date()
         let exposed = try buckets.finish()
-        let loss = try world.allreduceSum(lossSum) / max(globalCount, 1)
+        var loss = try world.allreduceSum(lossSum) / max(globalCount, 1)
+        // Fault injection for the tests: a NaN loss at this step (a valid config cannot be made to diverge
+        // on demand now that the learning rate is bounded).
+        if ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_NAN_AT_STEP"] == "\(k + 1)" { loss = .nan }
         let optimizerStart = Date()
         let norm = GradientClipping.sumOfSquares(model.gradients).squareRoot()
         let lr = schedule.learningRate(step: k)

@@ -30,8 +30,9 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// sequences tile the stream; the separator closes every prompt; only answer positions are targets.
     @Test func packingKeepsEveryTokenOnce() throws {
         let tokenizer = try fineTuneTokenizer()
-        let sep = try specialPiece("<sep>", in: tokenizer)
-        let examples = SFTPacker.encode(Self.pairs, tokenizer: tokenizer, separator: sep)
+        let format = try SeparatorFormat(tokenizer: tokenizer, separator: "<sep>")
+        let sep = format.separator
+        let examples = SFTPacker.encode(Self.pairs, format: format)
         for (e, pair) in zip(examples, Self.pairs) {
             let prompt = [tokenizer.bosId] + tokenizer.encode(pair.prompt) + [sep]
             #expect(Array(e.tokens.prefix(prompt.count)) == prompt && e.tokens.last == tokenizer.eosId)
@@ -54,7 +55,7 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// Gradients from prompt tokens are exactly zero, and the loss is the mean over answer tokens only.
     @Test func onlyAnswerTokensCarryLossAndGradient() throws {
         let tokenizer = try fineTuneTokenizer()
-        let examples = SFTPacker.encode(Self.pairs, tokenizer: tokenizer, separator: try specialPiece("<sep>", in: tokenizer))
+        let examples = SFTPacker.encode(Self.pairs, format: try SeparatorFormat(tokenizer: tokenizer, separator: "<sep>"))
         let packer = try SFTPacker(examples: examples, seqLen: 16, seed: 1)
         let (tokens, targets) = try packer.batch(0, globalBatch: 2, rank: 0, worldSize: 1)
         let model = try LlamaModel(config: LlamaConfig(dim: 16, nLayers: 1, nHeads: 2, vocabSize: tokenizer.vocabSize, ffnHiddenSize: 32, maxSeqLen: 16))

@@ -20,7 +20,7 @@ struct Run {
 
 /// Runs a command with a time limit, so a hang fails the test instead of the suite. Output goes through
 /// files, which never fill up the way pipes do.
-func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120) throws -> Run {
+func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120, environment extra: [String: String] = [:]) throws -> Run {
     let dir = NSTemporaryDirectory() + "llama-train-run-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -36,6 +36,7 @@ func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120)
     }
     environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    environment.merge(extra) { $1 }
     process.environment = environment
     process.standardInput = FileHandle(forReadingAtPath: dir + "/in")
     process.standardOutput = FileHandle(forWritingAtPath: dir + "/out")

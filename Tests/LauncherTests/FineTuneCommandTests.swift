@@ -61,7 +61,8 @@ func fineTuneWorkspace() throws -> String {
         try #require(steps >= 2, "\(whole.stdout)")
         // Three epochs, stopped in the middle one (steps / 2), so the resumed run crosses an epoch boundary.
         let first = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--stop-after", "\(steps / 2)"])
-        #expect(first.status == 0 && first.stdout.contains("stopped after step \(steps / 2)"), "\(first.stderr)")
+        #expect(first.status == 75 && first.stdout.contains("stopped after step \(steps / 2)"), "\(first.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/resumed"), "a stopped run must not write --out")
         let rest = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--out", dir + "/resumed"])
         #expect(rest.status == 0 && rest.stdout.contains("resumed from"), "\(rest.stdout)\(rest.stderr)")
         #expect(FileManager.default.contents(atPath: dir + "/whole/model.safetensors") == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
@@ -70,7 +71,8 @@ func fineTuneWorkspace() throws -> String {
     @Test func rewardModelLearnsThePreferenceTaskAndScores() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
-        _ = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
+        let sft = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
+        #expect(sft.status == 0, "\(sft.stderr)")
         let r = try run([tool, "reward", "--config", dir + "/rm.json", "--out", dir + "/rm", "--log-every", "100"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("score.weight freshly initialised"), "\(r.stdout)")

@@ -50,7 +50,6 @@ func parameters(_ path: String) throws -> [Float] {
         let diff = zip(p1, p2).map { abs($0 - $1) }.max() ?? .infinity
         #expect(diff <= 1e-5, "1 rank vs 2 ranks: max |Δ| \(diff)")
         #expect(p2 == p3, "bucket size changed the result")
-        #expect(p1 != (try parameters(dir + "/two-small/model.safetensors")).map { $0 + 1 })
 
         let lines = try String(contentsOfFile: dir + "/two.jsonl", encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 3)
@@ -88,7 +87,7 @@ func parameters(_ path: String) throws -> [Float] {
         }
         try #require(victims.count == 2, "the two ranks never started")
         usleep(500_000)
-        _ = try run(["kill", "-9", victims[1]])
+        #expect(try run(["kill", "-9", victims[1]]).status == 0)
         let killedAt = Date()
         while process.isRunning && Date().timeIntervalSince(killedAt) < 60 { usleep(100_000) }
         let hung = process.isRunning
@@ -109,10 +108,10 @@ func parameters(_ path: String) throws -> [Float] {
         let tool = try toolPath()
         let dir = try scratch()
         let config = try writeTinyConfig(dir, steps: 4)
-        let stop = try run(["mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--lr", "1e30"])
+        let stop = try run(["mpirun", "-np", "2", "--oversubscribe", "-x", "LLAMA_TRAIN_TEST_NAN_AT_STEP=2", tool, "pretrain", "--config", config])
         #expect(stop.status != 0)
         #expect(stop.stderr.contains("non-finite") && stop.stderr.contains("step "), "\(stop.stderr)")
-        let skip = try run([tool, "pretrain", "--config", config, "--lr", "1e30", "--on-nonfinite", "skip"])
+        let skip = try run([tool, "pretrain", "--config", config, "--on-nonfinite", "skip"], environment: ["LLAMA_TRAIN_TEST_NAN_AT_STEP": "2"])
         #expect(skip.status == 0, "\(skip.stderr)")
         #expect(skip.stdout.contains("skipping step"))
     }

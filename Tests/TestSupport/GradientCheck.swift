@@ -3,7 +3,8 @@
 // The scalar probed is L = Σ w · output with fixed random weights w, so the analytic gradient is the kernel's
 // backward fed dout = w. Central differences with a step of 1e-2 in float32 carry about 1e-5 of round-off
 // relative to L; the tolerance |fd − analytic| ≤ 1e-2 · (|analytic| + max|analytic|/10) is what an honest float32
-// kernel meets and what a wrong term (a missing factor, a transposed index) does not.
+// kernel meets and what a wrong term (a missing factor, a transposed index) does not. A NaN or Inf anywhere
+// fails the check.
 import Testing
 
 public struct Rand {
@@ -37,7 +38,8 @@ public func expectGradient(_ name: String, at x: [Float], analytic: [Float], ste
         minus[i] -= step
         let fd = (loss(plus) - loss(minus)) / Double(2 * step)
         let allowed = 1e-2 * (Double(abs(analytic[i])) + Double(scale) / 10) + 1e-6
-        let excess = abs(fd - Double(analytic[i])) - allowed
+        // A NaN or Inf on either side fails: every comparison with NaN is false, so it must be asked for.
+        let excess = fd.isFinite && analytic[i].isFinite ? abs(fd - Double(analytic[i])) - allowed : .infinity
         if excess > worst.excess { worst = (i, fd, analytic[i], excess) }
     }
     #expect(worst.index < 0,
@@ -45,7 +47,12 @@ public func expectGradient(_ name: String, at x: [Float], analytic: [Float], ste
             sourceLocation: sourceLocation)
 }
 
-/// Largest |a − b| over two arrays.
+/// Largest |a − b| over two arrays; infinity when their lengths differ or either holds a NaN or Inf where
+/// the other does not hold the same value (Swift's max would otherwise drop a NaN silently).
 public func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
-    zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+    guard a.count == b.count else { return .infinity }
+    return zip(a, b).reduce(0) { worst, pair in
+        guard pair.0.isFinite && pair.1.isFinite else { return pair.0 == pair.1 ? worst : .infinity }
+        return max(worst, abs(pair.0 - pair.1))
+    }
 }

@@ -52,7 +52,7 @@ import Configuration
         let whole = try Trainer(config: Self.config(microBatch: 8, ignore: 0.4), world: world, options: quiet)
         let split = try Trainer(config: Self.config(microBatch: 1, ignore: 0.4), world: world, options: quiet)
         #expect(split.accumulation == 8 && whole.accumulation == 1)
-        let a = try whole.run(), b = try split.run()
+        let a = try whole.run().history, b = try split.run().history
         for (x, y) in zip(a, b) { #expect(abs(x.loss - y.loss) < 1e-5 && abs(x.gradNorm - y.gradNorm) < 1e-5 * x.gradNorm) }
         let diff = zip(whole.model.parameters.array, split.model.parameters.array).map { abs($0 - $1) }.max()!
         #expect(diff < 1e-6, "parameters after 3 steps differ by \(diff)")
