@@ -55,7 +55,14 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         let d = TrainSettings()
         seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? d.seqLen
         microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? d.microBatch
-        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        // Decoded by hand: Foundation reports a negative UInt64 as "not valid JSON" with no field.
+        if let value = try? c.decodeIfPresent(UInt64.self, forKey: .seed) {
+            seed = value
+        } else if c.contains(.seed) {
+            throw DecodingError.dataCorruptedError(forKey: .seed, in: c, debugDescription: "must be an integer in 0...2^64-1")
+        } else {
+            seed = d.seed
+        }
         globalBatchTokens = try c.decodeIfPresent(Int.self, forKey: .globalBatchTokens) ?? d.globalBatchTokens
         steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
         learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? d.learningRate

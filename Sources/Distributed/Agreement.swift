@@ -27,7 +27,7 @@ extension Communicator {
         if let all = try gather(words) {
             var differing: [String] = []
             for rank in 1..<size where all[rank].count != words.count || all[rank][0...1] != words[0...1] {
-                differing.append("rank \(rank) has other fields (another version of llama-train?)")
+                differing.append("rank \(rank) lists other fields (other inputs or flags, or another version of llama-train)")
             }
             if differing.isEmpty {
                 for (i, field) in fields.enumerated() {

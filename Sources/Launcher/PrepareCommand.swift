@@ -37,6 +37,15 @@ enum PrepareCommand {
         let tokenizer = try Tokenizer(path: tokenizerPath)
         let modelBytes = [UInt8](FileManager.default.contents(atPath: tokenizerPath)!)
         let hash = SHA256.hex(modelBytes)
+        // Every rank must tokenise the same inputs with the same tokenizer, or rank 0 would write mixed tokens
+        // under its own hash.
+        let inputHashes = inputs.map { input in
+            (name: "--input \(input.source)=\(input.path)",
+             value: FileManager.default.contents(atPath: input.path).map { SHA256.hex([UInt8]($0)) } ?? "unreadable")
+        }
+        try world.checkAgreement("prepare inputs", fields: [("tokenizer (SHA-256)", hash), ("--out", out), ("--delimiter", delimiter ?? "absent"),
+                                                            ("--shard-tokens", "\(shardTokens)"), ("inputs", "\(inputs.count)")]
+                                                           + inputHashes)
         // Every rank reads the inputs (cheap next to tokenising) so that errors name the file on every rank.
         var documents: [(source: String, text: String)] = []
         for input in inputs {

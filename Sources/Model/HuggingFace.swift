@@ -71,7 +71,15 @@ public enum HuggingFace {
             }
             result.rewardHead = true
         }
-        try result.validate(file: path)
+        do {
+            try result.validate(file: path)
+        } catch let error as ConfigError {
+            // Name the field as config.json spells it.
+            let names = ["dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                         "n_kv_heads": "num_key_value_heads", "ffn_hidden_size": "intermediate_size", "max_seq_len": "max_position_embeddings",
+                         "norm_eps": "rms_norm_eps", "head_dim": "head_dim", "vocab_size": "vocab_size", "rope_theta": "rope_theta"]
+            throw ConfigError(file: path, field: names[error.field] ?? error.field, message: error.message)
+        }
         return result
     }
 

@@ -91,6 +91,25 @@ func fineTuneTokenizer() throws -> Tokenizer {
         #expect(throws: TrainingError.self) { try Rating.better.margin("huge") }
     }
 
+    /// Pairs cut to seq_len keep their end; a pair whose chosen and rejected sequences become identical
+    /// (zero gradient for the whole run) is skipped and named, and a file of only such pairs is refused.
+    @Test func pairsIdenticalAfterTheCutAreSkippedAndNamed() throws {
+        let format = try SeparatorFormat(tokenizer: try fineTuneTokenizer(), separator: "<sep>")
+        let path = NSTemporaryDirectory() + "prefs-\(UUID().uuidString).jsonl"
+        let long = String(repeating: "the cat sat on the mat ", count: 6)
+        let lines = [#"{"prompt": "please", "chosen": "paris \#(long)", "rejected": "hello \#(long)", "rating": "better"}"#,
+                     #"{"prompt": "please", "chosen": "paris", "rejected": "hello world", "rating": "better"}"#]
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        var messages: [String] = []
+        let pairs = try PreferenceData.load(path, format: format, seqLen: 12, margin: "small", log: { messages.append($0) })
+        #expect(pairs.count == 1 && pairs[0].chosen != pairs[0].rejected)
+        #expect(messages.contains { $0.contains("\(path):1") && $0.contains("identical") }, "\(messages)")
+        try lines[0].write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try PreferenceData.load(path, format: format, seqLen: 12, margin: "small", log: { _ in }) } throws: {
+            "\($0)".contains("no pair")
+        }
+    }
+
     /// The ranking loss through the scalar head and the whole trunk, against finite differences.
     @Test func rankingLossGradientMatchesFiniteDifferences() throws {
         let config = LlamaConfig(dim: 12, nLayers: 1, nHeads: 3, nKVHeads: 1, vocabSize: 20, ffnHiddenSize: 16, maxSeqLen: 6)

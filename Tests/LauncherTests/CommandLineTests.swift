@@ -14,6 +14,8 @@ func toolPath() throws -> String {
 
 struct Run {
     let status: Int32
+    /// Ended by a signal (SIGILL, SIGSEGV, SIGABRT…), not by exit: never acceptable for bad input.
+    var signalled = false
     let stdout: String
     let stderr: String
 }
@@ -50,7 +52,8 @@ func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120,
     }
     process.waitUntilExit()
     func read(_ name: String) -> String { String(decoding: FileManager.default.contents(atPath: dir + "/" + name) ?? Data(), as: UTF8.self) }
-    return Run(status: process.terminationStatus, stdout: read("out"), stderr: read("err"))
+    return Run(status: process.terminationStatus, signalled: process.terminationReason == .uncaughtSignal,
+               stdout: read("out"), stderr: read("err"))
 }
 
 let fixtureTokenizer = packageRoot + "/../shared/fixtures/spm-bpe/tokenizer.model"
