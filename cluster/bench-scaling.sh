@@ -121,7 +121,16 @@ for i, x in enumerate(weak):
     svg.append(f'<rect x="{x0:.1f}" y="{H-pad-hc:.1f}" width="{bw*0.6:.1f}" height="{hc:.1f}" fill="#1f77b4"/>')
     svg.append(f'<rect x="{x0:.1f}" y="{H-pad-hc-he:.1f}" width="{bw*0.6:.1f}" height="{he:.1f}" fill="#ff7f0e"/>')
     svg.append(f'<text x="{x0+bw*0.3:.1f}" y="{H-pad+16}" text-anchor="middle">{x["ranks"]}</text>')
-svg.append(f'<text x="{3*W/4}" y="{H-10}" text-anchor="middle">weak: compute (blue) and exposed communication (orange) per step, s</text>')
+# The bar panel's time axis: round ticks in seconds from 0 to the tallest bar, labelled.
+scale = (H - 2 * pad) / tmax
+tick = [m * 10 ** e for e in range(-3, 4) for m in (1, 2, 5) if m * 10 ** e >= tmax / 4][0]
+t = 0.0
+while t <= tmax * 1.0001:
+    y = H - pad - t * scale
+    svg.append(f'<line x1="{W/2+pad}" x2="{W-pad}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/><text x="{W/2+pad-6}" y="{y+4:.1f}" text-anchor="end">{t:g}</text>')
+    t += tick
+svg.append(f'<text x="{W/2+14}" y="{H/2}" transform="rotate(-90 {W/2+14} {H/2})" text-anchor="middle">seconds per step</text>')
+svg.append(f'<text x="{3*W/4}" y="{H-10}" text-anchor="middle">weak scaling: compute (blue) and exposed communication (orange) per step</text>')
 svg.append("</svg>")
 open(f"{out}/scaling.svg", "w").write("\n".join(svg))
 print(f"wrote {out}/scaling.json and {out}/scaling.svg")

@@ -26,7 +26,9 @@ public enum LossChart {
     static func render(title: String, steps: [Double], losses: [Double], lrs: [Double]) -> String {
         let (w, h, left, right, top, bottom) = (760.0, 420.0, 70.0, 80.0, 40.0, 50.0)
         let (x0, x1) = (steps.min()!, max(steps.max()!, steps.min()! + 1))
-        let (l0, l1) = (losses.min()!, max(losses.max()!, losses.min()! + 1e-6))
+        // The loss axis spans whole ticks, so its first and last labels sit on the frame.
+        let lossTicks = niceTicks(losses.min()!, max(losses.max()!, losses.min()! + 1e-6))
+        let (l0, l1) = (lossTicks.first!, lossTicks.last!)
         let r1 = max(lrs.max()!, 1e-12)
         func x(_ s: Double) -> Double { left + (s - x0) / (x1 - x0) * (w - left - right) }
         func yl(_ v: Double) -> Double { top + (l1 - v) / (l1 - l0) * (h - top - bottom) }
@@ -41,15 +43,17 @@ public enum LossChart {
         <text x="\(w / 2)" y="22" text-anchor="middle" font-size="15">\(title.replacingOccurrences(of: "<", with: "&lt;"))</text>
 
         """
-        for i in 0...4 {
-            let v = l0 + (l1 - l0) * Double(i) / 4, y = yl(v)
+        // Round ticks (1, 2 or 5 times a power of ten) that cover the data, as a person would draw the axes.
+        for v in lossTicks {
+            let y = yl(v)
             svg += String(format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", left, w - right, y, y)
-            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%.3f</text>", left - 6, y + 4, v)
-            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" fill=\"#ff7f0e\">%.1e</text>\n", w - right + 6, yr(r1 * Double(i) / 4) + 4, r1 * Double(i) / 4)
+            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%@</text>\n", left - 6, y + 4, tickLabel(v))
         }
-        for i in 0...4 {
-            let s = x0 + (x1 - x0) * Double(i) / 4
-            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.0f</text>\n", x(s), h - bottom + 18, s)
+        for v in niceTicks(0, r1) where v <= r1 * (1 + 1e-9) {
+            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" fill=\"#ff7f0e\">%@</text>\n", w - right + 6, yr(v) + 4, tickLabel(v))
+        }
+        for s in niceTicks(x0, x1) {
+            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(s), h - bottom + 18, tickLabel(s))
         }
         svg += """
         <path d="\(path(losses, yl))" fill="none" stroke="#1f77b4" stroke-width="1.8"/>
@@ -62,4 +66,26 @@ public enum LossChart {
         """
         return svg
     }
+}
+
+/// About five round values (1, 2 or 5 × 10^k apart) from at or below `low` to at or above `high`.
+func niceTicks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
+    let span = max(high - low, abs(high) * 1e-9, 1e-12)
+    let raw = span / Double(count)
+    let magnitude = pow(10, floor(log10(raw)))
+    let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? 10 * magnitude
+    let first = floor(low / step) * step, last = ceil(high / step) * step
+    return stride(from: first, through: last + step / 2, by: step).map { ($0 / step).rounded() * step }
+}
+
+/// A tick value without float noise: 0.0003 not 3.0000000000000003e-04, 2000 not 2000.000.
+func tickLabel(_ v: Double) -> String {
+    if v == 0 { return "0" }
+    if abs(v) >= 1e-3 && abs(v) < 1e6 {
+        var text = String(format: "%.6f", v)
+        while text.hasSuffix("0") { text.removeLast() }
+        if text.hasSuffix(".") { text.removeLast() }
+        return text
+    }
+    return String(format: "%.0e", v)
 }

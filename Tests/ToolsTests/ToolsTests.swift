@@ -3,7 +3,7 @@ import Configuration
 import Foundation
 import Support
 import Testing
-import Tools
+@testable import Tools
 
 @Suite struct PlanTests {
     @Test func planCountsThePapersModels() throws {
@@ -32,5 +32,20 @@ import Tools
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<path").count == 3)
         try "not json".write(toFile: path, atomically: true, encoding: .utf8)
         #expect { try LossChart.svg(metricsPath: path, title: "t") } throws: { "\($0)".contains(":1") }
+    }
+}
+
+@Suite struct TickTests {
+    /// Axis ticks are round numbers that cover the data, never 8.357 or 7.352.
+    @Test func ticksAreRoundAndCoverTheRange() {
+        for (low, high) in [(4.49, 8.357), (0.0, 3e-4), (1.0, 300.0), (2.0031, 2.0047)] {
+            let ticks = niceTicks(low, high)
+            #expect(ticks.first! <= low && ticks.last! >= high && ticks.count >= 3 && ticks.count <= 12, "\(low)…\(high): \(ticks)")
+            let step = ticks[1] - ticks[0]
+            let mantissa = step / pow(10, floor(log10(step)))
+            #expect([1, 2, 5, 10].contains { abs(mantissa - $0) < 1e-6 }, "step \(step)")
+            #expect(ticks.allSatisfy { tickLabel($0).count <= 8 }, "\(ticks.map(tickLabel))")
+        }
+        #expect(tickLabel(0.0003) == "3e-04" && tickLabel(0.002) == "0.002" && tickLabel(2000) == "2000" && tickLabel(4.5) == "4.5")
     }
 }
