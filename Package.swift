@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support"]),
-        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Support"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
         .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
         .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model"]),

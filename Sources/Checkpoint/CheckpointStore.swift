@@ -54,7 +54,7 @@ public final class CheckpointStore: @unchecked Sendable {
             try AtomicFile.write(Data("probe".utf8), to: directory + "/.write-probe-rank-\(world.rank)")
             try FileManager.default.removeItem(atPath: directory + "/.write-probe-rank-\(world.rank)")
         } catch {
-            throw FileError(path: directory, message: "the checkpoint directory is not writable on rank \(world.rank): \(error.localizedDescription)")
+            throw FileError(path: directory, message: "the checkpoint directory is not writable on rank \(world.rank): \(plainText(error))")
         }
     }
 

@@ -21,7 +21,7 @@ public enum DatasetError: Error, CustomStringConvertible, Equatable {
         case let .emptyInput(file): "\(file): no document in this input (empty file, or only delimiter lines)"
         case let .badShard(file, reason): "\(file): not a valid token shard: \(reason)"
         case let .tokenizerMismatch(file, expected, actual):
-            "\(file) was tokenized with tokenizer sha256 \(actual.prefix(16))…, but this run uses \(expected.prefix(16))…; re-run `llama-train prepare` with this tokenizer"
+            "\(file) was tokenized with tokenizer sha256 \(actual), but this run uses \(expected); re-run `llama-train prepare` with this tokenizer"
         case let .invalid(message): message
         }
     }
@@ -67,7 +67,7 @@ public struct TokenShard {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
         } catch {
-            throw DatasetError.unreadable(file: path, reason: error.localizedDescription)
+            throw DatasetError.unreadable(file: path, reason: plainText(error))
         }
         guard data.count >= TokenShard.headerSize, Array(data.prefix(8)) == TokenShard.magic else {
             throw DatasetError.badShard(file: path, reason: "no LLTOKSHD header")

@@ -9,6 +9,7 @@
 //   mpirun -np 2 llama-train pretrain --config configs/demo.json --out runs/m
 import Distributed
 import Foundation
+import Support
 import Training
 
 let commands: [CommandSpec] = [
@@ -69,6 +70,6 @@ do {
     abortJobIfParallel("\(error)", code: 2)
     fail("\(error)", code: 2)
 } catch {
-    abortJobIfParallel("\(error)", code: 1)
-    fail("\(error)", code: 1)
+    abortJobIfParallel(plainText(error), code: 1)
+    fail(plainText(error), code: 1)
 }

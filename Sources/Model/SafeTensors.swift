@@ -53,7 +53,7 @@ public struct SafeTensorsFile {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
         } catch {
-            throw SafeTensorsError.unreadable(file: path, reason: error.localizedDescription)
+            throw SafeTensorsError.unreadable(file: path, reason: plainText(error))
         }
         guard data.count >= 8 else {
             throw SafeTensorsError.truncated(file: path, reason: "\(data.count) bytes, fewer than the 8-byte header length")

@@ -122,7 +122,7 @@ final class MetricsWriter {
             }
             try AtomicFile.write(kept, to: path)
         } catch {
-            throw FileError(path: path, message: "cannot write the metrics file: \(error)")
+            throw FileError(path: path, message: "cannot write the metrics file: \(plainText(error))")
         }
         guard let h = FileHandle(forWritingAtPath: path) else { throw FileError(path: path, message: "cannot open the metrics file for writing") }
         h.seekToEndOfFile()

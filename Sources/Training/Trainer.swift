@@ -182,7 +182,7 @@ public final class Trainer {
             try AtomicFile.write(Data("probe".utf8), to: probe)
             try FileManager.default.removeItem(atPath: probe)
         } catch {
-            throw FileError(path: out, message: "--out cannot be written (\(error.localizedDescription)); the model would be lost at the end of training")
+            throw FileError(path: out, message: "--out cannot be written (\(plainText(error))); the model would be lost at the end of training")
         }
     }
 

@@ -2,6 +2,7 @@
 import Configuration
 import Foundation
 import Model
+import Support
 import Testing
 
 @Suite struct BatchArithmeticTests {
@@ -17,5 +18,51 @@ import Testing
         }
         t.microBatch = 3
         #expect { try t.accumulationSteps(worldSize: 2) } throws: { "\($0)".contains("values that work on 2 rank(s): 1, 2, 4, 8") }
+    }
+}
+
+@Suite struct ValidationTests {
+    static func config() -> RunConfig {
+        var t = TrainSettings()
+        (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps) = (16, 2, 64, 3)
+        return RunConfig(model: LlamaConfig(dim: 32, nLayers: 1, nHeads: 2, vocabSize: 100, ffnHiddenSize: 64, maxSeqLen: 16), train: t)
+    }
+
+    /// Each field out of range is refused by name; the valid config passes.
+    @Test func everyFieldIsCheckedByName() throws {
+        try Self.config().validate()
+        let cases: [(String, (inout RunConfig) -> Void)] = [
+            ("train.lr", { $0.train.learningRate = -1 }), ("train.lr", { $0.train.learningRate = .nan }),
+            ("train.grad_clip", { $0.train.gradClip = -1 }), ("train.beta1", { $0.train.adamw.beta1 = 1.5 }),
+            ("train.beta2", { $0.train.adamw.beta2 = 1 }), ("train.weight_decay", { $0.train.adamw.weightDecay = -5 }),
+            ("train.bucket_mb", { $0.train.bucketMB = 0 }), ("train.bucket_mb", { $0.train.bucketMB = 1e300 }),
+            ("train.steps", { $0.train.steps = 0 }), ("train.warmup_steps", { $0.train.warmupSteps = -5 }),
+            ("train.micro_batch", { $0.train.microBatch = 0 }), ("train.global_batch_tokens", { $0.train.globalBatchTokens = 1 << 62 }),
+            ("train.data_weights.web", { $0.train.dataWeights = ["web": 1e308] }),
+            ("train.synthetic_ignore_fraction", { $0.train.syntheticIgnoreFraction = 1 }),
+            ("n_layers", { $0.model.nLayers = 1_000_000_000_000_000 }), ("vocab_size", { $0.model.vocabSize = 1 << 40 }),
+            ("finetune.epochs", { $0.finetune = FineTuneSettings(data: "x.jsonl"); $0.finetune?.epochs = 0 }),
+            ("finetune.pairs_per_batch", { $0.finetune = FineTuneSettings(data: "x.jsonl"); $0.finetune?.pairsPerBatch = 0 }),
+        ]
+        for (field, edit) in cases {
+            var c = Self.config()
+            edit(&c)
+            #expect { try c.validate(file: "f.json") } throws: { error in
+                (error as? ConfigError)?.field == field
+            }
+        }
+    }
+
+    /// The fields the ranks compare have one schema whatever the config holds, and differ where it differs.
+    @Test func fingerprintHasAFixedSchema() {
+        var a = Self.config(), b = Self.config()
+        b.train.learningRate = 2e-3
+        b.train.data = "somewhere"
+        b.finetune = FineTuneSettings(data: "x.jsonl")
+        #expect(a.fingerprintFields.map(\.name) == b.fingerprintFields.map(\.name))
+        let differing = zip(a.fingerprintFields, b.fingerprintFields).filter { $0.value != $1.value }.map(\.0.name)
+        #expect(differing.contains("train.lr") && differing.contains("train.data") && differing.contains("finetune.data"), "\(differing)")
+        a.train.learningRate = 2e-3
+        #expect(!zip(a.fingerprintFields, b.fingerprintFields).filter { $0.value != $1.value }.map(\.0.name).contains("train.lr"))
     }
 }

@@ -57,6 +57,8 @@ func expectRefused(_ r: Run, _ expected: String, _ label: String, sourceLocation
             ("", #", "beta1": 1.5"#, "", "train.beta1"), ("", #", "weight_decay": -5"#, "", "train.weight_decay"),
             ("", #", "seed": -1"#, "", "train.seed"), ("", #", "data_weights": {"web": 1e308}"#, "", "train.data_weights.web"),
             ("", #", "eps": 0"#, "", "train.eps"), ("", #", "min_lr_ratio": 2"#, "", "train.min_lr_ratio"),
+            // Within every bound, but 14 TB of parameters and moments: refused with the figure and the machine's memory.
+            (#", "dim": 16384, "n_layers": 200, "n_heads": 128, "ffn_hidden_size": 65536"#, "", "", "but this machine has"),
         ]
         for (i, c) in fieldCases.enumerated() {
             let config = try hostileConfig(dir, name: "field\(i)", model: c.model, train: c.train, extra: c.extra)
