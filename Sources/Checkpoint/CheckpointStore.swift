@@ -50,11 +50,9 @@ public final class CheckpointStore: @unchecked Sendable {
         self.log = log
         // Fail fast: a directory that cannot be written is found now, not after the first hour of training.
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try AtomicFile.write(Data("probe".utf8), to: directory + "/.write-probe-rank-\(world.rank)")
-            try FileManager.default.removeItem(atPath: directory + "/.write-probe-rank-\(world.rank)")
-        } catch {
-            throw FileError(path: directory, message: "the checkpoint directory is not writable on rank \(world.rank): \(plainText(error))")
+            try AtomicFile.checkWritable(directory: directory)
+        } catch let error as FileError {
+            throw FileError(path: directory, message: "the checkpoint directory is not writable on rank \(world.rank): \(error.message)")
         }
     }
 

@@ -61,6 +61,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
 if ["pretrain", "sft", "reward"].contains(spec.name) { PreemptionSignal.shared.install() }
 do {
     var args = try Arguments(arguments, spec: spec)
+    defer { PreemptionSignal.shared.uninstall() }
     try spec.run(&args)
     if Communicator.isInitialized { Communicator.finalize() }
 } catch is StoppedEarly {

@@ -87,3 +87,20 @@ public final class FileWriter {
 }
 
 func errnoText() -> String { String(cString: strerror(errno)) }
+
+extension AtomicFile {
+    /// Creates `directory` if needed and proves a file can be made in it (created and removed at once, no
+    /// fsync: this asks "may I write here", not "is it durable"). Throws a FileError naming the directory.
+    public static func checkWritable(directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw FileError(path: directory, message: "cannot create the directory: \(plainText(error))")
+        }
+        let probe = directory + "/.write-probe-\(getpid())"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw FileError(path: directory, message: "cannot write here: \(errnoText())") }
+        close(fd)
+        unlink(probe)
+    }
+}

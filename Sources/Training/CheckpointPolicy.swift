@@ -52,6 +52,16 @@ public final class PreemptionSignal: @unchecked Sendable {
         }
     }
 
+    /// Gives the signals their default action back, once the run is over: mpirun ends the job's remaining
+    /// processes with SIGTERM when one exits non-zero, and an ignored SIGTERM would make it wait for SIGKILL.
+    public func uninstall() {
+        lock.lock()
+        defer { lock.unlock() }
+        for source in sources { source.cancel() }
+        sources.removeAll()
+        for number in [SIGTERM, SIGUSR1] { Foundation.signal(number, SIG_DFL) }
+    }
+
     var received: Bool { lock.lock(); defer { lock.unlock() }; return signal != nil }
     var name: String { lock.lock(); defer { lock.unlock() }; return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM" }
 

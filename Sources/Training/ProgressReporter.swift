@@ -114,13 +114,18 @@ final class MetricsWriter {
         do {
             if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
             var kept = Data()
-            if lastKept > 0, let old = FileManager.default.contents(atPath: path) {
+            if lastKept == 0 {
+                // A fresh run: an empty file, no fsync needed (nothing to lose).
+                guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                    throw FileError(path: path, message: "cannot create the metrics file")
+                }
+            } else if let old = FileManager.default.contents(atPath: path) {
                 for line in String(decoding: old, as: UTF8.self).split(separator: "\n") {
                     guard let step = JSONLines.object(String(line))?["step"] as? Int, step <= lastKept else { continue }
                     kept += Data(line.utf8) + Data("\n".utf8)
                 }
             }
-            try AtomicFile.write(kept, to: path)
+            if lastKept > 0 { try AtomicFile.write(kept, to: path) }
         } catch {
             throw FileError(path: path, message: "cannot write the metrics file: \(plainText(error))")
         }

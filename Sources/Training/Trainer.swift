@@ -176,13 +176,10 @@ public final class Trainer {
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), !isDirectory.boolValue {
             throw FileError(path: out, message: "--out names a file; it must be a directory (it receives config.json, model.safetensors, tokenizer.model)")
         }
-        let probe = out + "/.write-probe"
         do {
-            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-            try AtomicFile.write(Data("probe".utf8), to: probe)
-            try FileManager.default.removeItem(atPath: probe)
-        } catch {
-            throw FileError(path: out, message: "--out cannot be written (\(plainText(error))); the model would be lost at the end of training")
+            try AtomicFile.checkWritable(directory: out)
+        } catch let error as FileError {
+            throw FileError(path: out, message: "--out cannot be written (\(error.message)); the model would be lost at the end of training")
         }
     }
 

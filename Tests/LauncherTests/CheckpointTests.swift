@@ -4,7 +4,10 @@
 import Foundation
 import Testing
 
-let mpirun2 = ["mpirun", "-np", "2", "--oversubscribe"]
+/// Two ranks. A run stopped early exits 75 on every rank, and mpirun then waits odls_base_sigkill_timeout
+/// (1 s) before reporting it; the tests stop runs often, so they skip that wait.
+let mpirunFast = ["mpirun", "--mca", "odls_base_sigkill_timeout", "0", "--oversubscribe"]
+let mpirun2 = mpirunFast + ["-np", "2"]
 
 /// 12 sequences per step: splits over 1, 2 and 3 ranks with micro-batch 2.
 func writeCheckpointConfig(_ dir: String, steps: Int = 6) throws -> String {
@@ -52,7 +55,7 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
     func resumeOnAnotherNumberOfRanks(before: Int, after: Int) throws {
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
-        func launcher(_ n: Int) -> [String] { n == 1 ? [] : ["mpirun", "-np", "\(n)", "--oversubscribe"] }
+        func launcher(_ n: Int) -> [String] { n == 1 ? [] : mpirunFast + ["-np", "\(n)"] }
         _ = try pretrain(launcher(before), config, ["--out", dir + "/full"])
         _ = try pretrain(launcher(before), config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "3"])
         let resumed = try pretrain(launcher(after), config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed"])
@@ -74,7 +77,7 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         #expect(resumed.stdout.contains("resumed from \(dir)/ck/step-00000002"), "\(resumed.stdout)")
     }
 
-    @Test(arguments: ["flip-middle", "truncate", "delete", "manifest", "manifest-edit"])
+    @Test(arguments: ["flip-middle", "truncate", "delete", "manifest"])
     func corruptionIsDetectedAndFallenBackFrom(_ damage: String) throws {
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
@@ -90,10 +93,6 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
             try Data(bytes).write(to: URL(fileURLWithPath: shard))
         case "truncate": try Data(bytes.prefix(bytes.count - 5)).write(to: URL(fileURLWithPath: shard))
         case "delete": try FileManager.default.removeItem(atPath: shard)
-        case "manifest-edit":
-            // A hand-edited step: the manifest's self-checksum must catch it.
-            let text = try String(contentsOfFile: newest + "/manifest.json", encoding: .utf8)
-            try text.replacingOccurrences(of: "\"step\" : 4", with: "\"step\" : 3").write(toFile: newest + "/manifest.json", atomically: true, encoding: .utf8)
         default: try "{ not json".write(toFile: newest + "/manifest.json", atomically: true, encoding: .utf8)
         }
         let resumed = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck"])

@@ -46,19 +46,13 @@ func fineTuneWorkspace() throws -> String {
         #expect(two.status == 0, "\(two.stderr)")
         let a = try parameters(dir + "/sft/model.safetensors"), b = try parameters(dir + "/sft-2/model.safetensors")
         #expect((zip(a, b).map { abs($0 - $1) }.max() ?? 1) <= 1e-5)
-    }
-
-    /// SFT pointed at the pretraining run's checkpoint directory must refuse, not resume the pretraining run
-    /// (which would run 0 SFT steps and save the pretrained model as the SFT result).
-    @Test func aStageNeverResumesAnothersCheckpoint() throws {
-        let dir = try fineTuneWorkspace()
-        let r = try run([try toolPath(), "sft", "--config", dir + "/sft-hf.json", "--checkpoint-dir", dir + "/ck", "--out", dir + "/wrong"])
-        expectRefused(r, "pretrain run's checkpoint", "sft in a pretraining checkpoint directory")
+        // Pointed at the pretraining run's checkpoint directory, SFT must refuse, not resume the pretraining run
+        // (which would run 0 SFT steps and save the pretrained model as the SFT result).
+        let wrong = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--checkpoint-dir", dir + "/ck", "--out", dir + "/wrong"])
+        expectRefused(wrong, "pretrain run's checkpoint", "sft in a pretraining checkpoint directory")
         #expect(!FileManager.default.fileExists(atPath: dir + "/wrong/model.safetensors"))
     }
 
-    /// Epochs and data order come from (seed, step): stopping mid-run and resuming gives the same model bit for bit,
-    /// across the epoch boundaries still ahead.
     @Test func sftResumesExactlyAcrossAnEpochBoundary() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()

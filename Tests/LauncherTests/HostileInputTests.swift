@@ -178,6 +178,25 @@ func expectRefused(_ r: Run, _ expected: String, _ label: String, sourceLocation
         #expect(!FileManager.default.fileExists(atPath: dir + "/d/index.json"))
     }
 
+    /// A SIGTERM that arrives while the run is still starting (MPI, memory, data) is held until the end of the
+    /// first step, which commits a checkpoint: never the default exit 143 that loses the run without a word.
+    @Test func aSignalDuringStartUpStillCommitsACheckpoint() throws {
+        let dir = try scratch()
+        let config = try hostileConfig(dir, name: "run", train: #", "steps": 100000"#)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try toolPath())
+        process.arguments = ["pretrain", "--config", config, "--checkpoint-dir", dir + "/ck", "--log-every", "1000"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        usleep(150_000)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 75, "status \(process.terminationStatus)")
+        let committed = try FileManager.default.contentsOfDirectory(atPath: dir + "/ck").filter { $0.hasPrefix("step-") }
+        #expect(committed.count == 1, "\(committed)")
+    }
+
     /// Resuming from an older checkpoint sets the newer ones aside (kept, out of --resume auto's way), the
     /// checkpoint it commits survives pruning, the next launch continues this run, and the metrics file keeps
     /// one row per step of it.
