@@ -13,8 +13,8 @@ enum ToolCommands {
     static let planSpec = CommandSpec(
         name: "plan",
         summary: """
-        parameters, batch arithmetic, memory per rank and allreduce bytes, without training; with --simulate,
-        predicted step time, exposed communication and efficiency from 1 to thousands of nodes
+        memory per rank, batch arithmetic and allreduce bytes of a config, without training
+        with --simulate: predicted step time, exposed communication and efficiency from 1 to thousands of nodes
         """,
         flags: [
             Flag("config", .text, "FILE", "the run config (required without --simulate)"),

@@ -50,7 +50,10 @@ if ["help", "--help", "-h"].contains(first) {
 // Two-word commands ("tokenizer train", "reward score") first, then one word.
 let second = arguments.first.map { "\(first) \($0)" }
 let spec = commands.first { $0.name == second } ?? commands.first { $0.name == first }
-guard let spec else { fail("unknown command '\(first)'\n\(usage)", code: 2) }
+guard let spec else {
+    let subcommands = commands.filter { $0.name.hasPrefix(first + " ") }.map { $0.name }
+    fail(subcommands.isEmpty ? "unknown command '\(first)'\n\(usage)" : "'\(first)' needs a subcommand: \(subcommands.joined(separator: ", "))", code: 2)
+}
 if spec.name.contains(" ") { arguments.removeFirst() }
 if arguments.contains("--help") || arguments.contains("-h") {
     print(spec.help)
