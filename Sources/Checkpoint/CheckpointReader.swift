@@ -11,7 +11,7 @@ public enum CheckpointReader {
     public static func loadModel(_ checkpoint: String) throws -> (CheckpointManifest, LlamaModel) {
         let manifest = try readManifest(checkpoint)
         try manifest.config.validate(file: checkpoint + "/manifest.json")
-        let model = try LlamaModel(config: manifest.config.model)
+        let model = try LlamaModel(config: manifest.config.model, purpose: .inference)
         guard model.parameters.count == manifest.parameterCount,
               CheckpointManifest.layoutHash(model.layout) == manifest.layoutSHA256 else {
             throw CheckpointError.incompatible(file: checkpoint + "/manifest.json",

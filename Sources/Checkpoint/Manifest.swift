@@ -79,22 +79,29 @@ public struct CheckpointManifest: Codable, Sendable {
         manifestSHA256 = try c.decodeIfPresent(String.self, forKey: .manifestSHA256) ?? ""
     }
 
-    /// The canonical bytes the self-checksum covers.
-    func canonicalHash() throws -> String {
+    static let emptyChecksumField = Data(#""manifest_sha256" : """#.utf8)
+
+    /// The manifest as written: pretty JSON whose `manifest_sha256` is the SHA-256 of the file's own bytes
+    /// with that field empty. Hashing the bytes (not a re-encoding) keeps old manifests verifiable when
+    /// later versions add fields.
+    public func sealed() throws -> Data {
         var copy = self
         copy.manifestSHA256 = ""
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return SHA256.hex(Array(try encoder.encode(copy)))
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let blank = try encoder.encode(copy)
+        guard let field = blank.range(of: Self.emptyChecksumField) else { throw CheckpointError.unreadableManifest(file: "-", reason: "cannot seal") }
+        var sealed = blank
+        sealed.replaceSubrange(field, with: Data(#""manifest_sha256" : "\#(SHA256.hex(Array(blank)))""#.utf8))
+        return sealed
     }
 
-    /// The manifest as written: pretty JSON with its self-checksum filled in.
-    public func sealed() throws -> Data {
-        var copy = self
-        copy.manifestSHA256 = try canonicalHash()
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(copy)
+    /// The SHA-256 of `data` (a manifest file) with its checksum field emptied, or nil when it has none.
+    static func bytesHash(_ data: Data, stated: String) -> String? {
+        guard let field = data.range(of: Data(#""manifest_sha256" : "\#(stated)""#.utf8)) else { return nil }
+        var blank = data
+        blank.replaceSubrange(field, with: emptyChecksumField)
+        return SHA256.hex(Array(blank))
     }
 
     /// Checks the self-checksum and every field a resume relies on; the error names the field.
@@ -102,10 +109,6 @@ public struct CheckpointManifest: Codable, Sendable {
         func bad(_ reason: String) -> CheckpointError { .unreadableManifest(file: file, reason: reason) }
         guard formatVersion == 1 || formatVersion == CheckpointManifest.currentFormat else {
             throw CheckpointError.incompatible(file: file, reason: "format version \(formatVersion); this build reads 1 and \(CheckpointManifest.currentFormat)")
-        }
-        if formatVersion >= 2 {
-            let actual = try canonicalHash()
-            guard actual == manifestSHA256 else { throw bad("manifest_sha256 is \(manifestSHA256.prefix(16))…, the content hashes to \(actual.prefix(16))…: the manifest was edited or damaged") }
         }
         guard step >= 0, step <= 1 << 40 else { throw bad("step \(step) is outside 0...2^40") }
         guard nextBatch == step else { throw bad("next_batch \(nextBatch) differs from step \(step)") }
@@ -187,6 +190,12 @@ public func readManifest(_ checkpoint: String) throws -> CheckpointManifest {
         throw CheckpointError.unreadableManifest(file: path, reason: "field '\(error.fieldPath)' \(error.reason)")
     } catch {
         throw CheckpointError.unreadableManifest(file: path, reason: "\(error)")
+    }
+    if manifest.formatVersion >= 2 {
+        let actual = CheckpointManifest.bytesHash(data, stated: manifest.manifestSHA256)
+        guard actual == manifest.manifestSHA256 else {
+            throw CheckpointError.unreadableManifest(file: path, reason: "manifest_sha256 is \(manifest.manifestSHA256), the file hashes to \(actual ?? "nothing (no checksum field)"): the manifest was edited or damaged")
+        }
     }
     try manifest.validate(file: path)
     return manifest

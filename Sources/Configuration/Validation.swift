@@ -72,9 +72,8 @@ extension RunConfig {
     public func activationBytes(microBatch B: Int, seqLen T: Int) -> Int? {
         let widest = max(model.dim, model.ffnHiddenSize, model.qDim, model.outputSize)
         // The arena's largest buffers bound every carve, so the plan below cannot overflow once these fit.
-        guard CheckedSize.product(B, model.nHeads, T, T, model.nLayers + 4, 4) != nil,
-              CheckedSize.product(B, T, widest, 16 * (model.nLayers + 4), 4) != nil else { return nil }
-        return ActivationArena.Plan(config: model, batch: B, seqLen: T).byteCount
+        guard CheckedSize.product(B, T, widest, 16 * (model.nLayers + 4), 4) != nil else { return nil }
+        return ActivationArena.Plan(config: model, batch: B, seqLen: T, purpose: .training(train.recompute)).byteCount
     }
 
     /// What one training rank holds: parameters, gradients and AdamW's two moments (16 bytes per parameter)

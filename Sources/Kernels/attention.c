@@ -1,8 +1,7 @@
-// Causal grouped-query attention, one (batch, head) at a time, with sgemm for the four products.
-//
-// The scores are materialised (B,H,T,T) as llm.c does: simple, exact, and small at the sequence lengths
-// a CPU trains. The full T×T product is computed and the upper triangle discarded; causal blocking would
-// halve those flops but they are a small share of a step at these shapes.
+// Causal grouped-query attention with the scores materialised (B,H,T,T), one (batch, head) at a time, with
+// sgemm for the four products, as llm.c does. The naive twin of flash_attention.c: simple enough to trust,
+// kept for the tests that hold the flash kernels against it; the model never runs it (its T×T buffers are
+// 2 GiB per layer at 4096 tokens).
 #include "lm_kernels.h"
 
 #include <cblas.h>
@@ -30,7 +29,7 @@ static void causal_softmax_rows(float *att, int T) {
     }
 }
 
-void lm_attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+void lm_attention_naive_forward(float *out, float *att, const float *q, const float *k, const float *v,
                           int B, int T, int H, int G, int D) {
     const int qstride = H * D, kvstride = G * D, group = H / G;
     const float scale = 1.0f / sqrtf((float)D);
@@ -52,7 +51,7 @@ void lm_attention_forward(float *out, float *att, const float *q, const float *k
     }
 }
 
-void lm_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
+void lm_attention_naive_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
                            const float *q, const float *k, const float *v, int B, int T, int H, int G, int D) {
     const int qstride = H * D, kvstride = G * D, group = H / G;
     const float scale = 1.0f / sqrtf((float)D);

@@ -9,6 +9,7 @@ import Configuration
 import Distributed
 import Foundation
 import Kernels
+import Model
 import Training
 
 enum PretrainCommand {
@@ -25,6 +26,8 @@ enum PretrainCommand {
          { $0.bucketMB = $1.number("bucket-mb")! }),
         (Flag("data", .text, "DIR", "token shards written by `llama-train prepare`"), { $0.data = $1.string("data") }),
         (Flag("tokenizer", .text, "FILE", "the tokenizer the shards were made with"), { $0.tokenizer = $1.string("tokenizer") }),
+        (Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "keep every block's activations, or recompute each block in backward"),
+         { $0.recompute = Recompute(rawValue: $1.string("recompute")!)! }),
         (Flag("on-nonfinite", .choice(["stop", "skip"]), "", "a NaN or Inf step stops the run or is skipped"),
          { $0.onNonFinite = TrainSettings.NonFinitePolicy(rawValue: $1.string("on-nonfinite")!)! }),
     ]

@@ -99,10 +99,10 @@ public enum HuggingFace {
 
     // MARK: - Weights
 
-    /// Reads the directory's config and weights into a new model.
-    public static func loadModel(directory: String) throws -> LlamaModel {
+    /// Reads the directory's config and weights into a new model (for inference unless asked otherwise).
+    public static func loadModel(directory: String, purpose: ModelPurpose = .inference) throws -> LlamaModel {
         let config = try readConfig(path: directory + "/config.json")
-        let model = try LlamaModel(config: config)
+        let model = try LlamaModel(config: config, purpose: purpose)
         try loadWeights(directory: directory, layout: model.layout, into: model.parameters)
         return model
     }

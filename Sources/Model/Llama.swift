@@ -6,6 +6,7 @@
 //     out = h + down(silu(gate(rmsnorm(h))) · up(rmsnorm(h)))
 // What this is not: a trainer. It knows nothing of ranks, schedules or data; it computes a loss and
 // adds gradients into `gradients` for whoever calls it.
+import Dispatch
 import Kernels
 import Support
 
@@ -37,19 +38,27 @@ public struct ForwardResult: Sendable {
 public final class LlamaModel {
     /// Targets equal to this are not predicted (PyTorch's CrossEntropyLoss default).
     public static let ignoreIndex: Int32 = -100
+    /// Flash attention's query and key tile rows, measured with `llama-train bench --attention` (64 × 64
+    /// was fastest at 512–2048 tokens and head_dim 64–128 on this project's machines; see the README).
+    public static let attentionTiles = (query: 64, key: 64)
 
     public let config: LlamaConfig
     public let layout: ParameterLayout
+    public let purpose: ModelPurpose
     public let parameters: FloatBuffer
+    /// The gradient buffer; empty for an inference model.
     public let gradients: FloatBuffer
     public private(set) var activations: ActivationArena?
 
-    public init(config: LlamaConfig) throws {
+    /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
+    /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set).
+    public init(config: LlamaConfig, purpose: ModelPurpose = .training(.none)) throws {
         try config.validate()
         self.config = config
+        self.purpose = purpose
         layout = ParameterLayout(config: config)
         parameters = FloatBuffer(count: layout.count)
-        gradients = FloatBuffer(count: layout.count)
+        gradients = FloatBuffer(count: purpose.trains ? layout.count : 0)
     }
 
     /// Hugging Face's initialisation: N(0, std) for every matrix, ones for the RMSNorm gains.
@@ -70,7 +79,7 @@ public final class LlamaModel {
         if seqLen > config.maxSeqLen { throw ModelError.sequenceTooLong(seqLen: seqLen, maxSeqLen: config.maxSeqLen) }
         if let a = activations, a.batch == batch, a.seqLen == seqLen { return }
         activations = nil  // free the old plan before allocating the new one
-        activations = ActivationArena(config: config, batch: batch, seqLen: seqLen)
+        activations = ActivationArena(config: config, batch: batch, seqLen: seqLen, purpose: purpose)
     }
 
     @inline(__always) private func p(_ spec: TensorSpec) -> UnsafeMutablePointer<Float> { parameters.pointer + spec.offset }
@@ -108,39 +117,70 @@ public final class LlamaModel {
         return ForwardResult(lossSum: sum, targetCount: counted)
     }
 
-    private func runForward(_ a: ActivationArena) {
-        let c = config
-        let B = Int32(a.batch), T = Int32(a.seqLen), N = B * T
-        let C = Int32(c.dim), F = Int32(c.ffnHiddenSize), Q = Int32(c.qDim), KV = Int32(c.kvDim)
-        let H = Int32(c.nHeads), G = Int32(c.nKVHeads), D = Int32(c.headDim), V = Int32(c.outputSize)
-        let eps = Float(c.normEps)
-        let cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
+    /// The shapes every kernel call takes, as C ints (each bounded by LlamaConfig.validate and the plan).
+    private struct Dims {
+        let B, T, N, C, F, Q, KV, H, G, D, V: Int32
+        /// Element counts, in Int: N·C and friends can pass 2^31 long before any single dimension does.
+        let nc, nf, nq, nkv: Int
 
-        lm_embedding_forward(a.ptr(a.residual[0]), a.tokens, p(layout.embedding), N, C)
-        for l in 0..<c.nLayers {
-            let s = a.layers[l], x = a.ptr(a.residual[l]), out = a.ptr(a.residual[l + 1])
-            func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { p(layout.layer(l, t)) }
-            // h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(x)
-            lm_rmsnorm_forward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), N, C, eps)
-            lm_matmul_forward(a.ptr(s.q), a.ptr(s.norm1), w(.q), N, C, Q, 0)
-            lm_matmul_forward(a.ptr(s.k), a.ptr(s.norm1), w(.k), N, C, KV, 0)
-            lm_matmul_forward(a.ptr(s.v), a.ptr(s.norm1), w(.v), N, C, KV, 0)
-            lm_rope_forward(a.ptr(s.q), cosT, sinT, B, T, H, D)
-            lm_rope_forward(a.ptr(s.k), cosT, sinT, B, T, G, D)
-            lm_attention_forward(a.ptr(s.attnOut), a.ptr(s.att), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v), B, T, H, G, D)
-            a.ptr(s.mid).update(from: x, count: Int(N * C))
-            lm_matmul_forward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), N, Q, C, 1)
-            // out = h + down(silu(gate(n)) · up(n)), n = rmsnorm(h)
-            lm_rmsnorm_forward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), N, C, eps)
-            lm_matmul_forward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), N, C, F, 0)
-            lm_matmul_forward(a.ptr(s.up), a.ptr(s.norm2), w(.up), N, C, F, 0)
-            lm_swiglu_forward(a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up), Int(N * F))
-            out.update(from: a.ptr(s.mid), count: Int(N * C))
-            lm_matmul_forward(out, a.ptr(s.act), w(.down), N, F, C, 1)
+        init(_ c: LlamaConfig, _ a: ActivationArena) {
+            (B, T) = (Int32(a.batch), Int32(a.seqLen))
+            N = B * T
+            (C, F, Q, KV) = (Int32(c.dim), Int32(c.ffnHiddenSize), Int32(c.qDim), Int32(c.kvDim))
+            (H, G, D, V) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim), Int32(c.outputSize))
+            let rows = a.batch * a.seqLen
+            (nc, nf, nq, nkv) = (rows * c.dim, rows * c.ffnHiddenSize, rows * c.qDim, rows * c.kvDim)
         }
-        lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), p(layout.finalNorm), N, C, eps)
-        lm_matmul_forward(a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), N, C, V, 0)
-        lm_cross_entropy_forward(a.ptr(a.losses), a.ptr(a.logits), a.targets, N, V)
+    }
+
+    private func runForward(_ a: ActivationArena) {
+        let c = config, d = Dims(c, a)
+        lm_embedding_forward(a.ptr(a.residual[0]), a.tokens, p(layout.embedding), d.N, d.C)
+        for l in 0..<c.nLayers { forwardBlock(l, a, d) }
+        lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), p(layout.finalNorm), d.N, d.C, Float(c.normEps))
+        lm_matmul_forward(a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), d.N, d.C, d.V, 0)
+        lm_cross_entropy_forward(a.ptr(a.losses), a.ptr(a.logits), a.targets, d.N, d.V)
+    }
+
+    /// Block l from residual[l] to residual[l + 1], keeping its activations in block(l). The backward's
+    /// recomputation calls exactly this, so recomputed activations equal the first ones bit for bit.
+    private func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims) {
+        let s = a.block(l), x = a.ptr(a.residual[l]), out = a.ptr(a.residual[l + 1])
+        let eps = Float(config.normEps), cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
+        func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { p(layout.layer(l, t)) }
+        // h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(x)
+        lm_rmsnorm_forward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), d.N, d.C, eps)
+        lm_matmul_forward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
+        lm_matmul_forward(a.ptr(s.k), a.ptr(s.norm1), w(.k), d.N, d.C, d.KV, 0)
+        lm_matmul_forward(a.ptr(s.v), a.ptr(s.norm1), w(.v), d.N, d.C, d.KV, 0)
+        lm_rope_forward(a.ptr(s.q), cosT, sinT, d.B, d.T, d.H, d.D)
+        lm_rope_forward(a.ptr(s.k), cosT, sinT, d.B, d.T, d.G, d.D)
+        let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
+        let (attnOut, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
+        inParallel(units: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end in
+            lm_flash_attention_forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+        }
+        a.ptr(s.mid).update(from: x, count: d.nc)
+        lm_matmul_forward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
+        // out = h + down(silu(gate(n)) · up(n)), n = rmsnorm(h)
+        lm_rmsnorm_forward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), d.N, d.C, eps)
+        lm_matmul_forward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
+        lm_matmul_forward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
+        lm_swiglu_forward(a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up), d.nf)
+        out.update(from: a.ptr(s.mid), count: d.nc)
+        lm_matmul_forward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
+    }
+
+    /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads). Each
+    /// unit is computed by exactly one call, so the result does not depend on the number of threads.
+    private func inParallel(units: Int, _ body: (Int, Int) -> Void) {
+        let threads = min(max(1, Int(lm_blas_threads())), units)
+        guard threads > 1 else { return body(0, units) }
+        withoutActuallyEscaping(body) { body in
+            // The units write disjoint memory (the kernel's contract), so sharing the closure is safe.
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: threads) { i in shared.value(units * i / threads, units * (i + 1) / threads) }
+        }
     }
 
     /// Adds into `gradients` the gradient of Σ lossScale · loss over the last forward's counted targets
@@ -148,7 +188,7 @@ public final class LlamaModel {
     /// `gradientsReady(w)` is called as backward goes: every gradient at flat offset ≥ w is then final, so a
     /// data-parallel caller can start reducing it while the rest of backward runs.
     public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) {
-        guard let a = activations else { preconditionFailure("backward before forward") }
+        guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
         let N = Int32(a.batch * a.seqLen), V = Int32(config.outputSize)
         // logits = lm_head(rmsnorm(x_L)); dlogits overwrite the logits in place
         lm_cross_entropy_backward(a.ptr(a.logits), a.ptr(a.logits), a.targets, lossScale, N, V)
@@ -160,57 +200,62 @@ public final class LlamaModel {
     /// last forward's logits and must overwrite every value.
     public func backward(settingLogitGradients fill: (UnsafeMutableBufferPointer<Float>) -> Void,
                          gradientsReady: ((Int) -> Void)? = nil) {
-        guard let a = activations else { preconditionFailure("backward before forward") }
+        guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
         fill(UnsafeMutableBufferPointer(start: a.ptr(a.logits), count: a.batch * a.seqLen * config.outputSize))
         backwardFromLogitGradients(gradientsReady: gradientsReady)
     }
 
     private func backwardFromLogitGradients(gradientsReady: ((Int) -> Void)?) {
         let a = activations!
-        let c = config
-        let B = Int32(a.batch), T = Int32(a.seqLen), N = B * T
-        let C = Int32(c.dim), F = Int32(c.ffnHiddenSize), Q = Int32(c.qDim), KV = Int32(c.kvDim)
-        let H = Int32(c.nHeads), G = Int32(c.nKVHeads), D = Int32(c.headDim), V = Int32(c.outputSize)
+        let c = config, d = Dims(c, a)
+        let (N, C, F, Q, KV) = (d.N, d.C, d.F, d.Q, d.KV)
         let cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
         let dres = a.ptr(a.dres), dnorm = a.ptr(a.dnorm)
-        func zero(_ offset: Int, _ count: Int32) { a.ptr(offset).update(repeating: 0, count: Int(count)) }
+        func zero(_ offset: Int, _ count: Int) { a.ptr(offset).update(repeating: 0, count: count) }
 
-        zero(a.dnorm, N * C)
-        lm_matmul_backward(dnorm, g(layout.lmHead), a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), N, C, V)
-        zero(a.dres, N * C)
+        zero(a.dnorm, d.nc)
+        lm_matmul_backward(dnorm, g(layout.lmHead), a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), N, C, d.V)
+        zero(a.dres, d.nc)
         lm_rmsnorm_backward(dres, g(layout.finalNorm), dnorm, a.ptr(a.residual[c.nLayers]), p(layout.finalNorm),
                             a.ptr(a.rstdF), N, C)
         gradientsReady?(min(layout.finalNorm.offset, layout.lmHead.offset))
         // dres is the gradient of the residual stream: each block's output passes it straight to its input.
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
-            let s = a.layers[l], x = a.ptr(a.residual[l])
+            // Recompute: the shared block buffers hold the last layer's forward already; any other layer
+            // runs its forward again from its kept input.
+            if purpose == .training(.layer) && l != c.nLayers - 1 { forwardBlock(l, a, d) }
+            let s = a.block(l), x = a.ptr(a.residual[l])
             func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { p(layout.layer(l, t)) }
             func dw(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { g(layout.layer(l, t)) }
             // out = h + down(act)
-            zero(a.dact, N * F)
+            zero(a.dact, d.nf)
             lm_matmul_backward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
             // act = silu(gate) · up
-            zero(a.dgate, N * F)
-            zero(a.dup, N * F)
-            lm_swiglu_backward(a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up), Int(N * F))
+            zero(a.dgate, d.nf)
+            zero(a.dup, d.nf)
+            lm_swiglu_backward(a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up), d.nf)
             // gate = W_gate · n, up = W_up · n, n = rmsnorm(h)
-            zero(a.dnorm, N * C)
+            zero(a.dnorm, d.nc)
             lm_matmul_backward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
             lm_matmul_backward(dnorm, dw(.up), a.ptr(a.dup), a.ptr(s.norm2), w(.up), N, C, F)
             lm_rmsnorm_backward(dres, dw(.ffnNorm), dnorm, a.ptr(s.mid), w(.ffnNorm), a.ptr(s.rstd2), N, C)
             // h = x + o(attnOut)
-            zero(a.dattnOut, N * Q)
+            zero(a.dattnOut, d.nq)
             lm_matmul_backward(a.ptr(a.dattnOut), dw(.o), dres, a.ptr(s.attnOut), w(.o), N, Q, C)
             // attnOut = attention(q, k, v), q and k rotated
-            zero(a.dq, N * Q)
-            zero(a.dk, N * KV)
-            zero(a.dv, N * KV)
-            lm_attention_backward(a.ptr(a.dq), a.ptr(a.dk), a.ptr(a.dv), a.ptr(a.datt), a.ptr(a.dattnOut),
-                                  a.ptr(s.att), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v), B, T, H, G, D)
-            lm_rope_backward(a.ptr(a.dq), cosT, sinT, B, T, H, D)
-            lm_rope_backward(a.ptr(a.dk), cosT, sinT, B, T, G, D)
+            zero(a.dq, d.nq)
+            zero(a.dk, d.nkv)
+            zero(a.dv, d.nkv)
+            let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
+            let (dq, dk, dv, dout) = (a.ptr(a.dq), a.ptr(a.dk), a.ptr(a.dv), a.ptr(a.dattnOut))
+            let (out, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
+            inParallel(units: lm_flash_attention_backward_units(d.B, d.G)) { first, end in
+                lm_flash_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+            }
+            lm_rope_backward(a.ptr(a.dq), cosT, sinT, d.B, d.T, d.H, d.D)
+            lm_rope_backward(a.ptr(a.dk), cosT, sinT, d.B, d.T, d.G, d.D)
             // q, k, v = W · n, n = rmsnorm(x)
-            zero(a.dnorm, N * C)
+            zero(a.dnorm, d.nc)
             lm_matmul_backward(dnorm, dw(.q), a.ptr(a.dq), a.ptr(s.norm1), w(.q), N, C, Q)
             lm_matmul_backward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
             lm_matmul_backward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
@@ -229,4 +274,10 @@ public final class LlamaModel {
         // (A reward model's head is one row: its FLOPs drop out of N with the vocabulary.)
         6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.nLayers * seqLen * config.dim)
     }
+}
+
+/// A value shared with concurrent work whose safety the caller establishes (disjoint writes).
+private struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

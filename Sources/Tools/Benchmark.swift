@@ -49,7 +49,7 @@ public enum Benchmark {
     public static func run(config: RunConfig, name: String, threads: Int, steps: Int, warmup: Int,
                            log: (String) -> Void = { _ in }) throws -> BenchmarkResult {
         lm_set_blas_threads(Int32(threads))
-        let model = try LlamaModel(config: config.model)
+        let model = try LlamaModel(config: config.model, purpose: .training(config.train.recompute))
         model.initialize(seed: config.train.seed)
         let optimizer = AdamW(layout: model.layout)
         let B = config.train.microBatch, T = config.train.seqLen

@@ -15,6 +15,8 @@ public struct TrainingPlan: Codable, Sendable {
     public var parameterBytes: Int
     public var gradientBytes: Int
     public var optimizerBytes: Int
+    /// What the arena holds: `none` keeps every block's activations, `layer` one block's and the residuals.
+    public var recompute: String
     public var activationBytes: Int
     public var memoryPerRankBytes: Int
     /// The gradient buffer every rank contributes to the sum each step.
@@ -27,7 +29,7 @@ public struct TrainingPlan: Codable, Sendable {
         case parameters, nonEmbeddingParameters = "non_embedding_parameters", ranks, microBatch = "micro_batch"
         case seqLen = "seq_len", accumulationSteps = "accumulation_steps", tokensPerStep = "tokens_per_step"
         case parameterBytes = "parameter_bytes", gradientBytes = "gradient_bytes", optimizerBytes = "optimizer_bytes"
-        case activationBytes = "activation_bytes", memoryPerRankBytes = "memory_per_rank_bytes"
+        case activationBytes = "activation_bytes", recompute, memoryPerRankBytes = "memory_per_rank_bytes"
         case allreduceBytesPerStep = "allreduce_bytes_per_step", ringBytesPerRankPerStep = "ring_bytes_per_rank_per_step"
         case flopsPerToken = "flops_per_token"
     }
@@ -51,7 +53,9 @@ public struct TrainingPlan: Codable, Sendable {
         parameterBytes = 4 * layout.count
         gradientBytes = 4 * layout.count
         optimizerBytes = 8 * layout.count
-        activationBytes = ActivationArena.Plan(config: config.model, batch: t.microBatch, seqLen: t.seqLen).byteCount
+        recompute = t.recompute.rawValue
+        activationBytes = ActivationArena.Plan(config: config.model, batch: t.microBatch, seqLen: t.seqLen,
+                                               purpose: .training(t.recompute)).byteCount
         memoryPerRankBytes = parameterBytes + gradientBytes + optimizerBytes + activationBytes
         allreduceBytesPerStep = 4 * layout.count
         ringBytesPerRankPerStep = ranks > 1 ? 2 * (ranks - 1) * allreduceBytesPerStep / ranks : 0

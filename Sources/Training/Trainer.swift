@@ -109,7 +109,7 @@ public final class Trainer {
                                                     settings: t)
         }
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
-        model = try LlamaModel(config: config.model)
+        model = try LlamaModel(config: config.model, purpose: .training(t.recompute))
         optimizer = AdamW(layout: model.layout, settings: t.adamw)
         buckets = BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
                                     bucketBytes: max(4, Int(t.bucketMB * 1_048_576)))

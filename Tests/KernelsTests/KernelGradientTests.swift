@@ -75,13 +75,13 @@ import TestSupport
         let w = r.floats(B * T * H * D)
         func forward(_ q: [Float], _ k: [Float], _ v: [Float]) -> ([Float], [Float]) {
             var out = [Float](repeating: 0, count: B * T * H * D), att = [Float](repeating: 0, count: B * H * T * T)
-            lm_attention_forward(&out, &att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
+            lm_attention_naive_forward(&out, &att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
             return (out, att)
         }
         let att = forward(q, k, v).1
         var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count)
         var dv = [Float](repeating: 0, count: v.count), scratch = [Float](repeating: 0, count: T * T)
-        lm_attention_backward(&dq, &dk, &dv, &scratch, w, att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
+        lm_attention_naive_backward(&dq, &dk, &dv, &scratch, w, att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
         expectGradient("attention dq (H \(H), G \(G))", at: q, analytic: dq) { weightedSum(forward($0, k, v).0, w) }
         expectGradient("attention dk (H \(H), G \(G))", at: k, analytic: dk) { weightedSum(forward(q, $0, v).0, w) }
         expectGradient("attention dv (H \(H), G \(G))", at: v, analytic: dv) { weightedSum(forward(q, k, $0).0, w) }

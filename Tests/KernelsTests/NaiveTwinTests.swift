@@ -27,7 +27,7 @@ import TestSupport
         let (B, T, H, G, D) = (2, 7, 4, 2, 6)
         let q = r.floats(B * T * H * D, 2), k = r.floats(B * T * G * D, 2), v = r.floats(B * T * G * D)
         var out = [Float](repeating: 0, count: B * T * H * D), att = [Float](repeating: 0, count: B * H * T * T)
-        lm_attention_forward(&out, &att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
+        lm_attention_naive_forward(&out, &att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
         var naive = [Float](repeating: 0, count: out.count)
         for b in 0..<B {
             for h in 0..<H {

@@ -68,7 +68,7 @@ enum ToleranceMode: CustomStringConvertible {
 @Suite struct ReferenceTests {
     @Test func referenceMatchesHuggingFaceThroughTwoAdamWSteps() throws {
         let directory = referenceFixtureDirectory()
-        let model = try HuggingFace.loadModel(directory: directory)
+        let model = try HuggingFace.loadModel(directory: directory, purpose: .training(.none))
         let expected = try SafeTensorsFile(path: directory + "/expected.safetensors")
         let shape = try expected.info("inputs").shape
         try #require(shape.count == 2, "inputs must be [B, T], got \(shape)")

@@ -57,15 +57,32 @@ void lm_rope_forward(float *x, const float *cos_table, const float *sin_table, i
 /// Reverses the rotation in place (rotates dx by the negative angle); overwrites dx.
 void lm_rope_backward(float *dx, const float *cos_table, const float *sin_table, int B, int T, int heads, int D);
 
-// MARK: - Causal grouped-query attention
+// MARK: - Causal grouped-query attention, flash (the only path the model runs)
 
-/// q, out (B,T,H,D); k, v (B,T,G,D), query head h reads key/value head h / (H/G).
+/// Largest query or key tile (rows); tiles live on the stack.
+#define LM_FLASH_MAX_TILE 128
+
+/// Work units of the forward: (batch, query head, query block of bq rows).
+size_t lm_flash_attention_forward_units(int B, int T, int H, int bq);
+/// Work units of the backward: (batch, key/value head).
+size_t lm_flash_attention_backward_units(int B, int G);
+/// q, out (B,T,H,D); k, v (B,T,G,D), query head h reads key/value head h / (H/G); lse (B,H,T) receives each
+/// row's logsumexp, kept for backward. Computes units [first_unit, end_unit); tiles bq × bk ≤ LM_FLASH_MAX_TILE.
+void lm_flash_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit);
+/// Reverses the forward from its out and lse: dq (B,T,H,D), dk, dv (B,T,G,D) += …, for units [first, end).
+void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                 const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                                 int bq, int bk, size_t first_unit, size_t end_unit);
+
+// MARK: - Causal grouped-query attention, materialised (the naive twin the tests hold flash against)
+
 /// att (B,H,T,T) receives the softmax probabilities (zero above the diagonal), kept for backward.
-void lm_attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                          int B, int T, int H, int G, int D);
+void lm_attention_naive_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                                int B, int T, int H, int G, int D);
 /// Reverses the forward: dq (B,T,H,D), dk, dv (B,T,G,D) += …; scratch holds T·T floats.
-void lm_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
-                           const float *q, const float *k, const float *v, int B, int T, int H, int G, int D);
+void lm_attention_naive_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
+                                 const float *q, const float *k, const float *v, int B, int T, int H, int G, int D);
 
 // MARK: - SwiGLU
 
