@@ -52,6 +52,9 @@ extension RunConfig {
         try check("train.synthetic_ignore_fraction", t.syntheticIgnoreFraction >= 0 && t.syntheticIgnoreFraction < 1,
                   "must be in [0, 1), got \(t.syntheticIgnoreFraction)")
         try check("train.tokenizer", t.data == nil || t.tokenizer != nil, "is required with train.data, to check the shards were made by it")
+        // The kernels take rows (micro_batch × seq_len) as a C int; their offsets are 64-bit.
+        try check("train.micro_batch", t.microBatch * t.seqLen <= Int(Int32.max),
+                  "micro_batch \(t.microBatch) × seq_len \(t.seqLen) rows exceed 2^31 − 1 per micro-step")
         guard activationBytes(microBatch: t.microBatch, seqLen: t.seqLen) != nil else {
             throw fail("train.micro_batch", "micro_batch \(t.microBatch) × seq_len \(t.seqLen) needs more activation memory than can be counted")
         }

@@ -27,7 +27,7 @@ public final class BucketedAllreduce: @unchecked Sendable {
     public init(communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int) {
         self.communicator = communicator
         self.buffer = buffer
-        let per = max(1, min(bucketBytes / MemoryLayout<Float>.stride, Communicator.maxChunk))
+        let per = max(1, min(bucketBytes / MemoryLayout<Float>.stride, Communicator.chunkLimit))
         var ranges: [Range<Int>] = []
         var end = count
         while end > 0 {

@@ -4,6 +4,11 @@
 // code checked and turned into an `MPIError` that names the rank and the call. What this is not: a policy
 // layer. Bucketing, overlap and the decision to abort live with the training loop.
 import CMPI
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 public struct MPIError: Error, CustomStringConvertible {
     public let call: String
@@ -22,8 +27,35 @@ public final class Communicator: @unchecked Sendable {
     /// The thread support MPI granted (MPI_THREAD_MULTIPLE is asked for; a communication thread needs it).
     public let threadLevel: Int32
     private let comm: MPI_Comm
-    /// MPI counts are Int32; larger buffers go in chunks of this many elements.
-    static let maxChunk = 1 << 30
+    /// MPI counts are Int32: every collective moves larger buffers in chunks of at most this many elements
+    /// (7B's 6.7e9 parameters are four chunks). LLAMA_TRAIN_MPI_CHUNK lowers it, so tests exercise the
+    /// chunked paths on small buffers.
+    public static let chunkLimit: Int = {
+        if let raw = getenv("LLAMA_TRAIN_MPI_CHUNK"), let n = Int(String(cString: raw)), n >= 1 {
+            return min(n, Int(Int32.max))
+        }
+        return Int(Int32.max)
+    }()
+
+    /// Calls `body(offset, count)` over [0, total) in chunks of at most chunkLimit.
+    private func chunked(_ total: Int, _ body: (Int, Int) throws -> Void) rethrows {
+        var done = 0
+        repeat {
+            let n = min(total - done, Communicator.chunkLimit)
+            try body(done, n)
+            done += n
+        } while done < total
+    }
+
+    /// A float datatype of `count` elements whose extent is `stride` elements: chunk c of every rank's block.
+    private func stridedChunkType(count: Int, stride: Int) throws -> MPI_Datatype {
+        var contiguous: MPI_Datatype? = lm_mpi_float(), resized: MPI_Datatype? = lm_mpi_float()
+        try check("MPI_Type_contiguous", MPI_Type_contiguous(Int32(count), lm_mpi_float(), &contiguous))
+        try check("MPI_Type_create_resized", MPI_Type_create_resized(contiguous, 0, MPI_Aint(stride * MemoryLayout<Float>.stride), &resized))
+        MPI_Type_free(&contiguous)
+        try check("MPI_Type_commit", MPI_Type_commit(&resized))
+        return resized!
+    }
 
     /// The world communicator, initialised on first use (once per process, as MPI requires).
     /// A process started without mpirun is a world of one.
@@ -119,20 +151,17 @@ public final class Communicator: @unchecked Sendable {
 
     /// Sums `count` floats across ranks, in place (in chunks when count exceeds MPI's Int32 counts).
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
-        var done = 0
-        while done < count {
-            let n = min(count - done, Communicator.maxChunk)
+        try chunked(count) { offset, n in
             try watched("MPI_Allreduce(float, \(n))") {
-                MPI_Allreduce(lm_mpi_in_place(), buffer + done, Int32(n), lm_mpi_float(), lm_mpi_sum(), comm)
+                MPI_Allreduce(lm_mpi_in_place(), buffer + offset, Int32(n), lm_mpi_float(), lm_mpi_sum(), comm)
             }
-            done += n
         }
     }
 
     /// Starts summing `count` floats in place; the request must be completed with `wait` (or polled with
     /// `test`, since non-blocking MPI makes progress only inside MPI calls).
     public func iallreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Request {
-        precondition(count <= Communicator.maxChunk, "iallreduce of \(count) floats: split it into buckets")
+        precondition(count <= Communicator.chunkLimit, "iallreduce of \(count) floats: split it into buckets")
         var request: MPI_Request? = lm_mpi_request_null()
         try check("MPI_Iallreduce(float, \(count))",
                   MPI_Iallreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_float(), lm_mpi_sum(), comm, &request))
@@ -152,24 +181,49 @@ public final class Communicator: @unchecked Sendable {
         return v
     }
 
-    /// Sums `input` (size × blockCount floats) across ranks; rank r receives block r in `output`.
+    /// Sums `input` (size × blockCount floats) across ranks; rank r receives block r in `output`. Blocks
+    /// larger than a chunk go chunk by chunk.
     public func reduceScatterSum(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
-        try watched("MPI_Reduce_scatter_block(\(blockCount))") {
-            MPI_Reduce_scatter_block(input, output, Int32(blockCount), lm_mpi_float(), lm_mpi_sum(), comm)
+        if blockCount <= Communicator.chunkLimit {
+            return try watched("MPI_Reduce_scatter_block(\(blockCount))") {
+                MPI_Reduce_scatter_block(input, output, Int32(blockCount), lm_mpi_float(), lm_mpi_sum(), comm)
+            }
+        }
+        // MPI's reductions take basic datatypes only, so a chunk of every rank's block cannot be one strided
+        // type here: each rank's chunk is reduced to it in turn (the same bytes move as in one reduce-scatter).
+        try chunked(blockCount) { offset, n in
+            for root in 0..<size {
+                try watched("MPI_Reduce(chunk \(n) of \(blockCount), root \(root))") {
+                    MPI_Reduce(input + root * blockCount + offset, rank == root ? output + offset : nil, Int32(n), lm_mpi_float(),
+                               lm_mpi_sum(), Int32(root), comm)
+                }
+            }
         }
     }
 
-    /// Concatenates every rank's `blockCount` floats, in rank order, on every rank.
+    /// Concatenates every rank's `blockCount` floats, in rank order, on every rank. Blocks larger than a chunk
+    /// go chunk by chunk: chunk c of every rank's block lands through one strided receive datatype.
     public func allgather(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
-        try watched("MPI_Allgather(\(blockCount))") {
-            MPI_Allgather(input, Int32(blockCount), lm_mpi_float(), output, Int32(blockCount), lm_mpi_float(), comm)
+        if blockCount <= Communicator.chunkLimit {
+            return try watched("MPI_Allgather(\(blockCount))") {
+                MPI_Allgather(input, Int32(blockCount), lm_mpi_float(), output, Int32(blockCount), lm_mpi_float(), comm)
+            }
+        }
+        try chunked(blockCount) { offset, n in
+            var type: MPI_Datatype? = try stridedChunkType(count: n, stride: blockCount)
+            defer { MPI_Type_free(&type) }
+            try watched("MPI_Allgather(chunk \(n) of \(blockCount))") {
+                MPI_Allgather(input + offset, Int32(n), lm_mpi_float(), output + offset, 1, type, comm)
+            }
         }
     }
 
     /// Sums `count` doubles across ranks, in place.
     public func allreduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
-        try watched("MPI_Allreduce(double, \(count))") {
-            MPI_Allreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_double(), lm_mpi_sum(), comm)
+        try chunked(count) { offset, n in
+            try watched("MPI_Allreduce(double, \(n))") {
+                MPI_Allreduce(lm_mpi_in_place(), buffer + offset, Int32(n), lm_mpi_double(), lm_mpi_sum(), comm)
+            }
         }
     }
 
@@ -186,7 +240,11 @@ public final class Communicator: @unchecked Sendable {
         try watched("MPI_Gather(counts)") { MPI_Gather(&count, 1, lm_mpi_int32(), &counts, 1, lm_mpi_int32(), Int32(root), comm) }
         var displacements = [Int32](repeating: 0, count: size)
         for r in 1..<max(size, 1) where size > 1 { displacements[r] = displacements[r - 1] + counts[r - 1] }
-        let total = Int(counts.reduce(0, +))
+        let total = counts.reduce(0) { $0 + Int($1) }
+        // Gather carries metadata (hashes, ranges), never tensors; a total past Int32 is a caller's mistake.
+        guard total <= Int(Int32.max) else {
+            throw MPIError(call: "MPI_Gatherv", rank: rank, code: 0, message: "\(total) elements in all exceed MPI's Int32 counts")
+        }
         var all = [Int32](repeating: 0, count: rank == root ? max(total, 1) : 1)
         var send = local.isEmpty ? [Int32(0)] : local
         try watched("MPI_Gatherv(\(local.count))") {
@@ -198,8 +256,10 @@ public final class Communicator: @unchecked Sendable {
 
     /// Copies `count` floats from `root` to every rank.
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
-        try watched("MPI_Bcast(float, \(count), root \(root))") {
-            MPI_Bcast(buffer, Int32(count), lm_mpi_float(), Int32(root), comm)
+        try chunked(count) { offset, n in
+            try watched("MPI_Bcast(float, \(n), root \(root))") {
+                MPI_Bcast(buffer + offset, Int32(n), lm_mpi_float(), Int32(root), comm)
+            }
         }
     }
 

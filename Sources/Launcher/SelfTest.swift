@@ -28,24 +28,32 @@ enum MPISelfTest {
         let ranks = Float(n * (n - 1) / 2)
         check(sum == [ranks, Float(n), 2 * ranks], "allreduce \(sum)")
 
-        var pending: [Float] = (0..<1000).map { Float($0) + r }
-        let request = try pending.withUnsafeMutableBufferPointer { try world.iallreduceSum($0.baseAddress!, count: 1000) }
+        // Non-blocking allreduce carries one bucket, never more than a chunk.
+        let bucket = min(1000, Communicator.chunkLimit)
+        var pending: [Float] = (0..<bucket).map { Float($0) + r }
+        let request = try pending.withUnsafeMutableBufferPointer { try world.iallreduceSum($0.baseAddress!, count: bucket) }
         while try !request.test() {}
-        check(pending[10] == Float(10 * n) + ranks, "iallreduce \(pending[10])")
+        check(pending == (0..<bucket).map { Float($0 * n) + ranks }, "iallreduce \(pending.prefix(3))")
 
-        var value: [Float] = world.isRoot ? [42, 43] : [0, 0]
-        try value.withUnsafeMutableBufferPointer { try world.broadcast($0.baseAddress!, count: 2) }
-        check(value == [42, 43], "broadcast \(value)")
+        // Blocks of 1000 floats, so LLAMA_TRAIN_MPI_CHUNK=7 sends each collective in many chunks.
+        let m = 1000
+        var value = (0..<m).map { world.isRoot ? Float($0) : -1 }
+        try value.withUnsafeMutableBufferPointer { try world.broadcast($0.baseAddress!, count: m) }
+        check(value == (0..<m).map(Float.init), "broadcast \(value.prefix(3))")
 
-        let input = (0..<(2 * n)).map { Float($0) * (r + 1) }
-        var block: [Float] = [0, 0]
-        try input.withUnsafeBufferPointer { i in try block.withUnsafeMutableBufferPointer { try world.reduceScatterSum(i.baseAddress!, $0.baseAddress!, blockCount: 2) } }
+        var long = (0..<(3 * m)).map { Float($0 % 97) + r }
+        try long.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 3 * m) }
+        check(long == (0..<(3 * m)).map { Float(n) * Float($0 % 97) + ranks }, "chunked allreduce \(long.prefix(3))")
+
+        let input = (0..<(m * n)).map { Float($0 % 1009) * (r + 1) }
+        var block = [Float](repeating: 0, count: m)
+        try input.withUnsafeBufferPointer { i in try block.withUnsafeMutableBufferPointer { try world.reduceScatterSum(i.baseAddress!, $0.baseAddress!, blockCount: m) } }
         let factor = Float(n * (n + 1) / 2)
-        check(block == [Float(2 * world.rank) * factor, Float(2 * world.rank + 1) * factor], "reduce-scatter \(block)")
+        check(block == (0..<m).map { Float((world.rank * m + $0) % 1009) * factor }, "reduce-scatter \(block.prefix(3))")
 
-        var gathered = [Float](repeating: -1, count: 2 * n)
-        try block.withUnsafeBufferPointer { b in try gathered.withUnsafeMutableBufferPointer { try world.allgather(b.baseAddress!, $0.baseAddress!, blockCount: 2) } }
-        check(gathered == (0..<(2 * n)).map { Float($0) * factor }, "allgather \(gathered)")
+        var gathered = [Float](repeating: -1, count: m * n)
+        try block.withUnsafeBufferPointer { b in try gathered.withUnsafeMutableBufferPointer { try world.allgather(b.baseAddress!, $0.baseAddress!, blockCount: m) } }
+        check(gathered == (0..<(m * n)).map { Float($0 % 1009) * factor }, "allgather \(gathered.prefix(3))")
 
         check(try world.allreduceMax(Double(world.rank)) == Double(n - 1) && world.allreduceMin(Double(world.rank)) == 0, "max/min")
         let parts = try world.gather([Int32(world.rank), 7])
@@ -54,7 +62,9 @@ enum MPISelfTest {
 
         let allPassed = try world.allreduceSum(failures.isEmpty ? 0 : 1) == 0
         if !failures.isEmpty { FileHandle.standardError.write(Data("rank \(world.rank): \(failures.joined(separator: "; "))\n".utf8)) }
-        if world.isRoot { print(allPassed ? "mpi-selftest: all collectives agree on \(n) rank(s) (thread level \(world.threadLevel))" : "mpi-selftest: FAILED") }
+        if world.isRoot {
+            print(allPassed ? "mpi-selftest: all collectives agree on \(n) rank(s) (thread level \(world.threadLevel), chunks of at most \(Communicator.chunkLimit) elements)" : "mpi-selftest: FAILED")
+        }
         Communicator.finalize()
         if !allPassed { exit(1) }
     }

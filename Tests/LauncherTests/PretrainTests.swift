@@ -59,6 +59,22 @@ func parameters(_ path: String) throws -> [Float] {
         }
     }
 
+    /// `--recompute layer` trains bitwise the same model as keeping every activation, on 1 and 2 ranks, over
+    /// several steps of 8 and 4 accumulation micro-steps.
+    @Test func recomputeTrainsTheSameModelBitForBit() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let config = try writeTinyConfig(dir, steps: 4)
+        for (name, launcher) in [("one", [String]()), ("two", mpirunFast + ["-np", "2"])] {
+            for mode in ["none", "layer"] {
+                let r = try run(launcher + [tool, "pretrain", "--config", config, "--recompute", mode, "--out", "\(dir)/\(name)-\(mode)"])
+                #expect(r.status == 0, "\(r.stderr)")
+            }
+            let none = FileManager.default.contents(atPath: "\(dir)/\(name)-none/model.safetensors")
+            #expect(none != nil && none == FileManager.default.contents(atPath: "\(dir)/\(name)-layer/model.safetensors"), "\(name) rank(s)")
+        }
+    }
+
     @Test func aKilledRankEndsTheJob() throws {
         let tool = try toolPath()
         let dir = try scratch()
@@ -102,6 +118,27 @@ func parameters(_ path: String) throws -> [Float] {
     @Test func everyCollectiveAgreesOnThreeRanks() throws {
         let r = try run(["mpirun", "-np", "3", "--oversubscribe", try toolPath(), "mpi-selftest"])
         #expect(r.status == 0 && r.stdout.contains("all collectives agree on 3 rank(s)"), "\(r.stdout)\(r.stderr)")
+    }
+
+    /// Counts above MPI's Int32 go in chunks; with the chunk limit lowered to a few elements every collective
+    /// runs chunked, and gives what it gives unchunked: the self-test's known values, and a training run
+    /// (initial broadcast, bucketed allreduce, checkpoint commit, the resume's allgather) bit for bit.
+    @Test func chunkedCollectivesGiveTheSameResults() throws {
+        let tool = try toolPath()
+        let selftest = try run(mpirunFast + ["-np", "3", "-x", "LLAMA_TRAIN_MPI_CHUNK=7", tool, "mpi-selftest"])
+        #expect(selftest.status == 0 && selftest.stdout.contains("chunks of at most 7 elements"), "\(selftest.stdout)\(selftest.stderr)")
+        let dir = try scratch()
+        let config = try writeTinyConfig(dir, steps: 3)
+        let plain = try run(mpirunFast + ["-np", "2", tool, "pretrain", "--config", config, "--out", dir + "/plain"])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        let chunked = try run(mpirunFast + ["-np", "2", "-x", "LLAMA_TRAIN_MPI_CHUNK=999", tool, "pretrain", "--config", config,
+                                            "--checkpoint-dir", dir + "/ck", "--stop-after", "2"])
+        #expect(chunked.status == 75, "\(chunked.stderr)")
+        let rest = try run(mpirunFast + ["-np", "2", "-x", "LLAMA_TRAIN_MPI_CHUNK=999", tool, "pretrain", "--config", config,
+                                         "--checkpoint-dir", dir + "/ck", "--out", dir + "/chunked"])
+        #expect(rest.status == 0 && rest.stdout.contains("resumed from"), "\(rest.stderr)")
+        let a = FileManager.default.contents(atPath: dir + "/plain/model.safetensors")
+        #expect(a != nil && a == FileManager.default.contents(atPath: dir + "/chunked/model.safetensors"))
     }
 
     @Test func nonFiniteStepStopsOrIsSkipped() throws {

@@ -69,3 +69,29 @@ import TestSupport
         for (w, values) in snapshots { #expect(values == Array(final[w...]), "gradients above \(w) changed after being reported") }
     }
 }
+
+@Suite struct RecomputeTests {
+    /// Recomputing each block in backward runs the same kernels in the same order, so the gradients equal
+    /// those of keeping every activation bit for bit; an inference model computes the same logits with a
+    /// smaller arena and no gradient buffer.
+    @Test func recomputeGivesBitwiseTheSameGradients() throws {
+        let config = LlamaConfig(dim: 32, nLayers: 3, nHeads: 4, nKVHeads: 2, vocabSize: 50, ffnHiddenSize: 48, maxSeqLen: 80)
+        var r = Rand(17)
+        let (B, T) = (2, 70)  // several attention tiles per row
+        let tokens = (0..<(B * T)).map { _ in Int32(r.next() % 50) }, targets = (0..<(B * T)).map { _ in Int32(r.next() % 50) }
+        func run(_ purpose: ModelPurpose) throws -> (logits: [Float], gradients: [Float], arena: Int) {
+            let model = try LlamaModel(config: config, purpose: purpose)
+            model.initialize(seed: 4, std: 0.2)
+            let result = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
+            let logits = Array(model.logits), arena = model.activations!.byteCount
+            guard purpose.trains else { return (logits, [], arena) }
+            model.backward(lossScale: 1 / Float(result.targetCount))
+            return (logits, model.gradients.array, arena)
+        }
+        let none = try run(.training(.none)), layer = try run(.training(.layer)), inference = try run(.inference)
+        #expect(none.gradients == layer.gradients && none.logits == layer.logits && !none.gradients.isEmpty)
+        #expect(inference.logits == none.logits)
+        #expect(layer.arena < none.arena && inference.arena < layer.arena, "arenas: \(none.arena), \(layer.arena), \(inference.arena)")
+        #expect(try LlamaModel(config: config, purpose: .inference).gradients.count == 0)
+    }
+}

@@ -1,0 +1,136 @@
+// Flash attention against its naive twin (the materialised kernel) and against finite differences, over the
+// shapes that stress tiling: T = 1, T not a multiple of the tile, T spanning several tiles, query and key
+// tiles of different sizes, GQA ratios 1, 2, 4 and 8, and head dimensions 64, 96 and 128. Also: splitting the
+// work units over several calls (as threads do) gives bitwise the same result.
+import Foundation
+import Kernels
+import Testing
+import TestSupport
+
+/// One attention problem: q (B,T,H,D), k and v (B,T,G,D), and an upstream gradient for out.
+struct AttentionCase: CustomStringConvertible, Sendable {
+    let B, T, H, G, D, bq, bk: Int
+    var description: String { "B\(B) T\(T) H\(H) G\(G) D\(D) tiles \(bq)×\(bk)" }
+}
+
+struct AttentionData {
+    let c: AttentionCase
+    let q, k, v, dout: [Float]
+
+    init(_ c: AttentionCase, seed: UInt64) {
+        self.c = c
+        var r = Rand(seed)
+        q = r.floats(c.B * c.T * c.H * c.D, 2)
+        k = r.floats(c.B * c.T * c.G * c.D, 2)
+        v = r.floats(c.B * c.T * c.G * c.D)
+        dout = r.floats(c.B * c.T * c.H * c.D)
+    }
+
+    /// Flash forward over the units in `splits` consecutive calls: (out, lse).
+    func flashForward(q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil, splits: Int = 1) -> ([Float], [Float]) {
+        var out = [Float](repeating: .nan, count: self.q.count), lse = [Float](repeating: .nan, count: c.B * c.H * c.T)
+        let units = lm_flash_attention_forward_units(Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.bq))
+        for s in 0..<splits {
+            lm_flash_attention_forward(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
+                                       Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), units * s / splits, units * (s + 1) / splits)
+        }
+        return (out, lse)
+    }
+
+    func flashBackward(splits: Int = 1) -> (dq: [Float], dk: [Float], dv: [Float]) {
+        let (out, lse) = flashForward()
+        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = [Float](repeating: 0, count: v.count)
+        let units = lm_flash_attention_backward_units(Int32(c.B), Int32(c.G))
+        for s in 0..<splits {
+            lm_flash_attention_backward(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
+                                        Int32(c.D), Int32(c.bq), Int32(c.bk), units * s / splits, units * (s + 1) / splits)
+        }
+        return (dq, dk, dv)
+    }
+
+    func naiveForward() -> (out: [Float], att: [Float]) {
+        var out = [Float](repeating: 0, count: q.count), att = [Float](repeating: 0, count: c.B * c.H * c.T * c.T)
+        lm_attention_naive_forward(&out, &att, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G), Int32(c.D))
+        return (out, att)
+    }
+
+    func naiveBackward() -> (dq: [Float], dk: [Float], dv: [Float]) {
+        let att = naiveForward().att
+        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = [Float](repeating: 0, count: v.count)
+        var scratch = [Float](repeating: 0, count: c.T * c.T)
+        lm_attention_naive_backward(&dq, &dk, &dv, &scratch, dout, att, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G), Int32(c.D))
+        return (dq, dk, dv)
+    }
+}
+
+/// max |a − b| / max(max |b|, 1e-6): float32 round-off of sums that ran in another order stays near 1e-6.
+func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+    maxDifference(a, b) / max(b.map { abs($0) }.max() ?? 0, 1e-6)
+}
+
+@Suite struct FlashAttentionTests {
+    static let cases: [AttentionCase] = [
+        .init(B: 1, T: 1, H: 2, G: 1, D: 64, bq: 16, bk: 16),       // one token
+        .init(B: 2, T: 37, H: 4, G: 4, D: 64, bq: 16, bk: 16),      // not a multiple of the tile; ratio 1
+        .init(B: 1, T: 70, H: 4, G: 2, D: 96, bq: 16, bk: 32),      // tiles of different sizes; ratio 2
+        .init(B: 1, T: 53, H: 8, G: 2, D: 128, bq: 32, bk: 16),     // rows above a key tile; ratio 4
+        .init(B: 2, T: 150, H: 8, G: 1, D: 64, bq: 64, bk: 64),     // several tiles of the model's size; ratio 8
+        .init(B: 1, T: 260, H: 2, G: 1, D: 16, bq: 128, bk: 128),   // the largest tile
+    ]
+
+    @Test(arguments: cases)
+    func forwardAndBackwardMatchTheMaterialisedKernel(_ c: AttentionCase) {
+        let data = AttentionData(c, seed: UInt64(c.T * 31 + c.D))
+        let (out, lse) = data.flashForward()
+        let naive = data.naiveForward()
+        #expect(relativeDifference(out, naive.out) < 2e-6, "\(c): out differs by \(relativeDifference(out, naive.out))")
+        // lse is the log of each row's softmax denominator, computed here in double from the definition.
+        var worst = 0.0
+        for b in 0..<c.B {
+            for h in 0..<c.H {
+                for t in 0..<c.T {
+                    let g = h / (c.H / c.G)
+                    var scores: [Double] = []
+                    for j in 0...t {
+                        var dot = 0.0
+                        for d in 0..<c.D {
+                            dot += Double(data.q[((b * c.T + t) * c.H + h) * c.D + d]) * Double(data.k[((b * c.T + j) * c.G + g) * c.D + d])
+                        }
+                        scores.append(dot / Double(c.D).squareRoot())
+                    }
+                    let m = scores.max()!
+                    let expected = m + Foundation.log(scores.reduce(0) { $0 + Foundation.exp($1 - m) })
+                    let got = Double(lse[(b * c.H + h) * c.T + t])
+                    worst = got.isFinite ? max(worst, abs(got - expected) / max(1, abs(expected))) : .infinity
+                }
+            }
+        }
+        #expect(worst < 1e-5, "\(c): lse differs from the definition by \(worst)")
+        let flash = data.flashBackward(), twin = data.naiveBackward()
+        for (name, a, b) in [("dq", flash.dq, twin.dq), ("dk", flash.dk, twin.dk), ("dv", flash.dv, twin.dv)] {
+            #expect(relativeDifference(a, b) < 1e-5, "\(c): \(name) differs by \(relativeDifference(a, b))")
+        }
+    }
+
+    /// Work units split over several calls (as the model's threads split them) give the same bits.
+    @Test func splittingTheUnitsChangesNoBit() {
+        let data = AttentionData(.init(B: 2, T: 90, H: 8, G: 2, D: 64, bq: 32, bk: 32), seed: 7)
+        #expect(data.flashForward().0 == data.flashForward(splits: 5).0)
+        let one = data.flashBackward(), three = data.flashBackward(splits: 3)
+        #expect(one.dq == three.dq && one.dk == three.dk && one.dv == three.dv)
+    }
+
+    /// The backward against finite differences of the flash forward itself.
+    @Test(arguments: [(4, 2), (4, 1)])
+    func backwardMatchesFiniteDifferences(heads H: Int, kvHeads G: Int) {
+        let c = AttentionCase(B: 1, T: 11, H: H, G: G, D: 4, bq: 4, bk: 8)
+        let data = AttentionData(c, seed: 9)
+        let grads = data.flashBackward()
+        func loss(q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil) -> Double {
+            weightedSum(data.flashForward(q: q, k: k, v: v).0, data.dout)
+        }
+        expectGradient("flash dq (H \(H), G \(G))", at: data.q, analytic: grads.dq) { loss(q: $0) }
+        expectGradient("flash dk (H \(H), G \(G))", at: data.k, analytic: grads.dk) { loss(k: $0) }
+        expectGradient("flash dv (H \(H), G \(G))", at: data.v, analytic: grads.dv) { loss(v: $0) }
+    }
+}
