@@ -12,9 +12,10 @@
 // with bitwise the same result.
 //
 // The caller (Swift) spreads units over its threads; these functions take a unit range and allocate
-// nothing (tiles live on the stack: at most LM_FLASH_MAX_TILE² floats, 64 KiB).
+// nothing (tiles live on the stack: at most LM_FLASH_MAX_TILE² floats, 64 KiB each).
 #include "lm_kernels.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -28,96 +29,13 @@ size_t lm_flash_attention_forward_units(int B, int T, int H, int bq) {
 
 size_t lm_flash_attention_backward_units(int B, int G) { return (size_t)B * (size_t)G; }
 
-// s (nr,nc) = a (nr rows, stride as) · b (nc rows, stride bs)ᵀ over D, times scale. Four rows of a at a time
-// share each row of b.
-static void tile_dots(float *s, int ldS, const float *a, size_t as, const float *b, size_t bs, int nr, int nc, int D,
-                      float scale) {
-    int r = 0;
-    for (; r + 4 <= nr; r += 4) {
-        const float *a0 = a + r * as, *a1 = a0 + as, *a2 = a1 + as, *a3 = a2 + as;
-        for (int c = 0; c < nc; c++) {
-            const float *bc = b + c * bs;
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-            for (int d = 0; d < D; d++) {
-                s0 += a0[d] * bc[d];
-                s1 += a1[d] * bc[d];
-                s2 += a2[d] * bc[d];
-                s3 += a3[d] * bc[d];
-            }
-            s[(r + 0) * ldS + c] = s0 * scale;
-            s[(r + 1) * ldS + c] = s1 * scale;
-            s[(r + 2) * ldS + c] = s2 * scale;
-            s[(r + 3) * ldS + c] = s3 * scale;
-        }
-    }
-    for (; r < nr; r++) {
-        const float *ar = a + r * as;
-        for (int c = 0; c < nc; c++) {
-            const float *bc = b + c * bs;
-            float acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int d = 0; d < D; d++) acc += ar[d] * bc[d];
-            s[r * ldS + c] = acc * scale;
-        }
-    }
-}
-
-// out rows (nr, stride os) += p (nr,nc) · x (nc rows, stride xs) · alpha: each x row is read once per four rows.
-static void tile_accumulate(float *out, size_t os, const float *p, int ldP, const float *x, size_t xs, int nr, int nc,
-                            int D, float alpha) {
-    int r = 0;
-    for (; r + 4 <= nr; r += 4) {
-        float *o0 = out + r * os, *o1 = o0 + os, *o2 = o1 + os, *o3 = o2 + os;
-        for (int c = 0; c < nc; c++) {
-            const float p0 = p[(r + 0) * ldP + c] * alpha, p1 = p[(r + 1) * ldP + c] * alpha;
-            const float p2 = p[(r + 2) * ldP + c] * alpha, p3 = p[(r + 3) * ldP + c] * alpha;
-            const float *xc = x + c * xs;
-#pragma omp simd
-            for (int d = 0; d < D; d++) {
-                o0[d] += p0 * xc[d];
-                o1[d] += p1 * xc[d];
-                o2[d] += p2 * xc[d];
-                o3[d] += p3 * xc[d];
-            }
-        }
-    }
-    for (; r < nr; r++) {
-        float *o = out + r * os;
-        for (int c = 0; c < nc; c++) {
-            const float pc = p[r * ldP + c] * alpha;
-            const float *xc = x + c * xs;
-#pragma omp simd
-            for (int d = 0; d < D; d++) o[d] += pc * xc[d];
-        }
-    }
-}
-
-// out rows (nc, stride os) += pᵀ (nc,nr) · x (nr rows, stride xs) · alpha, for dV += Pᵀ·dO and dK += dSᵀ·Q.
-static void tile_accumulate_transposed(float *out, size_t os, const float *p, int ldP, const float *x, size_t xs,
-                                       int nr, int nc, int D, float alpha) {
-    for (int r = 0; r < nr; r++) {
-        const float *xr = x + r * xs;
-        int c = 0;
-        for (; c + 4 <= nc; c += 4) {
-            float *o0 = out + c * os, *o1 = o0 + os, *o2 = o1 + os, *o3 = o2 + os;
-            const float p0 = p[r * ldP + c] * alpha, p1 = p[r * ldP + c + 1] * alpha;
-            const float p2 = p[r * ldP + c + 2] * alpha, p3 = p[r * ldP + c + 3] * alpha;
-#pragma omp simd
-            for (int d = 0; d < D; d++) {
-                o0[d] += p0 * xr[d];
-                o1[d] += p1 * xr[d];
-                o2[d] += p2 * xr[d];
-                o3[d] += p3 * xr[d];
-            }
-        }
-        for (; c < nc; c++) {
-            float *o = out + c * os;
-            const float pc = p[r * ldP + c] * alpha;
-#pragma omp simd
-            for (int d = 0; d < D; d++) o[d] += pc * xr[d];
-        }
-    }
+// The tile products are single-threaded sgemm calls (the caller runs units on its own threads and holds
+// OpenBLAS at one thread meanwhile): row-major, leading dimensions the tensors' strides.
+// c (m,n) = alpha · a (m,k) · b (k,n) [+ c], with either operand transposed as its storage requires.
+static inline void tile_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
+                             const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha,
+                a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
 void lm_flash_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
@@ -141,7 +59,8 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
         }
         for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
             const int nc = min_int(bk, T - c0);
-            tile_dots(s, bk, Q, qs, K + (size_t)c0 * kvs, kvs, nr, nc, D, scale);
+            // S (nr,nc) = Q_i (nr,D) · K_jᵀ · scale
+            tile_gemm(0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, s, bk);
             for (int r = 0; r < nr; r++) {
                 float *row = s + r * bk;
                 // Causal: key c0 + c is visible to query r0 + r when c0 + c ≤ r0 + r (none, for rows above the tile).
@@ -169,7 +88,8 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
                     for (int d = 0; d < D; d++) o[d] *= alpha;
                 }
             }
-            tile_accumulate(O, qs, s, bk, V + (size_t)c0 * kvs, kvs, nr, nc, D, 1.0f);
+            // O_i (nr,D) += P (nr,nc) · V_j (nc,D)
+            tile_gemm(0, 0, nr, D, nc, 1.0f, s, bk, V + (size_t)c0 * kvs, kvs, 1.0f, O, qs);
         }
         float *L = lse + ((size_t)b * H + h) * T + r0;
         for (int r = 0; r < nr; r++) {
@@ -211,7 +131,7 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                 for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
                     const int nc = min_int(bk, T - c0);
                     // forward: S = Q·Kᵀ·scale, P = exp(S − lse), zero above the diagonal
-                    tile_dots(p, bk, Q, qs, K + (size_t)c0 * kvs, kvs, nr, nc, D, scale);
+                    tile_gemm(0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, p, bk);
                     for (int r = 0; r < nr; r++) {
                         const int visible = r0 + r < c0 ? 0 : min_int(nc, r0 + r - c0 + 1);
                         float *row = p + r * bk;
@@ -220,8 +140,8 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                         for (int c = visible; c < nc; c++) row[c] = 0;
                     }
                     // forward: out = P·V ⇒ dV += Pᵀ·dO, dP = dO·Vᵀ
-                    tile_accumulate_transposed(dV + (size_t)c0 * kvs, kvs, p, bk, dO, qs, nr, nc, D, 1.0f);
-                    tile_dots(dp, bk, dO, qs, V + (size_t)c0 * kvs, kvs, nr, nc, D, 1.0f);
+                    tile_gemm(1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f, dV + (size_t)c0 * kvs, kvs);
+                    tile_gemm(0, 1, nr, nc, D, 1.0f, dO, qs, V + (size_t)c0 * kvs, kvs, 0.0f, dp, bk);
                     for (int r = 0; r < nr; r++) {
                         float *d = dp + r * bk;
                         const float *pr = p + r * bk;
@@ -229,8 +149,8 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                         for (int c = 0; c < nc; c++) d[c] = pr[c] * (d[c] - rowdot[r]);
                     }
                     // forward: S = Q·Kᵀ·scale ⇒ dQ += dS·K·scale, dK += dSᵀ·Q·scale
-                    tile_accumulate(dQ, qs, dp, bk, K + (size_t)c0 * kvs, kvs, nr, nc, D, scale);
-                    tile_accumulate_transposed(dK + (size_t)c0 * kvs, kvs, dp, bk, Q, qs, nr, nc, D, scale);
+                    tile_gemm(0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs, kvs, 1.0f, dQ, qs);
+                    tile_gemm(1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f, dK + (size_t)c0 * kvs, kvs);
                 }
             }
         }

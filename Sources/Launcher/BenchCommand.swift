@@ -5,6 +5,7 @@
 import Configuration
 import Foundation
 import Kernels
+import Model
 import Tools
 
 enum BenchCommand {
@@ -12,15 +13,22 @@ enum BenchCommand {
         name: "bench",
         summary: "time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON",
         flags: [
-            Flag("config", .text, "FILE", required: true, "the run config whose model and micro-batch to time"),
+            Flag("config", .text, "FILE", "the run config whose model and micro-batch to time (required without --attention)"),
             Flag("threads", .int(min: 1, max: 4096), "N", "BLAS threads (default 1)"),
             Flag("steps", .int(min: 1, max: 1_000_000), "K", "timed steps (default 5)"),
             Flag("warmup", .int(min: 0, max: 1_000_000), "W", "untimed steps first (default 2)"),
             Flag("quiet", .toggle, "print only the summary"),
+            Flag("attention", .toggle, "time attention alone: flash for each --tiles against the materialised kernel"),
+            Flag("seq", .int(min: 1, max: 1 << 20), "T", "--attention: tokens (default 2048)"),
+            Flag("heads", .int(min: 1, max: 1024), "H", "--attention: query heads (default 8)"),
+            Flag("kv-heads", .int(min: 1, max: 1024), "G", "--attention: key/value heads (default = heads)"),
+            Flag("head-dim", .int(min: 1, max: 1024), "D", "--attention: head dimension (default 64)"),
+            Flag("tiles", .list, "QxK", "--attention: tile sizes to try (default 32x32 64x64 128x128 64x128 128x64)"),
         ],
         run: run)
 
     static func run(_ args: inout Arguments) throws {
+        if args.flag("attention") { return try attention(args) }
         let path = try args.require("config")
         let threads = args.int("threads", default: 1)
         let steps = args.int("steps", default: 5)
@@ -48,5 +56,29 @@ enum BenchCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(r), as: UTF8.self))
+    }
+
+    static func attention(_ args: Arguments) throws {
+        let (T, H, D) = (args.int("seq", default: 2048), args.int("heads", default: 8), args.int("head-dim", default: 64))
+        let G = args.int("kv-heads", default: H)
+        guard H % G == 0 else { throw args.usage("--heads \(H) must be a multiple of --kv-heads \(G)") }
+        let tileNames = args.list("tiles").isEmpty ? ["32x32", "64x64", "128x128", "64x128", "128x64"] : args.list("tiles")
+        let tiles = try tileNames.map { name -> (Int, Int) in
+            let parts = name.split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, parts.allSatisfy({ $0 >= 1 && $0 <= Int(LM_FLASH_MAX_TILE) }) else {
+                throw args.usage("--tiles takes QxK with both in 1...\(LM_FLASH_MAX_TILE), got '\(name)'")
+            }
+            return (parts[0], parts[1])
+        }
+        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
+        let results = AttentionBenchmark.run(B: 1, T: T, H: H, G: G, D: D, tiles: tiles, repeats: args.int("steps", default: 3))
+        print("attention B 1, T \(T), H \(H), G \(G), D \(D), one thread: forward + backward, median of \(args.int("steps", default: 3))")
+        for r in results {
+            print(String(format: "  %@ %4d x %-4d  forward %8.1f ms  backward %8.1f ms  %6.1f GFLOP/s (causal half)",
+                         r.kernel.padding(toLength: 12, withPad: " ", startingAt: 0), r.queryTile, r.keyTile, r.forwardMs, r.backwardMs, r.gflops))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(results), as: UTF8.self))
     }
 }

@@ -38,8 +38,8 @@ public struct ForwardResult: Sendable {
 public final class LlamaModel {
     /// Targets equal to this are not predicted (PyTorch's CrossEntropyLoss default).
     public static let ignoreIndex: Int32 = -100
-    /// Flash attention's query and key tile rows, measured with `llama-train bench --attention` (64 × 64
-    /// was fastest at 512–2048 tokens and head_dim 64–128 on this project's machines; see the README).
+    /// Flash attention's query and key tile rows, measured with `llama-train bench --attention`: at 2048
+    /// tokens, 64 × 64 was within 2% of the best of 32–128 at head_dim 64 and 128, and 32 was 10% slower.
     public static let attentionTiles = (query: 64, key: 64)
 
     public let config: LlamaConfig
@@ -173,9 +173,14 @@ public final class LlamaModel {
 
     /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads). Each
     /// unit is computed by exactly one call, so the result does not depend on the number of threads.
+    /// The units' tile products are single-threaded sgemm calls, so OpenBLAS is held at one thread while
+    /// they run on ours, and given its count back after.
     private func inParallel(units: Int, _ body: (Int, Int) -> Void) {
-        let threads = min(max(1, Int(lm_blas_threads())), units)
+        let blasThreads = Int(lm_blas_threads())
+        let threads = min(max(1, blasThreads), units)
         guard threads > 1 else { return body(0, units) }
+        lm_set_blas_threads(1)
+        defer { lm_set_blas_threads(Int32(blasThreads)) }
         withoutActuallyEscaping(body) { body in
             // The units write disjoint memory (the kernel's contract), so sharing the closure is safe.
             let shared = UncheckedSendable(body)
