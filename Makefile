@@ -32,6 +32,8 @@ RUNS ?= 5
 THREADS ?= 1
 bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
+	scripts/bench-step.sh $(BIN) configs/bench-2048.json $(THREADS) 3
+	$(BIN) bench --attention --seq 2048 --steps 3
 	scripts/bench-tokenizer.sh $(BIN) 8000
 	scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2
 	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json

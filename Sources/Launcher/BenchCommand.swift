@@ -18,6 +18,7 @@ enum BenchCommand {
             Flag("steps", .int(min: 1, max: 1_000_000), "K", "timed steps (default 5)"),
             Flag("warmup", .int(min: 0, max: 1_000_000), "W", "untimed steps first (default 2)"),
             Flag("quiet", .toggle, "print only the summary"),
+            Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "override the config's train.recompute"),
             Flag("attention", .toggle, "time attention alone: flash for each --tiles against the materialised kernel"),
             Flag("seq", .int(min: 1, max: 1 << 20), "T", "--attention: tokens (default 2048)"),
             Flag("heads", .int(min: 1, max: 1024), "H", "--attention: query heads (default 8)"),
@@ -34,7 +35,8 @@ enum BenchCommand {
         let steps = args.int("steps", default: 5)
         let warmup = args.int("warmup", default: 2)
         let quiet = args.flag("quiet")
-        let config = try RunConfig.load(path: path)
+        var config = try RunConfig.load(path: path)
+        if let mode = args.string("recompute") { config.train.recompute = Recompute(rawValue: mode)! }
         try config.checkFitsInMemory(file: path)
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         let r = try Benchmark.run(config: config, name: name, threads: threads, steps: steps, warmup: warmup,

@@ -65,7 +65,7 @@ enum ToolCommands {
             ("micro-batch", "\(p.microBatch) sequences of \(p.seqLen) tokens"),
             ("accumulation", "\(p.accumulationSteps) micro-steps per optimizer step"),
             ("tokens per step", "\(p.tokensPerStep)"),
-            ("memory per rank", "\(gib(p.memoryPerRankBytes)): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), activations \(gib(p.activationBytes))"),
+            ("memory per rank", "\(gib(p.memoryPerRankBytes)): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"),
             ("allreduce", "\(gib(p.allreduceBytesPerStep)) of gradients per step; a ring moves \(gib(p.ringBytesPerRankPerStep)) in and out of each rank"),
             ("FLOPs per token", String(format: "%.3g (6N + 6LTD)", p.flopsPerToken)),
         ]
