@@ -1,6 +1,8 @@
 // Causal grouped-query attention without a T×T buffer: FlashAttention-2's schedule on a CPU.
 //
-// Forward, per work unit (batch b, query head h, query block i of `bq` rows): walk the key blocks j ≤ i of
+// Forward, per work unit (batch b, query head h, query block i of `bq` rows; consecutive units are the heads
+// of one GQA group on the same query block, so they stream the same K/V tiles through the cache): walk the
+// key blocks j ≤ i of
 // `bk` keys, compute the tile S = Q_i·K_jᵀ·scale, and keep an online softmax per row (running max m, running
 // sum l, the output accumulated in place and rescaled when m grows). Only the output and one logsumexp per
 // row (lse = m + log l) are kept. Tiles wholly above the diagonal are never touched: half the flops of the
@@ -46,7 +48,10 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
     float s[LM_FLASH_MAX_TILE * LM_FLASH_MAX_TILE];
     float m[LM_FLASH_MAX_TILE], l[LM_FLASH_MAX_TILE];
     for (size_t u = first_unit; u < end_unit; u++) {
-        const int i = (int)(u % (size_t)blocks), h = (int)(u / (size_t)blocks % (size_t)H), b = (int)(u / ((size_t)blocks * H));
+        // u = ((b·G + g)·blocks + i)·group + (h − g·group)
+        const int within = (int)(u % (size_t)group), i = (int)(u / (size_t)group % (size_t)blocks);
+        const int g = (int)(u / ((size_t)group * blocks) % (size_t)G), b = (int)(u / ((size_t)group * blocks * G));
+        const int h = g * group + within;
         const int r0 = i * bq, nr = min_int(bq, T - r0);
         const float *Q = q + ((size_t)b * T + r0) * qs + (size_t)h * D;
         const float *K = k + (size_t)b * T * kvs + (size_t)(h / group) * D;

@@ -18,6 +18,12 @@ import Testing
         let p = try plan("llama2-7b", ranks: 64)
         #expect(p.accumulationSteps == 16 && p.tokensPerStep == 4_194_304 && p.allreduceBytesPerStep == 4 * p.parameters)
         #expect(p.memoryPerRankBytes == 16 * p.parameters + p.activationBytes)
+        // Flash attention and recomputation: 7B's activations at 4096 tokens fit in 8 GiB (98 GiB before).
+        var recomputing = try RunConfig.load(path: "\(root)/configs/llama2-7b.json")
+        recomputing.train.recompute = .layer
+        let lean = try TrainingPlan(config: recomputing, ranks: 64)
+        #expect(lean.activationBytes <= 8 << 30 && lean.activationBytes * 4 < p.activationBytes, "\(lean.activationBytes)")
+        #expect(lean.memoryPerRankBytes == 16 * lean.parameters + lean.activationBytes)
         #expect(throws: ConfigError.self) { try plan("llama2-7b", ranks: 3) }
         #expect(throws: ConfigError.self) { try plan("llama2-7b", ranks: 2048) }
     }

@@ -62,7 +62,7 @@ void lm_rope_backward(float *dx, const float *cos_table, const float *sin_table,
 /// Largest query or key tile (rows); tiles live on the stack.
 #define LM_FLASH_MAX_TILE 128
 
-/// Work units of the forward: (batch, query head, query block of bq rows).
+/// Work units of the forward: (batch, query head, query block of bq rows), the heads of a GQA group adjacent.
 size_t lm_flash_attention_forward_units(int B, int T, int H, int bq);
 /// Work units of the backward: (batch, key/value head).
 size_t lm_flash_attention_backward_units(int B, int G);
