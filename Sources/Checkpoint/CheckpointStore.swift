@@ -63,11 +63,13 @@ public final class CheckpointStore: @unchecked Sendable {
     public func save(step: Int, tokensSeen: Int, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> Double {
         try waitForPending()
         let start = Date()
-        let count = model.parameters.count
+        let count = model.layout.count
         let range = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
         let staged = FloatBuffer(count: 3 * range.count)
-        for (i, buffer) in [model.parameters, optimizer.m, optimizer.v].enumerated() {
-            (staged.pointer + i * range.count).update(from: buffer.pointer + range.lowerBound, count: range.count)
+        // Each rank writes the range it owns; sharded buffers hold exactly that range, replicated ones all.
+        for (i, (buffer, held)) in Self.state(model, optimizer).enumerated() {
+            precondition(held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound, "rank \(world.rank) does not hold its own range")
+            (staged.pointer + i * range.count).update(from: buffer.pointer + (range.lowerBound - held.lowerBound), count: range.count)
         }
         let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
         let template = CheckpointManifest(
@@ -232,7 +234,7 @@ public final class CheckpointStore: @unchecked Sendable {
         guard m.stage == stage else {
             throw refuse("it holds a \(m.stage.rawValue) run's checkpoint and this is \(stage.rawValue): give \(stage.rawValue) its own --checkpoint-dir, and start from this checkpoint with finetune.init_from")
         }
-        guard m.parameterCount == model.parameters.count, m.layoutSHA256 == CheckpointManifest.layoutHash(model.layout),
+        guard m.parameterCount == model.layout.count, m.layoutSHA256 == CheckpointManifest.layoutHash(model.layout),
               m.config.model == config.model
         else { throw refuse("it holds another model (\(m.parameterCount) parameters); the config's model block must match") }
         guard m.config.train.globalBatchTokens == config.train.globalBatchTokens, m.config.train.seqLen == config.train.seqLen,
@@ -262,11 +264,23 @@ public final class CheckpointStore: @unchecked Sendable {
                 }
             }
         }
-        let full = FloatBuffer(count: per * world.size)
-        for (slice, target) in zip(slices, [model.parameters, optimizer.m, optimizer.v]) {
-            try world.allgather(slice.pointer, full.pointer, blockCount: per)
-            target.pointer.update(from: full.pointer, count: count)
+        // A replicated buffer is assembled from every rank's range; a sharded one keeps just this rank's.
+        var full: FloatBuffer?
+        for (slice, (target, held)) in zip(slices, Self.state(model, optimizer)) {
+            if held == mine {
+                target.pointer.update(from: slice.pointer, count: mine.count)
+                continue
+            }
+            precondition(held == 0..<count, "a buffer holds neither everything nor this rank's range")
+            if full == nil { full = FloatBuffer(count: per * world.size) }
+            try world.allgather(slice.pointer, full!.pointer, blockCount: per)
+            target.pointer.update(from: full!.pointer, count: count)
         }
         optimizer.step = m.adamStep
+    }
+
+    /// The three buffers a checkpoint holds, each with the flat range it covers.
+    static func state(_ model: LlamaModel, _ optimizer: AdamW) -> [(FloatBuffer, Range<Int>)] {
+        [(model.parameters, model.parameterRange), (optimizer.m, optimizer.range), (optimizer.v, optimizer.range)]
     }
 }

@@ -11,6 +11,7 @@
 // a temporary file, fsyncs, renames it and fsyncs the directory. A directory without a manifest is not a
 // checkpoint. Older checkpoints are pruned only after the new one is committed, keeping at least two.
 import Configuration
+import Distributed
 import Foundation
 import Model
 import Support
@@ -130,10 +131,9 @@ public struct CheckpointManifest: Codable, Sendable {
         }
     }
 
-    /// Rank r's flat range on `worldSize` ranks, the buffers padded to a multiple of the world size.
+    /// Rank r's flat range on `worldSize` ranks: the FlatPartition that sharded training owns by.
     public static func range(rank: Int, worldSize: Int, count: Int) -> Range<Int> {
-        let per = (count + worldSize - 1) / worldSize
-        return min(rank * per, count)..<min((rank + 1) * per, count)
+        FlatPartition(count: count, ranks: worldSize).range(rank: rank)
     }
 
     public static func shardName(rank: Int, worldSize: Int) -> String {

@@ -7,6 +7,21 @@ import Model
 import Optim
 import Support
 
+/// Sharded data parallelism (ZeRO's stages, FSDP): what each rank keeps of the 16 bytes per parameter.
+public enum ShardingMode: String, Codable, CaseIterable, Sendable {
+    /// Replicated: every rank holds all parameters, gradients and AdamW moments; gradients are allreduced.
+    case none
+    /// ZeRO-1: each rank keeps the AdamW moments of its own range; gradients are reduce-scattered to their
+    /// owners, each rank updates its range, and the parameters are allgathered.
+    case optimizer
+    /// ZeRO-2: also only the owned gradient range persists: each unit's gradients are reduce-scattered right
+    /// after its backward, every micro-step.
+    case gradients
+    /// ZeRO-3 / FSDP: parameters too; each unit is allgathered before its forward and backward (the next one
+    /// prefetched on a communication thread) and released after.
+    case full
+}
+
 public struct TrainSettings: Codable, Equatable, Sendable {
     public enum NonFinitePolicy: String, Codable, Sendable { case stop, skip }
 
@@ -34,6 +49,8 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     /// input and recomputes the block just before its backward (about 1.3× the compute, a fraction of the
     /// memory: what 7B–70B at 4096 tokens need).
     public var recompute = Recompute.none
+    /// What each rank keeps of the parameters, gradients and moments (see ShardingMode).
+    public var sharding = ShardingMode.none
     /// A NaN or Inf loss or gradient norm stops the run, or skips the step without updating.
     public var onNonFinite = NonFinitePolicy.stop
     /// A directory written by `llama-train prepare`; without one, synthetic tokens (benchmarks, tests).
@@ -50,7 +67,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case seqLen = "seq_len", microBatch = "micro_batch", seed, globalBatchTokens = "global_batch_tokens", steps
         case learningRate = "lr", warmupSteps = "warmup_steps", minLRRatio = "min_lr_ratio", gradClip = "grad_clip"
-        case beta1, beta2, eps, weightDecay = "weight_decay", bucketMB = "bucket_mb", onNonFinite = "on_nonfinite", recompute
+        case beta1, beta2, eps, weightDecay = "weight_decay", bucketMB = "bucket_mb", onNonFinite = "on_nonfinite", recompute, sharding
         case data, dataWeights = "data_weights", tokenizer, syntheticIgnoreFraction = "synthetic_ignore_fraction"
     }
 
@@ -80,6 +97,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         bucketMB = try c.decodeIfPresent(Double.self, forKey: .bucketMB) ?? d.bucketMB
         onNonFinite = try c.decodeIfPresent(NonFinitePolicy.self, forKey: .onNonFinite) ?? d.onNonFinite
         recompute = try c.decodeIfPresent(Recompute.self, forKey: .recompute) ?? d.recompute
+        sharding = try c.decodeIfPresent(ShardingMode.self, forKey: .sharding) ?? d.sharding
         data = try c.decodeIfPresent(String.self, forKey: .data)
         dataWeights = try c.decodeIfPresent([String: Double].self, forKey: .dataWeights) ?? [:]
         tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer)
@@ -104,6 +122,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         try c.encode(bucketMB, forKey: .bucketMB)
         try c.encode(onNonFinite, forKey: .onNonFinite)
         try c.encode(recompute, forKey: .recompute)
+        try c.encode(sharding, forKey: .sharding)
         try c.encodeIfPresent(data, forKey: .data)
         try c.encode(dataWeights, forKey: .dataWeights)
         try c.encodeIfPresent(tokenizer, forKey: .tokenizer)

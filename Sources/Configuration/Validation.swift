@@ -79,23 +79,54 @@ extension RunConfig {
         return ActivationArena.Plan(config: model, batch: B, seqLen: T, purpose: .training(train.recompute)).byteCount
     }
 
-    /// What one training rank holds: parameters, gradients and AdamW's two moments (16 bytes per parameter)
-    /// plus the activation arena; nil when too large to count.
-    public func trainingBytesPerRank() -> Int? {
-        guard let p = model.parameterCount, let state = CheckedSize.product(16, p),
-              let activations = activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) else { return nil }
-        return CheckedSize.sum([state, activations])
+    /// The largest unit (embedding, one block, final norm + head): what sharded training gathers at once.
+    public var largestUnit: Int? {
+        guard let q = CheckedSize.product(model.nHeads, model.headDim), let kv = CheckedSize.product(model.nKVHeads, model.headDim),
+              let attention = CheckedSize.product(2 * (q + kv), model.dim), let ffn = CheckedSize.product(3, model.ffnHiddenSize, model.dim),
+              let embedding = CheckedSize.product(model.vocabSize, model.dim), let head = CheckedSize.product(model.outputSize, model.dim)
+        else { return nil }
+        return max(embedding, attention + ffn + 2 * model.dim, head + model.dim)
     }
 
+    /// What one training rank holds on `ranks` ranks under train.sharding, in bytes: exactly what the trainer
+    /// allocates for state (parameters, gradients, AdamW moments, sharding's working buffers) and activations.
+    public func rankMemory(ranks: Int) -> RankMemory? {
+        guard let p = model.parameterCount, let unit = largestUnit,
+              let activations = activationBytes(microBatch: train.microBatch, seqLen: train.seqLen), ranks >= 1 else { return nil }
+        let s = (p + ranks - 1) / ranks, scratch = min(s, unit)
+        var m = RankMemory(activations: activations)
+        switch train.sharding {
+        case .none: (m.parameters, m.gradients, m.moments) = (4 * p, 4 * p, 8 * p)
+        case .optimizer: (m.parameters, m.gradients, m.moments) = (4 * p, 4 * p + 4 * s, 8 * s)
+        case .gradients: (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * p, 4 * s, 8 * s, 4 * (unit + scratch))
+        case .full: (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * s, 4 * s, 8 * s, 4 * (3 * unit + scratch))
+        }
+        return m
+    }
+
+    /// What one training rank holds on `ranks` ranks, or nil when too large to count.
+    public func trainingBytesPerRank(ranks: Int = 1) -> Int? { rankMemory(ranks: ranks)?.total }
+
     /// Refuses, before anything is allocated, a training run that cannot fit in this machine's memory.
-    public func checkFitsInMemory(file: String? = nil) throws {
+    public func checkFitsInMemory(ranks: Int = 1, file: String? = nil) throws {
         let machine = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         func gib(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
-        guard let need = trainingBytesPerRank() else {
+        guard let need = trainingBytesPerRank(ranks: ranks) else {
             throw ConfigError(file: file, field: "-", message: "this model and batch need more memory per rank than can be counted; check the model block and micro_batch")
         }
         guard need <= machine else {
-            throw ConfigError(file: file, field: "-", message: "training needs \(gib(need)) per rank (16 bytes per parameter × \(model.parameterCount ?? 0) parameters, plus \(gib(activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) ?? 0)) of activations) but this machine has \(gib(machine)); lower micro_batch or seq_len, or choose a smaller model (`llama-train plan` shows the arithmetic)")
+            throw ConfigError(file: file, field: "-", message: "training needs \(gib(need)) per rank (\(model.parameterCount ?? 0) parameters with sharding '\(train.sharding.rawValue)' on \(ranks) rank(s), plus \(gib(activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) ?? 0)) of activations) but this machine has \(gib(machine)); shard (train.sharding), recompute (train.recompute), lower micro_batch or seq_len, or choose a smaller model (`llama-train plan` shows the arithmetic)")
         }
     }
+}
+
+/// One training rank's memory in bytes, by what holds it.
+public struct RankMemory: Codable, Equatable, Sendable {
+    public var parameters = 0
+    public var gradients = 0
+    public var moments = 0
+    /// Sharding's working buffers: gathered units, a unit's gradients, the reduce-scatter's result.
+    public var shardingWork = 0
+    public var activations = 0
+    public var total: Int { parameters + gradients + moments + shardingWork + activations }
 }

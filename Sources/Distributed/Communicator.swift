@@ -26,7 +26,7 @@ public final class Communicator: @unchecked Sendable {
     public let size: Int
     /// The thread support MPI granted (MPI_THREAD_MULTIPLE is asked for; a communication thread needs it).
     public let threadLevel: Int32
-    private let comm: MPI_Comm
+    let comm: MPI_Comm
     /// MPI counts are Int32: every collective moves larger buffers in chunks of at most this many elements
     /// (7B's 6.7e9 parameters are four chunks). LLAMA_TRAIN_MPI_CHUNK lowers it, so tests exercise the
     /// chunked paths on small buffers.

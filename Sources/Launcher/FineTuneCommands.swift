@@ -86,10 +86,11 @@ enum FineTuneCommands {
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .reward, objective: objective)
         let outcome = try trainer.run()
         guard outcome.completed else { throw StoppedEarly() }
-        if world.isRoot, let eval = finetune.evalData {
+        let whole = finetune.evalData == nil ? nil : try trainer.wholeModel()
+        if let whole, let eval = finetune.evalData {
             let held = try PreferenceData.load(eval, format: format, seqLen: config.train.seqLen,
                                                margin: finetune.margin, log: log)
-            let result = try RewardEvaluation.run(model: trainer.model, pairs: held, seqLen: config.train.seqLen,
+            let result = try RewardEvaluation.run(model: whole, pairs: held, seqLen: config.train.seqLen,
                                                   padToken: tokenizer.eosId, batchPairs: max(1, config.train.microBatch / 2))
             print("held-out evaluation on \(eval):\n\(result.table())")
             print(String(format: "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d}", result.accuracy, held.count))

@@ -35,6 +35,19 @@ public struct ForwardResult: Sendable {
     public var meanLoss: Double { targetCount > 0 ? lossSum / Double(targetCount) : 0 }
 }
 
+/// Where a sharded model's units come from (ZeRO-2/3, implemented by the trainer): the model asks for a unit's
+/// parameters before using them and reports when it is done, so the provider can gather, prefetch, reduce and
+/// release. Pointers address the unit's own range: index 0 is the unit's first flat offset.
+public protocol UnitWeights: AnyObject {
+    /// Unit u's parameters for its forward.
+    func parametersForForward(unit: Int) -> UnsafeMutablePointer<Float>
+    func forwardFinished(unit: Int)
+    /// Unit u's parameters and a zeroed gradient buffer for it, for its backward (and its recomputation).
+    func beginBackward(unit: Int) -> (parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>)
+    /// Unit u's gradients are final for this micro-step.
+    func backwardFinished(unit: Int)
+}
+
 public final class LlamaModel {
     /// Targets equal to this are not predicted (PyTorch's CrossEntropyLoss default).
     public static let ignoreIndex: Int32 = -100
@@ -45,33 +58,57 @@ public final class LlamaModel {
     public let config: LlamaConfig
     public let layout: ParameterLayout
     public let purpose: ModelPurpose
+    /// The flat range `parameters` holds: all of the layout, or this rank's part when parameters are sharded.
+    public let parameterRange: Range<Int>
     public let parameters: FloatBuffer
-    /// The gradient buffer; empty for an inference model.
+    /// The flat range `gradients` holds (all, this rank's part when gradients are sharded, none for inference).
+    public let gradientRange: Range<Int>
     public let gradients: FloatBuffer
     public private(set) var activations: ActivationArena?
+    /// Set when units come from a sharding provider; nil reads and writes the buffers above directly.
+    public var unitWeights: UnitWeights?
 
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
-    /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set).
-    public init(config: LlamaConfig, purpose: ModelPurpose = .training(.none)) throws {
+    /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
+    /// training gives the ranges this rank keeps, and a `unitWeights` provider for the rest.
+    public init(config: LlamaConfig, purpose: ModelPurpose = .training(.none), parameterRange: Range<Int>? = nil,
+                gradientRange: Range<Int>? = nil) throws {
         try config.validate()
         self.config = config
         self.purpose = purpose
         layout = ParameterLayout(config: config)
-        parameters = FloatBuffer(count: layout.count)
-        gradients = FloatBuffer(count: purpose.trains ? layout.count : 0)
+        self.parameterRange = parameterRange ?? 0..<layout.count
+        self.gradientRange = gradientRange ?? (purpose.trains ? 0..<layout.count : 0..<0)
+        parameters = FloatBuffer(count: self.parameterRange.count)
+        gradients = FloatBuffer(count: self.gradientRange.count)
     }
 
-    /// Hugging Face's initialisation: N(0, std) for every matrix, ones for the RMSNorm gains.
+    /// Hugging Face's initialisation: N(0, std) for every matrix, ones for the RMSNorm gains. The random
+    /// stream runs over the whole layout whatever part this model keeps, so every rank's part of a sharded
+    /// model equals the same part of a replicated one.
     public func initialize(seed: UInt64, std: Double = 0.02) {
         var rng = SplitMix64(seed: seed)
+        let kept = parameterRange
         for spec in layout.tensors {
-            let values = parameters.slice(spec.offset, spec.count)
-            if spec.decays {
-                for i in values.indices { values[i] = Float(rng.nextGaussian() * std) }
-            } else {
-                values.update(repeating: 1)
+            for i in spec.offset..<(spec.offset + spec.count) {
+                let value: Float = spec.decays ? Float(rng.nextGaussian() * std) : 1
+                if kept.contains(i) { parameters[i - kept.lowerBound] = value }
             }
         }
+    }
+
+    /// Unit u's parameter base: pointer + flat offset addresses a tensor of the unit.
+    private func parameterBase(forwardOf u: Int) -> UnsafeMutablePointer<Float> {
+        if let provider = unitWeights { return provider.parametersForForward(unit: u) - layout.units[u].lowerBound }
+        return parameters.pointer - parameterRange.lowerBound
+    }
+
+    private func backwardBases(_ u: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        if let provider = unitWeights {
+            let (p, g) = provider.beginBackward(unit: u)
+            return (p - layout.units[u].lowerBound, g - layout.units[u].lowerBound)
+        }
+        return (parameters.pointer - parameterRange.lowerBound, gradients.pointer - gradientRange.lowerBound)
     }
 
     /// Plans the activation arena for (batch, seqLen); a no-op when the shape is already planned.
@@ -82,8 +119,6 @@ public final class LlamaModel {
         activations = ActivationArena(config: config, batch: batch, seqLen: seqLen, purpose: purpose)
     }
 
-    @inline(__always) private func p(_ spec: TensorSpec) -> UnsafeMutablePointer<Float> { parameters.pointer + spec.offset }
-    @inline(__always) private func g(_ spec: TensorSpec) -> UnsafeMutablePointer<Float> { gradients.pointer + spec.offset }
 
     /// Logits (B·T, V) of the last forward; the backward overwrites them with their gradient.
     public var logits: UnsafeBufferPointer<Float> {
@@ -134,20 +169,28 @@ public final class LlamaModel {
     }
 
     private func runForward(_ a: ActivationArena) {
-        let c = config, d = Dims(c, a)
-        lm_embedding_forward(a.ptr(a.residual[0]), a.tokens, p(layout.embedding), d.N, d.C)
-        for l in 0..<c.nLayers { forwardBlock(l, a, d) }
-        lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), p(layout.finalNorm), d.N, d.C, Float(c.normEps))
-        lm_matmul_forward(a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), d.N, d.C, d.V, 0)
+        let c = config, d = Dims(c, a), head = c.nLayers + 1
+        let pe = parameterBase(forwardOf: 0)
+        lm_embedding_forward(a.ptr(a.residual[0]), a.tokens, pe + layout.embedding.offset, d.N, d.C)
+        unitWeights?.forwardFinished(unit: 0)
+        for l in 0..<c.nLayers {
+            let u = ParameterLayout.unit(ofLayer: l)
+            forwardBlock(l, a, d, parameterBase(forwardOf: u))
+            unitWeights?.forwardFinished(unit: u)
+        }
+        let ph = parameterBase(forwardOf: head)
+        lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d.N, d.C, Float(c.normEps))
+        lm_matmul_forward(a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, d.N, d.C, d.V, 0)
+        unitWeights?.forwardFinished(unit: head)
         lm_cross_entropy_forward(a.ptr(a.losses), a.ptr(a.logits), a.targets, d.N, d.V)
     }
 
     /// Block l from residual[l] to residual[l + 1], keeping its activations in block(l). The backward's
     /// recomputation calls exactly this, so recomputed activations equal the first ones bit for bit.
-    private func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims) {
+    private func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims, _ base: UnsafeMutablePointer<Float>) {
         let s = a.block(l), x = a.ptr(a.residual[l]), out = a.ptr(a.residual[l + 1])
         let eps = Float(config.normEps), cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
-        func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { p(layout.layer(l, t)) }
+        func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { base + layout.layer(l, t).offset }
         // h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(x)
         lm_rmsnorm_forward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), d.N, d.C, eps)
         lm_matmul_forward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
@@ -218,20 +261,24 @@ public final class LlamaModel {
         let dres = a.ptr(a.dres), dnorm = a.ptr(a.dnorm)
         func zero(_ offset: Int, _ count: Int) { a.ptr(offset).update(repeating: 0, count: count) }
 
+        let (ph, gh) = backwardBases(c.nLayers + 1)
         zero(a.dnorm, d.nc)
-        lm_matmul_backward(dnorm, g(layout.lmHead), a.ptr(a.logits), a.ptr(a.normF), p(layout.lmHead), N, C, d.V)
+        lm_matmul_backward(dnorm, gh + layout.lmHead.offset, a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, N, C, d.V)
         zero(a.dres, d.nc)
-        lm_rmsnorm_backward(dres, g(layout.finalNorm), dnorm, a.ptr(a.residual[c.nLayers]), p(layout.finalNorm),
+        lm_rmsnorm_backward(dres, gh + layout.finalNorm.offset, dnorm, a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset,
                             a.ptr(a.rstdF), N, C)
+        unitWeights?.backwardFinished(unit: c.nLayers + 1)
         gradientsReady?(min(layout.finalNorm.offset, layout.lmHead.offset))
         // dres is the gradient of the residual stream: each block's output passes it straight to its input.
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             // Recompute: the shared block buffers hold the last layer's forward already; any other layer
             // runs its forward again from its kept input.
-            if purpose == .training(.layer) && l != c.nLayers - 1 { forwardBlock(l, a, d) }
+            let unit = ParameterLayout.unit(ofLayer: l)
+            let (pb, gb) = backwardBases(unit)
+            if purpose == .training(.layer) && l != c.nLayers - 1 { forwardBlock(l, a, d, pb) }
             let s = a.block(l), x = a.ptr(a.residual[l])
-            func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { p(layout.layer(l, t)) }
-            func dw(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { g(layout.layer(l, t)) }
+            func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { pb + layout.layer(l, t).offset }
+            func dw(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { gb + layout.layer(l, t).offset }
             // out = h + down(act)
             zero(a.dact, d.nf)
             lm_matmul_backward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
@@ -265,9 +312,12 @@ public final class LlamaModel {
             lm_matmul_backward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
             lm_matmul_backward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
             lm_rmsnorm_backward(dres, dw(.attentionNorm), dnorm, x, w(.attentionNorm), a.ptr(s.rstd1), N, C)
+            unitWeights?.backwardFinished(unit: unit)
             gradientsReady?(layout.layer(l, .q).offset)
         }
-        lm_embedding_backward(g(layout.embedding), dres, a.tokens, N, C)
+        let (_, ge) = backwardBases(0)
+        lm_embedding_backward(ge + layout.embedding.offset, dres, a.tokens, N, C)
+        unitWeights?.backwardFinished(unit: 0)
         gradientsReady?(0)
     }
 

@@ -76,7 +76,17 @@ public struct ParameterLayout: Sendable {
         count = offset
         layerSpecs = layers
         indexByName = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
+        units = [embedding.offset..<(embedding.offset + embedding.count)]
+            + layers.map { $0.first!.offset..<($0.last!.offset + $0.last!.count) }
+            + [finalNorm.offset..<offset]
     }
+
+    /// The model's units in layout order, each a contiguous flat range: the embedding, each block, then the
+    /// final norm with the head. Sharded training gathers and reduces parameters a unit at a time.
+    public let units: [Range<Int>]
+
+    /// Unit of block l.
+    public static func unit(ofLayer l: Int) -> Int { l + 1 }
 
     public func layer(_ l: Int, _ tensor: LayerTensor) -> TensorSpec { layerSpecs[l][tensor.rawValue] }
 

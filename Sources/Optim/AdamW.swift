@@ -27,28 +27,40 @@ public struct AdamWSettings: Codable, Equatable, Sendable {
 public final class AdamW {
     public let settings: AdamWSettings
     public let layout: ParameterLayout
-    /// First and second moments, in the parameters' layout.
+    /// The flat range this optimizer updates: all of the layout, or a rank's own part under sharding.
+    public let range: Range<Int>
+    /// First and second moments of `range`.
     public let m: FloatBuffer
     public let v: FloatBuffer
     /// Steps taken so far; the next update is step `step + 1` for bias correction.
     public var step: Int = 0
 
-    public init(layout: ParameterLayout, settings: AdamWSettings = AdamWSettings()) {
+    public init(layout: ParameterLayout, range: Range<Int>? = nil, settings: AdamWSettings = AdamWSettings()) {
         self.layout = layout
         self.settings = settings
-        m = FloatBuffer(count: layout.count)
-        v = FloatBuffer(count: layout.count)
+        self.range = range ?? 0..<layout.count
+        m = FloatBuffer(count: self.range.count)
+        v = FloatBuffer(count: self.range.count)
     }
 
-    /// One update of `parameters` from `gradients` at `learningRate`.
+    /// One update of the full buffers (range must be the whole layout).
     public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate: Float) {
+        precondition(range == 0..<layout.count && parameters.count == layout.count && gradients.count == layout.count)
+        update(parameters: parameters.pointer, gradients: gradients.pointer, learningRate: learningRate)
+    }
+
+    /// One update of `range`: `parameters` and `gradients` point at its first element. Each tensor's part
+    /// in the range decays if the tensor is a matrix, so a sharded update equals the replicated one.
+    public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, learningRate: Float) {
         step += 1
         let t = Double(step)
         let bc1 = Float(1 - pow(Double(settings.beta1), t))
         let bc2 = Float(1 - pow(Double(settings.beta2), t))
         for spec in layout.tensors {
-            let o = spec.offset
-            lm_adamw_update(parameters.pointer + o, gradients.pointer + o, m.pointer + o, v.pointer + o, spec.count,
+            let lo = max(spec.offset, range.lowerBound), hi = min(spec.offset + spec.count, range.upperBound)
+            guard lo < hi else { continue }
+            let o = lo - range.lowerBound
+            lm_adamw_update(parameters + o, gradients + o, m.pointer + o, v.pointer + o, hi - lo,
                             learningRate, settings.beta1, settings.beta2, settings.eps,
                             spec.decays ? settings.weightDecay : 0, bc1, bc2)
         }

@@ -62,7 +62,14 @@ public final class Trainer {
     public let accumulation: Int
     public let objective: TrainingObjective
     public let schedule: CosineSchedule
-    let buckets: BucketedAllreduce
+    /// Sharding none: the gradient allreduce, bucketed and overlapped with backward.
+    let buckets: BucketedAllreduce?
+    /// Sharding gradients and full: the units' reduce-scatters and (full) gathers.
+    let units: ShardedUnits?
+    /// Sharding optimizer: this rank's summed gradients, the reduce-scatter's target.
+    let ownedGradients: FloatBuffer?
+    /// The flat range of parameters this rank updates (everything without sharding).
+    let owned: Range<Int>
     let options: TrainOptions
     let reporter: ProgressReporter
     let policy: CheckpointPolicy
@@ -80,7 +87,7 @@ public final class Trainer {
         self.options = options
         let t = config.train
         try config.validate(file: configPath)
-        try config.checkFitsInMemory(file: configPath)
+        try config.checkFitsInMemory(ranks: world.size, file: configPath)
         let tokenizerBytes = try t.tokenizer.map { path in
             guard let bytes = FileManager.default.contents(atPath: path) else {
                 throw ConfigError(file: configPath, field: "train.tokenizer", message: "cannot read \(path)")
@@ -109,10 +116,23 @@ public final class Trainer {
                                                     settings: t)
         }
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
-        model = try LlamaModel(config: config.model, purpose: .training(t.recompute))
-        optimizer = AdamW(layout: model.layout, settings: t.adamw)
-        buckets = BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
-                                    bucketBytes: max(4, Int(t.bucketMB * 1_048_576)))
+        // What this rank keeps of the 16 bytes per parameter (see ShardingMode and ShardedUnits).
+        let count = ParameterLayout(config: config.model).count
+        owned = t.sharding == .none ? 0..<count : FlatPartition(count: count, ranks: world.size).range(rank: world.rank)
+        let purpose = ModelPurpose.training(t.recompute)
+        switch t.sharding {
+        case .none, .optimizer: model = try LlamaModel(config: config.model, purpose: purpose)
+        case .gradients: model = try LlamaModel(config: config.model, purpose: purpose, gradientRange: owned)
+        case .full: model = try LlamaModel(config: config.model, purpose: purpose, parameterRange: owned, gradientRange: owned)
+        }
+        optimizer = AdamW(layout: model.layout, range: owned, settings: t.adamw)
+        buckets = t.sharding == .none
+            ? BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
+                                bucketBytes: max(4, Int(t.bucketMB * 1_048_576)))
+            : nil
+        units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, shardsParameters: t.sharding == .full) : nil
+        model.unitWeights = units
+        ownedGradients = t.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
         watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
         var resumedStep = 0
         if let directory = options.checkpointDirectory {
@@ -132,9 +152,17 @@ public final class Trainer {
         if startStep == 0 {
             model.initialize(seed: t.seed)
             if let start = config.finetune?.initFrom {
-                try loadInitialWeights(from: start, into: model, log: world.isRoot ? options.log : { _ in })
+                if t.sharding == .full {
+                    // Every rank reads the starting model and keeps its own part.
+                    let whole = try LlamaModel(config: config.model, purpose: .inference)
+                    try loadInitialWeights(from: start, into: whole, log: world.isRoot ? options.log : { _ in })
+                    model.parameters.pointer.update(from: whole.parameters.pointer + owned.lowerBound, count: owned.count)
+                } else {
+                    try loadInitialWeights(from: start, into: model, log: world.isRoot ? options.log : { _ in })
+                }
             }
-            try world.broadcast(model.parameters.pointer, count: model.parameters.count)
+            // The seed gives every rank the same values; rank 0's copy is broadcast anyway where all hold all.
+            if t.sharding != .full { try world.broadcast(model.parameters.pointer, count: model.parameters.count) }
         }
         let matmulGflops = try world.allreduceSum(MatmulRate.sgemm(size: 512)) / Double(world.size)
         reporter = try ProgressReporter(steps: t.steps, firstStep: startStep, tokensPerStep: self.objective.tokensPerStep,
@@ -183,8 +211,10 @@ public final class Trainer {
         }
     }
 
-    /// Proves every rank holds the same parameters: a checksum's min and max over ranks must coincide.
+    /// Proves every rank holds the same parameters: a checksum's min and max over ranks must coincide. (Under
+    /// sharding `full` no rank holds what another does, so there is nothing to compare.)
     public func checkParametersAgree(_ when: String) throws {
+        guard config.train.sharding != .full else { return }
         let checksum = lm_sum_squares(model.parameters.pointer, model.parameters.count)
         let (low, high) = (try world.allreduceMin(checksum), try world.allreduceMax(checksum))
         guard low == high else {
@@ -196,7 +226,7 @@ public final class Trainer {
     public func run() throws -> TrainingOutcome {
         let t = config.train
         if world.isRoot {
-            options.log("\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, \(buckets.bucketRanges.count) allreduce bucket(s)")
+            options.log("\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, " + (buckets.map { "\($0.bucketRanges.count) allreduce bucket(s)" } ?? "sharding \(t.sharding.rawValue)"))
         }
         var completed = true
         var k = startStep
@@ -222,12 +252,22 @@ public final class Trainer {
         try checkpoints?.waitForPending()
         try checkParametersAgree("at the end of training")
         if world.isRoot, let position = objective.dataPosition(afterSteps: k) { options.log(position) }
-        if completed, let out = options.outputDirectory, world.isRoot { try saveModel(to: out) }
+        if completed, let out = options.outputDirectory, let whole = try wholeModel() { try saveModel(whole, to: out) }
         return TrainingOutcome(completed: completed, history: history)
     }
 
-    /// Writes the model in Hugging Face layout, with the tokenizer beside it when the run has one.
-    public func saveModel(to directory: String) throws {
+    /// The trained model with all its parameters, on rank 0 (nil elsewhere): the model itself, or under
+    /// sharding `full` an inference model its parts are gathered into. Every rank must call it.
+    public func wholeModel() throws -> LlamaModel? {
+        guard config.train.sharding == .full else { return world.isRoot ? model : nil }
+        let whole = world.isRoot ? try LlamaModel(config: config.model, purpose: .inference) : nil
+        try world.gatherPieces(model.parameters.pointer, into: whole?.parameters.pointer,
+                               partition: FlatPartition(count: model.layout.count, ranks: world.size))
+        return whole
+    }
+
+    /// Writes `model` in Hugging Face layout, with the run's tokenizer beside it when it has one.
+    func saveModel(_ model: LlamaModel, to directory: String) throws {
         try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
         if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
             try AtomicFile.write(bytes, to: directory + "/tokenizer.model")

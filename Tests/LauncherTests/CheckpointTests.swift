@@ -65,15 +65,18 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         #expect(diff <= 1e-5, "\(before) → \(after) ranks: max |Δ| \(diff)")
     }
 
-    @Test func rankKilledWhileWritingLeavesThePreviousCheckpoint() throws {
+    /// A rank killed (-9) while writing ends the job instead of hanging and leaves the last committed
+    /// checkpoint intact, replicated or fully sharded.
+    @Test(arguments: ["none", "full"])
+    func rankKilledWhileWritingLeavesThePreviousCheckpoint(sharding: String) throws {
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
-        _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "2"])
+        _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "2", "--sharding", sharding])
         let crashed = try run(["env", "LLAMA_TRAIN_TEST_DIE_IN_CHECKPOINT=1"] + mpirun2 + [try toolPath(), "pretrain", "--config", config,
-                              "--checkpoint-dir", dir + "/ck", "--stop-after", "4"])
+                              "--checkpoint-dir", dir + "/ck", "--stop-after", "4", "--sharding", sharding])
         #expect(crashed.status != 0)
         #expect(!FileManager.default.fileExists(atPath: dir + "/ck/step-00000004/manifest.json"))
-        let resumed = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck"])
+        let resumed = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--sharding", sharding])
         #expect(resumed.stdout.contains("resumed from \(dir)/ck/step-00000002"), "\(resumed.stdout)")
     }
 

@@ -1,0 +1,213 @@
+// ShardedUnits: the model's units under sharding `gradients` (ZeRO-2) and `full` (ZeRO-3 / FSDP).
+//
+// Gradients (both modes): a unit's backward writes into one unit-sized working buffer; right after it, the
+// buffer is reduce-scattered over the ranks and each rank adds the sum of its own part into the gradients it
+// keeps (its FlatPartition range). Every micro-step does this, so no full gradient buffer ever exists.
+// Parameters (`full` only): each rank keeps its own range; a unit is allgathered into one of two slots just
+// before its forward or backward, and while it computes the next unit (forward: u + 1; backward: u − 1) is
+// gathered into the other slot on a communication thread with its own communicator. Within a step the
+// parameters do not change, so a slot that still holds the unit asked for is used as it is; `invalidate()`
+// after the optimizer step forgets them. Time waiting for a gather or inside a reduce-scatter on the compute
+// thread is the exposed communication; the thread's gathers add to the total.
+import Distributed
+import Foundation
+import Kernels
+import Model
+
+final class ShardedUnits: UnitWeights, @unchecked Sendable {
+    let model: LlamaModel
+    let world: Communicator
+    let partition: FlatPartition
+    let shardsParameters: Bool
+    private let units: [Range<Int>]
+    private let owned: Range<Int>
+    private let gradientWork: FloatBuffer
+    private let reduced: FloatBuffer
+    private let slots: [FloatBuffer]
+    private let prefetcher: Prefetcher?
+    private let lock = NSLock()
+    private var slotUnit: [Int?] = [nil, nil]
+    private var failure: Error?
+    /// Seconds of this step's communication: all of it, and what the compute thread waited for.
+    private(set) var communicationSeconds = 0.0
+    private(set) var exposedSeconds = 0.0
+
+    init(model: LlamaModel, world: Communicator, shardsParameters: Bool) throws {
+        self.model = model
+        self.world = world
+        self.shardsParameters = shardsParameters
+        partition = FlatPartition(count: model.layout.count, ranks: world.size)
+        units = model.layout.units
+        owned = partition.range(rank: world.rank)
+        let largest = units.map(\.count).max() ?? 0
+        gradientWork = FloatBuffer(count: largest)
+        reduced = FloatBuffer(count: min(largest, partition.perRank))
+        slots = shardsParameters ? [FloatBuffer(count: largest), FloatBuffer(count: largest)] : []
+        // The gathers of the next unit overlap compute only when MPI lets two threads communicate at once.
+        prefetcher = shardsParameters && world.size > 1 && world.threadLevel >= 3 ? Prefetcher(try world.duplicate()) : nil
+    }
+
+    /// Throws the first communication error of the step, if any.
+    func checkFailure() throws {
+        if let failure { throw failure }
+    }
+
+    func beginStep() {
+        communicationSeconds = 0
+        exposedSeconds = 0
+    }
+
+    /// The parameters changed (an optimizer step): no slot holds a current unit any more.
+    func invalidate() {
+        prefetcher?.waitIdle()
+        slotUnit = [nil, nil]
+    }
+
+    // MARK: - UnitWeights
+
+    func parametersForForward(unit u: Int) -> UnsafeMutablePointer<Float> {
+        guard shardsParameters else { return model.parameters.pointer + units[u].lowerBound }
+        let pointer = gathered(u)
+        if u + 1 < units.count { prefetch(u + 1) }
+        return pointer
+    }
+
+    func forwardFinished(unit: Int) {}
+
+    func beginBackward(unit u: Int) -> (parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        gradientWork.pointer.update(repeating: 0, count: units[u].count)
+        guard shardsParameters else { return (model.parameters.pointer + units[u].lowerBound, gradientWork.pointer) }
+        let pointer = gathered(u)
+        if u > 0 { prefetch(u - 1) }
+        return (pointer, gradientWork.pointer)
+    }
+
+    func backwardFinished(unit u: Int) {
+        let unit = units[u]
+        let piece = partition.pieces(of: unit)[world.rank]
+        let start = monotonicSeconds()
+        do {
+            try world.reduceScatterPieces(gradientWork.pointer, reduced.pointer, range: unit, partition: partition)
+        } catch {
+            record(error)
+        }
+        let seconds = monotonicSeconds() - start
+        communicationSeconds += seconds
+        exposedSeconds += seconds
+        if !piece.isEmpty {
+            lm_add(model.gradients.pointer + (unit.lowerBound + piece.lowerBound - owned.lowerBound), reduced.pointer, piece.count)
+        }
+    }
+
+    // MARK: - Gathering parameters
+
+    private func record(_ error: Error) {
+        lock.lock()
+        if failure == nil { failure = error }
+        lock.unlock()
+    }
+
+    /// Unit u's slot once its parameters are all there: already, after a prefetch in flight, or gathered now.
+    private func gathered(_ u: Int) -> UnsafeMutablePointer<Float> {
+        let slot = u % 2
+        let start = monotonicSeconds()
+        if let prefetcher {
+            let (finished, seconds) = prefetcher.wait(unit: u)
+            if finished { slotUnit[slot] = u }
+            communicationSeconds += seconds
+        }
+        if slotUnit[slot] != u {
+            let t0 = monotonicSeconds()
+            gather(u, into: slots[slot], on: world)
+            communicationSeconds += monotonicSeconds() - t0
+            slotUnit[slot] = u
+        }
+        exposedSeconds += monotonicSeconds() - start
+        return slots[slot].pointer
+    }
+
+    private func prefetch(_ u: Int) {
+        guard let prefetcher, slotUnit[u % 2] != u else { return }
+        slotUnit[u % 2] = nil  // being overwritten
+        prefetcher.start(unit: u) { [self] communicator in gather(u, into: slots[u % 2], on: communicator) }
+    }
+
+    /// This rank's part of unit u into its place in `slot`, then every rank's part from the others.
+    private func gather(_ u: Int, into slot: FloatBuffer, on communicator: Communicator) {
+        let unit = units[u]
+        let piece = partition.pieces(of: unit)[world.rank]
+        if !piece.isEmpty {
+            (slot.pointer + piece.lowerBound).update(from: model.parameters.pointer + (unit.lowerBound + piece.lowerBound - owned.lowerBound),
+                                                     count: piece.count)
+        }
+        do {
+            try communicator.allgatherPieces(slot.pointer, range: unit, partition: partition)
+        } catch {
+            record(error)
+        }
+    }
+}
+
+/// One gather at a time on a thread of its own, with its own communicator (collectives on it never
+/// interleave with the compute thread's reduce-scatters).
+private final class Prefetcher: @unchecked Sendable {
+    private let communicator: Communicator
+    private let condition = NSCondition()
+    private var job: (unit: Int, work: (Communicator) -> Void)?
+    private var running: Int?
+    private var done: Int?
+    private var seconds = 0.0
+
+    init(_ communicator: Communicator) {
+        self.communicator = communicator
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "prefetch"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    func start(unit: Int, _ work: @escaping (Communicator) -> Void) {
+        condition.lock()
+        while job != nil || running != nil { condition.wait() }
+        job = (unit, work)
+        done = nil
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits for a gather of `unit` if one is queued or running; true when it finished one.
+    func wait(unit: Int) -> (Bool, Double) {
+        condition.lock()
+        defer { condition.unlock() }
+        while job?.unit == unit || running == unit { condition.wait() }
+        let spent = seconds
+        seconds = 0
+        return (done == unit, spent)
+    }
+
+    func waitIdle() {
+        condition.lock()
+        while job != nil || running != nil { condition.wait() }
+        done = nil
+        condition.unlock()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while job == nil { condition.wait() }
+            let current = job!
+            job = nil
+            running = current.unit
+            condition.unlock()
+            let start = monotonicSeconds()
+            current.work(communicator)
+            condition.lock()
+            seconds += monotonicSeconds() - start
+            running = nil
+            done = current.unit
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}
