@@ -35,7 +35,8 @@ bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-2048.json $(THREADS) 3
 	$(BIN) bench --attention --seq 2048 --steps 3
 	scripts/bench-tokenizer.sh $(BIN) 8000
-	scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2
+	for mode in none optimizer gradients full; do SHARDING=$$mode scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2; done
+	scripts/bench-tinyllama.sh $(BIN)
 	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json
 
 # The main job on the built-in corpus: tokenizer, shards, pretraining under mpirun -np 2, chart, samples.

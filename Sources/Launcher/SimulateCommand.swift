@@ -47,12 +47,14 @@ enum SimulateCommand {
         let paths = configs.isEmpty ? ["configs/llama2-7b.json", "configs/llama2-13b.json", "configs/llama2-34b.json", "configs/llama2-70b.json"] : configs
         var predictions: [String: Any] = [:]
         for path in paths {
-            let config = try RunConfig.load(path: path)
+            var config = try RunConfig.load(path: path)
+            if let mode = args.string("sharding") { config.train.sharding = ShardingMode(rawValue: mode)! }
+            if let mode = args.string("recompute") { config.train.recompute = Recompute(rawValue: mode)! }
             let layout = ParameterLayout(config: config.model)
             let flops = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * config.train.seqLen * config.model.dim)
             let sequences = config.train.globalBatchSequences
-            print("\n\(path): \(layout.count) parameters, \(config.train.globalBatchTokens) tokens per step, buckets of \(config.train.bucketMB) MB")
-            print("  ranks  tokens/rank  micro-steps    step s   compute s   exposed s  optimizer s  efficiency")
+            print("\n\(path): \(layout.count) parameters, \(config.train.globalBatchTokens) tokens per step, sharding \(config.train.sharding.rawValue), recompute \(config.train.recompute.rawValue)")
+            print("  ranks  tokens/rank  micro-steps    step s   compute s      comm s   exposed s  optimizer s  efficiency  GiB/rank")
             var rows: [[String: Any]] = []
             var firstBelow: ScalingPrediction?
             var ranks = 1
@@ -60,11 +62,14 @@ enum SimulateCommand {
                 let p = ScalingSimulator.predict(parameters: layout.count, flopsPerToken: flops, ranks: ranks,
                                                  tokensPerRank: config.train.globalBatchTokens / ranks,
                                                  microTokens: config.train.microBatch * config.train.seqLen,
-                                                 bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: target)
-                print(String(format: "  %5d  %11d  %11d  %8.3g  %10.3g  %10.3g  %11.3g  %10.3f", p.ranks, p.tokensPerRank, p.accumulationSteps,
-                             p.stepS, p.computeS, p.exposedCommS, p.optimizerS, p.efficiency))
+                                                 bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: target,
+                                                 sharding: config.train.sharding)
+                let memory = Double(config.rankMemory(ranks: ranks)?.total ?? 0) / 1_073_741_824
+                print(String(format: "  %5d  %11d  %11d  %8.3g  %10.3g  %10.3g  %10.3g  %11.3g  %10.3f  %8.1f", p.ranks, p.tokensPerRank, p.accumulationSteps,
+                             p.stepS, p.computeS, p.commS, p.exposedCommS, p.optimizerS, p.efficiency, memory))
                 if firstBelow == nil && p.efficiency < 0.9 { firstBelow = p }
-                rows.append(["ranks": p.ranks, "step_s": p.stepS, "exposed_comm_s": p.exposedCommS, "efficiency": p.efficiency, "limit": p.limit ?? ""])
+                rows.append(["ranks": p.ranks, "step_s": p.stepS, "comm_s": p.commS, "exposed_comm_s": p.exposedCommS, "efficiency": p.efficiency,
+                             "memory_per_rank_bytes": config.rankMemory(ranks: ranks)?.total ?? 0, "limit": p.limit ?? ""])
                 ranks *= 2
             }
             if let p = firstBelow {

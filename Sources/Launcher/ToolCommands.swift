@@ -65,8 +65,10 @@ enum ToolCommands {
             ("micro-batch", "\(p.microBatch) sequences of \(p.seqLen) tokens"),
             ("accumulation", "\(p.accumulationSteps) micro-steps per optimizer step"),
             ("tokens per step", "\(p.tokensPerStep)"),
-            ("memory per rank", "\(gib(p.memoryPerRankBytes)): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"),
-            ("allreduce", "\(gib(p.allreduceBytesPerStep)) of gradients per step; a ring moves \(gib(p.ringBytesPerRankPerStep)) in and out of each rank"),
+            ("memory per rank", "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"),
+            ("by mode", ShardingMode.allCases.map { "\($0.rawValue) \(gib(p.memoryPerRankByMode[$0.rawValue] ?? 0))" }.joined(separator: ", ")
+                + "; this machine has \(gib(Int(clamping: ProcessInfo.processInfo.physicalMemory)))"),
+            ("communication", "\(gib(p.communicationBytesPerRankPerStep)) in and out of each rank per step (gradients \(gib(p.allreduceBytesPerStep)) per rank)"),
             ("FLOPs per token", String(format: "%.3g (6N + 6LTD)", p.flopsPerToken)),
         ]
         for (k, v) in rows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }

@@ -1,5 +1,6 @@
 // TrainingPlan: what a config costs on N ranks, computed without allocating or training: parameter count,
-// batch arithmetic, memory per rank and bytes reduced per step. `llama-train plan` prints it.
+// batch arithmetic, memory per rank (exactly what the trainer allocates, by sharding mode) and the bytes each
+// rank sends per step. `llama-train plan` prints it.
 import Configuration
 import Model
 import Support
@@ -12,30 +13,39 @@ public struct TrainingPlan: Codable, Sendable {
     public var seqLen: Int
     public var accumulationSteps: Int
     public var tokensPerStep: Int
+    public var sharding: String
     public var parameterBytes: Int
     public var gradientBytes: Int
     public var optimizerBytes: Int
+    /// Sharding's working buffers: gathered units, a unit's gradients, the reduce-scatter's result.
+    public var shardingWorkBytes: Int
     /// What the arena holds: `none` keeps every block's activations, `layer` one block's and the residuals.
     public var recompute: String
     public var activationBytes: Int
     public var memoryPerRankBytes: Int
     /// The gradient buffer every rank contributes to the sum each step.
     public var allreduceBytesPerStep: Int
-    /// What a ring allreduce moves in and out of each rank: 2 (N − 1) / N of the buffer.
-    public var ringBytesPerRankPerStep: Int
+    /// What each rank sends (and receives) per optimizer step under the sharding mode, by ring algorithms:
+    /// none and optimizer 2 (N − 1)/N of the parameters' bytes; gradients (N − 1)/N per micro-step plus one
+    /// allgather; full 3 (N − 1)/N per micro-step (gather for forward, again for backward, reduce-scatter).
+    public var communicationBytesPerRankPerStep: Int
+    /// Memory per rank under each sharding mode on this many ranks, for comparison.
+    public var memoryPerRankByMode: [String: Int]
     public var flopsPerToken: Double
 
     enum CodingKeys: String, CodingKey {
         case parameters, nonEmbeddingParameters = "non_embedding_parameters", ranks, microBatch = "micro_batch"
-        case seqLen = "seq_len", accumulationSteps = "accumulation_steps", tokensPerStep = "tokens_per_step"
+        case seqLen = "seq_len", accumulationSteps = "accumulation_steps", tokensPerStep = "tokens_per_step", sharding
         case parameterBytes = "parameter_bytes", gradientBytes = "gradient_bytes", optimizerBytes = "optimizer_bytes"
-        case activationBytes = "activation_bytes", recompute, memoryPerRankBytes = "memory_per_rank_bytes"
-        case allreduceBytesPerStep = "allreduce_bytes_per_step", ringBytesPerRankPerStep = "ring_bytes_per_rank_per_step"
-        case flopsPerToken = "flops_per_token"
+        case shardingWorkBytes = "sharding_work_bytes", activationBytes = "activation_bytes", recompute
+        case memoryPerRankBytes = "memory_per_rank_bytes", allreduceBytesPerStep = "allreduce_bytes_per_step"
+        case communicationBytesPerRankPerStep = "communication_bytes_per_rank_per_step"
+        case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
     }
 
     public init(config: RunConfig, ranks: Int, file: String? = nil) throws {
         guard ranks >= 1 else { throw ConfigError(file: file, field: "ranks", message: "must be at least 1") }
+        try config.validate(file: file)
         let t = config.train
         let layout = ParameterLayout(config: config.model)
         let sequences = t.globalBatchSequences
@@ -50,15 +60,32 @@ public struct TrainingPlan: Codable, Sendable {
         microBatch = t.microBatch
         seqLen = t.seqLen
         tokensPerStep = sequences * t.seqLen
-        parameterBytes = 4 * layout.count
-        gradientBytes = 4 * layout.count
-        optimizerBytes = 8 * layout.count
+        sharding = t.sharding.rawValue
+        guard let memory = config.rankMemory(ranks: ranks) else {
+            throw ConfigError(file: file, field: "-", message: "the memory per rank is too large to count")
+        }
+        parameterBytes = memory.parameters
+        gradientBytes = memory.gradients
+        optimizerBytes = memory.moments
+        shardingWorkBytes = memory.shardingWork
         recompute = t.recompute.rawValue
-        activationBytes = ActivationArena.Plan(config: config.model, batch: t.microBatch, seqLen: t.seqLen,
-                                               purpose: .training(t.recompute)).byteCount
-        memoryPerRankBytes = parameterBytes + gradientBytes + optimizerBytes + activationBytes
+        activationBytes = memory.activations
+        memoryPerRankBytes = memory.total
         allreduceBytesPerStep = 4 * layout.count
-        ringBytesPerRankPerStep = ranks > 1 ? 2 * (ranks - 1) * allreduceBytesPerStep / ranks : 0
+        let part = ranks > 1 ? Double(ranks - 1) / Double(ranks) * Double(4 * layout.count) : 0
+        let communication: Double = switch t.sharding {
+        case .none, .optimizer: 2 * part
+        case .gradients: Double(accumulationSteps) * part + part
+        case .full: 3 * Double(accumulationSteps) * part
+        }
+        communicationBytesPerRankPerStep = Int(communication)
+        var byMode: [String: Int] = [:]
+        for mode in ShardingMode.allCases {
+            var other = config
+            other.train.sharding = mode
+            byMode[mode.rawValue] = other.rankMemory(ranks: ranks)?.total ?? -1
+        }
+        memoryPerRankByMode = byMode
         flopsPerToken = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * t.seqLen * config.model.dim)
     }
 }

@@ -7,6 +7,10 @@
 //     costs 2 (N − 1) α + 2 (N − 1) / N · B / β; the communication thread takes buckets in order, and what
 //     finishes after backward ends is exposed;
 //  3. the optimizer (clip + AdamW, replicated on every rank) costs a fixed time per parameter.
+// Under sharding (ZeRO): `optimizer` reduce-scatters and allgathers after backward (the bytes of one allreduce,
+// exposed) and updates 1/N of the parameters; `gradients` reduce-scatters every micro-step (exposed) plus one
+// allgather; `full` also gathers every unit twice per micro-step, prefetched behind compute, so only what
+// exceeds the compute is exposed.
 // Calibrated from cluster/bench-scaling.sh's measurements, or given a target cluster's numbers.
 
 import Configuration
@@ -57,8 +61,19 @@ public enum ScalingSimulator {
     }
 
     /// One step on `ranks` ranks, each processing `tokensPerRank` tokens in micro-batches of `microTokens`.
+    /// One ring pass (a reduce-scatter or an allgather) over `bytes`: (N − 1) α + (N − 1) / N · bytes / β.
+    public static func ringPassSeconds(bytes: Double, ranks: Int, cluster: ClusterModel) -> Double {
+        guard ranks > 1 else { return 0 }
+        let n = Double(ranks)
+        return (n - 1) * cluster.latency + (n - 1) / n * bytes / cluster.bandwidth
+    }
+
     public static func predict(parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
-                               bucketBytes: Int, cluster: ClusterModel) -> ScalingPrediction {
+                               bucketBytes: Int, cluster: ClusterModel, sharding: ShardingMode = .none) -> ScalingPrediction {
+        if sharding != .none {
+            return predictSharded(parameters: parameters, flopsPerToken: flopsPerToken, ranks: ranks, tokensPerRank: tokensPerRank,
+                                  microTokens: microTokens, cluster: cluster, sharding: sharding)
+        }
         let share = cluster.cores.map { min(1, Double($0) / Double(ranks)) } ?? 1
         let compute = Double(tokensPerRank) * flopsPerToken / (cluster.flopsPerRank * share)
         let accumulation = max(1, tokensPerRank / max(microTokens, 1))
@@ -94,5 +109,36 @@ public enum ScalingSimulator {
         return ScalingPrediction(ranks: ranks, tokensPerRank: tokensPerRank, accumulationSteps: accumulation, computeS: compute,
                                  commS: Double(buckets) * perBucket, exposedCommS: exposed, optimizerS: optimizer, stepS: step,
                                  efficiency: efficiency, limit: limit)
+    }
+
+    /// Sharded modes: the same compute, communication as the mode's header comment says, a 1/N optimizer.
+    static func predictSharded(parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
+                               cluster: ClusterModel, sharding: ShardingMode) -> ScalingPrediction {
+        let share = cluster.cores.map { min(1, Double($0) / Double(ranks)) } ?? 1
+        let compute = Double(tokensPerRank) * flopsPerToken / (cluster.flopsPerRank * share)
+        let accumulation = max(1, tokensPerRank / max(microTokens, 1))
+        let pass = ringPassSeconds(bytes: Double(4 * parameters), ranks: ranks, cluster: cluster)
+        var (comm, exposed) = (0.0, 0.0)
+        switch sharding {
+        case .none: break
+        case .optimizer: (comm, exposed) = (2 * pass, 2 * pass)
+        case .gradients: (comm, exposed) = (Double(accumulation + 1) * pass, Double(accumulation + 1) * pass)
+        case .full:
+            let gathers = 2 * Double(accumulation) * pass, scatters = Double(accumulation) * pass
+            comm = gathers + scatters
+            exposed = max(0, gathers - compute) + scatters
+        }
+        let optimizer = Double(parameters) * cluster.optimizerSecondsPerParameter / Double(ranks)
+        let step = compute + exposed + optimizer
+        let alone = Double(tokensPerRank) * flopsPerToken / cluster.flopsPerRank + Double(parameters) * cluster.optimizerSecondsPerParameter
+        let efficiency = alone / step
+        var limit: String?
+        if efficiency < 0.9 {
+            limit = share < 1 && exposed < 0.1 * step
+                ? "ranks outnumber cores: each rank gets \(String(format: "%.2f", share)) of one"
+                : "sharding \(sharding.rawValue) exposes \(String(format: "%.3g", exposed)) s of \(String(format: "%.3g", comm)) s of communication per step; fewer micro-steps (a larger micro_batch) or faster links"
+        }
+        return ScalingPrediction(ranks: ranks, tokensPerRank: tokensPerRank, accumulationSteps: accumulation, computeS: compute,
+                                 commS: comm, exposedCommS: exposed, optimizerS: optimizer, stepS: step, efficiency: efficiency, limit: limit)
     }
 }

@@ -77,12 +77,12 @@ final class ProgressReporter {
         return m
     }
 
-    /// step 12/200 | loss 5.4321 | lr 3.00e-04 | grad norm 1.234 | 12,345 tok/s | MFU 0.61 | 1m02s elapsed, ETA 3m10s
+    /// step 12/200 | loss 5.4321 | lr 3.00e-04 | grad norm 1.234 | 12,345 tok/s | MFU 0.61 | comm 40 ms, 3 exposed | 1m02s elapsed, ETA 3m10s
     public static func progressLine(_ m: StepMetrics) -> String {
         let width = String(m.steps).count
-        return String(format: "step %*d/%d | loss %.4f | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms exposed | %@ elapsed, ETA %@%@",
+        return String(format: "step %*d/%d | loss %.4f | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms, %.0f exposed | %@ elapsed, ETA %@%@",
                       width, m.step, m.steps, m.loss, m.lr, m.gradNorm, groupedThousands(m.tokensPerS), m.mfu,
-                      m.exposedCommS * 1e3, duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
+                      m.commS * 1e3, m.exposedCommS * 1e3, duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
     }
 
     static func duration(_ s: Double) -> String {
