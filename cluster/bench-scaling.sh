@@ -3,7 +3,7 @@
 # NETNS=1, across network-namespace hosts over TCP (cluster/netns.sh). Writes runs/scaling[-netns]/scaling.json,
 # scaling.svg and prints a table. Oversubscribes when there are more ranks than cores.
 #
-#   cluster/bench-scaling.sh [RANKS="1 2 3 4"] [CONFIG=configs/bench-small.json] [STEPS=6]
+#   cluster/bench-scaling.sh [RANKS="1 2 3 4"] [CONFIG=configs/bench-small.json] [STEPS=6] [SHARDING=none]
 #   NETNS=1 RANKS="1 2" cluster/bench-scaling.sh
 #
 # Weak: micro-batch fixed per rank (2 micro-steps of the config's micro_batch), so the global batch grows with
@@ -13,7 +13,7 @@
 # bytes allreduced and achieved bus bandwidth, against raw MPI_Allreduce at the bucket size, same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ranks_list=${RANKS:-1 2 3 4}; config=${CONFIG:-configs/bench-small.json}; steps=${STEPS:-6}
+ranks_list=${RANKS:-1 2 3 4}; config=${CONFIG:-configs/bench-small.json}; steps=${STEPS:-6}; sharding=${SHARDING:-none}
 bin=${BIN:-.build/release/llama-train}
 out=runs/scaling${NETNS:+-netns}; mkdir -p "$out"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -38,7 +38,7 @@ for n in $ranks_list; do
         else args=(--global-batch-tokens $((12 * seq_len)) --micro-batch $((12 / n))); fi
         if [ $mode = strong ] && [ $((12 % n)) -ne 0 ]; then continue; fi
         command=("$bin" pretrain --config "$config" --steps "$steps" --warmup-steps 1 --log-every 1000
-                 --metrics "$out/$mode-$n.jsonl" "${args[@]}")
+                 --sharding "$sharding" --metrics "$out/$mode-$n.jsonl" "${args[@]}")
         echo "== $mode, $n rank(s): ${command[*]}" >&2
         launch "$n" "${command[@]}" > /dev/null
         echo "{\"mode\": \"$mode\", \"ranks\": $n, \"metrics\": \"$out/$mode-$n.jsonl\", \"command\": \"mpirun -np $n ${command[*]}\"}" >> "$out/runs.jsonl"
@@ -89,7 +89,7 @@ report = {"machine": {"cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "cores"
                       "transport": "TCP across network-namespace hosts" if "netns" in out else "shared memory"},
           "versions": {"swift": sh("swift --version 2>&1 | head -1"), "openmpi": sh("mpirun --version | head -1"),
                        "openblas": sh("dpkg-query -W -f='${Version}' libopenblas0-pthread")},
-          "config": json.load(open(config)), "results": results}
+          "sharding": os.environ.get("SHARDING", "none"), "config": json.load(open(config)), "results": results}
 json.dump(report, open(f"{out}/scaling.json", "w"), indent=2)
 print(f"{'mode':6} {'ranks':>5} {'tok/s p50':>10} {'p95':>8} {'eff/rank':>8} {'compute s':>9} {'comm s':>7} {'exposed s':>9} {'overlap':>7} {'bus GB/s (train / bucketed / raw)':>34}")
 for x in results:

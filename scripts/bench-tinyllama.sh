@@ -10,7 +10,8 @@ trap 'rm -rf "$work"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 plan=$("$bin" plan --config "$config" --ranks 2 --json | tail -n 1)
 echo "plan: $("$bin" plan --config "$config" --ranks 2 | grep -E '^(memory per rank|by mode)')"
-mpirun -np 2 --bind-to none /usr/bin/time -f "%M" -o "$work/rss.%q{OMPI_COMM_WORLD_RANK}" \
+# Each rank under /usr/bin/time, its peak RSS to a file named by its rank.
+mpirun -np 2 --bind-to none sh -c 'exec /usr/bin/time -f "%M" -o "$0/rss.$OMPI_COMM_WORLD_RANK" "$@"' "$work" \
     "$bin" pretrain --config "$config" --metrics "$work/metrics.jsonl" --log-every 1
 python3 - "$work" "$plan" <<'PY'
 import glob, json, sys
