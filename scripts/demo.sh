@@ -2,7 +2,8 @@
 # The demo: the whole pipeline on the built-in corpus (Debian's `fortunes`, English, 2.5 MB), on 2 ranks.
 #  1. train a 4096-piece tokenizer with Llama 2's options   2. tokenise into shards (2 ranks)
 #  3. pretrain configs/demo.json under mpirun -np 2          4. chart the loss   5. sample from the model
-#  6. supervised fine-tuning and a reward model on small generated sets, then scoring two replies
+#  6. supervised fine-tuning (prompt/response, then multi-turn chat in the llama2-chat format) and a reward
+#     model on small generated sets, then a chat turn, the preference set's statistics and two replies scored
 # usage: scripts/demo.sh BIN   (make demo builds BIN and installs what is needed first)
 set -euo pipefail
 bin=${1:-.build/release/llama-train}
@@ -33,6 +34,11 @@ echo "== 5/6 samples"
 echo "== 6/6 fine-tuning: SFT on prompt/response pairs, a reward model on preference pairs, scores"
 python3 scripts/make-finetune-data.py "$out" 400 400
 "${mpirun[@]}" "$bin" sft --config configs/sft-demo.json --out "$out/sft" --log-every 5
+# Multi-turn dialogues with a system message, in Meta's chat format; then a chat turn with the result.
+"${mpirun[@]}" "$bin" sft --config configs/chat-demo.json --out "$out/chat" --log-every 10
+"$bin" generate --checkpoint "$out/chat" --template llama2-chat --temperature 0 --max-tokens 16 \
+    --prompt "Repeat the word garden." "Now name river and one more thing."
+"$bin" data stats --data "$out/prefs.jsonl" --tokenizer "$out/tokenizer.model"
 "${mpirun[@]}" "$bin" reward --config configs/reward-demo.json --out "$out/reward" --log-every 10
 printf '%s\n' '{"prompt": "Tell me about the teacher.", "response": "The teacher is kind."}' \
     '{"prompt": "Tell me about the teacher.", "response": "The teacher is awful."}' | "$bin" reward score --checkpoint "$out/reward"

@@ -3,6 +3,7 @@
   sft.jsonl          {"prompt", "response"}: echo and list tasks a small model can pick up
   prefs.jsonl        {"prompt", "chosen", "rejected", "rating"}: the chosen reply is kind, the rejected rude;
   prefs-eval.jsonl   a held-out split of the same task (disjoint subjects)
+  chat.jsonl         {"messages": [...]}: multi-turn dialogues with a system message, for the llama2-chat template
 usage: make-finetune-data.py OUT_DIR [N_SFT] [N_PAIRS]"""
 import json
 import random
@@ -41,4 +42,13 @@ def pairs(subjects, n, path):
 
 pairs(words[:16], n_pairs, f"{out}/prefs.jsonl")
 pairs(words[16:], max(n_pairs // 4, 40), f"{out}/prefs-eval.jsonl")
-print(f"wrote {out}/sft.jsonl, {out}/prefs.jsonl, {out}/prefs-eval.jsonl")
+with open(f"{out}/chat.jsonl", "w") as f:
+    for _ in range(n_sft):
+        a, b = rng.sample(words, 2)
+        messages = [{"role": "system", "content": "You are a helpful assistant. Answer briefly."}]
+        messages += [{"role": "user", "content": f"Repeat the word {a}."}, {"role": "assistant", "content": f"{a} {a}"}]
+        if rng.random() < 0.7:  # a second exchange that refers to the first
+            messages += [{"role": "user", "content": f"Now name {a} and one more thing."}, {"role": "assistant", "content": f"{a} and {b}."}]
+        f.write(json.dumps({"messages": messages}) + "\n")
+
+print(f"wrote {out}/sft.jsonl, {out}/chat.jsonl, {out}/prefs.jsonl, {out}/prefs-eval.jsonl")

@@ -8,6 +8,9 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
     /// The starting model: a Hugging Face directory (config.json + model.safetensors) or one of our checkpoints.
     public var initFrom: String?
     public var epochs: Int = 2
+    /// How dialogues become tokens: `separator` (<s> prompt <sep> response </s>) or `llama2-chat` (Meta's
+    /// [INST] format, so the model chats like Llama-2-chat).
+    public var template = "separator"
     /// The separator piece between prompt and answer: a user-defined or control piece of the tokenizer.
     public var separator = "<sep>"
     /// Reward models: the margin m(rating) of the ranking loss (Llama 2 Table 27): none, small or large.
@@ -18,7 +21,7 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
     public var warmupFraction = 0.03
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case data, evalData = "eval_data", initFrom = "init_from", epochs, separator, margin
+        case data, evalData = "eval_data", initFrom = "init_from", epochs, template, separator, margin
         case pairsPerBatch = "pairs_per_batch", warmupFraction = "warmup_fraction"
     }
 
@@ -30,6 +33,7 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
         evalData = try c.decodeIfPresent(String.self, forKey: .evalData)
         initFrom = try c.decodeIfPresent(String.self, forKey: .initFrom)
         epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? 2
+        template = try c.decodeIfPresent(String.self, forKey: .template) ?? "separator"
         separator = try c.decodeIfPresent(String.self, forKey: .separator) ?? "<sep>"
         margin = try c.decodeIfPresent(String.self, forKey: .margin) ?? "small"
         pairsPerBatch = try c.decodeIfPresent(Int.self, forKey: .pairsPerBatch) ?? 512

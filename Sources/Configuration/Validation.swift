@@ -62,6 +62,7 @@ extension RunConfig {
             try check("finetune.data", !f.data.isEmpty, "must name a JSON Lines file")
             try check("finetune.epochs", f.epochs >= 1 && f.epochs <= 1_000_000, "must be in 1...1000000, got \(f.epochs)")
             try check("finetune.separator", !f.separator.isEmpty, "must name a piece of the tokenizer, such as <sep>")
+            try check("finetune.template", ["separator", "llama2-chat"].contains(f.template), "is '\(f.template)'; use separator or llama2-chat")
             try check("finetune.margin", ["none", "small", "large"].contains(f.margin),
                       "is '\(f.margin)'; use none, small or large (Llama 2, Table 27)")
             try check("finetune.pairs_per_batch", f.pairsPerBatch >= 1 && f.pairsPerBatch <= 1 << 24,

@@ -1,68 +1,16 @@
 // Data for the fine-tuning stages (Llama 2 §3.1 and §3.2.2): prompt/response pairs packed for supervised
 // fine-tuning, and rated preference pairs for reward models. JSON Lines in, with every bad line named.
 //
-// SFT packing: each example becomes <s> prompt <sep> response </s>; all examples of an epoch, in a seeded
-// order, are concatenated into one stream cut into sequences that fill the context exactly (an example may
-// straddle two sequences). Only answer tokens (the response and its </s>) are targets; prompt and separator
-// positions get the ignore index, so no gradient flows from them.
+// SFT packing: each dialogue is formatted by its template (Dialogue.swift); all examples of an epoch, in a
+// seeded order, are concatenated into one stream cut into sequences that fill the context exactly (an example
+// may straddle two sequences). Only answer tokens (each assistant turn and its </s>) are targets; prompt,
+// system and separator positions get the ignore index, so no gradient flows from them.
 import Configuration
 import Foundation
 import Model
 import Support
 import Tokenizer
 import Training
-
-/// Reads JSON Lines of objects with the given string fields; bad lines are reported as `file:line: reason`
-/// and skipped, and a file with no good line is an error.
-public func readExamples(_ path: String, fields: [String], log: (String) -> Void) throws -> [[String: String]] {
-    guard let data = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read") }
-    var examples: [[String: String]] = []
-    var bad = 0
-    for line in JSONLines.lines(data) {
-        let n = line.number - 1
-        guard let object = line.object else {
-            log("\(path):\(n + 1): not a JSON object; line skipped")
-            bad += 1
-            continue
-        }
-        var example: [String: String] = [:]
-        for field in fields {
-            guard let value = object[field] as? String else { break }
-            example[field] = value
-        }
-        guard example.count == fields.count else {
-            log("\(path):\(n + 1): needs string fields \(fields.joined(separator: ", ")); line skipped")
-            bad += 1
-            continue
-        }
-        example["line"] = String(n + 1)
-        examples.append(example)
-    }
-    guard !examples.isEmpty else { throw TrainingError("\(path): no line parses (\(bad) bad); expected JSON objects with \(fields.joined(separator: ", "))") }
-    return examples
-}
-
-/// The one prompt format of the fine-tuning stages, `<s> prompt <sep> response </s>`: SFT packs it, reward
-/// models train and score on it. The separator is a user-defined or control piece of the tokenizer.
-public struct SeparatorFormat: Sendable {
-    public let tokenizer: Tokenizer
-    public let separator: Int32
-
-    public init(tokenizer: Tokenizer, separator text: String) throws {
-        self.tokenizer = tokenizer
-        let bytes = Array(text.utf8)
-        guard let id = tokenizer.model.pieces.firstIndex(where: { $0.bytes == bytes && ($0.kind == .userDefined || $0.kind == .control) }) else {
-            throw TrainingError("the tokenizer \(tokenizer.source) has no '\(text)' piece; train one with `llama-train tokenizer train --user-defined-symbols '\(text)'` or set finetune.separator to one of its user-defined or control pieces")
-        }
-        separator = Int32(id)
-    }
-
-    /// `<s> prompt <sep>`: what the model reads before answering (no loss on it).
-    public func prompt(_ text: String) -> [Int32] { [tokenizer.bosId] + tokenizer.encode(text) + [separator] }
-
-    /// `response </s>`: the answer tokens.
-    public func answer(_ text: String) -> [Int32] { tokenizer.encode(text) + [tokenizer.eosId] }
-}
 
 // MARK: - Supervised fine-tuning
 
@@ -89,12 +37,11 @@ public struct SFTPacker: BatchSource, Sendable {
         guard sequencesPerEpoch > 0 else { throw TrainingError("the fine-tuning data has \(tokens) tokens, fewer than one sequence of \(seqLen + 1)") }
     }
 
-    /// Tokenises prompt/response pairs as <s> prompt <sep> response </s>.
-    public static func encode(_ pairs: [(prompt: String, response: String)], format: SeparatorFormat) -> [SFTExample] {
-        pairs.map { pair in
-            let prompt = format.prompt(pair.prompt)
-            let response = format.answer(pair.response)
-            return SFTExample(tokens: prompt + response, answer: [Bool](repeating: false, count: prompt.count) + [Bool](repeating: true, count: response.count))
+    /// Tokenises dialogues with a template; the answer flags mark every assistant turn.
+    public static func encode(_ dialogues: [Dialogue], template: ChatTemplate) -> [SFTExample] {
+        dialogues.map { d in
+            let (tokens, answer) = template.encode(d)
+            return SFTExample(tokens: tokens, answer: answer)
         }
     }
 
@@ -172,25 +119,22 @@ public struct PreferencePair: Sendable {
 }
 
 public enum PreferenceData {
-    /// Reads {"prompt", "chosen", "rejected", "rating"} lines; an unknown rating is an error naming the line.
-    /// Sequences longer than seqLen keep their end (the reward reads the last token); a pair whose chosen and
-    /// rejected sequences are identical after that cut teaches nothing (its gradient is zero) and is skipped
-    /// with its line named; a file left with no pair is refused.
-    public static func load(_ path: String, format: SeparatorFormat, seqLen: Int, margin: String,
+    /// Reads preference pairs in any supported format (Dialogue.swift) and formats both dialogues with
+    /// `template`. Sequences longer than seqLen keep their end (the reward reads the last token); a pair whose
+    /// chosen and rejected sequences are identical after that cut teaches nothing (its gradient is zero) and is
+    /// skipped with its line named; a file left with no pair is refused.
+    public static func load(_ path: String, template: ChatTemplate, seqLen: Int, margin: String,
                             log: (String) -> Void) throws -> [PreferencePair] {
         var pairs: [PreferencePair] = []
         var cut = 0, identical = 0
-        for e in try readExamples(path, fields: ["prompt", "chosen", "rejected", "rating"], log: log) {
-            guard let rating = Rating(text: e["rating"]!) else {
-                throw TrainingError("\(path):\(e["line"]!): unknown rating '\(e["rating"]!)'; use significantly better, better, slightly better, negligibly better or unsure")
-            }
-            let prompt = format.prompt(e["prompt"]!)
-            let chosen = prompt + format.answer(e["chosen"]!), rejected = prompt + format.answer(e["rejected"]!)
+        for (line, example) in try DialogueData.load(path, preferences: true, log: log).1 {
+            guard case let .preference(chosenDialogue, rejectedDialogue, rating) = example else { continue }
+            let chosen = template.encode(chosenDialogue).tokens, rejected = template.encode(rejectedDialogue).tokens
             if chosen.count > seqLen || rejected.count > seqLen { cut += 1 }
             let pair = PreferencePair(chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
                                       margin: try rating.margin(margin))
             guard pair.chosen != pair.rejected else {
-                log("\(path):\(e["line"]!): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped")
+                log("\(path):\(line): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped")
                 identical += 1
                 continue
             }

@@ -99,6 +99,9 @@ public struct RewardEvaluation: Codable, Sendable {
     public var pairs: [Int] = [0, 0, 0, 0]
     public var correct: [Int] = [0, 0, 0, 0]
     public var margins: [[Double]] = [[], [], [], []]
+    /// Every pair's reward of its chosen and of its rejected response, for the score density (Figure 27).
+    public var chosenScores: [Double] = []
+    public var rejectedScores: [Double] = []
 
     public static func run(model: LlamaModel, pairs: [PreferencePair], seqLen: Int, padToken: Int32, batchPairs: Int) throws -> RewardEvaluation {
         var e = RewardEvaluation()
@@ -111,6 +114,8 @@ public struct RewardEvaluation: Codable, Sendable {
                 e.pairs[k] += 1
                 e.correct[k] += margin > 0 ? 1 : 0
                 e.margins[k].append(margin)
+                e.chosenScores.append(Double(r.values[2 * i]))
+                e.rejectedScores.append(Double(r.values[2 * i + 1]))
             }
         }
         return e

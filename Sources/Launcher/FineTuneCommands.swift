@@ -13,29 +13,34 @@ import Tools
 import Training
 
 enum FineTuneCommands {
+    static let templateFlag = Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "",
+                                   "how dialogues become tokens (overrides finetune.template)")
     static let sftSpec = CommandSpec(
         name: "sft",
-        summary: "supervised fine-tuning: packed prompt <sep> response, loss on answer tokens only (the config's finetune block)",
-        flags: PretrainCommand.trainingFlags,
+        summary: "supervised fine-tuning on dialogues (prompt/response or messages), loss on the assistant's tokens only",
+        flags: PretrainCommand.trainingFlags + [templateFlag],
         run: sft)
     static let rewardSpec = CommandSpec(
         name: "reward",
         summary: "a reward model: scalar head, ranking loss with a rating margin, held-out accuracy per rating",
-        flags: PretrainCommand.trainingFlags,
+        flags: PretrainCommand.trainingFlags + [templateFlag],
         run: reward)
     static let scoreSpec = CommandSpec(
         name: "reward score",
-        summary: "JSON Lines {\"prompt\", \"response\"} on stdin, each back with its \"reward\"",
+        summary: "JSON Lines dialogues ({\"prompt\", \"response\"} or {\"messages\"}) on stdin, each back with its \"reward\"",
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a reward model's Hugging Face directory"),
+            Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "", "the template it was trained with (default separator)"),
             Flag("separator", .text, "S", "the piece between prompt and response (default <sep>)"),
+            Flag("svg", .text, "FILE.svg", "also draw the density of the scores"),
         ],
         run: score)
 
-    /// The shared part: config with a finetune block (validated before any data is read), tokenizer, the
-    /// trainer's options from the flags.
-    static func prepare(_ args: Arguments, stage: TrainingStage) throws -> (RunConfig, String, FineTuneSettings, Tokenizer, TrainOptions) {
-        let (config, path) = try PretrainCommand.loadConfig(args)
+    /// The shared part: config with a finetune block (validated before any data is read), tokenizer, template,
+    /// the trainer's options from the flags.
+    static func prepare(_ args: Arguments, stage: TrainingStage) throws -> (RunConfig, String, FineTuneSettings, ChatTemplate, TrainOptions) {
+        var (config, path) = try PretrainCommand.loadConfig(args)
+        if let template = args.string("template") { config.finetune?.template = template }
         try config.validate(file: path)
         guard let finetune = config.finetune else {
             throw ConfigError(file: path, field: "finetune", message: "is required for \(stage.rawValue): {\"data\": FILE.jsonl, \"init_from\": DIR, ...}")
@@ -45,23 +50,26 @@ enum FineTuneCommands {
         }
         let options = try PretrainCommand.options(args)
         lm_set_blas_threads(Int32(args.int("threads", default: 1)))
-        return (config, path, finetune, try Tokenizer(path: tokenizerPath), options)
+        let template = try ChatTemplate(ChatTemplate.Kind(rawValue: finetune.template)!, tokenizer: try Tokenizer(path: tokenizerPath),
+                                        separator: finetune.separator)
+        return (config, path, finetune, template, options)
     }
 
     static func sft(_ args: inout Arguments) throws {
         let explicitSteps = args.string("steps")
-        var (config, path, finetune, tokenizer, options) = try prepare(args, stage: .sft)
+        var (config, path, finetune, template, options) = try prepare(args, stage: .sft)
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let format = try SeparatorFormat(tokenizer: tokenizer, separator: finetune.separator)
-        let raw = try readExamples(finetune.data, fields: ["prompt", "response"], log: log)
-        let examples = SFTPacker.encode(raw.map { ($0["prompt"]!, $0["response"]!) }, format: format)
+        let dialogues = try DialogueData.load(finetune.data, preferences: false, log: log).1.compactMap { item -> Dialogue? in
+            if case let .dialogue(d) = item.example { return d } else { return nil }
+        }
+        let examples = SFTPacker.encode(dialogues, template: template)
         let packer = try SFTPacker(examples: examples, seqLen: config.train.seqLen, seed: config.train.seed)
         if explicitSteps == nil {
             config.train.steps = max(1, finetune.epochs * packer.sequencesPerEpoch / config.train.globalBatchSequences)
         }
         let answers = examples.reduce(0) { $0 + $1.answer.filter { $0 }.count }, total = examples.reduce(0) { $0 + $1.tokens.count }
-        log("sft: \(examples.count) examples, \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps")
+        log("sft: \(examples.count) dialogues (\(finetune.template) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps")
         let objective = LanguageModelObjective(source: packer, settings: config.train, name: "supervised fine-tuning")
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .sft, objective: objective)
         try PretrainCommand.finish(trainer.run(), trainer: trainer, options: options)
@@ -69,56 +77,63 @@ enum FineTuneCommands {
 
     static func reward(_ args: inout Arguments) throws {
         let explicitSteps = args.string("steps")
-        var (config, path, finetune, tokenizer, options) = try prepare(args, stage: .reward)
+        var (config, path, finetune, template, options) = try prepare(args, stage: .reward)
         config.model.rewardHead = true
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let format = try SeparatorFormat(tokenizer: tokenizer, separator: finetune.separator)
-        let pairs = try PreferenceData.load(finetune.data, format: format, seqLen: config.train.seqLen,
-                                            margin: finetune.margin, log: log)
+        let pairs = try PreferenceData.load(finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
         // The batch is counted in pairs; the token count keeps checkpoints' batch arithmetic consistent.
         config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
         if explicitSteps == nil { config.train.steps = max(1, finetune.epochs * pairs.count / finetune.pairsPerBatch) }
         config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
         log("reward model: \(pairs.count) preference pairs, margin '\(finetune.margin)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)")
         let objective = try RewardObjective(pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,
-                                            seqLen: config.train.seqLen, seed: config.train.seed, padToken: tokenizer.eosId)
+                                            seqLen: config.train.seqLen, seed: config.train.seed, padToken: template.tokenizer.eosId)
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .reward, objective: objective)
         let outcome = try trainer.run()
         guard outcome.completed else { throw StoppedEarly() }
         let whole = finetune.evalData == nil ? nil : try trainer.wholeModel()
         if let whole, let eval = finetune.evalData {
-            let held = try PreferenceData.load(eval, format: format, seqLen: config.train.seqLen,
-                                               margin: finetune.margin, log: log)
+            let held = try PreferenceData.load(eval, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
             let result = try RewardEvaluation.run(model: whole, pairs: held, seqLen: config.train.seqLen,
-                                                  padToken: tokenizer.eosId, batchPairs: max(1, config.train.microBatch / 2))
+                                                  padToken: template.tokenizer.eosId, batchPairs: max(1, config.train.microBatch / 2))
             print("held-out evaluation on \(eval):\n\(result.table())")
+            if let out = options.outputDirectory {
+                let chart = out + "/eval-scores.svg"
+                try AtomicFile.write(Data(ScoreDensityChart.svg(series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
+                                                                title: "reward scores on \((eval as NSString).lastPathComponent)").utf8), to: chart)
+                print("score density of chosen and rejected responses: \(chart)")
+            }
             print(String(format: "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d}", result.accuracy, held.count))
         }
         if world.isRoot, let out = options.outputDirectory { print("saved the reward model to \(out)") }
     }
 
-    /// `llama-train reward score --checkpoint DIR [--separator S]`: JSON Lines {"prompt", "response"} on
-    /// standard input, each line back with its "reward".
+    /// `llama-train reward score --checkpoint DIR`: JSON Lines dialogues on standard input, each line back with
+    /// its "reward" (read at the formatted dialogue's last token).
     static func score(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
-        let separatorText = args.string("separator") ?? "<sep>"
         let model = try HuggingFace.loadModel(directory: directory)
         guard model.config.rewardHead else { throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)") }
-        let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
-        let format = try SeparatorFormat(tokenizer: tokenizer, separator: separatorText)
+        let template = try ChatTemplate(ChatTemplate.Kind(rawValue: args.string("template") ?? "separator")!,
+                                        tokenizer: try Tokenizer(path: directory + "/tokenizer.model"), separator: args.string("separator") ?? "<sep>")
         var n = 0
+        var scores: [Double] = []
         while let line = readLine() {
             n += 1
             if line.isEmpty { continue }
-            guard let o = JSONLines.object(line),
-                  let prompt = o["prompt"] as? String, let response = o["response"] as? String
-            else { throw UsageError("standard input line \(n): needs string fields prompt and response") }
-            let ids = Array((format.prompt(prompt) + format.answer(response)).suffix(model.config.maxSeqLen))
-            let r = try RewardScoring.score(ids, model: model, padToken: tokenizer.eosId)
+            guard let o = JSONLines.object(line), let format = DialogueData.format(of: o), !format.isPreference,
+                  case let .dialogue(dialogue) = try DialogueData.example(o, format)
+            else { throw UsageError("standard input line \(n): needs {\"prompt\", \"response\"} or {\"messages\": [...]}") }
+            let ids = Array(template.encode(dialogue).tokens.suffix(model.config.maxSeqLen))
+            let r = try RewardScoring.score(ids, model: model, padToken: template.tokenizer.eosId)
+            scores.append(Double(r))
             var out = o
             out["reward"] = Double(r)
             FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]) + Data("\n".utf8))
+        }
+        if let svg = args.string("svg") {
+            try AtomicFile.write(Data(ScoreDensityChart.svg(series: [("scored", scores)], title: "reward scores").utf8), to: svg)
         }
     }
 }

@@ -48,6 +48,9 @@ enum ToolCommands {
             Flag("temperature", .number(min: 0, inclusive: true, max: 100), "T", "default 0.8"),
             Flag("top-p", .number(min: 0, inclusive: false, max: 1), "P", "nucleus sampling (default 0.9)"),
             Flag("seed", .int(min: 0, max: Int.max), "N", "default 1"),
+            Flag("template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "",
+                 "wrap each prompt as a user turn of a fine-tuned model's template and print its answer (default none: continue the text)"),
+            Flag("separator", .text, "S", "the separator template's piece (default <sep>)"),
         ],
         run: generate)
 
@@ -96,7 +99,16 @@ enum ToolCommands {
         let seed = UInt64(args.int("seed", default: 1))
         let model = try HuggingFace.loadModel(directory: directory)
         let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
+        let template = try args.string("template").flatMap(ChatTemplate.Kind.init(rawValue:))
+            .map { try ChatTemplate($0, tokenizer: tokenizer, separator: args.string("separator") ?? "<sep>") }
         for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
+            if let template {
+                // A single user turn; the answer ends at </s>.
+                let answer = try Generator.generate(model: model, tokenizer: tokenizer, promptIds: template.prompt(user: prompt), maxTokens: maxTokens,
+                                                    temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
+                print("--- \(template.kind.rawValue) \(i + 1)\n[user] \(prompt)\n[assistant] \(try tokenizer.decode(answer))")
+                continue
+            }
             let text = try Generator.generate(model: model, tokenizer: tokenizer, prompt: prompt, maxTokens: maxTokens,
                                               temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
             print("--- sample \(i + 1)\n\(text)")

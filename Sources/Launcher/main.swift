@@ -17,7 +17,7 @@ let commands: [CommandSpec] = [
     TokenizerCommands.trainSpec, TokenizerCommands.benchSpec, TokenizerCommands.tokenizeSpec, TokenizerCommands.detokenizeSpec,
     PrepareCommand.spec,
     PretrainCommand.spec, FineTuneCommands.sftSpec, FineTuneCommands.rewardSpec, FineTuneCommands.scoreSpec,
-    ExportCommand.spec,
+    ExportCommand.spec, DataCommands.formatSpec, DataCommands.statsSpec,
     ToolCommands.planSpec, ToolCommands.plotSpec, ToolCommands.generateSpec,
     AllreduceBench.spec, MPISelfTest.spec,
 ]

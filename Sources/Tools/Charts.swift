@@ -89,3 +89,54 @@ func tickLabel(_ v: Double) -> String {
     }
     return String(format: "%.0e", v)
 }
+
+/// The density of reward scores of chosen and rejected responses (Llama 2's Figure 27 view): a Gaussian kernel
+/// density estimate of each set (Silverman's bandwidth) over a shared axis, two curves.
+public enum ScoreDensityChart {
+    public static func svg(series: [(name: String, scores: [Double])], title: String) -> String {
+        let all = series.flatMap(\.scores)
+        guard let lo = all.min(), let hi = all.max() else { return "" }
+        let pad = max(0.5, 0.1 * (hi - lo))
+        let ticks = niceTicks(lo - pad, hi + pad)
+        let (x0, x1) = (ticks.first!, ticks.last!)
+        let grid = (0...200).map { x0 + (x1 - x0) * Double($0) / 200 }
+        func density(_ xs: [Double]) -> [Double] {
+            guard xs.count > 1 else { return grid.map { _ in 0 } }
+            let mean = xs.reduce(0, +) / Double(xs.count)
+            let sd = (xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(xs.count - 1)).squareRoot()
+            let h = max(1.06 * sd * pow(Double(xs.count), -0.2), 1e-3)
+            return grid.map { g in xs.reduce(0) { $0 + exp(-0.5 * pow((g - $1) / h, 2)) } / (Double(xs.count) * h * (2 * Double.pi).squareRoot()) }
+        }
+        let curves = series.map { density($0.scores) }
+        let top = max(curves.flatMap { $0 }.max() ?? 1, 1e-9)
+        let (w, h, left, right, topPad, bottom) = (760.0, 420.0, 70.0, 30.0, 40.0, 50.0)
+        func x(_ v: Double) -> Double { left + (v - x0) / (x1 - x0) * (w - left - right) }
+        func y(_ v: Double) -> Double { topPad + (1 - v / top) * (h - topPad - bottom) }
+        let colors = ["#2ca02c", "#d62728", "#1f77b4", "#ff7f0e"]
+        var svg = """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(w / 2)" y="22" text-anchor="middle" font-size="15">\(title.replacingOccurrences(of: "<", with: "&lt;"))</text>
+
+        """
+        for v in ticks {
+            svg += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#eee\"/>", x(v), x(v), topPad, h - bottom)
+            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(v), h - bottom + 18, tickLabel(v))
+        }
+        for (i, (s, curve)) in zip(series, curves).enumerated() {
+            let path = zip(grid, curve).enumerated().map { String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), y($0.element.1)) }
+                .joined(separator: " ")
+            let color = colors[i % colors.count]
+            svg += "<path d=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"/>\n"
+            svg += String(format: "<text x=\"%.0f\" y=\"%.0f\" fill=\"%@\">%@ (%d)</text>\n", w - right - 150, topPad + 18 * Double(i + 1), color,
+                          s.name, s.scores.count)
+        }
+        svg += """
+        <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">reward score</text>
+        <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle">density</text>
+        </svg>
+
+        """
+        return svg
+    }
+}

@@ -11,9 +11,20 @@ import Tokenizer
 public enum Generator {
     public static func generate(model: LlamaModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
                                 temperature: Double, topP: Double, seed: UInt64) throws -> String {
-        var ids = tokenizer.encode(prompt, bos: true)
+        let promptIds = tokenizer.encode(prompt, bos: true)
+        let continuation = try generate(model: model, tokenizer: tokenizer, promptIds: promptIds, maxTokens: maxTokens,
+                                        temperature: temperature, topP: topP, seed: seed)
+        // Decoding the whole sequence keeps the space between prompt and continuation (the decoder drops
+        // only the first piece's dummy-prefix space).
+        return continuation.isEmpty ? prompt : try tokenizer.decode(promptIds + continuation)
+    }
+
+    /// The tokens sampled after `promptIds`, up to `maxTokens`, the context, or </s> (not included).
+    public static func generate(model: LlamaModel, tokenizer: Tokenizer, promptIds: [Int32], maxTokens: Int,
+                                temperature: Double, topP: Double, seed: UInt64) throws -> [Int32] {
+        var ids = promptIds
         let limit = min(model.config.maxSeqLen, ids.count + maxTokens)
-        guard ids.count < limit else { return prompt }
+        guard ids.count < limit else { return [] }
         var rng = SplitMix64(seed: seed)
         let V = model.config.vocabSize
         let targets = [Int32](repeating: LlamaModel.ignoreIndex, count: limit)
@@ -25,9 +36,7 @@ public enum Generator {
             if next == tokenizer.eosId { break }
             ids.append(next)
         }
-        // Decoding the whole sequence keeps the space between prompt and continuation (the decoder drops
-        // only the first piece's dummy-prefix space).
-        return try tokenizer.decode(ids)
+        return Array(ids[promptIds.count...])
     }
 
     static func sample(_ logits: [Float], temperature: Double, topP: Double, rng: inout SplitMix64) -> Int32 {

@@ -26,13 +26,17 @@ func fineTuneTokenizer() throws -> Tokenizer {
         ("answer the question", "12 and 345"), ("please", "the capital is paris"),
     ]
 
+    static func dialogues() throws -> [Dialogue] {
+        try pairs.map { try Dialogue([Turn(.user, $0.prompt), Turn(.assistant, $0.response)]) }
+    }
+
     /// No token lost or duplicated: each epoch's stream is every example once, in that epoch's order; the
     /// sequences tile the stream; the separator closes every prompt; only answer positions are targets.
     @Test func packingKeepsEveryTokenOnce() throws {
         let tokenizer = try fineTuneTokenizer()
-        let format = try SeparatorFormat(tokenizer: tokenizer, separator: "<sep>")
-        let sep = format.separator
-        let examples = SFTPacker.encode(Self.pairs, format: format)
+        let template = try ChatTemplate(.separator, tokenizer: tokenizer, separator: "<sep>")
+        let sep = template.separator!
+        let examples = SFTPacker.encode(try Self.dialogues(), template: template)
         for (e, pair) in zip(examples, Self.pairs) {
             let prompt = [tokenizer.bosId] + tokenizer.encode(pair.prompt) + [sep]
             #expect(Array(e.tokens.prefix(prompt.count)) == prompt && e.tokens.last == tokenizer.eosId)
@@ -55,7 +59,7 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// Gradients from prompt tokens are exactly zero, and the loss is the mean over answer tokens only.
     @Test func onlyAnswerTokensCarryLossAndGradient() throws {
         let tokenizer = try fineTuneTokenizer()
-        let examples = SFTPacker.encode(Self.pairs, format: try SeparatorFormat(tokenizer: tokenizer, separator: "<sep>"))
+        let examples = SFTPacker.encode(try Self.dialogues(), template: try ChatTemplate(.separator, tokenizer: tokenizer, separator: "<sep>"))
         let packer = try SFTPacker(examples: examples, seqLen: 16, seed: 1)
         let (tokens, targets) = try packer.batch(0, globalBatch: 2, rank: 0, worldSize: 1)
         let model = try LlamaModel(config: LlamaConfig(dim: 16, nLayers: 1, nHeads: 2, vocabSize: tokenizer.vocabSize, ffnHiddenSize: 32, maxSeqLen: 16))
@@ -94,18 +98,18 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// Pairs cut to seq_len keep their end; a pair whose chosen and rejected sequences become identical
     /// (zero gradient for the whole run) is skipped and named, and a file of only such pairs is refused.
     @Test func pairsIdenticalAfterTheCutAreSkippedAndNamed() throws {
-        let format = try SeparatorFormat(tokenizer: try fineTuneTokenizer(), separator: "<sep>")
+        let format = try ChatTemplate(.separator, tokenizer: try fineTuneTokenizer(), separator: "<sep>")
         let path = NSTemporaryDirectory() + "prefs-\(UUID().uuidString).jsonl"
         let long = String(repeating: "the cat sat on the mat ", count: 6)
         let lines = [#"{"prompt": "please", "chosen": "paris \#(long)", "rejected": "hello \#(long)", "rating": "better"}"#,
                      #"{"prompt": "please", "chosen": "paris", "rejected": "hello world", "rating": "better"}"#]
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         var messages: [String] = []
-        let pairs = try PreferenceData.load(path, format: format, seqLen: 12, margin: "small", log: { messages.append($0) })
+        let pairs = try PreferenceData.load(path, template: format, seqLen: 12, margin: "small", log: { messages.append($0) })
         #expect(pairs.count == 1 && pairs[0].chosen != pairs[0].rejected)
         #expect(messages.contains { $0.contains("\(path):1") && $0.contains("identical") }, "\(messages)")
         try lines[0].write(toFile: path, atomically: true, encoding: .utf8)
-        #expect { try PreferenceData.load(path, format: format, seqLen: 12, margin: "small", log: { _ in }) } throws: {
+        #expect { try PreferenceData.load(path, template: format, seqLen: 12, margin: "small", log: { _ in }) } throws: {
             "\($0)".contains("no pair")
         }
     }
@@ -140,5 +144,76 @@ func fineTuneTokenizer() throws -> Tokenizer {
                 return loss()
             }
         }
+    }
+}
+
+@Suite struct DialogueFormatTests {
+    static func write(_ lines: [String]) throws -> String {
+        let path = NSTemporaryDirectory() + "dialogues-\(UUID().uuidString).jsonl"
+        try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Every format reads into the same dialogues; the format is named once per file.
+    @Test func everyFormatReads() throws {
+        let sft = try Self.write([#"{"prompt": "hi", "response": "hello"}"#])
+        let messages = try Self.write([#"{"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]}"#])
+        let rated = try Self.write([#"{"prompt": "hi", "chosen": "hello", "rejected": "go away", "rating": "better"}"#])
+        let lists = try Self.write([#"{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}"#])
+        let hh = try Self.write([#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}"#])
+        var log: [String] = []
+        let (f1, e1) = try DialogueData.load(sft, preferences: false) { log.append($0) }
+        let (f2, e2) = try DialogueData.load(messages, preferences: false) { log.append($0) }
+        #expect(f1 == .promptResponse && f2 == .messages && log.contains { $0.contains("messages format") })
+        guard case let .dialogue(one) = e1[0].example, case let .dialogue(two) = e2[0].example else { Issue.record("not dialogues"); return }
+        #expect(one.turns == [Turn(.user, "hi"), Turn(.assistant, "hello")] && one.system == nil)
+        #expect(two.system == "be kind" && two.turns.count == 4 && two.exchanges == 2)
+        var chosen: [[Turn]] = []
+        for (path, format) in [(rated, DataFormat.ratedPairs), (lists, .messagePairs), (hh, .hhRLHF)] {
+            let (found, examples) = try DialogueData.load(path, preferences: true) { _ in }
+            #expect(found == format)
+            guard case let .preference(c, r, rating) = examples[0].example else { Issue.record("\(format): not a pair"); continue }
+            #expect(r.turns.last == Turn(.assistant, "go away") && (format == .ratedPairs ? rating == .better : rating == .negligiblyBetter))
+            chosen.append(c.turns.map { Turn($0.role, $0.content.trimmingCharacters(in: .whitespaces)) })
+        }
+        #expect(chosen.allSatisfy { $0 == [Turn(.user, "hi"), Turn(.assistant, "hello")] }, "\(chosen)")
+    }
+
+    /// The loss is on every assistant turn and its </s>, never on system or user text, in both templates.
+    @Test func masksCoverEveryAnswerAndNothingElse() throws {
+        let tokenizer = try fineTuneTokenizer()
+        let dialogue = try Dialogue([Turn(.system, "be kind"), Turn(.user, "what is the capital"), Turn(.assistant, "paris"),
+                                     Turn(.user, "repeat after me"), Turn(.assistant, "hello world")])
+        for template in [try ChatTemplate(.separator, tokenizer: tokenizer), try ChatTemplate(.llama2Chat, tokenizer: tokenizer)] {
+            let (tokens, answer) = template.encode(dialogue)
+            var expected: [Bool] = []
+            expected += [Bool](repeating: false, count: template.prompt(user: "what is the capital", system: "be kind").count)
+            expected += [Bool](repeating: true, count: template.answer("paris").count)
+            expected += [Bool](repeating: false, count: template.prompt(user: "repeat after me").count)
+            expected += [Bool](repeating: true, count: template.answer("hello world").count)
+            #expect(answer == expected && tokens.count == expected.count, "\(template.kind)")
+            #expect(tokens.filter { $0 == tokenizer.eosId }.count == 2 && tokens.filter { $0 == tokenizer.bosId }.count == 2)
+            // Every </s> is an answer token, every <s> is not.
+            for (t, a) in zip(tokens, answer) where t == tokenizer.eosId || t == tokenizer.bosId { #expect(a == (t == tokenizer.eosId)) }
+        }
+    }
+
+    /// Bad lines are named file:line with the reason and skipped; a file with none good is refused.
+    @Test func badLinesAreNamed() throws {
+        let path = try Self.write([
+            #"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#,
+            #"{"messages": [{"role": "assistant", "content": "I start"}, {"role": "user", "content": "no"}]}"#,
+            #"{"messages": [{"role": "user", "content": "only a question"}]}"#,
+            #"{"prompt": "mixed", "response": "formats"}"#,
+            #"{"messages": [{"role": "user"}]}"#,
+            "not json",
+        ])
+        var log: [String] = []
+        let (_, examples) = try DialogueData.load(path, preferences: false) { log.append($0) }
+        #expect(examples.count == 1)
+        for (line, words) in [(2, "alternate"), (3, "without an assistant turn"), (4, "but the file is messages"), (5, "role"), (6, "not a JSON object")] {
+            #expect(log.contains { $0.hasPrefix("\(path):\(line):") && $0.contains(words) }, "line \(line): \(log)")
+        }
+        #expect(throws: TrainingError.self) { try DialogueData.load(try Self.write(["{}"]), preferences: false) { _ in } }
     }
 }

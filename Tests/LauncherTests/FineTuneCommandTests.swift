@@ -83,10 +83,14 @@ func fineTuneWorkspace() throws -> String {
         let json = try #require(r.stdout.split(separator: "\n").last { $0.contains("eval_accuracy") })
         let accuracy = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any])["eval_accuracy"] as! Double
         #expect(accuracy >= 0.8, "held-out accuracy \(accuracy) on a task a tiny model can learn (chance is 0.5)")
-        let score = try run([tool, "reward", "score", "--checkpoint", dir + "/rm"],
+        // Figure 27's view: the density of chosen and rejected scores, one curve each.
+        let chart = try String(contentsOfFile: dir + "/rm/eval-scores.svg", encoding: .utf8)
+        #expect(chart.hasPrefix("<svg") && chart.components(separatedBy: "<path").count == 3 && chart.contains("chosen") && chart.contains("rejected"))
+        let score = try run([tool, "reward", "score", "--checkpoint", dir + "/rm", "--svg", dir + "/scores.svg"],
                             stdin: "{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is lovely.\"}\n{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is awful.\"}\n")
         let rewards = score.stdout.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["reward"] as! Double }
         #expect(rewards.count == 2 && rewards[0] > rewards[1], "\(score.stdout)\(score.stderr)")
+        #expect(FileManager.default.contents(atPath: dir + "/scores.svg").map { String(decoding: $0, as: UTF8.self).hasPrefix("<svg") } == true)
     }
 
     @Test func badLinesAreNamed() throws {
@@ -99,9 +103,10 @@ func fineTuneWorkspace() throws -> String {
         #expect(mixed.stdout.contains("mixed.jsonl:2") && mixed.stdout.contains("mixed.jsonl:3"), "\(mixed.stdout)\(mixed.stderr)")
         try "nothing here\n".write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
         let none = try run([tool, "sft", "--config", dir + "/mixed.json"])
-        #expect(none.status != 0 && none.stderr.contains("no line parses"))
+        #expect(none.status == 1 && none.stderr.contains("mixed.jsonl: no line is a usable SFT example"), "\(none.stderr)")
         try "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"rating\": \"way better\"}\n".write(toFile: dir + "/prefs.jsonl", atomically: true, encoding: .utf8)
         let rating = try run([tool, "reward", "--config", dir + "/rm.json"])
-        #expect(rating.status != 0 && rating.stderr.contains("prefs.jsonl:1: unknown rating 'way better'"), "\(rating.stderr)")
+        #expect(rating.status == 1 && rating.stdout.contains("prefs.jsonl:1: unknown rating 'way better'") && rating.stderr.contains("no line is a usable preference pair"),
+                "\(rating.stdout)\(rating.stderr)")
     }
 }
