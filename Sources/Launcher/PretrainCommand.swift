@@ -94,6 +94,7 @@ enum PretrainCommand {
         options.resume = ResumeMode(args.string("resume") ?? "auto")
         options.stopAfter = args.int("stop-after")
         options.collectiveTimeout = args.number("collective-timeout", default: 300)
+        options.threads = args.int("threads", default: 1)
         if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
                                                    || args.string("resume") != nil) {
             throw args.usage("--checkpoint-every, --stop-after, --background-save and --resume need --checkpoint-dir")

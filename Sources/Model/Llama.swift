@@ -67,6 +67,11 @@ public final class LlamaModel {
     public private(set) var activations: ActivationArena?
     /// Set when units come from a sharding provider; nil reads and writes the buffers above directly.
     public var unitWeights: UnitWeights?
+    /// Threads the attention kernels spread their units over (the rank's --threads). While they run, OpenBLAS
+    /// is held at one thread; that global switch is only safe when nothing else in the process calls BLAS
+    /// meanwhile, which holds for a training rank (one model, one compute thread) but not for tests that run
+    /// several models at once, so it is opt-in.
+    public var threads = 1
 
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
     /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
@@ -219,11 +224,11 @@ public final class LlamaModel {
     /// The units' tile products are single-threaded sgemm calls, so OpenBLAS is held at one thread while
     /// they run on ours, and given its count back after.
     private func inParallel(units: Int, _ body: (Int, Int) -> Void) {
-        let blasThreads = Int(lm_blas_threads())
-        let threads = min(max(1, blasThreads), units)
+        let threads = min(max(1, self.threads), units)
         guard threads > 1 else { return body(0, units) }
+        let blasThreads = lm_blas_threads()
         lm_set_blas_threads(1)
-        defer { lm_set_blas_threads(Int32(blasThreads)) }
+        defer { lm_set_blas_threads(blasThreads) }
         withoutActuallyEscaping(body) { body in
             // The units write disjoint memory (the kernel's contract), so sharing the closure is safe.
             let shared = UncheckedSendable(body)

@@ -50,6 +50,7 @@ public enum Benchmark {
                            log: (String) -> Void = { _ in }) throws -> BenchmarkResult {
         lm_set_blas_threads(Int32(threads))
         let model = try LlamaModel(config: config.model, purpose: .training(config.train.recompute))
+        model.threads = threads
         model.initialize(seed: config.train.seed)
         let optimizer = AdamW(layout: model.layout)
         let B = config.train.microBatch, T = config.train.seqLen

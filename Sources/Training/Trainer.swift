@@ -40,6 +40,8 @@ public struct TrainOptions {
     /// Stop (with a checkpoint) after this step of the schedule (or after the first step run, when resuming
     /// beyond it), as if preempted there.
     public var stopAfter: Int?
+    /// Threads of this rank (--threads): OpenBLAS's, and the attention kernels' units.
+    public var threads = 1
     /// Seconds a collective may wait before the watchdog aborts the job (0 disables it).
     public var collectiveTimeout: TimeInterval = 300
 
@@ -132,6 +134,7 @@ public final class Trainer {
             : nil
         units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, shardsParameters: t.sharding == .full) : nil
         model.unitWeights = units
+        model.threads = options.threads
         ownedGradients = t.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
         watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
         var resumedStep = 0
