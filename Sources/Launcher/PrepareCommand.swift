@@ -39,9 +39,9 @@ enum PrepareCommand {
         let hash = SHA256.hex(modelBytes)
         // Every rank must tokenise the same inputs with the same tokenizer, or rank 0 would write mixed tokens
         // under its own hash.
-        let inputHashes = inputs.map { input in
-            (name: "--input \(input.source)=\(input.path)",
-             value: FileManager.default.contents(atPath: input.path).map { SHA256.hex([UInt8]($0)) } ?? "unreadable")
+        let inputHashes = inputs.enumerated().map { i, input in
+            (name: "--input \(i + 1)",
+             value: "\(input.source)=\(input.path) (SHA-256 " + (FileManager.default.contents(atPath: input.path).map { SHA256.hex([UInt8]($0)) } ?? "unreadable") + ")")
         }
         try world.checkAgreement("prepare inputs", fields: [("tokenizer (SHA-256)", hash), ("--out", out), ("--delimiter", delimiter ?? "absent"),
                                                             ("--shard-tokens", "\(shardTokens)"), ("inputs", "\(inputs.count)")]
