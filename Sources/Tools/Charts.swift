@@ -78,10 +78,10 @@ func niceTicks(_ low: Double, _ high: Double, count: Int = 5) -> [Double] {
     return stride(from: first, through: last + step / 2, by: step).map { ($0 / step).rounded() * step }
 }
 
-/// A tick value without float noise: 0.0003 not 3.0000000000000003e-04, 2000 not 2000.000.
+/// A tick value without float noise: 0.0003 not 3.0000000000000003e-04, 2000 not 2000.000; exponents below 1e-4.
 func tickLabel(_ v: Double) -> String {
     if v == 0 { return "0" }
-    if abs(v) >= 1e-3 && abs(v) < 1e6 {
+    if abs(v) >= 1e-4 && abs(v) < 1e6 {
         var text = String(format: "%.6f", v)
         while text.hasSuffix("0") { text.removeLast() }
         if text.hasSuffix(".") { text.removeLast() }

@@ -60,6 +60,6 @@ import Testing
             #expect([1, 2, 5, 10].contains { abs(mantissa - $0) < 1e-6 }, "step \(step)")
             #expect(ticks.allSatisfy { tickLabel($0).count <= 8 }, "\(ticks.map(tickLabel))")
         }
-        #expect(tickLabel(0.0003) == "3e-04" && tickLabel(0.002) == "0.002" && tickLabel(2000) == "2000" && tickLabel(4.5) == "4.5")
+        #expect(tickLabel(0.0003) == "0.0003" && tickLabel(0.00003) == "3e-05" && tickLabel(0.002) == "0.002" && tickLabel(2000) == "2000" && tickLabel(4.5) == "4.5")
     }
 }
