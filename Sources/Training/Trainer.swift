@@ -6,8 +6,9 @@
 //  2. Prove every rank holds the same config, flags, tokenizer and data (one gather; the differences named).
 //  3. Check that the outputs (--out, --metrics, the checkpoint directory) can be written.
 // Then per optimizer step (TrainingStep.swift): load the step's batch, micro-steps with the allreduce
-// overlapped, clip, AdamW; the ProgressReporter prints and records it; the CheckpointPolicy saves or stops.
-// The final model is written to --out only when the schedule completes.
+// overlapped (or, under train.sharding, the reduce-scatters and gathers of ShardedUnits), clip, AdamW on the
+// range this rank owns; the ProgressReporter prints and records it; the CheckpointPolicy saves or stops.
+// The final model is written to --out only when the schedule completes (gathered on rank 0 when sharded).
 import Checkpoint
 import Configuration
 import Dataset
