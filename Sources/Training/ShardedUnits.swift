@@ -20,7 +20,6 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
     let partition: FlatPartition
     let shardsParameters: Bool
     private let units: [Range<Int>]
-    private let owned: Range<Int>
     private let gradientWork: FloatBuffer
     private let reduced: FloatBuffer
     private let slots: [FloatBuffer]
@@ -32,13 +31,13 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
     private(set) var communicationSeconds = 0.0
     private(set) var exposedSeconds = 0.0
 
-    init(model: LlamaModel, world: Communicator, shardsParameters: Bool) throws {
+    /// `model` keeps this rank's part of `partition` in its gradients (and, when `shardsParameters`, its parameters).
+    init(model: LlamaModel, world: Communicator, partition: FlatPartition, shardsParameters: Bool) throws {
         self.model = model
         self.world = world
+        self.partition = partition
         self.shardsParameters = shardsParameters
-        partition = FlatPartition(count: model.layout.count, ranks: world.size)
         units = model.layout.units
-        owned = partition.range(rank: world.rank)
         let largest = units.map(\.count).max() ?? 0
         gradientWork = FloatBuffer(count: largest)
         reduced = FloatBuffer(count: min(largest, partition.perRank))
@@ -95,7 +94,7 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         communicationSeconds += seconds
         exposedSeconds += seconds
         if !piece.isEmpty {
-            lm_add(model.gradients.pointer + (unit.lowerBound + piece.lowerBound - owned.lowerBound), reduced.pointer, piece.count)
+            lm_add(model.gradients.pointer + (unit.lowerBound + piece.lowerBound - model.gradientRange.lowerBound), reduced.pointer, piece.count)
         }
     }
 
@@ -137,7 +136,7 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         let unit = units[u]
         let piece = partition.pieces(of: unit)[world.rank]
         if !piece.isEmpty {
-            (slot.pointer + piece.lowerBound).update(from: model.parameters.pointer + (unit.lowerBound + piece.lowerBound - owned.lowerBound),
+            (slot.pointer + piece.lowerBound).update(from: model.parameters.pointer + (unit.lowerBound + piece.lowerBound - model.parameterRange.lowerBound),
                                                      count: piece.count)
         }
         do {

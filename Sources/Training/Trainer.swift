@@ -71,6 +71,8 @@ public final class Trainer {
     let units: ShardedUnits?
     /// Sharding optimizer: this rank's summed gradients, the reduce-scatter's target.
     let ownedGradients: FloatBuffer?
+    /// Who owns which flat range under sharding: the checkpoints' ranges.
+    let partition: FlatPartition
     /// The flat range of parameters this rank updates (everything without sharding).
     let owned: Range<Int>
     let options: TrainOptions
@@ -121,7 +123,8 @@ public final class Trainer {
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
         // What this rank keeps of the 16 bytes per parameter (see ShardingMode and ShardedUnits).
         let count = ParameterLayout(config: config.model).count
-        owned = t.sharding == .none ? 0..<count : FlatPartition(count: count, ranks: world.size).range(rank: world.rank)
+        partition = FlatPartition(count: count, ranks: world.size)
+        owned = t.sharding == .none ? 0..<count : partition.range(rank: world.rank)
         let purpose = ModelPurpose.training(t.recompute)
         switch t.sharding {
         case .none, .optimizer: model = try LlamaModel(config: config.model, purpose: purpose)
@@ -133,7 +136,7 @@ public final class Trainer {
             ? BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
                                 bucketBytes: max(4, Int(t.bucketMB * 1_048_576)))
             : nil
-        units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, shardsParameters: t.sharding == .full) : nil
+        units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, partition: partition, shardsParameters: t.sharding == .full) : nil
         model.unitWeights = units
         model.threads = options.threads
         ownedGradients = t.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
@@ -266,7 +269,7 @@ public final class Trainer {
         guard config.train.sharding == .full else { return world.isRoot ? model : nil }
         let whole = world.isRoot ? try LlamaModel(config: config.model, purpose: .inference) : nil
         try world.gatherPieces(model.parameters.pointer, into: whole?.parameters.pointer,
-                               partition: FlatPartition(count: model.layout.count, ranks: world.size))
+                               partition: partition)
         return whole
     }
 

@@ -16,6 +16,9 @@ import Kernels
 import Optim
 
 extension Trainer {
+    /// LLAMA_TRAIN_TEST_NAN_AT_STEP, read once rather than every step.
+    private static let nanStep = ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_NAN_AT_STEP"].flatMap { Int($0) }
+
     func step(_ k: Int) throws -> StepMetrics {
         let t = config.train
         let stepStart = Date()
@@ -45,19 +48,18 @@ extension Trainer {
             (exposed, communication) = (units.exposedSeconds, units.communicationSeconds)
         } else if let ownedGradients {
             let start = monotonicSeconds()
-            try world.reduceScatterPieces(model.gradients.pointer, ownedGradients.pointer, range: 0..<model.layout.count,
-                                          partition: FlatPartition(count: model.layout.count, ranks: world.size))
+            try world.reduceScatterPieces(model.gradients.pointer, ownedGradients.pointer, range: 0..<model.layout.count, partition: partition)
             exposed = monotonicSeconds() - start
             communication = exposed
         }
         var loss = try world.allreduceSum(lossSum) / max(globalCount, 1)
         // Fault injection for the tests: a NaN loss at this step (a valid config cannot be made to diverge
         // on demand now that the learning rate is bounded).
-        if ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_NAN_AT_STEP"] == "\(k + 1)" { loss = .nan }
+        if k + 1 == Self.nanStep { loss = .nan }
         let optimizerStart = Date()
         // The gradients this rank updates with: all of them, or the sum of its own range.
         let gradients = ownedGradients?.pointer ?? model.gradients.pointer
-        let squares = lm_sum_squares(gradients, owned.count)
+        let squares = GradientClipping.sumOfSquares(gradients, count: owned.count)
         let norm = (t.sharding == .none ? squares : try world.allreduceSum(squares)).squareRoot()
         let lr = schedule.learningRate(step: k)
         var skipped = false
@@ -69,15 +71,13 @@ extension Trainer {
             skipped = true
             if world.isRoot { options.log("skipping \(what)") }
         } else {
-            let factor = Float(min(1.0, t.gradClip / (norm + 1e-6)))  // clip_grad_norm_'s rule
-            if factor < 1 { lm_scale(gradients, owned.count, factor) }
+            GradientClipping.scale(gradients, count: owned.count, norm: norm, maxNorm: t.gradClip)
             let parameters = model.parameters.pointer + (owned.lowerBound - model.parameterRange.lowerBound)
             optimizer.update(parameters: parameters, gradients: gradients, learningRate: Float(lr))
             switch t.sharding {
             case .optimizer, .gradients:
                 let start = monotonicSeconds()
-                try world.allgatherPieces(model.parameters.pointer, range: 0..<model.layout.count,
-                                          partition: FlatPartition(count: model.layout.count, ranks: world.size))
+                try world.allgatherPieces(model.parameters.pointer, range: 0..<model.layout.count, partition: partition)
                 let seconds = monotonicSeconds() - start
                 (exposed, communication) = (exposed + seconds, communication + seconds)
             case .full: units?.invalidate()
