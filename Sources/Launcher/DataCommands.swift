@@ -9,15 +9,27 @@ import Foundation
 import Support
 import Tokenizer
 
+/// --template and --separator, as every command that turns dialogues into tokens takes them.
+enum TemplateFlags {
+    static let flags = [
+        Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "", "how dialogues become tokens (default separator)"),
+        Flag("separator", .text, "S", "the separator template's piece (default <sep>)"),
+    ]
+
+    /// The template the flags name, separator by default.
+    static func template(_ args: Arguments, tokenizer: Tokenizer) throws -> ChatTemplate {
+        try ChatTemplate(ChatTemplate.Kind(rawValue: args.string("template") ?? "separator")!, tokenizer: tokenizer,
+                         separator: args.string("separator") ?? "<sep>")
+    }
+}
+
 enum DataCommands {
     static let formatSpec = CommandSpec(
         name: "format",
         summary: "JSON Lines of any fine-tuning format on stdin to {\"ids\", \"mask\"} on stdout, as training sees them",
         flags: [
             Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model"),
-            Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "", "how dialogues become tokens (default separator)"),
-            Flag("separator", .text, "S", "the separator template's piece (default <sep>)"),
-        ],
+        ] + TemplateFlags.flags,
         run: format)
     static let statsSpec = CommandSpec(
         name: "data stats",
@@ -25,14 +37,11 @@ enum DataCommands {
         flags: [
             Flag("data", .text, "FILE.jsonl", required: true, "preference pairs in any supported format"),
             Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model"),
-            Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "", "how dialogues become tokens (default separator)"),
-            Flag("separator", .text, "S", "the separator template's piece (default <sep>)"),
-        ],
+        ] + TemplateFlags.flags,
         run: stats)
 
     static func template(_ args: Arguments) throws -> ChatTemplate {
-        try ChatTemplate(ChatTemplate.Kind(rawValue: args.string("template") ?? "separator")!, tokenizer: try Tokenizer(path: try args.require("tokenizer")),
-                         separator: args.string("separator") ?? "<sep>")
+        try TemplateFlags.template(args, tokenizer: try Tokenizer(path: try args.require("tokenizer")))
     }
 
     /// Each line in any format: an SFT dialogue gives one object with mask 1 on the assistant's tokens; a

@@ -30,10 +30,8 @@ enum FineTuneCommands {
         summary: "JSON Lines dialogues ({\"prompt\", \"response\"} or {\"messages\"}) on stdin, each back with its \"reward\"",
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a reward model's Hugging Face directory"),
-            Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "", "the template it was trained with (default separator)"),
-            Flag("separator", .text, "S", "the piece between prompt and response (default <sep>)"),
             Flag("svg", .text, "FILE.svg", "also draw the density of the scores"),
-        ],
+        ] + TemplateFlags.flags,
         run: score)
 
     /// The shared part: config with a finetune block (validated before any data is read), tokenizer, template,
@@ -115,8 +113,7 @@ enum FineTuneCommands {
         let directory = try args.require("checkpoint")
         let model = try HuggingFace.loadModel(directory: directory)
         guard model.config.rewardHead else { throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)") }
-        let template = try ChatTemplate(ChatTemplate.Kind(rawValue: args.string("template") ?? "separator")!,
-                                        tokenizer: try Tokenizer(path: directory + "/tokenizer.model"), separator: args.string("separator") ?? "<sep>")
+        let template = try TemplateFlags.template(args, tokenizer: try Tokenizer(path: directory + "/tokenizer.model"))
         var n = 0
         var scores: [Double] = []
         while let line = readLine() {

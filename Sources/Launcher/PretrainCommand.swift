@@ -62,8 +62,13 @@ enum PretrainCommand {
     static func loadConfig(_ args: Arguments) throws -> (RunConfig, String) {
         let path = try args.require("config")
         var config = try RunConfig.load(path: path)
-        for (flag, apply) in overrides where args.string(flag.name) != nil { apply(&config.train, args) }
+        applyOverrides(&config, args)
         return (config, path)
+    }
+
+    /// The train-block flags the command line gave, applied to `config`.
+    static func applyOverrides(_ config: inout RunConfig, _ args: Arguments) {
+        for (flag, apply) in overrides where args.string(flag.name) != nil { apply(&config.train, args) }
     }
 
     static func run(_ args: inout Arguments) throws {

@@ -48,8 +48,8 @@ enum SimulateCommand {
         var predictions: [String: Any] = [:]
         for path in paths {
             var config = try RunConfig.load(path: path)
-            if let mode = args.string("sharding") { config.train.sharding = ShardingMode(rawValue: mode)! }
-            if let mode = args.string("recompute") { config.train.recompute = Recompute(rawValue: mode)! }
+            PretrainCommand.applyOverrides(&config, args)
+            try config.validate(file: path)
             let layout = ParameterLayout(config: config.model)
             let flops = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * config.train.seqLen * config.model.dim)
             let sequences = config.train.globalBatchSequences

@@ -50,7 +50,7 @@ enum ToolCommands {
             Flag("seed", .int(min: 0, max: Int.max), "N", "default 1"),
             Flag("template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "",
                  "wrap each prompt as a user turn of a fine-tuned model's template and print its answer (default none: continue the text)"),
-            Flag("separator", .text, "S", "the separator template's piece (default <sep>)"),
+            TemplateFlags.flags[1],
         ],
         run: generate)
 
@@ -99,8 +99,8 @@ enum ToolCommands {
         let seed = UInt64(args.int("seed", default: 1))
         let model = try HuggingFace.loadModel(directory: directory)
         let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
-        let template = try args.string("template").flatMap(ChatTemplate.Kind.init(rawValue:))
-            .map { try ChatTemplate($0, tokenizer: tokenizer, separator: args.string("separator") ?? "<sep>") }
+        // Without --template (or with none) the prompt is text to continue.
+        let template = args.string("template").map { $0 != "none" } == true ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
         for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
             if let template {
                 // A single user turn; the answer ends at </s>.

@@ -104,17 +104,7 @@ public enum Benchmark {
         let shapes = [(n, config.model.dim, max(config.model.vocabSize, config.model.ffnHiddenSize)), (1024, 1024, 1024)]
         var best = (gflops: 0.0, shape: "")
         for (m, k, oc) in shapes {
-            let a = FloatBuffer(count: m * k), w = FloatBuffer(count: oc * k), out = FloatBuffer(count: m * oc)
-            var rng = SplitMix64(seed: 7)
-            for i in 0..<a.count { a[i] = Float(rng.nextUnit() - 0.5) }
-            for i in 0..<w.count { w[i] = Float(rng.nextUnit() - 0.5) }
-            var times: [Double] = []
-            for _ in 0..<6 {
-                let t0 = monotonicSeconds()
-                lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
-                times.append(monotonicSeconds() - t0)
-            }
-            let rate = 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
+            let rate = MatmulRate.sgemm(m: m, k: k, oc: oc)
             if rate > best.gflops { best = (rate, "\(m)x\(k)x\(oc)") }
         }
         return best

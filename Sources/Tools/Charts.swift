@@ -37,12 +37,7 @@ public enum LossChart {
             zip(steps, ys).enumerated().map { String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), f($0.element.1)) }
                 .joined(separator: " ")
         }
-        var svg = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
-        <rect width="100%" height="100%" fill="white"/>
-        <text x="\(w / 2)" y="22" text-anchor="middle" font-size="15">\(title.replacingOccurrences(of: "<", with: "&lt;"))</text>
-
-        """
+        var svg = svgOpening(width: w, height: h, title: title)
         // Round ticks (1, 2 or 5 times a power of ten) that cover the data, as a person would draw the axes.
         for v in lossTicks {
             let y = yl(v)
@@ -66,6 +61,16 @@ public enum LossChart {
         """
         return svg
     }
+}
+
+/// An SVG document's opening: its size, a white background and the title, escaped.
+func svgOpening(width w: Double, height h: Double, title: String) -> String {
+    """
+    <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
+    <rect width="100%" height="100%" fill="white"/>
+    <text x="\(w / 2)" y="22" text-anchor="middle" font-size="15">\(title.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;"))</text>
+
+    """
 }
 
 /// About five round values (1, 2 or 5 × 10^k apart) from at or below `low` to at or above `high`.
@@ -113,12 +118,7 @@ public enum ScoreDensityChart {
         func x(_ v: Double) -> Double { left + (v - x0) / (x1 - x0) * (w - left - right) }
         func y(_ v: Double) -> Double { topPad + (1 - v / top) * (h - topPad - bottom) }
         let colors = ["#2ca02c", "#d62728", "#1f77b4", "#ff7f0e"]
-        var svg = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
-        <rect width="100%" height="100%" fill="white"/>
-        <text x="\(w / 2)" y="22" text-anchor="middle" font-size="15">\(title.replacingOccurrences(of: "<", with: "&lt;"))</text>
-
-        """
+        var svg = svgOpening(width: w, height: h, title: title)
         for v in ticks {
             svg += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#eee\"/>", x(v), x(v), topPad, h - bottom)
             svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(v), h - bottom + 18, tickLabel(v))

@@ -3,19 +3,25 @@
 import Foundation
 import Kernels
 import Model
+import Support
 
 public enum MatmulRate {
-    /// OpenBLAS's sgemm rate on a size³ square, median of 5 after a warm-up: the MFU denominator of training.
-    public static func sgemm(size n: Int) -> Double {
-        let a = FloatBuffer(count: n * n), w = FloatBuffer(count: n * n), out = FloatBuffer(count: n * n)
-        for i in 0..<a.count { a[i] = Float(i % 7) - 3; w[i] = Float(i % 5) - 2 }
+    /// OpenBLAS's sgemm rate on a size³ square: the MFU denominator of training.
+    public static func sgemm(size n: Int) -> Double { sgemm(m: n, k: n, oc: n) }
+
+    /// GFLOP/s of the model's matmul (m, k) · (oc, k)ᵀ on random values, median of 5 calls after a warm-up.
+    public static func sgemm(m: Int, k: Int, oc: Int) -> Double {
+        let a = FloatBuffer(count: m * k), w = FloatBuffer(count: oc * k), out = FloatBuffer(count: m * oc)
+        var rng = SplitMix64(seed: 7)
+        for i in 0..<a.count { a[i] = Float(rng.nextUnit() - 0.5) }
+        for i in 0..<w.count { w[i] = Float(rng.nextUnit() - 0.5) }
         var times: [Double] = []
         for _ in 0..<6 {
             let t0 = monotonicSeconds()
-            lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(n), Int32(n), Int32(n), 0)
+            lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
             times.append(monotonicSeconds() - t0)
         }
-        return 2 * Double(n * n * n) / Array(times.dropFirst()).median / 1e9
+        return 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
     }
 
 }
