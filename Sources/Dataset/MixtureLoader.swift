@@ -4,8 +4,10 @@
 // seq_len. A source's share of sequences is proportional to tokens × weight (a weight of 2 sees the source
 // twice per epoch of the rest; 0.5 half). Shares are laid out as a fixed, seeded pattern of `period` slots,
 // so the n-th draw of each source is known in O(1) for any sequence index; each source walks a seeded
-// permutation of its windows, a new one per epoch. Nothing depends on the number of ranks: rank r of R takes
-// sequences [r·G/R, (r+1)·G/R) of each global batch of G. The loader's whole state is the batch index.
+// permutation of its windows, a new one per epoch, computed one window at a time (FeistelPermutation), so
+// memory and start-up time do not grow with the corpus and every index is 64-bit. Nothing depends on the
+// number of ranks: rank r of R takes sequences [r·G/R, (r+1)·G/R) of each global batch of G. The loader's
+// whole state is the batch index.
 import Foundation
 import Support
 
@@ -27,7 +29,6 @@ public final class MixtureLoader {
     private let shardStarts: [[Int]]
     private let pattern: [Int]  // slot → source
     private let slotsBefore: [[Int]]  // slotsBefore[s][i]: slots of source s in pattern[0..<i]
-    private var permutationCache: [Int: (epoch: Int, order: [Int32])] = [:]
 
     /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash` and whose model has
     /// `vocabSize` rows: a token id outside it is refused now, naming the shard.
@@ -121,13 +122,8 @@ public final class MixtureLoader {
         let n = draws(source: s, before: g)
         let windows = sources[s].windows
         let epoch = n / windows
-        if permutationCache[s]?.epoch != epoch {
-            var order = (0..<windows).map { Int32($0) }
-            var rng = SplitMix64(seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
-            rng.shuffle(&order)
-            permutationCache[s] = (epoch, order)
-        }
-        return (s, Int(permutationCache[s]!.order[n % windows]))
+        let order = FeistelPermutation(count: windows, seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
+        return (s, order[n % windows])
     }
 
     /// Rank `rank`'s part of global batch k of `globalBatch` sequences: inputs and next-token targets,
@@ -153,7 +149,7 @@ public final class MixtureLoader {
     /// Tokens [start, start + count) of source s's stream, across shard boundaries.
     private func read(source s: Int, start: Int, count: Int, into out: UnsafeMutablePointer<Int32>) {
         var position = start, done = 0
-        var i = (shardStarts[s].lastIndex { $0 <= position }) ?? 0
+        var i = Self.lastShard(startingAtOrBefore: position, in: shardStarts[s])
         while done < count {
             let shard = shards[s][i]
             let offset = position - shardStarts[s][i]
@@ -163,5 +159,15 @@ public final class MixtureLoader {
             position += max(n, 0)
             i += 1
         }
+    }
+
+    /// Binary search: a 2T-token corpus has tens of thousands of shards per source.
+    static func lastShard(startingAtOrBefore position: Int, in starts: [Int]) -> Int {
+        var low = 0, high = starts.count  // answer in [low, high)
+        while high - low > 1 {
+            let mid = (low + high) / 2
+            if starts[mid] <= position { low = mid } else { high = mid }
+        }
+        return low
     }
 }

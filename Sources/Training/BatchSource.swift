@@ -20,8 +20,10 @@ extension BatchSource {
 
 extension MixtureLoader: BatchSource {
     public func position(afterSequences sequences: Int) -> String? {
-        let epochs = epochs(afterSequences: sequences).sorted { $0.key < $1.key }
-        return "epochs so far: " + epochs.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", ")
+        let epochs = epochs(afterSequences: sequences)
+        return "epochs so far: " + sources.sorted { $0.name < $1.name }.map {
+            String(format: "%@ %.2f (of %lld windows)", $0.name, epochs[$0.name] ?? 0, Int64($0.windows))
+        }.joined(separator: ", ")
     }
 }
 
