@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // llama-train: a data-parallel Llama 2 trainer for CPUs and MPI.
-// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI and OpenBLAS.
+// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI, OpenBLAS, zlib and libzstd.
 import Foundation
 import PackageDescription
 
@@ -49,7 +49,10 @@ let package = Package(
         .target(name: "Model", dependencies: ["Kernels", "Support"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
         .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
-        .target(name: "Dataset", dependencies: ["Support"]),
+        // zlib and libzstd through module maps: compressed corpora are read as streams.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(name: "Dataset", dependencies: ["Support", "Tokenizer", "CZlib", "CZstd"]),
         // The effective run configuration: the file, its validation and its fingerprint.
         .target(name: "Configuration", dependencies: ["Model", "Optim", "Support"]),
         // Sharded checkpoints: manifest, commit protocol, verified resume, a parameters-only reader.
@@ -73,7 +76,7 @@ let package = Package(
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
-        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support"]),
+        .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support", "Tokenizer"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Support"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
         .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),

@@ -38,9 +38,11 @@ public struct TokenShard {
     let width: Int
     private let data: Data
 
-    /// Writes `tokens` atomically, 16-bit when every id fits.
-    public static func write(tokens: [Int32], documents: Int, vocabSize: Int, tokenizerHash: String, to path: String) throws {
-        let width = vocabSize <= 65536 ? 2 : 4
+    /// The token width for a vocabulary: 16-bit when every id fits.
+    public static func width(vocabSize: Int) -> Int { vocabSize <= 65536 ? 2 : 4 }
+
+    /// The 64-byte header of a shard of `count` tokens.
+    public static func header(count: Int, documents: Int, width: Int, tokenizerHash: String) -> [UInt8] {
         var header = [UInt8](repeating: 0, count: headerSize)
         func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
             withUnsafeBytes(of: value.littleEndian) { for (i, b) in $0.enumerated() { header[offset + i] = b } }
@@ -48,18 +50,18 @@ public struct TokenShard {
         header.replaceSubrange(0..<8, with: magic)
         put(UInt32(1), at: 8)
         put(UInt32(width), at: 12)
-        put(UInt64(tokens.count), at: 16)
+        put(UInt64(count), at: 16)
         put(UInt64(documents), at: 24)
         let hashBytes = stride(from: 0, to: 64, by: 2).map { UInt8(tokenizerHash.dropFirst($0).prefix(2), radix: 16)! }
         header.replaceSubrange(32..<64, with: hashBytes)
-        try AtomicFile.write(to: path) { writer in
-            try header.withUnsafeBytes { try writer.write($0) }
-            if width == 2 {
-                try tokens.map { UInt16(truncatingIfNeeded: $0).littleEndian }.withUnsafeBytes { try writer.write($0) }
-            } else {
-                try tokens.map { $0.littleEndian }.withUnsafeBytes { try writer.write($0) }
-            }
-        }
+        return header
+    }
+
+    /// Writes `tokens` atomically in one go.
+    public static func write(tokens: [Int32], documents: Int, vocabSize: Int, tokenizerHash: String, to path: String) throws {
+        let writer = try TokenShardWriter(path: path, vocabSize: vocabSize, tokenizerHash: tokenizerHash)
+        try writer.append(tokens)
+        _ = try writer.commit(documents: documents)
     }
 
     public init(path: String) throws {
@@ -124,6 +126,50 @@ public struct TokenShard {
     }
 }
 
+/// One shard written as its tokens arrive: the header's counts are filled in at `commit`, which makes the
+/// file appear whole (AtomicFile.Pending); dropped uncommitted, it leaves nothing.
+public final class TokenShardWriter {
+    public let path: String
+    let width: Int
+    let tokenizerHash: String
+    private let file: AtomicFile.Pending
+    public private(set) var count = 0
+    public private(set) var maxTokenId: Int32 = -1
+    private var staging: [UInt8] = []
+
+    public init(path: String, vocabSize: Int, tokenizerHash: String) throws {
+        self.path = path
+        width = TokenShard.width(vocabSize: vocabSize)
+        self.tokenizerHash = tokenizerHash
+        file = try AtomicFile.Pending(path: path)
+        try [UInt8](repeating: 0, count: TokenShard.headerSize).withUnsafeBytes { try file.writer.write($0) }
+    }
+
+    public func append(_ tokens: [Int32]) throws {
+        guard !tokens.isEmpty else { return }
+        staging.removeAll(keepingCapacity: true)
+        staging.reserveCapacity(tokens.count * width)
+        for t in tokens {
+            maxTokenId = max(maxTokenId, t)
+            if width == 2 {
+                withUnsafeBytes(of: UInt16(truncatingIfNeeded: t).littleEndian) { staging.append(contentsOf: $0) }
+            } else {
+                withUnsafeBytes(of: t.littleEndian) { staging.append(contentsOf: $0) }
+            }
+        }
+        try staging.withUnsafeBytes { try file.writer.write($0) }
+        count += tokens.count
+    }
+
+    /// Fills in the header and commits; returns the shard's index entry (its file name without directory).
+    public func commit(documents: Int) throws -> DatasetIndex.Shard {
+        let header = TokenShard.header(count: count, documents: documents, width: width, tokenizerHash: tokenizerHash)
+        try header.withUnsafeBytes { try file.writer.write($0, at: 0) }
+        try file.commit()
+        return .init(file: (path as NSString).lastPathComponent, tokens: count, documents: documents, maxTokenId: Int(maxTokenId))
+    }
+}
+
 /// index.json: the sources of a prepared dataset and their shards.
 public struct DatasetIndex: Codable, Equatable {
     public struct Shard: Codable, Equatable {
@@ -135,6 +181,10 @@ public struct DatasetIndex: Codable, Equatable {
         public var maxTokenId: Int?
 
         enum CodingKeys: String, CodingKey { case file, tokens, documents, maxTokenId = "max_token_id" }
+
+        public init(file: String, tokens: Int, documents: Int, maxTokenId: Int?) {
+            (self.file, self.tokens, self.documents, self.maxTokenId) = (file, tokens, documents, maxTokenId)
+        }
     }
 
     public struct Source: Codable, Equatable {
@@ -142,6 +192,10 @@ public struct DatasetIndex: Codable, Equatable {
         public var inputs: [String]
         public var shards: [Shard]
         public var tokens: Int { shards.reduce(0) { $0 + $1.tokens } }
+
+        public init(name: String, inputs: [String], shards: [Shard]) {
+            (self.name, self.inputs, self.shards) = (name, inputs, shards)
+        }
         public var documents: Int { shards.reduce(0) { $0 + $1.documents } }
     }
 
@@ -149,6 +203,10 @@ public struct DatasetIndex: Codable, Equatable {
     public var tokenizerSHA256: String
     public var vocabSize: Int
     public var sources: [Source]
+
+    public init(tokenizerSHA256: String, vocabSize: Int, sources: [Source]) {
+        (self.tokenizerSHA256, self.vocabSize, self.sources) = (tokenizerSHA256, vocabSize, sources)
+    }
 
     enum CodingKeys: String, CodingKey {
         case version, tokenizerSHA256 = "tokenizer_sha256", vocabSize = "vocab_size", sources

@@ -254,6 +254,17 @@ public final class Communicator: @unchecked Sendable {
         return (0..<size).map { Array(all[Int(displacements[$0])..<Int(displacements[$0] + counts[$0])]) }
     }
 
+    /// Gathers every rank's bytes on `root` (metadata such as JSON), packed four to an Int32.
+    public func gather(bytes local: [UInt8], root: Int = 0) throws -> [[UInt8]]? {
+        var words = [Int32](repeating: 0, count: (local.count + 3) / 4 + 1)
+        words[0] = Int32(local.count)
+        if !local.isEmpty {
+            words.withUnsafeMutableBytes { raw in local.withUnsafeBytes { raw.baseAddress!.advanced(by: 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        }
+        guard let all = try gather(words, root: root) else { return nil }
+        return all.map { w in w.withUnsafeBytes { Array($0[4..<(4 + Int(w[0]))]) } }
+    }
+
     /// Copies `count` floats from `root` to every rank.
     public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
         try chunked(count) { offset, n in

@@ -1,27 +1,24 @@
-// `llama-train prepare`: documents to token shards. Under mpirun the documents are dealt round-robin to the
-// ranks, tokenised in parallel and gathered on rank 0 in their original order, so the output is the same
-// whatever the number of processes.
-import Checkpoint
-import Configuration
+// `llama-train prepare`: documents to token shards, streamed. Under mpirun every rank reads its own parts of
+// the inputs (byte ranges of large files, whole compressed files), tokenises them and writes its own shards;
+// rank 0 writes index.json from the metadata the ranks send. A source's token stream, read in index order,
+// is the same for any number of ranks (Preparation says how).
 import Dataset
 import Distributed
-import FineTune
 import Foundation
-import Model
 import Support
 import Tokenizer
-import Tools
-import Training
 
 enum PrepareCommand {
     static let spec = CommandSpec(
         name: "prepare",
-        summary: "documents (plain text, or .jsonl with \"text\") to token shards with BOS/EOS; parallel under mpirun",
+        summary: "documents (plain text, or .jsonl; .gz/.zst too) to token shards with BOS/EOS, streamed; parallel under mpirun",
         flags: [
             Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model to encode with"),
-            Flag("input", .list, "[NAME=]PATH", required: true, "inputs; NAME groups them into a source for mixture weights"),
+            Flag("input", .list, "[NAME=]PATH", required: true, "inputs (.gz and .zst read as streams); NAME groups them into a source for mixture weights"),
             Flag("out", .text, "DIR", required: true, "where the shards and index.json go"),
             Flag("delimiter", .text, "LINE", "split plain text into documents at lines equal to this (fortune files: %)"),
+            Flag("text-field", .text, "NAME", "the JSON Lines field that holds the text (default text)"),
+            Flag("skip-bad-lines", .toggle, "", "skip lines that are not valid UTF-8 or JSON or lack the text field (each named), instead of stopping"),
             Flag("shard-tokens", .int(min: 1, max: 1 << 40), "N", "tokens per shard file (default 64M)"),
         ],
         run: run)
@@ -30,55 +27,78 @@ enum PrepareCommand {
         let tokenizerPath = try args.require("tokenizer")
         let inputs = args.list("input").map(InputSpec.init(argument:))
         let out = try args.require("out")
-        let delimiter = args.string("delimiter")
+        var options = DocumentOptions(textField: args.string("text-field") ?? "text", delimiter: args.string("delimiter"),
+                                      skipBadLines: args.flag("skip-bad-lines"))
+        options.partBytes = 1 << 20
         let shardTokens = args.int("shard-tokens", default: 64 << 20)
 
         let world = try Communicator.world()
         let tokenizer = try Tokenizer(path: tokenizerPath)
-        let modelBytes = [UInt8](FileManager.default.contents(atPath: tokenizerPath)!)
-        let hash = SHA256.hex(modelBytes)
-        // Every rank must tokenise the same inputs with the same tokenizer, or rank 0 would write mixed tokens
-        // under its own hash.
-        let inputHashes = inputs.enumerated().map { i, input in
-            (name: "--input \(i + 1)",
-             value: "\(input.source)=\(input.path) (SHA-256 " + (FileManager.default.contents(atPath: input.path).map { SHA256.hex([UInt8]($0)) } ?? "unreadable") + ")")
+        let hash = SHA256.hex([UInt8](FileManager.default.contents(atPath: tokenizerPath)!))
+        // Every rank must see the same inputs and tokenizer, or the shards would mix tokens under one hash.
+        // An input is named by its size and the SHA-256 of its first and last MiB: reading it whole on
+        // every rank to compare would double the cost of preparing a 200 GB file.
+        let fingerprints = try inputs.enumerated().map { i, input in
+            (name: "--input \(i + 1)", value: "\(input.source)=\(input.path) (\(try InputFingerprint.of(input.path)))")
         }
-        try world.checkAgreement("prepare inputs", fields: [("tokenizer (SHA-256)", hash), ("--out", out), ("--delimiter", delimiter ?? "absent"),
+        try world.checkAgreement("prepare inputs", fields: [("tokenizer (SHA-256)", hash), ("--out", out),
+                                                            ("--delimiter", options.delimiter ?? "absent"), ("--text-field", options.textField),
+                                                            ("--skip-bad-lines", "\(options.skipBadLines)"),
                                                             ("--shard-tokens", "\(shardTokens)"), ("inputs", "\(inputs.count)")]
-                                                           + inputHashes)
-        // Every rank reads the inputs (cheap next to tokenising) so that errors name the file on every rank.
-        var documents: [(source: String, text: String)] = []
-        for input in inputs {
-            for text in try Documents.read(input.path, delimiter: delimiter) { documents.append((input.source, text)) }
-        }
+                                                           + fingerprints)
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let start = Date()
-        var local: [Int32] = []  // per document: length, then tokens
-        for i in stride(from: world.rank, to: documents.count, by: world.size) {
-            let ids = tokenizer.encode(documents[i].text, bos: true, eos: true)
-            local.append(Int32(ids.count))
-            local += ids
+        let plan = Preparation.plan(sizes: try inputs.map { try InputFingerprint.size(of: $0.path) },
+                                    splittable: try inputs.map { try DocumentReader.splittable(path: $0.path, options: options) },
+                                    ranks: world.size)
+        var mine: [PreparedPart] = []
+        for work in plan where work.rank == world.rank {
+            mine.append(try Preparation.run(work, input: inputs[work.input], options: options, tokenizer: tokenizer,
+                                            tokenizerHash: hash, shardTokens: shardTokens, directory: out))
         }
-        guard let parts = try world.gather(local) else { return }  // rank 0 writes
-        var cursors = [Int](repeating: 0, count: world.size)
-        var bySource: [String: [[Int32]]] = [:]
-        for i in documents.indices {
-            let r = i % world.size
-            let n = Int(parts[r][cursors[r]])
-            bySource[documents[i].source, default: []].append(Array(parts[r][(cursors[r] + 1)...(cursors[r] + n)]))
-            cursors[r] += n + 1
-        }
-        var order: [String] = []
-        for input in inputs where !order.contains(input.source) { order.append(input.source) }
-        let sources = order.map { name in
-            (name: name, inputs: inputs.filter { $0.source == name }.map(\.path), documents: bySource[name] ?? [])
-        }
-        let index = try ShardWriter.write(sources: sources, vocabSize: tokenizer.vocabSize, tokenizerHash: hash,
-                                          shardTokens: shardTokens, to: out)
+        guard let gathered = try world.gather(bytes: [UInt8](try JSONEncoder().encode(mine))) else { return }  // rank 0 writes
+        let parts = try gathered.flatMap { try JSONDecoder().decode([PreparedPart].self, from: Data($0)) }
+        let index = try Preparation.index(parts: parts, inputs: inputs, vocabSize: tokenizer.vocabSize, tokenizerHash: hash)
+        try Preparation.write(index, to: out)
         let seconds = Date().timeIntervalSince(start)
+        for warning in parts.flatMap(\.warnings) { print("warning: \(warning)") }
+        let skipped = parts.reduce(0) { $0 + $1.badLines }
+        if skipped > 0 { print("skipped \(skipped) bad line(s) in all") }
         for s in index.sources {
             print("\(s.name): \(s.documents) documents, \(s.tokens) tokens in \(s.shards.count) shard(s)")
         }
         print(String(format: "prepared %@ with %d rank(s) in %.2f s (tokenizer sha256 %@…)", out, world.size, seconds,
                      String(hash.prefix(12))))
+    }
+}
+
+/// How ranks compare an input without reading it whole.
+enum InputFingerprint {
+    static func size(of path: String) throws -> Int {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int else {
+            throw DatasetError.unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+        }
+        return size
+    }
+
+    static func of(_ path: String) throws -> String {
+        let size = try size(of: path)
+        let ends = 1 << 20
+        let stream = try FileStream(path: path)
+        var head = [UInt8](repeating: 0, count: min(size, ends))
+        _ = try head.withUnsafeMutableBytes { try readFully(stream, into: $0) }
+        var tail = [UInt8](repeating: 0, count: min(size, ends))
+        _ = try tail.withUnsafeMutableBytes { try readFully(FileStream(path: path, start: size - $0.count), into: $0) }
+        return "\(size) bytes, ends SHA-256 \(SHA256.hex(head + tail).prefix(16))"
+    }
+
+    private static func readFully(_ stream: FileStream, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 }

@@ -25,25 +25,52 @@ public enum AtomicFile {
     /// Calls `body` with a writer for a temporary file, then commits it to `path`.
     /// On any error the temporary file is removed and `path` is untouched.
     public static func write(to path: String, _ body: (FileWriter) throws -> Void) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw FileError(path: temporary, message: "cannot create: \(errnoText())") }
-        let writer = FileWriter(fd: fd, path: temporary)
-        var open = true  // the descriptor is closed exactly once, whichever step fails
-        do {
-            try body(writer)
-            guard fsync(fd) == 0 else { throw FileError(path: temporary, message: "fsync failed: \(errnoText())") }
-            open = false
-            guard close(fd) == 0 else { throw FileError(path: temporary, message: "close failed: \(errnoText())") }
-            guard rename(temporary, path) == 0 else {
-                throw FileError(path: path, message: "rename from \(temporary) failed: \(errnoText())")
-            }
-        } catch {
-            if open { close(fd) }
-            unlink(temporary)
-            throw error
+        let pending = try Pending(path: path)
+        try body(pending.writer)
+        try pending.commit()
+    }
+
+    /// A file being written whose lifetime spans many calls (a token shard filled document by document):
+    /// `commit` makes it appear at `path`; dropped without a commit, it leaves nothing behind.
+    public final class Pending {
+        public let path: String
+        public let writer: FileWriter
+        private var open = true  // the descriptor is closed exactly once, whichever step fails
+        private var committed = false
+
+        public init(path: String) throws {
+            self.path = path
+            let temporary = path + ".tmp-\(getpid())"
+            let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            guard fd >= 0 else { throw FileError(path: temporary, message: "cannot create: \(errnoText())") }
+            writer = FileWriter(fd: fd, path: temporary)
         }
-        syncDirectory(of: path)
+
+        public func commit() throws {
+            let fd = writer.fd, temporary = writer.path
+            do {
+                guard fsync(fd) == 0 else { throw FileError(path: temporary, message: "fsync failed: \(errnoText())") }
+                open = false
+                guard close(fd) == 0 else { throw FileError(path: temporary, message: "close failed: \(errnoText())") }
+                guard rename(temporary, path) == 0 else {
+                    throw FileError(path: path, message: "rename from \(temporary) failed: \(errnoText())")
+                }
+            } catch {
+                discard()
+                throw error
+            }
+            committed = true
+            AtomicFile.syncDirectory(of: path)
+        }
+
+        public func discard() {
+            guard !committed else { return }
+            if open { close(writer.fd) }
+            open = false
+            unlink(writer.path)
+        }
+
+        deinit { discard() }
     }
 
     public static func write(_ data: Data, to path: String) throws {
@@ -84,9 +111,22 @@ public final class FileWriter {
     public func write(_ data: Data) throws {
         try data.withUnsafeBytes { try write($0) }
     }
+
+    /// Writes `bytes` at `offset` without moving the file position (a header filled in last).
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(path: path, message: "write failed: \(errnoText())")
+            }
+            done += n
+        }
+    }
 }
 
-func errnoText() -> String { String(cString: strerror(errno)) }
+public func errnoText() -> String { String(cString: strerror(errno)) }
 
 extension AtomicFile {
     /// Creates `directory` if needed and proves a file can be made in it (created and removed at once, no

@@ -159,6 +159,28 @@ public final class Tokenizer: @unchecked Sendable {
         return ids
     }
 
+    /// Whether a document may be encoded in parts cut just before a "\n", the later parts without the dummy
+    /// prefix, with the same ids as the whole: true when no piece holds a newline (so no merge reaches across
+    /// one) and normalisation does not look at the whole text (no whitespace clean-up, no dummy suffix).
+    /// Llama 2's tokenizer qualifies. Data preparation uses it to stream documents larger than its buffer.
+    public var encodesPartsAtNewlines: Bool {
+        !model.normalizer.removeExtraWhitespaces && !model.trainer.treatWhitespaceAsSuffix
+            && !model.pieces.contains { $0.bytes.contains(0x0A) }
+    }
+
+    /// `encode` of one part of a document cut before a "\n" (see `encodesPartsAtNewlines`): only the first
+    /// part gets the dummy prefix and BOS, only the last EOS.
+    public func encodePart(_ text: String, first: Bool, last: Bool) -> [Int32] {
+        if first { return encode(text, bos: true, eos: last) }
+        var ids: [Int32] = []
+        var spec = model.normalizer
+        spec.addDummyPrefix = false
+        let normalized = Tokenizer.normalize(Array(text.utf8), spec: spec, whitespaceAsSuffix: false)
+        if !normalized.isEmpty { encodeNormalized(normalized, into: &ids) }
+        if last && model.trainer.eosId >= 0 { ids.append(eosId) }
+        return ids
+    }
+
     /// Pieces of `ids` as text (byte pieces spelled <0xNN>), for display.
     public func pieces(_ ids: [Int32]) -> [String] {
         ids.map { $0 >= 0 && Int($0) < vocabSize ? model.pieces[Int($0)].text : "<invalid \($0)>" }

@@ -1,0 +1,2 @@
+// libzstd (Debian libzstd-dev): zstd streams of compressed corpora.
+#include <zstd.h>
