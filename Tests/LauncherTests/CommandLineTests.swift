@@ -81,28 +81,34 @@ func scratch() throws -> String {
         #expect(bad.status != 0 && bad.stderr.contains("line 1"))
     }
 
-    @Test func prepareGivesTheSameShardsWithOneAndTwoRanks() throws {
+    /// Each source's token stream, read in index order, is the same for 1, 2 and 3 ranks and for gzip and
+    /// zstd copies of the inputs; each rank writes its own shards.
+    @Test func prepareGivesTheSameTokenStreamForAnyRankCountAndCompression() throws {
         let tool = try toolPath()
         let dir = try scratch()
         try (0..<40).map { "fortune number \($0): \(String(repeating: "the quick brown fox ", count: $0 % 7))" }
             .joined(separator: "\n%\n").write(toFile: dir + "/fortunes", atomically: true, encoding: .utf8)
-        try (0..<15).map { "{\"text\": \"document \($0) with digits 3.14159\"}" }.joined(separator: "\n")
+        try (0..<300).map { "{\"text\": \"document \($0) with digits 3.14159 \(String(repeating: "é", count: $0 % 11))\"}" }.joined(separator: "\n")
             .write(toFile: dir + "/web.jsonl", atomically: true, encoding: .utf8)
-        let args = ["prepare", "--tokenizer", fixtureTokenizer, "--input", "quotes=\(dir)/fortunes", "\(dir)/web.jsonl",
-                    "--delimiter", "%", "--shard-tokens", "300"]
-        let one = try run([tool] + args + ["--out", dir + "/one"])
+        let compress = Process()
+        compress.executableURL = URL(fileURLWithPath: "/bin/sh")
+        compress.arguments = ["-c", "gzip -c \(dir)/web.jsonl > \(dir)/web.jsonl.gz && zstd -q -c \(dir)/fortunes > \(dir)/fortunes.zst"]
+        try compress.run()
+        compress.waitUntilExit()
+        let args = ["prepare", "--tokenizer", fixtureTokenizer, "--delimiter", "%", "--shard-tokens", "300", "--input"]
+        let plainInputs = ["quotes=\(dir)/fortunes", "\(dir)/web.jsonl"], packedInputs = ["quotes=\(dir)/fortunes.zst", "\(dir)/web.jsonl.gz"]
+        let one = try run([tool] + args + plainInputs + ["--out", dir + "/one"])
         #expect(one.status == 0, "\(one.stderr)")
-        let two = try run(["mpirun", "-np", "2", "--oversubscribe", tool] + args + ["--out", dir + "/two"])
-        #expect(two.status == 0, "\(two.stderr)")
-        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/one").sorted()
-        #expect(files.contains("index.json") && files.filter { $0.hasPrefix("quotes-") }.count > 1)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/two").sorted() == files)
-        for f in files {
-            #expect(FileManager.default.contents(atPath: dir + "/one/" + f) == FileManager.default.contents(atPath: dir + "/two/" + f), "\(f)")
+        let expected = try tokenStreams(dir + "/one")
+        #expect(expected.keys.sorted() == ["quotes", "web"] && expected["web"]!.count > 3000)
+        for (name, ranks, inputs) in [("two", 2, plainInputs), ("three", 3, plainInputs), ("packed", 2, packedInputs)] {
+            let r = try run(mpirunFast + ["-np", "\(ranks)", tool] + args + inputs + ["--out", "\(dir)/\(name)"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(try tokenStreams("\(dir)/\(name)") == expected, "\(name)")
         }
-        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/one/index.json"))) as! [String: Any]
-        let sources = (index["sources"] as! [[String: Any]]).map { $0["name"] as! String }
-        #expect(sources == ["quotes", "web"])
+        // The large input was cut between the ranks: shards of web from each of its three ranges.
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/three")
+        #expect(Set(files.filter { $0.hasPrefix("web-") }.map { $0.split(separator: "-")[2] }) == ["0000", "0001", "0002"])
 
         let missing = try run([tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", dir + "/nope", "--out", dir + "/x"])
         #expect(missing.status != 0 && missing.stderr.contains(dir + "/nope"))
@@ -137,4 +143,20 @@ func scratch() throws -> String {
         let usage = try run([tool, "bench", "--config", dir + "/bad.json", "--thread", "2"])
         #expect(usage.status == 2 && usage.stderr.contains("--thread"))
     }
+}
+
+/// Each source's tokens, its shards end to end in index order.
+func tokenStreams(_ directory: String) throws -> [String: [Int]] {
+    let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/index.json"))) as! [String: Any]
+    var streams: [String: [Int]] = [:]
+    for source in index["sources"] as! [[String: Any]] {
+        var tokens: [Int] = []
+        for shard in source["shards"] as! [[String: Any]] {
+            let data = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + (shard["file"] as! String)))
+            #expect(data[12] == 2)  // 16-bit tokens for the 2000-piece fixture
+            tokens += data.dropFirst(64).withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)).map(Int.init) }
+        }
+        streams[source["name"] as! String] = tokens
+    }
+    return streams
 }

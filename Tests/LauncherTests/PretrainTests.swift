@@ -1,7 +1,9 @@
 // Pretraining under a real mpirun: two ranks equal one rank with twice the accumulation, bucket sizes do not
 // change the result, masked targets average over the global count, a killed rank ends the job, and a
 // non-finite step stops the run without touching the parameters.
+import Dataset
 import Foundation
+import Support
 import Testing
 
 /// A tiny run config; synthetic tokens, 40% of targets ignored (so ranks and micro-steps hold different counts).
@@ -73,6 +75,28 @@ func parameters(_ path: String) throws -> [Float] {
             let none = FileManager.default.contents(atPath: "\(dir)/\(name)-none/model.safetensors")
             #expect(none != nil && none == FileManager.default.contents(atPath: "\(dir)/\(name)-layer/model.safetensors"), "\(name) rank(s)")
         }
+    }
+
+    /// A source of 2.5e9 windows (5e9 + 1 tokens at seq_len 2, a sparse 10 GB shard) trains on 2 ranks:
+    /// window and token indices are 64-bit and nothing is built per window at start-up.
+    @Test func aSourceOfTwoAndAHalfBillionWindowsTrains() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let hash = SHA256.hex([UInt8](FileManager.default.contents(atPath: fixtureTokenizer)!))
+        let tokens = 5_000_000_001
+        let shard = dir + "/data/big-00000.bin"
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: shard, contents: Data(TokenShard.header(count: tokens, documents: 1, width: 2, tokenizerHash: hash)))
+        try #require(truncate(shard, off_t(64 + 2 * tokens)) == 0)
+        try Preparation.write(DatasetIndex(tokenizerSHA256: hash, vocabSize: 2000, sources: [
+            .init(name: "big", inputs: ["sparse"], shards: [.init(file: "big-00000.bin", tokens: tokens, documents: 1, maxTokenId: 0)]),
+        ]), to: dir + "/data")
+        let config = try hostileConfig(dir, name: "big", model: #", "vocab_size": 2000, "max_seq_len": 2"#,
+                                       train: #", "seq_len": 2, "global_batch_tokens": 8, "steps": 2, "data": "\#(dir)/data", "tokenizer": "\#(fixtureTokenizer)""#)
+        let r = try run(mpirun2 + [tool, "pretrain", "--config", config])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("big 0.00 (of 2500000000 windows)"), "\(r.stdout)")
     }
 
     @Test func aKilledRankEndsTheJob() throws {
