@@ -1,6 +1,7 @@
 // `llama-train tokenizer train`, `tokenize` and `detokenize`: the tokenizer from the command line.
 import Checkpoint
 import Configuration
+import Dataset
 import FineTune
 import Foundation
 import Model
@@ -14,10 +15,12 @@ enum TokenizerCommands {
         name: "tokenizer train",
         summary: "learn a SentencePiece BPE model with Llama 2's options (split digits, byte fallback, identity)",
         flags: [
-            Flag("input", .list, "FILE", required: true, "training text, one sentence per line"),
+            Flag("input", .list, "FILE", required: true, "training text, one sentence per line (.gz and .zst read as streams)"),
             Flag("out", .text, "FILE", required: true, "the tokenizer.model to write"),
+            Flag("input-sentence-size", .int(min: 1, max: Int.max), "N", "train on a seeded uniform sample of N lines (reservoir sampling, as spm_train's option)"),
+            Flag("threads", .int(min: 1, max: 1024), "T", "threads for counting sentences (default 1)"),
             Flag("vocab-size", .int(min: 260, max: 1 << 24), "N", "pieces, bytes and specials included (default 32000)"),
-            Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C", "share of characters kept as pieces (default 0.9995)"),
+            Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C", "share of characters kept as pieces (default 0.99995)"),
             Flag("user-defined-symbols", .list, "A,B", "pieces that are never split, such as <sep>"),
             Flag("max-piece-length", .int(min: 1, max: 1024), "L", "longest piece in characters (default 16)"),
         ],
@@ -55,20 +58,60 @@ enum TokenizerCommands {
         options.userDefinedSymbols = args.list("user-defined-symbols").flatMap { $0.split(separator: ",").map(String.init) }
         options.maxSentencepieceLength = args.int("max-piece-length", default: options.maxSentencepieceLength)
         guard !inputs.isEmpty else { throw UsageError("--input FILE is required (repeat it for several files)") }
-        var lines: [Substring] = []
-        for path in inputs {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw FileError(path: path, message: "cannot read the training text")
-            }
-            let text = String(decoding: data, as: UTF8.self)
-            lines.append(contentsOf: text.split(separator: "\n", omittingEmptySubsequences: true))
-        }
         let start = Date()
-        let model = try BPETrainer.train(lines: lines, options: options)
+        let counter = try SentenceCounter(options: options, threads: args.int("threads", default: 1))
+        let sample = try readTrainingLines(inputs, sampleSize: args.int("input-sentence-size"), into: counter)
+        let model = try BPETrainer.train(counter, options: options)
         _ = try Tokenizer(model: model, source: out)  // what we write must load
         try AtomicFile.write(Data(model.serialized()), to: out)
         let seconds = Date().timeIntervalSince(start)
-        print(String(format: "trained %d pieces from %d lines in %.2f s: %@", model.pieces.count, lines.count, seconds, out))
+        let lines = sample.map { "a sample of \($0.kept) of \($0.seen) lines" } ?? "\(counter.lines) lines"
+        print(String(format: "trained %d pieces from %@ in %.2f s: %@", model.pieces.count, lines, seconds, out))
+    }
+
+    /// Streams the non-empty lines of `paths` into `counter` in batches, or, given `sampleSize`, keeps a
+    /// uniform sample of that many (Algorithm R with a fixed seed, so the sample is reproducible) and counts
+    /// only those. Memory is one batch, or the sample.
+    static func readTrainingLines(_ paths: [String], sampleSize: Int?, into counter: SentenceCounter) throws -> (kept: Int, seen: Int)? {
+        var batch: [UInt8] = [], starts = [0]
+        var reservoir: [[UInt8]] = [], seen = 0
+        var rng = SplitMix64(seed: 0x7370_6D5F_7472_6169)
+        func flush() {
+            counter.add(batch: batch, lineStarts: starts)
+            batch.removeAll(keepingCapacity: true)
+            starts = [0]
+        }
+        for path in paths {
+            let lines = LineReader(try openByteStream(path))
+            while try lines.next({ bytes, _ in
+                guard !bytes.isEmpty else { return }
+                if let n = sampleSize {
+                    seen += 1
+                    if reservoir.count < n {
+                        reservoir.append(Array(bytes))
+                    } else {
+                        let j = Int(rng.next() % UInt64(seen))
+                        if j < n { reservoir[j] = Array(bytes) }
+                    }
+                } else {
+                    batch.append(contentsOf: bytes)
+                    batch.append(0x0A)
+                    starts.append(batch.count)
+                    if batch.count >= 16 << 20 { flush() }
+                }
+            }) != nil {}
+        }
+        guard sampleSize != nil else {
+            flush()
+            return nil
+        }
+        for line in reservoir {
+            batch.append(contentsOf: line)
+            batch.append(0x0A)
+            starts.append(batch.count)
+        }
+        flush()
+        return (reservoir.count, seen)
     }
 
     static func tokenize(_ args: inout Arguments) throws {

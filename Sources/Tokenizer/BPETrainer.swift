@@ -9,6 +9,8 @@
 //     with score −(merge index), applied everywhere; exact counts, not SentencePiece's lazy approximation.
 //  5. Pieces: meta pieces at their ids, merges, then the alphabet by frequency.
 
+import Foundation
+
 public struct BPETrainerOptions: Sendable {
     public var vocabSize = 32000
     public var characterCoverage: Float = 0.99995
@@ -47,8 +49,19 @@ public enum BPETrainer {
     static let unkChar: UInt32 = 0x2585
     static let wsChar: UInt32 = 0x2581
 
+    /// Trains on `lines` (one sentence each), counted on one thread.
     public static func train(lines: [Substring], options o: BPETrainerOptions) throws -> SentencePieceModel {
-        // Meta pieces: unk, bos, eos, pad at their ids; control, user-defined and byte pieces at the lowest free ids.
+        let counter = try SentenceCounter(options: o)
+        for line in lines {
+            var line = line
+            line.withUTF8 { counter.add($0) }
+        }
+        return try train(counter, options: o)
+    }
+
+    /// The meta pieces at their ids: unk, bos, eos, pad, then control, user-defined and byte pieces at the
+    /// lowest free ids.
+    static func metaPieces(_ o: BPETrainerOptions) throws -> [Int: SentencePiece] {
         var meta: [Int: SentencePiece] = [:]
         for (id, piece, kind) in [(o.unkId, "<unk>", SentencePiece.Kind.unknown), (o.bosId, "<s>", .control),
                                   (o.eosId, "</s>", .control), (o.padId, "<pad>", .control)] where id >= 0 {
@@ -63,35 +76,40 @@ public enum BPETrainer {
         for c in o.controlSymbols { addMeta(c, .control) }
         for u in o.userDefinedSymbols { addMeta(u, .userDefined) }
         if o.byteFallback { for b in 0..<256 { addMeta(String(format: "<0x%02X>", b), .byte) } }
+        return meta
+    }
 
-        // 1. Sentences.
+    static func normalizer(_ o: BPETrainerOptions) -> NormalizerSpec {
         var normalizer = NormalizerSpec()
         normalizer.name = "identity"
         normalizer.addDummyPrefix = o.addDummyPrefix
         normalizer.removeExtraWhitespaces = o.removeExtraWhitespaces
-        let maskable = meta.values.map(\.bytes).sorted { $0.count > $1.count }
-        var sentences: [[UInt32]: Int] = [:]
-        for line in lines {
-            var bytes = Array(line.utf8)
-            if bytes.isEmpty || bytes.count > o.maxSentenceLength { continue }
-            if String(decoding: bytes, as: UTF8.self).unicodeScalars.contains(where: { $0.value == unkChar }) { continue }
-            bytes = mask(bytes, pieces: maskable)
-            let normalized = Tokenizer.normalize(bytes, spec: normalizer, whitespaceAsSuffix: false)
-            if normalized.isEmpty { continue }
-            sentences[String(decoding: normalized, as: UTF8.self).unicodeScalars.map(\.value), default: 0] += 1
-        }
-        guard !sentences.isEmpty else { throw BPETrainerError.emptyCorpus }
+        return normalizer
+    }
 
-        // 2. Alphabet by coverage.
-        var charCounts: [UInt32: Int] = [:]
+    /// Trains on the sentences `counter` has seen.
+    public static func train(_ counter: SentenceCounter, options o: BPETrainerOptions) throws -> SentencePieceModel {
+        let meta = try metaPieces(o)
+        let normalizer = normalizer(o)
+        // Each worker's sentence table is read by its own thread, twice: to decode sentences and count
+        // characters, then to split words; the parts are summed between and after.
+        let parts = counter.tables().map { TrainingPart(sentences: $0) }
+        guard parts.contains(where: { !$0.table.isEmpty }) else { throw BPETrainerError.emptyCorpus }
+
+        // 1. Sentences as code points (decoded once per distinct sentence), and 2. characters counted.
+        DispatchQueue.concurrentPerform(iterations: parts.count) { parts[$0].decodeAndCountCharacters() }
+        var planeCounts = [Int](repeating: 0, count: 0x10000)
+        var otherCounts: [UInt32: Int] = [:]
         var total = 0
-        for (s, f) in sentences {
-            for c in s where c != 0 && c != 0x20 {
-                charCounts[c, default: 0] += f
-                total += f
-            }
+        for part in parts {
+            for c in part.planeCounts.indices where part.planeCounts[c] > 0 { planeCounts[c] += part.planeCounts[c] }
+            otherCounts.merge(part.otherCounts, uniquingKeysWith: +)
+            total += part.total
         }
-        let byFrequency = charCounts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+
+        // The alphabet by coverage.
+        let charCounts = planeCounts.indices.compactMap { planeCounts[$0] > 0 ? (UInt32($0), planeCounts[$0]) : nil } + otherCounts.map { ($0.key, $0.value) }
+        let byFrequency = charCounts.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
         var alphabet: [(UInt32, Int)] = []
         var accumulated = 0
         for (c, n) in byFrequency {
@@ -99,31 +117,24 @@ public enum BPETrainer {
             accumulated += n
             alphabet.append((c, n))
         }
-        let inAlphabet = Set(alphabet.map(\.0))
+        var planeKept = [Bool](repeating: false, count: 0x10000)
+        var otherKept = Set<UInt32>()
+        for (c, _) in alphabet { if c < 0x10000 { planeKept[Int(c)] = true } else { otherKept.insert(c) } }
         let mergesWanted = o.vocabSize - meta.count - alphabet.count
         guard mergesWanted >= 0 else {
             throw BPETrainerError.vocabularyTooSmall(requested: o.vocabSize, needed: meta.count + alphabet.count)
         }
 
         // 3. Words.
-        var words: [[UInt32]: Int] = [:]
-        for (s, f) in sentences {
-            let mapped = s.map { inAlphabet.contains($0) ? $0 : unkChar }
-            var wordStart = 0
-            var inRun = false
-            for (i, c) in mapped.enumerated() {
-                let isWS = c == wsChar
-                if i > 0 && isWS && (!inRun || !o.allowWhitespaceOnlyPieces) {
-                    words[Array(mapped[wordStart..<i]), default: 0] += f
-                    wordStart = i
-                }
-                if isWS { inRun = true } else { inRun = false }
-            }
-            words[Array(mapped[wordStart...]), default: 0] += f
+        let (kept, keptOther) = (planeKept, otherKept)
+        DispatchQueue.concurrentPerform(iterations: parts.count) {
+            parts[$0].countWords(planeKept: kept, otherKept: keptOther, allowWhitespaceOnlyPieces: o.allowWhitespaceOnlyPieces)
         }
+        var words = parts[0].words
+        for part in parts.dropFirst() { words.add(part.words) }
 
         // 4. Merges.
-        var merger = PairMerger(options: o)
+        var merger = PairMerger(options: o, threads: counter.threads)
         let merges = merger.run(words: words, wanted: mergesWanted)
         guard merges.count == mergesWanted || !o.hardVocabLimit else {
             throw BPETrainerError.vocabularyTooLarge(requested: o.vocabSize, possible: meta.count + alphabet.count + merges.count)
@@ -173,6 +184,56 @@ public enum BPETrainer {
             i += 1
         }
         return out
+    }
+}
+
+/// One worker's share of the training sentences, through decoding, character counts and words.
+final class TrainingPart: @unchecked Sendable {
+    let table: [ByteKey: Int]
+    var sentences: [([UInt32], Int)] = []
+    var planeCounts: [Int] = []
+    var otherCounts: [UInt32: Int] = [:]
+    var total = 0
+    var words = WordTable()
+
+    init(sentences table: [ByteKey: Int]) {
+        self.table = table
+    }
+
+    func decodeAndCountCharacters() {
+        sentences = table.map { key, f in (String(decoding: key.bytes, as: UTF8.self).unicodeScalars.map(\.value), f) }
+        planeCounts = [Int](repeating: 0, count: 0x10000)
+        for (s, f) in sentences {
+            for c in s where c != 0 && c != 0x20 {
+                if c < 0x10000 { planeCounts[Int(c)] += f } else { otherCounts[c, default: 0] += f }
+                total += f
+            }
+        }
+    }
+
+    /// Characters outside the alphabet become U+2585; sentences split into words at each "▁" that starts a
+    /// run of them (or at every "▁" when whitespace-only pieces are not allowed).
+    func countWords(planeKept: [Bool], otherKept: Set<UInt32>, allowWhitespaceOnlyPieces: Bool) {
+        var mapped: [UInt32] = []
+        for (s, f) in sentences {
+            mapped.removeAll(keepingCapacity: true)
+            for c in s { mapped.append((c < 0x10000 ? planeKept[Int(c)] : otherKept.contains(c)) ? c : BPETrainer.unkChar) }
+            mapped.withUnsafeBufferPointer { m in
+                let p = m.baseAddress!
+                var wordStart = 0
+                var inRun = false
+                for i in 0..<m.count {
+                    let isWS = p[i] == BPETrainer.wsChar
+                    if i > 0 && isWS && (!inRun || !allowWhitespaceOnlyPieces) {
+                        words.add(p + wordStart, i - wordStart, f)
+                        wordStart = i
+                    }
+                    inRun = isWS
+                }
+                words.add(p + wordStart, m.count - wordStart, f)
+            }
+        }
+        sentences = []
     }
 }
 

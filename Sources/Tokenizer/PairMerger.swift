@@ -4,44 +4,91 @@
 // occurs in, and whether its concatenation may become a piece (SentencePiece's IsValidSentencePiece). A
 // max-heap with lazy invalidation picks the best pair; applying it rewrites only the words that hold it.
 
+import Foundation
+
+/// One thread's share of `candidates`.
+private final class CandidateList: @unchecked Sendable {
+    var words: [Int32] = []
+}
+
 struct PairMerger {
     let options: BPETrainerOptions
 
     private var symbolScalars: [[UInt32]] = []
+    private var symbolBytes: [[UInt8]] = []
     private var symbolIds: [[UInt32]: Int32] = [:]
-    private var wordSymbols: [[Int32]] = []
+    /// Every word's symbols end to end in one buffer; merges only shorten words, so each is edited in place.
+    private var arena: [Int32] = []
+    private var wordStart: [Int] = []
+    private var wordLength: [Int] = []
     private var wordFreq: [Int] = []
 
-    private var pairIds: [UInt64: Int32] = [:]
+    private var pairIds = PairIdTable()
     private var pairCount: [Int] = []
     private var pairLeft: [Int32] = []
     private var pairRight: [Int32] = []
     private var pairValid: [Bool] = []
     private var pairActive: [Bool] = []
-    private var pairMerged: [[UInt32]] = []
     private var pairBytes: [[UInt8]] = []
     private var pairWords: [[Int32]] = []
     private var pairLength: [Int32] = []  // code points of the merged piece
+    private var pairSplit: [Int32] = []  // code points of its left part
     /// The count of the newest heap entry of each pair (the heap may hold older ones too).
     private var pairHeapCount: [Int] = []
     private var heap = BinaryHeap<(count: Int, pair: Int32)>()
+    private var mergedAt: [Int] = []
 
-    init(options: BPETrainerOptions) { self.options = options }
+    /// Threads that look for the words holding a merged pair in long lists (the rest of the loop is serial).
+    let threads: Int
+
+    init(options: BPETrainerOptions, threads: Int = 1) {
+        self.options = options
+        self.threads = max(1, threads)
+    }
+
+    /// The words of `list` that still hold the pair (a, b). A pair's list also names words that have lost it
+    /// since, and reading each word is a cache miss, so long lists are filtered by several threads at once.
+    private func candidates(of list: [Int32], _ a: Int32, _ b: Int32, in buffer: UnsafeMutableBufferPointer<Int32>) -> [Int32] {
+        guard threads > 1 && list.count >= 8192 else { return list }
+        nonisolated(unsafe) let base = UnsafePointer(buffer.baseAddress!)
+        let (starts, lengths, threads) = (wordStart, wordLength, threads)
+        let parts = (0..<threads).map { _ in CandidateList() }
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            var found: [Int32] = []
+            for w in list[(t * list.count / threads)..<((t + 1) * list.count / threads)] {
+                let p = base + starts[Int(w)], n = lengths[Int(w)]
+                var i = 0
+                while i + 1 < n {
+                    if p[i] == a && p[i + 1] == b {
+                        found.append(w)
+                        break
+                    }
+                    i += 1
+                }
+            }
+            parts[t].words = found
+        }
+        return parts.flatMap(\.words)
+    }
 
     /// Learns up to `wanted` merges; returns the new pieces' UTF-8 bytes in merge order.
-    mutating func run(words: [[UInt32]: Int], wanted: Int) -> [[UInt8]] {
-        // Deterministic order whatever the dictionary's: by frequency, then by code points.
-        for (word, freq) in words.sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key.lexicographicallyPrecedes($1.key) }) {
-            wordSymbols.append(word.map { symbol([$0]) })
+    mutating func run(words: WordTable, wanted: Int) -> [[UInt8]] {
+        // Words in table order: the order changes pair ids, never the result, since every tie between pairs
+        // is broken by their content (see `better`).
+        for w in 0..<words.count {
+            let word = words.word(w), freq = words.counts[w]
+            wordStart.append(arena.count)
+            wordLength.append(word.count)
+            for c in word { arena.append(symbol([c])) }
             wordFreq.append(freq)
         }
-        for w in wordSymbols.indices { countPairs(of: w, sign: 1, touched: nil) }
+        for w in wordStart.indices { countInitialPairs(of: w) }
         for p in pairCount.indices where pairValid[p] && pairCount[p] > 0 { push(Int32(p)) }
         var pairStamp = [Int32](repeating: -1, count: pairCount.count)
 
         var merges: [[UInt8]] = []
         var emitted = Set<[UInt8]>()
-        var wordStamp = [Int32](repeating: -1, count: wordSymbols.count)
+        var wordStamp = [Int32](repeating: -1, count: wordStart.count)
         var touched: [Int32] = []
         while merges.count < wanted, let best = popBest() {
             pairActive[Int(best)] = false
@@ -49,29 +96,18 @@ struct PairMerger {
             guard emitted.insert(pairBytes[Int(best)]).inserted else { continue }
             merges.append(pairBytes[Int(best)])
             let a = pairLeft[Int(best)], b = pairRight[Int(best)]
-            let merged = symbol(pairMerged[Int(best)])
+            let merged = symbol(symbolScalars[Int(a)] + symbolScalars[Int(b)])
             touched.removeAll(keepingCapacity: true)
-            for w in pairWords[Int(best)] where wordStamp[Int(w)] != Int32(merges.count) {
-                wordStamp[Int(w)] = Int32(merges.count)
-                let old = wordSymbols[Int(w)]
-                var replaced: [Int32] = []
-                replaced.reserveCapacity(old.count)
-                var i = 0, changed = false
-                while i < old.count {
-                    if i + 1 < old.count && old[i] == a && old[i + 1] == b {
-                        replaced.append(merged)
-                        i += 2
-                        changed = true
-                    } else {
-                        replaced.append(old[i])
-                        i += 1
-                    }
+            var symbols = arena
+            arena = []  // moved out, so the words can be edited through a pointer while self changes
+            symbols.withUnsafeMutableBufferPointer { buffer in
+                for w in candidates(of: pairWords[Int(best)], a, b, in: buffer) where wordStamp[Int(w)] != Int32(merges.count) {
+                    wordStamp[Int(w)] = Int32(merges.count)
+                    wordLength[Int(w)] = applyMerge(a, b, into: merged, word: Int(w), symbols: buffer.baseAddress! + wordStart[Int(w)],
+                                                    count: wordLength[Int(w)], touched: &touched)
                 }
-                guard changed else { continue }
-                countPairs(of: Int(w), sign: -1, touched: &touched)
-                wordSymbols[Int(w)] = replaced
-                countPairs(of: Int(w), sign: 1, touched: &touched)
             }
+            arena = symbols
             // Counts that rose need a fresh heap entry now; counts that fell are corrected when popped.
             if pairStamp.count < pairCount.count { pairStamp += [Int32](repeating: -1, count: pairCount.count - pairStamp.count) }
             for p in touched where pairStamp[Int(p)] != Int32(merges.count) {
@@ -82,12 +118,66 @@ struct PairMerger {
         return merges
     }
 
+    /// Rewrites word w with every left-to-right occurrence of (a, b) merged, and updates the counts of only
+    /// the pairs that changed: an old pair that touches an occurrence is gone, a new pair that touches a
+    /// merged symbol appears, and every other pair maps one to one onto an equal pair of the new word. The
+    /// counts equal a full recount (the vocabulary does not change); the work is per occurrence, not per word.
+    private mutating func applyMerge(_ a: Int32, _ b: Int32, into merged: Int32, word w: Int, symbols: UnsafeMutablePointer<Int32>,
+                                     count n: Int, touched: inout [Int32]) -> Int {
+        let freq = wordFreq[w]
+        // Old pairs touching an occurrence, each once: pairs start at i − 1, i and i + 1.
+        var occurrences = 0
+        var lastRemoved = -1
+        var i = 0
+        while i + 1 < n {
+            if symbols[i] == a && symbols[i + 1] == b {
+                for j in stride(from: max(i - 1, lastRemoved + 1), through: min(i + 1, n - 2), by: 1) {
+                    pairCount[Int(pair(symbols[j], symbols[j + 1]))] -= freq
+                }
+                lastRemoved = min(i + 1, n - 2)
+                occurrences += 1
+                i += 2
+            } else {
+                i += 1
+            }
+        }
+        guard occurrences > 0 else { return n }
+        // Merge in place, remembering where merged symbols land.
+        mergedAt.removeAll(keepingCapacity: true)
+        var k = 0
+        i = 0
+        while i < n {
+            if i + 1 < n && symbols[i] == a && symbols[i + 1] == b {
+                symbols[k] = merged
+                mergedAt.append(k)
+                i += 2
+            } else {
+                symbols[k] = symbols[i]
+                i += 1
+            }
+            k += 1
+        }
+        // New pairs touching a merged symbol, each once: pairs start at k − 1 and k.
+        var lastAdded = -1
+        for m in mergedAt {
+            for j in stride(from: max(m - 1, lastAdded + 1), through: min(m, k - 2), by: 1) {
+                let p = pair(symbols[j], symbols[j + 1])
+                pairCount[Int(p)] += freq
+                if pairValid[Int(p)] && pairWords[Int(p)].last != Int32(w) { pairWords[Int(p)].append(Int32(w)) }
+                touched.append(p)
+            }
+            lastAdded = max(lastAdded, min(m, k - 2))
+        }
+        return k
+    }
+
     // MARK: - Symbols and pairs
 
     private mutating func symbol(_ scalars: [UInt32]) -> Int32 {
         if let id = symbolIds[scalars] { return id }
         let id = Int32(symbolScalars.count)
         symbolScalars.append(scalars)
+        symbolBytes.append(Array(String(String.UnicodeScalarView(scalars.compactMap(Unicode.Scalar.init))).utf8))
         symbolIds[scalars] = id
         return id
     }
@@ -95,46 +185,47 @@ struct PairMerger {
 
     private mutating func pair(_ a: Int32, _ b: Int32) -> Int32 {
         let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
-        if let id = pairIds[key] { return id }
+        if let id = pairIds.get(key) { return id }
         let id = Int32(pairCount.count)
-        let scalars = symbolScalars[Int(a)] + symbolScalars[Int(b)]
-        pairIds[key] = id
+        let (left, right) = (symbolScalars[Int(a)], symbolScalars[Int(b)])
+        let valid = isValidPiece(left, right)
+        pairIds.insert(key, id)
         pairCount.append(0)
         pairLeft.append(a)
-        pairLength.append(Int32(scalars.count))
+        pairLength.append(Int32(left.count + right.count))
+        pairSplit.append(Int32(left.count))
         pairHeapCount.append(0)
         pairRight.append(b)
-        pairMerged.append(scalars)
-        pairBytes.append(Array(String(String.UnicodeScalarView(scalars.compactMap(Unicode.Scalar.init))).utf8))
-        pairValid.append(isValidPiece(scalars))
+        // Only candidates reach the heap, whose ties compare bytes.
+        pairBytes.append(valid ? symbolBytes[Int(a)] + symbolBytes[Int(b)] : [])
+        pairValid.append(valid)
         pairActive.append(true)
         pairWords.append([])
         return id
     }
 
-    /// Adds (sign 1) or removes (sign −1) word w's adjacent pairs, weighted by its frequency.
-    private mutating func countPairs(of w: Int, sign: Int, touched: UnsafeMutablePointer<[Int32]>?) {
-        let symbols = wordSymbols[w]
-        guard symbols.count > 1 else { return }
-        for i in 0..<(symbols.count - 1) {
-            let p = pair(symbols[i], symbols[i + 1])
-            pairCount[Int(p)] += sign * wordFreq[w]
-            if sign > 0 && pairValid[Int(p)] && pairWords[Int(p)].last != Int32(w) { pairWords[Int(p)].append(Int32(w)) }
-            touched?.pointee.append(p)
+    /// Counts word w's adjacent pairs, weighted by its frequency.
+    private mutating func countInitialPairs(of w: Int) {
+        guard wordLength[w] > 1 else { return }
+        for i in wordStart[w]..<(wordStart[w] + wordLength[w] - 1) {
+            let p = pair(arena[i], arena[i + 1])
+            pairCount[Int(p)] += wordFreq[w]
+            if pairValid[Int(p)] && pairWords[Int(p)].last != Int32(w) { pairWords[Int(p)].append(Int32(w)) }
         }
-    }
-
-    private mutating func countPairs(of w: Int, sign: Int, touched: inout [Int32]) {
-        withUnsafeMutablePointer(to: &touched) { countPairs(of: w, sign: sign, touched: $0) }
     }
 
     // MARK: - Validity (SentencePiece's IsValidSentencePiece)
 
-    func isValidPiece(_ s: [UInt32]) -> Bool {
-        if s.isEmpty || s.count > options.maxSentencepieceLength { return false }
-        let allWhitespace = s.allSatisfy { $0 == BPETrainer.wsChar }
+    func isValidPiece(_ s: [UInt32]) -> Bool { isValidPiece(s, []) }
+
+    /// Whether the concatenation of `a` and `b` may be a piece (without building it).
+    func isValidPiece(_ a: [UInt32], _ b: [UInt32]) -> Bool {
+        let n = a.count + b.count
+        if n == 0 || n > options.maxSentencepieceLength { return false }
+        let allWhitespace = a.allSatisfy { $0 == BPETrainer.wsChar } && b.allSatisfy { $0 == BPETrainer.wsChar }
         var previousScript: UInt16? = nil
-        for (pos, c) in s.enumerated() {
+        for pos in 0..<n {
+            let c = pos < a.count ? a[pos] : b[pos - a.count]
             // A tab is ordinary text since sentencepiece 0.2.1 (0.2.0 refused it as its UPP boundary).
             if c == BPETrainer.unkChar || c == 0 || c == 0x20 { return false }
             if c == BPETrainer.wsChar {
@@ -142,7 +233,7 @@ struct PairMerger {
                 if pos > 0 && !(options.allowWhitespaceOnlyPieces && allWhitespace) { return false }
                 continue
             }
-            if options.splitDigits && c >= 0x30 && c <= 0x39 && s.count > 1 { return false }
+            if options.splitDigits && c >= 0x30 && c <= 0x39 && n > 1 { return false }
             var script = UnicodeScript.of(c)
             if script == UnicodeScript.inherited, let p = previousScript { script = p }  // combining marks
             if options.splitByUnicodeScript, let p = previousScript, p != script { return false }
@@ -151,34 +242,39 @@ struct PairMerger {
         return true
     }
 
-    // MARK: - Heap: highest count, then fewer code points, then smaller bytes
+    // MARK: - Heap: highest count, then fewer code points, then smaller bytes, then the shorter left part
+    // (the same piece reached as "a"+"aa" and "aa"+"a"): a total order on pairs, so the merges never depend
+    // on the order in which words or pairs were first seen.
 
     @inline(__always)
-    private static func better(_ x: (count: Int, pair: Int32), _ y: (count: Int, pair: Int32), _ lengths: [Int32], _ bytes: [[UInt8]]) -> Bool {
+    private static func better(_ x: (count: Int, pair: Int32), _ y: (count: Int, pair: Int32), _ lengths: [Int32], _ bytes: [[UInt8]],
+                               _ splits: [Int32]) -> Bool {
         if x.count != y.count { return x.count > y.count }
         let lx = lengths[Int(x.pair)], ly = lengths[Int(y.pair)]
         if lx != ly { return lx < ly }
-        return bytes[Int(x.pair)].lexicographicallyPrecedes(bytes[Int(y.pair)])
+        let bx = bytes[Int(x.pair)], by = bytes[Int(y.pair)]
+        if bx != by { return bx.lexicographicallyPrecedes(by) }
+        return splits[Int(x.pair)] < splits[Int(y.pair)]
     }
 
     private mutating func push(_ p: Int32) {
         pairHeapCount[Int(p)] = pairCount[Int(p)]
-        let (lengths, bytes) = (pairLength, pairBytes)
-        heap.push((pairCount[Int(p)], p)) { Self.better($0, $1, lengths, bytes) }
+        let (lengths, bytes, splits) = (pairLength, pairBytes, pairSplit)
+        heap.push((pairCount[Int(p)], p)) { Self.better($0, $1, lengths, bytes, splits) }
     }
 
     /// The best live pair. Every entry's count is at least its pair's true count, so the first entry whose
     /// count is current is the best; the newest entry of a pair whose count fell is pushed again, corrected,
     /// and older entries are dropped.
     private mutating func popBest() -> Int32? {
-        let (lengths, bytes) = (pairLength, pairBytes)
-        while let top = heap.pop(by: { Self.better($0, $1, lengths, bytes) }) {
+        let (lengths, bytes, splits) = (pairLength, pairBytes, pairSplit)
+        while let top = heap.pop(by: { Self.better($0, $1, lengths, bytes, splits) }) {
             let p = Int(top.pair)
             guard pairActive[p] && pairCount[p] > 0 else { continue }
             if pairCount[p] == top.count { return top.pair }
             if top.count == pairHeapCount[p] && pairCount[p] < top.count {
                 pairHeapCount[p] = pairCount[p]
-                heap.push((pairCount[p], top.pair)) { Self.better($0, $1, lengths, bytes) }
+                heap.push((pairCount[p], top.pair)) { Self.better($0, $1, lengths, bytes, splits) }
             }
         }
         return nil
