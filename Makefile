@@ -35,6 +35,9 @@ bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-2048.json $(THREADS) 3
 	$(BIN) bench --attention --seq 2048 --steps 3
 	scripts/bench-tokenizer.sh $(BIN) 8000
+	scripts/bench-tokenizer-train.sh $(BIN) 32000 3
+	scripts/bench-prepare.sh $(BIN) 100 400
+	scripts/bench-loader.sh $(BIN)
 	for mode in none optimizer gradients full; do SHARDING=$$mode scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2; done
 	scripts/bench-tinyllama.sh $(BIN)
 	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json
