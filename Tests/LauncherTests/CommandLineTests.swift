@@ -114,6 +114,37 @@ func scratch() throws -> String {
         #expect(missing.status != 0 && missing.stderr.contains(dir + "/nope"))
     }
 
+    /// Training streams its inputs: the same model from 1 and 2 counting threads and from a gzip copy; a
+    /// sample at least as large as the text is the whole text; a smaller one is reproducible.
+    @Test func tokenizerTrainingIsTheSameForThreadsCompressionAndWholeSamples() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "3.14", "naïve", "café", "日本語"]
+        var seed: UInt64 = 7
+        func next() -> Int { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return Int(seed >> 33) }
+        let text = (0..<4000).map { _ in (0..<(3 + next() % 9)).map { _ in words[next() % words.count] }.joined(separator: " ") }.joined(separator: "\n")
+        try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/sh")
+        gzip.arguments = ["-c", "gzip -c \(dir)/c.txt > \(dir)/c.txt.gz"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        func train(_ name: String, _ extra: [String], input: String = "c.txt") throws -> Data? {
+            let r = try run([tool, "tokenizer", "train", "--input", "\(dir)/\(input)", "--vocab-size", "320", "--out", "\(dir)/\(name).model"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return FileManager.default.contents(atPath: "\(dir)/\(name).model")
+        }
+        let one = try #require(try train("one", []))
+        #expect(try train("two", ["--threads", "2"]) == one)
+        #expect(try train("gz", ["--threads", "2"], input: "c.txt.gz") == one)
+        #expect(try train("all", ["--input-sentence-size", "4000"]) == one)
+        let sample = try train("sample", ["--input-sentence-size", "500"])
+        let again = try train("again", ["--input-sentence-size", "500", "--threads", "2"])
+        #expect(sample != nil && sample != one && sample == again)
+        let r = try run([tool, "tokenizer", "train", "--input", dir + "/c.txt", "--vocab-size", "320", "--input-sentence-size", "500", "--out", dir + "/x.model"])
+        #expect(r.stdout.contains("a sample of 500 of 4000 lines"), "\(r.stdout)")
+    }
+
     @Test func benchEndsWithOneJSONObject() throws {
         let tool = try toolPath()
         let dir = try scratch()
