@@ -27,9 +27,8 @@ enum PrepareCommand {
         let tokenizerPath = try args.require("tokenizer")
         let inputs = args.list("input").map(InputSpec.init(argument:))
         let out = try args.require("out")
-        var options = DocumentOptions(textField: args.string("text-field") ?? "text", delimiter: args.string("delimiter"),
+        let options = DocumentOptions(textField: args.string("text-field") ?? "text", delimiter: args.string("delimiter"),
                                       skipBadLines: args.flag("skip-bad-lines"))
-        options.partBytes = 1 << 20
         let shardTokens = args.int("shard-tokens", default: 64 << 20)
 
         let world = try Communicator.world()

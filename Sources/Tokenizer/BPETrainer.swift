@@ -134,8 +134,15 @@ public enum BPETrainer {
         for part in parts.dropFirst() { words.add(part.words) }
 
         // 4. Merges.
-        var merger = PairMerger(options: o, threads: counter.threads)
-        let merges = merger.run(words: words, wanted: mergesWanted)
+        // Symbols are the alphabet, U+2585 and the merges: fewer than vocab_size.
+        let merges: [[UInt8]]
+        if o.vocabSize < Int(UInt16.max) {
+            var merger = PairMerger<UInt16>(options: o, threads: counter.threads)
+            merges = merger.run(words: words, wanted: mergesWanted)
+        } else {
+            var merger = PairMerger<UInt32>(options: o, threads: counter.threads)
+            merges = merger.run(words: words, wanted: mergesWanted)
+        }
         guard merges.count == mergesWanted || !o.hardVocabLimit else {
             throw BPETrainerError.vocabularyTooLarge(requested: o.vocabSize, possible: meta.count + alphabet.count + merges.count)
         }

@@ -11,16 +11,19 @@ private final class CandidateList: @unchecked Sendable {
     var words: [Int32] = []
 }
 
-struct PairMerger {
+/// Generic over the arena's symbol type: 16-bit when every symbol id fits (vocabularies under 65,535
+/// pieces), which halves the memory the merge loop reads at random.
+struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
     let options: BPETrainerOptions
 
     private var symbolScalars: [[UInt32]] = []
     private var symbolBytes: [[UInt8]] = []
     private var symbolIds: [[UInt32]: Int32] = [:]
     /// Every word's symbols end to end in one buffer; merges only shorten words, so each is edited in place.
-    private var arena: [Int32] = []
-    private var wordStart: [Int] = []
-    private var wordLength: [Int] = []
+    private var arena: [Symbol] = []
+    /// Each word's place in the arena, 32-bit to keep this table small in cache (the merge loop reads it at
+    /// random; a sample of 4e9 symbols would need --input-sentence-size).
+    private var wordSpan: [(start: UInt32, length: UInt32)] = []
     private var wordFreq: [Int] = []
 
     private var pairIds = PairIdTable()
@@ -48,15 +51,15 @@ struct PairMerger {
 
     /// The words of `list` that still hold the pair (a, b). A pair's list also names words that have lost it
     /// since, and reading each word is a cache miss, so long lists are filtered by several threads at once.
-    private func candidates(of list: [Int32], _ a: Int32, _ b: Int32, in buffer: UnsafeMutableBufferPointer<Int32>) -> [Int32] {
+    private func candidates(of list: [Int32], _ a: Symbol, _ b: Symbol, in buffer: UnsafeMutableBufferPointer<Symbol>) -> [Int32] {
         guard threads > 1 && list.count >= 8192 else { return list }
         nonisolated(unsafe) let base = UnsafePointer(buffer.baseAddress!)
-        let (starts, lengths, threads) = (wordStart, wordLength, threads)
+        let (spans, threads) = (wordSpan, threads)
         let parts = (0..<threads).map { _ in CandidateList() }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             var found: [Int32] = []
             for w in list[(t * list.count / threads)..<((t + 1) * list.count / threads)] {
-                let p = base + starts[Int(w)], n = lengths[Int(w)]
+                let p = base + Int(spans[Int(w)].start), n = Int(spans[Int(w)].length)
                 var i = 0
                 while i + 1 < n {
                     if p[i] == a && p[i + 1] == b {
@@ -77,34 +80,35 @@ struct PairMerger {
         // is broken by their content (see `better`).
         for w in 0..<words.count {
             let word = words.word(w), freq = words.counts[w]
-            wordStart.append(arena.count)
-            wordLength.append(word.count)
-            for c in word { arena.append(symbol([c])) }
+            precondition(arena.count + word.count < Int(UInt32.max), "more than 4e9 symbols of training text; sample it with --input-sentence-size")
+            wordSpan.append((UInt32(arena.count), UInt32(word.count)))
+            for c in word { arena.append(Symbol(symbol([c]))) }
             wordFreq.append(freq)
         }
-        for w in wordStart.indices { countInitialPairs(of: w) }
+        for w in wordSpan.indices { countInitialPairs(of: w) }
         for p in pairCount.indices where pairValid[p] && pairCount[p] > 0 { push(Int32(p)) }
         var pairStamp = [Int32](repeating: -1, count: pairCount.count)
 
         var merges: [[UInt8]] = []
         var emitted = Set<[UInt8]>()
-        var wordStamp = [Int32](repeating: -1, count: wordStart.count)
+        var wordStamp = [Int32](repeating: -1, count: wordSpan.count)
         var touched: [Int32] = []
         while merges.count < wanted, let best = popBest() {
             pairActive[Int(best)] = false
             // A piece reached by two paths ("aa"+"a", "a"+"aa") is kept once; the second path is dropped.
             guard emitted.insert(pairBytes[Int(best)]).inserted else { continue }
             merges.append(pairBytes[Int(best)])
-            let a = pairLeft[Int(best)], b = pairRight[Int(best)]
-            let merged = symbol(symbolScalars[Int(a)] + symbolScalars[Int(b)])
+            let (a, b) = (Symbol(pairLeft[Int(best)]), Symbol(pairRight[Int(best)]))
+            let merged = Symbol(symbol(symbolScalars[Int(a)] + symbolScalars[Int(b)]))
             touched.removeAll(keepingCapacity: true)
             var symbols = arena
             arena = []  // moved out, so the words can be edited through a pointer while self changes
             symbols.withUnsafeMutableBufferPointer { buffer in
                 for w in candidates(of: pairWords[Int(best)], a, b, in: buffer) where wordStamp[Int(w)] != Int32(merges.count) {
                     wordStamp[Int(w)] = Int32(merges.count)
-                    wordLength[Int(w)] = applyMerge(a, b, into: merged, word: Int(w), symbols: buffer.baseAddress! + wordStart[Int(w)],
-                                                    count: wordLength[Int(w)], touched: &touched)
+                    let span = wordSpan[Int(w)]
+                    wordSpan[Int(w)].length = UInt32(applyMerge(a, b, into: merged, word: Int(w), symbols: buffer.baseAddress! + Int(span.start),
+                                                                count: Int(span.length), touched: &touched))
                 }
             }
             arena = symbols
@@ -122,7 +126,7 @@ struct PairMerger {
     /// the pairs that changed: an old pair that touches an occurrence is gone, a new pair that touches a
     /// merged symbol appears, and every other pair maps one to one onto an equal pair of the new word. The
     /// counts equal a full recount (the vocabulary does not change); the work is per occurrence, not per word.
-    private mutating func applyMerge(_ a: Int32, _ b: Int32, into merged: Int32, word w: Int, symbols: UnsafeMutablePointer<Int32>,
+    private mutating func applyMerge(_ a: Symbol, _ b: Symbol, into merged: Symbol, word w: Int, symbols: UnsafeMutablePointer<Symbol>,
                                      count n: Int, touched: inout [Int32]) -> Int {
         let freq = wordFreq[w]
         // Old pairs touching an occurrence, each once: pairs start at i − 1, i and i + 1.
@@ -132,7 +136,7 @@ struct PairMerger {
         while i + 1 < n {
             if symbols[i] == a && symbols[i + 1] == b {
                 for j in stride(from: max(i - 1, lastRemoved + 1), through: min(i + 1, n - 2), by: 1) {
-                    pairCount[Int(pair(symbols[j], symbols[j + 1]))] -= freq
+                    pairCount[Int(pair(Int32(symbols[j]), Int32(symbols[j + 1])))] -= freq
                 }
                 lastRemoved = min(i + 1, n - 2)
                 occurrences += 1
@@ -161,7 +165,7 @@ struct PairMerger {
         var lastAdded = -1
         for m in mergedAt {
             for j in stride(from: max(m - 1, lastAdded + 1), through: min(m, k - 2), by: 1) {
-                let p = pair(symbols[j], symbols[j + 1])
+                let p = pair(Int32(symbols[j]), Int32(symbols[j + 1]))
                 pairCount[Int(p)] += freq
                 if pairValid[Int(p)] && pairWords[Int(p)].last != Int32(w) { pairWords[Int(p)].append(Int32(w)) }
                 touched.append(p)
@@ -206,9 +210,10 @@ struct PairMerger {
 
     /// Counts word w's adjacent pairs, weighted by its frequency.
     private mutating func countInitialPairs(of w: Int) {
-        guard wordLength[w] > 1 else { return }
-        for i in wordStart[w]..<(wordStart[w] + wordLength[w] - 1) {
-            let p = pair(arena[i], arena[i + 1])
+        let start = Int(wordSpan[w].start), length = Int(wordSpan[w].length)
+        guard length > 1 else { return }
+        for i in start..<(start + length - 1) {
+            let p = pair(Int32(arena[i]), Int32(arena[i + 1]))
             pairCount[Int(p)] += wordFreq[w]
             if pairValid[Int(p)] && pairWords[Int(p)].last != Int32(w) { pairWords[Int(p)].append(Int32(w)) }
         }
