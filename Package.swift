@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // llama-train: a data-parallel Llama 2 trainer for CPUs and MPI.
-// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI, OpenBLAS, zlib and libzstd.
+// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI, OpenBLAS, oneDNN, zlib and libzstd.
 import Foundation
 import PackageDescription
 
@@ -30,12 +30,15 @@ let package = Package(
         .executable(name: "llama-train", targets: ["Launcher"]),
     ],
     targets: [
-        // C: hot loops behind one header (lm_kernels.h); matmuls are OpenBLAS sgemm.
+        // C: hot loops behind one header (lm_kernels.h); matmuls are OpenBLAS sgemm (fp32) or oneDNN (bf16).
         .target(
             name: "Kernels",
+            dependencies: ["CDNNL"],
             cSettings: [.unsafeFlags(kernelFlags)],
-            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("m")]
+            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("dnnl"), .linkedLibrary("gomp"), .linkedLibrary("m")]
         ),
+        // oneDNN through a module map: the bf16 matmul primitive.
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         // OpenMPI through a module map; the shim exposes the handles that are macros in mpi.h.
         .systemLibrary(
             name: "CMPI",
@@ -70,7 +73,7 @@ let package = Package(
         // MARK: - Tests
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Model", "TestSupport"]),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "Support", "TestSupport"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),

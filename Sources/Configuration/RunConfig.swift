@@ -51,6 +51,8 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var recompute = Recompute.none
     /// What each rank keeps of the parameters, gradients and moments (see ShardingMode).
     public var sharding = ShardingMode.none
+    /// The matmuls' precision; absent: bf16 where the CPU runs it natively, else fp32 (see PrecisionChoice).
+    public var precision: Precision?
     /// A NaN or Inf loss or gradient norm stops the run, or skips the step without updating.
     public var onNonFinite = NonFinitePolicy.stop
     /// A directory written by `llama-train prepare`; without one, synthetic tokens (benchmarks, tests).
@@ -67,7 +69,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case seqLen = "seq_len", microBatch = "micro_batch", seed, globalBatchTokens = "global_batch_tokens", steps
         case learningRate = "lr", warmupSteps = "warmup_steps", minLRRatio = "min_lr_ratio", gradClip = "grad_clip"
-        case beta1, beta2, eps, weightDecay = "weight_decay", bucketMB = "bucket_mb", onNonFinite = "on_nonfinite", recompute, sharding
+        case beta1, beta2, eps, weightDecay = "weight_decay", bucketMB = "bucket_mb", onNonFinite = "on_nonfinite", recompute, sharding, precision
         case data, dataWeights = "data_weights", tokenizer, syntheticIgnoreFraction = "synthetic_ignore_fraction"
     }
 
@@ -98,6 +100,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         onNonFinite = try c.decodeIfPresent(NonFinitePolicy.self, forKey: .onNonFinite) ?? d.onNonFinite
         recompute = try c.decodeIfPresent(Recompute.self, forKey: .recompute) ?? d.recompute
         sharding = try c.decodeIfPresent(ShardingMode.self, forKey: .sharding) ?? d.sharding
+        precision = try c.decodeIfPresent(Precision.self, forKey: .precision)
         data = try c.decodeIfPresent(String.self, forKey: .data)
         dataWeights = try c.decodeIfPresent([String: Double].self, forKey: .dataWeights) ?? [:]
         tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer)
@@ -123,6 +126,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         try c.encode(onNonFinite, forKey: .onNonFinite)
         try c.encode(recompute, forKey: .recompute)
         try c.encode(sharding, forKey: .sharding)
+        try c.encodeIfPresent(precision, forKey: .precision)
         try c.encodeIfPresent(data, forKey: .data)
         try c.encode(dataWeights, forKey: .dataWeights)
         try c.encodeIfPresent(tokenizer, forKey: .tokenizer)

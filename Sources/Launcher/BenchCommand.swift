@@ -19,6 +19,7 @@ enum BenchCommand {
             Flag("warmup", .int(min: 0, max: 1_000_000), "W", "untimed steps first (default 2)"),
             Flag("quiet", .toggle, "print only the summary"),
             Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "override the config's train.recompute"),
+            Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", "matmul precision (default fp32 here; bf16 runs oneDNN)"),
             Flag("attention", .toggle, "time attention alone: flash for each --tiles against the materialised kernel"),
             Flag("seq", .int(min: 1, max: 1 << 20), "T", "--attention: tokens (default 2048)"),
             Flag("heads", .int(min: 1, max: 1024), "H", "--attention: query heads (default 8)"),
@@ -39,7 +40,8 @@ enum BenchCommand {
         if let mode = args.string("recompute") { config.train.recompute = Recompute(rawValue: mode)! }
         try config.checkFitsInMemory(file: path)
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        let r = try Benchmark.run(config: config, name: name, threads: threads, steps: steps, warmup: warmup,
+        let precision = Precision(rawValue: args.string("precision") ?? "fp32")!
+        let r = try Benchmark.run(config: config, name: name, threads: threads, precision: precision, steps: steps, warmup: warmup,
                                   log: { if !quiet { print($0) } })
         print("")
         print("bench \(name): \(r.parameters) parameters, \(r.tokensPerStep) tokens/step, \(threads) thread(s), median of \(steps) steps")
@@ -52,6 +54,7 @@ enum BenchCommand {
             ("model GFLOP/s", String(format: "%.1f  (%.1f MFLOP/token)", r.modelGflops, r.flopsPerToken / 1e6)),
             ("sgemm GFLOP/s", String(format: "%.1f  (%@)", r.sgemmGflops, r.sgemmShape)),
             ("MFU vs sgemm", String(format: "%.3f", r.mfuVsSgemm)),
+            ("\(r.precision) matmul", String(format: "%.1f GFLOP/s, MFU %.3f", r.matmulGflops, r.mfu)),
             ("peak RSS", String(format: "%.0f MB", r.peakRssMb)),
         ]
         for (k, v) in rows { print("  \(k.padding(toLength: 16, withPad: " ", startingAt: 0)) \(v)") }

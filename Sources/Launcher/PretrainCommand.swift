@@ -28,6 +28,8 @@ enum PretrainCommand {
         (Flag("tokenizer", .text, "FILE", "the tokenizer the shards were made with"), { $0.tokenizer = $1.string("tokenizer") }),
         (Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "keep every block's activations, or recompute each block in backward"),
          { $0.recompute = Recompute(rawValue: $1.string("recompute")!)! }),
+        (Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", "matmul precision (default: bf16 where the CPU runs it natively, else fp32)"),
+         { $0.precision = Precision(rawValue: $1.string("precision")!)! }),
         (Flag("sharding", .choice(ShardingMode.allCases.map(\.rawValue)), "", "what each rank keeps: all, or its own range of moments, gradients, parameters"),
          { $0.sharding = ShardingMode(rawValue: $1.string("sharding")!)! }),
         (Flag("on-nonfinite", .choice(["stop", "skip"]), "", "a NaN or Inf step stops the run or is skipped"),

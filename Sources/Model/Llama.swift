@@ -72,6 +72,9 @@ public final class LlamaModel {
     /// meanwhile, which holds for a training rank (one model, one compute thread) but not for tests that run
     /// several models at once, so it is opt-in.
     public var threads = 1
+    /// The precision of every matmul: fp32 (OpenBLAS sgemm) or bf16 (oneDNN, fp32 accumulation). Everything
+    /// else (norm statistics, softmax, rotary, the loss, gradients, the optimizer) stays fp32 either way.
+    public var precision: Precision = .fp32
 
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
     /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
@@ -185,7 +188,7 @@ public final class LlamaModel {
         }
         let ph = parameterBase(forwardOf: head)
         lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d.N, d.C, Float(c.normEps))
-        lm_matmul_forward(a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, d.N, d.C, d.V, 0)
+        matmulForward(a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, d.N, d.C, d.V, 0)
         unitWeights?.forwardFinished(unit: head)
         lm_cross_entropy_forward(a.ptr(a.losses), a.ptr(a.logits), a.targets, d.N, d.V)
     }
@@ -198,9 +201,9 @@ public final class LlamaModel {
         func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { base + layout.layer(l, t).offset }
         // h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(x)
         lm_rmsnorm_forward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), d.N, d.C, eps)
-        lm_matmul_forward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
-        lm_matmul_forward(a.ptr(s.k), a.ptr(s.norm1), w(.k), d.N, d.C, d.KV, 0)
-        lm_matmul_forward(a.ptr(s.v), a.ptr(s.norm1), w(.v), d.N, d.C, d.KV, 0)
+        matmulForward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
+        matmulForward(a.ptr(s.k), a.ptr(s.norm1), w(.k), d.N, d.C, d.KV, 0)
+        matmulForward(a.ptr(s.v), a.ptr(s.norm1), w(.v), d.N, d.C, d.KV, 0)
         lm_rope_forward(a.ptr(s.q), cosT, sinT, d.B, d.T, d.H, d.D)
         lm_rope_forward(a.ptr(s.k), cosT, sinT, d.B, d.T, d.G, d.D)
         let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
@@ -209,14 +212,34 @@ public final class LlamaModel {
             lm_flash_attention_forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
         }
         a.ptr(s.mid).update(from: x, count: d.nc)
-        lm_matmul_forward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
+        matmulForward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
         // out = h + down(silu(gate(n)) · up(n)), n = rmsnorm(h)
         lm_rmsnorm_forward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), d.N, d.C, eps)
-        lm_matmul_forward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
-        lm_matmul_forward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
+        matmulForward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
+        matmulForward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
         lm_swiglu_forward(a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up), d.nf)
         out.update(from: a.ptr(s.mid), count: d.nc)
-        lm_matmul_forward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
+        matmulForward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
+    }
+
+    private func matmulForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                               _ n: Int32, _ c: Int32, _ oc: Int32, _ accumulate: Int32) {
+        switch precision {
+        case .fp32: lm_matmul_forward(out, inp, weight, n, c, oc, accumulate)
+        case .bf16: guard lm_matmul_forward_bf16(out, inp, weight, n, c, oc, accumulate) != 0 else { oneDNNFailed(n, c, oc) }
+        }
+    }
+
+    private func matmulBackward(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+                                _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32) {
+        switch precision {
+        case .fp32: lm_matmul_backward(dinp, dweight, dout, inp, weight, n, c, oc)
+        case .bf16: guard lm_matmul_backward_bf16(dinp, dweight, dout, inp, weight, n, c, oc) != 0 else { oneDNNFailed(n, c, oc) }
+        }
+    }
+
+    private func oneDNNFailed(_ n: Int32, _ c: Int32, _ oc: Int32) -> Never {
+        fatalError("oneDNN could not run a bf16 matmul of (\(n)×\(c)) · (\(oc)×\(c))ᵀ (out of memory, or a CPU without bf16); run with --precision fp32")
     }
 
     /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads). Each
@@ -268,7 +291,7 @@ public final class LlamaModel {
 
         let (ph, gh) = backwardBases(c.nLayers + 1)
         zero(a.dnorm, d.nc)
-        lm_matmul_backward(dnorm, gh + layout.lmHead.offset, a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, N, C, d.V)
+        matmulBackward(dnorm, gh + layout.lmHead.offset, a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, N, C, d.V)
         zero(a.dres, d.nc)
         lm_rmsnorm_backward(dres, gh + layout.finalNorm.offset, dnorm, a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset,
                             a.ptr(a.rstdF), N, C)
@@ -286,19 +309,19 @@ public final class LlamaModel {
             func dw(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { gb + layout.layer(l, t).offset }
             // out = h + down(act)
             zero(a.dact, d.nf)
-            lm_matmul_backward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
+            matmulBackward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
             // act = silu(gate) · up
             zero(a.dgate, d.nf)
             zero(a.dup, d.nf)
             lm_swiglu_backward(a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up), d.nf)
             // gate = W_gate · n, up = W_up · n, n = rmsnorm(h)
             zero(a.dnorm, d.nc)
-            lm_matmul_backward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
-            lm_matmul_backward(dnorm, dw(.up), a.ptr(a.dup), a.ptr(s.norm2), w(.up), N, C, F)
+            matmulBackward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
+            matmulBackward(dnorm, dw(.up), a.ptr(a.dup), a.ptr(s.norm2), w(.up), N, C, F)
             lm_rmsnorm_backward(dres, dw(.ffnNorm), dnorm, a.ptr(s.mid), w(.ffnNorm), a.ptr(s.rstd2), N, C)
             // h = x + o(attnOut)
             zero(a.dattnOut, d.nq)
-            lm_matmul_backward(a.ptr(a.dattnOut), dw(.o), dres, a.ptr(s.attnOut), w(.o), N, Q, C)
+            matmulBackward(a.ptr(a.dattnOut), dw(.o), dres, a.ptr(s.attnOut), w(.o), N, Q, C)
             // attnOut = attention(q, k, v), q and k rotated
             zero(a.dq, d.nq)
             zero(a.dk, d.nkv)
@@ -313,9 +336,9 @@ public final class LlamaModel {
             lm_rope_backward(a.ptr(a.dk), cosT, sinT, d.B, d.T, d.G, d.D)
             // q, k, v = W · n, n = rmsnorm(x)
             zero(a.dnorm, d.nc)
-            lm_matmul_backward(dnorm, dw(.q), a.ptr(a.dq), a.ptr(s.norm1), w(.q), N, C, Q)
-            lm_matmul_backward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
-            lm_matmul_backward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
+            matmulBackward(dnorm, dw(.q), a.ptr(a.dq), a.ptr(s.norm1), w(.q), N, C, Q)
+            matmulBackward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
+            matmulBackward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
             lm_rmsnorm_backward(dres, dw(.attentionNorm), dnorm, x, w(.attentionNorm), a.ptr(s.rstd1), N, C)
             unitWeights?.backwardFinished(unit: unit)
             gradientsReady?(layout.layer(l, .q).offset)

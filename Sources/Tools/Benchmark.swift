@@ -15,6 +15,7 @@ import Training
 
 public struct BenchmarkResult: Codable, Sendable {
     public var config: String
+    public var precision: String
     public var threads: Int
     public var steps: Int
     public var warmupSteps: Int
@@ -32,25 +33,30 @@ public struct BenchmarkResult: Codable, Sendable {
     public var sgemmGflops: Double
     public var sgemmShape: String
     public var mfuVsSgemm: Double
+    /// The rate of the precision in use (sgemm for fp32, oneDNN's bf16 primitive for bf16), same process.
+    public var matmulGflops: Double
+    public var mfu: Double
     public var peakRssMb: Double
     public var finalLoss: Double
 
     enum CodingKeys: String, CodingKey {
-        case config, threads, steps, warmupSteps = "warmup_steps", parameters, tokensPerStep = "tokens_per_step"
+        case config, precision, threads, steps, warmupSteps = "warmup_steps", parameters, tokensPerStep = "tokens_per_step"
         case stepMsMedian = "step_ms_median", stepMsMin = "step_ms_min", stepMsMax = "step_ms_max"
         case forwardMsMedian = "forward_ms_median", backwardMsMedian = "backward_ms_median"
         case optimizerMsMedian = "optimizer_ms_median", tokensPerS = "tokens_per_s", flopsPerToken = "flops_per_token"
         case modelGflops = "model_gflops", sgemmGflops = "sgemm_gflops", sgemmShape = "sgemm_shape"
-        case mfuVsSgemm = "mfu_vs_sgemm", peakRssMb = "peak_rss_mb", finalLoss = "final_loss"
+        case mfuVsSgemm = "mfu_vs_sgemm", matmulGflops = "matmul_gflops", mfu, peakRssMb = "peak_rss_mb", finalLoss = "final_loss"
     }
 }
 
 public enum Benchmark {
-    public static func run(config: RunConfig, name: String, threads: Int, steps: Int, warmup: Int,
+    public static func run(config: RunConfig, name: String, threads: Int, precision: Precision = .fp32, steps: Int, warmup: Int,
                            log: (String) -> Void = { _ in }) throws -> BenchmarkResult {
         lm_set_blas_threads(Int32(threads))
+        lm_set_matmul_threads(Int32(threads))
         let model = try LlamaModel(config: config.model, purpose: .training(config.train.recompute))
         model.threads = threads
+        model.precision = precision
         model.initialize(seed: config.train.seed)
         let optimizer = AdamW(layout: model.layout)
         let B = config.train.microBatch, T = config.train.seqLen
@@ -84,27 +90,33 @@ public enum Benchmark {
         }
         let peakRss = ProcessStats.peakResidentBytes()
         let sgemm = measureSgemm(config: config, threads: threads)
+        let engine = precision == .fp32 ? sgemm : measure(precision, config: config)
         let median = stepMs.median
         let tokensPerS = Double(B * T) / (median / 1e3)
         let flops = model.flopsPerToken(seqLen: T)
         let gflops = flops * tokensPerS / 1e9
         return BenchmarkResult(
-            config: name, threads: threads, steps: steps, warmupSteps: warmup, parameters: model.layout.count,
+            config: name, precision: precision.rawValue, threads: threads, steps: steps, warmupSteps: warmup, parameters: model.layout.count,
             tokensPerStep: B * T, stepMsMedian: median, stepMsMin: stepMs.min() ?? 0, stepMsMax: stepMs.max() ?? 0,
             forwardMsMedian: forwardMs.median, backwardMsMedian: backwardMs.median,
             optimizerMsMedian: optimizerMs.median, tokensPerS: tokensPerS, flopsPerToken: flops, modelGflops: gflops,
             sgemmGflops: sgemm.gflops, sgemmShape: sgemm.shape, mfuVsSgemm: gflops / sgemm.gflops,
+            matmulGflops: engine.gflops, mfu: gflops / engine.gflops,
             peakRssMb: Double(peakRss) / 1_048_576, finalLoss: loss)
     }
 
     /// OpenBLAS's own rate, median of several calls after one warm-up, on the forward shape of the step's
     /// largest matmul (B·T × dim by dim × max(vocab, ffn)) and on a 1024³ square; the faster one is the bar.
     static func measureSgemm(config: RunConfig, threads: Int) -> (gflops: Double, shape: String) {
+        measure(.fp32, config: config)
+    }
+
+    static func measure(_ precision: Precision, config: RunConfig) -> (gflops: Double, shape: String) {
         let n = config.train.microBatch * config.train.seqLen
         let shapes = [(n, config.model.dim, max(config.model.vocabSize, config.model.ffnHiddenSize)), (1024, 1024, 1024)]
         var best = (gflops: 0.0, shape: "")
         for (m, k, oc) in shapes {
-            let rate = MatmulRate.sgemm(m: m, k: k, oc: oc)
+            let rate = MatmulRate.rate(precision, m: m, k: k, oc: oc)
             if rate > best.gflops { best = (rate, "\(m)x\(k)x\(oc)") }
         }
         return best

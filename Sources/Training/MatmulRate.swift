@@ -24,6 +24,24 @@ public enum MatmulRate {
         return 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
     }
 
+    /// GFLOP/s of the same product in `precision`: sgemm, or oneDNN's bf16 primitive on inputs already in
+    /// bf16 (the engine's own rate; the step's rounding of inputs is the step's cost, not the engine's).
+    public static func rate(_ precision: Precision, m: Int, k: Int, oc: Int) -> Double {
+        guard precision == .bf16 else { return sgemm(m: m, k: k, oc: oc) }
+        var rng = SplitMix64(seed: 7)
+        let a = (0..<(m * k)).map { _ in Float(rng.nextUnit() - 0.5) }, w = (0..<(oc * k)).map { _ in Float(rng.nextUnit() - 0.5) }
+        var a16 = [UInt16](repeating: 0, count: a.count), w16 = [UInt16](repeating: 0, count: w.count)
+        lm_to_bf16(&a16, a, a.count)
+        lm_to_bf16(&w16, w, w.count)
+        let out = FloatBuffer(count: m * oc)
+        var times: [Double] = []
+        for _ in 0..<6 {
+            let t0 = monotonicSeconds()
+            _ = lm_matmul_bf16(out.pointer, a16, w16, Int64(m), Int64(oc), Int64(k), 0, 1, 0)
+            times.append(monotonicSeconds() - t0)
+        }
+        return 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
+    }
 }
 
 /// Seconds on the monotonic clock, for timing.

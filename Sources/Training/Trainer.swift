@@ -99,8 +99,11 @@ public final class Trainer {
             }
             return bytes
         }
+        let precision = try PrecisionChoice.resolve(t.precision)
+        // The resolved precision too: nodes of different CPUs could resolve the default differently.
         try world.checkAgreement("configuration", fields: config.fingerprintFields
-            + Self.agreementFields(options: options, stage: stage, tokenizer: tokenizerBytes, data: t.data, finetune: config.finetune))
+            + Self.agreementFields(options: options, stage: stage, tokenizer: tokenizerBytes, data: t.data, finetune: config.finetune)
+            + [("precision in use", precision.precision.rawValue)])
         try Self.checkWritable(options: options, world: world)
 
         schedule = CosineSchedule(peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
@@ -139,6 +142,9 @@ public final class Trainer {
         units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, partition: partition, shardsParameters: t.sharding == .full) : nil
         model.unitWeights = units
         model.threads = options.threads
+        model.precision = precision.precision
+        lm_set_matmul_threads(Int32(options.threads))
+        if world.isRoot { options.log(precision.message) }
         ownedGradients = t.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
         watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
         var resumedStep = 0
@@ -171,7 +177,8 @@ public final class Trainer {
             // The seed gives every rank the same values; rank 0's copy is broadcast anyway where all hold all.
             if t.sharding != .full { try world.broadcast(model.parameters.pointer, count: model.parameters.count) }
         }
-        let matmulGflops = try world.allreduceSum(MatmulRate.sgemm(size: 512)) / Double(world.size)
+        // MFU's denominator: the rate of the precision in use, measured here (sgemm, or oneDNN's bf16 primitive).
+        let matmulGflops = try world.allreduceSum(MatmulRate.rate(model.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
         reporter = try ProgressReporter(steps: t.steps, firstStep: startStep, tokensPerStep: self.objective.tokensPerStep,
                                         flopsPerToken: model.flopsPerToken(seqLen: t.seqLen), ranks: world.size,
                                         matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,

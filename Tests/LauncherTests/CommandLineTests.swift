@@ -145,6 +145,21 @@ func scratch() throws -> String {
         #expect(r.stdout.contains("a sample of 500 of 4000 lines"), "\(r.stdout)")
     }
 
+    /// On a CPU "without" bf16 (the environment says so): the default falls back to fp32 with one line that
+    /// says why, and an explicit bf16 is refused naming what to do.
+    @Test func precisionFallsBackToFP32WithoutBF16() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let config = try writeTinyConfig(dir, steps: 1)
+        let without = ["LLAMA_TRAIN_CPU_BF16": "0"]
+        let fallback = try run([tool, "pretrain", "--config", config], environment: without)
+        #expect(fallback.status == 0 && fallback.stdout.contains("precision: fp32, since this CPU has no AVX-512 BF16 or AMX"), "\(fallback.stdout)")
+        let refused = try run([tool, "pretrain", "--config", config, "--precision", "bf16"], environment: without)
+        #expect(refused.status == 1 && refused.stderr.contains("--precision fp32") && refused.stderr.contains("LLAMA_TRAIN_CPU_BF16=0"), "\(refused.stderr)")
+        let forced = try run([tool, "pretrain", "--config", config, "--precision", "fp32"])
+        #expect(forced.status == 0 && forced.stdout.contains("precision: fp32 matmuls (OpenBLAS), as configured"))
+    }
+
     @Test func benchEndsWithOneJSONObject() throws {
         let tool = try toolPath()
         let dir = try scratch()

@@ -30,13 +30,15 @@ func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> 
 }
 
 @Suite(.serialized) struct ShardingTests {
-    /// 12 sequences per step: accumulation 3 on 2 ranks and 2 on 3, 8 steps.
+    /// 12 sequences per step: accumulation 3 on 2 ranks and 2 on 3, 8 steps. fp32: the modes differ only in
+    /// the order of fp32 additions, and in bf16 a weight nudged by 1e-7 across a rounding boundary moves its
+    /// bf16 copy by 2^-8, which comparisons at 1e-5 would read as a sharding bug.
     static func config(_ dir: String) throws -> String {
         let path = dir + "/shard.json"
         try """
         {"model": {"dim": 48, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 200, "ffn_hidden_size": 96, "max_seq_len": 16},
          "train": {"seq_len": 16, "micro_batch": 2, "global_batch_tokens": 192, "steps": 8, "lr": 1e-3, "warmup_steps": 1, "seed": 3,
-                   "synthetic_ignore_fraction": 0.3}}
+                   "synthetic_ignore_fraction": 0.3, "precision": "fp32"}}
         """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

@@ -118,4 +118,52 @@ enum ToleranceMode: CustomStringConvertible {
         }
         print("Reference comparison against \(directory):\n  " + report.joined(separator: "\n  "))
     }
+
+    /// The same comparison with bf16 matmuls (oneDNN), where the CPU runs them. Tolerances from bf16's 8-bit
+    /// mantissa: u = 2^-8 is the relative rounding of each input, so one product's output moves by about 2u
+    /// of its scale (both inputs rounded, fp32 accumulation adds nothing comparable), and errors of
+    /// independent roundings add in quadrature over the M = 4L + 1 matmuls in the chain to the logits:
+    /// 2u·sqrt(M). Logits and gradients get 4u·sqrt(M) of their tensor's max |value| (2× that estimate), the
+    /// loss 2u·sqrt(M) relative. AdamW divides each gradient by its own running scale, so an element whose
+    /// gradient is mostly rounding can move by up to lr per step in either direction: parameters within
+    /// 2·lr·step of the float64 values. The fp32 path above keeps its own tolerances.
+    @Test(.enabled(if: PrecisionChoice.nativeBF16, "needs a CPU with AVX-512 BF16 or AMX"))
+    func referenceMatchesHuggingFaceInBF16() throws {
+        let directory = referenceFixtureDirectory()
+        let model = try HuggingFace.loadModel(directory: directory, purpose: .training(.none))
+        model.precision = .bf16
+        let expected = try SafeTensorsFile(path: directory + "/expected.safetensors")
+        let shape = try expected.info("inputs").shape
+        let (B, T) = (shape[0], shape[1])
+        let tokens = try expected.int32s("inputs"), targets = try expected.int32s("targets")
+        let u: Float = 1.0 / 256, matmuls = Float(4 * model.config.nLayers + 1)
+        let chain = 2 * u * matmuls.squareRoot()
+        var report: [String] = []
+        let forward = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
+        expectClose("bf16 logits", model.logits, try expected.floats("logits"), relativeTo: .ofMaxAbs(2 * chain), report: &report)
+        let loss = try expected.floats("loss")[0]
+        #expect(abs(Float(forward.meanLoss) - loss) <= chain * abs(loss), "bf16 loss \(forward.meanLoss), expected \(loss)")
+        model.gradients.zero()
+        model.backward(lossScale: 1 / Float(forward.targetCount))
+        for spec in model.layout.tensors {
+            expectClose("bf16 grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
+                        try expected.floats("grad." + spec.name, expectedShape: spec.shape), relativeTo: .ofMaxAbs(2 * chain), report: &report)
+        }
+        let optimizer = AdamW(layout: model.layout)
+        for step in 1...2 {
+            if step == 2 {
+                model.gradients.zero()
+                let again = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
+                model.backward(lossScale: 1 / Float(again.targetCount))
+            }
+            GradientClipping.clip(model.gradients, maxNorm: 1.0)
+            optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-3)
+            for spec in model.layout.tensors {
+                expectClose("bf16 step\(step)." + spec.name, UnsafeBufferPointer(model.parameters.slice(spec.offset, spec.count)),
+                            try expected.floats("step\(step)." + spec.name, expectedShape: spec.shape),
+                            relativeTo: .absolute(2 * 1e-3 * Float(step)), report: &report)
+            }
+        }
+        print("bf16 reference comparison (chain tolerance \(chain)):\n  " + report.joined(separator: "\n  "))
+    }
 }

@@ -33,6 +33,24 @@ void lm_matmul_forward(float *out, const float *inp, const float *weight, int N,
 void lm_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                         int N, int C, int OC);
 
+// MARK: - Matmul in bf16 (oneDNN): bf16 inputs, fp32 accumulation and outputs. Return 0 if oneDNN failed.
+
+/// Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX).
+int lm_bf16_supported(void);
+/// Threads oneDNN's OpenMP may use inside one product.
+void lm_set_matmul_threads(int threads);
+/// Round to nearest even; NaN stays NaN.
+void lm_to_bf16(uint16_t *out, const float *in, size_t n);
+void lm_from_bf16(float *out, const uint16_t *in, size_t n);
+float lm_round_bf16(float x);
+/// c (m,n) = a (m,k) · b (k,n) [+ c]; a is stored as (k,m) when trans_a, b as (n,k) when trans_b.
+int lm_matmul_bf16(float *c, const uint16_t *a, const uint16_t *b, int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
+                   int accumulate);
+/// lm_matmul_forward and lm_matmul_backward with their inputs (weights included) rounded to bf16.
+int lm_matmul_forward_bf16(float *out, const float *inp, const float *weight, int N, int C, int OC, int accumulate);
+int lm_matmul_backward_bf16(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                            int N, int C, int OC);
+
 // MARK: - Embedding
 
 /// out (N,C) = table[tokens[n]]; tokens must lie in [0, V) (the caller checks).

@@ -1,0 +1,77 @@
+// bf16 matmuls (oneDNN) against float32 naive twins: every orientation of the primitive and the forward and
+// backward wrappers. The twins take the same bf16-rounded inputs and sum in double, so what is left is fp32
+// accumulation (about sqrt(K)·2^-24 of the terms' scale): 1e-5 of the output's scale covers it, and a wrong
+// orientation or a dropped accumulation is off by O(1).
+import Foundation
+import Kernels
+import Model
+import Testing
+import TestSupport
+
+@Suite(.enabled(if: PrecisionChoice.nativeBF16, "needs a CPU with AVX-512 BF16 or AMX"))
+struct BF16MatmulTests {
+    /// Rounds like the kernel: to nearest even.
+    func rounded(_ x: [Float]) -> [Float] { x.map { lm_round_bf16($0) } }
+
+    func bits(_ x: [Float]) -> [UInt16] {
+        var out = [UInt16](repeating: 0, count: x.count)
+        lm_to_bf16(&out, x, x.count)
+        return out
+    }
+
+    @Test func roundingIsToNearestEvenAndKeepsSpecials() {
+        // 7 stored mantissa bits: the step above 1 is 2^-7.
+        #expect(lm_round_bf16(1 + 1.0 / 256) == 1)  // halfway between 1 and 1 + 2^-7: to the even one, 1
+        #expect(lm_round_bf16(1 + 3.0 / 256) == 1 + 1.0 / 64)  // halfway with the odd one below: up
+        #expect(lm_round_bf16(1 + 1.0 / 256 + 1.0 / 4096) == 1 + 1.0 / 128)  // past halfway: up
+        #expect(lm_round_bf16(.infinity) == .infinity && lm_round_bf16(-.infinity) == -.infinity)
+        #expect(lm_round_bf16(.nan).isNaN && lm_round_bf16(-0.0).sign == .minus)
+        var back = [Float](repeating: 0, count: 3)
+        lm_from_bf16(&back, bits([0.5, -3, 1e30]), 3)
+        #expect(back[0] == 0.5 && back[1] == -3 && abs(back[2] / 1e30 - 1) < 1.0 / 128)
+    }
+
+    @Test(arguments: [(0, 0), (0, 1), (1, 0), (1, 1)])
+    func everyOrientationMatchesTheTwin(transA: Int, transB: Int) {
+        var r = Rand(31)
+        let (m, n, k) = (37, 29, 53)
+        for accumulate in [0, 1] {
+            let a = rounded(r.floats(m * k)), b = rounded(r.floats(k * n)), old = r.floats(m * n)
+            // Stored as given by the flags: a as (k,m) when transposed, b as (n,k).
+            func aAt(_ i: Int, _ p: Int) -> Float { transA == 1 ? a[p * m + i] : a[i * k + p] }
+            func bAt(_ p: Int, _ j: Int) -> Float { transB == 1 ? b[j * k + p] : b[p * n + j] }
+            var c = old
+            #expect(lm_matmul_bf16(&c, bits(a), bits(b), Int64(m), Int64(n), Int64(k), Int32(transA), Int32(transB), Int32(accumulate)) == 1)
+            var naive = [Float](repeating: 0, count: m * n)
+            for i in 0..<m {
+                for j in 0..<n {
+                    var s = accumulate == 1 ? Double(old[i * n + j]) : 0
+                    for p in 0..<k { s += Double(aAt(i, p)) * Double(bAt(p, j)) }
+                    naive[i * n + j] = Float(s)
+                }
+            }
+            #expect(maxDifference(c, naive) < 1e-5 * Float(k).squareRoot() * 4, "transA \(transA) transB \(transB) accumulate \(accumulate)")
+        }
+    }
+
+    /// The layer products: forward out = inp · weightᵀ (+ out), backward dinp += dout · weight and
+    /// dweight += doutᵀ · inp, each equal to the fp32 kernel on the bf16-rounded inputs.
+    @Test func forwardAndBackwardEqualFP32OnRoundedInputs() {
+        var r = Rand(32)
+        let (N, C, OC) = (64, 48, 40)
+        let inp = r.floats(N * C), weight = r.floats(OC * C), dout = r.floats(N * OC), old = r.floats(N * OC)
+        var out16 = old, out32 = old
+        #expect(lm_matmul_forward_bf16(&out16, inp, weight, Int32(N), Int32(C), Int32(OC), 1) == 1)
+        lm_matmul_forward(&out32, rounded(inp), rounded(weight), Int32(N), Int32(C), Int32(OC), 1)
+        #expect(maxDifference(out16, out32) < 1e-4)
+        let dinp0 = r.floats(N * C), dweight0 = r.floats(OC * C)
+        var (dinp16, dweight16, dinp32, dweight32) = (dinp0, dweight0, dinp0, dweight0)
+        #expect(lm_matmul_backward_bf16(&dinp16, &dweight16, dout, inp, weight, Int32(N), Int32(C), Int32(OC)) == 1)
+        lm_matmul_backward(&dinp32, &dweight32, rounded(dout), rounded(inp), rounded(weight), Int32(N), Int32(C), Int32(OC))
+        #expect(maxDifference(dinp16, dinp32) < 1e-4 && maxDifference(dweight16, dweight32) < 1e-4)
+        // Without an input gradient only dweight moves.
+        var dweightOnly = dweight0
+        #expect(lm_matmul_backward_bf16(nil, &dweightOnly, dout, inp, weight, Int32(N), Int32(C), Int32(OC)) == 1)
+        #expect(dweightOnly == dweight16)
+    }
+}
