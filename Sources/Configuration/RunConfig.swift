@@ -53,6 +53,8 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var sharding = ShardingMode.none
     /// The matmuls' precision; absent: bf16 where the CPU runs it natively, else fp32 (see PrecisionChoice).
     public var precision: Precision?
+    /// The gradient allreduce's wire format: fp32, or bf16 for half the bytes (sharding none only).
+    public var gradReduce = Precision.fp32
     /// A NaN or Inf loss or gradient norm stops the run, or skips the step without updating.
     public var onNonFinite = NonFinitePolicy.stop
     /// A directory written by `llama-train prepare`; without one, synthetic tokens (benchmarks, tests).
@@ -70,6 +72,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         case seqLen = "seq_len", microBatch = "micro_batch", seed, globalBatchTokens = "global_batch_tokens", steps
         case learningRate = "lr", warmupSteps = "warmup_steps", minLRRatio = "min_lr_ratio", gradClip = "grad_clip"
         case beta1, beta2, eps, weightDecay = "weight_decay", bucketMB = "bucket_mb", onNonFinite = "on_nonfinite", recompute, sharding, precision
+        case gradReduce = "grad_reduce"
         case data, dataWeights = "data_weights", tokenizer, syntheticIgnoreFraction = "synthetic_ignore_fraction"
     }
 
@@ -101,6 +104,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         recompute = try c.decodeIfPresent(Recompute.self, forKey: .recompute) ?? d.recompute
         sharding = try c.decodeIfPresent(ShardingMode.self, forKey: .sharding) ?? d.sharding
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision)
+        gradReduce = try c.decodeIfPresent(Precision.self, forKey: .gradReduce) ?? d.gradReduce
         data = try c.decodeIfPresent(String.self, forKey: .data)
         dataWeights = try c.decodeIfPresent([String: Double].self, forKey: .dataWeights) ?? [:]
         tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer)
@@ -127,6 +131,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         try c.encode(recompute, forKey: .recompute)
         try c.encode(sharding, forKey: .sharding)
         try c.encodeIfPresent(precision, forKey: .precision)
+        if gradReduce != .fp32 { try c.encode(gradReduce, forKey: .gradReduce) }
         try c.encodeIfPresent(data, forKey: .data)
         try c.encode(dataWeights, forKey: .dataWeights)
         try c.encodeIfPresent(tokenizer, forKey: .tokenizer)

@@ -51,6 +51,8 @@ extension RunConfig {
         try check("train.data_weights", t.dataWeights.isEmpty || t.dataWeights.values.contains { $0 > 0 }, "every weight is 0")
         try check("train.synthetic_ignore_fraction", t.syntheticIgnoreFraction >= 0 && t.syntheticIgnoreFraction < 1,
                   "must be in [0, 1), got \(t.syntheticIgnoreFraction)")
+        try check("train.grad_reduce", t.gradReduce == .fp32 || t.sharding == .none,
+                  "bf16 applies to the bucketed allreduce of sharding 'none'; sharded modes reduce-scatter in fp32")
         try check("train.tokenizer", t.data == nil || t.tokenizer != nil, "is required with train.data, to check the shards were made by it")
         // The kernels take rows (micro_batch × seq_len) as a C int; their offsets are 64-bit.
         try check("train.micro_batch", t.microBatch * t.seqLen <= Int(Int32.max),

@@ -22,11 +22,17 @@ public final class BucketedAllreduce: @unchecked Sendable {
     private var stopping = false
     /// Seconds the communication thread spent inside MPI_Allreduce during the current step.
     public private(set) var communicationSeconds = 0.0
+    /// bf16 on the wire (grad_reduce: bf16): half the bytes, partial sums rounded to 8 significant bits.
+    public let bf16: Bool
+    private let scratch: UnsafeMutablePointer<UInt16>?
 
     /// `bucketBytes` is rounded to whole floats; at least one float per bucket.
-    public init(communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int) {
+    public init(communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int, bf16: Bool = false) {
         self.communicator = communicator
         self.buffer = buffer
+        self.bf16 = bf16
+        // One scratch of the gradients' size: buckets are reduced one after another.
+        scratch = bf16 ? UnsafeMutablePointer<UInt16>.allocate(capacity: max(count, 1)) : nil
         let per = max(1, min(bucketBytes / MemoryLayout<Float>.stride, Communicator.chunkLimit))
         var ranges: [Range<Int>] = []
         var end = count
@@ -38,6 +44,7 @@ public final class BucketedAllreduce: @unchecked Sendable {
     }
 
     deinit {
+        scratch?.deallocate()
         condition.lock()
         stopping = true
         condition.broadcast()
@@ -78,7 +85,7 @@ public final class BucketedAllreduce: @unchecked Sendable {
         ready(from: 0)
         let start = Date()
         if communicator.size > 1 && thread == nil {
-            for range in bucketRanges { try communicator.allreduceSum(buffer + range.lowerBound, count: range.count) }
+            for range in bucketRanges { try reduce(range) }
         }
         condition.lock()
         if communicator.size == 1 || thread == nil { completed = bucketRanges.count; queue.removeAll() }
@@ -87,6 +94,14 @@ public final class BucketedAllreduce: @unchecked Sendable {
         condition.unlock()
         if let error { throw error }
         return Date().timeIntervalSince(start)
+    }
+
+    private func reduce(_ range: Range<Int>) throws {
+        if let scratch {
+            try communicator.allreduceSumBF16(buffer + range.lowerBound, count: range.count, scratch: scratch + range.lowerBound)
+        } else {
+            try communicator.allreduceSum(buffer + range.lowerBound, count: range.count)
+        }
     }
 
     private func communicationLoop() {
@@ -99,7 +114,7 @@ public final class BucketedAllreduce: @unchecked Sendable {
             let range = bucketRanges[bucket]
             let start = Date()
             do {
-                try communicator.allreduceSum(buffer + range.lowerBound, count: range.count)
+                try reduce(range)
             } catch {
                 condition.lock()
                 failure = error

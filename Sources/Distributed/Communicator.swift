@@ -158,6 +158,18 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// Sums `count` floats across ranks with bf16 on the wire: half the bytes of `allreduceSum`, each partial
+    /// sum rounded to bf16 (8 significant bits). `scratch` holds at least `count` values.
+    public func allreduceSumBF16(_ buffer: UnsafeMutablePointer<Float>, count: Int, scratch: UnsafeMutablePointer<UInt16>) throws {
+        lm_floats_to_bf16(scratch, buffer, count)
+        try chunked(count) { offset, n in
+            try watched("MPI_Allreduce(bf16, \(n))") {
+                MPI_Allreduce(lm_mpi_in_place(), scratch + offset, Int32(n), lm_mpi_uint16(), lm_mpi_bf16_sum(), comm)
+            }
+        }
+        lm_bf16_to_floats(buffer, scratch, count)
+    }
+
     /// Starts summing `count` floats in place; the request must be completed with `wait` (or polled with
     /// `test`, since non-blocking MPI makes progress only inside MPI calls).
     public func iallreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Request {

@@ -30,6 +30,8 @@ enum PretrainCommand {
          { $0.recompute = Recompute(rawValue: $1.string("recompute")!)! }),
         (Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", "matmul precision (default: bf16 where the CPU runs it natively, else fp32)"),
          { $0.precision = Precision(rawValue: $1.string("precision")!)! }),
+        (Flag("grad-reduce", .choice(Precision.allCases.map(\.rawValue)), "", "the gradient allreduce's wire format (default fp32; bf16 halves the bytes)"),
+         { $0.gradReduce = Precision(rawValue: $1.string("grad-reduce")!)! }),
         (Flag("sharding", .choice(ShardingMode.allCases.map(\.rawValue)), "", "what each rank keeps: all, or its own range of moments, gradients, parameters"),
          { $0.sharding = ShardingMode(rawValue: $1.string("sharding")!)! }),
         (Flag("on-nonfinite", .choice(["stop", "skip"]), "", "a NaN or Inf step stops the run or is skipped"),

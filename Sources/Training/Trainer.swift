@@ -137,7 +137,7 @@ public final class Trainer {
         optimizer = AdamW(layout: model.layout, range: owned, settings: t.adamw)
         buckets = t.sharding == .none
             ? BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
-                                bucketBytes: max(4, Int(t.bucketMB * 1_048_576)))
+                                bucketBytes: max(4, Int(t.bucketMB * 1_048_576)), bf16: t.gradReduce == .bf16)
             : nil
         units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, partition: partition, shardsParameters: t.sharding == .full) : nil
         model.unitWeights = units

@@ -1,8 +1,10 @@
 // lm_kernels.h: the hot loops of a Llama 2 training step, forward and backward, in plain C.
 //
-// What this is: stateless kernels over caller-owned float32 buffers. Matmuls are OpenBLAS sgemm; the rest
-// are fused loops the compiler vectorises. What this is not: an allocator, a model, or anything that does
-// I/O, keeps globals or talks MPI. Swift owns every buffer and decides what runs when.
+// What this is: stateless kernels over caller-owned float32 buffers. Matmuls are OpenBLAS sgemm in fp32 and
+// oneDNN in bf16; the rest are fused loops the compiler vectorises. What this is not: an allocator, a model,
+// or anything that does I/O, keeps globals or talks MPI. Swift owns every buffer and decides what runs when.
+// The one exception is the bf16 matmul (matmul_bf16.c): it keeps oneDNN's engine, a cache of primitives by
+// shape and per-thread scratch for the rounded inputs, since a primitive costs far more to make than to run.
 //
 // Legend: N = rows (batch × time), C = model width, OC = output channels, F = feed-forward width,
 // V = vocabulary, B = batch, T = time, H = query heads, G = key/value heads, D = head dimension.
