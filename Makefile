@@ -11,7 +11,7 @@ BIN := .build/release/llama-train
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: all deps build test bench demo clean
+.PHONY: all deps build test bench bench-precision demo clean
 
 all: build
 
@@ -33,6 +33,8 @@ THREADS ?= 1
 bench: build
 	scripts/bench-step.sh $(BIN) configs/bench-small.json $(THREADS) $(RUNS)
 	scripts/bench-step.sh $(BIN) configs/bench-2048.json $(THREADS) 3
+	scripts/bench-pytorch.sh $(BIN) configs/bench-small.json 5 $(THREADS)
+	scripts/bench-pytorch.sh $(BIN) configs/bench-2048.json 3 $(THREADS)
 	$(BIN) bench --attention --seq 2048 --steps 3
 	scripts/bench-tokenizer.sh $(BIN) 8000
 	scripts/bench-tokenizer-train.sh $(BIN) 32000 3
@@ -45,6 +47,10 @@ bench: build
 # The main job on the built-in corpus: tokenizer, shards, pretraining under mpirun -np 2, chart, samples.
 demo: build
 	scripts/demo.sh $(BIN)
+
+# bf16 against fp32 learning on the demo's data (after `make demo`): 150 steps on 2 ranks each.
+bench-precision: build
+	scripts/bench-precision-learning.sh $(BIN) 150
 
 clean:
 	rm -rf .build
