@@ -12,6 +12,16 @@ import Foundation
 import Support
 import Training
 
+// oneDNN's OpenMP threads (libgomp) spin for a while after every product by default, and on a rank's few
+// cores that spinning takes the core our own threads need for attention and the row-wise kernels (2 threads:
+// 1.49× one thread passive against 1.38× spinning, bench-small in bf16). libgomp reads OMP_WAIT_POLICY once,
+// when it loads, so a process started without it sets it and replaces itself, before anything else runs.
+if ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] == nil {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1)
+    let arguments = CommandLine.unsafeArgv
+    execv("/proc/self/exe", arguments)  // returns only on failure: then run as we are
+}
+
 let commands: [CommandSpec] = [
     BenchCommand.spec,
     TokenizerCommands.trainSpec, TokenizerCommands.benchSpec, TokenizerCommands.tokenizeSpec, TokenizerCommands.detokenizeSpec,

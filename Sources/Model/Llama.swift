@@ -190,7 +190,10 @@ public final class LlamaModel {
         lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d.N, d.C, Float(c.normEps))
         matmulForward(a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, d.N, d.C, d.V, 0)
         unitWeights?.forwardFinished(unit: head)
-        lm_cross_entropy_forward(a.ptr(a.losses), a.ptr(a.logits), a.targets, d.N, d.V)
+        let (losses, logits, targets, V) = (a.ptr(a.losses), a.ptr(a.logits), a.targets, Int(d.V))
+        inParallel(units: Int(d.N)) { first, end in
+            lm_cross_entropy_forward(losses + first, logits + first * V, targets + first, Int32(end - first), d.V)
+        }
     }
 
     /// Block l from residual[l] to residual[l + 1], keeping its activations in block(l). The backward's
@@ -217,7 +220,11 @@ public final class LlamaModel {
         lm_rmsnorm_forward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), d.N, d.C, eps)
         matmulForward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
         matmulForward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
-        lm_swiglu_forward(a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up), d.nf)
+        let (act, gate, up) = (a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up))
+        inParallel(units: Int(d.N)) { first, end in
+            let (offset, count) = (first * Int(d.F), (end - first) * Int(d.F))
+            lm_swiglu_forward(act + offset, gate + offset, up + offset, count)
+        }
         out.update(from: a.ptr(s.mid), count: d.nc)
         matmulForward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
     }
@@ -242,10 +249,10 @@ public final class LlamaModel {
         fatalError("oneDNN could not run a bf16 matmul of (\(n)×\(c)) · (\(oc)×\(c))ᵀ (out of memory, or a CPU without bf16); run with --precision fp32")
     }
 
-    /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads). Each
-    /// unit is computed by exactly one call, so the result does not depend on the number of threads.
-    /// The units' tile products are single-threaded sgemm calls, so OpenBLAS is held at one thread while
-    /// they run on ours, and given its count back after.
+    /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads): the
+    /// attention units, and the rows of the row-wise kernels (cross-entropy, SwiGLU). Each unit is computed by
+    /// exactly one call, so the result does not depend on the number of threads. The attention tiles are
+    /// single-threaded sgemm calls, so OpenBLAS is held at one thread while units run on ours.
     private func inParallel(units: Int, _ body: (Int, Int) -> Void) {
         let threads = min(max(1, self.threads), units)
         guard threads > 1 else { return body(0, units) }
@@ -267,7 +274,10 @@ public final class LlamaModel {
         guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
         let N = Int32(a.batch * a.seqLen), V = Int32(config.outputSize)
         // logits = lm_head(rmsnorm(x_L)); dlogits overwrite the logits in place
-        lm_cross_entropy_backward(a.ptr(a.logits), a.ptr(a.logits), a.targets, lossScale, N, V)
+        let (logits, targets, width) = (a.ptr(a.logits), a.targets, Int(V))
+        inParallel(units: Int(N)) { first, end in
+            lm_cross_entropy_backward(logits + first * width, logits + first * width, targets + first, lossScale, Int32(end - first), V)
+        }
         backwardFromLogitGradients(gradientsReady: gradientsReady)
     }
 
@@ -313,7 +323,11 @@ public final class LlamaModel {
             // act = silu(gate) · up
             zero(a.dgate, d.nf)
             zero(a.dup, d.nf)
-            lm_swiglu_backward(a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up), d.nf)
+            let (dgate, dup, dact, gate, up) = (a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up))
+            inParallel(units: Int(d.N)) { first, end in
+                let (offset, count) = (first * Int(d.F), (end - first) * Int(d.F))
+                lm_swiglu_backward(dgate + offset, dup + offset, dact + offset, gate + offset, up + offset, count)
+            }
             // gate = W_gate · n, up = W_up · n, n = rmsnorm(h)
             zero(a.dnorm, d.nc)
             matmulBackward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
