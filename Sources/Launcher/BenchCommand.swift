@@ -14,7 +14,7 @@ enum BenchCommand {
         summary: "time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON",
         flags: [
             Flag("config", .text, "FILE", "the run config whose model and micro-batch to time (required without --attention)"),
-            Flag("threads", .int(min: 1, max: 4096), "N", "BLAS threads (default 1)"),
+            Flag("threads", .int(min: 1, max: 4096), "N", "threads: BLAS, oneDNN, attention and row-wise kernels (default 1)"),
             Flag("steps", .int(min: 1, max: 1_000_000), "K", "timed steps (default 5)"),
             Flag("warmup", .int(min: 0, max: 1_000_000), "W", "untimed steps first (default 2)"),
             Flag("quiet", .toggle, "print only the summary"),

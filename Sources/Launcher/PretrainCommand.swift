@@ -41,7 +41,7 @@ enum PretrainCommand {
     /// The flags of pretrain, sft and reward.
     static let trainingFlags: [Flag] = [Flag("config", .text, "FILE", required: true, "the run config (model, train, finetune blocks)")]
         + overrides.map(\.flag) + [
-        Flag("threads", .int(min: 1, max: 4096), "N", "BLAS threads per rank (default 1)"),
+        Flag("threads", .int(min: 1, max: 4096), "N", "threads per rank: BLAS, oneDNN, attention and row-wise kernels (default 1)"),
         Flag("out", .text, "DIR", "write the final model here (Hugging Face layout) when the schedule completes"),
         Flag("metrics", .text, "FILE.jsonl", "one JSON object per step; appended to on resume"),
         Flag("log-every", .int(min: 1, max: Int.max), "N", "progress line every N steps (default 1)"),

@@ -67,7 +67,8 @@ public final class LlamaModel {
     public private(set) var activations: ActivationArena?
     /// Set when units come from a sharding provider; nil reads and writes the buffers above directly.
     public var unitWeights: UnitWeights?
-    /// Threads the attention kernels spread their units over (the rank's --threads). While they run, OpenBLAS
+    /// Threads the attention kernels and the row-wise kernels (cross-entropy, SwiGLU) spread their units over
+    /// (the rank's --threads; the matmuls thread inside OpenBLAS and oneDNN). While they run, OpenBLAS
     /// is held at one thread; that global switch is only safe when nothing else in the process calls BLAS
     /// meanwhile, which holds for a training rank (one model, one compute thread) but not for tests that run
     /// several models at once, so it is opt-in.
