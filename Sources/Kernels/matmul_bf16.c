@@ -1,9 +1,8 @@
-// Matmuls in bf16 through oneDNN's matmul primitive: bf16 inputs, fp32 accumulation and fp32 outputs.
-// Callers pass float32 buffers; inputs are rounded to bf16 (round to nearest even) into per-thread scratch
-// just before each product, weights included, so a weight's bf16 copy is always the rounding of its current
-// master value (what a copy refreshed after every optimizer step holds). The one state kept here, behind a
-// mutex: oneDNN's engine and stream and a cache of primitives by shape, since creating a primitive costs
-// far more than running a small one.
+// Matmuls in bf16 through oneDNN's matmul primitive: bf16 inputs, fp32 accumulation and fp32 outputs, and
+// the rounding to bf16 (round to nearest even) the caller applies to every input just before its product.
+// The one state kept here, behind a mutex: oneDNN's engine and a cache of primitives by shape and
+// orientation, since creating a primitive costs far more than running a small one (and one stream per
+// calling thread).
 #include "lm_kernels.h"
 
 #include <dnnl.h>
@@ -137,21 +136,6 @@ static cached_matmul *matmul_for(int64_t m, int64_t n, int64_t k, int trans_a, i
     return result;
 }
 
-// Per-thread scratch for the bf16 copies of the two inputs.
-static __thread uint16_t *scratch[2];
-static __thread size_t scratch_size[2];
-
-static uint16_t *rounded(int slot, const float *x, size_t n) {
-    if (scratch_size[slot] < n) {
-        free(scratch[slot]);
-        scratch[slot] = malloc(n * sizeof(uint16_t));
-        scratch_size[slot] = scratch[slot] ? n : 0;
-        if (!scratch[slot]) return NULL;
-    }
-    lm_to_bf16(scratch[slot], x, n);
-    return scratch[slot];
-}
-
 int lm_matmul_bf16(float *c, const uint16_t *a, const uint16_t *b, int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
                    int accumulate) {
     cached_matmul *e = matmul_for(m, n, k, trans_a, trans_b, accumulate);
@@ -174,23 +158,4 @@ int lm_matmul_bf16(float *c, const uint16_t *a, const uint16_t *b, int64_t m, in
     if (mb) dnnl_memory_destroy(mb);
     if (mc) dnnl_memory_destroy(mc);
     return ok;
-}
-
-// out (N,OC) = inp (N,C) · weight (OC,C)ᵀ [+ out], inputs rounded to bf16.
-int lm_matmul_forward_bf16(float *out, const float *inp, const float *weight, int N, int C, int OC, int accumulate) {
-    uint16_t *x = rounded(0, inp, (size_t)N * C), *w = rounded(1, weight, (size_t)OC * C);
-    return x && w && lm_matmul_bf16(out, x, w, N, OC, C, 0, 1, accumulate);
-}
-
-// dinp (N,C) += dout (N,OC) · weight (OC,C); dweight (OC,C) += doutᵀ · inp; inputs rounded to bf16.
-int lm_matmul_backward_bf16(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                            int N, int C, int OC) {
-    uint16_t *g = rounded(0, dout, (size_t)N * OC);
-    if (!g) return 0;
-    if (dinp) {
-        uint16_t *w = rounded(1, weight, (size_t)OC * C);
-        if (!w || !lm_matmul_bf16(dinp, g, w, N, C, OC, 0, 0, 1)) return 0;
-    }
-    uint16_t *x = rounded(1, inp, (size_t)N * C);
-    return x && lm_matmul_bf16(dweight, g, x, OC, C, N, 1, 0, 1);
 }

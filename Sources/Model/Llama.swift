@@ -67,7 +67,7 @@ public final class LlamaModel {
     public private(set) var activations: ActivationArena?
     /// Set when units come from a sharding provider; nil reads and writes the buffers above directly.
     public var unitWeights: UnitWeights?
-    /// Threads the attention kernels and the row-wise kernels (cross-entropy, SwiGLU) spread their units over
+    /// Threads the attention kernels, the row-wise kernels (cross-entropy, SwiGLU, RMSNorm's forward) and AdamW spread their work over
     /// (the rank's --threads; the matmuls thread inside OpenBLAS and oneDNN). While they run, OpenBLAS
     /// is held at one thread; that global switch is only safe when nothing else in the process calls BLAS
     /// meanwhile, which holds for a training rank (one model, one compute thread) but not for tests that run
@@ -76,6 +76,8 @@ public final class LlamaModel {
     /// The precision of every matmul: fp32 (OpenBLAS sgemm) or bf16 (oneDNN, fp32 accumulation). Everything
     /// else (norm statistics, softmax, rotary, the loss, gradients, the optimizer) stays fp32 either way.
     public var precision: Precision = .fp32
+    /// The bf16 roundings of the two inputs of the matmul in flight.
+    private let bf16Scratch = [BF16Scratch(), BF16Scratch()]
 
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
     /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
@@ -188,7 +190,7 @@ public final class LlamaModel {
             unitWeights?.forwardFinished(unit: u)
         }
         let ph = parameterBase(forwardOf: head)
-        lm_rmsnorm_forward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d.N, d.C, Float(c.normEps))
+        rmsnormForward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d, Float(c.normEps))
         matmulForward(a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, d.N, d.C, d.V, 0)
         unitWeights?.forwardFinished(unit: head)
         let (losses, logits, targets, V) = (a.ptr(a.losses), a.ptr(a.logits), a.targets, Int(d.V))
@@ -204,7 +206,7 @@ public final class LlamaModel {
         let eps = Float(config.normEps), cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
         func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { base + layout.layer(l, t).offset }
         // h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(x)
-        lm_rmsnorm_forward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), d.N, d.C, eps)
+        rmsnormForward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), d, eps)
         matmulForward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
         matmulForward(a.ptr(s.k), a.ptr(s.norm1), w(.k), d.N, d.C, d.KV, 0)
         matmulForward(a.ptr(s.v), a.ptr(s.norm1), w(.v), d.N, d.C, d.KV, 0)
@@ -218,7 +220,7 @@ public final class LlamaModel {
         a.ptr(s.mid).update(from: x, count: d.nc)
         matmulForward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
         // out = h + down(silu(gate(n)) · up(n)), n = rmsnorm(h)
-        lm_rmsnorm_forward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), d.N, d.C, eps)
+        rmsnormForward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), d, eps)
         matmulForward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
         matmulForward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
         let (act, gate, up) = (a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up))
@@ -232,17 +234,45 @@ public final class LlamaModel {
 
     private func matmulForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                                _ n: Int32, _ c: Int32, _ oc: Int32, _ accumulate: Int32) {
-        switch precision {
-        case .fp32: lm_matmul_forward(out, inp, weight, n, c, oc, accumulate)
-        case .bf16: guard lm_matmul_forward_bf16(out, inp, weight, n, c, oc, accumulate) != 0 else { oneDNNFailed(n, c, oc) }
-        }
+        guard precision == .bf16 else { return lm_matmul_forward(out, inp, weight, n, c, oc, accumulate) }
+        // out (n,oc) = inp (n,c) · weight (oc,c)ᵀ
+        let x = rounded(0, inp, Int(n) * Int(c)), w = rounded(1, weight, Int(oc) * Int(c))
+        guard lm_matmul_bf16(out, x, w, Int64(n), Int64(oc), Int64(c), 0, 1, accumulate) != 0 else { oneDNNFailed(n, c, oc) }
     }
 
     private func matmulBackward(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
                                 _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32) {
-        switch precision {
-        case .fp32: lm_matmul_backward(dinp, dweight, dout, inp, weight, n, c, oc)
-        case .bf16: guard lm_matmul_backward_bf16(dinp, dweight, dout, inp, weight, n, c, oc) != 0 else { oneDNNFailed(n, c, oc) }
+        guard precision == .bf16 else { return lm_matmul_backward(dinp, dweight, dout, inp, weight, n, c, oc) }
+        let g = rounded(0, dout, Int(n) * Int(oc))
+        if let dinp {
+            // dinp (n,c) += dout (n,oc) · weight (oc,c)
+            let w = rounded(1, weight, Int(oc) * Int(c))
+            guard lm_matmul_bf16(dinp, g, w, Int64(n), Int64(c), Int64(oc), 0, 0, 1) != 0 else { oneDNNFailed(n, c, oc) }
+        }
+        // dweight (oc,c) += doutᵀ (oc,n) · inp (n,c)
+        let x = rounded(1, inp, Int(n) * Int(c))
+        guard lm_matmul_bf16(dweight, g, x, Int64(oc), Int64(c), Int64(n), 1, 0, 1) != 0 else { oneDNNFailed(n, c, oc) }
+    }
+
+    /// `count` values of `x` rounded to bf16 into scratch slot 0 or 1 (grown as needed), spread over the
+    /// threads: every matmul input, weights included, is rounded just before its product, so a weight's bf16
+    /// copy is always the rounding of its current fp32 master.
+    private func rounded(_ slot: Int, _ x: UnsafePointer<Float>, _ count: Int) -> UnsafePointer<UInt16> {
+        let out = bf16Scratch[slot].reserve(count)
+        let chunk = 1 << 16
+        inParallel(units: (count + chunk - 1) / chunk) { first, end in
+            let lo = first * chunk, hi = min(end * chunk, count)
+            lm_to_bf16(out + lo, x + lo, hi - lo)
+        }
+        return UnsafePointer(out)
+    }
+
+    /// RMSNorm's forward, rows spread over the threads.
+    private func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                                _ weight: UnsafePointer<Float>, _ d: Dims, _ eps: Float) {
+        let width = Int(d.C)
+        inParallel(units: Int(d.N)) { first, end in
+            lm_rmsnorm_forward(out + first * width, rstd + first, inp + first * width, weight, Int32(end - first), d.C, eps)
         }
     }
 
@@ -378,4 +408,21 @@ public final class LlamaModel {
 private struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
+}
+
+/// A growable buffer of bf16 values, for matmul inputs rounded just before their product.
+final class BF16Scratch {
+    private var pointer: UnsafeMutablePointer<UInt16>?
+    private var capacity = 0
+
+    /// At least `count` values (contents undefined).
+    func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
+        if let pointer, capacity >= count { return pointer }
+        pointer?.deallocate()
+        capacity = max(count, 1)
+        pointer = .allocate(capacity: capacity)
+        return pointer!
+    }
+
+    deinit { pointer?.deallocate() }
 }

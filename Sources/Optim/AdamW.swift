@@ -2,6 +2,7 @@
 //
 // The moments m and v share the parameters' layout, so the update is one fused C loop per tensor; the
 // per-tensor split exists only to apply weight decay to matrices and not to the RMSNorm gains.
+import Foundation
 import Kernels
 import Model
 
@@ -43,6 +44,9 @@ public final class AdamW {
         v = FloatBuffer(count: self.range.count)
     }
 
+    /// Threads each large tensor's update is spread over (the rank's --threads).
+    public var threads = 1
+
     /// One update of the full buffers (range must be the whole layout).
     public func update(parameters: FloatBuffer, gradients: FloatBuffer, learningRate: Float) {
         precondition(range == 0..<layout.count && parameters.count == layout.count && gradients.count == layout.count)
@@ -59,10 +63,16 @@ public final class AdamW {
         for spec in layout.tensors {
             let lo = max(spec.offset, range.lowerBound), hi = min(spec.offset + spec.count, range.upperBound)
             guard lo < hi else { continue }
-            let o = lo - range.lowerBound
-            lm_adamw_update(parameters + o, gradients + o, m.pointer + o, v.pointer + o, hi - lo,
-                            learningRate, settings.beta1, settings.beta2, settings.eps,
-                            spec.decays ? settings.weightDecay : 0, bc1, bc2)
+            let o = lo - range.lowerBound, n = hi - lo
+            nonisolated(unsafe) let (p, g, mm, vv) = (parameters + o, gradients + o, m.pointer + o, v.pointer + o)
+            let (s, decay) = (settings, spec.decays ? settings.weightDecay : 0)
+            // Element by element, so any split over threads gives the same bits; small tensors stay on one.
+            let parts = n >= 1 << 16 ? max(1, threads) : 1
+            DispatchQueue.concurrentPerform(iterations: parts) { i in
+                let first = n * i / parts, end = n * (i + 1) / parts
+                lm_adamw_update(p + first, g + first, mm + first, vv + first, end - first,
+                                learningRate, s.beta1, s.beta2, s.eps, decay, bc1, bc2)
+            }
         }
     }
 }

@@ -59,6 +59,7 @@ public enum Benchmark {
         model.precision = precision
         model.initialize(seed: config.train.seed)
         let optimizer = AdamW(layout: model.layout)
+        optimizer.threads = threads
         let B = config.train.microBatch, T = config.train.seqLen
         var rng = SplitMix64(seed: config.train.seed &+ 1)
         let vocab = UInt64(config.model.vocabSize)
@@ -75,7 +76,7 @@ public enum Benchmark {
             let t1 = monotonicSeconds()
             model.backward(lossScale: Float(1.0 / Double(max(result.targetCount, 1))))
             let t2 = monotonicSeconds()
-            let norm = GradientClipping.clip(model.gradients, maxNorm: 1.0)
+            let norm = GradientClipping.clip(model.gradients, maxNorm: 1.0, threads: threads)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 3e-4)
             let t3 = monotonicSeconds()
             loss = result.meanLoss

@@ -143,6 +143,7 @@ public final class Trainer {
         model.unitWeights = units
         model.threads = options.threads
         model.precision = precision.precision
+        optimizer.threads = options.threads
         lm_set_matmul_threads(Int32(options.threads))
         if world.isRoot { options.log(precision.message) }
         ownedGradients = t.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil

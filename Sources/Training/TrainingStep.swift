@@ -59,7 +59,7 @@ extension Trainer {
         let optimizerStart = Date()
         // The gradients this rank updates with: all of them, or the sum of its own range.
         let gradients = ownedGradients?.pointer ?? model.gradients.pointer
-        let squares = GradientClipping.sumOfSquares(gradients, count: owned.count)
+        let squares = GradientClipping.sumOfSquares(gradients, count: owned.count, threads: options.threads)
         let norm = (t.sharding == .none ? squares : try world.allreduceSum(squares)).squareRoot()
         let lr = schedule.learningRate(step: k)
         var skipped = false
@@ -71,7 +71,7 @@ extension Trainer {
             skipped = true
             if world.isRoot { options.log("skipping \(what)") }
         } else {
-            GradientClipping.scale(gradients, count: owned.count, norm: norm, maxNorm: t.gradClip)
+            GradientClipping.scale(gradients, count: owned.count, norm: norm, maxNorm: t.gradClip, threads: options.threads)
             let parameters = model.parameters.pointer + (owned.lowerBound - model.parameterRange.lowerBound)
             optimizer.update(parameters: parameters, gradients: gradients, learningRate: Float(lr))
             switch t.sharding {

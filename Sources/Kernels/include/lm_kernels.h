@@ -3,8 +3,8 @@
 // What this is: stateless kernels over caller-owned float32 buffers. Matmuls are OpenBLAS sgemm in fp32 and
 // oneDNN in bf16; the rest are fused loops the compiler vectorises. What this is not: an allocator, a model,
 // or anything that does I/O, keeps globals or talks MPI. Swift owns every buffer and decides what runs when.
-// The one exception is the bf16 matmul (matmul_bf16.c): it keeps oneDNN's engine, a cache of primitives by
-// shape and per-thread scratch for the rounded inputs, since a primitive costs far more to make than to run.
+// The one exception is the bf16 matmul (matmul_bf16.c): it keeps oneDNN's engine and a cache of primitives
+// by shape, since a primitive costs far more to make than to run.
 //
 // Legend: N = rows (batch × time), C = model width, OC = output channels, F = feed-forward width,
 // V = vocabulary, B = batch, T = time, H = query heads, G = key/value heads, D = head dimension.
@@ -35,7 +35,8 @@ void lm_matmul_forward(float *out, const float *inp, const float *weight, int N,
 void lm_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                         int N, int C, int OC);
 
-// MARK: - Matmul in bf16 (oneDNN): bf16 inputs, fp32 accumulation and outputs. Return 0 if oneDNN failed.
+// MARK: - Matmul in bf16 (oneDNN): bf16 inputs, fp32 accumulation and outputs. lm_matmul_bf16 returns 0 if
+// oneDNN failed.
 
 /// Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX).
 int lm_bf16_supported(void);
@@ -48,10 +49,6 @@ float lm_round_bf16(float x);
 /// c (m,n) = a (m,k) · b (k,n) [+ c]; a is stored as (k,m) when trans_a, b as (n,k) when trans_b.
 int lm_matmul_bf16(float *c, const uint16_t *a, const uint16_t *b, int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
                    int accumulate);
-/// lm_matmul_forward and lm_matmul_backward with their inputs (weights included) rounded to bf16.
-int lm_matmul_forward_bf16(float *out, const float *inp, const float *weight, int N, int C, int OC, int accumulate);
-int lm_matmul_backward_bf16(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
-                            int N, int C, int OC);
 
 // MARK: - Embedding
 
