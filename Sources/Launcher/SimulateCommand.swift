@@ -39,8 +39,14 @@ enum SimulateCommand {
             print(String(format: "target cluster: %.1f TFLOP/s per node, %.0f Gb/s links, %.1f µs latency", tflops, gbps, latencyUs))
         } else if var c = calibrated {
             c.cores = nil  // one rank per node of this machine's speed
+            // A rank is a whole node: T threads at the efficiency measured for --threads here (bench-small,
+            // 2 threads against 1: 1.82× fp32, 1.77–1.80× bf16, so 0.9 by default). The optimizer is threaded too.
+            let threads = args.int("threads-per-rank", default: 1), efficiency = args.number("thread-efficiency", default: 0.9)
+            let speedup = threads == 1 ? 1 : Double(threads) * efficiency
+            c.flopsPerRank *= speedup
+            c.optimizerSecondsPerParameter /= speedup
             target = c
-            print("target cluster: nodes like this machine, one rank per node, with its measured allreduce α and β")
+            print("target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with its measured allreduce α and β")
         } else {
             throw UsageError("give --calibration runs/scaling/scaling.json, or --node-tflops, --link-gbps and --latency-us")
         }

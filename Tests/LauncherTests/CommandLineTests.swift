@@ -160,6 +160,29 @@ func scratch() throws -> String {
         #expect(forced.status == 0 && forced.stdout.contains("precision: fp32 matmuls (OpenBLAS), as configured"))
     }
 
+    /// `plan --simulate` with ranks of several threads: compute and the optimizer speed up by threads ×
+    /// efficiency, communication does not, so 7B's step at 1024 ranks falls by more than 20× at 64 threads.
+    @Test func simulatorTakesThreadsPerRank() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: packageRoot + "/configs/bench-small.json")))
+        let calibration: [String: Any] = ["config": config, "machine": ["cores": 2], "results": [
+            ["mode": "weak", "ranks": 1, "tokens_per_step": 1024, "compute_s": 1.0, "optimizer_s": 0.02, "step_s": 1.02],
+            ["mode": "weak", "ranks": 2, "tokens_per_step": 2048, "compute_s": 1.0, "optimizer_s": 0.02, "step_s": 1.06,
+             "bus_bytes_per_s_raw_mpi_25mb_messages": 5e9, "raw_small_seconds": 2e-5, "per_rank_efficiency": 0.96],
+        ]]
+        try JSONSerialization.data(withJSONObject: calibration).write(to: URL(fileURLWithPath: dir + "/scaling.json"))
+        func step(_ threads: Int) throws -> Double {
+            let r = try run([tool, "plan", "--simulate", "--calibration", dir + "/scaling.json", "--configs", packageRoot + "/configs/llama2-7b.json",
+                             "--max-ranks", "1024", "--threads-per-rank", "\(threads)"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let row = try #require(r.stdout.split(separator: "\n").first { $0.split(separator: " ").first == "1024" })
+            return try #require(Double(row.split(separator: " ")[3]))
+        }
+        let one = try step(1), many = try step(64)
+        #expect(one / many > 20 && one / many < 64, "\(one) s against \(many) s")
+    }
+
     @Test func benchEndsWithOneJSONObject() throws {
         let tool = try toolPath()
         let dir = try scratch()
