@@ -34,14 +34,19 @@ size_t lm_flash_attention_backward_units(int B, int G) { return (size_t)B * (siz
 // The tile products are single-threaded sgemm calls (the caller runs units on its own threads and holds
 // OpenBLAS at one thread meanwhile): row-major, leading dimensions the tensors' strides.
 // c (m,n) = alpha · a (m,k) · b (k,n) [+ c], with either operand transposed as its storage requires.
-static inline void tile_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
-                             const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+// With bf16 set (the bf16 entry points), the same products run on bf16 inputs with fp32 accumulation.
+static inline void tile_gemm_any(int bf16, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
+                                 const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    if (bf16) {
+        lm_tile_gemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha,
                 a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
-void lm_flash_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                                int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
+static void flash_forward(int bf16, float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                          int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
     const size_t qs = (size_t)H * D, kvs = (size_t)G * D;
     const int group = H / G, blocks = (T + bq - 1) / bq;
     const float scale = 1.0f / sqrtf((float)D);
@@ -65,7 +70,7 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
         for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
             const int nc = min_int(bk, T - c0);
             // S (nr,nc) = Q_i (nr,D) · K_jᵀ · scale
-            tile_gemm(0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, s, bk);
+            tile_gemm_any(bf16, 0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, s, bk);
             for (int r = 0; r < nr; r++) {
                 float *row = s + r * bk;
                 // Causal: key c0 + c is visible to query r0 + r when c0 + c ≤ r0 + r (none, for rows above the tile).
@@ -94,7 +99,7 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
                 }
             }
             // O_i (nr,D) += P (nr,nc) · V_j (nc,D)
-            tile_gemm(0, 0, nr, D, nc, 1.0f, s, bk, V + (size_t)c0 * kvs, kvs, 1.0f, O, qs);
+            tile_gemm_any(bf16, 0, 0, nr, D, nc, 1.0f, s, bk, V + (size_t)c0 * kvs, kvs, 1.0f, O, qs);
         }
         float *L = lse + ((size_t)b * H + h) * T + r0;
         for (int r = 0; r < nr; r++) {
@@ -107,9 +112,9 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
     }
 }
 
-void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                                 const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
-                                 int bq, int bk, size_t first_unit, size_t end_unit) {
+static void flash_backward(int bf16, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                           const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                           int bq, int bk, size_t first_unit, size_t end_unit) {
     const size_t qs = (size_t)H * D, kvs = (size_t)G * D;
     const int group = H / G;
     const float scale = 1.0f / sqrtf((float)D);
@@ -136,7 +141,7 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                 for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
                     const int nc = min_int(bk, T - c0);
                     // forward: S = Q·Kᵀ·scale, P = exp(S − lse), zero above the diagonal
-                    tile_gemm(0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, p, bk);
+                    tile_gemm_any(bf16, 0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, p, bk);
                     for (int r = 0; r < nr; r++) {
                         const int visible = r0 + r < c0 ? 0 : min_int(nc, r0 + r - c0 + 1);
                         float *row = p + r * bk;
@@ -145,8 +150,8 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                         for (int c = visible; c < nc; c++) row[c] = 0;
                     }
                     // forward: out = P·V ⇒ dV += Pᵀ·dO, dP = dO·Vᵀ
-                    tile_gemm(1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f, dV + (size_t)c0 * kvs, kvs);
-                    tile_gemm(0, 1, nr, nc, D, 1.0f, dO, qs, V + (size_t)c0 * kvs, kvs, 0.0f, dp, bk);
+                    tile_gemm_any(bf16, 1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f, dV + (size_t)c0 * kvs, kvs);
+                    tile_gemm_any(bf16, 0, 1, nr, nc, D, 1.0f, dO, qs, V + (size_t)c0 * kvs, kvs, 0.0f, dp, bk);
                     for (int r = 0; r < nr; r++) {
                         float *d = dp + r * bk;
                         const float *pr = p + r * bk;
@@ -154,10 +159,32 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                         for (int c = 0; c < nc; c++) d[c] = pr[c] * (d[c] - rowdot[r]);
                     }
                     // forward: S = Q·Kᵀ·scale ⇒ dQ += dS·K·scale, dK += dSᵀ·Q·scale
-                    tile_gemm(0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs, kvs, 1.0f, dQ, qs);
-                    tile_gemm(1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f, dK + (size_t)c0 * kvs, kvs);
+                    tile_gemm_any(bf16, 0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs, kvs, 1.0f, dQ, qs);
+                    tile_gemm_any(bf16, 1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f, dK + (size_t)c0 * kvs, kvs);
                 }
             }
         }
     }
+}
+
+void lm_flash_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
+    flash_forward(0, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+}
+
+void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                 const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                                 int bq, int bk, size_t first_unit, size_t end_unit) {
+    flash_backward(0, dq, dk, dv, dout, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+}
+
+void lm_flash_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                     int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
+    flash_forward(1, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+}
+
+void lm_flash_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                      const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                                      int bq, int bk, size_t first_unit, size_t end_unit) {
+    flash_backward(1, dq, dk, dv, dout, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
 }

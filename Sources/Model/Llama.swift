@@ -214,8 +214,9 @@ public final class LlamaModel {
         lm_rope_forward(a.ptr(s.k), cosT, sinT, d.B, d.T, d.G, d.D)
         let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
         let (attnOut, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
+        let forward = precision == .bf16 ? lm_flash_attention_forward_bf16 : lm_flash_attention_forward
         inParallel(units: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end in
-            lm_flash_attention_forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+            forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
         }
         a.ptr(s.mid).update(from: x, count: d.nc)
         matmulForward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
@@ -374,8 +375,9 @@ public final class LlamaModel {
             let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
             let (dq, dk, dv, dout) = (a.ptr(a.dq), a.ptr(a.dk), a.ptr(a.dv), a.ptr(a.dattnOut))
             let (out, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
+            let backward = precision == .bf16 ? lm_flash_attention_backward_bf16 : lm_flash_attention_backward
             inParallel(units: lm_flash_attention_backward_units(d.B, d.G)) { first, end in
-                lm_flash_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+                backward(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
             }
             lm_rope_backward(a.ptr(a.dq), cosT, sinT, d.B, d.T, d.H, d.D)
             lm_rope_backward(a.ptr(a.dk), cosT, sinT, d.B, d.T, d.G, d.D)

@@ -4,6 +4,7 @@
 // work units over several calls (as threads do) gives bitwise the same result.
 import Foundation
 import Kernels
+import Model
 import Testing
 import TestSupport
 
@@ -27,22 +28,24 @@ struct AttentionData {
     }
 
     /// Flash forward over the units in `splits` consecutive calls: (out, lse).
-    func flashForward(q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil, splits: Int = 1) -> ([Float], [Float]) {
+    func flashForward(q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil, splits: Int = 1, bf16: Bool = false) -> ([Float], [Float]) {
         var out = [Float](repeating: .nan, count: self.q.count), lse = [Float](repeating: .nan, count: c.B * c.H * c.T)
         let units = lm_flash_attention_forward_units(Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.bq))
+        let forward = bf16 ? lm_flash_attention_forward_bf16 : lm_flash_attention_forward
         for s in 0..<splits {
-            lm_flash_attention_forward(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
+            forward(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
                                        Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), units * s / splits, units * (s + 1) / splits)
         }
         return (out, lse)
     }
 
-    func flashBackward(splits: Int = 1) -> (dq: [Float], dk: [Float], dv: [Float]) {
-        let (out, lse) = flashForward()
+    func flashBackward(splits: Int = 1, bf16: Bool = false) -> (dq: [Float], dk: [Float], dv: [Float]) {
+        let (out, lse) = flashForward(bf16: bf16)
         var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = [Float](repeating: 0, count: v.count)
         let units = lm_flash_attention_backward_units(Int32(c.B), Int32(c.G))
+        let backward = bf16 ? lm_flash_attention_backward_bf16 : lm_flash_attention_backward
         for s in 0..<splits {
-            lm_flash_attention_backward(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
+            backward(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
                                         Int32(c.D), Int32(c.bq), Int32(c.bk), units * s / splits, units * (s + 1) / splits)
         }
         return (dq, dk, dv)
@@ -134,5 +137,52 @@ func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
         expectGradient("flash dq (H \(H), G \(G))", at: data.q, analytic: grads.dq) { loss(q: $0) }
         expectGradient("flash dk (H \(H), G \(G))", at: data.k, analytic: grads.dk) { loss(k: $0) }
         expectGradient("flash dv (H \(H), G \(G))", at: data.v, analytic: grads.dv) { loss(v: $0) }
+    }
+}
+
+/// The bf16 tile products (AVX-512 BF16) and flash attention built on them.
+@Suite(.enabled(if: PrecisionChoice.nativeBF16, "needs a CPU with AVX-512 BF16 or AMX"))
+struct BF16AttentionTests {
+    /// Every orientation, ragged sizes included, against a double-precision twin on the same bf16-rounded
+    /// inputs: only fp32 accumulation is left (1e-5 · sqrt(k) of the terms' scale).
+    @Test(arguments: [(0, 0), (0, 1), (1, 0), (1, 1)])
+    func tileProductsMatchTheTwin(transA: Int, transB: Int) {
+        var r = Rand(41)
+        for (m, n, k) in [(64, 64, 64), (37, 48, 53), (5, 17, 3), (64, 128, 64)] {
+            let (lda, ldb, ldc) = (transA == 1 ? m + 3 : k + 5, transB == 1 ? k + 2 : n + 7, n + 1)
+            let a = r.floats((transA == 1 ? k : m) * lda).map { lm_round_bf16($0) }, b = r.floats((transB == 1 ? n : k) * ldb).map { lm_round_bf16($0) }
+            let old = r.floats(m * ldc)
+            var c = old
+            lm_tile_gemm_bf16(Int32(transA), Int32(transB), Int32(m), Int32(n), Int32(k), 0.5, a, lda, b, ldb, 1, &c, ldc)
+            var worst: Float = 0
+            for i in 0..<m {
+                for j in 0..<n {
+                    var s = 0.0
+                    for p in 0..<k {
+                        s += Double(transA == 1 ? a[p * lda + i] : a[i * lda + p]) * Double(transB == 1 ? b[j * ldb + p] : b[p * ldb + j])
+                    }
+                    worst = max(worst, abs(c[i * ldc + j] - Float(0.5 * s + Double(old[i * ldc + j]))))
+                }
+                for j in n..<ldc { worst = max(worst, abs(c[i * ldc + j] - old[i * ldc + j])) }  // untouched past n
+            }
+            #expect(worst < 1e-5 * Float(k).squareRoot() * 4, "\(m)×\(n)×\(k) transA \(transA) transB \(transB): \(worst)")
+        }
+    }
+
+    /// Flash attention with bf16 tiles against the fp32 materialised kernel. Tolerance from the 8-bit mantissa
+    /// (u = 2^-8): a score of D products of inputs within ±2 moves by about 2u·sqrt(D) (q and k rounded),
+    /// each probability by that much relatively, then P and V are rounded (2u more): outputs and gradients
+    /// within 4u·sqrt(D) of their tensor's scale. Softmax, lse and every accumulation stay fp32.
+    @Test(arguments: FlashAttentionTests.cases)
+    func flashMatchesTheMaterialisedKernel(_ c: AttentionCase) {
+        let data = AttentionData(c, seed: UInt64(c.T * 17 + c.D))
+        let tolerance = 4 * Float(c.D).squareRoot() / 256
+        let out = data.flashForward(bf16: true).0, naive = data.naiveForward().out
+        #expect(relativeDifference(out, naive) < tolerance, "\(c): out differs by \(relativeDifference(out, naive))")
+        let flash = data.flashBackward(bf16: true), twin = data.naiveBackward()
+        for (name, a, b) in [("dq", flash.dq, twin.dq), ("dk", flash.dk, twin.dk), ("dv", flash.dv, twin.dv)] {
+            #expect(relativeDifference(a, b) < tolerance, "\(c): \(name) differs by \(relativeDifference(a, b))")
+        }
+        #expect(relativeDifference(out, naive) > 0, "bf16 should round something")
     }
 }

@@ -91,6 +91,17 @@ void lm_flash_attention_forward(float *out, float *lse, const float *q, const fl
 void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                                  const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
                                  int bq, int bk, size_t first_unit, size_t end_unit);
+/// The same with QKᵀ, PV and the backward's tile products on bf16 inputs with fp32 accumulation (AVX-512
+/// BF16 only); softmax, its statistics and every output stay fp32.
+void lm_flash_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                     int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit);
+void lm_flash_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                      const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                                      int bq, int bk, size_t first_unit, size_t end_unit);
+/// c (m,n) = alpha · a (m,k) · b (k,n) + beta · c on bf16-rounded inputs, fp32 accumulation (AVX-512 BF16
+/// only); a stored as (k,m) when trans_a, b as (n,k) when trans_b; row-major with the given strides.
+void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
+                       const float *b, size_t ldb, float beta, float *c, size_t ldc);
 
 // MARK: - Causal grouped-query attention, materialised (the naive twin the tests hold flash against)
 

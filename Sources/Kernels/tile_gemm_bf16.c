@@ -1,0 +1,154 @@
+// Attention's tile products in bf16 (QKᵀ, PV and the backward's four): too small for oneDNN's per-call
+// overhead, so a micro-kernel of our own on AVX-512 BF16's VDPBF16PS, which multiplies pairs of bf16 and
+// accumulates in fp32. Each call packs its operands into pair-interleaved bf16 (A by rows, B by columns in
+// blocks of 16; vector conversions where the pairs are contiguous, 32-bit stores where they are not), then
+// keeps 4 rows × 64 columns of fp32 accumulators in registers over all of k.
+#include "lm_kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// Per-thread packing buffers (attention units run on the caller's threads), grown as needed.
+static __thread uint32_t *packed_a, *packed_b;
+static __thread size_t packed_a_size, packed_b_size;
+static __thread uint16_t *row_a, *row_b;
+static __thread size_t row_size;
+
+static uint32_t *grow(uint32_t **buffer, size_t *size, size_t n) {
+    if (*size < n) {
+        free(*buffer);
+        *buffer = aligned_alloc(64, ((n * 4 + 63) / 64) * 64);
+        *size = *buffer ? n : 0;
+    }
+    return *buffer;
+}
+
+// 16 floats to 16 bf16, round to nearest even.
+TARGET static inline __m256i convert16(const float *x) { return (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x)); }
+TARGET static inline __m256i convert_masked(const float *x, int n) {
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), x));
+}
+
+// n floats to bf16 (n ≤ row_size).
+TARGET static void convert_row(uint16_t *out, const float *x, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(out + i), convert16(x + i));
+    if (i < n) _mm256_mask_storeu_epi16(out + i, (__mmask16)((1u << (n - i)) - 1u), convert_masked(x + i, n - i));
+}
+
+// ROWS × BLOCKS·16 of C from ap's rows i0.. and bp's column blocks j0..; constant sizes keep the
+// accumulators in registers.
+#define MICRO(ROWS, BLOCKS)                                                                                         \
+    TARGET static inline void micro_##ROWS##_##BLOCKS(int i0, int j0, int n, int kp, float alpha, const uint32_t *ap,  \
+                                                      const uint32_t *bp, int nb, float beta, float *c, size_t ldc) { \
+        __m512 acc[ROWS][BLOCKS];                                                                                   \
+        for (int r = 0; r < ROWS; r++)                                                                              \
+            for (int q = 0; q < BLOCKS; q++) acc[r][q] = _mm512_setzero_ps();                                      \
+        for (int p = 0; p < kp; p++) {                                                                              \
+            __m512bh b[BLOCKS];                                                                                     \
+            for (int q = 0; q < BLOCKS; q++) b[q] = (__m512bh)_mm512_load_si512((const void *)(bp + ((size_t)p * nb + j0 + q) * 16)); \
+            for (int r = 0; r < ROWS; r++) {                                                                        \
+                const __m512bh a = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)(i0 + r) * kp + p]);                 \
+                for (int q = 0; q < BLOCKS; q++) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], a, b[q]);                   \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int r = 0; r < ROWS; r++) {                                                                            \
+            float *row = c + (size_t)(i0 + r) * ldc;                                                                \
+            for (int q = 0; q < BLOCKS; q++) {                                                                      \
+                const int col = (j0 + q) * 16, width = n - col < 16 ? n - col : 16;                                \
+                const __mmask16 mask = (__mmask16)((1u << width) - 1u);                                            \
+                __m512 value = _mm512_mul_ps(acc[r][q], _mm512_set1_ps(alpha));                                     \
+                if (beta != 0.0f) value = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, row + col), _mm512_set1_ps(beta), value); \
+                _mm512_mask_storeu_ps(row + col, mask, value);                                                      \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+MICRO(4, 4)
+MICRO(4, 3)
+MICRO(4, 2)
+MICRO(4, 1)
+MICRO(1, 4)
+MICRO(1, 1)
+
+TARGET static void kernel(int m, int n, int kp, float alpha, const uint32_t *ap, const uint32_t *bp, int nb, float beta, float *c,
+                          size_t ldc) {
+    const int m4 = m / 4 * 4, nb4 = nb / 4 * 4;
+    for (int i0 = 0; i0 < m4; i0 += 4) {
+        for (int j0 = 0; j0 < nb4; j0 += 4) micro_4_4(i0, j0, n, kp, alpha, ap, bp, nb, beta, c, ldc);
+        switch (nb - nb4) {  // the last 1–3 column blocks together (head_dim 48 is 3 blocks)
+        case 3: micro_4_3(i0, nb4, n, kp, alpha, ap, bp, nb, beta, c, ldc); break;
+        case 2: micro_4_2(i0, nb4, n, kp, alpha, ap, bp, nb, beta, c, ldc); break;
+        case 1: micro_4_1(i0, nb4, n, kp, alpha, ap, bp, nb, beta, c, ldc); break;
+        default: break;
+        }
+    }
+    for (int i0 = m4; i0 < m; i0++) {
+        for (int j0 = 0; j0 < nb4; j0 += 4) micro_1_4(i0, j0, n, kp, alpha, ap, bp, nb, beta, c, ldc);
+        for (int j0 = nb4; j0 < nb; j0++) micro_1_1(i0, j0, n, kp, alpha, ap, bp, nb, beta, c, ldc);
+    }
+}
+
+TARGET void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
+                       const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    const int kp = (k + 1) / 2, nb = (n + 15) / 16, width = nb * 16;
+    uint32_t *ap = grow(&packed_a, &packed_a_size, (size_t)m * kp), *bp = grow(&packed_b, &packed_b_size, (size_t)kp * width);
+    const size_t longest = (size_t)(m > width ? m : width) + (size_t)k + 32;
+    if (row_size < longest) {
+        free(row_a);
+        free(row_b);
+        row_a = malloc(longest * 2);
+        row_b = malloc(longest * 2);
+        row_size = longest;
+    }
+    if (!ap || !bp || !row_a || !row_b) abort();
+    // A (m,k) as m rows of kp pairs. Stored by rows, a row's pairs are its bf16 values in order.
+    if (!trans_a) {
+        for (int i = 0; i < m; i++) {
+            uint16_t *dst = (uint16_t *)(ap + (size_t)i * kp);
+            convert_row(dst, a + (size_t)i * lda, k);
+            if (k & 1) dst[k] = 0;
+        }
+    } else {  // stored as (k,m): pair p of row i is (a[2p][i], a[2p+1][i])
+        for (int p = 0; p < kp; p++) {
+            convert_row(row_a, a + (size_t)(2 * p) * lda, m);
+            if (2 * p + 1 < k) convert_row(row_b, a + (size_t)(2 * p + 1) * lda, m); else memset(row_b, 0, (size_t)m * 2);
+            for (int i = 0; i < m; i++) ap[(size_t)i * kp + p] = (uint32_t)row_a[i] | ((uint32_t)row_b[i] << 16);
+        }
+    }
+    // B (k,n) as kp rows of `width` pairs (columns padded with zeros).
+    if (!trans_b) {  // pair p of column j is (b[2p][j], b[2p+1][j]): two rows interleaved
+        for (int p = 0; p < kp; p++) {
+            convert_row(row_a, b + (size_t)(2 * p) * ldb, n);
+            if (2 * p + 1 < k) convert_row(row_b, b + (size_t)(2 * p + 1) * ldb, n); else memset(row_b, 0, (size_t)n * 2);
+            memset(row_a + n, 0, (size_t)(width - n) * 2);
+            memset(row_b + n, 0, (size_t)(width - n) * 2);
+            uint32_t *dst = bp + (size_t)p * width;
+            for (int j = 0; j < width; j += 16) {
+                const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(row_a + j)));
+                const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(row_b + j)));
+                _mm512_store_si512((void *)(dst + j), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+    } else {  // stored as (n,k): column j's pairs are row j's bf16 values in order
+        memset(bp, 0, (size_t)kp * width * 4);
+        for (int j = 0; j < n; j++) {
+            convert_row(row_a, b + (size_t)j * ldb, k);
+            if (k & 1) row_a[k] = 0;
+            const uint32_t *pairs = (const uint32_t *)row_a;
+            for (int p = 0; p < kp; p++) bp[(size_t)p * width + j] = pairs[p];
+        }
+    }
+    kernel(m, n, kp, alpha, ap, bp, nb, beta, c, ldc);
+}
+#else
+void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
+                       const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
+    abort();  // bf16 is never chosen where the CPU lacks it
+}
+#endif
