@@ -12,7 +12,6 @@
 
 // libgomp's, loaded with oneDNN (Debian builds it with OpenMP); declared here so no omp.h is needed.
 extern void omp_set_num_threads(int);
-extern int omp_get_max_threads(void);
 
 static inline uint16_t to_bf16(float x) {
     uint32_t u;
@@ -24,8 +23,9 @@ static inline uint16_t to_bf16(float x) {
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-// The CPU's own conversion (VCVTNEPS2BF16: round to nearest even, 16 at a time) where it has one: the
-// rounding of activations and gradients is a pass over every matmul input, as large as the logits.
+// The CPU's own conversion (VCVTNEPS2BF16: round to nearest even, 16 at a time; denormal inputs become
+// zero, which the scalar path does not do) where it has one: the rounding is a pass over every matmul input,
+// as large as the logits.
 __attribute__((target("avx512f,avx512bf16")))
 static void to_bf16_avx512(uint16_t *out, const float *in, size_t n) {
     size_t i = 0;

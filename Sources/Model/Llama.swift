@@ -67,8 +67,8 @@ public final class LlamaModel {
     public private(set) var activations: ActivationArena?
     /// Set when units come from a sharding provider; nil reads and writes the buffers above directly.
     public var unitWeights: UnitWeights?
-    /// Threads the attention kernels, the row-wise kernels (cross-entropy, SwiGLU, RMSNorm's forward) and AdamW spread their work over
-    /// (the rank's --threads; the matmuls thread inside OpenBLAS and oneDNN). While they run, OpenBLAS
+    /// Threads the attention units, the row-wise kernels and the rounding to bf16 spread over (the rank's
+    /// --threads; the matmuls thread inside OpenBLAS and oneDNN). While they run, OpenBLAS
     /// is held at one thread; that global switch is only safe when nothing else in the process calls BLAS
     /// meanwhile, which holds for a training rank (one model, one compute thread) but not for tests that run
     /// several models at once, so it is opt-in.
@@ -282,9 +282,10 @@ public final class LlamaModel {
     }
 
     /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads): the
-    /// attention units, and the rows of the row-wise kernels (cross-entropy, SwiGLU). Each unit is computed by
-    /// exactly one call, so the result does not depend on the number of threads. The attention tiles are
-    /// single-threaded sgemm calls, so OpenBLAS is held at one thread while units run on ours.
+    /// attention units, the rows of the row-wise kernels (cross-entropy, SwiGLU, RMSNorm's forward) and chunks
+    /// of the bf16 rounding. Each unit is computed by exactly one call, so the result does not depend on the
+    /// number of threads. The fp32 attention tiles are single-threaded sgemm calls, so OpenBLAS is held at one
+    /// thread while units run on ours.
     private func inParallel(units: Int, _ body: (Int, Int) -> Void) {
         let threads = min(max(1, self.threads), units)
         guard threads > 1 else { return body(0, units) }
