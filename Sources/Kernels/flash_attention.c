@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "fastmath.h"
+#include "tile_bf16.h"
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 
@@ -34,15 +35,31 @@ size_t lm_flash_attention_backward_units(int B, int G) { return (size_t)B * (siz
 // The tile products are single-threaded sgemm calls (the caller runs units on its own threads and holds
 // OpenBLAS at one thread meanwhile): row-major, leading dimensions the tensors' strides.
 // c (m,n) = alpha · a (m,k) · b (k,n) [+ c], with either operand transposed as its storage requires.
-// With bf16 set (the bf16 entry points), the same products run on bf16 inputs with fp32 accumulation.
-static inline void tile_gemm_any(int bf16, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
-                                 const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+// A tile product: sgemm in fp32, or, in bf16, the micro-kernel on operands already packed (ap, bp) where
+// they repeat over tiles, so each is rounded and packed once per unit or query block, not once per tile.
+static inline void tile_gemm(int bf16, const uint32_t *ap, const uint32_t *bp, int trans_a, int trans_b, int m, int n, int k,
+                             float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc) {
     if (bf16) {
-        lm_tile_gemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        lm_bf16_tile_run(m, n, k, alpha, ap, bp, beta, c, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha,
                 a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+// In bf16, packs one operand into scratch `slot` and returns it; NULL in fp32.
+static inline uint32_t *packed_a(int bf16, int slot, int trans, int m, int k, const float *a, size_t lda) {
+    if (!bf16) return NULL;
+    uint32_t *ap = lm_bf16_scratch(slot, lm_bf16_packed_a_count(m, k));
+    lm_bf16_pack_a(ap, trans, m, k, a, lda);
+    return ap;
+}
+
+static inline uint32_t *packed_b(int bf16, int slot, int trans, int k, int n, const float *b, size_t ldb) {
+    if (!bf16) return NULL;
+    uint32_t *bp = lm_bf16_scratch(slot, lm_bf16_packed_b_count(k, n));
+    lm_bf16_pack_b(bp, trans, k, n, b, ldb);
+    return bp;
 }
 
 static void flash_forward(int bf16, float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
@@ -52,6 +69,12 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
     const float scale = 1.0f / sqrtf((float)D);
     float s[LM_FLASH_MAX_TILE * LM_FLASH_MAX_TILE];
     float m[LM_FLASH_MAX_TILE], l[LM_FLASH_MAX_TILE];
+    // bf16: consecutive units share a key/value head and walk growing query blocks, so each K/V block is
+    // packed once per head (as the B operand of QKᵀ and of PV) and kept while the units stay on that head.
+    const int key_blocks = (T + bk - 1) / bk;
+    const size_t kt_stride = bf16 ? lm_bf16_packed_b_count(D, bk) : 0, vn_stride = bf16 ? lm_bf16_packed_b_count(bk, D) : 0;
+    uint32_t *kt = bf16 ? lm_bf16_scratch(4, kt_stride * key_blocks) : NULL, *vn = bf16 ? lm_bf16_scratch(5, vn_stride * key_blocks) : NULL;
+    int cached_b = -1, cached_g = -1, cached_blocks = 0;
     for (size_t u = first_unit; u < end_unit; u++) {
         // u = ((b·G + g)·blocks + i)·group + (h − g·group)
         const int within = (int)(u % (size_t)group), i = (int)(u / (size_t)group % (size_t)blocks);
@@ -67,10 +90,22 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
             m[r] = -INFINITY;
             l[r] = 0;
         }
+        const uint32_t *qa = packed_a(bf16, 0, 0, nr, D, Q, qs);
+        if (bf16 && (b != cached_b || g != cached_g)) {
+            cached_b = b;
+            cached_g = g;
+            cached_blocks = 0;
+        }
         for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
-            const int nc = min_int(bk, T - c0);
+            const int nc = min_int(bk, T - c0), blk = c0 / bk;
+            if (bf16 && blk == cached_blocks) {
+                lm_bf16_pack_b(kt + blk * kt_stride, 1, D, nc, K + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(vn + blk * vn_stride, 0, nc, D, V + (size_t)c0 * kvs, kvs);
+                cached_blocks++;
+            }
             // S (nr,nc) = Q_i (nr,D) · K_jᵀ · scale
-            tile_gemm_any(bf16, 0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, s, bk);
+            tile_gemm(bf16, qa, bf16 ? kt + blk * kt_stride : NULL, 0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs,
+                      0.0f, s, bk);
             for (int r = 0; r < nr; r++) {
                 float *row = s + r * bk;
                 // Causal: key c0 + c is visible to query r0 + r when c0 + c ≤ r0 + r (none, for rows above the tile).
@@ -99,7 +134,8 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
                 }
             }
             // O_i (nr,D) += P (nr,nc) · V_j (nc,D)
-            tile_gemm_any(bf16, 0, 0, nr, D, nc, 1.0f, s, bk, V + (size_t)c0 * kvs, kvs, 1.0f, O, qs);
+            tile_gemm(bf16, packed_a(bf16, 2, 0, nr, nc, s, bk), bf16 ? vn + blk * vn_stride : NULL, 0, 0, nr, D, nc, 1.0f, s, bk,
+                      V + (size_t)c0 * kvs, kvs, 1.0f, O, qs);
         }
         float *L = lse + ((size_t)b * H + h) * T + r0;
         for (int r = 0; r < nr; r++) {
@@ -124,6 +160,21 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
         const int g = (int)(u % (size_t)G), b = (int)(u / (size_t)G);
         const float *K = k + (size_t)b * T * kvs + (size_t)g * D, *V = v + (size_t)b * T * kvs + (size_t)g * D;
         float *dK = dk + (size_t)b * T * kvs + (size_t)g * D, *dV = dv + (size_t)b * T * kvs + (size_t)g * D;
+        // bf16: this head's K and V packed once, every key block in the three forms the tiles read.
+        const size_t kt_stride = bf16 ? lm_bf16_packed_b_count(D, bk) : 0, kn_stride = bf16 ? lm_bf16_packed_b_count(bk, D) : 0;
+        uint32_t *kt = NULL, *vt = NULL, *kn = NULL;
+        if (bf16) {
+            const int blocks = (T + bk - 1) / bk;
+            kt = lm_bf16_scratch(0, kt_stride * blocks);
+            vt = lm_bf16_scratch(1, kt_stride * blocks);
+            kn = lm_bf16_scratch(2, kn_stride * blocks);
+            for (int blk = 0; blk < blocks; blk++) {
+                const int c0 = blk * bk, nc = min_int(bk, T - c0);
+                lm_bf16_pack_b(kt + blk * kt_stride, 1, D, nc, K + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(vt + blk * kt_stride, 1, D, nc, V + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(kn + blk * kn_stride, 0, nc, D, K + (size_t)c0 * kvs, kvs);
+            }
+        }
         for (int h = g * group; h < (g + 1) * group; h++) {
             for (int r0 = 0; r0 < T; r0 += bq) {
                 const int nr = min_int(bq, T - r0);
@@ -131,6 +182,9 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                 const float *Q = q + rows, *dO = dout + rows, *O = out + rows;
                 float *dQ = dq + rows;
                 const float *L = lse + ((size_t)b * H + h) * T + r0;
+                // bf16: Q and dO of this query block, as the A and B operands they are in every key block.
+                const uint32_t *qa = packed_a(bf16, 3, 0, nr, D, Q, qs), *da = packed_a(bf16, 4, 0, nr, D, dO, qs);
+                const uint32_t *qb = packed_b(bf16, 5, 0, nr, D, Q, qs), *db = packed_b(bf16, 6, 0, nr, D, dO, qs);
                 // forward: out = Σ P·V ⇒ dS = P∘(dP − Σ_c P·dP) and Σ_c P·dP = rowsum(dO∘O)
                 for (int r = 0; r < nr; r++) {
                     float acc = 0;
@@ -139,9 +193,11 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                     rowdot[r] = acc;
                 }
                 for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
-                    const int nc = min_int(bk, T - c0);
+                    const int nc = min_int(bk, T - c0), blk = c0 / bk;
+                    const uint32_t *ktb = bf16 ? kt + blk * kt_stride : NULL, *vtb = bf16 ? vt + blk * kt_stride : NULL;
+                    const uint32_t *knb = bf16 ? kn + blk * kn_stride : NULL;
                     // forward: S = Q·Kᵀ·scale, P = exp(S − lse), zero above the diagonal
-                    tile_gemm_any(bf16, 0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, p, bk);
+                    tile_gemm(bf16, qa, ktb, 0, 1, nr, nc, D, scale, Q, qs, K + (size_t)c0 * kvs, kvs, 0.0f, p, bk);
                     for (int r = 0; r < nr; r++) {
                         const int visible = r0 + r < c0 ? 0 : min_int(nc, r0 + r - c0 + 1);
                         float *row = p + r * bk;
@@ -150,8 +206,9 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                         for (int c = visible; c < nc; c++) row[c] = 0;
                     }
                     // forward: out = P·V ⇒ dV += Pᵀ·dO, dP = dO·Vᵀ
-                    tile_gemm_any(bf16, 1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f, dV + (size_t)c0 * kvs, kvs);
-                    tile_gemm_any(bf16, 0, 1, nr, nc, D, 1.0f, dO, qs, V + (size_t)c0 * kvs, kvs, 0.0f, dp, bk);
+                    tile_gemm(bf16, packed_a(bf16, 7, 1, nc, nr, p, bk), db, 1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f,
+                              dV + (size_t)c0 * kvs, kvs);
+                    tile_gemm(bf16, da, vtb, 0, 1, nr, nc, D, 1.0f, dO, qs, V + (size_t)c0 * kvs, kvs, 0.0f, dp, bk);
                     for (int r = 0; r < nr; r++) {
                         float *d = dp + r * bk;
                         const float *pr = p + r * bk;
@@ -159,8 +216,10 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                         for (int c = 0; c < nc; c++) d[c] = pr[c] * (d[c] - rowdot[r]);
                     }
                     // forward: S = Q·Kᵀ·scale ⇒ dQ += dS·K·scale, dK += dSᵀ·Q·scale
-                    tile_gemm_any(bf16, 0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs, kvs, 1.0f, dQ, qs);
-                    tile_gemm_any(bf16, 1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f, dK + (size_t)c0 * kvs, kvs);
+                    tile_gemm(bf16, packed_a(bf16, 7, 0, nr, nc, dp, bk), knb, 0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs,
+                              kvs, 1.0f, dQ, qs);
+                    tile_gemm(bf16, packed_a(bf16, 7, 1, nc, nr, dp, bk), qb, 1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f,
+                              dK + (size_t)c0 * kvs, kvs);
                 }
             }
         }

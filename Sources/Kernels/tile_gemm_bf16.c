@@ -4,6 +4,7 @@
 // blocks of 16; vector conversions where the pairs are contiguous, 32-bit stores where they are not), then
 // keeps 4 rows × 64 columns of fp32 accumulators in registers over all of k.
 #include "lm_kernels.h"
+#include "tile_bf16.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -93,21 +94,25 @@ TARGET static void kernel(int m, int n, int kp, float alpha, const uint32_t *ap,
     }
 }
 
-TARGET void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
-                       const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    const int kp = (k + 1) / 2, nb = (n + 15) / 16, width = nb * 16;
-    uint32_t *ap = grow(&packed_a, &packed_a_size, (size_t)m * kp), *bp = grow(&packed_b, &packed_b_size, (size_t)kp * width);
-    const size_t longest = (size_t)(m > width ? m : width) + (size_t)k + 32;
+static void ensure_rows(size_t longest) {
     if (row_size < longest) {
         free(row_a);
         free(row_b);
         row_a = malloc(longest * 2);
         row_b = malloc(longest * 2);
         row_size = longest;
+        if (!row_a || !row_b) abort();
     }
-    if (!ap || !bp || !row_a || !row_b) abort();
-    // A (m,k) as m rows of kp pairs. Stored by rows, a row's pairs are its bf16 values in order.
-    if (!trans_a) {
+}
+
+size_t lm_bf16_packed_a_count(int m, int k) { return (size_t)m * (size_t)((k + 1) / 2); }
+size_t lm_bf16_packed_b_count(int k, int n) { return (size_t)((k + 1) / 2) * (size_t)((n + 15) / 16 * 16); }
+
+// A (m,k) as m rows of kp pairs.
+TARGET void lm_bf16_pack_a(uint32_t *ap, int trans_a, int m, int k, const float *a, size_t lda) {
+    const int kp = (k + 1) / 2;
+    ensure_rows((size_t)m + (size_t)k + 32);
+    if (!trans_a) {  // stored by rows: a row's pairs are its bf16 values in order
         for (int i = 0; i < m; i++) {
             uint16_t *dst = (uint16_t *)(ap + (size_t)i * kp);
             convert_row(dst, a + (size_t)i * lda, k);
@@ -120,7 +125,12 @@ TARGET void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, flo
             for (int i = 0; i < m; i++) ap[(size_t)i * kp + p] = (uint32_t)row_a[i] | ((uint32_t)row_b[i] << 16);
         }
     }
-    // B (k,n) as kp rows of `width` pairs (columns padded with zeros).
+}
+
+// B (k,n) as kp rows of `width` pairs (columns padded with zeros); bp 64-byte aligned.
+TARGET void lm_bf16_pack_b(uint32_t *bp, int trans_b, int k, int n, const float *b, size_t ldb) {
+    const int kp = (k + 1) / 2, width = (n + 15) / 16 * 16;
+    ensure_rows((size_t)width + (size_t)k + 32);
     if (!trans_b) {  // pair p of column j is (b[2p][j], b[2p+1][j]): two rows interleaved
         for (int p = 0; p < kp; p++) {
             convert_row(row_a, b + (size_t)(2 * p) * ldb, n);
@@ -143,9 +153,43 @@ TARGET void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, flo
             for (int p = 0; p < kp; p++) bp[(size_t)p * width + j] = pairs[p];
         }
     }
-    kernel(m, n, kp, alpha, ap, bp, nb, beta, c, ldc);
+}
+
+TARGET void lm_bf16_tile_run(int m, int n, int k, float alpha, const uint32_t *ap, const uint32_t *bp, float beta, float *c,
+                             size_t ldc) {
+    kernel(m, n, (k + 1) / 2, alpha, ap, bp, (n + 15) / 16, beta, c, ldc);
+}
+
+void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
+                       const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    uint32_t *ap = grow(&packed_a, &packed_a_size, lm_bf16_packed_a_count(m, k));
+    uint32_t *bp = grow(&packed_b, &packed_b_size, lm_bf16_packed_b_count(k, n));
+    if (!ap || !bp) abort();
+    lm_bf16_pack_a(ap, trans_a, m, k, a, lda);
+    lm_bf16_pack_b(bp, trans_b, k, n, b, ldb);
+    lm_bf16_tile_run(m, n, k, alpha, ap, bp, beta, c, ldc);
+}
+
+uint32_t *lm_bf16_scratch(int slot, size_t count) {
+    static __thread uint32_t *buffers[8];
+    static __thread size_t sizes[8];
+    uint32_t *p = grow(&buffers[slot], &sizes[slot], count);
+    if (!p) abort();
+    return p;
 }
 #else
+size_t lm_bf16_packed_a_count(int m, int k) { (void)m; (void)k; abort(); }
+size_t lm_bf16_packed_b_count(int k, int n) { (void)k; (void)n; abort(); }
+void lm_bf16_pack_a(uint32_t *ap, int trans_a, int m, int k, const float *a, size_t lda) {
+    (void)ap; (void)trans_a; (void)m; (void)k; (void)a; (void)lda; abort();
+}
+void lm_bf16_pack_b(uint32_t *bp, int trans_b, int k, int n, const float *b, size_t ldb) {
+    (void)bp; (void)trans_b; (void)k; (void)n; (void)b; (void)ldb; abort();
+}
+void lm_bf16_tile_run(int m, int n, int k, float alpha, const uint32_t *ap, const uint32_t *bp, float beta, float *c, size_t ldc) {
+    (void)m; (void)n; (void)k; (void)alpha; (void)ap; (void)bp; (void)beta; (void)c; (void)ldc; abort();
+}
+uint32_t *lm_bf16_scratch(int slot, size_t count) { (void)slot; (void)count; abort(); }
 void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
                        const float *b, size_t ldb, float beta, float *c, size_t ldc) {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
