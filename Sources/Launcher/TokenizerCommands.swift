@@ -19,6 +19,8 @@ enum TokenizerCommands {
             Flag("out", .text, "FILE", required: true, "the tokenizer.model to write"),
             Flag("input-sentence-size", .int(min: 1, max: Int.max), "N", "train on a seeded uniform sample of N lines (reservoir sampling, as spm_train's option)"),
             Flag("threads", .int(min: 1, max: 1024), "T", "threads for counting sentences (default 1)"),
+            Flag("text-field", .text, "NAME", "train on this field of .jsonl inputs (line by line) instead of their raw lines"),
+            Flag("skip-bad-lines", .toggle, "", "for .jsonl inputs: skip lines that are not JSON or lack the field (each named)"),
             Flag("vocab-size", .int(min: 260, max: 1 << 24), "N", "pieces, bytes and specials included (default 32000)"),
             Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C", "share of characters kept as pieces (default 0.99995)"),
             Flag("user-defined-symbols", .list, "A,B", "pieces that are never split, such as <sep>"),
@@ -60,7 +62,8 @@ enum TokenizerCommands {
         guard !inputs.isEmpty else { throw UsageError("--input FILE is required (repeat it for several files)") }
         let start = Date()
         let counter = try SentenceCounter(options: options, threads: args.int("threads", default: 1))
-        let sample = try readTrainingLines(inputs, sampleSize: args.int("input-sentence-size"), into: counter)
+        let sample = try readTrainingLines(inputs, sampleSize: args.int("input-sentence-size"), textField: args.string("text-field"),
+                                           skipBadLines: args.flag("skip-bad-lines"), into: counter)
         let model = try BPETrainer.train(counter, options: options)
         _ = try Tokenizer(model: model, source: out)  // what we write must load
         try AtomicFile.write(Data(model.serialized()), to: out)
@@ -72,7 +75,8 @@ enum TokenizerCommands {
     /// Streams the non-empty lines of `paths` into `counter` in batches, or, given `sampleSize`, keeps a
     /// uniform sample of that many (Algorithm R with a fixed seed, so the sample is reproducible) and counts
     /// only those. Memory is one batch, or the sample.
-    static func readTrainingLines(_ paths: [String], sampleSize: Int?, into counter: SentenceCounter) throws -> (kept: Int, seen: Int)? {
+    static func readTrainingLines(_ paths: [String], sampleSize: Int?, textField: String? = nil, skipBadLines: Bool = false,
+                                  into counter: SentenceCounter) throws -> (kept: Int, seen: Int)? {
         var batch: [UInt8] = [], starts = [0]
         var reservoir: [[UInt8]] = [], seen = 0
         var rng = SplitMix64(seed: 0x7370_6D5F_7472_6169)
@@ -81,25 +85,36 @@ enum TokenizerCommands {
             batch.removeAll(keepingCapacity: true)
             starts = [0]
         }
-        for path in paths {
-            let lines = LineReader(try openByteStream(path))
-            while try lines.next({ bytes, _ in
-                guard !bytes.isEmpty else { return }
-                if let n = sampleSize {
-                    seen += 1
-                    if reservoir.count < n {
-                        reservoir.append(Array(bytes))
-                    } else {
-                        let j = Int(rng.next() % UInt64(seen))
-                        if j < n { reservoir[j] = Array(bytes) }
-                    }
+        func take(_ bytes: UnsafeBufferPointer<UInt8>) {
+            guard !bytes.isEmpty else { return }
+            if let n = sampleSize {
+                seen += 1
+                if reservoir.count < n {
+                    reservoir.append(Array(bytes))
                 } else {
-                    batch.append(contentsOf: bytes)
-                    batch.append(0x0A)
-                    starts.append(batch.count)
-                    if batch.count >= 16 << 20 { flush() }
+                    let j = Int(rng.next() % UInt64(seen))
+                    if j < n { reservoir[j] = Array(bytes) }
                 }
-            }) != nil {}
+            } else {
+                batch.append(contentsOf: bytes)
+                batch.append(0x0A)
+                starts.append(batch.count)
+                if batch.count >= 16 << 20 { flush() }
+            }
+        }
+        for path in paths {
+            if let textField, case .jsonLines = InputFormat.of(path: path, textField: textField, delimiter: nil) {
+                // JSON Lines documents (as corpora ship): the field's lines, not the JSON syntax around them.
+                let documents = try DocumentReader(path: path, options: DocumentOptions(textField: textField, skipBadLines: skipBadLines))
+                while let part = try documents.next() {
+                    for line in part.text.utf8.split(separator: 0x0A, omittingEmptySubsequences: true) {
+                        Array(line).withUnsafeBufferPointer { take($0) }
+                    }
+                }
+                continue
+            }
+            let lines = LineReader(try openByteStream(path))
+            while try lines.next({ bytes, _ in take(bytes) }) != nil {}
         }
         guard sampleSize != nil else {
             flush()

@@ -114,8 +114,9 @@ func scratch() throws -> String {
         #expect(missing.status != 0 && missing.stderr.contains(dir + "/nope"))
     }
 
-    /// Training streams its inputs: the same model from 1 and 2 counting threads and from a gzip copy; a
-    /// sample at least as large as the text is the whole text; a smaller one is reproducible.
+    /// Training streams its inputs: the same model from 1 and 2 counting threads, from a gzip copy and from the
+    /// lines as JSON Lines documents; a sample at least as large as the text is the whole text; a smaller one
+    /// is reproducible.
     @Test func tokenizerTrainingIsTheSameForThreadsCompressionAndWholeSamples() throws {
         let tool = try toolPath()
         let dir = try scratch()
@@ -134,8 +135,15 @@ func scratch() throws -> String {
             #expect(r.status == 0, "\(r.stderr)")
             return FileManager.default.contents(atPath: "\(dir)/\(name).model")
         }
+        // The same lines as JSON Lines documents (two lines each, under another field name).
+        let lines = text.split(separator: "\n").map(String.init)
+        let jsonl = try stride(from: 0, to: lines.count, by: 2).map { i in
+            String(decoding: try JSONSerialization.data(withJSONObject: ["body": lines[i..<min(i + 2, lines.count)].joined(separator: "\n")]), as: UTF8.self)
+        }.joined(separator: "\n")
+        try jsonl.write(toFile: dir + "/c.jsonl", atomically: true, encoding: .utf8)
         let one = try #require(try train("one", []))
         #expect(try train("two", ["--threads", "2"]) == one)
+        #expect(try train("jsonl", ["--text-field", "body"], input: "c.jsonl") == one)
         #expect(try train("gz", ["--threads", "2"], input: "c.txt.gz") == one)
         #expect(try train("all", ["--input-sentence-size", "4000"]) == one)
         let sample = try train("sample", ["--input-sentence-size", "500"])
