@@ -90,7 +90,7 @@ public enum Benchmark {
             }
         }
         let peakRss = ProcessStats.peakResidentBytes()
-        let sgemm = measureSgemm(config: config, threads: threads)
+        let sgemm = measure(.fp32, config: config)
         let engine = precision == .fp32 ? sgemm : measure(precision, config: config)
         let median = stepMs.median
         let tokensPerS = Double(B * T) / (median / 1e3)
@@ -106,12 +106,8 @@ public enum Benchmark {
             peakRssMb: Double(peakRss) / 1_048_576, finalLoss: loss)
     }
 
-    /// OpenBLAS's own rate, median of several calls after one warm-up, on the forward shape of the step's
-    /// largest matmul (B·T × dim by dim × max(vocab, ffn)) and on a 1024³ square; the faster one is the bar.
-    static func measureSgemm(config: RunConfig, threads: Int) -> (gflops: Double, shape: String) {
-        measure(.fp32, config: config)
-    }
-
+    /// The matmul rate of `precision` (sgemm or oneDNN bf16), median of several calls after a warm-up, on the
+    /// step's largest matmul (B·T × dim by dim × max(vocab, ffn)) and on a 1024³ square; the faster is the bar.
     static func measure(_ precision: Precision, config: RunConfig) -> (gflops: Double, shape: String) {
         let n = config.train.microBatch * config.train.seqLen
         let shapes = [(n, config.model.dim, max(config.model.vocabSize, config.model.ffnHiddenSize)), (1024, 1024, 1024)]

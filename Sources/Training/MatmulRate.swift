@@ -10,34 +10,29 @@ public enum MatmulRate {
     public static func sgemm(size n: Int) -> Double { sgemm(m: n, k: n, oc: n) }
 
     /// GFLOP/s of the model's matmul (m, k) · (oc, k)ᵀ on random values, median of 5 calls after a warm-up.
-    public static func sgemm(m: Int, k: Int, oc: Int) -> Double {
-        let a = FloatBuffer(count: m * k), w = FloatBuffer(count: oc * k), out = FloatBuffer(count: m * oc)
-        var rng = SplitMix64(seed: 7)
-        for i in 0..<a.count { a[i] = Float(rng.nextUnit() - 0.5) }
-        for i in 0..<w.count { w[i] = Float(rng.nextUnit() - 0.5) }
-        var times: [Double] = []
-        for _ in 0..<6 {
-            let t0 = monotonicSeconds()
-            lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
-            times.append(monotonicSeconds() - t0)
-        }
-        return 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
-    }
+    public static func sgemm(m: Int, k: Int, oc: Int) -> Double { rate(.fp32, m: m, k: k, oc: oc) }
 
     /// GFLOP/s of the same product in `precision`: sgemm, or oneDNN's bf16 primitive on inputs already in
     /// bf16 (the engine's own rate; the step's rounding of inputs is the step's cost, not the engine's).
     public static func rate(_ precision: Precision, m: Int, k: Int, oc: Int) -> Double {
-        guard precision == .bf16 else { return sgemm(m: m, k: k, oc: oc) }
+        let a = FloatBuffer(count: m * k), w = FloatBuffer(count: oc * k), out = FloatBuffer(count: m * oc)
         var rng = SplitMix64(seed: 7)
-        let a = (0..<(m * k)).map { _ in Float(rng.nextUnit() - 0.5) }, w = (0..<(oc * k)).map { _ in Float(rng.nextUnit() - 0.5) }
-        var a16 = [UInt16](repeating: 0, count: a.count), w16 = [UInt16](repeating: 0, count: w.count)
-        lm_to_bf16(&a16, a, a.count)
-        lm_to_bf16(&w16, w, w.count)
-        let out = FloatBuffer(count: m * oc)
+        for i in 0..<a.count { a[i] = Float(rng.nextUnit() - 0.5) }
+        for i in 0..<w.count { w[i] = Float(rng.nextUnit() - 0.5) }
+        var a16 = [UInt16](), w16 = [UInt16]()
+        if precision == .bf16 {
+            a16 = [UInt16](repeating: 0, count: a.count)
+            w16 = [UInt16](repeating: 0, count: w.count)
+            lm_to_bf16(&a16, a.pointer, a.count)
+            lm_to_bf16(&w16, w.pointer, w.count)
+        }
         var times: [Double] = []
         for _ in 0..<6 {
             let t0 = monotonicSeconds()
-            _ = lm_matmul_bf16(out.pointer, a16, w16, Int64(m), Int64(oc), Int64(k), 0, 1, 0)
+            switch precision {
+            case .fp32: lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
+            case .bf16: _ = lm_matmul_bf16(out.pointer, a16, w16, Int64(m), Int64(oc), Int64(k), 0, 1, 0)
+            }
             times.append(monotonicSeconds() - t0)
         }
         return 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
