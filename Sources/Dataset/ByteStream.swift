@@ -192,7 +192,7 @@ public final class ZstdStream: ByteStream {
 }
 
 /// Lines of a byte stream (without their "\n"), each with the offset of its first byte in the stream and
-/// its 1-based number. The buffer grows only for a line longer than itself.
+/// its 1-based number from where the reader started. The buffer grows only for a line longer than itself.
 public final class LineReader {
     private let stream: ByteStream
     private var buffer: [UInt8]
@@ -202,11 +202,11 @@ public final class LineReader {
     private var base: Int
     public private(set) var lineNumber: Int
 
-    public init(_ stream: ByteStream, offset: Int = 0, firstLine: Int = 1, chunk: Int = 1 << 20) {
+    public init(_ stream: ByteStream, offset: Int = 0, chunk: Int = 1 << 20) {
         self.stream = stream
         buffer = [UInt8](repeating: 0, count: chunk)
         base = offset
-        lineNumber = firstLine - 1
+        lineNumber = 0
     }
 
     /// Calls `body` with the next line's bytes (valid only during the call) and its offset; nil at the end.

@@ -78,6 +78,9 @@ public final class DocumentReader {
     private let stopOffset: Int
     private var pending: [UInt8] = []
     private var pendingLines = 0
+    /// Where this reader's range starts, and the lines of the file before it (counted when first needed).
+    private var rangeStart = 0
+    private var lineOffset: Int?
     /// Parts of the current document already returned.
     private var partsOut = 0
     private var finished = false
@@ -111,7 +114,8 @@ public final class DocumentReader {
             finished = true
             return
         }
-        lines = LineReader(try FileStream(path: path, start: start), offset: start, firstLine: try Self.lineNumber(at: start, in: path))
+        lines = LineReader(try FileStream(path: path, start: start), offset: start)
+        rangeStart = start
     }
 
     /// The next document or part; nil at the end of the input (or range).
@@ -209,7 +213,10 @@ public final class DocumentReader {
     }
 
     private func bad(_ line: Int, _ reason: String) throws {
-        let message = "\(path):\(line): \(reason)"
+        // Lines count from the range's start; the lines before it are counted only now, when one is named (a
+        // rank reading the last of R ranges would otherwise read most of the file just to number its lines).
+        if lineOffset == nil { lineOffset = rangeStart > 0 ? try Self.lineNumber(at: rangeStart, in: path) - 1 : 0 }
+        let message = "\(path):\(line + lineOffset!): \(reason)"
         guard options.skipBadLines else { throw DatasetError.invalid(message + "; fix the line, or pass --skip-bad-lines to skip such lines") }
         badLines += 1
         if warnings.count < 5 { warnings.append(message + " (skipped)") }

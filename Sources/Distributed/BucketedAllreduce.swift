@@ -31,9 +31,9 @@ public final class BucketedAllreduce: @unchecked Sendable {
         self.communicator = communicator
         self.buffer = buffer
         self.bf16 = bf16
-        // One scratch of the gradients' size: buckets are reduced one after another.
-        scratch = bf16 ? UnsafeMutablePointer<UInt16>.allocate(capacity: max(count, 1)) : nil
         let per = max(1, min(bucketBytes / MemoryLayout<Float>.stride, Communicator.chunkLimit))
+        // Buckets are reduced one after another, so one bucket's worth of bf16 serves them all.
+        scratch = bf16 ? UnsafeMutablePointer<UInt16>.allocate(capacity: per) : nil
         var ranges: [Range<Int>] = []
         var end = count
         while end > 0 {
@@ -98,7 +98,7 @@ public final class BucketedAllreduce: @unchecked Sendable {
 
     private func reduce(_ range: Range<Int>) throws {
         if let scratch {
-            try communicator.allreduceSumBF16(buffer + range.lowerBound, count: range.count, scratch: scratch + range.lowerBound)
+            try communicator.allreduceSumBF16(buffer + range.lowerBound, count: range.count, scratch: scratch)
         } else {
             try communicator.allreduceSum(buffer + range.lowerBound, count: range.count)
         }
