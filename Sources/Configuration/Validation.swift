@@ -104,6 +104,19 @@ extension RunConfig {
         case .gradients: (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * p, 4 * s, 8 * s, 4 * (unit + scratch))
         case .full: (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * s, 4 * s, 8 * s, 4 * (3 * unit + scratch))
         }
+        // bf16 (also the default, where the CPU has it: counted so the plan is an upper bound): the roundings
+        // of a matmul's two inputs. The first holds an activation or an output gradient (up to N × vocab), the
+        // second a weight (up to vocab × dim) or an activation; grad_reduce bf16 adds one bucket of bf16.
+        if train.precision != .fp32 {
+            let n = train.microBatch * train.seqLen, c = model.dim
+            let widest = max(c, model.ffnHiddenSize, model.qDim, model.outputSize)
+            guard let first = CheckedSize.product(2, n, widest),
+                  let second = CheckedSize.product(2, max(model.outputSize * c, model.ffnHiddenSize * c, model.qDim * c,
+                                                          n * max(c, model.ffnHiddenSize, model.qDim)))
+            else { return nil }
+            m.precisionWork = first + second
+        }
+        if train.gradReduce == .bf16 { m.precisionWork += 2 * max(1, Int(train.bucketMB * 1_048_576) / 4) }
         return m
     }
 
@@ -130,6 +143,8 @@ public struct RankMemory: Codable, Equatable, Sendable {
     public var moments = 0
     /// Sharding's working buffers: gathered units, a unit's gradients, the reduce-scatter's result.
     public var shardingWork = 0
+    /// bf16's working buffers: the rounded matmul inputs, the bf16 gradient bucket.
+    public var precisionWork = 0
     public var activations = 0
-    public var total: Int { parameters + gradients + moments + shardingWork + activations }
+    public var total: Int { parameters + gradients + moments + shardingWork + precisionWork + activations }
 }

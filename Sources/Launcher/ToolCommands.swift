@@ -70,7 +70,7 @@ enum ToolCommands {
             ("micro-batch", "\(p.microBatch) sequences of \(p.seqLen) tokens"),
             ("accumulation", "\(p.accumulationSteps) micro-steps per optimizer step"),
             ("tokens per step", "\(p.tokensPerStep)"),
-            ("memory per rank", "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"),
+            ("memory per rank", "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), bf16 buffers \(gib(p.precisionWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"),
             ("by mode", ShardingMode.allCases.map { "\($0.rawValue) \(gib(p.memoryPerRankByMode[$0.rawValue] ?? 0))" }.joined(separator: ", ")
                 + "; this machine has \(gib(Int(clamping: ProcessInfo.processInfo.physicalMemory)))"),
             ("communication", "\(gib(p.communicationBytesPerRankPerStep)) in and out of each rank per step (gradients \(gib(p.allreduceBytesPerStep)) per rank)"),

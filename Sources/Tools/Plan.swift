@@ -19,6 +19,8 @@ public struct TrainingPlan: Codable, Sendable {
     public var optimizerBytes: Int
     /// Sharding's working buffers: gathered units, a unit's gradients, the reduce-scatter's result.
     public var shardingWorkBytes: Int
+    /// bf16's working buffers (rounded matmul inputs, the bf16 gradient bucket); 0 in fp32.
+    public var precisionWorkBytes: Int
     /// What the arena holds: `none` keeps every block's activations, `layer` one block's and the residuals.
     public var recompute: String
     public var activationBytes: Int
@@ -37,7 +39,7 @@ public struct TrainingPlan: Codable, Sendable {
         case parameters, nonEmbeddingParameters = "non_embedding_parameters", ranks, microBatch = "micro_batch"
         case seqLen = "seq_len", accumulationSteps = "accumulation_steps", tokensPerStep = "tokens_per_step", sharding
         case parameterBytes = "parameter_bytes", gradientBytes = "gradient_bytes", optimizerBytes = "optimizer_bytes"
-        case shardingWorkBytes = "sharding_work_bytes", activationBytes = "activation_bytes", recompute
+        case shardingWorkBytes = "sharding_work_bytes", precisionWorkBytes = "precision_work_bytes", activationBytes = "activation_bytes", recompute
         case memoryPerRankBytes = "memory_per_rank_bytes", allreduceBytesPerStep = "allreduce_bytes_per_step"
         case communicationBytesPerRankPerStep = "communication_bytes_per_rank_per_step"
         case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
@@ -68,6 +70,7 @@ public struct TrainingPlan: Codable, Sendable {
         gradientBytes = memory.gradients
         optimizerBytes = memory.moments
         shardingWorkBytes = memory.shardingWork
+        precisionWorkBytes = memory.precisionWork
         recompute = t.recompute.rawValue
         activationBytes = memory.activations
         memoryPerRankBytes = memory.total

@@ -17,13 +17,20 @@ import Testing
         #expect(abs(Double(try plan("llama2-34b", ranks: 64).parameters) / 1e9 - 33.7) < 0.1)
         let p = try plan("llama2-7b", ranks: 64)
         #expect(p.accumulationSteps == 16 && p.tokensPerStep == 4_194_304 && p.allreduceBytesPerStep == 4 * p.parameters)
-        #expect(p.memoryPerRankBytes == 16 * p.parameters + p.activationBytes && p.communicationBytesPerRankPerStep == 2 * 63 * p.allreduceBytesPerStep / 64)
+        #expect(p.memoryPerRankBytes == 16 * p.parameters + p.precisionWorkBytes + p.activationBytes && p.communicationBytesPerRankPerStep == 2 * 63 * p.allreduceBytesPerStep / 64)
+        // bf16 (the default where the CPU has it) rounds a matmul's two inputs: at most N × vocab (the logits'
+        // gradient) and vocab × dim (the head) for 7B, in 2 bytes each; fp32 needs none.
+        let n = p.microBatch * p.seqLen
+        #expect(p.precisionWorkBytes == 2 * n * 32000 + 2 * max(32000 * 4096, n * 11008), "\(p.precisionWorkBytes)")
+        var fp32 = try RunConfig.load(path: "\(root)/configs/llama2-7b.json")
+        fp32.train.precision = .fp32
+        #expect(try TrainingPlan(config: fp32, ranks: 64).precisionWorkBytes == 0)
         // Flash attention and recomputation: 7B's activations at 4096 tokens fit in 8 GiB (98 GiB before).
         var recomputing = try RunConfig.load(path: "\(root)/configs/llama2-7b.json")
         recomputing.train.recompute = .layer
         let lean = try TrainingPlan(config: recomputing, ranks: 64)
         #expect(lean.activationBytes <= 8 << 30 && lean.activationBytes * 4 < p.activationBytes, "\(lean.activationBytes)")
-        #expect(lean.memoryPerRankBytes == 16 * lean.parameters + lean.activationBytes)
+        #expect(lean.memoryPerRankBytes == 16 * lean.parameters + lean.precisionWorkBytes + lean.activationBytes)
         // Fully sharded with recomputation on 64 ranks, the paper's models fit nodes: 7B ≤ 16 GiB, 70B ≤ 64 GiB.
         for (name, limit) in [("llama2-7b", 16), ("llama2-70b", 64)] {
             var sharded = try RunConfig.load(path: "\(root)/configs/\(name).json")
