@@ -72,7 +72,7 @@ let package = Package(
 
         // MARK: - Tests
 
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Support"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Model", "TestSupport"]),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "Support", "TestSupport"]),

@@ -134,15 +134,8 @@ func fineTuneTokenizer() throws -> Tokenizer {
             return zip(batch.indices, batch).reduce(0.0) { $0 + softplus(-Double(r.values[2 * $1.0] - r.values[2 * $1.0 + 1] - $1.1.margin)) } * 0.5
         }
         for spec in model.layout.tensors {
-            let original = Array(model.parameters.slice(spec.offset, spec.count))
-            let analytic = Array(model.gradients.slice(spec.offset, spec.count))
-            let probes = stride(from: 0, to: spec.count, by: max(1, spec.count / 12)).map { $0 }
-            expectGradient(spec.name, at: probes.map { original[$0] }, analytic: probes.map { analytic[$0] }) { values in
-                let p = model.parameters.slice(spec.offset, spec.count)
-                for (i, v) in zip(probes, values) { p[i] = v }
-                defer { for i in probes { p[i] = original[i] } }
-                return loss()
-            }
+            expectTensorGradient(spec.name, values: model.parameters.slice(spec.offset, spec.count),
+                                 gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 12, loss: loss)
         }
     }
 }

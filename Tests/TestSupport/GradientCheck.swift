@@ -5,18 +5,14 @@
 // relative to L; the tolerance |fd − analytic| ≤ 1e-2 · (|analytic| + max|analytic|/10) is what an honest float32
 // kernel meets and what a wrong term (a missing factor, a transposed index) does not. A NaN or Inf anywhere
 // fails the check.
+import Support
 import Testing
 
+/// Test data from the project's own seeded generator (SplitMix64), as floats in a range.
 public struct Rand {
-    public var state: UInt64
-    public init(_ seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var generator: SplitMix64
+    public init(_ seed: UInt64) { generator = SplitMix64(seed: seed) }
+    public mutating func next() -> UInt64 { generator.next() }
     /// Uniform in [-scale, scale).
     public mutating func float(_ scale: Float = 1) -> Float { (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * scale }
     public mutating func floats(_ n: Int, _ scale: Float = 1) -> [Float] { (0..<n).map { _ in float(scale) } }
@@ -45,6 +41,20 @@ public func expectGradient(_ name: String, at x: [Float], analytic: [Float], ste
     #expect(worst.index < 0,
             "\(name): finite difference \(worst.fd) vs analytic \(worst.analytic) at index \(worst.index)",
             sourceLocation: sourceLocation)
+}
+
+/// `expectGradient` on up to `probes` coordinates spread over one tensor: `values` is the tensor's live
+/// parameters (set to each probe's ± step and restored), `gradient` its analytic gradient, `loss` the model's
+/// loss at the parameters as they stand.
+public func expectTensorGradient(_ name: String, values: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
+                                 probes count: Int, sourceLocation: SourceLocation = #_sourceLocation, loss: () -> Double) {
+    let original = Array(values), analytic = Array(gradient)
+    let probes = Array(stride(from: 0, to: values.count, by: max(1, values.count / count)))
+    expectGradient(name, at: probes.map { original[$0] }, analytic: probes.map { analytic[$0] }, sourceLocation: sourceLocation) { probed in
+        for (i, v) in zip(probes, probed) { values[i] = v }
+        defer { for i in probes { values[i] = original[i] } }
+        return loss()
+    }
 }
 
 /// Largest |a − b| over two arrays; infinity when their lengths differ or either holds a NaN or Inf where
