@@ -50,6 +50,7 @@ func parameters(_ path: String) throws -> [Float] {
         let p3 = try parameters(dir + "/two-large/model.safetensors")
         #expect(p1.count == p2.count && p1.count > 10_000)
         let diff = zip(p1, p2).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(p1.allSatisfy(\.isFinite) && p2.allSatisfy(\.isFinite), "non-finite parameters")  // max() would skip a NaN
         #expect(diff <= 1e-5, "1 rank vs 2 ranks: max |Δ| \(diff)")
         #expect(p2 == p3, "bucket size changed the result")
 
@@ -91,6 +92,7 @@ func parameters(_ path: String) throws -> [Float] {
         }
         let f = try parameters(dir + "/fp32/model.safetensors"), b = try parameters(dir + "/bf16/model.safetensors")
         let diff = zip(f, b).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(f.allSatisfy(\.isFinite) && b.allSatisfy(\.isFinite), "non-finite parameters")  // max() would skip a NaN
         #expect(diff > 0 && diff <= 3 * 1e-3, "max |Δ| \(diff)")
         func losses(_ mode: String) throws -> [Double] {
             try String(contentsOfFile: "\(dir)/\(mode).jsonl", encoding: .utf8).split(separator: "\n").map {
