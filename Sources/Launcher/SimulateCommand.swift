@@ -30,6 +30,9 @@ enum SimulateCommand {
             report["validation"] = validation
         }
         var target: ClusterModel
+        if tflops != nil && (args.string("threads-per-rank") != nil || args.string("thread-efficiency") != nil) {
+            throw UsageError("--threads-per-rank and --thread-efficiency scale a calibrated rank; --node-tflops already gives the whole node's rate")
+        }
         if let tflops, let gbps, let latencyUs {
             target = ClusterModel(flopsPerRank: tflops * 1e12, latency: latencyUs * 1e-6, bandwidth: gbps * 1e9 / 8,
                                   optimizerSecondsPerParameter: calibrated?.optimizerSecondsPerParameter ?? 2e-10)

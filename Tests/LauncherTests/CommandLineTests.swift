@@ -189,6 +189,8 @@ func scratch() throws -> String {
         }
         let one = try step(1), many = try step(64)
         #expect(one / many > 20 && one / many < 64, "\(one) s against \(many) s")
+        let conflicting = try run([tool, "plan", "--simulate", "--node-tflops", "10", "--link-gbps", "100", "--latency-us", "5", "--threads-per-rank", "4"])
+        #expect(conflicting.status == 2 && conflicting.stderr.contains("--threads-per-rank"), "\(conflicting.stderr)")
     }
 
     @Test func benchEndsWithOneJSONObject() throws {
