@@ -14,9 +14,7 @@
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-// Per-thread packing buffers (attention units run on the caller's threads), grown as needed.
-static __thread uint32_t *packed_a, *packed_b;
-static __thread size_t packed_a_size, packed_b_size;
+// Per-thread rows for conversions (attention units run on the caller's threads), grown as needed.
 static __thread uint16_t *row_a, *row_b;
 static __thread size_t row_size;
 
@@ -162,9 +160,7 @@ TARGET void lm_bf16_tile_run(int m, int n, int k, float alpha, const uint32_t *a
 
 void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
                        const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    uint32_t *ap = grow(&packed_a, &packed_a_size, lm_bf16_packed_a_count(m, k));
-    uint32_t *bp = grow(&packed_b, &packed_b_size, lm_bf16_packed_b_count(k, n));
-    if (!ap || !bp) abort();
+    uint32_t *ap = lm_bf16_scratch(0, lm_bf16_packed_a_count(m, k)), *bp = lm_bf16_scratch(1, lm_bf16_packed_b_count(k, n));
     lm_bf16_pack_a(ap, trans_a, m, k, a, lda);
     lm_bf16_pack_b(bp, trans_b, k, n, b, ldb);
     lm_bf16_tile_run(m, n, k, alpha, ap, bp, beta, c, ldc);

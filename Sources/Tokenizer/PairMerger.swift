@@ -221,8 +221,6 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
 
     // MARK: - Validity (SentencePiece's IsValidSentencePiece)
 
-    func isValidPiece(_ s: [UInt32]) -> Bool { isValidPiece(s, []) }
-
     /// Whether the concatenation of `a` and `b` may be a piece (without building it).
     func isValidPiece(_ a: [UInt32], _ b: [UInt32]) -> Bool {
         let n = a.count + b.count
