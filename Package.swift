@@ -63,11 +63,13 @@ let package = Package(
         // The data-parallel loop: objectives, batch sources, schedule, step, reporting, checkpoint policy.
         .target(name: "Training", dependencies: ["Configuration", "Checkpoint", "Model", "Optim", "Kernels", "Distributed",
                                                  "Dataset", "Tokenizer", "Support"]),
+        // Running a model rather than training it: generation (and, next, the KV-cached engine).
+        .target(name: "Inference", dependencies: ["Model", "Tokenizer", "Support"]),
         // SFT packing and reward models: objectives and data of the fine-tuning stages.
-        .target(name: "FineTune", dependencies: ["Training", "Configuration", "Model", "Tokenizer", "Support"]),
-        // Looking at runs and models: plan, scaling simulator, step benchmark, charts, generation.
+        .target(name: "FineTune", dependencies: ["Training", "Inference", "Configuration", "Model", "Tokenizer", "Support"]),
+        // Looking at runs and models: plan, scaling simulator, step benchmark, charts.
         .target(name: "Tools", dependencies: ["Training", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support"]),
-        .executableTarget(name: "Launcher", dependencies: ["Training", "FineTune", "Tools", "Checkpoint", "Configuration", "Model",
+        .executableTarget(name: "Launcher", dependencies: ["Training", "FineTune", "Inference", "Tools", "Checkpoint", "Configuration", "Model",
                                                            "Optim", "Distributed", "Tokenizer", "Dataset", "Support", "Kernels"]),
 
         // MARK: - Tests

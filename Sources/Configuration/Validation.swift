@@ -76,20 +76,14 @@ extension RunConfig {
 
     /// Bytes of one rank's activation arena, or nil when the shape is too large to count.
     public func activationBytes(microBatch B: Int, seqLen T: Int) -> Int? {
-        let widest = max(model.dim, model.ffnHiddenSize, model.qDim, model.outputSize)
+        let widest = max(model.dim, model.ffnHiddenSize, model.qDim, model.headRows)
         // The arena's largest buffers bound every carve, so the plan below cannot overflow once these fit.
         guard CheckedSize.product(B, T, widest, 16 * (model.nLayers + 4), 4) != nil else { return nil }
         return ActivationArena.Plan(config: model, batch: B, seqLen: T, purpose: .training(train.recompute)).byteCount
     }
 
     /// The largest unit (embedding, one block, final norm + head): what sharded training gathers at once.
-    public var largestUnit: Int? {
-        guard let q = CheckedSize.product(model.nHeads, model.headDim), let kv = CheckedSize.product(model.nKVHeads, model.headDim),
-              let attention = CheckedSize.product(2 * (q + kv), model.dim), let ffn = CheckedSize.product(3, model.ffnHiddenSize, model.dim),
-              let embedding = CheckedSize.product(model.vocabSize, model.dim), let head = CheckedSize.product(model.outputSize, model.dim)
-        else { return nil }
-        return max(embedding, attention + ffn + 2 * model.dim, head + model.dim)
-    }
+    public var largestUnit: Int? { ParameterLayout.Sizes(model)?.largestUnit }
 
     /// What one training rank holds on `ranks` ranks under train.sharding, in bytes: exactly what the trainer
     /// allocates for state (parameters, gradients, AdamW moments, sharding's working buffers) and activations.
@@ -109,9 +103,9 @@ extension RunConfig {
         // second a weight (up to vocab × dim) or an activation; grad_reduce bf16 adds one bucket of bf16.
         if train.precision != .fp32 {
             let n = train.microBatch * train.seqLen, c = model.dim
-            let widest = max(c, model.ffnHiddenSize, model.qDim, model.outputSize)
+            let widest = max(c, model.ffnHiddenSize, model.qDim, model.headRows)
             guard let first = CheckedSize.product(2, n, widest),
-                  let second = CheckedSize.product(2, max(model.outputSize * c, model.ffnHiddenSize * c, model.qDim * c,
+                  let second = CheckedSize.product(2, max(model.headRows * c, model.ffnHiddenSize * c, model.qDim * c,
                                                           n * max(c, model.ffnHiddenSize, model.qDim)))
             else { return nil }
             m.precisionWork = first + second

@@ -71,10 +71,10 @@ public final class RewardObjective: TrainingObjective {
             gradients.append((rewards.positions[2 * i], -slope * scale))
             gradients.append((rewards.positions[2 * i + 1], slope * scale))
         }
-        model.backward(settingLogitGradients: { dlogits in
-            dlogits.update(repeating: 0)
-            for g in gradients { dlogits[g.position] = g.value }
-        }, gradientsReady: gradientsReady)
+        model.backward(heads: [.score: .given({ dscores in
+            dscores.update(repeating: 0)
+            for g in gradients { dscores[g.position] = g.value }
+        })], gradientsReady: gradientsReady)
         return loss
     }
 
@@ -89,8 +89,8 @@ public final class RewardObjective: TrainingObjective {
         }
         let targets = [Int32](repeating: LlamaModel.ignoreIndex, count: tokens.count)
         _ = try model.forward(tokens: tokens, targets: targets, batch: sequences.count, seqLen: seqLen)
-        let logits = model.logits
-        return (positions.map { logits[$0] }, positions)
+        let scores = model.outputs(of: .score)
+        return (positions.map { scores[$0] }, positions)
     }
 }
 

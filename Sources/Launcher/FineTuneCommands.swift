@@ -76,7 +76,7 @@ enum FineTuneCommands {
     static func reward(_ args: inout Arguments) throws {
         let explicitSteps = args.string("steps")
         var (config, path, finetune, template, options) = try prepare(args, stage: .reward)
-        config.model.rewardHead = true
+        config.model.heads = [.score]
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
         let pairs = try PreferenceData.load(finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
@@ -112,7 +112,7 @@ enum FineTuneCommands {
     static func score(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
         let model = try HuggingFace.loadModel(directory: directory)
-        guard model.config.rewardHead else { throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)") }
+        guard model.config.heads.contains(.score) else { throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)") }
         let template = try TemplateFlags.template(args, tokenizer: try Tokenizer(path: directory + "/tokenizer.model"))
         var n = 0
         var scores: [Double] = []

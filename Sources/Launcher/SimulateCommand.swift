@@ -60,7 +60,7 @@ enum SimulateCommand {
             PretrainCommand.applyOverrides(&config, args)
             try config.validate(file: path)
             let layout = ParameterLayout(config: config.model)
-            let flops = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * config.train.seqLen * config.model.dim)
+            let flops = ParameterLayout.flopsPerToken(config.model, seqLen: config.train.seqLen)
             let sequences = config.train.globalBatchSequences
             print("\n\(path): \(layout.count) parameters, \(config.train.globalBatchTokens) tokens per step, sharding \(config.train.sharding.rawValue), recompute \(config.train.recompute.rawValue)")
             print("  ranks  tokens/rank  micro-steps    step s   compute s      comm s   exposed s  optimizer s  efficiency  GiB/rank")
@@ -105,7 +105,7 @@ enum SimulateCommand {
         else { throw UsageError("\(path): not a scaling.json written by cluster/bench-scaling.sh") }
         let config = try JSONDecoder().decode(RunConfig.self, from: JSONSerialization.data(withJSONObject: configObject))
         let layout = ParameterLayout(config: config.model)
-        let flops = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * config.train.seqLen * config.model.dim)
+        let flops = ParameterLayout.flopsPerToken(config.model, seqLen: config.train.seqLen)
         func number(_ r: [String: Any], _ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
         guard let one = results.first(where: { $0["mode"] as? String == "weak" && number($0, "ranks") == 1 }),
               let tokens = number(one, "tokens_per_step"), let compute = number(one, "compute_s"), let optimizer = number(one, "optimizer_s")

@@ -2,6 +2,7 @@
 import Checkpoint
 import Configuration
 import FineTune
+import Inference
 import Foundation
 import Model
 import Support

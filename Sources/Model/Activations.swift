@@ -43,7 +43,7 @@ public final class ActivationArena {
     public struct Plan {
         var residual: [Int] = []  // nLayers + 1 buffers (N,C): the input of each block, then the last output
         var blocks: [Block] = []  // one per layer, or one shared (recompute layer, inference)
-        var normF = 0, rstdF = 0, logits = 0, losses = 0
+        var normF = 0, rstdF = 0, logits = 0, losses = 0  // logits: every head's outputs, head by head
         var ropeCos = 0, ropeSin = 0
         // Backward scratch (training only).
         var dres = 0, dnorm = 0, dq = 0, dk = 0, dv = 0, dattnOut = 0, dgate = 0, dup = 0, dact = 0
@@ -53,7 +53,7 @@ public final class ActivationArena {
         public let tokenCount: Int
 
         public init(config c: LlamaConfig, batch B: Int, seqLen T: Int, purpose: ModelPurpose) {
-            let N = B * T, C = c.dim, F = c.ffnHiddenSize, Q = c.qDim, KV = c.kvDim, V = c.outputSize
+            let N = B * T, C = c.dim, F = c.ffnHiddenSize, Q = c.qDim, KV = c.kvDim, V = c.headRows
             tokenCount = N
             func carve(_ n: Int) -> Int {
                 let offset = count

@@ -69,7 +69,16 @@ public enum HuggingFace {
             guard labels == 1 else {
                 throw ConfigError(file: path, field: "num_labels", message: "is \(labels); a reward model has one scalar output")
             }
-            result.rewardHead = true
+            result.heads = [.score]
+        }
+        // Heads beyond what the architecture implies (a policy's value head) are listed by our own key.
+        if let listed = json[Self.headsKey] as? [String] {
+            result.heads = try listed.map { name in
+                guard let head = OutputHead(rawValue: name) else {
+                    throw ConfigError(file: path, field: Self.headsKey, message: "'\(name)' is not a head; use \(OutputHead.allCases.map(\.rawValue))")
+                }
+                return head
+            }
         }
         do {
             try result.validate(file: path)
@@ -83,9 +92,12 @@ public enum HuggingFace {
         return result
     }
 
+    /// config.json's key for a head list that no single transformers architecture implies.
+    public static let headsKey = "llama_train_heads"
+
     public static func configJSON(_ c: LlamaConfig) -> Data {
         var object: [String: Any] = [
-            "architectures": [c.rewardHead ? "LlamaForSequenceClassification" : "LlamaForCausalLM"], "model_type": "llama",
+            "architectures": [c.heads == [.score] ? "LlamaForSequenceClassification" : "LlamaForCausalLM"], "model_type": "llama",
             "hidden_act": "silu",
             "hidden_size": c.dim, "intermediate_size": c.ffnHiddenSize, "num_hidden_layers": c.nLayers,
             "num_attention_heads": c.nHeads, "num_key_value_heads": c.nKVHeads, "head_dim": c.headDim,
@@ -93,7 +105,10 @@ public enum HuggingFace {
             "max_position_embeddings": c.maxSeqLen, "tie_word_embeddings": false, "attention_bias": false,
             "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
         ]
-        if c.rewardHead { object["num_labels"] = 1 }
+        if c.heads == [.score] { object["num_labels"] = 1 }
+        // transformers keeps unknown keys as attributes; LlamaForCausalLM loads the lm_head part and reports the
+        // value head's tensor as unused (TRL's AutoModelForCausalLMWithValueHead reads it as v_head).
+        if c.heads != [.lm] && c.heads != [.score] { object[Self.headsKey] = c.heads.map(\.rawValue) }
         return try! JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
     }
 

@@ -15,6 +15,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case targetOutOfRange(position: Int, target: Int32, vocabSize: Int)
     case sequenceTooLong(seqLen: Int, maxSeqLen: Int)
     case shapeMismatch(expected: Int, tokens: Int, targets: Int)
+    case targetWithoutLanguageHead(position: Int, target: Int32)
 
     public var description: String {
         switch self {
@@ -23,6 +24,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             "target \(t) at position \(p) is outside the vocabulary [0, \(v)) and is not the ignore index \(LlamaModel.ignoreIndex)"
         case let .sequenceTooLong(t, m): "sequence length \(t) exceeds the model's max_seq_len \(m)"
         case let .shapeMismatch(e, a, b): "batch × seq_len = \(e) positions, but got \(a) tokens and \(b) targets"
+        case let .targetWithoutLanguageHead(p, t):
+            "target \(t) at position \(p), but the model has no lm_head to predict it; give \(LlamaModel.ignoreIndex) everywhere"
         }
     }
 }
@@ -78,6 +81,8 @@ public final class LlamaModel {
     public var precision: Precision = .fp32
     /// The bf16 roundings of the two inputs of the matmul in flight.
     private let bf16Scratch = [BF16Scratch(), BF16Scratch()]
+    /// Where each head's outputs start in the arena's head outputs, in rows per position (layout order).
+    private let headRowOffsets: [Int]
 
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
     /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
@@ -92,6 +97,7 @@ public final class LlamaModel {
         self.gradientRange = gradientRange ?? (purpose.trains ? 0..<layout.count : 0..<0)
         parameters = FloatBuffer(count: self.parameterRange.count)
         gradients = FloatBuffer(count: self.gradientRange.count)
+        headRowOffsets = config.heads.indices.map { i in config.heads[..<i].reduce(0) { $0 + $1.rows(config) } }
     }
 
     /// Hugging Face's initialisation: N(0, std) for every matrix, ones for the RMSNorm gains. The random
@@ -131,24 +137,30 @@ public final class LlamaModel {
     }
 
 
-    /// Logits (B·T, V) of the last forward; the backward overwrites them with their gradient.
-    public var logits: UnsafeBufferPointer<Float> {
-        let a = activations!
-        return UnsafeBufferPointer(start: a.ptr(a.logits), count: a.batch * a.seqLen * config.outputSize)
+    /// Head `kind`'s outputs (B·T, rows) of the last forward: logits for `lm_head`, one scalar per position for
+    /// `score` and `value`. A backward overwrites them with their gradient.
+    public func outputs(of kind: OutputHead) -> UnsafeBufferPointer<Float> {
+        guard let i = config.heads.firstIndex(of: kind) else { preconditionFailure("the model has no \(kind.rawValue) head") }
+        let a = activations!, n = a.batch * a.seqLen
+        return UnsafeBufferPointer(start: a.ptr(a.logits) + n * headRowOffsets[i], count: n * kind.rows(config))
     }
+
+    /// The first head's outputs: a language model's logits (B·T, V), a reward model's scores.
+    public var logits: UnsafeBufferPointer<Float> { outputs(of: config.heads[0]) }
 
     /// Forward pass over tokens (B, T) row-major with next-token targets (B, T), ignoreIndex where no loss.
     public func forward(tokens: [Int32], targets: [Int32], batch B: Int, seqLen T: Int) throws -> ForwardResult {
         guard tokens.count == B * T, targets.count == B * T else {
             throw ModelError.shapeMismatch(expected: B * T, tokens: tokens.count, targets: targets.count)
         }
-        let V = config.vocabSize, outputs = config.outputSize
+        let V = config.vocabSize, predicts = config.heads.contains(.lm)
         var counted = 0
         for i in 0..<(B * T) {
             if tokens[i] < 0 || Int(tokens[i]) >= V { throw ModelError.tokenOutOfRange(position: i, token: tokens[i], vocabSize: V) }
             if targets[i] == LlamaModel.ignoreIndex { continue }
-            if targets[i] < 0 || Int(targets[i]) >= outputs {
-                throw ModelError.targetOutOfRange(position: i, target: targets[i], vocabSize: outputs)
+            if !predicts { throw ModelError.targetWithoutLanguageHead(position: i, target: targets[i]) }
+            if targets[i] < 0 || Int(targets[i]) >= V {
+                throw ModelError.targetOutOfRange(position: i, target: targets[i], vocabSize: V)
             }
             counted += 1
         }
@@ -173,7 +185,7 @@ public final class LlamaModel {
             (B, T) = (Int32(a.batch), Int32(a.seqLen))
             N = B * T
             (C, F, Q, KV) = (Int32(c.dim), Int32(c.ffnHiddenSize), Int32(c.qDim), Int32(c.kvDim))
-            (H, G, D, V) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim), Int32(c.outputSize))
+            (H, G, D, V) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim), Int32(c.vocabSize))
             let rows = a.batch * a.seqLen
             (nc, nf, nq, nkv) = (rows * c.dim, rows * c.ffnHiddenSize, rows * c.qDim, rows * c.kvDim)
         }
@@ -191,12 +203,21 @@ public final class LlamaModel {
         }
         let ph = parameterBase(forwardOf: head)
         rmsnormForward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d, Float(c.normEps))
-        matmulForward(a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, d.N, d.C, d.V, 0)
+        for (i, h) in layout.heads.enumerated() {
+            matmulForward(headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, d.N, d.C, Int32(h.kind.rows(c)), 0)
+        }
         unitWeights?.forwardFinished(unit: head)
-        let (losses, logits, targets, V) = (a.ptr(a.losses), a.ptr(a.logits), a.targets, Int(d.V))
+        let losses = a.ptr(a.losses)
+        guard let lm = c.heads.firstIndex(of: .lm) else { return losses.update(repeating: 0, count: Int(d.N)) }
+        let (logits, targets, V) = (headOutputs(lm, a), a.targets, Int(d.V))
         inParallel(units: Int(d.N)) { first, end in
             lm_cross_entropy_forward(losses + first, logits + first * V, targets + first, Int32(end - first), d.V)
         }
+    }
+
+    /// Head i's outputs (N, rows) in the arena.
+    private func headOutputs(_ i: Int, _ a: ActivationArena) -> UnsafeMutablePointer<Float> {
+        a.ptr(a.logits) + a.batch * a.seqLen * headRowOffsets[i]
     }
 
     /// Block l from residual[l] to residual[l + 1], keeping its activations in block(l). The backward's
@@ -299,32 +320,47 @@ public final class LlamaModel {
         }
     }
 
+    /// What the backward starts from at one head: next-token cross-entropy of the lm_head's logits over the
+    /// last forward's counted targets, scaled; or gradients the caller writes over the head's outputs (`fill`
+    /// gets the buffer holding them and must overwrite every value: a ranking loss, a value loss, PPO's).
+    public enum HeadGradient {
+        case crossEntropy(scale: Float)
+        case given((UnsafeMutableBufferPointer<Float>) -> Void)
+    }
+
     /// Adds into `gradients` the gradient of Σ lossScale · loss over the last forward's counted targets
     /// (lossScale = 1 / global target count gives the mean). Overwrites the logits.
     /// `gradientsReady(w)` is called as backward goes: every gradient at flat offset ≥ w is then final, so a
     /// data-parallel caller can start reducing it while the rest of backward runs.
     public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) {
+        backward(heads: [.lm: .crossEntropy(scale: lossScale)], gradientsReady: gradientsReady)
+    }
+
+    /// Adds into `gradients` the gradient of a loss on the heads' outputs: each head in `heads` starts the
+    /// backward as its HeadGradient says; a head not named contributes nothing (its weights' gradient and its
+    /// share of the trunk's are zero).
+    public func backward(heads: [OutputHead: HeadGradient], gradientsReady: ((Int) -> Void)? = nil) {
         guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
-        let N = Int32(a.batch * a.seqLen), V = Int32(config.outputSize)
-        // logits = lm_head(rmsnorm(x_L)); dlogits overwrite the logits in place
-        let (logits, targets, width) = (a.ptr(a.logits), a.targets, Int(V))
-        inParallel(units: Int(N)) { first, end in
-            lm_cross_entropy_backward(logits + first * width, logits + first * width, targets + first, lossScale, Int32(end - first), V)
+        let n = a.batch * a.seqLen
+        for (kind, gradient) in heads {
+            guard let i = config.heads.firstIndex(of: kind) else { preconditionFailure("the model has no \(kind.rawValue) head") }
+            let outputs = headOutputs(i, a)
+            switch gradient {
+            case let .crossEntropy(scale):
+                precondition(kind == .lm, "cross-entropy applies to the lm_head's logits, not \(kind.rawValue)")
+                let (targets, V) = (a.targets, Int32(config.vocabSize))
+                inParallel(units: n) { first, end in
+                    let rows = outputs + first * Int(V)
+                    lm_cross_entropy_backward(rows, rows, targets + first, scale, Int32(end - first), V)
+                }
+            case let .given(fill):
+                fill(UnsafeMutableBufferPointer(start: outputs, count: n * kind.rows(config)))
+            }
         }
-        backwardFromLogitGradients(gradientsReady: gradientsReady)
+        backwardFromHeadGradients(Set(heads.keys), gradientsReady: gradientsReady)
     }
 
-    /// Backward from gradients the caller writes into the logits buffer (B·T, outputSize), for losses other
-    /// than next-token cross-entropy (the reward model's ranking loss). `fill` gets the buffer holding the
-    /// last forward's logits and must overwrite every value.
-    public func backward(settingLogitGradients fill: (UnsafeMutableBufferPointer<Float>) -> Void,
-                         gradientsReady: ((Int) -> Void)? = nil) {
-        guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
-        fill(UnsafeMutableBufferPointer(start: a.ptr(a.logits), count: a.batch * a.seqLen * config.outputSize))
-        backwardFromLogitGradients(gradientsReady: gradientsReady)
-    }
-
-    private func backwardFromLogitGradients(gradientsReady: ((Int) -> Void)?) {
+    private func backwardFromHeadGradients(_ started: Set<OutputHead>, gradientsReady: ((Int) -> Void)?) {
         let a = activations!
         let c = config, d = Dims(c, a)
         let (N, C, F, Q, KV) = (d.N, d.C, d.F, d.Q, d.KV)
@@ -334,12 +370,15 @@ public final class LlamaModel {
 
         let (ph, gh) = backwardBases(c.nLayers + 1)
         zero(a.dnorm, d.nc)
-        matmulBackward(dnorm, gh + layout.lmHead.offset, a.ptr(a.logits), a.ptr(a.normF), ph + layout.lmHead.offset, N, C, d.V)
+        for (i, h) in layout.heads.enumerated() where started.contains(h.kind) {
+            matmulBackward(dnorm, gh + h.tensor.offset, headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, N, C,
+                           Int32(h.kind.rows(c)))
+        }
         zero(a.dres, d.nc)
         lm_rmsnorm_backward(dres, gh + layout.finalNorm.offset, dnorm, a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset,
                             a.ptr(a.rstdF), N, C)
         unitWeights?.backwardFinished(unit: c.nLayers + 1)
-        gradientsReady?(min(layout.finalNorm.offset, layout.lmHead.offset))
+        gradientsReady?(layout.finalNorm.offset)
         // dres is the gradient of the residual stream: each block's output passes it straight to its input.
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             // Recompute: the shared block buffers hold the last layer's forward already; any other layer
@@ -399,12 +438,8 @@ public final class LlamaModel {
 
     // MARK: - Accounting
 
-    /// Training FLOPs per token, PaLM's count as llm.c and nanoGPT use it: 6·N for the matmuls (N without the
-    /// embedding table) plus 6·L·T·D for attention scores and values (T the sequence length, D = dim).
-    public func flopsPerToken(seqLen: Int) -> Double {
-        // (A reward model's head is one row: its FLOPs drop out of N with the vocabulary.)
-        6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.nLayers * seqLen * config.dim)
-    }
+    /// Training FLOPs per token (ParameterLayout.flopsPerToken: 6·N + 6·L·T·D).
+    public func flopsPerToken(seqLen: Int) -> Double { ParameterLayout.flopsPerToken(config, seqLen: seqLen) }
 }
 
 /// A value shared with concurrent work whose safety the caller establishes (disjoint writes).

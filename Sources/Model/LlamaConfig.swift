@@ -19,12 +19,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var normEps: Double
     public var ropeTheta: Double
     public var maxSeqLen: Int
-    /// A reward model: the next-token head is replaced by a scalar head, score.weight (1, dim), as in
-    /// Hugging Face's LlamaForSequenceClassification with one label.
-    public var rewardHead = false
+    /// The output heads on the final norm, in layout order (see OutputHead): `lm_head` for a language model,
+    /// `score` for a reward model, `lm_head` and `value` for PPO's policy with its value estimate.
+    public var heads: [OutputHead] = [.lm]
 
-    /// Rows of the output head: the vocabulary, or 1 for a reward model.
-    public var outputSize: Int { rewardHead ? 1 : vocabSize }
+    /// Outputs per position over all heads: the width of the arena's head outputs.
+    public var headRows: Int { heads.reduce(0) { $0 + $1.rows(self) } }
 
     public init(dim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int? = nil, vocabSize: Int = 32000,
                 ffnHiddenSize: Int? = nil, multipleOf: Int = 256, ffnDimMultiplier: Double? = nil,
@@ -50,19 +50,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         return m * ((hidden + m - 1) / m)
     }
 
-    /// Parameters of this shape (ParameterLayout's count), computed with overflow checked: nil when absurd.
-    public var parameterCount: Int? {
-        let q = CheckedSize.product(nHeads, headDim), kv = CheckedSize.product(nKVHeads, headDim)
-        guard let q, let kv, let qo = CheckedSize.product(2, q, dim), let kvw = CheckedSize.product(2, kv, dim),
-              let attention = CheckedSize.sum([qo, kvw]),
-              let ffn = CheckedSize.product(3, ffnHiddenSize, dim),
-              let layer = CheckedSize.sum([attention, ffn, 2 * dim]),
-              let layers = CheckedSize.product(nLayers, layer),
-              let embedding = CheckedSize.product(vocabSize, dim),
-              let head = CheckedSize.product(outputSize, dim)
-        else { return nil }
-        return CheckedSize.sum([embedding, layers, dim, head])
-    }
+    /// Parameters of this shape (ParameterLayout's count, from its table), overflow checked: nil when absurd.
+    public var parameterCount: Int? { ParameterLayout.Sizes(self)?.count }
 
     public var qDim: Int { nHeads * headDim }
     public var kvDim: Int { nKVHeads * headDim }
@@ -100,6 +89,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         }
         if !(normEps > 0) { throw fail("norm_eps", "must be positive, got \(normEps)") }
         if !(ropeTheta > 0) { throw fail("rope_theta", "must be positive, got \(ropeTheta)") }
+        if Set(heads).count != heads.count {
+            throw fail("heads", "names a head twice (\(heads.map(\.rawValue))); each of \(OutputHead.allCases.map(\.rawValue)) at most once")
+        }
     }
 
     // MARK: - Our config files
@@ -111,6 +103,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case dim, nLayers = "n_layers", nHeads = "n_heads", nKVHeads = "n_kv_heads", vocabSize = "vocab_size"
         case ffnHiddenSize = "ffn_hidden_size", multipleOf = "multiple_of", ffnDimMultiplier = "ffn_dim_multiplier"
         case headDim = "head_dim", normEps = "norm_eps", ropeTheta = "rope_theta", maxSeqLen = "max_seq_len"
+        case heads
+        /// Written before heads were a list: `true` is `heads: ["score"]`.
         case rewardHead = "reward_head"
     }
 
@@ -128,7 +122,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                   normEps: try c.decodeIfPresent(Double.self, forKey: .normEps) ?? 1e-5,
                   ropeTheta: try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000,
                   maxSeqLen: try c.decodeIfPresent(Int.self, forKey: .maxSeqLen) ?? 4096)
-        rewardHead = try c.decodeIfPresent(Bool.self, forKey: .rewardHead) ?? false
+        let legacyReward = try c.decodeIfPresent(Bool.self, forKey: .rewardHead)
+        if let listed = try c.decodeIfPresent([OutputHead].self, forKey: .heads) {
+            guard legacyReward == nil else {
+                throw DecodingError.dataCorruptedError(forKey: .rewardHead, in: c, debugDescription: "give heads or reward_head, not both")
+            }
+            heads = listed
+        } else if legacyReward == true {
+            heads = [.score]
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -143,6 +145,6 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encode(normEps, forKey: .normEps)
         try c.encode(ropeTheta, forKey: .ropeTheta)
         try c.encode(maxSeqLen, forKey: .maxSeqLen)
-        if rewardHead { try c.encode(rewardHead, forKey: .rewardHead) }
+        if heads != [.lm] { try c.encode(heads, forKey: .heads) }
     }
 }

@@ -89,6 +89,6 @@ public struct TrainingPlan: Codable, Sendable {
             byMode[mode.rawValue] = other.rankMemory(ranks: ranks)?.total ?? -1
         }
         memoryPerRankByMode = byMode
-        flopsPerToken = 6 * Double(layout.nonEmbeddingCount) + 6 * Double(config.model.nLayers * t.seqLen * config.model.dim)
+        flopsPerToken = ParameterLayout.flopsPerToken(config.model, seqLen: t.seqLen)
     }
 }

@@ -6,8 +6,8 @@ import Foundation
 import Model
 
 /// Copies a starting model's tensors into `model` by name and shape: from a Hugging Face directory or one of
-/// our checkpoints (step directory with manifest.json). A reward model may start from a language model: its
-/// scalar head (score.weight) then keeps its fresh initialisation.
+/// our checkpoints (step directory with manifest.json). A reward model or a policy with a value head may start
+/// from a language model: a scalar head (score, value) the source lacks keeps its fresh initialisation.
 public func loadInitialWeights(from path: String, into model: LlamaModel, log: (String) -> Void) throws {
     let source: LlamaModel
     if FileManager.default.fileExists(atPath: path + "/manifest.json") {
@@ -21,7 +21,7 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, log: (
     for spec in model.layout.tensors {
         if let from = source.layout.spec(named: spec.name), from.shape == spec.shape {
             model.parameters.pointer.advanced(by: spec.offset).update(from: source.parameters.pointer + from.offset, count: spec.count)
-        } else if spec.offset == model.layout.lmHead.offset && model.config.rewardHead {
+        } else if model.layout.heads.contains(where: { $0.tensor == spec && $0.kind != .lm }) && source.layout.spec(named: spec.name) == nil {
             fresh.append(spec.name)
         } else {
             let found = source.layout.spec(named: spec.name).map { "has shape \($0.shape)" } ?? "is missing"

@@ -118,10 +118,10 @@ func fineTuneTokenizer() throws -> Tokenizer {
     @Test func rankingLossGradientMatchesFiniteDifferences() throws {
         let config = LlamaConfig(dim: 12, nLayers: 1, nHeads: 3, nKVHeads: 1, vocabSize: 20, ffnHiddenSize: 16, maxSeqLen: 6)
         var reward = config
-        reward.rewardHead = true
+        reward.heads = [.score]
         let model = try LlamaModel(config: reward)
         model.initialize(seed: 6, std: 0.4)
-        #expect(model.layout.lmHead.name == "score.weight" && model.layout.lmHead.shape == [1, 12])
+        #expect(model.layout.head(.score)?.name == "score.weight" && model.layout.head(.score)?.shape == [1, 12] && model.layout.heads.count == 1)
         let pairs = [PreferencePair(chosen: [1, 4, 5, 9], rejected: [1, 4, 7], rating: .better, margin: 2.0 / 3),
                      PreferencePair(chosen: [1, 3, 3, 3, 8, 2], rejected: [1, 2, 6, 11, 2], rating: .negligiblyBetter, margin: 0)]
         let objective = try RewardObjective(pairs: pairs, pairsPerBatch: 2, microBatchSequences: 4, seqLen: 6, seed: 1, padToken: 2)

@@ -36,7 +36,7 @@ import Testing
             let expected: Float = spec.decays ? 1 - 0.5 * 0.1 : 1
             #expect(params.slice(spec.offset, spec.count).allSatisfy { $0 == expected }, "\(spec.name)")
         }
-        #expect(!layout.finalNorm.decays && layout.embedding.decays && layout.lmHead.decays)
+        #expect(!layout.finalNorm.decays && layout.embedding.decays && layout.head(.lm)!.decays)
     }
 
     /// Bias correction makes the first step lr · sign(g) (up to eps) whatever the gradient's size.

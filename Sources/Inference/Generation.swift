@@ -1,11 +1,11 @@
 // Sampling text from a trained model, so a person can see it learn: temperature and nucleus (top-p)
-// sampling, greedy at temperature 0. No KV cache: the arena is planned once for the longest sequence and
+// sampling, greedy at temperature 0. No KV cache yet: the arena is planned once for the longest sequence and
 // each new token reruns the causal forward (positions after the last token cannot affect it).
-
-import Configuration
+// What this is not: training; the module sits beside Training so that FineTune and the later stages
+// (rejection sampling, PPO) can generate with the model they train.
 import Foundation
-import Support
 import Model
+import Support
 import Tokenizer
 
 public enum Generator {
@@ -27,11 +27,12 @@ public enum Generator {
         guard ids.count < limit else { return [] }
         var rng = SplitMix64(seed: seed)
         let V = model.config.vocabSize
+        guard model.config.heads.contains(.lm) else { throw GenerationError.noLanguageHead }
         let targets = [Int32](repeating: LlamaModel.ignoreIndex, count: limit)
         while ids.count < limit {
             let padded = ids + [Int32](repeating: 0, count: limit - ids.count)
             _ = try model.forward(tokens: padded, targets: targets, batch: 1, seqLen: limit)
-            let row = Array(model.logits[((ids.count - 1) * V)..<(ids.count * V)])
+            let row = Array(model.outputs(of: .lm)[((ids.count - 1) * V)..<(ids.count * V)])
             let next = sample(row, temperature: temperature, topP: topP, rng: &rng)
             if next == tokenizer.eosId { break }
             ids.append(next)
@@ -58,5 +59,15 @@ public enum Generator {
             if u <= 0 { return Int32(i) }
         }
         return Int32(kept.last!)
+    }
+}
+
+public enum GenerationError: Error, CustomStringConvertible {
+    case noLanguageHead
+
+    public var description: String {
+        switch self {
+        case .noLanguageHead: "the model has no lm_head to generate with (a reward model scores, it does not generate)"
+        }
     }
 }
