@@ -1,4 +1,5 @@
-// CheckpointStore: saving and resuming sharded checkpoints (layout and commit protocol in Checkpoint.swift).
+// CheckpointStore: saving and resuming sharded checkpoints of a stage's models (layout and commit protocol
+// in Manifest.swift).
 //
 // Saving copies this rank's range of parameters and moments into a staging buffer (the only stall when
 // writing in the background), then writes, fsyncs and commits on a thread with its own communicator.
@@ -21,6 +22,22 @@ public enum ResumeMode: Equatable, Sendable {
         case "none": self = .none
         default: self = .path(text)
         }
+    }
+}
+
+/// One model of a checkpoint: its name (the manifest's), the model, and its optimizer when it trains.
+public struct CheckpointedModel {
+    public let name: String
+    public let model: LlamaModel
+    public let optimizer: AdamW?
+
+    public init(name: String, model: LlamaModel, optimizer: AdamW?) {
+        (self.name, self.model, self.optimizer) = (name, model, optimizer)
+    }
+
+    /// The buffers a checkpoint holds, each with the flat range it covers: parameters, then AdamW's m and v.
+    var state: [(FloatBuffer, Range<Int>)] {
+        [(model.parameters, model.parameterRange)] + (optimizer.map { [($0.m, $0.range), ($0.v, $0.range)] } ?? [])
     }
 }
 
@@ -58,31 +75,46 @@ public final class CheckpointStore: @unchecked Sendable {
 
     // MARK: - Saving
 
-    /// Saves the state after `step` optimizer steps; returns the seconds training stalled for it.
+    /// Saves the state of every model after `step` optimizer steps (the primary first); returns the seconds
+    /// training stalled for it.
     @discardableResult
-    public func save(step: Int, tokensSeen: Int, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> Double {
+    public func save(step: Int, tokensSeen: Int, models: [CheckpointedModel], config: RunConfig) throws -> Double {
         try waitForPending()
         let start = Date()
-        let count = model.layout.count
-        let range = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
-        let staged = FloatBuffer(count: 3 * range.count)
-        // Each rank writes the range it owns; sharded buffers hold exactly that range, replicated ones all.
-        for (i, (buffer, held)) in Self.state(model, optimizer).enumerated() {
-            precondition(held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound, "rank \(world.rank) does not hold its own range")
-            (staged.pointer + i * range.count).update(from: buffer.pointer + (range.lowerBound - held.lowerBound), count: range.count)
+        // Each rank writes the range it owns of every buffer; sharded buffers hold exactly that range, replicated ones all.
+        let staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)] = models.enumerated().map { i, entry in
+            let state = entry.state
+            let range = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: entry.model.layout.count)
+            let buffer = FloatBuffer(count: state.count * range.count)
+            for (section, (source, held)) in state.enumerated() {
+                precondition(held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound, "rank \(world.rank) does not hold its own range")
+                (buffer.pointer + section * range.count).update(from: source.pointer + (range.lowerBound - held.lowerBound), count: range.count)
+            }
+            return (i == 0 ? "" : entry.name + "-", range, buffer)
         }
         let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
-        let template = CheckpointManifest(
-            stage: stage, step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: optimizer.step, worldSize: world.size,
-            parameterCount: count, layoutSHA256: CheckpointManifest.layoutHash(model.layout), seed: config.train.seed,
+        let primary = models[0]
+        var template = CheckpointManifest(
+            stage: stage, step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: primary.optimizer?.step ?? 0, worldSize: world.size,
+            parameterCount: primary.model.layout.count, layoutSHA256: CheckpointManifest.layoutHash(primary.model.layout), seed: config.train.seed,
             config: config, shards: [], savedAt: ISO8601DateFormatter().string(from: Date()))
+        if models.count > 1 {
+            template.modelName = primary.name
+            template.models = models.dropFirst().map {
+                .init(name: $0.name, model: $0.model.config, parameterCount: $0.model.layout.count,
+                      layoutSHA256: CheckpointManifest.layoutHash($0.model.layout), adamStep: $0.optimizer?.step,
+                      sections: $0.state.count, shards: [])
+            }
+        }
+        let bytes = staged.reduce(0) { $0 + $1.buffer.byteCount }
+        let manifest = template
         let stall = Date().timeIntervalSince(start)
         let work: @Sendable () throws -> Void = { [self] in
             let t0 = Date()
-            try self.commit(staged: staged, range: range, checkpoint: checkpoint, manifest: template)
+            try self.commit(staged: staged, checkpoint: checkpoint, manifest: manifest)
             if self.world.isRoot {
                 self.log(String(format: "checkpoint %@ committed: %.1f MB per rank written in %.2f s%@, training stalled %.0f ms",
-                                checkpoint, Double(staged.byteCount) / 1e6, Date().timeIntervalSince(t0),
+                                checkpoint, Double(bytes) / 1e6, Date().timeIntervalSince(t0),
                                 self.background ? " in the background" : "", (self.background ? stall : Date().timeIntervalSince(start)) * 1e3))
             }
         }
@@ -120,24 +152,36 @@ public final class CheckpointStore: @unchecked Sendable {
         if let error { throw error }
     }
 
-    private func commit(staged: FloatBuffer, range: Range<Int>, checkpoint: String, manifest template: CheckpointManifest) throws {
+    private func commit(staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)], checkpoint: String,
+                        manifest template: CheckpointManifest) throws {
         try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
-        let name = CheckpointManifest.shardName(rank: world.rank, worldSize: world.size)
-        let bytes = UnsafeRawBufferPointer(start: staged.pointer, count: 3 * range.count * 4)
-        let hash = SHA256.hex(bytes)
-        try AtomicFile.write(to: checkpoint + "/" + name) { writer in
-            try writer.write(bytes)
-            // Fault injection for the tests: this rank dies mid-checkpoint, its shard written but not committed.
-            if ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_DIE_IN_CHECKPOINT"] == "\(world.rank)" { kill(getpid(), SIGKILL) }
+        var words: [Int32] = []
+        for (prefix, _, buffer) in staged {
+            let name = prefix + CheckpointManifest.shardName(rank: world.rank, worldSize: world.size)
+            let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.byteCount)
+            words += Array(SHA256.hex(bytes).utf8).map(Int32.init)
+            try AtomicFile.write(to: checkpoint + "/" + name) { writer in
+                try writer.write(bytes)
+                // Fault injection for the tests: this rank dies mid-checkpoint, its shard written but not committed.
+                if ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_DIE_IN_CHECKPOINT"] == "\(world.rank)" { kill(getpid(), SIGKILL) }
+            }
         }
-        // The gather is the barrier of the protocol: rank 0 hears from every rank only after its shard is durable.
-        let words = Array(hash.utf8).map(Int32.init) + [Int32(truncatingIfNeeded: range.lowerBound), Int32(truncatingIfNeeded: range.lowerBound >> 32)]
+        // The gather is the barrier of the protocol: rank 0 hears from every rank only after its shards are durable.
         guard let all = try commitComm.gather(words) else { return }
+        func hash(_ rank: Int, _ model: Int) -> String {
+            String(decoding: all[rank][(64 * model)..<(64 * model + 64)].map(UInt8.init), as: UTF8.self)
+        }
+        func shards(_ model: Int, prefix: String, count: Int, sections: Int) -> [CheckpointManifest.Shard] {
+            (0..<world.size).map { rank in
+                let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: count)
+                return .init(file: prefix + CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank, start: r.lowerBound,
+                             end: r.upperBound, bytes: 4 * sections * r.count, sha256: hash(rank, model))
+            }
+        }
         var manifest = template
-        manifest.shards = all.enumerated().map { rank, w in
-            let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: template.parameterCount)
-            return .init(file: CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank, start: r.lowerBound,
-                         end: r.upperBound, bytes: 12 * r.count, sha256: String(decoding: w.prefix(64).map(UInt8.init), as: UTF8.self))
+        manifest.shards = shards(0, prefix: "", count: template.parameterCount, sections: 3)
+        for (i, extra) in (template.models ?? []).enumerated() {
+            manifest.models![i].shards = shards(i + 1, prefix: staged[i + 1].prefix, count: extra.parameterCount, sections: extra.sections)
         }
         try AtomicFile.write(try manifest.sealed(), to: checkpoint + "/manifest.json")
         prune(committed: checkpoint, step: manifest.step)
@@ -183,13 +227,13 @@ public final class CheckpointStore: @unchecked Sendable {
 
     /// Loads the checkpoint `mode` selects into the model and optimizer; nil when starting fresh. Newer
     /// checkpoints than the one resumed (all, when starting fresh) are then set aside, said in the log.
-    public func resume(_ mode: ResumeMode, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> CheckpointManifest? {
-        let manifest = try select(mode, model: model, optimizer: optimizer, config: config)
+    public func resume(_ mode: ResumeMode, models: [CheckpointedModel], config: RunConfig) throws -> CheckpointManifest? {
+        let manifest = try select(mode, models: models, config: config)
         try setAsideNewerThan(manifest?.step)
         return manifest
     }
 
-    private func select(_ mode: ResumeMode, model: LlamaModel, optimizer: AdamW, config: RunConfig) throws -> CheckpointManifest? {
+    private func select(_ mode: ResumeMode, models: [CheckpointedModel], config: RunConfig) throws -> CheckpointManifest? {
         let candidates: [String]
         switch mode {
         case .none: return nil
@@ -200,9 +244,10 @@ public final class CheckpointStore: @unchecked Sendable {
             do {
                 let start = Date()
                 let manifest = try readManifest(checkpoint)
-                try checkCompatible(manifest, checkpoint: checkpoint, model: model, config: config)
+                try checkCompatible(manifest, checkpoint: checkpoint, models: models, config: config)
                 var failures = 0.0
-                for (i, shard) in manifest.shards.enumerated() where i % world.size == world.rank {
+                let every = manifest.shards + (manifest.models ?? []).flatMap(\.shards)
+                for (i, shard) in every.enumerated() where i % world.size == world.rank {
                     do { try verifyShard(shard, in: checkpoint) } catch {
                         FileHandle.standardError.write(Data("[rank \(world.rank)] \(error)\n".utf8))
                         failures += 1
@@ -211,7 +256,12 @@ public final class CheckpointStore: @unchecked Sendable {
                 if try world.allreduceSum(failures) > 0 {
                     throw CheckpointError.verificationFailed(checkpoint: checkpoint)
                 }
-                try load(manifest, from: checkpoint, model: model, optimizer: optimizer)
+                try load(manifest.shards, count: manifest.parameterCount, sections: 3, from: checkpoint, into: models[0])
+                models[0].optimizer?.step = manifest.adamStep
+                for (entry, extra) in zip(models.dropFirst(), manifest.models ?? []) {
+                    try load(extra.shards, count: extra.parameterCount, sections: extra.sections, from: checkpoint, into: entry)
+                    if let step = extra.adamStep { entry.optimizer?.step = step }
+                }
                 if world.isRoot {
                     log(String(format: "resumed from %@ (step %d, saved on %d rank(s), now %d), verified and loaded in %.2f s",
                                checkpoint, manifest.step, manifest.worldSize, world.size, Date().timeIntervalSince(start)))
@@ -229,7 +279,8 @@ public final class CheckpointStore: @unchecked Sendable {
         return nil
     }
 
-    private func checkCompatible(_ m: CheckpointManifest, checkpoint: String, model: LlamaModel, config: RunConfig) throws {
+    private func checkCompatible(_ m: CheckpointManifest, checkpoint: String, models: [CheckpointedModel], config: RunConfig) throws {
+        let model = models[0].model
         func refuse(_ reason: String) -> CheckpointError { .incompatible(file: checkpoint + "/manifest.json", reason: reason) }
         guard m.stage == stage else {
             throw refuse("it holds a \(m.stage.rawValue) run's checkpoint and this is \(stage.rawValue): give \(stage.rawValue) its own --checkpoint-dir, and start from this checkpoint with finetune.init_from")
@@ -240,15 +291,25 @@ public final class CheckpointStore: @unchecked Sendable {
         guard m.config.train.globalBatchTokens == config.train.globalBatchTokens, m.config.train.seqLen == config.train.seqLen,
               m.config.train.seed == config.train.seed
         else { throw refuse("global_batch_tokens, seq_len and seed must stay the same for the data to continue where it stopped") }
+        let saved = (m.models ?? []).map(\.name), wanted = models.dropFirst().map(\.name)
+        guard saved == wanted else {
+            throw refuse("it holds the models \([m.modelName ?? "model"] + saved) and this stage has \(models.map(\.name))")
+        }
+        for (entry, extra) in zip(models.dropFirst(), m.models ?? []) {
+            guard extra.parameterCount == entry.model.layout.count, extra.layoutSHA256 == CheckpointManifest.layoutHash(entry.model.layout),
+                  extra.model == entry.model.config, extra.sections == entry.state.count
+            else { throw refuse("its model \(extra.name) is another model (\(extra.parameterCount) parameters, \(extra.sections == 3 ? "trained" : "frozen")) than this stage's") }
+        }
     }
 
-    /// Reads this rank's new range from the old shards that overlap it, then allgathers the full buffers.
-    private func load(_ m: CheckpointManifest, from checkpoint: String, model: LlamaModel, optimizer: AdamW) throws {
-        let count = m.parameterCount
+    /// Reads this rank's new range of each of a model's buffers from the old shards that overlap it, then
+    /// allgathers the buffers this rank holds whole.
+    private func load(_ shards: [CheckpointManifest.Shard], count: Int, sections: Int, from checkpoint: String,
+                      into entry: CheckpointedModel) throws {
         let per = (count + world.size - 1) / world.size
         let mine = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
-        let slices = (0..<3).map { _ in FloatBuffer(count: per) }
-        for shard in m.shards where shard.start < mine.upperBound && shard.end > mine.lowerBound {
+        let slices = (0..<sections).map { _ in FloatBuffer(count: per) }
+        for shard in shards where shard.start < mine.upperBound && shard.end > mine.lowerBound {
             let path = checkpoint + "/" + shard.file
             guard let handle = FileHandle(forReadingAtPath: path) else { throw CheckpointError.missingShard(file: path) }
             defer { try? handle.close() }
@@ -266,7 +327,7 @@ public final class CheckpointStore: @unchecked Sendable {
         }
         // A replicated buffer is assembled from every rank's range; a sharded one keeps just this rank's.
         var full: FloatBuffer?
-        for (slice, (target, held)) in zip(slices, Self.state(model, optimizer)) {
+        for (slice, (target, held)) in zip(slices, entry.state) {
             if held == mine {
                 target.pointer.update(from: slice.pointer, count: mine.count)
                 continue
@@ -276,11 +337,5 @@ public final class CheckpointStore: @unchecked Sendable {
             try world.allgather(slice.pointer, full!.pointer, blockCount: per)
             target.pointer.update(from: full!.pointer, count: count)
         }
-        optimizer.step = m.adamStep
-    }
-
-    /// The three buffers a checkpoint holds, each with the flat range it covers.
-    static func state(_ model: LlamaModel, _ optimizer: AdamW) -> [(FloatBuffer, Range<Int>)] {
-        [(model.parameters, model.parameterRange), (optimizer.m, optimizer.range), (optimizer.v, optimizer.range)]
     }
 }

@@ -6,6 +6,10 @@
 //   manifest.json             written last: format, stage, step, tokens, the config, world size, the next
 //                             batch, for every shard its range, byte length and SHA-256, and the SHA-256 of
 //                             the manifest itself (canonical JSON with that field empty)
+// A stage of several models (PPO's policy, value, reference and reward; a student and its teacher) keeps its
+// primary model in the fields above and every other one in `models`: its name, model block, and shards named
+// NAME-shard-00000-of-00002.bin holding three sections (parameters, m, v) for a trained model or one
+// (parameters) for a frozen one. A checkpoint of one model has no `models` and reads as before (format 2).
 // Commit protocol (PyTorch DCP's, with Megatron's checksums): every rank writes its shard to a temporary
 // file, fsyncs and renames it; a gather brings the hashes to rank 0 (a barrier), which writes the manifest to
 // a temporary file, fsyncs, renames it and fsyncs the directory. A directory without a manifest is not a
@@ -27,9 +31,28 @@ public struct CheckpointManifest: Codable, Sendable {
         public var sha256: String
     }
 
-    /// 2 adds `stage` and `manifest_sha256`; version 1 manifests (pretraining, no self-checksum) still load.
+    /// One more model of the stage, beside the primary.
+    public struct ModelShards: Codable, Sendable {
+        public var name: String
+        public var model: LlamaConfig
+        public var parameterCount: Int
+        public var layoutSHA256: String
+        /// AdamW's step count; nil for a frozen model (no optimizer state).
+        public var adamStep: Int?
+        /// Sections per shard: 3 (parameters, m, v) for a trained model, 1 (parameters) for a frozen one.
+        public var sections: Int
+        public var shards: [Shard]
+
+        enum CodingKeys: String, CodingKey {
+            case name, model, parameterCount = "parameter_count", layoutSHA256 = "layout_sha256", adamStep = "adam_step"
+            case sections, shards
+        }
+    }
+
+    /// 2 adds `stage` and `manifest_sha256`; 3 adds `models` (a stage of several models). Version 1
+    /// manifests (pretraining, no self-checksum) still load.
     public var formatVersion = CheckpointManifest.currentFormat
-    public static let currentFormat = 2
+    public static let currentFormat = 3
     public var stage: TrainingStage
     public var step: Int
     public var tokensSeen: Int
@@ -48,11 +71,15 @@ public struct CheckpointManifest: Codable, Sendable {
     /// SHA-256 of this manifest's canonical JSON (sorted keys) with this field empty: an edited step or
     /// swapped shard entries are caught before anything is loaded.
     public var manifestSHA256: String
+    /// The primary model's name and the stage's other models (absent for a stage of one model).
+    public var modelName: String?
+    public var models: [ModelShards]?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", stage, step, tokensSeen = "tokens_seen", nextBatch = "next_batch"
         case adamStep = "adam_step", worldSize = "world_size", parameterCount = "parameter_count"
         case layoutSHA256 = "layout_sha256", seed, config, shards, savedAt = "saved_at", manifestSHA256 = "manifest_sha256"
+        case modelName = "model_name", models
     }
 
     public init(stage: TrainingStage, step: Int, tokensSeen: Int, nextBatch: Int, adamStep: Int, worldSize: Int, parameterCount: Int,
@@ -78,6 +105,8 @@ public struct CheckpointManifest: Codable, Sendable {
         shards = try c.decode([Shard].self, forKey: .shards)
         savedAt = try c.decode(String.self, forKey: .savedAt)
         manifestSHA256 = try c.decodeIfPresent(String.self, forKey: .manifestSHA256) ?? ""
+        modelName = try c.decodeIfPresent(String.self, forKey: .modelName)
+        models = try c.decodeIfPresent([ModelShards].self, forKey: .models)
     }
 
     static let emptyChecksumField = Data(#""manifest_sha256" : """#.utf8)
@@ -108,8 +137,8 @@ public struct CheckpointManifest: Codable, Sendable {
     /// Checks the self-checksum and every field a resume relies on; the error names the field.
     public func validate(file: String) throws {
         func bad(_ reason: String) -> CheckpointError { .unreadableManifest(file: file, reason: reason) }
-        guard formatVersion == 1 || formatVersion == CheckpointManifest.currentFormat else {
-            throw CheckpointError.incompatible(file: file, reason: "format version \(formatVersion); this build reads 1 and \(CheckpointManifest.currentFormat)")
+        guard (1...CheckpointManifest.currentFormat).contains(formatVersion) else {
+            throw CheckpointError.incompatible(file: file, reason: "format version \(formatVersion); this build reads 1 to \(CheckpointManifest.currentFormat)")
         }
         guard step >= 0, step <= 1 << 40 else { throw bad("step \(step) is outside 0...2^40") }
         guard nextBatch == step else { throw bad("next_batch \(nextBatch) differs from step \(step)") }
@@ -119,13 +148,36 @@ public struct CheckpointManifest: Codable, Sendable {
             throw bad("world_size \(worldSize) with \(shards.count) shard entries")
         }
         guard parameterCount >= 1, parameterCount <= 1 << 42 else { throw bad("parameter_count \(parameterCount) is outside 1...2^42") }
+        try Self.validate(shards: shards, prefix: "", sections: 3, count: parameterCount, worldSize: worldSize, bad)
+        for extra in models ?? [] {
+            guard Self.isModelName(extra.name), extra.name != (modelName ?? "model") else { throw bad("model name '\(extra.name)' is not a name") }
+            guard extra.parameterCount >= 1, extra.parameterCount <= 1 << 42, extra.sections == 1 || extra.sections == 3,
+                  (extra.adamStep == nil) == (extra.sections == 1), (extra.adamStep ?? 0) >= 0, (extra.adamStep ?? 0) <= step
+            else { throw bad("model \(extra.name): parameter_count \(extra.parameterCount), \(extra.sections) sections, adam_step \(extra.adamStep.map(String.init) ?? "none")") }
+            try Self.validate(shards: extra.shards, prefix: extra.name + "-", sections: extra.sections, count: extra.parameterCount,
+                              worldSize: worldSize, bad)
+        }
+        if let models { guard Set(models.map(\.name)).count == models.count else { throw bad("a model is listed twice") } }
+    }
+
+    /// A model name, safe as a file name prefix: lower-case letters, digits, '_' and '-'.
+    public static func isModelName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "_" || $0 == "-" }
+    }
+
+    /// Shard entry r must be rank r's file, covering its range in `sections` float sections, with a SHA-256.
+    static func validate(shards: [Shard], prefix: String, sections: Int, count: Int, worldSize: Int,
+                         _ bad: (String) -> CheckpointError) throws {
+        guard shards.count == worldSize else { throw bad("\(prefix)shards: \(shards.count) entries for world_size \(worldSize)") }
         for (rank, shard) in shards.enumerated() {
-            let expected = CheckpointManifest.range(rank: rank, worldSize: worldSize, count: parameterCount)
-            guard shard.rank == rank, shard.file == CheckpointManifest.shardName(rank: rank, worldSize: worldSize) else {
-                throw bad("shard entry \(rank) is '\(shard.file)' for rank \(shard.rank); expected \(CheckpointManifest.shardName(rank: rank, worldSize: worldSize))")
+            let expected = CheckpointManifest.range(rank: rank, worldSize: worldSize, count: count)
+            let name = prefix + CheckpointManifest.shardName(rank: rank, worldSize: worldSize)
+            guard shard.rank == rank, shard.file == name else {
+                throw bad("shard entry \(rank) is '\(shard.file)' for rank \(shard.rank); expected \(name)")
             }
-            guard shard.start == expected.lowerBound, shard.end == expected.upperBound, shard.bytes == 12 * expected.count else {
-                throw bad("shard \(shard.file) covers [\(shard.start), \(shard.end)) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns [\(expected.lowerBound), \(expected.upperBound)) in \(12 * expected.count)")
+            let bytes = 4 * sections * expected.count
+            guard shard.start == expected.lowerBound, shard.end == expected.upperBound, shard.bytes == bytes else {
+                throw bad("shard \(shard.file) covers [\(shard.start), \(shard.end)) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns [\(expected.lowerBound), \(expected.upperBound)) in \(bytes)")
             }
             guard shard.sha256.count == 64, shard.sha256.allSatisfy(\.isHexDigit) else { throw bad("shard \(shard.file) has no SHA-256") }
         }

@@ -59,7 +59,8 @@ public final class RewardObjective: TrainingObjective {
         return Double(perRank)
     }
 
-    public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
+    public func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
+        let model = models.primary
         let batch = Array(current[(m * microPairs)..<((m + 1) * microPairs)])
         let rewards = try Self.forward(batch.flatMap { [$0.chosen, $0.rejected] }, model: model, seqLen: seqLen, padToken: padToken)
         var loss = 0.0

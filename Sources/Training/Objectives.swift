@@ -20,14 +20,19 @@ public protocol TrainingObjective: AnyObject {
     /// Loads this rank's slice of global batch k; returns the local count of loss units.
     func load(step k: Int, rank: Int, worldSize: Int) throws -> Double
     /// Forward and backward of micro-step m with gradients scaled by `scale` (1 / global count); returns the
-    /// summed (unscaled) loss.
-    func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double
+    /// summed (unscaled) loss. `gradientsReady` reports the primary model's finished gradients.
+    func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double
     /// Where the data stands after `steps` optimizer steps (epochs per source), for the log; nil if nothing to say.
     func dataPosition(afterSteps steps: Int) -> String?
 }
 
 extension TrainingObjective {
     public func dataPosition(afterSteps steps: Int) -> String? { nil }
+
+    /// A micro-step of a stage with one model.
+    public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
+        try microStep(m, models: ModelSet(primary: model), scale: scale, gradientsReady: gradientsReady)
+    }
 }
 
 /// Next-token cross-entropy over a BatchSource: pretraining (shards or synthetic) and SFT (packed, masked).
@@ -60,8 +65,8 @@ public final class LanguageModelObjective: TrainingObjective {
         source.position(afterSequences: steps * settings.globalBatchSequences)
     }
 
-    public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
-        let n = settings.microBatch * settings.seqLen
+    public func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
+        let model = models.primary, n = settings.microBatch * settings.seqLen
         let range = (m * n)..<((m + 1) * n)
         let result = try model.forward(tokens: Array(tokens[range]), targets: Array(targets[range]),
                                        batch: settings.microBatch, seqLen: settings.seqLen)

@@ -1,4 +1,5 @@
-// ShardedUnits: the model's units under sharding `gradients` (ZeRO-2) and `full` (ZeRO-3 / FSDP).
+// ShardedUnits: the model's units under sharding `gradients` (ZeRO-2) and `full` (ZeRO-3 / FSDP), for a model
+// that trains, or (gathers only) a frozen model under `full`.
 //
 // Gradients (both modes): a unit's backward writes into one unit-sized working buffer; right after it, the
 // buffer is reduce-scattered over the ranks and each rank adds the sum of its own part into the gradients it
@@ -39,8 +40,10 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         self.shardsParameters = shardsParameters
         units = model.layout.units
         let largest = units.map(\.count).max() ?? 0
-        gradientWork = FloatBuffer(count: largest)
-        reduced = FloatBuffer(count: min(largest, partition.perRank))
+        // A frozen model (sharding full, no backward) needs the gathers only.
+        let reduces = model.purpose.trains
+        gradientWork = FloatBuffer(count: reduces ? largest : 0)
+        reduced = FloatBuffer(count: reduces ? min(largest, partition.perRank) : 0)
         slots = shardsParameters ? [FloatBuffer(count: largest), FloatBuffer(count: largest)] : []
         // The gathers of the next unit overlap compute only when MPI lets two threads communicate at once.
         prefetcher = shardsParameters && world.size > 1 && world.threadLevel >= 3 ? Prefetcher(try world.duplicate()) : nil

@@ -60,21 +60,11 @@ public final class Trainer {
     public let config: RunConfig
     public let stage: TrainingStage
     public let world: Communicator
-    public let model: LlamaModel
-    public let optimizer: AdamW
+    /// The stage's models: the primary first (it trains), then the others the stage asked for.
+    public let models: [StageModel]
     public let accumulation: Int
     public let objective: TrainingObjective
     public let schedule: CosineSchedule
-    /// Sharding none: the gradient allreduce, bucketed and overlapped with backward.
-    let buckets: BucketedAllreduce?
-    /// Sharding gradients and full: the units' reduce-scatters and (full) gathers.
-    let units: ShardedUnits?
-    /// Sharding optimizer: this rank's summed gradients, the reduce-scatter's target.
-    let ownedGradients: FloatBuffer?
-    /// Who owns which flat range under sharding: the checkpoints' ranges.
-    let partition: FlatPartition
-    /// The flat range of parameters this rank updates (everything without sharding).
-    let owned: Range<Int>
     let options: TrainOptions
     let reporter: ProgressReporter
     let policy: CheckpointPolicy
@@ -84,8 +74,16 @@ public final class Trainer {
     public let startStep: Int
     public private(set) var history: [StepMetrics] = []
 
+    /// The primary model and its optimizer.
+    public var model: LlamaModel { models[0].model }
+    public var optimizer: AdamW { models[0].optimizer! }
+    /// What the objective's micro-steps read.
+    let modelSet: ModelSet
+
+    /// `extraModels`: the stage's models beyond the run's own (ModelSpec.primary(config)), in the order
+    /// they are checkpointed.
     public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: TrainOptions = TrainOptions(),
-                stage: TrainingStage = .pretrain, objective: TrainingObjective? = nil) throws {
+                stage: TrainingStage = .pretrain, objective: TrainingObjective? = nil, extraModels: [ModelSpec] = []) throws {
         self.config = config
         self.stage = stage
         self.world = world
@@ -93,6 +91,10 @@ public final class Trainer {
         let t = config.train
         try config.validate(file: configPath)
         try config.checkFitsInMemory(ranks: world.size, file: configPath)
+        let specs = [ModelSpec.primary(config)] + extraModels
+        guard Set(specs.map(\.name)).count == specs.count else {
+            throw TrainingError("the stage names a model twice: \(specs.map(\.name)); each model needs its own name")
+        }
         let tokenizerBytes = try t.tokenizer.map { path in
             guard let bytes = FileManager.default.contents(atPath: path) else {
                 throw ConfigError(file: configPath, field: "train.tokenizer", message: "cannot read \(path)")
@@ -103,7 +105,8 @@ public final class Trainer {
         // The resolved precision too: nodes of different CPUs could resolve the default differently.
         try world.checkAgreement("configuration", fields: config.fingerprintFields
             + Self.agreementFields(options: options, stage: stage, tokenizer: tokenizerBytes, data: t.data, finetune: config.finetune)
-            + [("precision in use", precision.precision.rawValue)])
+            + [("precision in use", precision.precision.rawValue)]
+            + specs.dropFirst().map { ("model \($0.name)", $0.agreementText) })
         try Self.checkWritable(options: options, world: world)
 
         schedule = CosineSchedule(peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
@@ -124,36 +127,18 @@ public final class Trainer {
                                                     settings: t)
         }
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
-        // What this rank keeps of the 16 bytes per parameter (see ShardingMode and ShardedUnits).
-        let count = ParameterLayout(config: config.model).count
-        partition = FlatPartition(count: count, ranks: world.size)
-        owned = t.sharding == .none ? 0..<count : partition.range(rank: world.rank)
-        let purpose = ModelPurpose.training(t.recompute)
-        switch t.sharding {
-        case .none, .optimizer: model = try LlamaModel(config: config.model, purpose: purpose)
-        case .gradients: model = try LlamaModel(config: config.model, purpose: purpose, gradientRange: owned)
-        case .full: model = try LlamaModel(config: config.model, purpose: purpose, parameterRange: owned, gradientRange: owned)
-        }
-        optimizer = AdamW(layout: model.layout, range: owned, settings: t.adamw)
-        buckets = t.sharding == .none
-            ? BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
-                                bucketBytes: max(4, Int(t.bucketMB * 1_048_576)), bf16: t.gradReduce == .bf16)
-            : nil
-        units = t.sharding == .gradients || t.sharding == .full ? try ShardedUnits(model: model, world: world, partition: partition, shardsParameters: t.sharding == .full) : nil
-        model.unitWeights = units
-        model.threads = options.threads
-        model.precision = precision.precision
-        optimizer.threads = options.threads
+        models = try specs.map { try StageModel(spec: $0, world: world, threads: options.threads, precision: precision.precision) }
+        modelSet = ModelSet(primary: models[0].model,
+                            others: Dictionary(uniqueKeysWithValues: models.dropFirst().map { ($0.spec.name, $0.model) }))
         lm_set_matmul_threads(Int32(options.threads))
         if world.isRoot { options.log(precision.message) }
-        ownedGradients = t.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
         watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
         var resumedStep = 0
         if let directory = options.checkpointDirectory {
             let store = try CheckpointStore(directory: directory, stage: stage, keep: options.keepCheckpoints,
                                             background: options.backgroundSave, world: world, log: options.log)
             checkpoints = store
-            if let manifest = try store.resume(options.resume, model: model, optimizer: optimizer, config: config) {
+            if let manifest = try store.resume(options.resume, models: models.map(\.checkpointed), config: config) {
                 resumedStep = manifest.step
             }
         } else {
@@ -161,27 +146,16 @@ public final class Trainer {
         }
         startStep = resumedStep
         policy = CheckpointPolicy(every: options.checkpointEvery, stopAfter: options.stopAfter, steps: t.steps)
-        // A fresh run starts from the seed or from finetune.init_from; a resumed one already holds its state.
-        // Rank 0's copy is broadcast anyway, and the agreement is checked below.
+        // A fresh run starts from the seed or from each model's init_from; a resumed one already holds its state.
+        // The agreement is checked below.
         if startStep == 0 {
-            model.initialize(seed: t.seed)
-            if let start = config.finetune?.initFrom {
-                if t.sharding == .full {
-                    // Every rank reads the starting model and keeps its own part.
-                    let whole = try LlamaModel(config: config.model, purpose: .inference)
-                    try loadInitialWeights(from: start, into: whole, log: world.isRoot ? options.log : { _ in })
-                    model.parameters.pointer.update(from: whole.parameters.pointer + owned.lowerBound, count: owned.count)
-                } else {
-                    try loadInitialWeights(from: start, into: model, log: world.isRoot ? options.log : { _ in })
-                }
-            }
-            // The seed gives every rank the same values; rank 0's copy is broadcast anyway where all hold all.
-            if t.sharding != .full { try world.broadcast(model.parameters.pointer, count: model.parameters.count) }
+            for m in models { try m.initialize(seed: t.seed, world: world, log: world.isRoot ? options.log : { _ in }) }
         }
         // MFU's denominator: the rate of the precision in use, measured here (sgemm, or oneDNN's bf16 primitive).
-        let matmulGflops = try world.allreduceSum(MatmulRate.rate(model.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
+        let primary = models[0].model
+        let matmulGflops = try world.allreduceSum(MatmulRate.rate(primary.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
         reporter = try ProgressReporter(steps: t.steps, firstStep: startStep, tokensPerStep: self.objective.tokensPerStep,
-                                        flopsPerToken: model.flopsPerToken(seqLen: t.seqLen), ranks: world.size,
+                                        flopsPerToken: primary.flopsPerToken(seqLen: t.seqLen), ranks: world.size,
                                         matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,
                                         isRoot: world.isRoot, log: options.log)
         try checkParametersAgree(startStep > 0 ? "after resuming" : "after initialisation")
@@ -226,22 +200,20 @@ public final class Trainer {
         }
     }
 
-    /// Proves every rank holds the same parameters: a checksum's min and max over ranks must coincide. (Under
-    /// sharding `full` no rank holds what another does, so there is nothing to compare.)
+    /// Proves every rank holds the same parameters of every model: a checksum's min and max over ranks must
+    /// coincide. (Under sharding `full` no rank holds what another does, so there is nothing to compare.)
     public func checkParametersAgree(_ when: String) throws {
-        guard config.train.sharding != .full else { return }
-        let checksum = lm_sum_squares(model.parameters.pointer, model.parameters.count)
-        let (low, high) = (try world.allreduceMin(checksum), try world.allreduceMax(checksum))
-        guard low == high else {
-            throw TrainingError("parameters differ across ranks \(when): checksums from \(low) to \(high)")
-        }
+        for m in models { try m.checkParametersAgree(when, world: world) }
     }
 
     /// Runs steps [startStep, config.train.steps), or until preempted or --stop-after.
     public func run() throws -> TrainingOutcome {
         let t = config.train
         if world.isRoot {
-            options.log("\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, " + (buckets.map { "\($0.bucketRanges.count) allreduce bucket(s)" } ?? "sharding \(t.sharding.rawValue)"))
+            options.log("\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, " + (models[0].buckets.map { "\($0.bucketRanges.count) allreduce bucket(s)" } ?? "sharding \(t.sharding.rawValue)"))
+            for m in models.dropFirst() {
+                options.log("  and \(m.spec.name): \(m.model.layout.count) parameters, \(m.trains ? "trained" : "frozen"), sharding \(m.spec.sharding.rawValue)")
+            }
         }
         var completed = true
         var k = startStep
@@ -256,7 +228,7 @@ public final class Trainer {
             }
             let decision = policy.decision(afterStep: k, signal: signal)
             if decision == .continueTraining { continue }
-            try store.save(step: k, tokensSeen: k * objective.tokensPerStep, model: model, optimizer: optimizer, config: config)
+            try store.save(step: k, tokensSeen: k * objective.tokensPerStep, models: models.map(\.checkpointed), config: config)
             if case let .saveAndStop(reason) = decision {
                 try store.waitForPending()
                 if world.isRoot { options.log("\(reason): checkpoint of step \(k) committed; the schedule has \(t.steps - k) steps left, relaunch to resume") }
@@ -273,13 +245,7 @@ public final class Trainer {
 
     /// The trained model with all its parameters, on rank 0 (nil elsewhere): the model itself, or under
     /// sharding `full` an inference model its parts are gathered into. Every rank must call it.
-    public func wholeModel() throws -> LlamaModel? {
-        guard config.train.sharding == .full else { return world.isRoot ? model : nil }
-        let whole = world.isRoot ? try LlamaModel(config: config.model, purpose: .inference) : nil
-        try world.gatherPieces(model.parameters.pointer, into: whole?.parameters.pointer,
-                               partition: partition)
-        return whole
-    }
+    public func wholeModel() throws -> LlamaModel? { try models[0].wholeModel(world: world) }
 
     /// Writes `model` in Hugging Face layout, with the run's tokenizer beside it when it has one.
     func saveModel(_ model: LlamaModel, to directory: String) throws {
