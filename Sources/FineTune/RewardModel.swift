@@ -72,7 +72,7 @@ public final class RewardObjective: TrainingObjective {
             gradients.append((rewards.positions[2 * i], -slope * scale))
             gradients.append((rewards.positions[2 * i + 1], slope * scale))
         }
-        model.backward(heads: [.score: .given({ dscores in
+        try model.backward(heads: [.score: .given({ dscores in
             dscores.update(repeating: 0)
             for g in gradients { dscores[g.position] = g.value }
         })], gradientsReady: gradientsReady)

@@ -14,7 +14,8 @@
 // with bitwise the same result.
 //
 // The caller (Swift) spreads units over its threads; these functions take a unit range and allocate
-// nothing (tiles live on the stack: at most LM_FLASH_MAX_TILE² floats, 64 KiB each).
+// nothing: tiles live on the stack (at most LM_FLASH_MAX_TILE² floats, 64 KiB each), and in bf16 the packed
+// operands in the scratch the caller gives each thread (lm_flash_attention_bf16_scratch_bytes).
 #include "lm_kernels.h"
 
 #include <cblas.h>
@@ -47,23 +48,56 @@ static inline void tile_gemm(int bf16, const uint32_t *ap, const uint32_t *bp, i
                 a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
-// In bf16, packs one operand into scratch `slot` and returns it; NULL in fp32.
-static inline uint32_t *packed_a(int bf16, int slot, int trans, int m, int k, const float *a, size_t lda) {
-    if (!bf16) return NULL;
-    uint32_t *ap = lm_bf16_scratch(slot, lm_bf16_packed_a_count(m, k));
-    lm_bf16_pack_a(ap, trans, m, k, a, lda);
+// bf16: the packed operands of one thread's units, carved from its scratch in a fixed order (a NULL base
+// counts the bytes). Forward: Q of a query block (A), P of a tile (A), and the K/V blocks of the head the
+// units are on (B operands of QKᵀ and PV). Backward adds V's blocks, K's blocks as B of dS·K, and Q and dO as
+// B operands. `rows`: the packing's conversion rows.
+typedef struct {
+    uint32_t *qa, *da, *pa, *qb, *db, *kt, *vt, *kn, *vn;
+    uint16_t *rows;
+    size_t kt_stride, kn_stride;
+} attention_scratch;
+
+static size_t carve_attention(attention_scratch *s, char *base, int T, int D, int bq, int bk) {
+    lm_bf16_carve carve = {base, 0};
+    const int blocks = (T + bk - 1) / bk, tile = bq > bk ? bq : bk;
+    s->kt_stride = lm_bf16_packed_b_count(D, bk);
+    s->kn_stride = lm_bf16_packed_b_count(bk, D);
+    const size_t query = 4 * lm_bf16_packed_a_count(bq, D), query_b = 4 * lm_bf16_packed_b_count(bq, D);
+    s->qa = lm_bf16_take(&carve, query);
+    s->da = lm_bf16_take(&carve, query);
+    s->pa = lm_bf16_take(&carve, 4 * lm_bf16_packed_a_count(tile, tile));
+    s->qb = lm_bf16_take(&carve, query_b);
+    s->db = lm_bf16_take(&carve, query_b);
+    s->kt = lm_bf16_take(&carve, 4 * s->kt_stride * (size_t)blocks);
+    s->vt = lm_bf16_take(&carve, 4 * s->kt_stride * (size_t)blocks);
+    s->kn = lm_bf16_take(&carve, 4 * s->kn_stride * (size_t)blocks);
+    s->vn = s->kn;  // the forward's V blocks have the backward's K-block shape; the two never run together
+    s->rows = lm_bf16_take(&carve, 2 * lm_bf16_row_count(tile > D ? tile : D, (D > tile ? D : tile), tile > D ? tile : D));
+    return carve.used;
+}
+
+size_t lm_flash_attention_bf16_scratch_bytes(int T, int D, int bq, int bk) {
+    attention_scratch s;
+    return carve_attention(&s, NULL, T, D, bq, bk);
+}
+
+// In bf16, packs one operand into its place and returns it; NULL in fp32.
+static inline uint32_t *packed_a(uint32_t *ap, uint16_t *rows, int trans, int m, int k, const float *a, size_t lda) {
+    if (!ap) return NULL;
+    lm_bf16_pack_a(ap, rows, trans, m, k, a, lda);
     return ap;
 }
 
-static inline uint32_t *packed_b(int bf16, int slot, int trans, int k, int n, const float *b, size_t ldb) {
-    if (!bf16) return NULL;
-    uint32_t *bp = lm_bf16_scratch(slot, lm_bf16_packed_b_count(k, n));
-    lm_bf16_pack_b(bp, trans, k, n, b, ldb);
+static inline uint32_t *packed_b(uint32_t *bp, uint16_t *rows, int trans, int k, int n, const float *b, size_t ldb) {
+    if (!bp) return NULL;
+    lm_bf16_pack_b(bp, rows, trans, k, n, b, ldb);
     return bp;
 }
 
-static void flash_forward(int bf16, float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                          int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
+static void flash_forward(const attention_scratch *ws, float *out, float *lse, const float *q, const float *k, const float *v,
+                          int B, int T, int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
+    const int bf16 = ws != NULL;
     const size_t qs = (size_t)H * D, kvs = (size_t)G * D;
     const int group = H / G, blocks = (T + bq - 1) / bq;
     const float scale = 1.0f / sqrtf((float)D);
@@ -71,9 +105,9 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
     float m[LM_FLASH_MAX_TILE], l[LM_FLASH_MAX_TILE];
     // bf16: consecutive units share a key/value head and walk growing query blocks, so each K/V block is
     // packed once per head (as the B operand of QKᵀ and of PV) and kept while the units stay on that head.
-    const int key_blocks = (T + bk - 1) / bk;
-    const size_t kt_stride = bf16 ? lm_bf16_packed_b_count(D, bk) : 0, vn_stride = bf16 ? lm_bf16_packed_b_count(bk, D) : 0;
-    uint32_t *kt = bf16 ? lm_bf16_scratch(4, kt_stride * key_blocks) : NULL, *vn = bf16 ? lm_bf16_scratch(5, vn_stride * key_blocks) : NULL;
+    const size_t kt_stride = bf16 ? ws->kt_stride : 0, vn_stride = bf16 ? ws->kn_stride : 0;
+    uint32_t *kt = bf16 ? ws->kt : NULL, *vn = bf16 ? ws->vn : NULL;
+    uint16_t *rows = bf16 ? ws->rows : NULL;
     int cached_b = -1, cached_g = -1, cached_blocks = 0;
     for (size_t u = first_unit; u < end_unit; u++) {
         // u = ((b·G + g)·blocks + i)·group + (h − g·group)
@@ -90,7 +124,7 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
             m[r] = -INFINITY;
             l[r] = 0;
         }
-        const uint32_t *qa = packed_a(bf16, 0, 0, nr, D, Q, qs);
+        const uint32_t *qa = packed_a(bf16 ? ws->qa : NULL, rows, 0, nr, D, Q, qs);
         if (bf16 && (b != cached_b || g != cached_g)) {
             cached_b = b;
             cached_g = g;
@@ -99,8 +133,8 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
         for (int c0 = 0; c0 < r0 + nr; c0 += bk) {
             const int nc = min_int(bk, T - c0), blk = c0 / bk;
             if (bf16 && blk == cached_blocks) {
-                lm_bf16_pack_b(kt + blk * kt_stride, 1, D, nc, K + (size_t)c0 * kvs, kvs);
-                lm_bf16_pack_b(vn + blk * vn_stride, 0, nc, D, V + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(kt + blk * kt_stride, rows, 1, D, nc, K + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(vn + blk * vn_stride, rows, 0, nc, D, V + (size_t)c0 * kvs, kvs);
                 cached_blocks++;
             }
             // S (nr,nc) = Q_i (nr,D) · K_jᵀ · scale
@@ -134,7 +168,7 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
                 }
             }
             // O_i (nr,D) += P (nr,nc) · V_j (nc,D)
-            tile_gemm(bf16, packed_a(bf16, 2, 0, nr, nc, s, bk), bf16 ? vn + blk * vn_stride : NULL, 0, 0, nr, D, nc, 1.0f, s, bk,
+            tile_gemm(bf16, packed_a(bf16 ? ws->pa : NULL, rows, 0, nr, nc, s, bk), bf16 ? vn + blk * vn_stride : NULL, 0, 0, nr, D, nc, 1.0f, s, bk,
                       V + (size_t)c0 * kvs, kvs, 1.0f, O, qs);
         }
         float *L = lse + ((size_t)b * H + h) * T + r0;
@@ -148,9 +182,12 @@ static void flash_forward(int bf16, float *out, float *lse, const float *q, cons
     }
 }
 
-static void flash_backward(int bf16, float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                           const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+static void flash_backward(const attention_scratch *ws, float *dq, float *dk, float *dv, const float *dout, const float *out,
+                           const float *lse, const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
                            int bq, int bk, size_t first_unit, size_t end_unit) {
+    const int bf16 = ws != NULL;
+    uint16_t *conv = bf16 ? ws->rows : NULL;
+    uint32_t *pa = bf16 ? ws->pa : NULL;
     const size_t qs = (size_t)H * D, kvs = (size_t)G * D;
     const int group = H / G;
     const float scale = 1.0f / sqrtf((float)D);
@@ -161,18 +198,15 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
         const float *K = k + (size_t)b * T * kvs + (size_t)g * D, *V = v + (size_t)b * T * kvs + (size_t)g * D;
         float *dK = dk + (size_t)b * T * kvs + (size_t)g * D, *dV = dv + (size_t)b * T * kvs + (size_t)g * D;
         // bf16: this head's K and V packed once, every key block in the three forms the tiles read.
-        const size_t kt_stride = bf16 ? lm_bf16_packed_b_count(D, bk) : 0, kn_stride = bf16 ? lm_bf16_packed_b_count(bk, D) : 0;
-        uint32_t *kt = NULL, *vt = NULL, *kn = NULL;
+        const size_t kt_stride = bf16 ? ws->kt_stride : 0, kn_stride = bf16 ? ws->kn_stride : 0;
+        uint32_t *kt = bf16 ? ws->kt : NULL, *vt = bf16 ? ws->vt : NULL, *kn = bf16 ? ws->kn : NULL;
         if (bf16) {
             const int blocks = (T + bk - 1) / bk;
-            kt = lm_bf16_scratch(0, kt_stride * blocks);
-            vt = lm_bf16_scratch(1, kt_stride * blocks);
-            kn = lm_bf16_scratch(2, kn_stride * blocks);
             for (int blk = 0; blk < blocks; blk++) {
                 const int c0 = blk * bk, nc = min_int(bk, T - c0);
-                lm_bf16_pack_b(kt + blk * kt_stride, 1, D, nc, K + (size_t)c0 * kvs, kvs);
-                lm_bf16_pack_b(vt + blk * kt_stride, 1, D, nc, V + (size_t)c0 * kvs, kvs);
-                lm_bf16_pack_b(kn + blk * kn_stride, 0, nc, D, K + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(kt + blk * kt_stride, conv, 1, D, nc, K + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(vt + blk * kt_stride, conv, 1, D, nc, V + (size_t)c0 * kvs, kvs);
+                lm_bf16_pack_b(kn + blk * kn_stride, conv, 0, nc, D, K + (size_t)c0 * kvs, kvs);
             }
         }
         for (int h = g * group; h < (g + 1) * group; h++) {
@@ -183,8 +217,10 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                 float *dQ = dq + rows;
                 const float *L = lse + ((size_t)b * H + h) * T + r0;
                 // bf16: Q and dO of this query block, as the A and B operands they are in every key block.
-                const uint32_t *qa = packed_a(bf16, 3, 0, nr, D, Q, qs), *da = packed_a(bf16, 4, 0, nr, D, dO, qs);
-                const uint32_t *qb = packed_b(bf16, 5, 0, nr, D, Q, qs), *db = packed_b(bf16, 6, 0, nr, D, dO, qs);
+                const uint32_t *qa = packed_a(bf16 ? ws->qa : NULL, conv, 0, nr, D, Q, qs);
+                const uint32_t *da = packed_a(bf16 ? ws->da : NULL, conv, 0, nr, D, dO, qs);
+                const uint32_t *qb = packed_b(bf16 ? ws->qb : NULL, conv, 0, nr, D, Q, qs);
+                const uint32_t *db = packed_b(bf16 ? ws->db : NULL, conv, 0, nr, D, dO, qs);
                 // forward: out = Σ P·V ⇒ dS = P∘(dP − Σ_c P·dP) and Σ_c P·dP = rowsum(dO∘O)
                 for (int r = 0; r < nr; r++) {
                     float acc = 0;
@@ -206,7 +242,7 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                         for (int c = visible; c < nc; c++) row[c] = 0;
                     }
                     // forward: out = P·V ⇒ dV += Pᵀ·dO, dP = dO·Vᵀ
-                    tile_gemm(bf16, packed_a(bf16, 7, 1, nc, nr, p, bk), db, 1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f,
+                    tile_gemm(bf16, packed_a(pa, conv, 1, nc, nr, p, bk), db, 1, 0, nc, D, nr, 1.0f, p, bk, dO, qs, 1.0f,
                               dV + (size_t)c0 * kvs, kvs);
                     tile_gemm(bf16, da, vtb, 0, 1, nr, nc, D, 1.0f, dO, qs, V + (size_t)c0 * kvs, kvs, 0.0f, dp, bk);
                     for (int r = 0; r < nr; r++) {
@@ -216,9 +252,9 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
                         for (int c = 0; c < nc; c++) d[c] = pr[c] * (d[c] - rowdot[r]);
                     }
                     // forward: S = Q·Kᵀ·scale ⇒ dQ += dS·K·scale, dK += dSᵀ·Q·scale
-                    tile_gemm(bf16, packed_a(bf16, 7, 0, nr, nc, dp, bk), knb, 0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs,
+                    tile_gemm(bf16, packed_a(pa, conv, 0, nr, nc, dp, bk), knb, 0, 0, nr, D, nc, scale, dp, bk, K + (size_t)c0 * kvs,
                               kvs, 1.0f, dQ, qs);
-                    tile_gemm(bf16, packed_a(bf16, 7, 1, nc, nr, dp, bk), qb, 1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f,
+                    tile_gemm(bf16, packed_a(pa, conv, 1, nc, nr, dp, bk), qb, 1, 0, nc, D, nr, scale, dp, bk, Q, qs, 1.0f,
                               dK + (size_t)c0 * kvs, kvs);
                 }
             }
@@ -228,22 +264,39 @@ static void flash_backward(int bf16, float *dq, float *dk, float *dv, const floa
 
 void lm_flash_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                                 int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
-    flash_forward(0, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+    flash_forward(NULL, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
 }
 
 void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                                  const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
                                  int bq, int bk, size_t first_unit, size_t end_unit) {
-    flash_backward(0, dq, dk, dv, dout, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+    flash_backward(NULL, dq, dk, dv, dout, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
 }
 
-void lm_flash_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                                     int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit) {
-    flash_forward(1, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+// The bf16 kernels lay out their scratch, or report it too small (or bf16 tiles missing from this build).
+static int bf16_scratch(attention_scratch *ws, void *scratch, size_t bytes, int T, int D, int bq, int bk) {
+#if defined(__x86_64__)
+    return carve_attention(ws, (char *)scratch, T, D, bq, bk) <= bytes && scratch ? LM_OK : LM_ERROR_SCRATCH;
+#else
+    (void)ws; (void)scratch; (void)bytes; (void)T; (void)D; (void)bq; (void)bk;
+    return LM_ERROR_UNSUPPORTED;
+#endif
 }
 
-void lm_flash_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                                      const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
-                                      int bq, int bk, size_t first_unit, size_t end_unit) {
-    flash_backward(1, dq, dk, dv, dout, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+int lm_flash_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                    int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit, void *scratch,
+                                    size_t scratch_bytes) {
+    attention_scratch ws;
+    const int status = bf16_scratch(&ws, scratch, scratch_bytes, T, D, bq, bk);
+    if (status == LM_OK) flash_forward(&ws, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+    return status;
+}
+
+int lm_flash_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                     const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                                     int bq, int bk, size_t first_unit, size_t end_unit, void *scratch, size_t scratch_bytes) {
+    attention_scratch ws;
+    const int status = bf16_scratch(&ws, scratch, scratch_bytes, T, D, bq, bk);
+    if (status == LM_OK) flash_backward(&ws, dq, dk, dv, dout, out, lse, q, k, v, B, T, H, G, D, bq, bk, first_unit, end_unit);
+    return status;
 }

@@ -8,9 +8,16 @@
 
 size_t lm_bf16_packed_a_count(int m, int k);
 size_t lm_bf16_packed_b_count(int k, int n);
-void lm_bf16_pack_a(uint32_t *ap, int trans_a, int m, int k, const float *a, size_t lda);
-void lm_bf16_pack_b(uint32_t *bp, int trans_b, int k, int n, const float *b, size_t ldb);
+/// The conversion rows the packing of an (m,k) A or (k,n) B needs (uint16 values; pass 0 for the other side).
+size_t lm_bf16_row_count(int m, int n, int k);
+void lm_bf16_pack_a(uint32_t *ap, uint16_t *rows, int trans_a, int m, int k, const float *a, size_t lda);
+void lm_bf16_pack_b(uint32_t *bp, uint16_t *rows, int trans_b, int k, int n, const float *b, size_t ldb);
 /// c (m,n) = alpha · A · B + beta · c from packed operands.
 void lm_bf16_tile_run(int m, int n, int k, float alpha, const uint32_t *ap, const uint32_t *bp, float beta, float *c, size_t ldc);
-/// Per-thread, 64-byte aligned scratch of at least `count` pairs, in one of 8 slots.
-uint32_t *lm_bf16_scratch(int slot, size_t count);
+/// Scratch carved in order into 64-byte aligned pieces (base 64-byte aligned); a NULL base only counts the
+/// bytes, so one function both sizes and lays out a kernel's scratch.
+typedef struct {
+    char *base;
+    size_t used;
+} lm_bf16_carve;
+void *lm_bf16_take(lm_bf16_carve *carve, size_t bytes);

@@ -2,30 +2,31 @@
 // overhead, so a micro-kernel of our own on AVX-512 BF16's VDPBF16PS, which multiplies pairs of bf16 and
 // accumulates in fp32. Each call packs its operands into pair-interleaved bf16 (A by rows, B by columns in
 // blocks of 16; vector conversions where the pairs are contiguous, 32-bit stores where they are not), then
-// keeps 4 rows × 64 columns of fp32 accumulators in registers over all of k.
+// keeps 4 rows × 64 columns of fp32 accumulators in registers over all of k. The packed operands and the
+// conversion rows live in scratch the caller provides (lm_bf16_scratch carves it); nothing is allocated here.
 #include "lm_kernels.h"
 #include "tile_bf16.h"
 
-#include <stdlib.h>
 #include <string.h>
+
+// Carving: 64-byte aligned pieces in order; with a NULL base it only counts.
+void *lm_bf16_take(lm_bf16_carve *carve, size_t bytes) {
+    const size_t offset = (carve->used + 63) / 64 * 64;
+    carve->used = offset + bytes;
+    return carve->base ? (void *)(carve->base + offset) : NULL;
+}
+
+size_t lm_bf16_row_count(int m, int n, int k) {
+    int longest = m > n ? m : n;
+    if (k > longest) longest = k;
+    return 2 * ((size_t)(longest + 15) / 16 * 16 + 32);  // two rows, each padded for the masked 16-wide stores
+}
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-// Per-thread rows for conversions (attention units run on the caller's threads), grown as needed.
-static __thread uint16_t *row_a, *row_b;
-static __thread size_t row_size;
-
-static uint32_t *grow(uint32_t **buffer, size_t *size, size_t n) {
-    if (*size < n) {
-        free(*buffer);
-        *buffer = aligned_alloc(64, ((n * 4 + 63) / 64) * 64);
-        *size = *buffer ? n : 0;
-    }
-    return *buffer;
-}
 
 // 16 floats to 16 bf16, round to nearest even.
 TARGET static inline __m256i convert16(const float *x) { return (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x)); }
@@ -92,24 +93,13 @@ TARGET static void kernel(int m, int n, int kp, float alpha, const uint32_t *ap,
     }
 }
 
-static void ensure_rows(size_t longest) {
-    if (row_size < longest) {
-        free(row_a);
-        free(row_b);
-        row_a = malloc(longest * 2);
-        row_b = malloc(longest * 2);
-        row_size = longest;
-        if (!row_a || !row_b) abort();
-    }
-}
-
 size_t lm_bf16_packed_a_count(int m, int k) { return (size_t)m * (size_t)((k + 1) / 2); }
 size_t lm_bf16_packed_b_count(int k, int n) { return (size_t)((k + 1) / 2) * (size_t)((n + 15) / 16 * 16); }
 
-// A (m,k) as m rows of kp pairs.
-TARGET void lm_bf16_pack_a(uint32_t *ap, int trans_a, int m, int k, const float *a, size_t lda) {
+// A (m,k) as m rows of kp pairs; rows holds lm_bf16_row_count(m, 0, k) values.
+TARGET void lm_bf16_pack_a(uint32_t *ap, uint16_t *rows, int trans_a, int m, int k, const float *a, size_t lda) {
     const int kp = (k + 1) / 2;
-    ensure_rows((size_t)m + (size_t)k + 32);
+    uint16_t *row_a = rows, *row_b = rows + lm_bf16_row_count(m, 0, k) / 2;
     if (!trans_a) {  // stored by rows: a row's pairs are its bf16 values in order
         for (int i = 0; i < m; i++) {
             uint16_t *dst = (uint16_t *)(ap + (size_t)i * kp);
@@ -125,10 +115,11 @@ TARGET void lm_bf16_pack_a(uint32_t *ap, int trans_a, int m, int k, const float 
     }
 }
 
-// B (k,n) as kp rows of `width` pairs (columns padded with zeros); bp 64-byte aligned.
-TARGET void lm_bf16_pack_b(uint32_t *bp, int trans_b, int k, int n, const float *b, size_t ldb) {
+// B (k,n) as kp rows of `width` pairs (columns padded with zeros); bp 64-byte aligned; rows holds
+// lm_bf16_row_count(0, n, k) values.
+TARGET void lm_bf16_pack_b(uint32_t *bp, uint16_t *rows, int trans_b, int k, int n, const float *b, size_t ldb) {
     const int kp = (k + 1) / 2, width = (n + 15) / 16 * 16;
-    ensure_rows((size_t)width + (size_t)k + 32);
+    uint16_t *row_a = rows, *row_b = rows + lm_bf16_row_count(0, n, k) / 2;
     if (!trans_b) {  // pair p of column j is (b[2p][j], b[2p+1][j]): two rows interleaved
         for (int p = 0; p < kp; p++) {
             convert_row(row_a, b + (size_t)(2 * p) * ldb, n);
@@ -158,37 +149,50 @@ TARGET void lm_bf16_tile_run(int m, int n, int k, float alpha, const uint32_t *a
     kernel(m, n, (k + 1) / 2, alpha, ap, bp, (n + 15) / 16, beta, c, ldc);
 }
 
-void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
-                       const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    uint32_t *ap = lm_bf16_scratch(0, lm_bf16_packed_a_count(m, k)), *bp = lm_bf16_scratch(1, lm_bf16_packed_b_count(k, n));
-    lm_bf16_pack_a(ap, trans_a, m, k, a, lda);
-    lm_bf16_pack_b(bp, trans_b, k, n, b, ldb);
-    lm_bf16_tile_run(m, n, k, alpha, ap, bp, beta, c, ldc);
+// The pieces of one lm_tile_gemm_bf16 call, carved from its scratch.
+static size_t carve_gemm(lm_bf16_carve *carve, uint32_t **ap, uint32_t **bp, uint16_t **rows, int m, int n, int k) {
+    *ap = lm_bf16_take(carve, 4 * lm_bf16_packed_a_count(m, k));
+    *bp = lm_bf16_take(carve, 4 * lm_bf16_packed_b_count(k, n));
+    *rows = lm_bf16_take(carve, 2 * lm_bf16_row_count(m, n, k));
+    return carve->used;
 }
 
-uint32_t *lm_bf16_scratch(int slot, size_t count) {
-    static __thread uint32_t *buffers[8];
-    static __thread size_t sizes[8];
-    uint32_t *p = grow(&buffers[slot], &sizes[slot], count);
-    if (!p) abort();
-    return p;
+size_t lm_tile_gemm_bf16_scratch_bytes(int m, int n, int k) {
+    lm_bf16_carve count = {NULL, 0};
+    uint32_t *ap, *bp;
+    uint16_t *rows;
+    return carve_gemm(&count, &ap, &bp, &rows, m, n, k);
+}
+
+int lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda, const float *b,
+                      size_t ldb, float beta, float *c, size_t ldc, void *scratch, size_t scratch_bytes) {
+    lm_bf16_carve carve = {(char *)scratch, 0};
+    uint32_t *ap, *bp;
+    uint16_t *rows;
+    if (carve_gemm(&carve, &ap, &bp, &rows, m, n, k) > scratch_bytes) return LM_ERROR_SCRATCH;
+    lm_bf16_pack_a(ap, rows, trans_a, m, k, a, lda);
+    lm_bf16_pack_b(bp, rows, trans_b, k, n, b, ldb);
+    lm_bf16_tile_run(m, n, k, alpha, ap, bp, beta, c, ldc);
+    return LM_OK;
 }
 #else
-size_t lm_bf16_packed_a_count(int m, int k) { (void)m; (void)k; abort(); }
-size_t lm_bf16_packed_b_count(int k, int n) { (void)k; (void)n; abort(); }
-void lm_bf16_pack_a(uint32_t *ap, int trans_a, int m, int k, const float *a, size_t lda) {
-    (void)ap; (void)trans_a; (void)m; (void)k; (void)a; (void)lda; abort();
+// Without AVX-512 BF16 in the build the bf16 tiles are never chosen (PrecisionChoice); they report it.
+size_t lm_bf16_packed_a_count(int m, int k) { return (size_t)m * (size_t)((k + 1) / 2); }
+size_t lm_bf16_packed_b_count(int k, int n) { return (size_t)((k + 1) / 2) * (size_t)((n + 15) / 16 * 16); }
+void lm_bf16_pack_a(uint32_t *ap, uint16_t *rows, int trans_a, int m, int k, const float *a, size_t lda) {
+    (void)ap; (void)rows; (void)trans_a; (void)m; (void)k; (void)a; (void)lda;
 }
-void lm_bf16_pack_b(uint32_t *bp, int trans_b, int k, int n, const float *b, size_t ldb) {
-    (void)bp; (void)trans_b; (void)k; (void)n; (void)b; (void)ldb; abort();
+void lm_bf16_pack_b(uint32_t *bp, uint16_t *rows, int trans_b, int k, int n, const float *b, size_t ldb) {
+    (void)bp; (void)rows; (void)trans_b; (void)k; (void)n; (void)b; (void)ldb;
 }
 void lm_bf16_tile_run(int m, int n, int k, float alpha, const uint32_t *ap, const uint32_t *bp, float beta, float *c, size_t ldc) {
-    (void)m; (void)n; (void)k; (void)alpha; (void)ap; (void)bp; (void)beta; (void)c; (void)ldc; abort();
+    (void)m; (void)n; (void)k; (void)alpha; (void)ap; (void)bp; (void)beta; (void)c; (void)ldc;
 }
-uint32_t *lm_bf16_scratch(int slot, size_t count) { (void)slot; (void)count; abort(); }
-void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
-                       const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
-    abort();  // bf16 is never chosen where the CPU lacks it
+size_t lm_tile_gemm_bf16_scratch_bytes(int m, int n, int k) { (void)m; (void)n; (void)k; return 0; }
+int lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda, const float *b,
+                      size_t ldb, float beta, float *c, size_t ldc, void *scratch, size_t scratch_bytes) {
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb; (void)beta;
+    (void)c; (void)ldc; (void)scratch; (void)scratch_bytes;
+    return LM_ERROR_UNSUPPORTED;
 }
 #endif

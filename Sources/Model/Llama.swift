@@ -81,6 +81,10 @@ public final class LlamaModel {
     public var precision: Precision = .fp32
     /// The bf16 roundings of the two inputs of the matmul in flight.
     private let bf16Scratch = [BF16Scratch(), BF16Scratch()]
+    /// oneDNN's primitives for this model's bf16 matmuls, made on the first one.
+    private var matmuls: OneDNNMatmuls?
+    /// The bf16 attention tiles' packed operands: one slice per thread.
+    private let attentionScratch = AlignedScratch()
     /// Where each head's outputs start in the arena's head outputs, in rows per position (layout order).
     private let headRowOffsets: [Int]
 
@@ -168,7 +172,7 @@ public final class LlamaModel {
         let a = activations!
         tokens.withUnsafeBufferPointer { a.tokens.update(from: $0.baseAddress!, count: B * T) }
         targets.withUnsafeBufferPointer { a.targets.update(from: $0.baseAddress!, count: B * T) }
-        runForward(a)
+        try runForward(a)
         let losses = UnsafeBufferPointer(start: a.ptr(a.losses), count: B * T)
         var sum = 0.0
         for l in losses { sum += Double(l) }
@@ -191,26 +195,26 @@ public final class LlamaModel {
         }
     }
 
-    private func runForward(_ a: ActivationArena) {
+    private func runForward(_ a: ActivationArena) throws {
         let c = config, d = Dims(c, a), head = c.nLayers + 1
         let pe = parameterBase(forwardOf: 0)
         lm_embedding_forward(a.ptr(a.residual[0]), a.tokens, pe + layout.embedding.offset, d.N, d.C)
         unitWeights?.forwardFinished(unit: 0)
         for l in 0..<c.nLayers {
             let u = ParameterLayout.unit(ofLayer: l)
-            forwardBlock(l, a, d, parameterBase(forwardOf: u))
+            try forwardBlock(l, a, d, parameterBase(forwardOf: u))
             unitWeights?.forwardFinished(unit: u)
         }
         let ph = parameterBase(forwardOf: head)
         rmsnormForward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d, Float(c.normEps))
         for (i, h) in layout.heads.enumerated() {
-            matmulForward(headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, d.N, d.C, Int32(h.kind.rows(c)), 0)
+            try matmulForward(headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, d.N, d.C, Int32(h.kind.rows(c)), 0)
         }
         unitWeights?.forwardFinished(unit: head)
         let losses = a.ptr(a.losses)
         guard let lm = c.heads.firstIndex(of: .lm) else { return losses.update(repeating: 0, count: Int(d.N)) }
         let (logits, targets, V) = (headOutputs(lm, a), a.targets, Int(d.V))
-        inParallel(units: Int(d.N)) { first, end in
+        inParallel(units: Int(d.N)) { first, end, _ in
             lm_cross_entropy_forward(losses + first, logits + first * V, targets + first, Int32(end - first), d.V)
         }
     }
@@ -222,58 +226,79 @@ public final class LlamaModel {
 
     /// Block l from residual[l] to residual[l + 1], keeping its activations in block(l). The backward's
     /// recomputation calls exactly this, so recomputed activations equal the first ones bit for bit.
-    private func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims, _ base: UnsafeMutablePointer<Float>) {
+    private func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims, _ base: UnsafeMutablePointer<Float>) throws {
         let s = a.block(l), x = a.ptr(a.residual[l]), out = a.ptr(a.residual[l + 1])
         let eps = Float(config.normEps), cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
         func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { base + layout.layer(l, t).offset }
         // h = x + o(attention(rope(q(n)), rope(k(n)), v(n))), n = rmsnorm(x)
         rmsnormForward(a.ptr(s.norm1), a.ptr(s.rstd1), x, w(.attentionNorm), d, eps)
-        matmulForward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
-        matmulForward(a.ptr(s.k), a.ptr(s.norm1), w(.k), d.N, d.C, d.KV, 0)
-        matmulForward(a.ptr(s.v), a.ptr(s.norm1), w(.v), d.N, d.C, d.KV, 0)
+        try matmulForward(a.ptr(s.q), a.ptr(s.norm1), w(.q), d.N, d.C, d.Q, 0)
+        try matmulForward(a.ptr(s.k), a.ptr(s.norm1), w(.k), d.N, d.C, d.KV, 0)
+        try matmulForward(a.ptr(s.v), a.ptr(s.norm1), w(.v), d.N, d.C, d.KV, 0)
         lm_rope_forward(a.ptr(s.q), cosT, sinT, d.B, d.T, d.H, d.D)
         lm_rope_forward(a.ptr(s.k), cosT, sinT, d.B, d.T, d.G, d.D)
         let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
         let (attnOut, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
-        let forward = precision == .bf16 ? lm_flash_attention_forward_bf16 : lm_flash_attention_forward
-        inParallel(units: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end in
-            forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+        if precision == .bf16 {
+            let (scratch, stride) = attentionWorkspace(d)
+            try KernelError.check(inParallel(checking: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end, worker in
+                lm_flash_attention_forward_bf16(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
+                                                scratch + worker * stride, stride)
+            }, "lm_flash_attention_forward_bf16", "(T \(d.T), head_dim \(d.D))")
+        } else {
+            inParallel(units: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end, _ in
+                lm_flash_attention_forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+            }
         }
         a.ptr(s.mid).update(from: x, count: d.nc)
-        matmulForward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
+        try matmulForward(a.ptr(s.mid), a.ptr(s.attnOut), w(.o), d.N, d.Q, d.C, 1)
         // out = h + down(silu(gate(n)) · up(n)), n = rmsnorm(h)
         rmsnormForward(a.ptr(s.norm2), a.ptr(s.rstd2), a.ptr(s.mid), w(.ffnNorm), d, eps)
-        matmulForward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
-        matmulForward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
+        try matmulForward(a.ptr(s.gate), a.ptr(s.norm2), w(.gate), d.N, d.C, d.F, 0)
+        try matmulForward(a.ptr(s.up), a.ptr(s.norm2), w(.up), d.N, d.C, d.F, 0)
         let (act, gate, up) = (a.ptr(s.act), a.ptr(s.gate), a.ptr(s.up))
-        inParallel(units: Int(d.N)) { first, end in
+        inParallel(units: Int(d.N)) { first, end, _ in
             let (offset, count) = (first * Int(d.F), (end - first) * Int(d.F))
             lm_swiglu_forward(act + offset, gate + offset, up + offset, count)
         }
         out.update(from: a.ptr(s.mid), count: d.nc)
-        matmulForward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
+        try matmulForward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
     }
 
     private func matmulForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                               _ n: Int32, _ c: Int32, _ oc: Int32, _ accumulate: Int32) {
+                               _ n: Int32, _ c: Int32, _ oc: Int32, _ accumulate: Int32) throws {
         guard precision == .bf16 else { return lm_matmul_forward(out, inp, weight, n, c, oc, accumulate) }
         // out (n,oc) = inp (n,c) · weight (oc,c)ᵀ
         let x = rounded(0, inp, Int(n) * Int(c)), w = rounded(1, weight, Int(oc) * Int(c))
-        guard lm_matmul_bf16(out, x, w, Int64(n), Int64(oc), Int64(c), 0, 1, accumulate) != 0 else { oneDNNFailed(n, c, oc) }
+        try bf16Matmuls().multiply(out, x, w, m: Int(n), n: Int(oc), k: Int(c), transA: false, transB: true, accumulate: accumulate != 0)
     }
 
     private func matmulBackward(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
-                                _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32) {
+                                _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32) throws {
         guard precision == .bf16 else { return lm_matmul_backward(dinp, dweight, dout, inp, weight, n, c, oc) }
-        let g = rounded(0, dout, Int(n) * Int(oc))
+        let g = rounded(0, dout, Int(n) * Int(oc)), engine = try bf16Matmuls()
         if let dinp {
             // dinp (n,c) += dout (n,oc) · weight (oc,c)
             let w = rounded(1, weight, Int(oc) * Int(c))
-            guard lm_matmul_bf16(dinp, g, w, Int64(n), Int64(c), Int64(oc), 0, 0, 1) != 0 else { oneDNNFailed(n, c, oc) }
+            try engine.multiply(dinp, g, w, m: Int(n), n: Int(c), k: Int(oc), transA: false, transB: false, accumulate: true)
         }
         // dweight (oc,c) += doutᵀ (oc,n) · inp (n,c)
         let x = rounded(1, inp, Int(n) * Int(c))
-        guard lm_matmul_bf16(dweight, g, x, Int64(oc), Int64(c), Int64(n), 1, 0, 1) != 0 else { oneDNNFailed(n, c, oc) }
+        try engine.multiply(dweight, g, x, m: Int(oc), n: Int(c), k: Int(n), transA: true, transB: false, accumulate: true)
+    }
+
+    private func bf16Matmuls() throws -> OneDNNMatmuls {
+        if let matmuls { return matmuls }
+        let made = try OneDNNMatmuls()
+        matmuls = made
+        return made
+    }
+
+    /// The bf16 attention kernels' scratch: one 64-byte aligned slice per thread, and the slice's bytes.
+    private func attentionWorkspace(_ d: Dims) -> (UnsafeMutableRawPointer, Int) {
+        let bytes = lm_flash_attention_bf16_scratch_bytes(d.T, d.D, Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
+        let stride = (bytes + 63) / 64 * 64
+        return (attentionScratch.reserve(stride * max(1, threads)), stride)
     }
 
     /// `count` values of `x` rounded to bf16 into scratch slot 0 or 1 (grown as needed), spread over the
@@ -282,7 +307,7 @@ public final class LlamaModel {
     private func rounded(_ slot: Int, _ x: UnsafePointer<Float>, _ count: Int) -> UnsafePointer<UInt16> {
         let out = bf16Scratch[slot].reserve(count)
         let chunk = 1 << 16
-        inParallel(units: (count + chunk - 1) / chunk) { first, end in
+        inParallel(units: (count + chunk - 1) / chunk) { first, end, _ in
             let lo = first * chunk, hi = min(end * chunk, count)
             lm_to_bf16(out + lo, x + lo, hi - lo)
         }
@@ -293,31 +318,41 @@ public final class LlamaModel {
     private func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                 _ weight: UnsafePointer<Float>, _ d: Dims, _ eps: Float) {
         let width = Int(d.C)
-        inParallel(units: Int(d.N)) { first, end in
+        inParallel(units: Int(d.N)) { first, end, _ in
             lm_rmsnorm_forward(out + first * width, rstd + first, inp + first * width, weight, Int32(end - first), d.C, eps)
         }
-    }
-
-    private func oneDNNFailed(_ n: Int32, _ c: Int32, _ oc: Int32) -> Never {
-        fatalError("oneDNN could not run a bf16 matmul of (\(n)×\(c)) · (\(oc)×\(c))ᵀ (out of memory, or a CPU without bf16); run with --precision fp32")
     }
 
     /// Runs `body` over [0, units) split into one contiguous range per thread (the rank's --threads): the
     /// attention units, the rows of the row-wise kernels (cross-entropy, SwiGLU, RMSNorm's forward) and chunks
     /// of the bf16 rounding. Each unit is computed by exactly one call, so the result does not depend on the
-    /// number of threads. The fp32 attention tiles are single-threaded sgemm calls, so OpenBLAS is held at one
-    /// thread while units run on ours.
-    private func inParallel(units: Int, _ body: (Int, Int) -> Void) {
+    /// number of threads; the third argument is the worker's index (its slice of any per-thread scratch). The
+    /// fp32 attention tiles are single-threaded sgemm calls, so OpenBLAS is held at one thread while units run
+    /// on ours.
+    private func inParallel(units: Int, _ body: (Int, Int, Int) -> Void) {
+        _ = inParallel(checking: units) { first, end, worker -> Int32 in
+            body(first, end, worker)
+            return Int32(LM_OK)
+        }
+    }
+
+    /// The same for kernels that return a status: the first worker's failure, or LM_OK.
+    private func inParallel(checking units: Int, _ body: (Int, Int, Int) -> Int32) -> Int32 {
         let threads = min(max(1, self.threads), units)
-        guard threads > 1 else { return body(0, units) }
+        guard threads > 1 else { return body(0, units, 0) }
         let blasThreads = lm_blas_threads()
         lm_set_blas_threads(1)
         defer { lm_set_blas_threads(blasThreads) }
+        let statuses = UnsafeMutableBufferPointer<Int32>.allocate(capacity: threads)
+        defer { statuses.deallocate() }
         withoutActuallyEscaping(body) { body in
-            // The units write disjoint memory (the kernel's contract), so sharing the closure is safe.
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: threads) { i in shared.value(units * i / threads, units * (i + 1) / threads) }
+            // The units write disjoint memory (the kernel's contract), and each worker its own status.
+            let shared = UncheckedSendable((body, statuses))
+            DispatchQueue.concurrentPerform(iterations: threads) { i in
+                shared.value.1[i] = shared.value.0(units * i / threads, units * (i + 1) / threads, i)
+            }
         }
+        return statuses.first { $0 != Int32(LM_OK) } ?? Int32(LM_OK)
     }
 
     /// What the backward starts from at one head: next-token cross-entropy of the lm_head's logits over the
@@ -332,14 +367,14 @@ public final class LlamaModel {
     /// (lossScale = 1 / global target count gives the mean). Overwrites the logits.
     /// `gradientsReady(w)` is called as backward goes: every gradient at flat offset ≥ w is then final, so a
     /// data-parallel caller can start reducing it while the rest of backward runs.
-    public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) {
-        backward(heads: [.lm: .crossEntropy(scale: lossScale)], gradientsReady: gradientsReady)
+    public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) throws {
+        try backward(heads: [.lm: .crossEntropy(scale: lossScale)], gradientsReady: gradientsReady)
     }
 
     /// Adds into `gradients` the gradient of a loss on the heads' outputs: each head in `heads` starts the
     /// backward as its HeadGradient says; a head not named contributes nothing (its weights' gradient and its
     /// share of the trunk's are zero).
-    public func backward(heads: [OutputHead: HeadGradient], gradientsReady: ((Int) -> Void)? = nil) {
+    public func backward(heads: [OutputHead: HeadGradient], gradientsReady: ((Int) -> Void)? = nil) throws {
         guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
         let n = a.batch * a.seqLen
         for (kind, gradient) in heads {
@@ -349,7 +384,7 @@ public final class LlamaModel {
             case let .crossEntropy(scale):
                 precondition(kind == .lm, "cross-entropy applies to the lm_head's logits, not \(kind.rawValue)")
                 let (targets, V) = (a.targets, Int32(config.vocabSize))
-                inParallel(units: n) { first, end in
+                inParallel(units: n) { first, end, _ in
                     let rows = outputs + first * Int(V)
                     lm_cross_entropy_backward(rows, rows, targets + first, scale, Int32(end - first), V)
                 }
@@ -357,10 +392,10 @@ public final class LlamaModel {
                 fill(UnsafeMutableBufferPointer(start: outputs, count: n * kind.rows(config)))
             }
         }
-        backwardFromHeadGradients(Set(heads.keys), gradientsReady: gradientsReady)
+        try backwardFromHeadGradients(Set(heads.keys), gradientsReady: gradientsReady)
     }
 
-    private func backwardFromHeadGradients(_ started: Set<OutputHead>, gradientsReady: ((Int) -> Void)?) {
+    private func backwardFromHeadGradients(_ started: Set<OutputHead>, gradientsReady: ((Int) -> Void)?) throws {
         let a = activations!
         let c = config, d = Dims(c, a)
         let (N, C, F, Q, KV) = (d.N, d.C, d.F, d.Q, d.KV)
@@ -371,7 +406,7 @@ public final class LlamaModel {
         let (ph, gh) = backwardBases(c.nLayers + 1)
         zero(a.dnorm, d.nc)
         for (i, h) in layout.heads.enumerated() where started.contains(h.kind) {
-            matmulBackward(dnorm, gh + h.tensor.offset, headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, N, C,
+            try matmulBackward(dnorm, gh + h.tensor.offset, headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, N, C,
                            Int32(h.kind.rows(c)))
         }
         zero(a.dres, d.nc)
@@ -385,29 +420,29 @@ public final class LlamaModel {
             // runs its forward again from its kept input.
             let unit = ParameterLayout.unit(ofLayer: l)
             let (pb, gb) = backwardBases(unit)
-            if purpose == .training(.layer) && l != c.nLayers - 1 { forwardBlock(l, a, d, pb) }
+            if purpose == .training(.layer) && l != c.nLayers - 1 { try forwardBlock(l, a, d, pb) }
             let s = a.block(l), x = a.ptr(a.residual[l])
             func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { pb + layout.layer(l, t).offset }
             func dw(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { gb + layout.layer(l, t).offset }
             // out = h + down(act)
             zero(a.dact, d.nf)
-            matmulBackward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
+            try matmulBackward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
             // act = silu(gate) · up
             zero(a.dgate, d.nf)
             zero(a.dup, d.nf)
             let (dgate, dup, dact, gate, up) = (a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up))
-            inParallel(units: Int(d.N)) { first, end in
+            inParallel(units: Int(d.N)) { first, end, _ in
                 let (offset, count) = (first * Int(d.F), (end - first) * Int(d.F))
                 lm_swiglu_backward(dgate + offset, dup + offset, dact + offset, gate + offset, up + offset, count)
             }
             // gate = W_gate · n, up = W_up · n, n = rmsnorm(h)
             zero(a.dnorm, d.nc)
-            matmulBackward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
-            matmulBackward(dnorm, dw(.up), a.ptr(a.dup), a.ptr(s.norm2), w(.up), N, C, F)
+            try matmulBackward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
+            try matmulBackward(dnorm, dw(.up), a.ptr(a.dup), a.ptr(s.norm2), w(.up), N, C, F)
             lm_rmsnorm_backward(dres, dw(.ffnNorm), dnorm, a.ptr(s.mid), w(.ffnNorm), a.ptr(s.rstd2), N, C)
             // h = x + o(attnOut)
             zero(a.dattnOut, d.nq)
-            matmulBackward(a.ptr(a.dattnOut), dw(.o), dres, a.ptr(s.attnOut), w(.o), N, Q, C)
+            try matmulBackward(a.ptr(a.dattnOut), dw(.o), dres, a.ptr(s.attnOut), w(.o), N, Q, C)
             // attnOut = attention(q, k, v), q and k rotated
             zero(a.dq, d.nq)
             zero(a.dk, d.nkv)
@@ -415,17 +450,25 @@ public final class LlamaModel {
             let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
             let (dq, dk, dv, dout) = (a.ptr(a.dq), a.ptr(a.dk), a.ptr(a.dv), a.ptr(a.dattnOut))
             let (out, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
-            let backward = precision == .bf16 ? lm_flash_attention_backward_bf16 : lm_flash_attention_backward
-            inParallel(units: lm_flash_attention_backward_units(d.B, d.G)) { first, end in
-                backward(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+            let units = lm_flash_attention_backward_units(d.B, d.G)
+            if precision == .bf16 {
+                let (scratch, stride) = attentionWorkspace(d)
+                try KernelError.check(inParallel(checking: units) { first, end, worker in
+                    lm_flash_attention_backward_bf16(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
+                                                     scratch + worker * stride, stride)
+                }, "lm_flash_attention_backward_bf16", "(T \(d.T), head_dim \(d.D))")
+            } else {
+                inParallel(units: units) { first, end, _ in
+                    lm_flash_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+                }
             }
             lm_rope_backward(a.ptr(a.dq), cosT, sinT, d.B, d.T, d.H, d.D)
             lm_rope_backward(a.ptr(a.dk), cosT, sinT, d.B, d.T, d.G, d.D)
             // q, k, v = W · n, n = rmsnorm(x)
             zero(a.dnorm, d.nc)
-            matmulBackward(dnorm, dw(.q), a.ptr(a.dq), a.ptr(s.norm1), w(.q), N, C, Q)
-            matmulBackward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
-            matmulBackward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
+            try matmulBackward(dnorm, dw(.q), a.ptr(a.dq), a.ptr(s.norm1), w(.q), N, C, Q)
+            try matmulBackward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
+            try matmulBackward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
             lm_rmsnorm_backward(dres, dw(.attentionNorm), dnorm, x, w(.attentionNorm), a.ptr(s.rstd1), N, C)
             unitWeights?.backwardFinished(unit: unit)
             gradientsReady?(layout.layer(l, .q).offset)
@@ -446,21 +489,4 @@ public final class LlamaModel {
 private struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
     init(_ value: Value) { self.value = value }
-}
-
-/// A growable buffer of bf16 values, for matmul inputs rounded just before their product.
-final class BF16Scratch {
-    private var pointer: UnsafeMutablePointer<UInt16>?
-    private var capacity = 0
-
-    /// At least `count` values (contents undefined).
-    func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
-        if let pointer, capacity >= count { return pointer }
-        pointer?.deallocate()
-        capacity = max(count, 1)
-        pointer = .allocate(capacity: capacity)
-        return pointer!
-    }
-
-    deinit { pointer?.deallocate() }
 }

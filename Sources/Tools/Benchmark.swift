@@ -74,7 +74,7 @@ public enum Benchmark {
             model.gradients.zero()
             let result = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
             let t1 = monotonicSeconds()
-            model.backward(lossScale: Float(1.0 / Double(max(result.targetCount, 1))))
+            try model.backward(lossScale: Float(1.0 / Double(max(result.targetCount, 1))))
             let t2 = monotonicSeconds()
             let norm = GradientClipping.clip(model.gradients, maxNorm: 1.0, threads: threads)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 3e-4)
@@ -90,8 +90,8 @@ public enum Benchmark {
             }
         }
         let peakRss = ProcessStats.peakResidentBytes()
-        let sgemm = measure(.fp32, config: config)
-        let engine = precision == .fp32 ? sgemm : measure(precision, config: config)
+        let sgemm = try measure(.fp32, config: config)
+        let engine = precision == .fp32 ? sgemm : try measure(precision, config: config)
         let median = stepMs.median
         let tokensPerS = Double(B * T) / (median / 1e3)
         let flops = model.flopsPerToken(seqLen: T)
@@ -108,12 +108,12 @@ public enum Benchmark {
 
     /// The matmul rate of `precision` (sgemm or oneDNN bf16), median of several calls after a warm-up, on the
     /// step's largest matmul (B·T × dim by dim × max(vocab, ffn)) and on a 1024³ square; the faster is the bar.
-    static func measure(_ precision: Precision, config: RunConfig) -> (gflops: Double, shape: String) {
+    static func measure(_ precision: Precision, config: RunConfig) throws -> (gflops: Double, shape: String) {
         let n = config.train.microBatch * config.train.seqLen
         let shapes = [(n, config.model.dim, max(config.model.vocabSize, config.model.ffnHiddenSize)), (1024, 1024, 1024)]
         var best = (gflops: 0.0, shape: "")
         for (m, k, oc) in shapes {
-            let rate = MatmulRate.rate(precision, m: m, k: k, oc: oc)
+            let rate = try MatmulRate.rate(precision, m: m, k: k, oc: oc)
             if rate > best.gflops { best = (rate, "\(m)x\(k)x\(oc)") }
         }
         return best

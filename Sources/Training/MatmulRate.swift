@@ -6,20 +6,16 @@ import Model
 import Support
 
 public enum MatmulRate {
-    /// OpenBLAS's sgemm rate on a size³ square: the MFU denominator of training.
-    public static func sgemm(size n: Int) -> Double { sgemm(m: n, k: n, oc: n) }
-
-    /// GFLOP/s of the model's matmul (m, k) · (oc, k)ᵀ on random values, median of 5 calls after a warm-up.
-    public static func sgemm(m: Int, k: Int, oc: Int) -> Double { rate(.fp32, m: m, k: k, oc: oc) }
-
-    /// GFLOP/s of the same product in `precision`: sgemm, or oneDNN's bf16 primitive on inputs already in
-    /// bf16 (the engine's own rate; the step's rounding of inputs is the step's cost, not the engine's).
-    public static func rate(_ precision: Precision, m: Int, k: Int, oc: Int) -> Double {
+    /// GFLOP/s of the model's matmul (m, k) · (oc, k)ᵀ in `precision` on random values, median of 5 calls
+    /// after a warm-up: sgemm, or oneDNN's bf16 primitive on inputs already in bf16 (the engine's own rate;
+    /// the step's rounding of inputs is the step's cost, not the engine's).
+    public static func rate(_ precision: Precision, m: Int, k: Int, oc: Int) throws -> Double {
         let a = FloatBuffer(count: m * k), w = FloatBuffer(count: oc * k), out = FloatBuffer(count: m * oc)
         var rng = SplitMix64(seed: 7)
         for i in 0..<a.count { a[i] = Float(rng.nextUnit() - 0.5) }
         for i in 0..<w.count { w[i] = Float(rng.nextUnit() - 0.5) }
         var a16 = [UInt16](), w16 = [UInt16]()
+        let engine = precision == .bf16 ? try OneDNNMatmuls() : nil
         if precision == .bf16 {
             a16 = [UInt16](repeating: 0, count: a.count)
             w16 = [UInt16](repeating: 0, count: w.count)
@@ -29,27 +25,13 @@ public enum MatmulRate {
         var times: [Double] = []
         for _ in 0..<6 {
             let t0 = monotonicSeconds()
-            switch precision {
-            case .fp32: lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
-            case .bf16: _ = lm_matmul_bf16(out.pointer, a16, w16, Int64(m), Int64(oc), Int64(k), 0, 1, 0)
+            if let engine {
+                try engine.multiply(out.pointer, a16, w16, m: m, n: oc, k: k, transA: false, transB: true, accumulate: false)
+            } else {
+                lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
             }
             times.append(monotonicSeconds() - t0)
         }
         return 2 * Double(m) * Double(k) * Double(oc) / Array(times.dropFirst()).median / 1e9
-    }
-}
-
-/// Seconds on the monotonic clock, for timing.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
-extension Array where Element == Double {
-    public var median: Double {
-        guard !isEmpty else { return 0 }
-        let s = sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 }

@@ -70,7 +70,7 @@ public final class LanguageModelObjective: TrainingObjective {
         let range = (m * n)..<((m + 1) * n)
         let result = try model.forward(tokens: Array(tokens[range]), targets: Array(targets[range]),
                                        batch: settings.microBatch, seqLen: settings.seqLen)
-        model.backward(lossScale: scale, gradientsReady: gradientsReady)
+        try model.backward(lossScale: scale, gradientsReady: gradientsReady)
         return result.lossSum
     }
 }

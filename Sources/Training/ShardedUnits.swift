@@ -14,6 +14,7 @@ import Distributed
 import Foundation
 import Kernels
 import Model
+import Support
 
 final class ShardedUnits: UnitWeights, @unchecked Sendable {
     let model: LlamaModel

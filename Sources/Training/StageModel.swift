@@ -13,6 +13,7 @@ import Distributed
 import Foundation
 import Kernels
 import Model
+import Support
 import Optim
 
 /// What a stage asks of one of its models.

@@ -153,7 +153,7 @@ public final class Trainer {
         }
         // MFU's denominator: the rate of the precision in use, measured here (sgemm, or oneDNN's bf16 primitive).
         let primary = models[0].model
-        let matmulGflops = try world.allreduceSum(MatmulRate.rate(primary.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
+        let matmulGflops = try world.allreduceSum(try MatmulRate.rate(primary.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
         reporter = try ProgressReporter(steps: t.steps, firstStep: startStep, tokensPerStep: self.objective.tokensPerStep,
                                         flopsPerToken: primary.flopsPerToken(seqLen: t.seqLen), ranks: world.size,
                                         matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,

@@ -77,7 +77,7 @@ func fineTuneTokenizer() throws -> Tokenizer {
         #expect(result.targetCount == count && count > 0 && count < targets.count)
         #expect(abs(result.meanLoss - expected / Double(count)) < 1e-4)
         model.gradients.zero()
-        model.backward(lossScale: 1 / Float(count))
+        try model.backward(lossScale: 1 / Float(count))
         let dlogits = model.logits  // the backward leaves d loss / d logits in the logits buffer
         for (i, t) in targets.enumerated() where t == LlamaModel.ignoreIndex {
             #expect(dlogits[(i * V)..<((i + 1) * V)].allSatisfy { $0 == 0 }, "prompt position \(i) passes gradient")

@@ -31,10 +31,18 @@ struct AttentionData {
     func flashForward(q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil, splits: Int = 1, bf16: Bool = false) -> ([Float], [Float]) {
         var out = [Float](repeating: .nan, count: self.q.count), lse = [Float](repeating: .nan, count: c.B * c.H * c.T)
         let units = lm_flash_attention_forward_units(Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.bq))
-        let forward = bf16 ? lm_flash_attention_forward_bf16 : lm_flash_attention_forward
+        let scratch = AlignedScratch(), bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
         for s in 0..<splits {
-            forward(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
-                                       Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), units * s / splits, units * (s + 1) / splits)
+            let (first, end) = (units * s / splits, units * (s + 1) / splits)
+            if bf16 {
+                #expect(lm_flash_attention_forward_bf16(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
+                                                        Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end,
+                                                        scratch.reserve(bytes), bytes) == Int32(LM_OK))
+                withExtendedLifetime(scratch) {}
+            } else {
+                lm_flash_attention_forward(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
+                                           Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end)
+            }
         }
         return (out, lse)
     }
@@ -43,10 +51,18 @@ struct AttentionData {
         let (out, lse) = flashForward(bf16: bf16)
         var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = [Float](repeating: 0, count: v.count)
         let units = lm_flash_attention_backward_units(Int32(c.B), Int32(c.G))
-        let backward = bf16 ? lm_flash_attention_backward_bf16 : lm_flash_attention_backward
+        let scratch = AlignedScratch(), bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
         for s in 0..<splits {
-            backward(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
-                                        Int32(c.D), Int32(c.bq), Int32(c.bk), units * s / splits, units * (s + 1) / splits)
+            let (first, end) = (units * s / splits, units * (s + 1) / splits)
+            if bf16 {
+                #expect(lm_flash_attention_backward_bf16(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H),
+                                                         Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end,
+                                                         scratch.reserve(bytes), bytes) == Int32(LM_OK))
+                withExtendedLifetime(scratch) {}
+            } else {
+                lm_flash_attention_backward(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
+                                            Int32(c.D), Int32(c.bq), Int32(c.bk), first, end)
+            }
         }
         return (dq, dk, dv)
     }
@@ -153,7 +169,10 @@ struct BF16AttentionTests {
             let a = r.floats((transA == 1 ? k : m) * lda).map { lm_round_bf16($0) }, b = r.floats((transB == 1 ? n : k) * ldb).map { lm_round_bf16($0) }
             let old = r.floats(m * ldc)
             var c = old
-            lm_tile_gemm_bf16(Int32(transA), Int32(transB), Int32(m), Int32(n), Int32(k), 0.5, a, lda, b, ldb, 1, &c, ldc)
+            let scratch = AlignedScratch(), bytes = lm_tile_gemm_bf16_scratch_bytes(Int32(m), Int32(n), Int32(k))
+            #expect(lm_tile_gemm_bf16(Int32(transA), Int32(transB), Int32(m), Int32(n), Int32(k), 0.5, a, lda, b, ldb, 1, &c, ldc,
+                                      scratch.reserve(bytes), bytes) == Int32(LM_OK))
+            withExtendedLifetime(scratch) {}
             var expected = old  // columns past n stay untouched
             for i in 0..<m {
                 for j in 0..<n {

@@ -100,7 +100,7 @@ func temporaryDirectory() throws -> String {
         model.gradients.zero()
         let r = try model.forward(tokens: [0, 1], targets: [-100, -100], batch: 1, seqLen: 2)
         #expect(r.targetCount == 0 && r.meanLoss == 0)
-        model.backward(lossScale: 1)
+        try model.backward(lossScale: 1)
         #expect(model.gradients.array.allSatisfy { $0 == 0 })
     }
 }

@@ -39,7 +39,7 @@ import TestSupport
         }
         model.gradients.zero()
         let result = try model.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 5)
-        model.backward(heads: [.lm: .crossEntropy(scale: 1 / Float(result.targetCount)),
+        try model.backward(heads: [.lm: .crossEntropy(scale: 1 / Float(result.targetCount)),
                                .value: .given({ d in for i in d.indices { d[i] = w[i] } })])
         for spec in model.layout.tensors {
             expectTensorGradient(spec.name, values: model.parameters.slice(spec.offset, spec.count),
@@ -48,7 +48,7 @@ import TestSupport
         // A head left out of the backward contributes nothing: the value head's gradient stays zero.
         model.gradients.zero()
         _ = try model.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 5)
-        model.backward(lossScale: 1 / Float(result.targetCount))
+        try model.backward(lossScale: 1 / Float(result.targetCount))
         let value = model.layout.head(.value)!
         #expect(model.gradients.array[value.offset..<(value.offset + value.count)].allSatisfy { $0 == 0 })
     }

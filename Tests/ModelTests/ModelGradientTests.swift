@@ -21,7 +21,7 @@ import TestSupport
         model.gradients.zero()
         let result = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
         #expect(result.targetCount == B * T - 2)
-        model.backward(lossScale: 1 / Float(result.targetCount))
+        try model.backward(lossScale: 1 / Float(result.targetCount))
 
         for spec in model.layout.tensors {
             // Probe at most 24 coordinates per tensor, spread over it.
@@ -38,10 +38,10 @@ import TestSupport
         let tokens: [Int32] = [1, 2, 3, 4], targets: [Int32] = [2, 3, 4, 5]
         model.gradients.zero()
         _ = try model.forward(tokens: tokens, targets: targets, batch: 1, seqLen: 4)
-        model.backward(lossScale: 1)
+        try model.backward(lossScale: 1)
         let once = model.gradients.array
         _ = try model.forward(tokens: tokens, targets: targets, batch: 1, seqLen: 4)
-        model.backward(lossScale: 1)
+        try model.backward(lossScale: 1)
         let twice = model.gradients.array
         #expect(maxDifference(twice, once.map { 2 * $0 }) <= 1e-6 * (once.map { abs($0) }.max() ?? 1))
     }
@@ -57,7 +57,7 @@ import TestSupport
         model.gradients.zero()
         _ = try model.forward(tokens: tokens, targets: targets, batch: 1, seqLen: 6)
         var snapshots: [(Int, [Float])] = []
-        model.backward(lossScale: 0.5) { w in snapshots.append((w, Array(model.gradients.array[w...]))) }
+        try model.backward(lossScale: 0.5) { w in snapshots.append((w, Array(model.gradients.array[w...]))) }
         let final = model.gradients.array
         #expect(snapshots.map(\.0) == snapshots.map(\.0).sorted(by: >) && snapshots.last?.0 == 0)
         #expect(snapshots.count == ModelGradientTests.config.nLayers + 2)
@@ -80,7 +80,7 @@ import TestSupport
             let result = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
             let logits = Array(model.logits), arena = model.activations!.byteCount
             guard purpose.trains else { return (logits, [], arena) }
-            model.backward(lossScale: 1 / Float(result.targetCount))
+            try model.backward(lossScale: 1 / Float(result.targetCount))
             return (logits, model.gradients.array, arena)
         }
         let none = try run(.training(.none)), layer = try run(.training(.layer)), inference = try run(.inference)

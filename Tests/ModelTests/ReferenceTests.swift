@@ -86,7 +86,7 @@ enum ToleranceMode: CustomStringConvertible {
 
         // 2. Backward: every gradient within 1e-3 of its own max |value|, and the global norm.
         model.gradients.zero()
-        model.backward(lossScale: 1 / Float(forward.targetCount))
+        try model.backward(lossScale: 1 / Float(forward.targetCount))
         for spec in model.layout.tensors {
             expectClose("grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
                         try expected.floats("grad." + spec.name, expectedShape: spec.shape),
@@ -105,7 +105,7 @@ enum ToleranceMode: CustomStringConvertible {
                 let lossAfter = try expected.floats("loss_after_step1")[0]
                 #expect(abs(Float(again.meanLoss) - lossAfter) <= 1e-4 * abs(lossAfter),
                         "loss after step 1: \(again.meanLoss), expected \(lossAfter)")
-                model.backward(lossScale: 1 / Float(again.targetCount))
+                try model.backward(lossScale: 1 / Float(again.targetCount))
             }
             GradientClipping.clip(model.gradients, maxNorm: 1.0)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-3)
@@ -144,7 +144,7 @@ enum ToleranceMode: CustomStringConvertible {
         let loss = try expected.floats("loss")[0]
         #expect(abs(Float(forward.meanLoss) - loss) <= chain * abs(loss), "bf16 loss \(forward.meanLoss), expected \(loss)")
         model.gradients.zero()
-        model.backward(lossScale: 1 / Float(forward.targetCount))
+        try model.backward(lossScale: 1 / Float(forward.targetCount))
         for spec in model.layout.tensors {
             expectClose("bf16 grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
                         try expected.floats("grad." + spec.name, expectedShape: spec.shape), relativeTo: .ofMaxAbs(2 * chain), report: &report)
@@ -154,7 +154,7 @@ enum ToleranceMode: CustomStringConvertible {
             if step == 2 {
                 model.gradients.zero()
                 let again = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
-                model.backward(lossScale: 1 / Float(again.targetCount))
+                try model.backward(lossScale: 1 / Float(again.targetCount))
             }
             GradientClipping.clip(model.gradients, maxNorm: 1.0)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-3)

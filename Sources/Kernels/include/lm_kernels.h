@@ -35,8 +35,20 @@ void lm_matmul_forward(float *out, const float *inp, const float *weight, int N,
 void lm_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                         int N, int C, int OC);
 
-// MARK: - Matmul in bf16 (oneDNN): bf16 inputs, fp32 accumulation and outputs. lm_matmul_bf16 returns 0 if
-// oneDNN failed.
+// MARK: - Status codes: the kernels that can fail return one, and the caller (Swift) throws on anything but
+// LM_OK.
+
+enum {
+    LM_OK = 0,
+    /// oneDNN refused a shape or failed to run (out of memory, or a CPU without bf16).
+    LM_ERROR_ONEDNN = 1,
+    /// The caller's scratch is smaller than the call needs (the needed size is reported where the call can).
+    LM_ERROR_SCRATCH = 2,
+    /// A bf16 kernel on a CPU or build without AVX-512 BF16.
+    LM_ERROR_UNSUPPORTED = 3,
+};
+
+// MARK: - Matmul in bf16 (oneDNN): bf16 inputs, fp32 accumulation and outputs.
 
 /// Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX).
 int lm_bf16_supported(void);
@@ -46,9 +58,16 @@ void lm_set_matmul_threads(int threads);
 void lm_to_bf16(uint16_t *out, const float *in, size_t n);
 void lm_from_bf16(float *out, const uint16_t *in, size_t n);
 float lm_round_bf16(float x);
-/// c (m,n) = a (m,k) · b (k,n) [+ c]; a is stored as (k,m) when trans_a, b as (n,k) when trans_b.
-int lm_matmul_bf16(float *c, const uint16_t *a, const uint16_t *b, int64_t m, int64_t n, int64_t k, int trans_a, int trans_b,
-                   int accumulate);
+/// A cache of oneDNN primitives with its engine and stream, in `lm_bf16_matmuls_bytes(capacity)` bytes the
+/// caller allocates: init before use, release before freeing. One per model, used from one thread at a time.
+typedef struct lm_bf16_matmuls lm_bf16_matmuls;
+size_t lm_bf16_matmuls_bytes(int capacity);
+int lm_bf16_matmuls_init(lm_bf16_matmuls *cache, int capacity);
+void lm_bf16_matmuls_release(lm_bf16_matmuls *cache);
+/// c (m,n) = a (m,k) · b (k,n) [+ c]; a is stored as (k,m) when trans_a, b as (n,k) when trans_b. `scratch`
+/// is oneDNN's scratchpad for the call: LM_ERROR_SCRATCH when smaller than *scratch_needed (set either way).
+int lm_matmul_bf16(lm_bf16_matmuls *cache, float *c, const uint16_t *a, const uint16_t *b, int64_t m, int64_t n, int64_t k,
+                   int trans_a, int trans_b, int accumulate, void *scratch, size_t scratch_bytes, size_t *scratch_needed);
 
 // MARK: - Embedding
 
@@ -92,16 +111,22 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                                  const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
                                  int bq, int bk, size_t first_unit, size_t end_unit);
 /// The same with QKᵀ, PV and the backward's tile products on bf16 inputs with fp32 accumulation (AVX-512
-/// BF16 only); softmax, its statistics and every output stay fp32.
-void lm_flash_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                                     int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit);
-void lm_flash_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                                      const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
-                                      int bq, int bk, size_t first_unit, size_t end_unit);
+/// BF16 only); softmax, its statistics and every output stay fp32. Each call (one thread's unit range) packs
+/// its operands into `scratch`, 64-byte aligned and of lm_flash_attention_bf16_scratch_bytes(T, D, bq, bk)
+/// bytes (LM_ERROR_SCRATCH when smaller).
+size_t lm_flash_attention_bf16_scratch_bytes(int T, int D, int bq, int bk);
+int lm_flash_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                    int H, int G, int D, int bq, int bk, size_t first_unit, size_t end_unit, void *scratch,
+                                    size_t scratch_bytes);
+int lm_flash_attention_backward_bf16(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                                     const float *q, const float *k, const float *v, int B, int T, int H, int G, int D,
+                                     int bq, int bk, size_t first_unit, size_t end_unit, void *scratch, size_t scratch_bytes);
 /// c (m,n) = alpha · a (m,k) · b (k,n) + beta · c on bf16-rounded inputs, fp32 accumulation (AVX-512 BF16
-/// only); a stored as (k,m) when trans_a, b as (n,k) when trans_b; row-major with the given strides.
-void lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda,
-                       const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/// only); a stored as (k,m) when trans_a, b as (n,k) when trans_b; row-major with the given strides; the
+/// packed operands in `scratch` (64-byte aligned, lm_tile_gemm_bf16_scratch_bytes(m, n, k) bytes).
+size_t lm_tile_gemm_bf16_scratch_bytes(int m, int n, int k);
+int lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, size_t lda, const float *b,
+                      size_t ldb, float beta, float *c, size_t ldc, void *scratch, size_t scratch_bytes);
 
 // MARK: - Causal grouped-query attention, materialised (the naive twin the tests hold flash against)
 
