@@ -85,8 +85,8 @@ let package = Package(
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Support"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Checkpoint", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
         .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
-        .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model"]),
+        .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim"]),
         // Runs the built llama-train (and mpirun); depends on the executable so `swift test` builds it first.
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher"]),
+        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "TestSupport"]),
     ]
 )

@@ -11,7 +11,9 @@ import Testing
         try values.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 3) }
         #expect(values == [1, 2, 3])
         #expect(try world.allreduceSum(2.5) == 2.5)
+        values = [4, -5, 6.5]
         try values.withUnsafeMutableBufferPointer { try world.broadcast($0.baseAddress!, count: 3) }
+        #expect(values == [4, -5, 6.5], "a broadcast from the only rank leaves its values as they are")
         try world.barrier()
         #expect(try Communicator.world() === world, "MPI is initialised once per process")
     }

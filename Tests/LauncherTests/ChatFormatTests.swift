@@ -3,6 +3,7 @@
 // stats` on a preference file, and `generate --template`.
 import Foundation
 import Testing
+import TestSupport
 
 @Suite(.serialized) struct ChatFormatTests {
     /// The library builds each template from its definition; `llama-train format` must give the same ids.
@@ -72,7 +73,7 @@ import Testing
         let two = try run(mpirunFast + ["-np", "2", tool, "sft", "--config", dir + "/chat.json", "--steps", "3", "--out", dir + "/chat-2"])
         #expect(two.status == 0, "\(two.stderr)")
         let a = try parameters(dir + "/chat-1/model.safetensors"), b = try parameters(dir + "/chat-2/model.safetensors")
-        #expect(!a.isEmpty && (zip(a, b).map { abs($0 - $1) }.max() ?? 1) <= 1e-5)
+        #expect(!a.isEmpty && maxDifference(a, b) <= 1e-5)
         let answer = try run([tool, "generate", "--checkpoint", dir + "/chat-1", "--template", "llama2-chat", "--prompt", "Repeat the word river.",
                               "--max-tokens", "8", "--temperature", "0"])
         #expect(answer.status == 0 && answer.stdout.contains("[user] Repeat the word river.") && answer.stdout.contains("[assistant]"), "\(answer.stdout)\(answer.stderr)")

@@ -3,6 +3,7 @@
 // rank caught by the watchdog, and export to the Hugging Face layout.
 import Foundation
 import Testing
+import TestSupport
 
 /// Two ranks. A run stopped early exits 75 on every rank, and mpirun then waits odls_base_sigkill_timeout
 /// (1 s) before reporting it; the tests stop runs often, so they skip that wait.
@@ -61,7 +62,7 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let resumed = try pretrain(launcher(after), config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed"])
         #expect(resumed.stdout.contains("saved on \(before) rank(s), now \(after)"))
         let a = try parameters(dir + "/full/model.safetensors"), b = try parameters(dir + "/resumed/model.safetensors")
-        let diff = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
+        let diff = maxDifference(a, b)
         #expect(diff <= 1e-5, "\(before) → \(after) ranks: max |Δ| \(diff)")
     }
 

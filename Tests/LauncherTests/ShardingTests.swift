@@ -3,6 +3,7 @@
 // and world size, and across modes and world sizes.
 import Foundation
 import Testing
+import TestSupport
 
 /// Each tensor of a safetensors file by name: (shape, float32 values).
 func tensors(_ path: String) throws -> [String: [Float]] {
@@ -22,8 +23,8 @@ func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> 
     var worst = (0.0, "")
     for (name, x) in b {
         guard let y = a[name], y.count == x.count else { return (.infinity, name) }
-        let scale = Double(x.map { abs($0) }.max() ?? 0)
-        let diff = Double(zip(x, y).map { abs($0 - $1) }.max() ?? 0) / max(scale, 1e-12)
+        let scale = Double(x.map { abs($0) }.max() ?? 0)  // a NaN here makes the difference below infinite
+        let diff = Double(maxDifference(x, y)) / max(scale, 1e-12)
         if !(diff <= worst.0) { worst = (diff, name) }
     }
     return worst

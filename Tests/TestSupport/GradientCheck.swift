@@ -58,8 +58,9 @@ public func expectTensorGradient(_ name: String, values: UnsafeMutableBufferPoin
 }
 
 /// Largest |a − b| over two arrays; infinity when their lengths differ or either holds a NaN or Inf where
-/// the other does not hold the same value (Swift's max would otherwise drop a NaN silently).
-public func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
+/// the other does not hold the same value (Swift's max would otherwise drop a NaN silently, and zip would
+/// cut the longer array short). Every test that compares arrays of numbers goes through this.
+public func maxDifference<T: BinaryFloatingPoint>(_ a: [T], _ b: [T]) -> T {
     guard a.count == b.count else { return .infinity }
     return zip(a, b).reduce(0) { worst, pair in
         guard pair.0.isFinite && pair.1.isFinite else { return pair.0 == pair.1 ? worst : .infinity }
