@@ -42,8 +42,11 @@ public final class Watchdog: @unchecked Sendable {
         }
     }
 
-    /// Starts watching `world`'s blocking collectives; nil when MPI cannot serve a second thread.
+    /// Starts watching `world`'s blocking collectives; nil when MPI cannot serve a second thread. A
+    /// communicator has one watchdog: a second trainer in the same job (a later stage, a test) gets the one
+    /// already watching, never a second thread that would replace the first in `world.watchdog`.
     public static func start(on world: Communicator, timeout: TimeInterval) throws -> Watchdog? {
+        if let running = world.watchdog { return running }
         guard timeout > 0, world.size > 1, world.threadLevel >= 3 /* MPI_THREAD_MULTIPLE */ else { return nil }
         let dog = Watchdog(comm: try world.duplicate(), timeout: timeout)
         world.watchdog = dog

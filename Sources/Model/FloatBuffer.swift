@@ -29,11 +29,6 @@ public final class FloatBuffer: @unchecked Sendable {
         return UnsafeMutableBufferPointer(start: pointer + offset, count: length)
     }
 
-    public func copy(from other: FloatBuffer) {
-        precondition(other.count == count, "copy between buffers of \(other.count) and \(count) floats")
-        pointer.update(from: other.pointer, count: count)
-    }
-
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 
     public subscript(index: Int) -> Float {

@@ -1,8 +1,7 @@
 // When a run saves and when it stops: every --checkpoint-every steps, at the schedule's end, at
-// --stop-after, and on preemption (SIGTERM, or SIGUSR1 which Slurm sends with --signal=USR1@120). The signal
-// is only a flag read at the end of a step, so the step finishes and a checkpoint commits before exiting.
-import Distributed
-import Foundation
+// --stop-after, and on preemption (PreemptionSignal.swift: SIGTERM, or SIGUSR1 which Slurm sends with
+// --signal=USR1@120). The signal is only a flag read at the end of a step, so the step finishes and a
+// checkpoint commits before exiting.
 
 struct CheckpointPolicy {
     enum Decision: Equatable {
@@ -22,51 +21,5 @@ struct CheckpointPolicy {
         if let stop = stopAfter, k >= stop, k < steps { return .saveAndStop(reason: "stopped after step \(k) as asked") }
         if k == steps || (every > 0 && k % every == 0) { return .save }
         return .continueTraining
-    }
-}
-
-/// SIGTERM and SIGUSR1 become a flag the loop reads at the end of each step. Installed at the start of a
-/// training command (before configs are read or memory allocated), so an early signal is never the default
-/// exit 143 that loses the run without a word.
-public final class PreemptionSignal: @unchecked Sendable {
-    public static let shared = PreemptionSignal()
-    private let lock = NSLock()
-    private var signal: Int32?
-    private var sources: [DispatchSourceSignal] = []
-
-    /// Starts catching the signals; idempotent.
-    public func install() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard sources.isEmpty else { return }
-        for number in [SIGTERM, SIGUSR1] {
-            Foundation.signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [weak self] in
-                self?.lock.lock()
-                self?.signal = number
-                self?.lock.unlock()
-            }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    /// Gives the signals their default action back, once the run is over: mpirun ends the job's remaining
-    /// processes with SIGTERM when one exits non-zero, and an ignored SIGTERM would make it wait for SIGKILL.
-    public func uninstall() {
-        lock.lock()
-        defer { lock.unlock() }
-        for source in sources { source.cancel() }
-        sources.removeAll()
-        for number in [SIGTERM, SIGUSR1] { Foundation.signal(number, SIG_DFL) }
-    }
-
-    var received: Bool { lock.lock(); defer { lock.unlock() }; return signal != nil }
-    var name: String { lock.lock(); defer { lock.unlock() }; return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM" }
-
-    /// Whether any rank has received a signal: every rank must agree to stop at the same step.
-    func anyRank(_ world: Communicator) throws -> String? {
-        try world.allreduceMax(received ? 1 : 0) > 0 ? (received ? name : "a signal to another rank") : nil
     }
 }

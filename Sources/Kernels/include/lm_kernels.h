@@ -2,9 +2,9 @@
 //
 // What this is: stateless kernels over caller-owned float32 buffers. Matmuls are OpenBLAS sgemm in fp32 and
 // oneDNN in bf16; the rest are fused loops the compiler vectorises. What this is not: an allocator, a model,
-// or anything that does I/O, keeps globals or talks MPI. Swift owns every buffer and decides what runs when.
-// The one exception is the bf16 matmul (matmul_bf16.c): it keeps oneDNN's engine and a cache of primitives
-// by shape, since a primitive costs far more to make than to run.
+// or anything that does I/O, keeps globals, exits or talks MPI. Swift owns every buffer (the scratch of the
+// bf16 kernels and oneDNN's cache of primitives included) and decides what runs when; a kernel that can fail
+// returns a status code (LM_OK and the LM_ERROR_ values below) and Swift throws.
 //
 // Legend: N = rows (batch × time), C = model width, OC = output channels, F = feed-forward width,
 // V = vocabulary, B = batch, T = time, H = query heads, G = key/value heads, D = head dimension.
