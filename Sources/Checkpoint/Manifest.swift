@@ -29,6 +29,10 @@ public struct CheckpointManifest: Codable, Sendable {
         public var end: Int
         public var bytes: Int
         public var sha256: String
+
+        public init(file: String, rank: Int, start: Int, end: Int, bytes: Int, sha256: String) {
+            (self.file, self.rank, self.start, self.end, self.bytes, self.sha256) = (file, rank, start, end, bytes, sha256)
+        }
     }
 
     /// One more model of the stage, beside the primary.
@@ -42,6 +46,12 @@ public struct CheckpointManifest: Codable, Sendable {
         /// Sections per shard: 3 (parameters, m, v) for a trained model, 1 (parameters) for a frozen one.
         public var sections: Int
         public var shards: [Shard]
+
+        public init(name: String, model: LlamaConfig, parameterCount: Int, layoutSHA256: String, adamStep: Int?, sections: Int,
+                    shards: [Shard]) {
+            (self.name, self.model, self.parameterCount, self.layoutSHA256) = (name, model, parameterCount, layoutSHA256)
+            (self.adamStep, self.sections, self.shards) = (adamStep, sections, shards)
+        }
 
         enum CodingKeys: String, CodingKey {
             case name, model, parameterCount = "parameter_count", layoutSHA256 = "layout_sha256", adamStep = "adam_step"
