@@ -15,7 +15,6 @@
 
 import Configuration
 import Foundation
-import Support
 import Model
 
 public struct ClusterModel: Codable, Sendable {

@@ -8,7 +8,6 @@
 import Checkpoint
 import Configuration
 import Foundation
-import Support
 
 public struct CosineSchedule: Sendable {
     public let peak: Double

@@ -14,7 +14,6 @@
 //     primary's allreduce overlaps backward); frozen models only compute.
 import Distributed
 import Foundation
-import Kernels
 
 extension Trainer {
     /// LLAMA_TRAIN_TEST_NAN_AT_STEP, read once rather than every step.
