@@ -29,7 +29,7 @@ enum ToolCommands {
             Flag("max-ranks", .int(min: 1, max: 1 << 24), "N", "--simulate: the largest world size (default 4096)"),
             Flag("threads-per-rank", .int(min: 1, max: 4096), "T", "--simulate with --calibration: cores per rank (default 1)"),
             Flag("thread-efficiency", .number(min: 0, inclusive: false, max: 1), "E", "--simulate: speed-up per added thread as a share of ideal (default 0.9, measured here)"),
-        ] + PretrainCommand.overrides.map(\.flag),
+        ] + TrainSettings.settings.flags,
         run: plan)
     static let plotSpec = CommandSpec(
         name: "plot",
