@@ -37,7 +37,7 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
                 help: "passes over the data; train.steps is derived from them"),
         Setting(\.template, "template", .separator, because: "works with any tokenizer holding the separator piece",
                 flag: "template",
-                help: "how dialogues become tokens: <s> prompt <sep> response </s>, or Meta's [INST] format"),
+                help: "how dialogues become tokens: `<s> prompt <sep> response </s>`, or Meta's `[INST]` format"),
         Setting(\.separator, "separator", "<sep>", because: "the piece the demo's tokenizer is trained with",
                 flag: "separator", placeholder: "S",
                 help: "the separator template's piece: a user-defined or control piece of the tokenizer"),
