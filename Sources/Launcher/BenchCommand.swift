@@ -7,6 +7,7 @@ import Foundation
 import Kernels
 import Model
 import Tools
+import Training
 
 enum BenchCommand {
     static let spec = CommandSpec(
@@ -14,7 +15,7 @@ enum BenchCommand {
         summary: "time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON",
         flags: [
             Flag("config", .text, "FILE", "the run config whose model and micro-batch to time (required without --attention)"),
-            Flag("threads", .int(min: 1, max: 4096), "N", "threads: BLAS, oneDNN, attention and row-wise kernels (default 1)"),
+            Flag(TrainOptions.settings.setting(\.threads)),
             Flag("steps", .int(min: 1, max: 1_000_000), "K", "timed steps (default 5)"),
             Flag("warmup", .int(min: 0, max: 1_000_000), "W", "untimed steps first (default 2)"),
             Flag("quiet", .toggle, "print only the summary"),
@@ -32,7 +33,7 @@ enum BenchCommand {
     static func run(_ args: inout Arguments) throws {
         if args.flag("attention") { return try attention(args) }
         let path = try args.require("config")
-        let threads = args.int("threads", default: 1)
+        let threads = Self.threads(args)
         let steps = args.int("steps", default: 5)
         let warmup = args.int("warmup", default: 2)
         let quiet = args.flag("quiet")
@@ -75,7 +76,7 @@ enum BenchCommand {
             }
             return (parts[0], parts[1])
         }
-        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
+        lm_set_blas_threads(Int32(Self.threads(args)))
         let results = AttentionBenchmark.run(B: 1, T: T, H: H, G: G, D: D, tiles: tiles, repeats: args.int("steps", default: 3))
         print("attention B 1, T \(T), H \(H), G \(G), D \(D), one thread: forward + backward, median of \(args.int("steps", default: 3))")
         for r in results {
@@ -86,4 +87,7 @@ enum BenchCommand {
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(results), as: UTF8.self))
     }
+
+    /// --threads, as the training commands declare it (its default included).
+    static func threads(_ args: Arguments) -> Int { args.settings(TrainOptions.settings, from: TrainOptions()).threads }
 }

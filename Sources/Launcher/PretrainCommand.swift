@@ -17,20 +17,7 @@ enum PretrainCommand {
     /// override the file; the effective config is validated as a whole after them), and the trainer's options.
     static let trainingFlags: [Flag] =
         [Flag("config", .text, "FILE", required: true, "the run config (model, train, finetune blocks)")]
-        + TrainSettings.settings.flags + [
-        Flag("threads", .int(min: 1, max: 4096), "N", "threads per rank: BLAS, oneDNN, attention and row-wise kernels (default 1)"),
-        Flag("out", .text, "DIR", "write the final model here (Hugging Face layout) when the schedule completes"),
-        Flag("metrics", .text, "FILE.jsonl", "one JSON object per step; appended to on resume"),
-        Flag("log-every", .int(min: 1, max: Int.max), "N", "progress line every N steps (default 1)"),
-        Flag("checkpoint-dir", .text, "DIR", "sharded checkpoints go here, and are resumed from"),
-        Flag("checkpoint-every", .int(min: 0, max: Int.max), "N", "save every N steps (default 0: at the end and when stopped)"),
-        Flag("keep", .int(min: 2, max: 1_000_000), "K", "committed checkpoints kept (default 2; a torn newest needs a predecessor)"),
-        Flag("background-save", .toggle, "write checkpoints on a thread while training goes on"),
-        Flag("resume", .text, "auto|none|PATH", "where to resume from (default auto: the newest that verifies)"),
-        Flag("stop-after", .int(min: 1, max: Int.max), "N", "stop with a checkpoint after step N (exit code 75)"),
-        Flag("collective-timeout", .number(min: 0, inclusive: true, max: 1e7), "SECONDS",
-             "abort the job when a collective waits this long (default 300; 0 disables)"),
-    ]
+        + TrainSettings.settings.flags + TrainOptions.settings.flags
 
     static let spec = CommandSpec(
         name: "pretrain",
@@ -56,7 +43,7 @@ enum PretrainCommand {
     static func run(_ args: inout Arguments) throws {
         let (config, path) = try loadConfig(args)
         let options = try options(args)
-        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
+        lm_set_blas_threads(Int32(options.threads))
         let world = try Communicator.world()
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .pretrain)
         try finish(trainer.run(), trainer: trainer, options: options)
@@ -70,18 +57,9 @@ enum PretrainCommand {
 
     /// The trainer's options from the flags, shared by pretrain, sft and reward.
     static func options(_ args: Arguments) throws -> TrainOptions {
-        var options = TrainOptions()
-        options.outputDirectory = args.string("out")
-        options.metricsPath = args.string("metrics")
-        options.logEvery = args.int("log-every", default: 1)
-        options.checkpointDirectory = args.string("checkpoint-dir")
-        options.checkpointEvery = args.int("checkpoint-every", default: 0)
-        options.keepCheckpoints = args.int("keep", default: 2)
-        options.backgroundSave = args.flag("background-save")
-        options.resume = ResumeMode(args.string("resume") ?? "auto")
-        options.stopAfter = args.int("stop-after")
-        options.collectiveTimeout = args.number("collective-timeout", default: 300)
-        options.threads = args.int("threads", default: 1)
+        // Every declared option is set (its default or the flag's value): TrainOptions' own initial values
+        // are the library's, and the command line's defaults are the declarations'.
+        let options = args.settings(TrainOptions.settings, from: TrainOptions())
         if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
                                                    || args.string("resume") != nil) {
             throw args.usage("--checkpoint-every, --stop-after, --background-save and --resume need --checkpoint-dir")
