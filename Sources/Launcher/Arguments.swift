@@ -36,16 +36,23 @@ struct Flag: Sendable {
     let placeholder: String
     let help: String
     let required: Bool
-    /// The help line's tail: what the value accepts, and for a declared setting its default.
+    /// The value when the flag is absent, as the command line would write it; read by Arguments' int, number
+    /// and list, and shown in help, so a default is written only here.
+    let defaultValue: String?
+    /// The help line's tail: what the value accepts and the default.
     let note: String
 
-    init(_ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false, _ help: String) {
+    init(_ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false,
+         default defaultValue: String? = nil, _ help: String) {
+        precondition(defaultValue.map(kind.admits(argument:)) ?? true, "--\(name)'s default is outside its kind")
         self.name = name
         self.kind = kind
         self.placeholder = placeholder
         self.help = help
         self.required = required
-        note = kind.isFree ? "" : " (\(kind.accepts))"
+        self.defaultValue = defaultValue
+        let parts = (kind.isFree ? [] : [kind.accepts]) + (defaultValue.map { ["default \($0)"] } ?? [])
+        note = parts.isEmpty ? "" : " (" + parts.joined(separator: "; ") + ")"
     }
 
     /// A switch, or a flag whose placeholder the kind implies.
@@ -62,6 +69,8 @@ struct Flag: Sendable {
         placeholder = setting.placeholder
         help = setting.help
         required = false
+        // Read through the setting (Arguments.apply), which holds the default.
+        defaultValue = nil
         note = setting.helpNote
     }
 
@@ -173,9 +182,16 @@ struct Arguments: Sendable {
         precondition(spec.flags.contains { $0.name == name }, "\(spec.name) reads --\(name), which its spec does not declare")
     }
 
+    /// The value given on the command line; nil when absent (the flag's default is not consulted, so this
+    /// also says whether the flag was given).
     func string(_ name: String) -> String? {
         declared(name)
         return values[name]?.last
+    }
+
+    /// The value given, else the flag's declared default.
+    private func valueOrDefault(_ name: String) -> String? {
+        string(name) ?? spec.flags.first { $0.name == name }?.defaultValue
     }
 
     func require(_ name: String) throws -> String {
@@ -183,15 +199,35 @@ struct Arguments: Sendable {
         return v
     }
 
+    /// The values given, else the flag's declared default split at spaces.
     func list(_ name: String) -> [String] {
         declared(name)
-        return values[name] ?? []
+        let fallback = spec.flags.first { $0.name == name }?.defaultValue?.split(separator: " ").map(String.init)
+        return values[name] ?? fallback ?? []
     }
 
-    func int(_ name: String) -> Int? { string(name).flatMap { Int($0) } }
-    func int(_ name: String, default value: Int) -> Int { int(name) ?? value }
-    func number(_ name: String) -> Double? { string(name).flatMap { Double($0) } }
-    func number(_ name: String, default value: Double) -> Double { number(name) ?? value }
+    /// The value given, else the flag's declared default; nil when neither.
+    func int(_ name: String) -> Int? { valueOrDefault(name).flatMap { Int($0) } }
+    func number(_ name: String) -> Double? { valueOrDefault(name).flatMap { Double($0) } }
+
+    /// A flag whose declared default is the value, so present or not it has one.
+    func string(declared name: String) -> String {
+        guard let value = valueOrDefault(name) else { preconditionFailure("--\(name) declares no default") }
+        return value
+    }
+
+    func int(declared name: String) -> Int {
+        guard let value = int(name) else { preconditionFailure("--\(name) declares no default") }
+        return value
+    }
+
+    func number(declared name: String) -> Double {
+        guard let value = number(name) else { preconditionFailure("--\(name) declares no default") }
+        return value
+    }
+
+    /// A default that depends on another value (--kv-heads: as many as --heads), so no flag can declare it.
+    func int(_ name: String, otherwise value: Int) -> Int { int(name) ?? value }
 
     func flag(_ name: String) -> Bool {
         declared(name)

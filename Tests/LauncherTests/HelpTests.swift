@@ -1,5 +1,5 @@
 // `llama-train CMD --help` as built from the declarations: each declared flag's line ends with what it
-// accepts and its default, taken from the one declaration that also sets the value.
+// accepts and its default, taken from the one declaration (or Flag) that also supplies the value.
 import Foundation
 import Testing
 
@@ -30,6 +30,12 @@ import Testing
             (["reward"], "separator", "(default <sep>)"),
             (["bench"], "threads", "(an integer in 1...4096; default 1)"),
             (["format"], "template", "default separator)"),
+            // Flags of other commands declare their defaults on the Flag itself, read back by Arguments.
+            (["bench"], "steps", "(an integer in 1...1000000; default 5)"),
+            (["bench"], "tiles", "(default 32x32 64x64 128x128 64x128 128x64)"),
+            (["tokenizer", "train"], "vocab-size", "default 32000)"),
+            (["generate"], "temperature", "(a number ≥ 0 and ≤ 100; default 0.8)"),
+            (["prepare"], "text-field", "(default text)"),
         ]
         for (command, name, note) in expected {
             let line = try helpLine(command, name)
