@@ -7,7 +7,7 @@
 //   static let settings = SettingsBlock<TrainSettings>("train", [
 //       Setting(\.seqLen, "seq_len", 256, because: "fits 2 cores", .int(min: 1, max: 4096), help: "tokens"),
 //   ])
-//   public var seqLen = TrainSettings.settings.defaultValue(\.seqLen)     // the struct's default is the declared one
+//   public var seqLen: Int = Self.settings.defaultValue(\.seqLen)   // the struct's initial value is the declared one
 //
 // What this is not: cross-field rules (a batch that must divide, a choice valid only beside another); those stay
 // explicit checks beside the block. It knows no model or trainer: any module may declare a block.
@@ -160,8 +160,10 @@ public struct SettingsBlock<Root>: Sendable {
 
     /// The declared default of a property: what the struct's own initial values are written as.
     public func defaultValue<V>(_ keyPath: KeyPath<Root, V>) -> V {
-        guard let value = setting(keyPath).defaultValue as? V else {
-            preconditionFailure("\(section).\(setting(keyPath).name) is required and has no default")
+        let setting = setting(keyPath)
+        // Checked first: a required optional's missing default would otherwise cast to nil.
+        guard setting.defaultText != nil, let value = setting.defaultValue as? V else {
+            preconditionFailure("\(section).\(setting.name) is required and has no default")
         }
         return value
     }
