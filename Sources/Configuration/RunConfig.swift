@@ -5,7 +5,6 @@
 // to a default. What this is not: the checks of values (Validation.swift).
 import Foundation
 import Model
-import Optim
 import Support
 
 /// Which stage a run trains; recorded in checkpoints, so that a stage never resumes another's.

@@ -23,10 +23,17 @@ public enum ValueKind: Sendable, Equatable {
     /// What the kind accepts, for help and for errors: "an integer in 1...1048576", "a number ≥ 0 and < 1".
     public var accepts: String {
         switch self {
-        case let .int(min, max): max == Int.max ? "an integer ≥ \(min)" : "an integer in \(min)...\(max)"
+        case let .int(min, max):
+            max < Int.max ? "an integer in \(min)...\(max)" : min > Int.min ? "an integer ≥ \(min)" : "an integer"
         case let .number(min, inclusive, max, maxInclusive):
-            "a number \(inclusive ? "≥" : ">") \(Self.format(min))"
-                + (max.isFinite ? " and \(maxInclusive ? "≤" : "<") \(Self.format(max))" : "")
+            switch (min.isFinite, max.isFinite) {
+            case (true, true):
+                "a number \(inclusive ? "≥" : ">") \(Self.format(min)) and "
+                    + "\(maxInclusive ? "≤" : "<") \(Self.format(max))"
+            case (true, false): "a number \(inclusive ? "≥" : ">") \(Self.format(min))"
+            case (false, true): "a number \(maxInclusive ? "≤" : "<") \(Self.format(max))"
+            case (false, false): "a number"
+            }
         case .text: "a value"
         case let .choice(words): Self.alternatives(words)
         case .toggle: "no value"

@@ -117,6 +117,18 @@ struct Toy: Codable, Equatable, Sendable {
 
     /// Help shows what a flag accepts and the declared default; an absent default shows what absence means; a
     /// switch shows neither.
+    @Test func kindsSayWhatTheyAccept() {
+        #expect(ValueKind.int(min: 1, max: 10).accepts == "an integer in 1...10")
+        #expect(ValueKind.int(min: 0, max: Int.max).accepts == "an integer ≥ 0")
+        #expect(Int.kind.accepts == "an integer" && Double.kind.accepts == "a number")
+        #expect(ValueKind.number(min: 0, inclusive: true, max: 1, maxInclusive: false).accepts
+                == "a number ≥ 0 and < 1")
+        #expect(ValueKind.number(min: 0, inclusive: false, max: .infinity).accepts == "a number > 0")
+        #expect(ValueKind.choice(["a", "b", "c"]).accepts == "a, b or c")
+        #expect(ValueKind.number(min: 0, inclusive: false, max: 1).admits(argument: "1")
+                && !ValueKind.number(min: 0, inclusive: false, max: 1).admits(argument: "nan"))
+    }
+
     @Test func helpNotesAndTable() {
         #expect(Toy.settings["count"].helpNote == " (an integer in 1...10; default 3)")
         #expect(Toy.settings["rate"].helpNote == " (a number > 0 and < 1; default 0.5)")
