@@ -46,8 +46,8 @@ let package = Package(
             providers: [.apt(["libopenmpi-dev"])]
         ),
         .target(name: "Distributed", dependencies: ["CMPI"]),
-        // Generic helpers with no knowledge of models: SHA-256, atomic files, seeded shuffles, JSON Lines,
-        // config errors and overflow-checked sizes.
+        // Generic helpers with no knowledge of models: settings declared once per key, SHA-256, atomic files,
+        // seeded shuffles, JSON Lines, config errors and overflow-checked sizes.
         .target(name: "Support"),
         .target(name: "Model", dependencies: ["Kernels", "Support"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),

@@ -1,42 +1,51 @@
 // The `finetune` block of a run config: the data, starting point and shape of the fine-tuning stages
-// (`llama-train sft` and `reward`). The stages themselves live in the FineTune module.
-public struct FineTuneSettings: Codable, Equatable, Sendable {
-    /// JSON Lines: {"prompt", "response"} for SFT; {"prompt", "chosen", "rejected", "rating"} for reward models.
-    public var data: String
-    /// Held-out examples evaluated at the end (reward models: accuracy per rating).
-    public var evalData: String?
-    /// The starting model: a Hugging Face directory (config.json + model.safetensors) or one of our checkpoints.
-    public var initFrom: String?
-    public var epochs: Int = 2
-    /// How dialogues become tokens: `separator` (<s> prompt <sep> response </s>) or `llama2-chat` (Meta's
-    /// [INST] format, so the model chats like Llama-2-chat).
-    public var template = "separator"
-    /// The separator piece between prompt and answer: a user-defined or control piece of the tokenizer.
-    public var separator = "<sep>"
-    /// Reward models: the margin m(rating) of the ranking loss (Llama 2 Table 27): none, small or large.
-    public var margin = "small"
-    /// Reward models: preference pairs per global batch (Llama 2: 512; 1024 sequences).
-    public var pairsPerBatch = 512
-    /// Reward models: the fraction of steps spent warming up (Llama 2: 3%).
-    public var warmupFraction = 0.03
+// (`llama-train sft` and `reward`), each key declared once below (Support/Settings.swift) with its default
+// and why. What this is not: the stages themselves, which live in the FineTune module.
+import Support
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case data, evalData = "eval_data", initFrom = "init_from", epochs, template, separator, margin
-        case pairsPerBatch = "pairs_per_batch", warmupFraction = "warmup_fraction"
-    }
+public struct FineTuneSettings: Codable, Equatable, Sendable {
+    // The initial values are the declared defaults; the declarations say what each key means.
+    public var data: String
+    public var evalData: String? = Self.declared(\.evalData)
+    public var initFrom: String? = Self.declared(\.initFrom)
+    public var epochs: Int = Self.declared(\.epochs)
+    public var template: ChatTemplateKind = Self.declared(\.template)
+    public var separator: String = Self.declared(\.separator)
+    public var margin: MarginTable = Self.declared(\.margin)
+    public var pairsPerBatch: Int = Self.declared(\.pairsPerBatch)
+    public var warmupFraction: Double = Self.declared(\.warmupFraction)
 
     public init(data: String) { self.data = data }
 
     public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        data = try c.decode(String.self, forKey: .data)
-        evalData = try c.decodeIfPresent(String.self, forKey: .evalData)
-        initFrom = try c.decodeIfPresent(String.self, forKey: .initFrom)
-        epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? 2
-        template = try c.decodeIfPresent(String.self, forKey: .template) ?? "separator"
-        separator = try c.decodeIfPresent(String.self, forKey: .separator) ?? "<sep>"
-        margin = try c.decodeIfPresent(String.self, forKey: .margin) ?? "small"
-        pairsPerBatch = try c.decodeIfPresent(Int.self, forKey: .pairsPerBatch) ?? 512
-        warmupFraction = try c.decodeIfPresent(Double.self, forKey: .warmupFraction) ?? 0.03
+        self.init(data: "")  // data is required: decoding fails without it
+        try Self.settings.decode(&self, from: decoder)
     }
+
+    public func encode(to encoder: Encoder) throws { try Self.settings.encode(self, to: encoder) }
+
+    static func declared<V>(_ keyPath: KeyPath<FineTuneSettings, V>) -> V { settings.defaultValue(keyPath) }
+
+    public static let settings = SettingsBlock<FineTuneSettings>("finetune", [
+        Setting(required: \.data, "data", placeholder: "FILE.jsonl",
+                help: "JSON Lines: {prompt, response} or {messages} for SFT; preference pairs for reward models"),
+        Setting(\.evalData, "eval_data", nil, because: "no held-out evaluation", placeholder: "FILE.jsonl",
+                help: "reward models: held-out pairs evaluated at the end (accuracy per rating)"),
+        Setting(\.initFrom, "init_from", nil, because: "fresh weights from train.seed", placeholder: "DIR",
+                help: "the starting model: a Hugging Face directory or one of our checkpoint step directories"),
+        Setting(\.epochs, "epochs", 2, because: "Llama 2's SFT ran 2 epochs", .int(min: 1, max: 1_000_000),
+                help: "passes over the data; train.steps is derived from them"),
+        Setting(\.template, "template", .separator, because: "works with any tokenizer holding the separator piece",
+                flag: "template",
+                help: "how dialogues become tokens: `<s> prompt <sep> response </s>`, or Meta's `[INST]` format"),
+        Setting(\.separator, "separator", "<sep>", because: "the piece the demo's tokenizer is trained with",
+                flag: "separator", placeholder: "S",
+                help: "the separator template's piece: a user-defined or control piece of the tokenizer"),
+        Setting(\.margin, "margin", .small, because: "the milder of Llama 2's two margins (Table 27)",
+                help: "reward models: the margin m(rating) of the ranking loss"),
+        Setting(\.pairsPerBatch, "pairs_per_batch", 512, because: "Llama 2: 512 pairs (1024 sequences) per batch",
+                .int(min: 1, max: 1 << 24), help: "reward models: preference pairs per global batch"),
+        Setting(\.warmupFraction, "warmup_fraction", 0.03, because: "Llama 2: 3% of the steps",
+                .number(min: 0, inclusive: true, max: 1), help: "reward models: the share of steps spent warming up"),
+    ])
 }

@@ -1,18 +1,12 @@
 // One validation pass over the effective configuration: the file as loaded, after every command-line
-// override and every fine-tuning edit. Every field is checked for range and finiteness, sizes are computed
-// with overflow checked, and a run whose plan exceeds the machine's memory is refused before it allocates.
+// override and every fine-tuning edit. Every field is checked for range and finiteness (the ranges declared with
+// the keys, the relations between keys here), sizes are computed with overflow checked, and a run whose plan
+// exceeds the machine's memory is refused before it allocates.
 // What this is not: checks that need the data or the world size's divisors (the loader and the batch
 // arithmetic make those, with their own messages).
 import Foundation
 import Model
 import Support
-
-extension TrainSettings {
-    /// 1 TiB: a bucket larger than any gradient buffer is one bucket; beyond this a typo is likelier.
-    public static let maxBucketMB = 1_048_576.0
-    /// 2^40 tokens per step (a quarter of a million times Llama 2's 4M); beyond is a typo.
-    public static let maxGlobalBatchTokens = 1 << 40
-}
 
 extension RunConfig {
     /// Checks every field; the error names the file and the field, and what would work.
@@ -21,36 +15,20 @@ extension RunConfig {
         func fail(_ field: String, _ message: String) -> ConfigError { ConfigError(file: file, field: field, message: message) }
         func check(_ field: String, _ ok: Bool, _ message: String) throws { if !ok { throw fail(field, message) } }
         let t = train
-        try check("train.seq_len", t.seqLen >= 1 && t.seqLen <= model.maxSeqLen,
+        // The pure ranges are declared with each key (TrainSettings.swift, FineTuneSettings.swift); what
+        // follows relates keys to each other and to the model.
+        try TrainSettings.settings.checkRanges(t, file: file)
+        try check("train.seq_len", t.seqLen <= model.maxSeqLen,
                   "must be in 1...\(model.maxSeqLen) (model.max_seq_len), got \(t.seqLen)")
-        try check("train.micro_batch", t.microBatch >= 1 && t.microBatch <= 1 << 20, "must be in 1...\(1 << 20), got \(t.microBatch)")
-        try check("train.steps", t.steps >= 1 && t.steps <= 1 << 40, "must be in 1...2^40, got \(t.steps)")
-        try check("train.global_batch_tokens", t.globalBatchTokens >= 1 && t.globalBatchTokens <= TrainSettings.maxGlobalBatchTokens,
-                  "must be in 1...2^40, got \(t.globalBatchTokens)")
         try check("train.global_batch_tokens", t.globalBatchTokens % t.seqLen == 0,
                   "\(t.globalBatchTokens) is not a multiple of seq_len \(t.seqLen)")
         try check("train.global_batch_tokens", t.globalBatchSequences >= t.microBatch,
                   "\(t.globalBatchSequences) sequences per step are fewer than one micro-batch of \(t.microBatch)")
-        try check("train.warmup_steps", t.warmupSteps >= 0 && t.warmupSteps <= 1 << 40, "must be in 0...2^40, got \(t.warmupSteps)")
-        try check("train.lr", t.learningRate.isFinite && t.learningRate > 0 && t.learningRate <= 10,
-                  "must be a number in (0, 10], got \(t.learningRate)")
-        try check("train.min_lr_ratio", t.minLRRatio >= 0 && t.minLRRatio <= 1, "must be in [0, 1], got \(t.minLRRatio)")
-        try check("train.grad_clip", t.gradClip.isFinite && t.gradClip > 0,
-                  "must be a positive number (the paper clips at 1.0), got \(t.gradClip)")
-        try check("train.beta1", t.adamw.beta1 >= 0 && t.adamw.beta1 < 1, "must be in [0, 1), got \(t.adamw.beta1)")
-        try check("train.beta2", t.adamw.beta2 >= 0 && t.adamw.beta2 < 1, "must be in [0, 1), got \(t.adamw.beta2)")
-        try check("train.eps", t.adamw.eps.isFinite && t.adamw.eps > 0, "must be a positive number, got \(t.adamw.eps)")
-        try check("train.weight_decay", t.adamw.weightDecay >= 0 && t.adamw.weightDecay <= 10,
-                  "must be in [0, 10] (the paper uses 0.1), got \(t.adamw.weightDecay)")
-        try check("train.bucket_mb", t.bucketMB >= 0.001 && t.bucketMB <= TrainSettings.maxBucketMB,
-                  "must be in [0.001, \(Int(TrainSettings.maxBucketMB))] MB, got \(t.bucketMB)")
         for (name, weight) in t.dataWeights.sorted(by: { $0.key < $1.key }) {
             try check("train.data_weights.\(name)", weight.isFinite && weight >= 0 && weight <= 1e6,
                       "must be in [0, 1e6] (1 keeps the source's share, 2 up-samples it), got \(weight)")
         }
         try check("train.data_weights", t.dataWeights.isEmpty || t.dataWeights.values.contains { $0 > 0 }, "every weight is 0")
-        try check("train.synthetic_ignore_fraction", t.syntheticIgnoreFraction >= 0 && t.syntheticIgnoreFraction < 1,
-                  "must be in [0, 1), got \(t.syntheticIgnoreFraction)")
         try check("train.grad_reduce", t.gradReduce == .fp32 || t.sharding == .none,
                   "bf16 applies to the bucketed allreduce of sharding 'none'; sharded modes reduce-scatter in fp32")
         try check("train.tokenizer", t.data == nil || t.tokenizer != nil, "is required with train.data, to check the shards were made by it")
@@ -61,16 +39,9 @@ extension RunConfig {
             throw fail("train.micro_batch", "micro_batch \(t.microBatch) × seq_len \(t.seqLen) needs more activation memory than can be counted")
         }
         if let f = finetune {
+            try FineTuneSettings.settings.checkRanges(f, file: file)
             try check("finetune.data", !f.data.isEmpty, "must name a JSON Lines file")
-            try check("finetune.epochs", f.epochs >= 1 && f.epochs <= 1_000_000, "must be in 1...1000000, got \(f.epochs)")
             try check("finetune.separator", !f.separator.isEmpty, "must name a piece of the tokenizer, such as <sep>")
-            try check("finetune.template", ["separator", "llama2-chat"].contains(f.template), "is '\(f.template)'; use separator or llama2-chat")
-            try check("finetune.margin", ["none", "small", "large"].contains(f.margin),
-                      "is '\(f.margin)'; use none, small or large (Llama 2, Table 27)")
-            try check("finetune.pairs_per_batch", f.pairsPerBatch >= 1 && f.pairsPerBatch <= 1 << 24,
-                      "must be in 1...\(1 << 24), got \(f.pairsPerBatch)")
-            try check("finetune.warmup_fraction", f.warmupFraction >= 0 && f.warmupFraction <= 1,
-                      "must be in [0, 1], got \(f.warmupFraction)")
         }
     }
 

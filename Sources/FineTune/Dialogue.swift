@@ -14,6 +14,7 @@
 //                message folded into the first user turn as "<<SYS>>\n{system}\n<</SYS>>\n\n{user}" (Meta's
 //                chat format); contents stripped of surrounding whitespace, each piece encoded on its own.
 // The loss (mask 1) is on every assistant turn's tokens and its </s>, never on user or system text.
+import Configuration
 import Foundation
 import Support
 import Tokenizer
@@ -177,10 +178,8 @@ public enum DialogueData {
 // MARK: - Templates
 
 public struct ChatTemplate: Sendable {
-    public enum Kind: String, CaseIterable, Sendable {
-        case separator
-        case llama2Chat = "llama2-chat"
-    }
+    /// Declared in Configuration, where `finetune.template` names it.
+    public typealias Kind = ChatTemplateKind
 
     public let kind: Kind
     public let tokenizer: Tokenizer

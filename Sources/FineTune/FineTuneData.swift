@@ -101,13 +101,21 @@ public enum Rating: Int, CaseIterable, Sendable {
     }
 
     /// m(r) of the ranking loss, Llama 2 Table 27.
-    public func margin(_ table: String) throws -> Float {
+    public func margin(_ table: MarginTable) -> Float {
         switch table {
-        case "none": return 0
-        case "small": return [1, 2.0 / 3, 1.0 / 3, 0][rawValue]
-        case "large": return [3, 2, 1, 0][rawValue]
-        default: throw TrainingError("finetune.margin is '\(table)'; use none, small or large (Llama 2, Table 27)")
+        case .none: 0
+        case .small: [1, 2.0 / 3, 1.0 / 3, 0][rawValue]
+        case .large: [3, 2, 1, 0][rawValue]
         }
+    }
+
+    /// The table as a file or flag spells it.
+    public func margin(_ table: String) throws -> Float {
+        guard let known = MarginTable(rawValue: table) else {
+            let words = ValueKind.alternatives(MarginTable.allCases.map(\.rawValue))
+            throw TrainingError("finetune.margin is '\(table)'; use \(words) (Llama 2, Table 27)")
+        }
+        return margin(known)
     }
 }
 
@@ -123,7 +131,7 @@ public enum PreferenceData {
     /// `template`. Sequences longer than seqLen keep their end (the reward reads the last token); a pair whose
     /// chosen and rejected sequences are identical after that cut teaches nothing (its gradient is zero) and is
     /// skipped with its line named; a file left with no pair is refused.
-    public static func load(_ path: String, template: ChatTemplate, seqLen: Int, margin: String,
+    public static func load(_ path: String, template: ChatTemplate, seqLen: Int, margin: MarginTable,
                             log: (String) -> Void) throws -> [PreferencePair] {
         var pairs: [PreferencePair] = []
         var cut = 0, identical = 0
@@ -132,7 +140,7 @@ public enum PreferenceData {
             let chosen = template.encode(chosenDialogue).tokens, rejected = template.encode(rejectedDialogue).tokens
             if chosen.count > seqLen || rejected.count > seqLen { cut += 1 }
             let pair = PreferencePair(chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
-                                      margin: try rating.margin(margin))
+                                      margin: rating.margin(margin))
             guard pair.chosen != pair.rejected else {
                 log("\(path):\(line): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped")
                 identical += 1

@@ -2,12 +2,14 @@
 // The command line, table-driven: each command declares a `CommandSpec` (its flags with their kinds, ranges,
 // defaults and help), and that one table generates the usage text, `llama-train CMD --help`, and the typed
 // parsing. A value is checked when it is parsed, so `--micro-batch 0` or `--bucket-mb nan` never reach the
-// trainer. (The project takes no package dependencies, so no swift-argument-parser.)
+// trainer. Flags that set a declared setting (a config key, a training option) are built from its declaration
+// (Support/Settings.swift), range and default included. (No package dependencies, so no swift-argument-parser.)
 //
 // Accepted: `--flag value`, `--flag=value`, bare `--switch`, and list flags that take every value up to the
 // next flag (`--input a.txt b.txt`). Refused with "see `llama-train CMD --help`": unknown flags, a switch given
 // a value (`--background-save=true`), a missing value, a value out of range, a stray argument.
 import Foundation
+import Support
 
 struct UsageError: Error, CustomStringConvertible {
     let message: String
@@ -25,19 +27,8 @@ struct UsageError: Error, CustomStringConvertible {
 }
 
 struct Flag: Sendable {
-    enum Kind: Sendable {
-        /// An integer in min...max.
-        case int(min: Int, max: Int)
-        /// A finite number above `min` (or at least `min` when `inclusive`) and at most `max`.
-        case number(min: Double, inclusive: Bool, max: Double)
-        case text
-        /// One of a fixed set of words.
-        case choice([String])
-        /// Present or absent; takes no value.
-        case toggle
-        /// Every value up to the next flag.
-        case list
-    }
+    /// What the flag's value may be: Support's ValueKind, the type declarations use too.
+    typealias Kind = ValueKind
 
     let name: String
     let kind: Kind
@@ -45,18 +36,42 @@ struct Flag: Sendable {
     let placeholder: String
     let help: String
     let required: Bool
+    /// The value when the flag is absent, as the command line would write it; read by Arguments' int, number
+    /// and list, and shown in help, so a default is written only here.
+    let defaultValue: String?
+    /// The help line's tail: what the value accepts and the default.
+    let note: String
 
-    init(_ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false, _ help: String) {
+    init(_ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false,
+         default defaultValue: String? = nil, _ help: String) {
+        precondition(defaultValue.map(kind.admits(argument:)) ?? true, "--\(name)'s default is outside its kind")
         self.name = name
         self.kind = kind
         self.placeholder = placeholder
         self.help = help
         self.required = required
+        self.defaultValue = defaultValue
+        let parts = (kind.isFree ? [] : [kind.accepts]) + (defaultValue.map { ["default \($0)"] } ?? [])
+        note = parts.isEmpty ? "" : " (" + parts.joined(separator: "; ") + ")"
     }
 
     /// A switch, or a flag whose placeholder the kind implies.
     init(_ name: String, _ kind: Kind, _ help: String) {
         self.init(name, kind, "", help)
+    }
+
+    /// The flag of a declared setting: its kind, placeholder, help and default come from the declaration.
+    /// `name` gives it another flag than the declared one (or one where the declaration has none).
+    init<Root>(_ setting: Setting<Root>, name: String? = nil) {
+        guard let flag = name ?? setting.flag else { preconditionFailure("\(setting.name) declares no flag") }
+        self.name = flag
+        kind = setting.kind
+        placeholder = setting.placeholder
+        help = setting.help
+        required = false
+        // Read through the setting (Arguments.apply), which holds the default.
+        defaultValue = nil
+        note = setting.helpNote
     }
 
     var usage: String {
@@ -71,19 +86,12 @@ struct Flag: Sendable {
     }
 
     /// What the kind accepts, for help and for errors.
-    var accepts: String {
-        switch kind {
-        case let .int(min, max): max == Int.max ? "an integer ≥ \(min)" : "an integer in \(min)...\(max)"
-        case let .number(min, inclusive, max):
-            "a number \(inclusive ? "≥" : ">") \(formatted(min))" + (max.isFinite ? " and ≤ \(formatted(max))" : "")
-        case .text: "a value"
-        case let .choice(words): words.joined(separator: " or ")
-        case .toggle: "no value"
-        case .list: "one or more values"
-        }
-    }
+    var accepts: String { kind.accepts }
+}
 
-    private func formatted(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : "\(x)" }
+extension SettingsBlock {
+    /// The flags of the settings this block declares one for.
+    var flags: [Flag] { flagged.map { Flag($0) } }
 }
 
 struct CommandSpec: Sendable {
@@ -102,19 +110,9 @@ struct CommandSpec: Sendable {
         for flag in flags {
             let left = "  " + flag.usage.trimmingCharacters(in: ["[", "]"])
             let pad = left.count < width + 2 ? String(repeating: " ", count: width + 2 - left.count) : "\n" + String(repeating: " ", count: width + 2)
-            lines.append(left + pad + flag.help + (flag.kind.isFree ? "" : " (\(flag.accepts))"))
+            lines.append(left + pad + flag.help + flag.note)
         }
         return lines.joined(separator: "\n")
-    }
-}
-
-extension Flag.Kind {
-    /// Kinds whose help needs no "(accepts …)" note.
-    var isFree: Bool {
-        switch self {
-        case .text, .toggle, .list: true
-        default: false
-        }
     }
 }
 
@@ -175,25 +173,25 @@ struct Arguments: Sendable {
     }
 
     private static func check(_ value: String, _ flag: Flag, command: String) throws {
-        let ok: Bool
-        switch flag.kind {
-        case let .int(min, max): ok = Int(value).map { $0 >= min && $0 <= max } ?? false
-        case let .number(min, inclusive, max):
-            ok = Double(value).map { $0.isFinite && (inclusive ? $0 >= min : $0 > min) && $0 <= max } ?? false
-        case let .choice(words): ok = words.contains(value)
-        case .text: ok = !value.isEmpty
-        case .toggle, .list: ok = true
+        guard flag.kind.admits(argument: value) else {
+            throw UsageError("--\(flag.name) expects \(flag.accepts), got '\(value)'", command: command)
         }
-        guard ok else { throw UsageError("--\(flag.name) expects \(flag.accepts), got '\(value)'", command: command) }
     }
 
     private func declared(_ name: String) {
         precondition(spec.flags.contains { $0.name == name }, "\(spec.name) reads --\(name), which its spec does not declare")
     }
 
+    /// The value given on the command line; nil when absent (the flag's default is not consulted, so this
+    /// also says whether the flag was given).
     func string(_ name: String) -> String? {
         declared(name)
         return values[name]?.last
+    }
+
+    /// The value given, else the flag's declared default.
+    private func valueOrDefault(_ name: String) -> String? {
+        string(name) ?? spec.flags.first { $0.name == name }?.defaultValue
     }
 
     func require(_ name: String) throws -> String {
@@ -201,15 +199,35 @@ struct Arguments: Sendable {
         return v
     }
 
+    /// The values given, else the flag's declared default split at spaces.
     func list(_ name: String) -> [String] {
         declared(name)
-        return values[name] ?? []
+        let fallback = spec.flags.first { $0.name == name }?.defaultValue?.split(separator: " ").map(String.init)
+        return values[name] ?? fallback ?? []
     }
 
-    func int(_ name: String) -> Int? { string(name).flatMap { Int($0) } }
-    func int(_ name: String, default value: Int) -> Int { int(name) ?? value }
-    func number(_ name: String) -> Double? { string(name).flatMap { Double($0) } }
-    func number(_ name: String, default value: Double) -> Double { number(name) ?? value }
+    /// The value given, else the flag's declared default; nil when neither.
+    func int(_ name: String) -> Int? { valueOrDefault(name).flatMap { Int($0) } }
+    func number(_ name: String) -> Double? { valueOrDefault(name).flatMap { Double($0) } }
+
+    /// A flag whose declared default is the value, so present or not it has one.
+    func string(declared name: String) -> String {
+        guard let value = valueOrDefault(name) else { preconditionFailure("--\(name) declares no default") }
+        return value
+    }
+
+    func int(declared name: String) -> Int {
+        guard let value = int(name) else { preconditionFailure("--\(name) declares no default") }
+        return value
+    }
+
+    func number(declared name: String) -> Double {
+        guard let value = number(name) else { preconditionFailure("--\(name) declares no default") }
+        return value
+    }
+
+    /// A default that depends on another value (--kv-heads: as many as --heads), so no flag can declare it.
+    func int(_ name: String, otherwise value: Int) -> Int { int(name) ?? value }
 
     func flag(_ name: String) -> Bool {
         declared(name)
@@ -217,4 +235,25 @@ struct Arguments: Sendable {
     }
 
     func usage(_ message: String) -> UsageError { UsageError(message, command: spec.name) }
+
+    /// Writes the flags this command line gave for `block`'s settings into `root`. Settings whose flag this
+    /// command does not take are left alone, so a command may take a few of a block's flags.
+    func apply<Root>(_ block: SettingsBlock<Root>, to root: inout Root) {
+        for setting in block.flagged {
+            guard let name = setting.flag, spec.flags.contains(where: { $0.name == name }) else { continue }
+            let given: String? = setting.kind == .toggle ? (toggles.contains(name) ? "true" : nil) : values[name]?.last
+            guard let given else { continue }
+            // Checked against the same kind when parsed, so a refusal here is a programmer error.
+            precondition(setting.apply(argument: given, to: &root),
+                         "--\(name) '\(given)' passed parsing but not its setting")
+        }
+    }
+
+    /// The declared defaults of `block`, then the flags this command line gave for it.
+    func settings<Root>(_ block: SettingsBlock<Root>, from root: Root) -> Root {
+        var result = root
+        block.setDefaults(&result)
+        apply(block, to: &result)
+        return result
+    }
 }

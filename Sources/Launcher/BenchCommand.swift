@@ -7,6 +7,7 @@ import Foundation
 import Kernels
 import Model
 import Tools
+import Training
 
 enum BenchCommand {
     static let spec = CommandSpec(
@@ -14,33 +15,36 @@ enum BenchCommand {
         summary: "time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON",
         flags: [
             Flag("config", .text, "FILE", "the run config whose model and micro-batch to time (required without --attention)"),
-            Flag("threads", .int(min: 1, max: 4096), "N", "threads: BLAS, oneDNN, attention and row-wise kernels (default 1)"),
-            Flag("steps", .int(min: 1, max: 1_000_000), "K", "timed steps (default 5)"),
-            Flag("warmup", .int(min: 0, max: 1_000_000), "W", "untimed steps first (default 2)"),
+            Flag(TrainOptions.settings.setting(\.threads)),
+            Flag("steps", .int(min: 1, max: 1_000_000), "K", default: "5",
+                 "timed steps (--attention: repeats, 3 if not given)"),
+            Flag("warmup", .int(min: 0, max: 1_000_000), "W", default: "2", "untimed steps first"),
             Flag("quiet", .toggle, "print only the summary"),
             Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "override the config's train.recompute"),
-            Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", "matmul precision (default fp32 here; bf16 runs oneDNN)"),
+            Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", default: "fp32",
+                 "matmul precision (fp32 here whatever the CPU; bf16 runs oneDNN)"),
             Flag("attention", .toggle, "time attention alone: flash for each --tiles against the materialised kernel"),
-            Flag("seq", .int(min: 1, max: 1 << 20), "T", "--attention: tokens (default 2048)"),
-            Flag("heads", .int(min: 1, max: 1024), "H", "--attention: query heads (default 8)"),
-            Flag("kv-heads", .int(min: 1, max: 1024), "G", "--attention: key/value heads (default = heads)"),
-            Flag("head-dim", .int(min: 1, max: 1024), "D", "--attention: head dimension (default 64)"),
-            Flag("tiles", .list, "QxK", "--attention: tile sizes to try (default 32x32 64x64 128x128 64x128 128x64)"),
+            Flag("seq", .int(min: 1, max: 1 << 20), "T", default: "2048", "--attention: tokens"),
+            Flag("heads", .int(min: 1, max: 1024), "H", default: "8", "--attention: query heads"),
+            Flag("kv-heads", .int(min: 1, max: 1024), "G",
+                 "--attention: key/value heads (as many as --heads if not given)"),
+            Flag("head-dim", .int(min: 1, max: 1024), "D", default: "64", "--attention: head dimension"),
+            Flag("tiles", .list, "QxK", default: "32x32 64x64 128x128 64x128 128x64", "--attention: tile sizes to try"),
         ],
         run: run)
 
     static func run(_ args: inout Arguments) throws {
         if args.flag("attention") { return try attention(args) }
         let path = try args.require("config")
-        let threads = args.int("threads", default: 1)
-        let steps = args.int("steps", default: 5)
-        let warmup = args.int("warmup", default: 2)
+        let threads = Self.threads(args)
+        let steps = args.int(declared: "steps")
+        let warmup = args.int(declared: "warmup")
         let quiet = args.flag("quiet")
         var config = try RunConfig.load(path: path)
         if let mode = args.string("recompute") { config.train.recompute = Recompute(rawValue: mode)! }
         try config.checkFitsInMemory(file: path)
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        let precision = Precision(rawValue: args.string("precision") ?? "fp32")!
+        let precision = Precision(rawValue: args.string(declared: "precision"))!
         let r = try Benchmark.run(config: config, name: name, threads: threads, precision: precision, steps: steps, warmup: warmup,
                                   log: { if !quiet { print($0) } })
         print("")
@@ -64,10 +68,10 @@ enum BenchCommand {
     }
 
     static func attention(_ args: Arguments) throws {
-        let (T, H, D) = (args.int("seq", default: 2048), args.int("heads", default: 8), args.int("head-dim", default: 64))
-        let G = args.int("kv-heads", default: H)
+        let (T, H, D) = (args.int(declared: "seq"), args.int(declared: "heads"), args.int(declared: "head-dim"))
+        let G = args.int("kv-heads", otherwise: H)
         guard H % G == 0 else { throw args.usage("--heads \(H) must be a multiple of --kv-heads \(G)") }
-        let tileNames = args.list("tiles").isEmpty ? ["32x32", "64x64", "128x128", "64x128", "128x64"] : args.list("tiles")
+        let tileNames = args.list("tiles")
         let tiles = try tileNames.map { name -> (Int, Int) in
             let parts = name.split(separator: "x").compactMap { Int($0) }
             guard parts.count == 2, parts.allSatisfy({ $0 >= 1 && $0 <= Int(LM_FLASH_MAX_TILE) }) else {
@@ -75,9 +79,11 @@ enum BenchCommand {
             }
             return (parts[0], parts[1])
         }
-        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
-        let results = AttentionBenchmark.run(B: 1, T: T, H: H, G: G, D: D, tiles: tiles, repeats: args.int("steps", default: 3))
-        print("attention B 1, T \(T), H \(H), G \(G), D \(D), one thread: forward + backward, median of \(args.int("steps", default: 3))")
+        lm_set_blas_threads(Int32(Self.threads(args)))
+        // Attention alone is timed fewer times than whole steps: --steps' own default is for those.
+        let repeats = args.string("steps") == nil ? 3 : args.int(declared: "steps")
+        let results = AttentionBenchmark.run(B: 1, T: T, H: H, G: G, D: D, tiles: tiles, repeats: repeats)
+        print("attention B 1, T \(T), H \(H), G \(G), D \(D), one thread: forward + backward, median of \(repeats)")
         for r in results {
             print(String(format: "  %@ %4d x %-4d  forward %8.1f ms  backward %8.1f ms  %6.1f GFLOP/s (causal half)",
                          r.kernel.padding(toLength: 12, withPad: " ", startingAt: 0), r.queryTile, r.keyTile, r.forwardMs, r.backwardMs, r.gflops))
@@ -86,4 +92,7 @@ enum BenchCommand {
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(results), as: UTF8.self))
     }
+
+    /// --threads, as the training commands declare it (its default included).
+    static func threads(_ args: Arguments) -> Int { args.settings(TrainOptions.settings, from: TrainOptions()).threads }
 }

@@ -4,22 +4,25 @@
 //   echo '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}' |
 //       llama-train format --tokenizer tokenizer.model --template llama2-chat
 //   llama-train data stats --data prefs.jsonl --tokenizer tokenizer.model
+import Configuration
 import FineTune
 import Foundation
 import Support
 import Tokenizer
 
-/// --template and --separator, as every command that turns dialogues into tokens takes them.
+/// --template and --separator, as every command that turns dialogues into tokens takes them: the finetune
+/// block's declarations, so their defaults are the config's.
 enum TemplateFlags {
     static let flags = [
-        Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "", "how dialogues become tokens (default separator)"),
-        Flag("separator", .text, "S", "the separator template's piece (default <sep>)"),
+        Flag(FineTuneSettings.settings.setting(\.template)),
+        Flag(FineTuneSettings.settings.setting(\.separator)),
     ]
 
-    /// The template the flags name, separator by default.
+    /// The template the flags name, the finetune block's default otherwise.
     static func template(_ args: Arguments, tokenizer: Tokenizer) throws -> ChatTemplate {
-        try ChatTemplate(ChatTemplate.Kind(rawValue: args.string("template") ?? "separator")!, tokenizer: tokenizer,
-                         separator: args.string("separator") ?? "<sep>")
+        var settings = FineTuneSettings(data: "")
+        args.apply(FineTuneSettings.settings, to: &settings)
+        return try ChatTemplate(settings.template, tokenizer: tokenizer, separator: settings.separator)
     }
 }
 

@@ -13,17 +13,17 @@ import Tools
 import Training
 
 enum FineTuneCommands {
-    static let templateFlag = Flag("template", .choice(ChatTemplate.Kind.allCases.map(\.rawValue)), "",
-                                   "how dialogues become tokens (overrides finetune.template)")
+    /// The finetune-block keys that declare a flag (--template); they override the file's.
+    static let fineTuneFlags = FineTuneSettings.settings.flags
     static let sftSpec = CommandSpec(
         name: "sft",
         summary: "supervised fine-tuning on dialogues (prompt/response or messages), loss on the assistant's tokens only",
-        flags: PretrainCommand.trainingFlags + [templateFlag],
+        flags: PretrainCommand.trainingFlags + fineTuneFlags,
         run: sft)
     static let rewardSpec = CommandSpec(
         name: "reward",
         summary: "a reward model: scalar head, ranking loss with a rating margin, held-out accuracy per rating",
-        flags: PretrainCommand.trainingFlags + [templateFlag],
+        flags: PretrainCommand.trainingFlags + fineTuneFlags,
         run: reward)
     static let scoreSpec = CommandSpec(
         name: "reward score",
@@ -37,8 +37,7 @@ enum FineTuneCommands {
     /// The shared part: config with a finetune block (validated before any data is read), tokenizer, template,
     /// the trainer's options from the flags.
     static func prepare(_ args: Arguments, stage: TrainingStage) throws -> (RunConfig, String, FineTuneSettings, ChatTemplate, TrainOptions) {
-        var (config, path) = try PretrainCommand.loadConfig(args)
-        if let template = args.string("template") { config.finetune?.template = template }
+        let (config, path) = try PretrainCommand.loadConfig(args)
         try config.validate(file: path)
         guard let finetune = config.finetune else {
             throw ConfigError(file: path, field: "finetune", message: "is required for \(stage.rawValue): {\"data\": FILE.jsonl, \"init_from\": DIR, ...}")
@@ -47,9 +46,8 @@ enum FineTuneCommands {
             throw ConfigError(file: path, field: "train.tokenizer", message: "is required for \(stage.rawValue)")
         }
         let options = try PretrainCommand.options(args)
-        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
-        let template = try ChatTemplate(ChatTemplate.Kind(rawValue: finetune.template)!, tokenizer: try Tokenizer(path: tokenizerPath),
-                                        separator: finetune.separator)
+        lm_set_blas_threads(Int32(options.threads))
+        let template = try ChatTemplate(finetune.template, tokenizer: try Tokenizer(path: tokenizerPath), separator: finetune.separator)
         return (config, path, finetune, template, options)
     }
 
@@ -67,7 +65,7 @@ enum FineTuneCommands {
             config.train.steps = max(1, finetune.epochs * packer.sequencesPerEpoch / config.train.globalBatchSequences)
         }
         let answers = examples.reduce(0) { $0 + $1.answer.filter { $0 }.count }, total = examples.reduce(0) { $0 + $1.tokens.count }
-        log("sft: \(examples.count) dialogues (\(finetune.template) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps")
+        log("sft: \(examples.count) dialogues (\(finetune.template.rawValue) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps")
         let objective = LanguageModelObjective(source: packer, settings: config.train, name: "supervised fine-tuning")
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .sft, objective: objective)
         try PretrainCommand.finish(trainer.run(), trainer: trainer, options: options)
@@ -84,7 +82,7 @@ enum FineTuneCommands {
         config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
         if explicitSteps == nil { config.train.steps = max(1, finetune.epochs * pairs.count / finetune.pairsPerBatch) }
         config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
-        log("reward model: \(pairs.count) preference pairs, margin '\(finetune.margin)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)")
+        log("reward model: \(pairs.count) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)")
         let objective = try RewardObjective(pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,
                                             seqLen: config.train.seqLen, seed: config.train.seed, padToken: template.tokenizer.eosId)
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .reward, objective: objective)

@@ -17,9 +17,10 @@ enum PrepareCommand {
             Flag("input", .list, "[NAME=]PATH", required: true, "inputs (.gz and .zst read as streams); NAME groups them into a source for mixture weights"),
             Flag("out", .text, "DIR", required: true, "where the shards and index.json go"),
             Flag("delimiter", .text, "LINE", "split plain text into documents at lines equal to this (fortune files: %)"),
-            Flag("text-field", .text, "NAME", "the JSON Lines field that holds the text (default text)"),
+            Flag("text-field", .text, "NAME", default: "text", "the JSON Lines field that holds the text"),
             Flag("skip-bad-lines", .toggle, "", "skip lines that are not valid UTF-8 or JSON or lack the text field (each named), instead of stopping"),
-            Flag("shard-tokens", .int(min: 1, max: 1 << 40), "N", "tokens per shard file (default 64M)"),
+            Flag("shard-tokens", .int(min: 1, max: 1 << 40), "N", default: "\(64 << 20)",
+                 "tokens per shard file (64M)"),
         ],
         run: run)
 
@@ -27,9 +28,10 @@ enum PrepareCommand {
         let tokenizerPath = try args.require("tokenizer")
         let inputs = args.list("input").map(InputSpec.init(argument:))
         let out = try args.require("out")
-        let options = DocumentOptions(textField: args.string("text-field") ?? "text", delimiter: args.string("delimiter"),
+        let options = DocumentOptions(textField: args.string(declared: "text-field"),
+                                      delimiter: args.string("delimiter"),
                                       skipBadLines: args.flag("skip-bad-lines"))
-        let shardTokens = args.int("shard-tokens", default: 64 << 20)
+        let shardTokens = args.int(declared: "shard-tokens")
 
         let world = try Communicator.world()
         let tokenizer = try Tokenizer(path: tokenizerPath)

@@ -13,47 +13,11 @@ import Model
 import Training
 
 enum PretrainCommand {
-    /// Flags that override the config's train block; the effective config is validated as a whole after them.
-    static let overrides: [(flag: Flag, apply: @Sendable (inout TrainSettings, Arguments) -> Void)] = [
-        (Flag("steps", .int(min: 1, max: Int.max), "N", "optimizer steps of the schedule"), { $0.steps = $1.int("steps")! }),
-        (Flag("micro-batch", .int(min: 1, max: Int.max), "N", "sequences per rank per micro-step"), { $0.microBatch = $1.int("micro-batch")! }),
-        (Flag("global-batch-tokens", .int(min: 1, max: Int.max), "N", "tokens per optimizer step over all ranks"),
-         { $0.globalBatchTokens = $1.int("global-batch-tokens")! }),
-        (Flag("warmup-steps", .int(min: 0, max: Int.max), "N", "linear warm-up steps"), { $0.warmupSteps = $1.int("warmup-steps")! }),
-        (Flag("seed", .int(min: 0, max: Int.max), "N", "seed of initialisation and data order"), { $0.seed = UInt64($1.int("seed")!) }),
-        (Flag("lr", .number(min: 0, inclusive: false, max: 10), "X", "peak learning rate"), { $0.learningRate = $1.number("lr")! }),
-        (Flag("bucket-mb", .number(min: 0.001, inclusive: true, max: TrainSettings.maxBucketMB), "X", "allreduce bucket size in MB"),
-         { $0.bucketMB = $1.number("bucket-mb")! }),
-        (Flag("data", .text, "DIR", "token shards written by `llama-train prepare`"), { $0.data = $1.string("data") }),
-        (Flag("tokenizer", .text, "FILE", "the tokenizer the shards were made with"), { $0.tokenizer = $1.string("tokenizer") }),
-        (Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "keep every block's activations, or recompute each block in backward"),
-         { $0.recompute = Recompute(rawValue: $1.string("recompute")!)! }),
-        (Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", "matmul precision (default: bf16 where the CPU runs it natively, else fp32)"),
-         { $0.precision = Precision(rawValue: $1.string("precision")!)! }),
-        (Flag("grad-reduce", .choice(Precision.allCases.map(\.rawValue)), "", "the gradient allreduce's wire format (default fp32; bf16 halves the bytes)"),
-         { $0.gradReduce = Precision(rawValue: $1.string("grad-reduce")!)! }),
-        (Flag("sharding", .choice(ShardingMode.allCases.map(\.rawValue)), "", "what each rank keeps: all, or its own range of moments, gradients, parameters"),
-         { $0.sharding = ShardingMode(rawValue: $1.string("sharding")!)! }),
-        (Flag("on-nonfinite", .choice(["stop", "skip"]), "", "a NaN or Inf step stops the run or is skipped"),
-         { $0.onNonFinite = TrainSettings.NonFinitePolicy(rawValue: $1.string("on-nonfinite")!)! }),
-    ]
-
-    /// The flags of pretrain, sft and reward.
-    static let trainingFlags: [Flag] = [Flag("config", .text, "FILE", required: true, "the run config (model, train, finetune blocks)")]
-        + overrides.map(\.flag) + [
-        Flag("threads", .int(min: 1, max: 4096), "N", "threads per rank: BLAS, oneDNN, attention and row-wise kernels (default 1)"),
-        Flag("out", .text, "DIR", "write the final model here (Hugging Face layout) when the schedule completes"),
-        Flag("metrics", .text, "FILE.jsonl", "one JSON object per step; appended to on resume"),
-        Flag("log-every", .int(min: 1, max: Int.max), "N", "progress line every N steps (default 1)"),
-        Flag("checkpoint-dir", .text, "DIR", "sharded checkpoints go here, and are resumed from"),
-        Flag("checkpoint-every", .int(min: 0, max: Int.max), "N", "save every N steps (default 0: at the end and when stopped)"),
-        Flag("keep", .int(min: 2, max: 1_000_000), "K", "committed checkpoints kept (default 2; a torn newest needs a predecessor)"),
-        Flag("background-save", .toggle, "write checkpoints on a thread while training goes on"),
-        Flag("resume", .text, "auto|none|PATH", "where to resume from (default auto: the newest that verifies)"),
-        Flag("stop-after", .int(min: 1, max: Int.max), "N", "stop with a checkpoint after step N (exit code 75)"),
-        Flag("collective-timeout", .number(min: 0, inclusive: true, max: 1e7), "SECONDS",
-             "abort the job when a collective waits this long (default 300; 0 disables)"),
-    ]
+    /// The flags of pretrain, sft and reward: the config, the train-block keys that declare a flag (they
+    /// override the file; the effective config is validated as a whole after them), and the trainer's options.
+    static let trainingFlags: [Flag] =
+        [Flag("config", .text, "FILE", required: true, "the run config (model, train, finetune blocks)")]
+        + TrainSettings.settings.flags + TrainOptions.settings.flags
 
     static let spec = CommandSpec(
         name: "pretrain",
@@ -72,13 +36,14 @@ enum PretrainCommand {
 
     /// The train-block flags the command line gave, applied to `config`.
     static func applyOverrides(_ config: inout RunConfig, _ args: Arguments) {
-        for (flag, apply) in overrides where args.string(flag.name) != nil { apply(&config.train, args) }
+        args.apply(TrainSettings.settings, to: &config.train)
+        if config.finetune != nil { args.apply(FineTuneSettings.settings, to: &config.finetune!) }
     }
 
     static func run(_ args: inout Arguments) throws {
         let (config, path) = try loadConfig(args)
         let options = try options(args)
-        lm_set_blas_threads(Int32(args.int("threads", default: 1)))
+        lm_set_blas_threads(Int32(options.threads))
         let world = try Communicator.world()
         let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .pretrain)
         try finish(trainer.run(), trainer: trainer, options: options)
@@ -92,18 +57,9 @@ enum PretrainCommand {
 
     /// The trainer's options from the flags, shared by pretrain, sft and reward.
     static func options(_ args: Arguments) throws -> TrainOptions {
-        var options = TrainOptions()
-        options.outputDirectory = args.string("out")
-        options.metricsPath = args.string("metrics")
-        options.logEvery = args.int("log-every", default: 1)
-        options.checkpointDirectory = args.string("checkpoint-dir")
-        options.checkpointEvery = args.int("checkpoint-every", default: 0)
-        options.keepCheckpoints = args.int("keep", default: 2)
-        options.backgroundSave = args.flag("background-save")
-        options.resume = ResumeMode(args.string("resume") ?? "auto")
-        options.stopAfter = args.int("stop-after")
-        options.collectiveTimeout = args.number("collective-timeout", default: 300)
-        options.threads = args.int("threads", default: 1)
+        // Every declared option is set (its default or the flag's value): TrainOptions' own initial values
+        // are the library's, and the command line's defaults are the declarations'.
+        let options = args.settings(TrainOptions.settings, from: TrainOptions())
         if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
                                                    || args.string("resume") != nil) {
             throw args.usage("--checkpoint-every, --stop-after, --background-save and --resume need --checkpoint-dir")

@@ -77,16 +77,17 @@ enum AllreduceBench {
         name: "allreduce-bench",
         summary: "raw MPI_Allreduce time and bus bandwidth at one message size (run under mpirun)",
         flags: [
-            Flag("floats", .int(min: 1, max: 1 << 40), "N", "message size in floats (default 6,553,600 = 25 MB)"),
-            Flag("iters", .int(min: 1, max: 100_000), "K", "timed calls, the median reported (default 10)"),
+            Flag("floats", .int(min: 1, max: 1 << 40), "N", default: "6553600",
+                 "message size in floats (the default is 25 MB)"),
+            Flag("iters", .int(min: 1, max: 100_000), "K", default: "10", "timed calls, the median reported"),
             Flag("bucket-mb", .number(min: 0.001, inclusive: true, max: 1_048_576), "X", "the trainer's bucketed path with this bucket size"),
             Flag("chunk-mb", .number(min: 0.001, inclusive: true, max: 1_048_576), "X", "raw MPI_Allreduce in messages of this size"),
         ],
         run: run)
 
     static func run(_ args: inout Arguments) throws {
-        let floats = args.int("floats", default: 6_553_600)
-        let iterations = args.int("iters", default: 10)
+        let floats = args.int(declared: "floats")
+        let iterations = args.int(declared: "iters")
         let bucketMB = args.number("bucket-mb")
         let chunkMB = args.number("chunk-mb")
         let world = try Communicator.world()

@@ -16,7 +16,7 @@ enum SimulateCommand {
         let tflops = args.number("node-tflops")
         let gbps = args.number("link-gbps")
         let latencyUs = args.number("latency-us")
-        let maxRanks = args.int("max-ranks", default: 4096)
+        let maxRanks = args.int(declared: "max-ranks")
         let configs = args.list("configs")
         let json = args.flag("json")
 
@@ -44,7 +44,8 @@ enum SimulateCommand {
             c.cores = nil  // one rank per node of this machine's speed
             // A rank is a whole node: T threads at the efficiency measured for --threads here (bench-small,
             // 2 threads against 1: 1.82× fp32, 1.77–1.80× bf16, so 0.9 by default). The optimizer is threaded too.
-            let threads = args.int("threads-per-rank", default: 1), efficiency = args.number("thread-efficiency", default: 0.9)
+            let threads = args.int(declared: "threads-per-rank")
+            let efficiency = args.number(declared: "thread-efficiency")
             let speedup = threads == 1 ? 1 : Double(threads) * efficiency
             c.flopsPerRank *= speedup
             c.optimizerSecondsPerParameter /= speedup

@@ -18,13 +18,17 @@ enum TokenizerCommands {
             Flag("input", .list, "FILE", required: true, "training text, one sentence per line (.gz and .zst read as streams)"),
             Flag("out", .text, "FILE", required: true, "the tokenizer.model to write"),
             Flag("input-sentence-size", .int(min: 1, max: Int.max), "N", "train on a seeded uniform sample of N lines (reservoir sampling, as spm_train's option)"),
-            Flag("threads", .int(min: 1, max: 1024), "T", "threads for counting sentences (default 1)"),
+            Flag("threads", .int(min: 1, max: 1024), "T", default: "1", "threads for counting sentences"),
             Flag("text-field", .text, "NAME", "train on this field of .jsonl inputs (line by line) instead of their raw lines"),
             Flag("skip-bad-lines", .toggle, "", "for .jsonl inputs: skip lines that are not JSON or lack the field (each named)"),
-            Flag("vocab-size", .int(min: 260, max: 1 << 24), "N", "pieces, bytes and specials included (default 32000)"),
-            Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C", "share of characters kept as pieces (default 0.99995)"),
+            Flag("vocab-size", .int(min: 260, max: 1 << 24), "N", default: "\(BPETrainerOptions().vocabSize)",
+                 "pieces, bytes and specials included"),
+            Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C",
+                 default: "\(BPETrainerOptions().characterCoverage)", "share of characters kept as pieces"),
             Flag("user-defined-symbols", .list, "A,B", "pieces that are never split, such as <sep>"),
-            Flag("max-piece-length", .int(min: 1, max: 1024), "L", "longest piece in characters (default 16)"),
+            Flag("max-piece-length", .int(min: 1, max: 1024), "L",
+                 default: "\(BPETrainerOptions().maxSentencepieceLength)",
+                 "longest piece in characters"),
         ],
         run: train)
     static let benchSpec = CommandSpec(
@@ -33,7 +37,7 @@ enum TokenizerCommands {
         flags: [
             Flag("tokenizer", .text, "FILE", required: true, "a tokenizer.model"),
             Flag("input", .list, "FILE", required: true, "text to encode, line by line"),
-            Flag("repeat", .int(min: 1, max: 1000), "N", "passes, the median reported (default 3)"),
+            Flag("repeat", .int(min: 1, max: 1000), "N", default: "3", "passes, the median reported"),
         ],
         run: bench)
     static let tokenizeSpec = CommandSpec(
@@ -55,13 +59,16 @@ enum TokenizerCommands {
         let inputs = args.list("input")
         let out = try args.require("out")
         var options = BPETrainerOptions()
-        options.vocabSize = args.int("vocab-size", default: options.vocabSize)
-        if let coverage = args.number("character-coverage") { options.characterCoverage = Float(coverage) }
+        options.vocabSize = args.int(declared: "vocab-size")
+        // Only when given: the default is BPETrainerOptions' own Float, which the text above only shows.
+        if args.string("character-coverage") != nil {
+            options.characterCoverage = Float(args.number(declared: "character-coverage"))
+        }
         options.userDefinedSymbols = args.list("user-defined-symbols").flatMap { $0.split(separator: ",").map(String.init) }
-        options.maxSentencepieceLength = args.int("max-piece-length", default: options.maxSentencepieceLength)
+        options.maxSentencepieceLength = args.int(declared: "max-piece-length")
         guard !inputs.isEmpty else { throw UsageError("--input FILE is required (repeat it for several files)") }
         let start = Date()
-        let counter = try SentenceCounter(options: options, threads: args.int("threads", default: 1))
+        let counter = try SentenceCounter(options: options, threads: args.int(declared: "threads"))
         let sample = try readTrainingLines(inputs, sampleSize: args.int("input-sentence-size"), textField: args.string("text-field"),
                                            skipBadLines: args.flag("skip-bad-lines"), into: counter)
         let model = try BPETrainer.train(counter, options: options)
@@ -173,7 +180,7 @@ extension TokenizerCommands {
     static func bench(_ args: inout Arguments) throws {
         let tokenizer = try Tokenizer(path: try args.require("tokenizer"))
         let inputs = args.list("input")
-        let repeats = args.int("repeat", default: 3)
+        let repeats = args.int(declared: "repeat")
         var lines: [String] = []
         for path in inputs {
             guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path: path, message: "cannot read") }

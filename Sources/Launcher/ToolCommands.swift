@@ -19,7 +19,7 @@ enum ToolCommands {
         """,
         flags: [
             Flag("config", .text, "FILE", "the run config (required without --simulate)"),
-            Flag("ranks", .int(min: 1, max: 1 << 24), "N", "data-parallel ranks (default 1)"),
+            Flag("ranks", .int(min: 1, max: 1 << 24), "N", default: "1", "data-parallel ranks"),
             Flag("json", .toggle, "also print the plan as JSON"),
             Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
             Flag("calibration", .text, "FILE", "--simulate: a scaling.json written by cluster/bench-scaling.sh"),
@@ -27,10 +27,12 @@ enum ToolCommands {
             Flag("link-gbps", .number(min: 0, inclusive: false, max: 1e6), "Y", "--simulate: its link bandwidth"),
             Flag("latency-us", .number(min: 0, inclusive: true, max: 1e7), "Z", "--simulate: its link latency"),
             Flag("configs", .list, "FILE", "--simulate: the configs to predict (default: the paper's four)"),
-            Flag("max-ranks", .int(min: 1, max: 1 << 24), "N", "--simulate: the largest world size (default 4096)"),
-            Flag("threads-per-rank", .int(min: 1, max: 4096), "T", "--simulate with --calibration: cores per rank (default 1)"),
-            Flag("thread-efficiency", .number(min: 0, inclusive: false, max: 1), "E", "--simulate: speed-up per added thread as a share of ideal (default 0.9, measured here)"),
-        ] + PretrainCommand.overrides.map(\.flag),
+            Flag("max-ranks", .int(min: 1, max: 1 << 24), "N", default: "4096", "--simulate: the largest world size"),
+            Flag("threads-per-rank", .int(min: 1, max: 4096), "T", default: "1",
+                 "--simulate with --calibration: cores per rank"),
+            Flag("thread-efficiency", .number(min: 0, inclusive: false, max: 1), "E", default: "0.9",
+                 "--simulate: speed-up per added thread as a share of ideal (the default measured here)"),
+        ] + TrainSettings.settings.flags,
         run: plan)
     static let plotSpec = CommandSpec(
         name: "plot",
@@ -47,12 +49,15 @@ enum ToolCommands {
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a Hugging Face directory written by --out or export"),
             Flag("prompt", .list, "TEXT", "prompts, one sample each (default: one from nothing)"),
-            Flag("max-tokens", .int(min: 1, max: 1 << 20), "N", "tokens to add at most (default 64; the context caps it)"),
-            Flag("temperature", .number(min: 0, inclusive: true, max: 100), "T", "default 0.8"),
-            Flag("top-p", .number(min: 0, inclusive: false, max: 1), "P", "nucleus sampling (default 0.9)"),
-            Flag("seed", .int(min: 0, max: Int.max), "N", "default 1"),
-            Flag("template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "",
-                 "wrap each prompt as a user turn of a fine-tuned model's template and print its answer (default none: continue the text)"),
+            Flag("max-tokens", .int(min: 1, max: 1 << 20), "N", default: "64",
+                 "tokens to add at most (the context caps it)"),
+            Flag("temperature", .number(min: 0, inclusive: true, max: 100), "T", default: "0.8",
+                 "sampling temperature"),
+            Flag("top-p", .number(min: 0, inclusive: false, max: 1), "P", default: "0.9", "nucleus sampling"),
+            Flag("seed", .int(min: 0, max: Int.max), "N", default: "1", "the sampling seed"),
+            Flag("template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "", default: "none",
+                 "wrap each prompt as a user turn of a fine-tuned model's template and print its answer "
+                    + "(none: continue the text)"),
             TemplateFlags.flags[1],
         ],
         run: generate)
@@ -61,7 +66,7 @@ enum ToolCommands {
         if args.flag("simulate") { return try SimulateCommand.run(&args) }
         guard args.string("config") != nil else { throw args.usage("--config is required (or give --simulate)") }
         let (config, path) = try PretrainCommand.loadConfig(args)
-        let ranks = args.int("ranks", default: 1)
+        let ranks = args.int(declared: "ranks")
         let json = args.flag("json")
         let p = try TrainingPlan(config: config, ranks: ranks, file: path)
         func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / 1_073_741_824) }
@@ -96,10 +101,10 @@ enum ToolCommands {
     static func generate(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
         let prompts = args.list("prompt")
-        let maxTokens = args.int("max-tokens", default: 64)
-        let temperature = args.number("temperature", default: 0.8)
-        let topP = args.number("top-p", default: 0.9)
-        let seed = UInt64(args.int("seed", default: 1))
+        let maxTokens = args.int(declared: "max-tokens")
+        let temperature = args.number(declared: "temperature")
+        let topP = args.number(declared: "top-p")
+        let seed = UInt64(args.int(declared: "seed"))
         let model = try HuggingFace.loadModel(directory: directory)
         let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
         // Without --template (or with none) the prompt is text to continue.

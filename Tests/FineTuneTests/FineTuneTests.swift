@@ -105,11 +105,11 @@ func fineTuneTokenizer() throws -> Tokenizer {
                      #"{"prompt": "please", "chosen": "paris", "rejected": "hello world", "rating": "better"}"#]
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         var messages: [String] = []
-        let pairs = try PreferenceData.load(path, template: format, seqLen: 12, margin: "small", log: { messages.append($0) })
+        let pairs = try PreferenceData.load(path, template: format, seqLen: 12, margin: .small, log: { messages.append($0) })
         #expect(pairs.count == 1 && pairs[0].chosen != pairs[0].rejected)
         #expect(messages.contains { $0.contains("\(path):1") && $0.contains("identical") }, "\(messages)")
         try lines[0].write(toFile: path, atomically: true, encoding: .utf8)
-        #expect { try PreferenceData.load(path, template: format, seqLen: 12, margin: "small", log: { _ in }) } throws: {
+        #expect { try PreferenceData.load(path, template: format, seqLen: 12, margin: .small, log: { _ in }) } throws: {
             "\($0)".contains("no pair")
         }
     }
