@@ -7,8 +7,10 @@ import Foundation
 import Model
 import Support
 
-/// Which stage a run trains; recorded in checkpoints, so that a stage never resumes another's.
-public enum TrainingStage: String, Codable, Sendable {
+/// Which stage a run trains; recorded in checkpoints, so that a stage never resumes another's. Each is also
+/// the name of the command that runs it (the launcher catches preemption signals for every one of them), so
+/// a new stage is a case here, its config block and its command.
+public enum TrainingStage: String, Codable, CaseIterable, Sendable {
     case pretrain, sft, reward
 }
 

@@ -51,6 +51,12 @@ enum FineTuneCommands {
         return (config, path, finetune, template, options)
     }
 
+    /// A fine-tuning stage's length: its epochs over the data, unless --steps gave it (at least one step).
+    static func schedule(_ config: inout RunConfig, epochs: Int, examplesPerEpoch: Int, examplesPerStep: Int, explicitSteps: Bool) {
+        guard !explicitSteps else { return }
+        config.train.steps = max(1, epochs * examplesPerEpoch / max(1, examplesPerStep))
+    }
+
     static func sft(_ args: inout Arguments) throws {
         let explicitSteps = args.string("steps")
         var (config, path, finetune, template, options) = try prepare(args, stage: .sft)
@@ -61,9 +67,8 @@ enum FineTuneCommands {
         }
         let examples = SFTPacker.encode(dialogues, template: template)
         let packer = try SFTPacker(examples: examples, seqLen: config.train.seqLen, seed: config.train.seed)
-        if explicitSteps == nil {
-            config.train.steps = max(1, finetune.epochs * packer.sequencesPerEpoch / config.train.globalBatchSequences)
-        }
+        schedule(&config, epochs: finetune.epochs, examplesPerEpoch: packer.sequencesPerEpoch,
+                 examplesPerStep: config.train.globalBatchSequences, explicitSteps: explicitSteps != nil)
         let answers = examples.reduce(0) { $0 + $1.answer.filter { $0 }.count }, total = examples.reduce(0) { $0 + $1.tokens.count }
         log("sft: \(examples.count) dialogues (\(finetune.template.rawValue) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps")
         let objective = LanguageModelObjective(source: packer, settings: config.train, name: "supervised fine-tuning")
@@ -80,7 +85,8 @@ enum FineTuneCommands {
         let pairs = try PreferenceData.load(finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
         // The batch is counted in pairs; the token count keeps checkpoints' batch arithmetic consistent.
         config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
-        if explicitSteps == nil { config.train.steps = max(1, finetune.epochs * pairs.count / finetune.pairsPerBatch) }
+        schedule(&config, epochs: finetune.epochs, examplesPerEpoch: pairs.count, examplesPerStep: finetune.pairsPerBatch,
+                 explicitSteps: explicitSteps != nil)
         config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
         log("reward model: \(pairs.count) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)")
         let objective = try RewardObjective(pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,

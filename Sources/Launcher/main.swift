@@ -7,6 +7,7 @@
 //
 //   llama-train pretrain --config configs/demo.json
 //   mpirun -np 2 llama-train pretrain --config configs/demo.json --out runs/m
+import Configuration
 import Distributed
 import Foundation
 import Support
@@ -71,7 +72,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
 }
 // Training commands catch SIGTERM and SIGUSR1 from the first instant, so a preemption signal never kills a
 // run before its handler exists; the loop stops with a checkpoint at the end of a step.
-if ["pretrain", "sft", "reward"].contains(spec.name) { PreemptionSignal.shared.install() }
+if TrainingStage(rawValue: spec.name) != nil { PreemptionSignal.shared.install() }
 do {
     var args = try Arguments(arguments, spec: spec)
     defer { PreemptionSignal.shared.uninstall() }
