@@ -69,8 +69,10 @@ let package = Package(
         .target(name: "FineTune", dependencies: ["Training", "Inference", "Configuration", "Model", "Tokenizer", "Support"]),
         // Looking at runs and models: plan, scaling simulator, step benchmark, charts.
         .target(name: "Tools", dependencies: ["Training", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support"]),
-        .executableTarget(name: "Launcher", dependencies: ["Training", "FineTune", "Inference", "Tools", "Checkpoint", "Configuration", "Model",
-                                                           "Optim", "Distributed", "Tokenizer", "Dataset", "Support", "Kernels"]),
+        // The command line as a library: every command's spec, dispatch and exit codes.
+        .target(name: "Commands", dependencies: ["Training", "FineTune", "Inference", "Tools", "Checkpoint", "Configuration", "Model",
+                                                "Optim", "Distributed", "Tokenizer", "Dataset", "Support", "Kernels"]),
+        .executableTarget(name: "Launcher", dependencies: ["Commands"]),
 
         // MARK: - Tests
 
@@ -87,7 +89,10 @@ let package = Package(
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Checkpoint", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
         .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
         .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim"]),
-        // Runs the built llama-train (and mpirun); depends on the executable so `swift test` builds it first.
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "TestSupport"]),
+        // llama-train with the faults the tests inject (a NaN loss, a rank dying mid-checkpoint) set from its
+        // own first arguments: the test-only seam, so production code reads no test variables.
+        .executableTarget(name: "FaultInjection", dependencies: ["Commands", "Support"], path: "Tests/FaultInjection"),
+        // Runs the built llama-train (and mpirun); depends on the executables so `swift test` builds them first.
+        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "FaultInjection", "TestSupport"]),
     ]
 )

@@ -162,8 +162,8 @@ public final class CheckpointStore: @unchecked Sendable {
             words += Array(SHA256.hex(bytes).utf8).map(Int32.init)
             try AtomicFile.write(to: checkpoint + "/" + name) { writer in
                 try writer.write(bytes)
-                // Fault injection for the tests: this rank dies mid-checkpoint, its shard written but not committed.
-                if ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_DIE_IN_CHECKPOINT"] == "\(world.rank)" { kill(getpid(), SIGKILL) }
+                // The tests' seam: this rank may die here, its shard written but not committed.
+                FaultInjection.shardWritten?(world.rank)
             }
         }
         // The gather is the barrier of the protocol: rank 0 hears from every rank only after its shards are durable.

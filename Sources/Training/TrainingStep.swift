@@ -14,11 +14,9 @@
 //     primary's allreduce overlaps backward); frozen models only compute.
 import Distributed
 import Foundation
+import Support
 
 extension Trainer {
-    /// LLAMA_TRAIN_TEST_NAN_AT_STEP, read once rather than every step.
-    private static let nanStep = ProcessInfo.processInfo.environment["LLAMA_TRAIN_TEST_NAN_AT_STEP"].flatMap { Int($0) }
-
     func step(_ k: Int) throws -> StepMetrics {
         let t = config.train
         let stepStart = Date()
@@ -47,9 +45,9 @@ extension Trainer {
             (exposed, communication) = (exposed + e, communication + c)
         }
         var loss = try world.allreduceSum(lossSum) / max(globalCount, 1)
-        // Fault injection for the tests: a NaN loss at this step (a valid config cannot be made to diverge
-        // on demand now that the learning rate is bounded).
-        if k + 1 == Self.nanStep { loss = .nan }
+        // The tests' seam: a NaN loss at this step (a valid config cannot be made to diverge on demand now
+        // that the learning rate is bounded).
+        if let injected = FaultInjection.lossAtStep?(k + 1) { loss = injected }
         let optimizerStart = Date()
         // Each trained model's own norm; the primary's is the one reported.
         let norms = try trained.map { try $0.gradientNorm(world: world, threads: options.threads) }

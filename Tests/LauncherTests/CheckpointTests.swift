@@ -73,7 +73,7 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
         _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "2", "--sharding", sharding])
-        let crashed = try run(["env", "LLAMA_TRAIN_TEST_DIE_IN_CHECKPOINT=1"] + mpirun2 + [try toolPath(), "pretrain", "--config", config,
+        let crashed = try run(mpirun2 + [try faultyToolPath(), "--die-in-checkpoint", "1", "pretrain", "--config", config,
                               "--checkpoint-dir", dir + "/ck", "--stop-after", "4", "--sharding", sharding])
         #expect(crashed.status != 0)
         #expect(!FileManager.default.fileExists(atPath: dir + "/ck/step-00000004/manifest.json"))

@@ -12,6 +12,12 @@ func toolPath() throws -> String {
     return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build llama-train first")
 }
 
+/// llama-train's fault-injecting twin (Tests/FaultInjection): `--nan-at-step K`, `--die-in-checkpoint RANK`.
+func faultyToolPath() throws -> String {
+    let candidates = [".build/debug/FaultInjection", ".build/release/FaultInjection"].map { packageRoot + "/" + $0 }
+    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build FaultInjection first")
+}
+
 struct Run {
     let status: Int32
     /// Ended by a signal (SIGILL, SIGSEGV, SIGABRT…), not by exit: never acceptable for bad input.
