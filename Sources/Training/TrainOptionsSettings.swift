@@ -1,8 +1,7 @@
 // The training commands' own flags (pretrain, sft, reward: --threads, --out, --checkpoint-every, …), each
 // declared once with its default and why (Support/Settings.swift): the launcher builds the flags, their help
 // and the TrainOptions it passes the Trainer from this list, so a default is stated nowhere else on the
-// command line's side. TrainOptions' own initial values (Trainer.swift) serve library callers and tests; a
-// test holds them equal to these.
+// command line's side, and TrainOptions' own initial values (Trainer.swift) read it.
 //
 // What this is not: the config file's keys (Configuration's TrainSettings), or what the options do.
 import Checkpoint

@@ -25,28 +25,32 @@ public struct TrainingError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+/// The trainer's options beside the config: outputs, checkpoints, threads. Each default is the declaration's
+/// in TrainOptionsSettings.swift, the one place the command line's flags and help read it too.
 public struct TrainOptions {
     /// Where the final model (Hugging Face layout, with the tokenizer) is written; nil writes nothing.
-    public var outputDirectory: String?
-    public var metricsPath: String?
-    public var logEvery = 1
+    public var outputDirectory: String? = Self.declared(\.outputDirectory)
+    public var metricsPath: String? = Self.declared(\.metricsPath)
+    public var logEvery: Int = Self.declared(\.logEvery)
     public var log: @Sendable (String) -> Void = { print($0) }
     /// Sharded checkpoints go here (nil: none are written and nothing is resumed).
-    public var checkpointDirectory: String?
+    public var checkpointDirectory: String? = Self.declared(\.checkpointDirectory)
     /// Save every this many steps (0: only at the end, on preemption and at --stop-after).
-    public var checkpointEvery = 0
-    public var keepCheckpoints = 2
-    public var backgroundSave = false
-    public var resume = ResumeMode.auto
+    public var checkpointEvery: Int = Self.declared(\.checkpointEvery)
+    public var keepCheckpoints: Int = Self.declared(\.keepCheckpoints)
+    public var backgroundSave: Bool = Self.declared(\.backgroundSave)
+    public var resume = ResumeMode(Self.declared(\.resumeArgument))
     /// Stop (with a checkpoint) after this step of the schedule (or after the first step run, when resuming
     /// beyond it), as if preempted there.
-    public var stopAfter: Int?
+    public var stopAfter: Int? = Self.declared(\.stopAfter)
     /// Threads of this rank (--threads): OpenBLAS's, and the attention kernels' units.
-    public var threads = 1
+    public var threads: Int = Self.declared(\.threads)
     /// Seconds a collective may wait before the watchdog aborts the job (0 disables it).
-    public var collectiveTimeout: TimeInterval = 300
+    public var collectiveTimeout: TimeInterval = Self.declared(\.collectiveTimeout)
 
     public init() {}
+
+    static func declared<V>(_ keyPath: KeyPath<TrainOptions, V>) -> V { settings.defaultValue(keyPath) }
 }
 
 /// How a run ended: the schedule completed, or it stopped early (preemption, --stop-after) with its
