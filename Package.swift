@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support", "Tokenizer"]),
-        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Support"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Optim", "Support"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Configuration", "Model", "Optim", "Distributed", "Support", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Checkpoint", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
         .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),

@@ -8,10 +8,10 @@ import Model
 
 public struct AdamWSettings: Codable, Equatable, Sendable {
     /// Llama 2 (paper §2.2): β1 0.9, β2 0.95, eps 1e-5, weight decay 0.1.
-    public var beta1: Float = 0.9
-    public var beta2: Float = 0.95
-    public var eps: Float = 1e-5
-    public var weightDecay: Float = 0.1
+    public var beta1: Float
+    public var beta2: Float
+    public var eps: Float
+    public var weightDecay: Float
 
     public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-5, weightDecay: Float = 0.1) {
         self.beta1 = beta1

@@ -2,6 +2,7 @@
 import Configuration
 import Foundation
 import Model
+import Optim
 import Support
 import Testing
 
@@ -64,5 +65,13 @@ import Testing
         #expect(differing.contains("train.lr") && differing.contains("train.data") && differing.contains("finetune.data"), "\(differing)")
         a.train.learningRate = 2e-3
         #expect(!zip(a.fingerprintFields, b.fingerprintFields).filter { $0.value != $1.value }.map(\.0.name).contains("train.lr"))
+    }
+}
+
+@Suite struct OptimizerDefaultsTests {
+    /// The config's AdamW keys default to what AdamW itself defaults to (Llama 2 §2.2), so a library caller
+    /// and a config file without those keys train alike.
+    @Test func configAndOptimizerAgree() {
+        #expect(TrainSettings().adamw == AdamWSettings())
     }
 }
