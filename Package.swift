@@ -14,9 +14,9 @@ let march: [String] = {
         return ["-march=\(value)"]
     }
     #if arch(x86_64)
-    return ["-march=x86-64-v3"]
+        return ["-march=x86-64-v3"]
     #else
-    return []
+        return []
     #endif
 }()
 let kernelFlags: [String] = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast"] + march
@@ -27,7 +27,7 @@ let package = Package(
     name: "llama-train",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "llama-train", targets: ["Launcher"]),
+        .executable(name: "llama-train", targets: ["Launcher"])
     ],
     targets: [
         // C: hot loops behind one header (lm_kernels.h); matmuls are OpenBLAS sgemm (fp32) or oneDNN (bf16).
@@ -35,7 +35,9 @@ let package = Package(
             name: "Kernels",
             dependencies: ["CDNNL"],
             cSettings: [.unsafeFlags(kernelFlags)],
-            linkerSettings: [.linkedLibrary("openblas"), .linkedLibrary("dnnl"), .linkedLibrary("gomp"), .linkedLibrary("m")]
+            linkerSettings: [
+                .linkedLibrary("openblas"), .linkedLibrary("dnnl"), .linkedLibrary("gomp"), .linkedLibrary("m"),
+            ]
         ),
         // oneDNN through a module map: the bf16 matmul primitive.
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
@@ -61,17 +63,28 @@ let package = Package(
         // Sharded checkpoints: manifest, commit protocol, verified resume, a parameters-only reader.
         .target(name: "Checkpoint", dependencies: ["Configuration", "Model", "Optim", "Distributed", "Support"]),
         // The data-parallel loop: objectives, batch sources, schedule, step, reporting, checkpoint policy.
-        .target(name: "Training", dependencies: ["Configuration", "Checkpoint", "Model", "Optim", "Kernels", "Distributed",
-                                                 "Dataset", "Tokenizer", "Support"]),
+        .target(
+            name: "Training",
+            dependencies: [
+                "Configuration", "Checkpoint", "Model", "Optim", "Kernels", "Distributed",
+                "Dataset", "Tokenizer", "Support",
+            ]),
         // Running a model rather than training it: generation (and, next, the KV-cached engine).
         .target(name: "Inference", dependencies: ["Model", "Tokenizer", "Support"]),
         // SFT packing and reward models: objectives and data of the fine-tuning stages.
-        .target(name: "FineTune", dependencies: ["Training", "Inference", "Configuration", "Model", "Tokenizer", "Support"]),
+        .target(
+            name: "FineTune", dependencies: ["Training", "Inference", "Configuration", "Model", "Tokenizer", "Support"]),
         // Looking at runs and models: plan, scaling simulator, step benchmark, charts.
-        .target(name: "Tools", dependencies: ["Training", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support"]),
+        .target(
+            name: "Tools",
+            dependencies: ["Training", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support"]),
         // The command line as a library: every command's spec, dispatch and exit codes.
-        .target(name: "Commands", dependencies: ["Training", "FineTune", "Inference", "Tools", "Checkpoint", "Configuration", "Model",
-                                                "Optim", "Distributed", "Tokenizer", "Dataset", "Support", "Kernels"]),
+        .target(
+            name: "Commands",
+            dependencies: [
+                "Training", "FineTune", "Inference", "Tools", "Checkpoint", "Configuration", "Model",
+                "Optim", "Distributed", "Tokenizer", "Dataset", "Support", "Kernels",
+            ]),
         .executableTarget(name: "Launcher", dependencies: ["Commands"]),
 
         // MARK: - Tests
@@ -85,9 +98,18 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support", "Tokenizer"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Optim", "Support"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "Configuration", "Model", "Optim", "Distributed", "Support", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Checkpoint", "Configuration", "Model", "Distributed", "Tokenizer", "Support", "TestSupport"]),
-        .testTarget(name: "FineTuneTests", dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
+        .testTarget(
+            name: "CheckpointTests",
+            dependencies: ["Checkpoint", "Configuration", "Model", "Optim", "Distributed", "Support", "TestSupport"]),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: [
+                "Training", "Checkpoint", "Configuration", "Model", "Distributed", "Tokenizer", "Support",
+                "TestSupport",
+            ]),
+        .testTarget(
+            name: "FineTuneTests",
+            dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
         .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim"]),
         // llama-train with the faults the tests inject (a NaN loss, a rank dying mid-checkpoint) set from its
         // own first arguments: the test-only seam, so production code reads no test variables.

@@ -13,21 +13,26 @@ public enum CheckpointReader {
         try manifest.config.validate(file: checkpoint + "/manifest.json")
         let model = try LlamaModel(config: manifest.config.model, purpose: .inference)
         guard model.parameters.count == manifest.parameterCount,
-              CheckpointManifest.layoutHash(model.layout) == manifest.layoutSHA256 else {
-            throw CheckpointError.incompatible(file: checkpoint + "/manifest.json",
-                                               reason: "its parameter count or layout does not match its own model block")
+            CheckpointManifest.layoutHash(model.layout) == manifest.layoutSHA256
+        else {
+            throw CheckpointError.incompatible(
+                file: checkpoint + "/manifest.json",
+                reason: "its parameter count or layout does not match its own model block")
         }
         for shard in manifest.shards {
             try verifyShard(shard, in: checkpoint)
             let path = checkpoint + "/" + shard.file
-            guard let handle = FileHandle(forReadingAtPath: path) else { throw CheckpointError.missingShard(file: path) }
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                throw CheckpointError.missingShard(file: path)
+            }
             defer { try? handle.close() }
             let count = shard.end - shard.start
             guard let data = try handle.read(upToCount: 4 * count), data.count == 4 * count else {
                 throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
             }
             data.withUnsafeBytes { raw in
-                (model.parameters.pointer + shard.start).update(from: raw.bindMemory(to: Float.self).baseAddress!, count: count)
+                (model.parameters.pointer + shard.start).update(
+                    from: raw.bindMemory(to: Float.self).baseAddress!, count: count)
             }
         }
         return (manifest, model)

@@ -1,3 +1,4 @@
+import Configuration
 // CheckpointStore: saving and resuming sharded checkpoints of a stage's models (layout and commit protocol
 // in Manifest.swift).
 //
@@ -7,11 +8,10 @@
 // anywhere skips the checkpoint on all ranks), reads on each rank only the byte ranges of the old shards
 // that overlap its new range, and assembles the full buffers with an allgather: the world size may change.
 import Distributed
-import Configuration
 import Foundation
 import Model
-import Support
 import Optim
+import Support
 
 public enum ResumeMode: Equatable, Sendable {
     case auto, none, path(String)
@@ -55,8 +55,10 @@ public final class CheckpointStore: @unchecked Sendable {
     private var pendingError: Error?
     private let log: (String) -> Void
 
-    public init(directory: String, stage: TrainingStage, keep: Int, background: Bool, world: Communicator,
-                log: @escaping (String) -> Void) throws {
+    public init(
+        directory: String, stage: TrainingStage, keep: Int, background: Bool, world: Communicator,
+        log: @escaping (String) -> Void
+    ) throws {
         self.directory = directory
         self.stage = stage
         self.keep = max(keep, 2)  // never prune to one: a torn newest checkpoint must have a predecessor
@@ -69,7 +71,9 @@ public final class CheckpointStore: @unchecked Sendable {
         do {
             try AtomicFile.checkWritable(directory: directory)
         } catch let error as FileError {
-            throw FileError(path: directory, message: "the checkpoint directory is not writable on rank \(world.rank): \(error.message)")
+            throw FileError(
+                path: directory,
+                message: "the checkpoint directory is not writable on rank \(world.rank): \(error.message)")
         }
     }
 
@@ -84,26 +88,33 @@ public final class CheckpointStore: @unchecked Sendable {
         // Each rank writes the range it owns of every buffer; sharded buffers hold exactly that range, replicated ones all.
         let staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)] = models.enumerated().map { i, entry in
             let state = entry.state
-            let range = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: entry.model.layout.count)
+            let range = CheckpointManifest.range(
+                rank: world.rank, worldSize: world.size, count: entry.model.layout.count)
             let buffer = FloatBuffer(count: state.count * range.count)
             for (section, (source, held)) in state.enumerated() {
-                precondition(held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound, "rank \(world.rank) does not hold its own range")
-                (buffer.pointer + section * range.count).update(from: source.pointer + (range.lowerBound - held.lowerBound), count: range.count)
+                precondition(
+                    held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound,
+                    "rank \(world.rank) does not hold its own range")
+                (buffer.pointer + section * range.count).update(
+                    from: source.pointer + (range.lowerBound - held.lowerBound), count: range.count)
             }
             return (i == 0 ? "" : entry.name + "-", range, buffer)
         }
         let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
         let primary = models[0]
         var template = CheckpointManifest(
-            stage: stage, step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: primary.optimizer?.step ?? 0, worldSize: world.size,
-            parameterCount: primary.model.layout.count, layoutSHA256: CheckpointManifest.layoutHash(primary.model.layout), seed: config.train.seed,
+            stage: stage, step: step, tokensSeen: tokensSeen, nextBatch: step, adamStep: primary.optimizer?.step ?? 0,
+            worldSize: world.size,
+            parameterCount: primary.model.layout.count,
+            layoutSHA256: CheckpointManifest.layoutHash(primary.model.layout), seed: config.train.seed,
             config: config, shards: [], savedAt: ISO8601DateFormatter().string(from: Date()))
         if models.count > 1 {
             template.modelName = primary.name
             template.models = models.dropFirst().map {
-                .init(name: $0.name, model: $0.model.config, parameterCount: $0.model.layout.count,
-                      layoutSHA256: CheckpointManifest.layoutHash($0.model.layout), adamStep: $0.optimizer?.step,
-                      sections: $0.state.count, shards: [])
+                .init(
+                    name: $0.name, model: $0.model.config, parameterCount: $0.model.layout.count,
+                    layoutSHA256: CheckpointManifest.layoutHash($0.model.layout), adamStep: $0.optimizer?.step,
+                    sections: $0.state.count, shards: [])
             }
         }
         let bytes = staged.reduce(0) { $0 + $1.buffer.byteCount }
@@ -113,9 +124,13 @@ public final class CheckpointStore: @unchecked Sendable {
             let t0 = Date()
             try self.commit(staged: staged, checkpoint: checkpoint, manifest: manifest)
             if self.world.isRoot {
-                self.log(String(format: "checkpoint %@ committed: %.1f MB per rank written in %.2f s%@, training stalled %.0f ms",
-                                checkpoint, Double(bytes) / 1e6, Date().timeIntervalSince(t0),
-                                self.background ? " in the background" : "", (self.background ? stall : Date().timeIntervalSince(start)) * 1e3))
+                self.log(
+                    String(
+                        format:
+                            "checkpoint %@ committed: %.1f MB per rank written in %.2f s%@, training stalled %.0f ms",
+                        checkpoint, Double(bytes) / 1e6, Date().timeIntervalSince(t0),
+                        self.background ? " in the background" : "",
+                        (self.background ? stall : Date().timeIntervalSince(start)) * 1e3))
             }
         }
         guard background else {
@@ -152,8 +167,10 @@ public final class CheckpointStore: @unchecked Sendable {
         if let error { throw error }
     }
 
-    private func commit(staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)], checkpoint: String,
-                        manifest template: CheckpointManifest) throws {
+    private func commit(
+        staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)], checkpoint: String,
+        manifest template: CheckpointManifest
+    ) throws {
         try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
         var words: [Int32] = []
         for (prefix, _, buffer) in staged {
@@ -174,14 +191,17 @@ public final class CheckpointStore: @unchecked Sendable {
         func shards(_ model: Int, prefix: String, count: Int, sections: Int) -> [CheckpointManifest.Shard] {
             (0..<world.size).map { rank in
                 let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: count)
-                return .init(file: prefix + CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank, start: r.lowerBound,
-                             end: r.upperBound, bytes: 4 * sections * r.count, sha256: hash(rank, model))
+                return .init(
+                    file: prefix + CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank,
+                    start: r.lowerBound,
+                    end: r.upperBound, bytes: 4 * sections * r.count, sha256: hash(rank, model))
             }
         }
         var manifest = template
         manifest.shards = shards(0, prefix: "", count: template.parameterCount, sections: 3)
         for (i, extra) in (template.models ?? []).enumerated() {
-            manifest.models![i].shards = shards(i + 1, prefix: staged[i + 1].prefix, count: extra.parameterCount, sections: extra.sections)
+            manifest.models![i].shards = shards(
+                i + 1, prefix: staged[i + 1].prefix, count: extra.parameterCount, sections: extra.sections)
         }
         try AtomicFile.write(try manifest.sealed(), to: checkpoint + "/manifest.json")
         prune(committed: checkpoint, step: manifest.step)
@@ -199,8 +219,10 @@ public final class CheckpointStore: @unchecked Sendable {
             try? FileManager.default.removeItem(atPath: old)
         }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasPrefix("step-") && (Int(name.dropFirst(5)) ?? Int.max) < step
-            && !FileManager.default.fileExists(atPath: "\(directory)/\(name)/manifest.json") {
+        for name in names
+        where name.hasPrefix("step-") && (Int(name.dropFirst(5)) ?? Int.max) < step
+            && !FileManager.default.fileExists(atPath: "\(directory)/\(name)/manifest.json")
+        {
             try? FileManager.default.removeItem(atPath: "\(directory)/\(name)")
         }
     }
@@ -212,12 +234,16 @@ public final class CheckpointStore: @unchecked Sendable {
         if world.isRoot {
             let stamp = Int(Date().timeIntervalSince1970)
             for checkpoint in committedCheckpoints(in: directory) {
-                let theirs = (try? readManifest(checkpoint).step) ?? Int(((checkpoint as NSString).lastPathComponent).dropFirst(5)) ?? Int.max
+                let theirs =
+                    (try? readManifest(checkpoint).step) ?? Int(
+                        ((checkpoint as NSString).lastPathComponent).dropFirst(5)) ?? Int.max
                 guard step.map({ theirs > $0 }) ?? true else { continue }
                 let name = (checkpoint as NSString).lastPathComponent
                 let aside = "\(directory)/abandoned-\(stamp)-\(name)"
                 try FileManager.default.moveItem(atPath: checkpoint, toPath: aside)
-                log("set aside \(checkpoint) as \(aside): this run continues from \(step.map { "step \($0)" } ?? "a fresh start"), so --resume auto must not return to it")
+                log(
+                    "set aside \(checkpoint) as \(aside): this run continues from \(step.map { "step \($0)" } ?? "a fresh start"), so --resume auto must not return to it"
+                )
             }
         }
         try world.barrier()
@@ -227,13 +253,16 @@ public final class CheckpointStore: @unchecked Sendable {
 
     /// Loads the checkpoint `mode` selects into the model and optimizer; nil when starting fresh. Newer
     /// checkpoints than the one resumed (all, when starting fresh) are then set aside, said in the log.
-    public func resume(_ mode: ResumeMode, models: [CheckpointedModel], config: RunConfig) throws -> CheckpointManifest? {
+    public func resume(_ mode: ResumeMode, models: [CheckpointedModel], config: RunConfig) throws -> CheckpointManifest?
+    {
         let manifest = try select(mode, models: models, config: config)
         try setAsideNewerThan(manifest?.step)
         return manifest
     }
 
-    private func select(_ mode: ResumeMode, models: [CheckpointedModel], config: RunConfig) throws -> CheckpointManifest? {
+    private func select(
+        _ mode: ResumeMode, models: [CheckpointedModel], config: RunConfig
+    ) throws -> CheckpointManifest? {
         let candidates: [String]
         switch mode {
         case .none: return nil
@@ -256,15 +285,21 @@ public final class CheckpointStore: @unchecked Sendable {
                 if try world.allreduceSum(failures) > 0 {
                     throw CheckpointError.verificationFailed(checkpoint: checkpoint)
                 }
-                try load(manifest.shards, count: manifest.parameterCount, sections: 3, from: checkpoint, into: models[0])
+                try load(
+                    manifest.shards, count: manifest.parameterCount, sections: 3, from: checkpoint, into: models[0])
                 models[0].optimizer?.step = manifest.adamStep
                 for (entry, extra) in zip(models.dropFirst(), manifest.models ?? []) {
-                    try load(extra.shards, count: extra.parameterCount, sections: extra.sections, from: checkpoint, into: entry)
+                    try load(
+                        extra.shards, count: extra.parameterCount, sections: extra.sections, from: checkpoint,
+                        into: entry)
                     if let step = extra.adamStep { entry.optimizer?.step = step }
                 }
                 if world.isRoot {
-                    log(String(format: "resumed from %@ (step %d, saved on %d rank(s), now %d), verified and loaded in %.2f s",
-                               checkpoint, manifest.step, manifest.worldSize, world.size, Date().timeIntervalSince(start)))
+                    log(
+                        String(
+                            format:
+                                "resumed from %@ (step %d, saved on %d rank(s), now %d), verified and loaded in %.2f s",
+                            checkpoint, manifest.step, manifest.worldSize, world.size, Date().timeIntervalSince(start)))
                 }
                 return manifest
             } catch let error as CheckpointError {
@@ -274,44 +309,69 @@ public final class CheckpointStore: @unchecked Sendable {
             }
         }
         if mode == .auto && world.isRoot {
-            log(candidates.isEmpty ? "no checkpoint in \(directory): starting fresh" : "no checkpoint in \(directory) verifies: starting fresh")
+            log(
+                candidates.isEmpty
+                    ? "no checkpoint in \(directory): starting fresh"
+                    : "no checkpoint in \(directory) verifies: starting fresh")
         }
         return nil
     }
 
-    private func checkCompatible(_ m: CheckpointManifest, checkpoint: String, models: [CheckpointedModel], config: RunConfig) throws {
+    private func checkCompatible(
+        _ m: CheckpointManifest, checkpoint: String, models: [CheckpointedModel], config: RunConfig
+    ) throws {
         let model = models[0].model
-        func refuse(_ reason: String) -> CheckpointError { .incompatible(file: checkpoint + "/manifest.json", reason: reason) }
+        func refuse(_ reason: String) -> CheckpointError {
+            .incompatible(file: checkpoint + "/manifest.json", reason: reason)
+        }
         guard m.stage == stage else {
-            throw refuse("it holds a \(m.stage.rawValue) run's checkpoint and this is \(stage.rawValue): give \(stage.rawValue) its own --checkpoint-dir, and start from this checkpoint with finetune.init_from")
+            throw refuse(
+                "it holds a \(m.stage.rawValue) run's checkpoint and this is \(stage.rawValue): give \(stage.rawValue) its own --checkpoint-dir, and start from this checkpoint with finetune.init_from"
+            )
         }
         guard m.parameterCount == model.layout.count, m.layoutSHA256 == CheckpointManifest.layoutHash(model.layout),
-              m.config.model == config.model
-        else { throw refuse("it holds another model (\(m.parameterCount) parameters); the config's model block must match") }
-        guard m.config.train.globalBatchTokens == config.train.globalBatchTokens, m.config.train.seqLen == config.train.seqLen,
-              m.config.train.seed == config.train.seed
-        else { throw refuse("global_batch_tokens, seq_len and seed must stay the same for the data to continue where it stopped") }
+            m.config.model == config.model
+        else {
+            throw refuse("it holds another model (\(m.parameterCount) parameters); the config's model block must match")
+        }
+        guard m.config.train.globalBatchTokens == config.train.globalBatchTokens,
+            m.config.train.seqLen == config.train.seqLen,
+            m.config.train.seed == config.train.seed
+        else {
+            throw refuse(
+                "global_batch_tokens, seq_len and seed must stay the same for the data to continue where it stopped")
+        }
         let saved = (m.models ?? []).map(\.name), wanted = models.dropFirst().map(\.name)
         guard saved == wanted else {
-            throw refuse("it holds the models \([m.modelName ?? "model"] + saved) and this stage has \(models.map(\.name))")
+            throw refuse(
+                "it holds the models \([m.modelName ?? "model"] + saved) and this stage has \(models.map(\.name))")
         }
         for (entry, extra) in zip(models.dropFirst(), m.models ?? []) {
-            guard extra.parameterCount == entry.model.layout.count, extra.layoutSHA256 == CheckpointManifest.layoutHash(entry.model.layout),
-                  extra.model == entry.model.config, extra.sections == entry.state.count
-            else { throw refuse("its model \(extra.name) is another model (\(extra.parameterCount) parameters, \(extra.sections == 3 ? "trained" : "frozen")) than this stage's") }
+            guard extra.parameterCount == entry.model.layout.count,
+                extra.layoutSHA256 == CheckpointManifest.layoutHash(entry.model.layout),
+                extra.model == entry.model.config, extra.sections == entry.state.count
+            else {
+                throw refuse(
+                    "its model \(extra.name) is another model (\(extra.parameterCount) parameters, \(extra.sections == 3 ? "trained" : "frozen")) than this stage's"
+                )
+            }
         }
     }
 
     /// Reads this rank's new range of each of a model's buffers from the old shards that overlap it, then
     /// allgathers the buffers this rank holds whole.
-    private func load(_ shards: [CheckpointManifest.Shard], count: Int, sections: Int, from checkpoint: String,
-                      into entry: CheckpointedModel) throws {
+    private func load(
+        _ shards: [CheckpointManifest.Shard], count: Int, sections: Int, from checkpoint: String,
+        into entry: CheckpointedModel
+    ) throws {
         let per = (count + world.size - 1) / world.size
         let mine = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
         let slices = (0..<sections).map { _ in FloatBuffer(count: per) }
         for shard in shards where shard.start < mine.upperBound && shard.end > mine.lowerBound {
             let path = checkpoint + "/" + shard.file
-            guard let handle = FileHandle(forReadingAtPath: path) else { throw CheckpointError.missingShard(file: path) }
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                throw CheckpointError.missingShard(file: path)
+            }
             defer { try? handle.close() }
             let overlap = max(shard.start, mine.lowerBound)..<min(shard.end, mine.upperBound)
             let length = shard.end - shard.start
@@ -321,7 +381,8 @@ public final class CheckpointStore: @unchecked Sendable {
                     throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
                 }
                 data.withUnsafeBytes { raw in
-                    (slice.pointer + (overlap.lowerBound - mine.lowerBound)).update(from: raw.bindMemory(to: Float.self).baseAddress!, count: overlap.count)
+                    (slice.pointer + (overlap.lowerBound - mine.lowerBound)).update(
+                        from: raw.bindMemory(to: Float.self).baseAddress!, count: overlap.count)
                 }
             }
         }

@@ -31,7 +31,9 @@ public struct CheckpointManifest: Codable, Sendable {
         public var sha256: String
 
         public init(file: String, rank: Int, start: Int, end: Int, bytes: Int, sha256: String) {
-            (self.file, self.rank, self.start, self.end, self.bytes, self.sha256) = (file, rank, start, end, bytes, sha256)
+            (self.file, self.rank, self.start, self.end, self.bytes, self.sha256) = (
+                file, rank, start, end, bytes, sha256
+            )
         }
     }
 
@@ -47,9 +49,13 @@ public struct CheckpointManifest: Codable, Sendable {
         public var sections: Int
         public var shards: [Shard]
 
-        public init(name: String, model: LlamaConfig, parameterCount: Int, layoutSHA256: String, adamStep: Int?, sections: Int,
-                    shards: [Shard]) {
-            (self.name, self.model, self.parameterCount, self.layoutSHA256) = (name, model, parameterCount, layoutSHA256)
+        public init(
+            name: String, model: LlamaConfig, parameterCount: Int, layoutSHA256: String, adamStep: Int?, sections: Int,
+            shards: [Shard]
+        ) {
+            (self.name, self.model, self.parameterCount, self.layoutSHA256) = (
+                name, model, parameterCount, layoutSHA256
+            )
             (self.adamStep, self.sections, self.shards) = (adamStep, sections, shards)
         }
 
@@ -88,14 +94,22 @@ public struct CheckpointManifest: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", stage, step, tokensSeen = "tokens_seen", nextBatch = "next_batch"
         case adamStep = "adam_step", worldSize = "world_size", parameterCount = "parameter_count"
-        case layoutSHA256 = "layout_sha256", seed, config, shards, savedAt = "saved_at", manifestSHA256 = "manifest_sha256"
+        case layoutSHA256 = "layout_sha256", seed, config, shards, savedAt = "saved_at", manifestSHA256 =
+            "manifest_sha256"
         case modelName = "model_name", models
     }
 
-    public init(stage: TrainingStage, step: Int, tokensSeen: Int, nextBatch: Int, adamStep: Int, worldSize: Int, parameterCount: Int,
-                layoutSHA256: String, seed: UInt64, config: RunConfig, shards: [Shard], savedAt: String) {
-        (self.stage, self.step, self.tokensSeen, self.nextBatch, self.adamStep) = (stage, step, tokensSeen, nextBatch, adamStep)
-        (self.worldSize, self.parameterCount, self.layoutSHA256, self.seed) = (worldSize, parameterCount, layoutSHA256, seed)
+    public init(
+        stage: TrainingStage, step: Int, tokensSeen: Int, nextBatch: Int, adamStep: Int, worldSize: Int,
+        parameterCount: Int,
+        layoutSHA256: String, seed: UInt64, config: RunConfig, shards: [Shard], savedAt: String
+    ) {
+        (self.stage, self.step, self.tokensSeen, self.nextBatch, self.adamStep) = (
+            stage, step, tokensSeen, nextBatch, adamStep
+        )
+        (self.worldSize, self.parameterCount, self.layoutSHA256, self.seed) = (
+            worldSize, parameterCount, layoutSHA256, seed
+        )
         (self.config, self.shards, self.savedAt, self.manifestSHA256) = (config, shards, savedAt, "")
     }
 
@@ -130,7 +144,9 @@ public struct CheckpointManifest: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let blank = try encoder.encode(copy)
-        guard let field = blank.range(of: Self.emptyChecksumField) else { throw CheckpointError.unreadableManifest(file: "-", reason: "cannot seal") }
+        guard let field = blank.range(of: Self.emptyChecksumField) else {
+            throw CheckpointError.unreadableManifest(file: "-", reason: "cannot seal")
+        }
         var sealed = blank
         sealed.replaceSubrange(field, with: Data(#""manifest_sha256" : "\#(SHA256.hex(Array(blank)))""#.utf8))
         return sealed
@@ -148,7 +164,9 @@ public struct CheckpointManifest: Codable, Sendable {
     public func validate(file: String) throws {
         func bad(_ reason: String) -> CheckpointError { .unreadableManifest(file: file, reason: reason) }
         guard (1...CheckpointManifest.currentFormat).contains(formatVersion) else {
-            throw CheckpointError.incompatible(file: file, reason: "format version \(formatVersion); this build reads 1 to \(CheckpointManifest.currentFormat)")
+            throw CheckpointError.incompatible(
+                file: file,
+                reason: "format version \(formatVersion); this build reads 1 to \(CheckpointManifest.currentFormat)")
         }
         guard step >= 0, step <= 1 << 40 else { throw bad("step \(step) is outside 0...2^40") }
         guard nextBatch == step else { throw bad("next_batch \(nextBatch) differs from step \(step)") }
@@ -157,28 +175,46 @@ public struct CheckpointManifest: Codable, Sendable {
         guard worldSize >= 1, worldSize <= 1 << 24, shards.count == worldSize else {
             throw bad("world_size \(worldSize) with \(shards.count) shard entries")
         }
-        guard parameterCount >= 1, parameterCount <= 1 << 42 else { throw bad("parameter_count \(parameterCount) is outside 1...2^42") }
+        guard parameterCount >= 1, parameterCount <= 1 << 42 else {
+            throw bad("parameter_count \(parameterCount) is outside 1...2^42")
+        }
         try Self.validate(shards: shards, prefix: "", sections: 3, count: parameterCount, worldSize: worldSize, bad)
         for extra in models ?? [] {
-            guard Self.isModelName(extra.name), extra.name != (modelName ?? "model") else { throw bad("model name '\(extra.name)' is not a name") }
-            guard extra.parameterCount >= 1, extra.parameterCount <= 1 << 42, extra.sections == 1 || extra.sections == 3,
-                  (extra.adamStep == nil) == (extra.sections == 1), (extra.adamStep ?? 0) >= 0, (extra.adamStep ?? 0) <= step
-            else { throw bad("model \(extra.name): parameter_count \(extra.parameterCount), \(extra.sections) sections, adam_step \(extra.adamStep.map(String.init) ?? "none")") }
-            try Self.validate(shards: extra.shards, prefix: extra.name + "-", sections: extra.sections, count: extra.parameterCount,
-                              worldSize: worldSize, bad)
+            guard Self.isModelName(extra.name), extra.name != (modelName ?? "model") else {
+                throw bad("model name '\(extra.name)' is not a name")
+            }
+            guard extra.parameterCount >= 1, extra.parameterCount <= 1 << 42,
+                extra.sections == 1 || extra.sections == 3,
+                (extra.adamStep == nil) == (extra.sections == 1), (extra.adamStep ?? 0) >= 0,
+                (extra.adamStep ?? 0) <= step
+            else {
+                throw bad(
+                    "model \(extra.name): parameter_count \(extra.parameterCount), \(extra.sections) sections, adam_step \(extra.adamStep.map(String.init) ?? "none")"
+                )
+            }
+            try Self.validate(
+                shards: extra.shards, prefix: extra.name + "-", sections: extra.sections, count: extra.parameterCount,
+                worldSize: worldSize, bad)
         }
-        if let models { guard Set(models.map(\.name)).count == models.count else { throw bad("a model is listed twice") } }
+        if let models {
+            guard Set(models.map(\.name)).count == models.count else { throw bad("a model is listed twice") }
+        }
     }
 
     /// A model name, safe as a file name prefix: lower-case letters, digits, '_' and '-'.
     public static func isModelName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 64 && name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "_" || $0 == "-" }
+        !name.isEmpty && name.count <= 64
+            && name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "_" || $0 == "-" }
     }
 
     /// Shard entry r must be rank r's file, covering its range in `sections` float sections, with a SHA-256.
-    static func validate(shards: [Shard], prefix: String, sections: Int, count: Int, worldSize: Int,
-                         _ bad: (String) -> CheckpointError) throws {
-        guard shards.count == worldSize else { throw bad("\(prefix)shards: \(shards.count) entries for world_size \(worldSize)") }
+    static func validate(
+        shards: [Shard], prefix: String, sections: Int, count: Int, worldSize: Int,
+        _ bad: (String) -> CheckpointError
+    ) throws {
+        guard shards.count == worldSize else {
+            throw bad("\(prefix)shards: \(shards.count) entries for world_size \(worldSize)")
+        }
         for (rank, shard) in shards.enumerated() {
             let expected = CheckpointManifest.range(rank: rank, worldSize: worldSize, count: count)
             let name = prefix + CheckpointManifest.shardName(rank: rank, worldSize: worldSize)
@@ -187,9 +223,13 @@ public struct CheckpointManifest: Codable, Sendable {
             }
             let bytes = 4 * sections * expected.count
             guard shard.start == expected.lowerBound, shard.end == expected.upperBound, shard.bytes == bytes else {
-                throw bad("shard \(shard.file) covers [\(shard.start), \(shard.end)) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns [\(expected.lowerBound), \(expected.upperBound)) in \(bytes)")
+                throw bad(
+                    "shard \(shard.file) covers [\(shard.start), \(shard.end)) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns [\(expected.lowerBound), \(expected.upperBound)) in \(bytes)"
+                )
             }
-            guard shard.sha256.count == 64, shard.sha256.allSatisfy(\.isHexDigit) else { throw bad("shard \(shard.file) has no SHA-256") }
+            guard shard.sha256.count == 64, shard.sha256.allSatisfy(\.isHexDigit) else {
+                throw bad("shard \(shard.file) has no SHA-256")
+            }
         }
     }
 
@@ -237,14 +277,22 @@ public enum CheckpointError: Error, CustomStringConvertible {
 /// step; a manifest that does not parse sorts by its directory name's step, so a resume can report it.
 public func committedCheckpoints(in directory: String) -> [String] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    let committed = names.filter { $0.hasPrefix("step-") && FileManager.default.fileExists(atPath: "\(directory)/\($0)/manifest.json") }
-    func step(_ name: String) -> Int { (try? readManifest("\(directory)/\(name)").step) ?? Int(name.dropFirst(5)) ?? -1 }
-    return committed.map { (step($0), $0) }.sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 > $1.1 }.map { "\(directory)/\($0.1)" }
+    let committed = names.filter {
+        $0.hasPrefix("step-") && FileManager.default.fileExists(atPath: "\(directory)/\($0)/manifest.json")
+    }
+    func step(_ name: String) -> Int {
+        (try? readManifest("\(directory)/\(name)").step) ?? Int(name.dropFirst(5)) ?? -1
+    }
+    return committed.map { (step($0), $0) }.sorted { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 > $1.1 }.map {
+        "\(directory)/\($0.1)"
+    }
 }
 
 public func readManifest(_ checkpoint: String) throws -> CheckpointManifest {
     let path = checkpoint + "/manifest.json"
-    guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError.missingManifest(directory: checkpoint) }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CheckpointError.missingManifest(directory: checkpoint)
+    }
     let manifest: CheckpointManifest
     do {
         manifest = try JSONDecoder().decode(CheckpointManifest.self, from: data)
@@ -256,7 +304,11 @@ public func readManifest(_ checkpoint: String) throws -> CheckpointManifest {
     if manifest.formatVersion >= 2 {
         let actual = CheckpointManifest.bytesHash(data, stated: manifest.manifestSHA256)
         guard actual == manifest.manifestSHA256 else {
-            throw CheckpointError.unreadableManifest(file: path, reason: "manifest_sha256 is \(manifest.manifestSHA256), the file hashes to \(actual ?? "nothing (no checksum field)"): the manifest was edited or damaged")
+            throw CheckpointError.unreadableManifest(
+                file: path,
+                reason:
+                    "manifest_sha256 is \(manifest.manifestSHA256), the file hashes to \(actual ?? "nothing (no checksum field)"): the manifest was edited or damaged"
+            )
         }
     }
     try manifest.validate(file: path)
@@ -269,7 +321,11 @@ public func verifyShard(_ shard: CheckpointManifest.Shard, in checkpoint: String
     guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
         throw CheckpointError.missingShard(file: path)
     }
-    guard data.count == shard.bytes else { throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: data.count) }
+    guard data.count == shard.bytes else {
+        throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: data.count)
+    }
     let actual = data.withUnsafeBytes { SHA256.hex($0) }
-    guard actual == shard.sha256 else { throw CheckpointError.checksumMismatch(file: path, expected: shard.sha256, actual: actual) }
+    guard actual == shard.sha256 else {
+        throw CheckpointError.checksumMismatch(file: path, expected: shard.sha256, actual: actual)
+    }
 }

@@ -1,4 +1,3 @@
-
 // The command line, table-driven: each command declares a `CommandSpec` (its flags with their kinds, ranges,
 // defaults and help), and that one table generates the usage text, `llama-train CMD --help`, and the typed
 // parsing. A value is checked when it is parsed, so `--micro-batch 0` or `--bucket-mb nan` never reach the
@@ -42,8 +41,10 @@ struct Flag: Sendable {
     /// The help line's tail: what the value accepts and the default.
     let note: String
 
-    init(_ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false,
-         default defaultValue: String? = nil, _ help: String) {
+    init(
+        _ name: String, _ kind: Kind, _ placeholder: String = "", required: Bool = false,
+        default defaultValue: String? = nil, _ help: String
+    ) {
         precondition(defaultValue.map(kind.admits(argument:)) ?? true, "--\(name)'s default is outside its kind")
         self.name = name
         self.kind = kind
@@ -109,7 +110,10 @@ struct CommandSpec: Sendable {
         if !flags.isEmpty { lines += ["", "flags:"] }
         for flag in flags {
             let left = "  " + flag.usage.trimmingCharacters(in: ["[", "]"])
-            let pad = left.count < width + 2 ? String(repeating: " ", count: width + 2 - left.count) : "\n" + String(repeating: " ", count: width + 2)
+            let pad =
+                left.count < width + 2
+                ? String(repeating: " ", count: width + 2 - left.count)
+                : "\n" + String(repeating: " ", count: width + 2)
             lines.append(left + pad + flag.help + flag.note)
         }
         return lines.joined(separator: "\n")
@@ -139,11 +143,15 @@ struct Arguments: Sendable {
             }
             guard let flag = byName[name] else {
                 let near = spec.flags.map(\.name).filter { $0.hasPrefix(String(name.prefix(3))) }
-                throw usage("unknown flag --\(name)" + (near.isEmpty ? "" : "; did you mean --\(near.joined(separator: ", --"))?"))
+                throw usage(
+                    "unknown flag --\(name)"
+                        + (near.isEmpty ? "" : "; did you mean --\(near.joined(separator: ", --"))?"))
             }
             switch flag.kind {
             case .toggle:
-                guard inline == nil else { throw usage("--\(name) is a switch and takes no value: write --\(name) alone") }
+                guard inline == nil else {
+                    throw usage("--\(name) is a switch and takes no value: write --\(name) alone")
+                }
                 toggles.insert(name)
             case .list:
                 if let inline { values[name, default: []].append(inline) }
@@ -179,7 +187,8 @@ struct Arguments: Sendable {
     }
 
     private func declared(_ name: String) {
-        precondition(spec.flags.contains { $0.name == name }, "\(spec.name) reads --\(name), which its spec does not declare")
+        precondition(
+            spec.flags.contains { $0.name == name }, "\(spec.name) reads --\(name), which its spec does not declare")
     }
 
     /// The value given on the command line; nil when absent (the flag's default is not consulted, so this
@@ -244,8 +253,9 @@ struct Arguments: Sendable {
             let given: String? = setting.kind == .toggle ? (toggles.contains(name) ? "true" : nil) : values[name]?.last
             guard let given else { continue }
             // Checked against the same kind when parsed, so a refusal here is a programmer error.
-            precondition(setting.apply(argument: given, to: &root),
-                         "--\(name) '\(given)' passed parsing but not its setting")
+            precondition(
+                setting.apply(argument: given, to: &root),
+                "--\(name) '\(given)' passed parsing but not its setting")
         }
     }
 

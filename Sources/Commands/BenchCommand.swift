@@ -14,20 +14,25 @@ enum BenchCommand {
         name: "bench",
         summary: "time full training steps (forward, backward, clip, AdamW) on random tokens; the last line is JSON",
         flags: [
-            Flag("config", .text, "FILE", "the run config whose model and micro-batch to time (required without --attention)"),
+            Flag(
+                "config", .text, "FILE",
+                "the run config whose model and micro-batch to time (required without --attention)"),
             Flag(TrainOptions.settings.setting(\.threads)),
-            Flag("steps", .int(min: 1, max: 1_000_000), "K", default: "5",
-                 "timed steps (--attention: repeats, 3 if not given)"),
+            Flag(
+                "steps", .int(min: 1, max: 1_000_000), "K", default: "5",
+                "timed steps (--attention: repeats, 3 if not given)"),
             Flag("warmup", .int(min: 0, max: 1_000_000), "W", default: "2", "untimed steps first"),
             Flag("quiet", .toggle, "print only the summary"),
             Flag("recompute", .choice(Recompute.allCases.map(\.rawValue)), "", "override the config's train.recompute"),
-            Flag("precision", .choice(Precision.allCases.map(\.rawValue)), "", default: "fp32",
-                 "matmul precision (fp32 here whatever the CPU; bf16 runs oneDNN)"),
+            Flag(
+                "precision", .choice(Precision.allCases.map(\.rawValue)), "", default: "fp32",
+                "matmul precision (fp32 here whatever the CPU; bf16 runs oneDNN)"),
             Flag("attention", .toggle, "time attention alone: flash for each --tiles against the materialised kernel"),
             Flag("seq", .int(min: 1, max: 1 << 20), "T", default: "2048", "--attention: tokens"),
             Flag("heads", .int(min: 1, max: 1024), "H", default: "8", "--attention: query heads"),
-            Flag("kv-heads", .int(min: 1, max: 1024), "G",
-                 "--attention: key/value heads (as many as --heads if not given)"),
+            Flag(
+                "kv-heads", .int(min: 1, max: 1024), "G",
+                "--attention: key/value heads (as many as --heads if not given)"),
             Flag("head-dim", .int(min: 1, max: 1024), "D", default: "64", "--attention: head dimension"),
             Flag("tiles", .list, "QxK", default: "32x32 64x64 128x128 64x128 128x64", "--attention: tile sizes to try"),
         ],
@@ -45,12 +50,18 @@ enum BenchCommand {
         try config.checkFitsInMemory(file: path)
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         let precision = Precision(rawValue: args.string(declared: "precision"))!
-        let r = try Benchmark.run(config: config, name: name, threads: threads, precision: precision, steps: steps, warmup: warmup,
-                                  log: { if !quiet { print($0) } })
+        let r = try Benchmark.run(
+            config: config, name: name, threads: threads, precision: precision, steps: steps, warmup: warmup,
+            log: { if !quiet { print($0) } })
         print("")
-        print("bench \(name): \(r.parameters) parameters, \(r.tokensPerStep) tokens/step, \(threads) thread(s), median of \(steps) steps")
+        print(
+            "bench \(name): \(r.parameters) parameters, \(r.tokensPerStep) tokens/step, \(threads) thread(s), median of \(steps) steps"
+        )
         let rows: [(String, String)] = [
-            ("step (median)", String(format: "%.1f ms  [min %.1f, max %.1f]", r.stepMsMedian, r.stepMsMin, r.stepMsMax)),
+            (
+                "step (median)",
+                String(format: "%.1f ms  [min %.1f, max %.1f]", r.stepMsMedian, r.stepMsMin, r.stepMsMax)
+            ),
             ("  forward", String(format: "%.1f ms", r.forwardMsMedian)),
             ("  backward", String(format: "%.1f ms", r.backwardMsMedian)),
             ("  clip + AdamW", String(format: "%.1f ms", r.optimizerMsMedian)),
@@ -85,8 +96,11 @@ enum BenchCommand {
         let results = AttentionBenchmark.run(B: 1, T: T, H: H, G: G, D: D, tiles: tiles, repeats: repeats)
         print("attention B 1, T \(T), H \(H), G \(G), D \(D), one thread: forward + backward, median of \(repeats)")
         for r in results {
-            print(String(format: "  %@ %4d x %-4d  forward %8.1f ms  backward %8.1f ms  %6.1f GFLOP/s (causal half)",
-                         r.kernel.padding(toLength: 12, withPad: " ", startingAt: 0), r.queryTile, r.keyTile, r.forwardMs, r.backwardMs, r.gflops))
+            print(
+                String(
+                    format: "  %@ %4d x %-4d  forward %8.1f ms  backward %8.1f ms  %6.1f GFLOP/s (causal half)",
+                    r.kernel.padding(toLength: 12, withPad: " ", startingAt: 0), r.queryTile, r.keyTile, r.forwardMs,
+                    r.backwardMs, r.gflops))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

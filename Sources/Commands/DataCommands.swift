@@ -29,14 +29,16 @@ enum TemplateFlags {
 enum DataCommands {
     static let formatSpec = CommandSpec(
         name: "format",
-        summary: "JSON Lines of any fine-tuning format on stdin to {\"ids\", \"mask\"} on stdout, as training sees them",
+        summary:
+            "JSON Lines of any fine-tuning format on stdin to {\"ids\", \"mask\"} on stdout, as training sees them",
         flags: [
-            Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model"),
+            Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model")
         ] + TemplateFlags.flags,
         run: format)
     static let statsSpec = CommandSpec(
         name: "data stats",
-        summary: "a preference file's Table 26 statistics (Llama 2): comparisons, turns, tokens per example, prompt and response",
+        summary:
+            "a preference file's Table 26 statistics (Llama 2): comparisons, turns, tokens per example, prompt and response",
         flags: [
             Flag("data", .text, "FILE.jsonl", required: true, "preference pairs in any supported format"),
             Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model"),
@@ -53,13 +55,16 @@ enum DataCommands {
         let template = try template(args)
         var n = 0
         func emit(_ object: [String: Any]) throws {
-            FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
+            FileHandle.standardOutput.write(
+                try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
         }
         while let line = readLine() {
             n += 1
             if line.allSatisfy(\.isWhitespace) { continue }
             guard let o = JSONLines.object(line), let format = DialogueData.format(of: o) else {
-                throw UsageError("standard input line \(n): not an SFT example or preference pair of a supported format", command: "format")
+                throw UsageError(
+                    "standard input line \(n): not an SFT example or preference pair of a supported format",
+                    command: "format")
             }
             switch try DialogueData.example(o, format) {
             case let .dialogue(d):
@@ -68,8 +73,11 @@ enum DataCommands {
             case let .preference(chosen, rejected, rating):
                 for (side, d) in [("chosen", chosen), ("rejected", rejected)] {
                     let ids = template.encode(d).tokens
-                    try emit(["ids": ids.map(Int.init), "mask": ids.indices.map { $0 == ids.count - 1 ? 1 : 0 }, "line": n, "side": side,
-                              "rating": rating.label])
+                    try emit([
+                        "ids": ids.map(Int.init), "mask": ids.indices.map { $0 == ids.count - 1 ? 1 : 0 }, "line": n,
+                        "side": side,
+                        "rating": rating.label,
+                    ])
                 }
             }
         }
@@ -95,11 +103,16 @@ enum DataCommands {
             }
         }
         let c = Double(max(count, 1))
-        let row: [String: Any] = ["file": path, "format": format.rawValue, "template": template.kind.rawValue, "comparisons": count,
-                                  "avg_turns_per_dialogue": turns / c, "avg_tokens_per_example": example / c,
-                                  "avg_tokens_in_prompt": prompt / c, "avg_tokens_in_response": response / c]
+        let row: [String: Any] = [
+            "file": path, "format": format.rawValue, "template": template.kind.rawValue, "comparisons": count,
+            "avg_turns_per_dialogue": turns / c, "avg_tokens_per_example": example / c,
+            "avg_tokens_in_prompt": prompt / c, "avg_tokens_in_response": response / c,
+        ]
         print("comparisons  turns/dialogue  tokens/example  tokens in prompt  tokens in response")
-        print(String(format: "%11d  %14.1f  %14.1f  %16.1f  %18.1f", count, turns / c, example / c, prompt / c, response / c))
+        print(
+            String(
+                format: "%11d  %14.1f  %14.1f  %16.1f  %18.1f", count, turns / c, example / c, prompt / c, response / c)
+        )
         print(String(decoding: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), as: UTF8.self))
     }
 }

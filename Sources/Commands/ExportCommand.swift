@@ -25,7 +25,8 @@ enum ExportCommand {
         try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: out)
         if let tokenizer = manifest.config.train.tokenizer {
             guard let bytes = FileManager.default.contents(atPath: tokenizer) else {
-                throw FileError(path: tokenizer, message: "the run's tokenizer cannot be read; the model was exported without it")
+                throw FileError(
+                    path: tokenizer, message: "the run's tokenizer cannot be read; the model was exported without it")
             }
             try AtomicFile.write(bytes, to: out + "/tokenizer.model")
         }

@@ -17,7 +17,8 @@ enum FineTuneCommands {
     static let fineTuneFlags = FineTuneSettings.settings.flags
     static let sftSpec = CommandSpec(
         name: "sft",
-        summary: "supervised fine-tuning on dialogues (prompt/response or messages), loss on the assistant's tokens only",
+        summary:
+            "supervised fine-tuning on dialogues (prompt/response or messages), loss on the assistant's tokens only",
         flags: PretrainCommand.trainingFlags + fineTuneFlags,
         run: sft)
     static let rewardSpec = CommandSpec(
@@ -27,7 +28,8 @@ enum FineTuneCommands {
         run: reward)
     static let scoreSpec = CommandSpec(
         name: "reward score",
-        summary: "JSON Lines dialogues ({\"prompt\", \"response\"} or {\"messages\"}) on stdin, each back with its \"reward\"",
+        summary:
+            "JSON Lines dialogues ({\"prompt\", \"response\"} or {\"messages\"}) on stdin, each back with its \"reward\"",
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a reward model's Hugging Face directory"),
             Flag("svg", .text, "FILE.svg", "also draw the density of the scores"),
@@ -36,23 +38,30 @@ enum FineTuneCommands {
 
     /// The shared part: config with a finetune block (validated before any data is read), tokenizer, template,
     /// the trainer's options from the flags.
-    static func prepare(_ args: Arguments, stage: TrainingStage) throws -> (RunConfig, String, FineTuneSettings, ChatTemplate, TrainOptions) {
+    static func prepare(
+        _ args: Arguments, stage: TrainingStage
+    ) throws -> (RunConfig, String, FineTuneSettings, ChatTemplate, TrainOptions) {
         let (config, path) = try PretrainCommand.loadConfig(args)
         try config.validate(file: path)
         guard let finetune = config.finetune else {
-            throw ConfigError(file: path, field: "finetune", message: "is required for \(stage.rawValue): {\"data\": FILE.jsonl, \"init_from\": DIR, ...}")
+            throw ConfigError(
+                file: path, field: "finetune",
+                message: "is required for \(stage.rawValue): {\"data\": FILE.jsonl, \"init_from\": DIR, ...}")
         }
         guard let tokenizerPath = config.train.tokenizer else {
             throw ConfigError(file: path, field: "train.tokenizer", message: "is required for \(stage.rawValue)")
         }
         let options = try PretrainCommand.options(args)
         lm_set_blas_threads(Int32(options.threads))
-        let template = try ChatTemplate(finetune.template, tokenizer: try Tokenizer(path: tokenizerPath), separator: finetune.separator)
+        let template = try ChatTemplate(
+            finetune.template, tokenizer: try Tokenizer(path: tokenizerPath), separator: finetune.separator)
         return (config, path, finetune, template, options)
     }
 
     /// A fine-tuning stage's length: its epochs over the data, unless --steps gave it (at least one step).
-    static func schedule(_ config: inout RunConfig, epochs: Int, examplesPerEpoch: Int, examplesPerStep: Int, explicitSteps: Bool) {
+    static func schedule(
+        _ config: inout RunConfig, epochs: Int, examplesPerEpoch: Int, examplesPerStep: Int, explicitSteps: Bool
+    ) {
         guard !explicitSteps else { return }
         config.train.steps = max(1, epochs * examplesPerEpoch / max(1, examplesPerStep))
     }
@@ -62,17 +71,23 @@ enum FineTuneCommands {
         var (config, path, finetune, template, options) = try prepare(args, stage: .sft)
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let dialogues = try DialogueData.load(finetune.data, preferences: false, log: log).1.compactMap { item -> Dialogue? in
+        let dialogues = try DialogueData.load(finetune.data, preferences: false, log: log).1.compactMap {
+            item -> Dialogue? in
             if case let .dialogue(d) = item.example { return d } else { return nil }
         }
         let examples = SFTPacker.encode(dialogues, template: template)
         let packer = try SFTPacker(examples: examples, seqLen: config.train.seqLen, seed: config.train.seed)
-        schedule(&config, epochs: finetune.epochs, examplesPerEpoch: packer.sequencesPerEpoch,
-                 examplesPerStep: config.train.globalBatchSequences, explicitSteps: explicitSteps != nil)
-        let answers = examples.reduce(0) { $0 + $1.answer.filter { $0 }.count }, total = examples.reduce(0) { $0 + $1.tokens.count }
-        log("sft: \(examples.count) dialogues (\(finetune.template.rawValue) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps")
+        schedule(
+            &config, epochs: finetune.epochs, examplesPerEpoch: packer.sequencesPerEpoch,
+            examplesPerStep: config.train.globalBatchSequences, explicitSteps: explicitSteps != nil)
+        let answers = examples.reduce(0) { $0 + $1.answer.filter { $0 }.count },
+            total = examples.reduce(0) { $0 + $1.tokens.count }
+        log(
+            "sft: \(examples.count) dialogues (\(finetune.template.rawValue) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps"
+        )
         let objective = LanguageModelObjective(source: packer, settings: config.train, name: "supervised fine-tuning")
-        let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .sft, objective: objective)
+        let trainer = try Trainer(
+            config: config, configPath: path, world: world, options: options, stage: .sft, objective: objective)
         try PretrainCommand.finish(trainer.run(), trainer: trainer, options: options)
     }
 
@@ -82,28 +97,40 @@ enum FineTuneCommands {
         config.model.heads = [.score]
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let pairs = try PreferenceData.load(finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
+        let pairs = try PreferenceData.load(
+            finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
         // The batch is counted in pairs; the token count keeps checkpoints' batch arithmetic consistent.
         config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
-        schedule(&config, epochs: finetune.epochs, examplesPerEpoch: pairs.count, examplesPerStep: finetune.pairsPerBatch,
-                 explicitSteps: explicitSteps != nil)
+        schedule(
+            &config, epochs: finetune.epochs, examplesPerEpoch: pairs.count, examplesPerStep: finetune.pairsPerBatch,
+            explicitSteps: explicitSteps != nil)
         config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
-        log("reward model: \(pairs.count) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)")
-        let objective = try RewardObjective(pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,
-                                            seqLen: config.train.seqLen, seed: config.train.seed, padToken: template.tokenizer.eosId)
-        let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .reward, objective: objective)
+        log(
+            "reward model: \(pairs.count) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)"
+        )
+        let objective = try RewardObjective(
+            pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,
+            seqLen: config.train.seqLen, seed: config.train.seed, padToken: template.tokenizer.eosId)
+        let trainer = try Trainer(
+            config: config, configPath: path, world: world, options: options, stage: .reward, objective: objective)
         let outcome = try trainer.run()
         guard outcome.completed else { throw StoppedEarly() }
         let whole = finetune.evalData == nil ? nil : try trainer.wholeModel()
         if let whole, let eval = finetune.evalData {
-            let held = try PreferenceData.load(eval, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
-            let result = try RewardEvaluation.run(model: whole, pairs: held, seqLen: config.train.seqLen,
-                                                  padToken: template.tokenizer.eosId, batchPairs: max(1, config.train.microBatch / 2))
+            let held = try PreferenceData.load(
+                eval, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
+            let result = try RewardEvaluation.run(
+                model: whole, pairs: held, seqLen: config.train.seqLen,
+                padToken: template.tokenizer.eosId, batchPairs: max(1, config.train.microBatch / 2))
             print("held-out evaluation on \(eval):\n\(result.table())")
             if let out = options.outputDirectory {
                 let chart = out + "/eval-scores.svg"
-                try AtomicFile.write(Data(ScoreDensityChart.svg(series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
-                                                                title: "reward scores on \((eval as NSString).lastPathComponent)").utf8), to: chart)
+                try AtomicFile.write(
+                    Data(
+                        ScoreDensityChart.svg(
+                            series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
+                            title: "reward scores on \((eval as NSString).lastPathComponent)"
+                        ).utf8), to: chart)
                 print("score density of chosen and rejected responses: \(chart)")
             }
             print(String(format: "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d}", result.accuracy, held.count))
@@ -116,7 +143,9 @@ enum FineTuneCommands {
     static func score(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
         let model = try HuggingFace.loadModel(directory: directory)
-        guard model.config.heads.contains(.score) else { throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)") }
+        guard model.config.heads.contains(.score) else {
+            throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)")
+        }
         let template = try TemplateFlags.template(args, tokenizer: try Tokenizer(path: directory + "/tokenizer.model"))
         var n = 0
         var scores: [Double] = []
@@ -124,17 +153,21 @@ enum FineTuneCommands {
             n += 1
             if line.isEmpty { continue }
             guard let o = JSONLines.object(line), let format = DialogueData.format(of: o), !format.isPreference,
-                  case let .dialogue(dialogue) = try DialogueData.example(o, format)
-            else { throw UsageError("standard input line \(n): needs {\"prompt\", \"response\"} or {\"messages\": [...]}") }
+                case let .dialogue(dialogue) = try DialogueData.example(o, format)
+            else {
+                throw UsageError("standard input line \(n): needs {\"prompt\", \"response\"} or {\"messages\": [...]}")
+            }
             let ids = Array(template.encode(dialogue).tokens.suffix(model.config.maxSeqLen))
             let r = try RewardScoring.score(ids, model: model, padToken: template.tokenizer.eosId)
             scores.append(Double(r))
             var out = o
             out["reward"] = Double(r)
-            FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]) + Data("\n".utf8))
+            FileHandle.standardOutput.write(
+                try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]) + Data("\n".utf8))
         }
         if let svg = args.string("svg") {
-            try AtomicFile.write(Data(ScoreDensityChart.svg(series: [("scored", scores)], title: "reward scores").utf8), to: svg)
+            try AtomicFile.write(
+                Data(ScoreDensityChart.svg(series: [("scored", scores)], title: "reward scores").utf8), to: svg)
         }
     }
 }

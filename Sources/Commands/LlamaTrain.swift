@@ -16,7 +16,8 @@ struct StoppedEarly: Error {}
 public enum LlamaTrain {
     static let commands: [CommandSpec] = [
         BenchCommand.spec,
-        TokenizerCommands.trainSpec, TokenizerCommands.benchSpec, TokenizerCommands.tokenizeSpec, TokenizerCommands.detokenizeSpec,
+        TokenizerCommands.trainSpec, TokenizerCommands.benchSpec, TokenizerCommands.tokenizeSpec,
+        TokenizerCommands.detokenizeSpec,
         PrepareCommand.spec,
         PretrainCommand.spec, FineTuneCommands.sftSpec, FineTuneCommands.rewardSpec, FineTuneCommands.scoreSpec,
         ExportCommand.spec, DataCommands.formatSpec, DataCommands.statsSpec,
@@ -26,8 +27,10 @@ public enum LlamaTrain {
 
     static var usage: String {
         "usage: llama-train <command> [flags]; llama-train <command> --help for its flags\n\ncommands:\n"
-            + commands.map { "  \($0.name.padding(toLength: 16, withPad: " ", startingAt: 0)) \($0.summary.split(separator: "\n").first ?? "")" }
-                .joined(separator: "\n")
+            + commands.map {
+                "  \($0.name.padding(toLength: 16, withPad: " ", startingAt: 0)) \($0.summary.split(separator: "\n").first ?? "")"
+            }
+            .joined(separator: "\n")
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
@@ -52,9 +55,13 @@ public enum LlamaTrain {
         }
         // Two-word commands ("tokenizer train", "reward score") first, then one word.
         let second = arguments.first.map { "\(first) \($0)" }
-        guard let spec = commands.first(where: { $0.name == second }) ?? commands.first(where: { $0.name == first }) else {
+        guard let spec = commands.first(where: { $0.name == second }) ?? commands.first(where: { $0.name == first })
+        else {
             let subcommands = commands.filter { $0.name.hasPrefix(first + " ") }.map { $0.name }
-            fail(subcommands.isEmpty ? "unknown command '\(first)'\n\(usage)" : "'\(first)' needs a subcommand: \(subcommands.joined(separator: ", "))", code: 2)
+            fail(
+                subcommands.isEmpty
+                    ? "unknown command '\(first)'\n\(usage)"
+                    : "'\(first)' needs a subcommand: \(subcommands.joined(separator: ", "))", code: 2)
         }
         if spec.name.contains(" ") { arguments.removeFirst() }
         if arguments.contains("--help") || arguments.contains("-h") {

@@ -11,16 +11,23 @@ import Tokenizer
 enum PrepareCommand {
     static let spec = CommandSpec(
         name: "prepare",
-        summary: "documents (plain text, or .jsonl; .gz/.zst too) to token shards with BOS/EOS, streamed; parallel under mpirun",
+        summary:
+            "documents (plain text, or .jsonl; .gz/.zst too) to token shards with BOS/EOS, streamed; parallel under mpirun",
         flags: [
             Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model to encode with"),
-            Flag("input", .list, "[NAME=]PATH", required: true, "inputs (.gz and .zst read as streams); NAME groups them into a source for mixture weights"),
+            Flag(
+                "input", .list, "[NAME=]PATH", required: true,
+                "inputs (.gz and .zst read as streams); NAME groups them into a source for mixture weights"),
             Flag("out", .text, "DIR", required: true, "where the shards and index.json go"),
-            Flag("delimiter", .text, "LINE", "split plain text into documents at lines equal to this (fortune files: %)"),
+            Flag(
+                "delimiter", .text, "LINE", "split plain text into documents at lines equal to this (fortune files: %)"),
             Flag("text-field", .text, "NAME", default: "text", "the JSON Lines field that holds the text"),
-            Flag("skip-bad-lines", .toggle, "", "skip lines that are not valid UTF-8 or JSON or lack the text field (each named), instead of stopping"),
-            Flag("shard-tokens", .int(min: 1, max: 1 << 40), "N", default: "\(64 << 20)",
-                 "tokens per shard file (64M)"),
+            Flag(
+                "skip-bad-lines", .toggle, "",
+                "skip lines that are not valid UTF-8 or JSON or lack the text field (each named), instead of stopping"),
+            Flag(
+                "shard-tokens", .int(min: 1, max: 1 << 40), "N", default: "\(64 << 20)",
+                "tokens per shard file (64M)"),
         ],
         run: run)
 
@@ -28,9 +35,10 @@ enum PrepareCommand {
         let tokenizerPath = try args.require("tokenizer")
         let inputs = args.list("input").map(InputSpec.init(argument:))
         let out = try args.require("out")
-        let options = DocumentOptions(textField: args.string(declared: "text-field"),
-                                      delimiter: args.string("delimiter"),
-                                      skipBadLines: args.flag("skip-bad-lines"))
+        let options = DocumentOptions(
+            textField: args.string(declared: "text-field"),
+            delimiter: args.string("delimiter"),
+            skipBadLines: args.flag("skip-bad-lines"))
         let shardTokens = args.int(declared: "shard-tokens")
 
         let world = try Communicator.world()
@@ -42,24 +50,33 @@ enum PrepareCommand {
         let fingerprints = try inputs.enumerated().map { i, input in
             (name: "--input \(i + 1)", value: "\(input.source)=\(input.path) (\(try InputFingerprint.of(input.path)))")
         }
-        try world.checkAgreement("prepare inputs", fields: [("tokenizer (SHA-256)", hash), ("--out", out),
-                                                            ("--delimiter", options.delimiter ?? "absent"), ("--text-field", options.textField),
-                                                            ("--skip-bad-lines", "\(options.skipBadLines)"),
-                                                            ("--shard-tokens", "\(shardTokens)"), ("inputs", "\(inputs.count)")]
-                                                           + fingerprints)
+        try world.checkAgreement(
+            "prepare inputs",
+            fields: [
+                ("tokenizer (SHA-256)", hash), ("--out", out),
+                ("--delimiter", options.delimiter ?? "absent"), ("--text-field", options.textField),
+                ("--skip-bad-lines", "\(options.skipBadLines)"),
+                ("--shard-tokens", "\(shardTokens)"), ("inputs", "\(inputs.count)"),
+            ]
+                + fingerprints)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let start = Date()
-        let plan = Preparation.plan(sizes: try inputs.map { try InputFingerprint.size(of: $0.path) },
-                                    splittable: try inputs.map { try DocumentReader.splittable(path: $0.path, options: options) },
-                                    ranks: world.size)
+        let plan = Preparation.plan(
+            sizes: try inputs.map { try InputFingerprint.size(of: $0.path) },
+            splittable: try inputs.map { try DocumentReader.splittable(path: $0.path, options: options) },
+            ranks: world.size)
         var mine: [PreparedPart] = []
         for work in plan where work.rank == world.rank {
-            mine.append(try Preparation.run(work, input: inputs[work.input], options: options, tokenizer: tokenizer,
-                                            tokenizerHash: hash, shardTokens: shardTokens, directory: out))
+            mine.append(
+                try Preparation.run(
+                    work, input: inputs[work.input], options: options, tokenizer: tokenizer,
+                    tokenizerHash: hash, shardTokens: shardTokens, directory: out))
         }
-        guard let gathered = try world.gather(bytes: [UInt8](try JSONEncoder().encode(mine))) else { return }  // rank 0 writes
+        // Rank 0 writes the index from every rank's parts.
+        guard let gathered = try world.gather(bytes: [UInt8](try JSONEncoder().encode(mine))) else { return }
         let parts = try gathered.flatMap { try JSONDecoder().decode([PreparedPart].self, from: Data($0)) }
-        let index = try Preparation.index(parts: parts, inputs: inputs, vocabSize: tokenizer.vocabSize, tokenizerHash: hash)
+        let index = try Preparation.index(
+            parts: parts, inputs: inputs, vocabSize: tokenizer.vocabSize, tokenizerHash: hash)
         try Preparation.write(index, to: out)
         let seconds = Date().timeIntervalSince(start)
         for warning in parts.flatMap(\.warnings) { print("warning: \(warning)") }
@@ -68,16 +85,21 @@ enum PrepareCommand {
         for s in index.sources {
             print("\(s.name): \(s.documents) documents, \(s.tokens) tokens in \(s.shards.count) shard(s)")
         }
-        print(String(format: "prepared %@ with %d rank(s) in %.2f s (tokenizer sha256 %@…)", out, world.size, seconds,
-                     String(hash.prefix(12))))
+        print(
+            String(
+                format: "prepared %@ with %d rank(s) in %.2f s (tokenizer sha256 %@…)", out, world.size, seconds,
+                String(hash.prefix(12))))
     }
 }
 
 /// How ranks compare an input without reading it whole.
 enum InputFingerprint {
     static func size(of path: String) throws -> Int {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int else {
-            throw DatasetError.unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            let size = attributes[.size] as? Int
+        else {
+            throw DatasetError.unreadable(
+                file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
         }
         return size
     }

@@ -60,8 +60,10 @@ enum PretrainCommand {
         // Every declared option is set (its default or the flag's value): TrainOptions' own initial values
         // are the library's, and the command line's defaults are the declarations'.
         let options = args.settings(TrainOptions.settings, from: TrainOptions())
-        if options.checkpointDirectory == nil && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
-                                                   || args.string("resume") != nil) {
+        if options.checkpointDirectory == nil
+            && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
+                || args.string("resume") != nil)
+        {
             throw args.usage("--checkpoint-every, --stop-after, --background-save and --resume need --checkpoint-dir")
         }
         return options

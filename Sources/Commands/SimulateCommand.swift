@@ -25,21 +25,31 @@ enum SimulateCommand {
         if let path = calibrationPath {
             let (model, validation) = try ScalingCalibration.fit(path: path, log: { print($0) })
             calibrated = model
-            report["calibration"] = ["flops_per_rank": model.flopsPerRank, "latency_s": model.latency, "bandwidth_bytes_per_s": model.bandwidth,
-                                     "optimizer_s_per_parameter": model.optimizerSecondsPerParameter, "cores": model.cores ?? 0]
+            report["calibration"] = [
+                "flops_per_rank": model.flopsPerRank, "latency_s": model.latency,
+                "bandwidth_bytes_per_s": model.bandwidth,
+                "optimizer_s_per_parameter": model.optimizerSecondsPerParameter, "cores": model.cores ?? 0,
+            ]
             report["validation"] = validation
         }
         var target: ClusterModel
         if tflops != nil && (args.string("threads-per-rank") != nil || args.string("thread-efficiency") != nil) {
-            throw UsageError("--threads-per-rank and --thread-efficiency scale a calibrated rank; --node-tflops already gives the whole node's rate")
+            throw UsageError(
+                "--threads-per-rank and --thread-efficiency scale a calibrated rank; --node-tflops already gives the whole node's rate"
+            )
         }
         if let tflops, let gbps, let latencyUs {
-            target = ClusterModel(flopsPerRank: tflops * 1e12, latency: latencyUs * 1e-6, bandwidth: gbps * 1e9 / 8,
-                                  optimizerSecondsPerParameter: calibrated?.optimizerSecondsPerParameter ?? 2e-10)
+            target = ClusterModel(
+                flopsPerRank: tflops * 1e12, latency: latencyUs * 1e-6, bandwidth: gbps * 1e9 / 8,
+                optimizerSecondsPerParameter: calibrated?.optimizerSecondsPerParameter ?? 2e-10)
             if let c = calibrated {  // the optimizer is memory-bound: scale it by the compute ratio as a rough guide
-                target.optimizerSecondsPerParameter = c.optimizerSecondsPerParameter * c.flopsPerRank / target.flopsPerRank
+                target.optimizerSecondsPerParameter =
+                    c.optimizerSecondsPerParameter * c.flopsPerRank / target.flopsPerRank
             }
-            print(String(format: "target cluster: %.1f TFLOP/s per node, %.0f Gb/s links, %.1f µs latency", tflops, gbps, latencyUs))
+            print(
+                String(
+                    format: "target cluster: %.1f TFLOP/s per node, %.0f Gb/s links, %.1f µs latency", tflops, gbps,
+                    latencyUs))
         } else if var c = calibrated {
             c.cores = nil  // one rank per node of this machine's speed
             // A rank is a whole node: T threads at the efficiency measured for --threads here (bench-small,
@@ -50,11 +60,19 @@ enum SimulateCommand {
             c.flopsPerRank *= speedup
             c.optimizerSecondsPerParameter /= speedup
             target = c
-            print("target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with its measured allreduce α and β")
+            print(
+                "target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with its measured allreduce α and β"
+            )
         } else {
-            throw UsageError("give --calibration runs/scaling/scaling.json, or --node-tflops, --link-gbps and --latency-us")
+            throw UsageError(
+                "give --calibration runs/scaling/scaling.json, or --node-tflops, --link-gbps and --latency-us")
         }
-        let paths = configs.isEmpty ? ["configs/llama2-7b.json", "configs/llama2-13b.json", "configs/llama2-34b.json", "configs/llama2-70b.json"] : configs
+        let paths =
+            configs.isEmpty
+            ? [
+                "configs/llama2-7b.json", "configs/llama2-13b.json", "configs/llama2-34b.json",
+                "configs/llama2-70b.json",
+            ] : configs
         var predictions: [String: Any] = [:]
         for path in paths {
             var config = try RunConfig.load(path: path)
@@ -63,23 +81,34 @@ enum SimulateCommand {
             let layout = ParameterLayout(config: config.model)
             let flops = ParameterLayout.flopsPerToken(config.model, seqLen: config.train.seqLen)
             let sequences = config.train.globalBatchSequences
-            print("\n\(path): \(layout.count) parameters, \(config.train.globalBatchTokens) tokens per step, sharding \(config.train.sharding.rawValue), recompute \(config.train.recompute.rawValue)")
-            print("  ranks  tokens/rank  micro-steps    step s   compute s      comm s   exposed s  optimizer s  efficiency  GiB/rank")
+            print(
+                "\n\(path): \(layout.count) parameters, \(config.train.globalBatchTokens) tokens per step, sharding \(config.train.sharding.rawValue), recompute \(config.train.recompute.rawValue)"
+            )
+            print(
+                "  ranks  tokens/rank  micro-steps    step s   compute s      comm s   exposed s  optimizer s  efficiency  GiB/rank"
+            )
             var rows: [[String: Any]] = []
             var firstBelow: ScalingPrediction?
             var ranks = 1
             while ranks <= min(maxRanks, sequences) {
-                let p = ScalingSimulator.predict(parameters: layout.count, flopsPerToken: flops, ranks: ranks,
-                                                 tokensPerRank: config.train.globalBatchTokens / ranks,
-                                                 microTokens: config.train.microBatch * config.train.seqLen,
-                                                 bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: target,
-                                                 sharding: config.train.sharding)
+                let p = ScalingSimulator.predict(
+                    parameters: layout.count, flopsPerToken: flops, ranks: ranks,
+                    tokensPerRank: config.train.globalBatchTokens / ranks,
+                    microTokens: config.train.microBatch * config.train.seqLen,
+                    bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: target,
+                    sharding: config.train.sharding)
                 let memory = Double(config.rankMemory(ranks: ranks)?.total ?? 0) / 1_073_741_824
-                print(String(format: "  %5d  %11d  %11d  %8.3g  %10.3g  %10.3g  %10.3g  %11.3g  %10.3f  %8.1f", p.ranks, p.tokensPerRank, p.accumulationSteps,
-                             p.stepS, p.computeS, p.commS, p.exposedCommS, p.optimizerS, p.efficiency, memory))
+                print(
+                    String(
+                        format: "  %5d  %11d  %11d  %8.3g  %10.3g  %10.3g  %10.3g  %11.3g  %10.3f  %8.1f", p.ranks,
+                        p.tokensPerRank, p.accumulationSteps,
+                        p.stepS, p.computeS, p.commS, p.exposedCommS, p.optimizerS, p.efficiency, memory))
                 if firstBelow == nil && p.efficiency < 0.9 { firstBelow = p }
-                rows.append(["ranks": p.ranks, "step_s": p.stepS, "comm_s": p.commS, "exposed_comm_s": p.exposedCommS, "efficiency": p.efficiency,
-                             "memory_per_rank_bytes": config.rankMemory(ranks: ranks)?.total ?? 0, "limit": p.limit ?? ""])
+                rows.append([
+                    "ranks": p.ranks, "step_s": p.stepS, "comm_s": p.commS, "exposed_comm_s": p.exposedCommS,
+                    "efficiency": p.efficiency,
+                    "memory_per_rank_bytes": config.rankMemory(ranks: ranks)?.total ?? 0, "limit": p.limit ?? "",
+                ])
                 ranks *= 2
             }
             if let p = firstBelow {
@@ -88,13 +117,18 @@ enum SimulateCommand {
                 print("  efficiency stays at or above 90% up to \(min(maxRanks, sequences)) ranks")
             }
             if sequences < maxRanks {
-                print("  beyond \(sequences) ranks the \(sequences)-sequence global batch no longer splits: a larger batch or sequence/tensor parallelism is needed")
+                print(
+                    "  beyond \(sequences) ranks the \(sequences)-sequence global batch no longer splits: a larger batch or sequence/tensor parallelism is needed"
+                )
             }
             predictions[path] = rows
         }
         report["predictions"] = predictions
         if json {
-            print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+            print(
+                String(
+                    decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self)
+            )
         }
     }
 }

@@ -15,20 +15,31 @@ enum TokenizerCommands {
         name: "tokenizer train",
         summary: "learn a SentencePiece BPE model with Llama 2's options (split digits, byte fallback, identity)",
         flags: [
-            Flag("input", .list, "FILE", required: true, "training text, one sentence per line (.gz and .zst read as streams)"),
+            Flag(
+                "input", .list, "FILE", required: true,
+                "training text, one sentence per line (.gz and .zst read as streams)"),
             Flag("out", .text, "FILE", required: true, "the tokenizer.model to write"),
-            Flag("input-sentence-size", .int(min: 1, max: Int.max), "N", "train on a seeded uniform sample of N lines (reservoir sampling, as spm_train's option)"),
+            Flag(
+                "input-sentence-size", .int(min: 1, max: Int.max), "N",
+                "train on a seeded uniform sample of N lines (reservoir sampling, as spm_train's option)"),
             Flag("threads", .int(min: 1, max: 1024), "T", default: "1", "threads for counting sentences"),
-            Flag("text-field", .text, "NAME", "train on this field of .jsonl inputs (line by line) instead of their raw lines"),
-            Flag("skip-bad-lines", .toggle, "", "for .jsonl inputs: skip lines that are not JSON or lack the field (each named)"),
-            Flag("vocab-size", .int(min: 260, max: 1 << 24), "N", default: "\(BPETrainerOptions().vocabSize)",
-                 "pieces, bytes and specials included"),
-            Flag("character-coverage", .number(min: 0, inclusive: false, max: 1), "C",
-                 default: "\(BPETrainerOptions().characterCoverage)", "share of characters kept as pieces"),
+            Flag(
+                "text-field", .text, "NAME",
+                "train on this field of .jsonl inputs (line by line) instead of their raw lines"),
+            Flag(
+                "skip-bad-lines", .toggle, "",
+                "for .jsonl inputs: skip lines that are not JSON or lack the field (each named)"),
+            Flag(
+                "vocab-size", .int(min: 260, max: 1 << 24), "N", default: "\(BPETrainerOptions().vocabSize)",
+                "pieces, bytes and specials included"),
+            Flag(
+                "character-coverage", .number(min: 0, inclusive: false, max: 1), "C",
+                default: "\(BPETrainerOptions().characterCoverage)", "share of characters kept as pieces"),
             Flag("user-defined-symbols", .list, "A,B", "pieces that are never split, such as <sep>"),
-            Flag("max-piece-length", .int(min: 1, max: 1024), "L",
-                 default: "\(BPETrainerOptions().maxSentencepieceLength)",
-                 "longest piece in characters"),
+            Flag(
+                "max-piece-length", .int(min: 1, max: 1024), "L",
+                default: "\(BPETrainerOptions().maxSentencepieceLength)",
+                "longest piece in characters"),
         ],
         run: train)
     static let benchSpec = CommandSpec(
@@ -64,13 +75,16 @@ enum TokenizerCommands {
         if args.string("character-coverage") != nil {
             options.characterCoverage = Float(args.number(declared: "character-coverage"))
         }
-        options.userDefinedSymbols = args.list("user-defined-symbols").flatMap { $0.split(separator: ",").map(String.init) }
+        options.userDefinedSymbols = args.list("user-defined-symbols").flatMap {
+            $0.split(separator: ",").map(String.init)
+        }
         options.maxSentencepieceLength = args.int(declared: "max-piece-length")
         guard !inputs.isEmpty else { throw UsageError("--input FILE is required (repeat it for several files)") }
         let start = Date()
         let counter = try SentenceCounter(options: options, threads: args.int(declared: "threads"))
-        let sample = try readTrainingLines(inputs, sampleSize: args.int("input-sentence-size"), textField: args.string("text-field"),
-                                           skipBadLines: args.flag("skip-bad-lines"), into: counter)
+        let sample = try readTrainingLines(
+            inputs, sampleSize: args.int("input-sentence-size"), textField: args.string("text-field"),
+            skipBadLines: args.flag("skip-bad-lines"), into: counter)
         let model = try BPETrainer.train(counter, options: options)
         _ = try Tokenizer(model: model, source: out)  // what we write must load
         try AtomicFile.write(Data(model.serialized()), to: out)
@@ -82,8 +96,10 @@ enum TokenizerCommands {
     /// Streams the non-empty lines of `paths` into `counter` in batches, or, given `sampleSize`, keeps a
     /// uniform sample of that many (Algorithm R with a fixed seed, so the sample is reproducible) and counts
     /// only those. Memory is one batch, or the sample.
-    static func readTrainingLines(_ paths: [String], sampleSize: Int?, textField: String? = nil, skipBadLines: Bool = false,
-                                  into counter: SentenceCounter) throws -> (kept: Int, seen: Int)? {
+    static func readTrainingLines(
+        _ paths: [String], sampleSize: Int?, textField: String? = nil, skipBadLines: Bool = false,
+        into counter: SentenceCounter
+    ) throws -> (kept: Int, seen: Int)? {
         var batch: [UInt8] = [], starts = [0]
         var reservoir: [[UInt8]] = [], seen = 0
         var rng = SplitMix64(seed: 0x7370_6D5F_7472_6169)
@@ -112,7 +128,8 @@ enum TokenizerCommands {
         for path in paths {
             if let textField, case .jsonLines = InputFormat.of(path: path, textField: textField, delimiter: nil) {
                 // JSON Lines documents (as corpora ship): the field's lines, not the JSON syntax around them.
-                let documents = try DocumentReader(path: path, options: DocumentOptions(textField: textField, skipBadLines: skipBadLines))
+                let documents = try DocumentReader(
+                    path: path, options: DocumentOptions(textField: textField, skipBadLines: skipBadLines))
                 while let part = try documents.next() {
                     for line in part.text.utf8.split(separator: 0x0A, omittingEmptySubsequences: true) {
                         Array(line).withUnsafeBufferPointer { take($0) }
@@ -183,8 +200,11 @@ extension TokenizerCommands {
         let repeats = args.int(declared: "repeat")
         var lines: [String] = []
         for path in inputs {
-            guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path: path, message: "cannot read") }
-            lines += String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw FileError(path: path, message: "cannot read")
+            }
+            lines += String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(
+                String.init)
         }
         let bytes = lines.reduce(0) { $0 + $1.utf8.count }
         var rates: [Double] = []
@@ -196,8 +216,10 @@ extension TokenizerCommands {
             rates.append(Double(bytes) / Date().timeIntervalSince(start) / 1e6)
         }
         let median = rates.sorted()[rates.count / 2]
-        print(String(format: "encoded %d lines, %.2f MB into %d tokens: %.2f MB/s (median of %d)", lines.count,
-                     Double(bytes) / 1e6, tokens, median, rates.count))
+        print(
+            String(
+                format: "encoded %d lines, %.2f MB into %d tokens: %.2f MB/s (median of %d)", lines.count,
+                Double(bytes) / 1e6, tokens, median, rates.count))
         print("{\"encode_mb_per_s\": \(median), \"lines\": \(lines.count), \"bytes\": \(bytes), \"tokens\": \(tokens)}")
     }
 }

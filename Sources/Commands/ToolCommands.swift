@@ -2,8 +2,8 @@
 import Checkpoint
 import Configuration
 import FineTune
-import Inference
 import Foundation
+import Inference
 import Model
 import Support
 import Tokenizer
@@ -14,24 +14,28 @@ enum ToolCommands {
     static let planSpec = CommandSpec(
         name: "plan",
         summary: """
-        memory per rank, batch arithmetic and allreduce bytes of a config, without training
-        with --simulate: predicted step time, exposed communication and efficiency from 1 to thousands of nodes
-        """,
+            memory per rank, batch arithmetic and allreduce bytes of a config, without training
+            with --simulate: predicted step time, exposed communication and efficiency from 1 to thousands of nodes
+            """,
         flags: [
             Flag("config", .text, "FILE", "the run config (required without --simulate)"),
             Flag("ranks", .int(min: 1, max: 1 << 24), "N", default: "1", "data-parallel ranks"),
             Flag("json", .toggle, "also print the plan as JSON"),
             Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
             Flag("calibration", .text, "FILE", "--simulate: a scaling.json written by cluster/bench-scaling.sh"),
-            Flag("node-tflops", .number(min: 0, inclusive: false, max: 1e6), "X", "--simulate: a target node's FLOP rate"),
+            Flag(
+                "node-tflops", .number(min: 0, inclusive: false, max: 1e6), "X", "--simulate: a target node's FLOP rate"
+            ),
             Flag("link-gbps", .number(min: 0, inclusive: false, max: 1e6), "Y", "--simulate: its link bandwidth"),
             Flag("latency-us", .number(min: 0, inclusive: true, max: 1e7), "Z", "--simulate: its link latency"),
             Flag("configs", .list, "FILE", "--simulate: the configs to predict (default: the paper's four)"),
             Flag("max-ranks", .int(min: 1, max: 1 << 24), "N", default: "4096", "--simulate: the largest world size"),
-            Flag("threads-per-rank", .int(min: 1, max: 4096), "T", default: "1",
-                 "--simulate with --calibration: cores per rank"),
-            Flag("thread-efficiency", .number(min: 0, inclusive: false, max: 1), "E", default: "0.9",
-                 "--simulate: speed-up per added thread as a share of ideal (the default measured here)"),
+            Flag(
+                "threads-per-rank", .int(min: 1, max: 4096), "T", default: "1",
+                "--simulate with --calibration: cores per rank"),
+            Flag(
+                "thread-efficiency", .number(min: 0, inclusive: false, max: 1), "E", default: "0.9",
+                "--simulate: speed-up per added thread as a share of ideal (the default measured here)"),
         ] + TrainSettings.settings.flags,
         run: plan)
     static let plotSpec = CommandSpec(
@@ -49,14 +53,17 @@ enum ToolCommands {
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a Hugging Face directory written by --out or export"),
             Flag("prompt", .list, "TEXT", "prompts, one sample each (default: one from nothing)"),
-            Flag("max-tokens", .int(min: 1, max: 1 << 20), "N", default: "64",
-                 "tokens to add at most (the context caps it)"),
-            Flag("temperature", .number(min: 0, inclusive: true, max: 100), "T", default: "0.8",
-                 "sampling temperature"),
+            Flag(
+                "max-tokens", .int(min: 1, max: 1 << 20), "N", default: "64",
+                "tokens to add at most (the context caps it)"),
+            Flag(
+                "temperature", .number(min: 0, inclusive: true, max: 100), "T", default: "0.8",
+                "sampling temperature"),
             Flag("top-p", .number(min: 0, inclusive: false, max: 1), "P", default: "0.9", "nucleus sampling"),
             Flag("seed", .int(min: 0, max: Int.max), "N", default: "1", "the sampling seed"),
-            Flag("template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "", default: "none",
-                 "wrap each prompt as a user turn of a fine-tuned model's template and print its answer "
+            Flag(
+                "template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "", default: "none",
+                "wrap each prompt as a user turn of a fine-tuned model's template and print its answer "
                     + "(none: continue the text)"),
             TemplateFlags.flags[1],
         ],
@@ -71,15 +78,29 @@ enum ToolCommands {
         let p = try TrainingPlan(config: config, ranks: ranks, file: path)
         func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / 1_073_741_824) }
         let rows: [(String, String)] = [
-            ("parameters", "\(p.parameters) (" + String(format: "%.2fB", Double(p.parameters) / 1e9) + "; \(p.nonEmbeddingParameters) without the embedding)"),
+            (
+                "parameters",
+                "\(p.parameters) (" + String(format: "%.2fB", Double(p.parameters) / 1e9)
+                    + "; \(p.nonEmbeddingParameters) without the embedding)"
+            ),
             ("ranks", "\(p.ranks)"),
             ("micro-batch", "\(p.microBatch) sequences of \(p.seqLen) tokens"),
             ("accumulation", "\(p.accumulationSteps) micro-steps per optimizer step"),
             ("tokens per step", "\(p.tokensPerStep)"),
-            ("memory per rank", "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), bf16 buffers \(gib(p.precisionWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"),
-            ("by mode", ShardingMode.allCases.map { "\($0.rawValue) \(gib(p.memoryPerRankByMode[$0.rawValue] ?? 0))" }.joined(separator: ", ")
-                + "; this machine has \(gib(Int(clamping: ProcessInfo.processInfo.physicalMemory)))"),
-            ("communication", "\(gib(p.communicationBytesPerRankPerStep)) in and out of each rank per step (gradients \(gib(p.allreduceBytesPerStep)) per rank)"),
+            (
+                "memory per rank",
+                "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), bf16 buffers \(gib(p.precisionWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"
+            ),
+            (
+                "by mode",
+                ShardingMode.allCases.map { "\($0.rawValue) \(gib(p.memoryPerRankByMode[$0.rawValue] ?? 0))" }.joined(
+                    separator: ", ")
+                    + "; this machine has \(gib(Int(clamping: ProcessInfo.processInfo.physicalMemory)))"
+            ),
+            (
+                "communication",
+                "\(gib(p.communicationBytesPerRankPerStep)) in and out of each rank per step (gradients \(gib(p.allreduceBytesPerStep)) per rank)"
+            ),
             ("FLOPs per token", String(format: "%.3g (6N + 6LTD)", p.flopsPerToken)),
         ]
         for (k, v) in rows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }
@@ -108,17 +129,23 @@ enum ToolCommands {
         let model = try HuggingFace.loadModel(directory: directory)
         let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
         // Without --template (or with none) the prompt is text to continue.
-        let template = args.string("template").map { $0 != "none" } == true ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
+        let template =
+            args.string("template").map { $0 != "none" } == true
+            ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
         for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
             if let template {
                 // A single user turn; the answer ends at </s>.
-                let answer = try Generator.generate(model: model, tokenizer: tokenizer, promptIds: template.prompt(user: prompt), maxTokens: maxTokens,
-                                                    temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
-                print("--- \(template.kind.rawValue) \(i + 1)\n[user] \(prompt)\n[assistant] \(try tokenizer.decode(answer))")
+                let answer = try Generator.generate(
+                    model: model, tokenizer: tokenizer, promptIds: template.prompt(user: prompt), maxTokens: maxTokens,
+                    temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
+                print(
+                    "--- \(template.kind.rawValue) \(i + 1)\n[user] \(prompt)\n[assistant] \(try tokenizer.decode(answer))"
+                )
                 continue
             }
-            let text = try Generator.generate(model: model, tokenizer: tokenizer, prompt: prompt, maxTokens: maxTokens,
-                                              temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
+            let text = try Generator.generate(
+                model: model, tokenizer: tokenizer, prompt: prompt, maxTokens: maxTokens,
+                temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
             print("--- sample \(i + 1)\n\(text)")
         }
     }

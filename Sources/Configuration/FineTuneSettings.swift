@@ -26,26 +26,37 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
 
     static func declared<V>(_ keyPath: KeyPath<FineTuneSettings, V>) -> V { settings.defaultValue(keyPath) }
 
-    public static let settings = SettingsBlock<FineTuneSettings>("finetune", [
-        Setting(required: \.data, "data", placeholder: "FILE.jsonl",
+    public static let settings = SettingsBlock<FineTuneSettings>(
+        "finetune",
+        [
+            Setting(
+                required: \.data, "data", placeholder: "FILE.jsonl",
                 help: "JSON Lines: {prompt, response} or {messages} for SFT; preference pairs for reward models"),
-        Setting(\.evalData, "eval_data", nil, because: "no held-out evaluation", placeholder: "FILE.jsonl",
+            Setting(
+                \.evalData, "eval_data", nil, because: "no held-out evaluation", placeholder: "FILE.jsonl",
                 help: "reward models: held-out pairs evaluated at the end (accuracy per rating)"),
-        Setting(\.initFrom, "init_from", nil, because: "fresh weights from train.seed", placeholder: "DIR",
+            Setting(
+                \.initFrom, "init_from", nil, because: "fresh weights from train.seed", placeholder: "DIR",
                 help: "the starting model: a Hugging Face directory or one of our checkpoint step directories"),
-        Setting(\.epochs, "epochs", 2, because: "Llama 2's SFT ran 2 epochs", .int(min: 1, max: 1_000_000),
+            Setting(
+                \.epochs, "epochs", 2, because: "Llama 2's SFT ran 2 epochs", .int(min: 1, max: 1_000_000),
                 help: "passes over the data; train.steps is derived from them"),
-        Setting(\.template, "template", .separator, because: "works with any tokenizer holding the separator piece",
+            Setting(
+                \.template, "template", .separator, because: "works with any tokenizer holding the separator piece",
                 flag: "template",
                 help: "how dialogues become tokens: `<s> prompt <sep> response </s>`, or Meta's `[INST]` format"),
-        Setting(\.separator, "separator", "<sep>", because: "the piece the demo's tokenizer is trained with",
+            Setting(
+                \.separator, "separator", "<sep>", because: "the piece the demo's tokenizer is trained with",
                 flag: "separator", placeholder: "S",
                 help: "the separator template's piece: a user-defined or control piece of the tokenizer"),
-        Setting(\.margin, "margin", .small, because: "the milder of Llama 2's two margins (Table 27)",
+            Setting(
+                \.margin, "margin", .small, because: "the milder of Llama 2's two margins (Table 27)",
                 help: "reward models: the margin m(rating) of the ranking loss"),
-        Setting(\.pairsPerBatch, "pairs_per_batch", 512, because: "Llama 2: 512 pairs (1024 sequences) per batch",
+            Setting(
+                \.pairsPerBatch, "pairs_per_batch", 512, because: "Llama 2: 512 pairs (1024 sequences) per batch",
                 .int(min: 1, max: 1 << 24), help: "reward models: preference pairs per global batch"),
-        Setting(\.warmupFraction, "warmup_fraction", 0.03, because: "Llama 2: 3% of the steps",
+            Setting(
+                \.warmupFraction, "warmup_fraction", 0.03, because: "Llama 2: 3% of the steps",
                 .number(min: 0, inclusive: true, max: 1), help: "reward models: the share of steps spent warming up"),
-    ])
+        ])
 }

@@ -37,8 +37,9 @@ public struct RunConfig: Codable, Equatable, Sendable {
         for (section, keys) in [("", ["model", "train", "finetune"]), ("model", LlamaConfig.fileKeys)] {
             let dict = section.isEmpty ? object : (object[section] as? [String: Any] ?? [:])
             if let unknown = dict.keys.sorted().first(where: { !keys.contains($0) }) {
-                throw ConfigError(file: path, field: section.isEmpty ? unknown : "\(section).\(unknown)",
-                                  message: "unknown key; known keys: \(keys.sorted().joined(separator: ", "))")
+                throw ConfigError(
+                    file: path, field: section.isEmpty ? unknown : "\(section).\(unknown)",
+                    message: "unknown key; known keys: \(keys.sorted().joined(separator: ", "))")
             }
         }
         try TrainSettings.settings.checkKnown((object["train"] as? [String: Any] ?? [:]).keys, file: path)
@@ -71,7 +72,8 @@ extension DecodingError {
     public var reason: String {
         switch self {
         case .keyNotFound: "is required"
-        case let .typeMismatch(type, _): "has the wrong type, expected \(type == UInt64.self ? "an integer in 0...2^64-1" : "\(type)")"
+        case let .typeMismatch(type, _):
+            "has the wrong type, expected \(type == UInt64.self ? "an integer in 0...2^64-1" : "\(type)")"
         case .valueNotFound: "is null"
         case let .dataCorrupted(context): "is not a value this field can hold (\(context.debugDescription))"
         @unknown default: "is invalid"
@@ -92,7 +94,8 @@ extension RunConfig {
         func text(_ value: Any?) -> String {
             guard let value else { return "absent" }
             if value is [String: Any] || value is [Any],
-               let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) {
+                let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+            {
                 return String(decoding: data, as: UTF8.self)
             }
             return "\(value)"

@@ -12,31 +12,45 @@ extension RunConfig {
     /// Checks every field; the error names the file and the field, and what would work.
     public func validate(file: String? = nil) throws {
         try model.validate(file: file)
-        func fail(_ field: String, _ message: String) -> ConfigError { ConfigError(file: file, field: field, message: message) }
+        func fail(_ field: String, _ message: String) -> ConfigError {
+            ConfigError(file: file, field: field, message: message)
+        }
         func check(_ field: String, _ ok: Bool, _ message: String) throws { if !ok { throw fail(field, message) } }
         let t = train
         // The pure ranges are declared with each key (TrainSettings.swift, FineTuneSettings.swift); what
         // follows relates keys to each other and to the model.
         try TrainSettings.settings.checkRanges(t, file: file)
-        try check("train.seq_len", t.seqLen <= model.maxSeqLen,
-                  "must be in 1...\(model.maxSeqLen) (model.max_seq_len), got \(t.seqLen)")
-        try check("train.global_batch_tokens", t.globalBatchTokens % t.seqLen == 0,
-                  "\(t.globalBatchTokens) is not a multiple of seq_len \(t.seqLen)")
-        try check("train.global_batch_tokens", t.globalBatchSequences >= t.microBatch,
-                  "\(t.globalBatchSequences) sequences per step are fewer than one micro-batch of \(t.microBatch)")
+        try check(
+            "train.seq_len", t.seqLen <= model.maxSeqLen,
+            "must be in 1...\(model.maxSeqLen) (model.max_seq_len), got \(t.seqLen)")
+        try check(
+            "train.global_batch_tokens", t.globalBatchTokens % t.seqLen == 0,
+            "\(t.globalBatchTokens) is not a multiple of seq_len \(t.seqLen)")
+        try check(
+            "train.global_batch_tokens", t.globalBatchSequences >= t.microBatch,
+            "\(t.globalBatchSequences) sequences per step are fewer than one micro-batch of \(t.microBatch)")
         for (name, weight) in t.dataWeights.sorted(by: { $0.key < $1.key }) {
-            try check("train.data_weights.\(name)", weight.isFinite && weight >= 0 && weight <= 1e6,
-                      "must be in [0, 1e6] (1 keeps the source's share, 2 up-samples it), got \(weight)")
+            try check(
+                "train.data_weights.\(name)", weight.isFinite && weight >= 0 && weight <= 1e6,
+                "must be in [0, 1e6] (1 keeps the source's share, 2 up-samples it), got \(weight)")
         }
-        try check("train.data_weights", t.dataWeights.isEmpty || t.dataWeights.values.contains { $0 > 0 }, "every weight is 0")
-        try check("train.grad_reduce", t.gradReduce == .fp32 || t.sharding == .none,
-                  "bf16 applies to the bucketed allreduce of sharding 'none'; sharded modes reduce-scatter in fp32")
-        try check("train.tokenizer", t.data == nil || t.tokenizer != nil, "is required with train.data, to check the shards were made by it")
+        try check(
+            "train.data_weights", t.dataWeights.isEmpty || t.dataWeights.values.contains { $0 > 0 }, "every weight is 0"
+        )
+        try check(
+            "train.grad_reduce", t.gradReduce == .fp32 || t.sharding == .none,
+            "bf16 applies to the bucketed allreduce of sharding 'none'; sharded modes reduce-scatter in fp32")
+        try check(
+            "train.tokenizer", t.data == nil || t.tokenizer != nil,
+            "is required with train.data, to check the shards were made by it")
         // The kernels take rows (micro_batch × seq_len) as a C int; their offsets are 64-bit.
-        try check("train.micro_batch", t.microBatch * t.seqLen <= Int(Int32.max),
-                  "micro_batch \(t.microBatch) × seq_len \(t.seqLen) rows exceed 2^31 − 1 per micro-step")
+        try check(
+            "train.micro_batch", t.microBatch * t.seqLen <= Int(Int32.max),
+            "micro_batch \(t.microBatch) × seq_len \(t.seqLen) rows exceed 2^31 − 1 per micro-step")
         guard activationBytes(microBatch: t.microBatch, seqLen: t.seqLen) != nil else {
-            throw fail("train.micro_batch", "micro_batch \(t.microBatch) × seq_len \(t.seqLen) needs more activation memory than can be counted")
+            throw fail(
+                "train.micro_batch",
+                "micro_batch \(t.microBatch) × seq_len \(t.seqLen) needs more activation memory than can be counted")
         }
         if let f = finetune {
             try FineTuneSettings.settings.checkRanges(f, file: file)
@@ -60,14 +74,17 @@ extension RunConfig {
     /// allocates for state (parameters, gradients, AdamW moments, sharding's working buffers) and activations.
     public func rankMemory(ranks: Int) -> RankMemory? {
         guard let p = model.parameterCount, let unit = largestUnit,
-              let activations = activationBytes(microBatch: train.microBatch, seqLen: train.seqLen), ranks >= 1 else { return nil }
+            let activations = activationBytes(microBatch: train.microBatch, seqLen: train.seqLen), ranks >= 1
+        else { return nil }
         let s = (p + ranks - 1) / ranks, scratch = min(s, unit)
         var m = RankMemory(activations: activations)
         switch train.sharding {
         case .none: (m.parameters, m.gradients, m.moments) = (4 * p, 4 * p, 8 * p)
         case .optimizer: (m.parameters, m.gradients, m.moments) = (4 * p, 4 * p + 4 * s, 8 * s)
-        case .gradients: (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * p, 4 * s, 8 * s, 4 * (unit + scratch))
-        case .full: (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * s, 4 * s, 8 * s, 4 * (3 * unit + scratch))
+        case .gradients:
+            (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * p, 4 * s, 8 * s, 4 * (unit + scratch))
+        case .full:
+            (m.parameters, m.gradients, m.moments, m.shardingWork) = (4 * s, 4 * s, 8 * s, 4 * (3 * unit + scratch))
         }
         // bf16 (also the default, where the CPU has it: counted so the plan is an upper bound): the roundings
         // of a matmul's two inputs. The first holds an activation or an output gradient (up to N × vocab), the
@@ -76,8 +93,11 @@ extension RunConfig {
             let n = train.microBatch * train.seqLen, c = model.dim
             let widest = max(c, model.ffnHiddenSize, model.qDim, model.headRows)
             guard let first = CheckedSize.product(2, n, widest),
-                  let second = CheckedSize.product(2, max(model.headRows * c, model.ffnHiddenSize * c, model.qDim * c,
-                                                          n * max(c, model.ffnHiddenSize, model.qDim)))
+                let second = CheckedSize.product(
+                    2,
+                    max(
+                        model.headRows * c, model.ffnHiddenSize * c, model.qDim * c,
+                        n * max(c, model.ffnHiddenSize, model.qDim)))
             else { return nil }
             m.precisionWork = first + second
         }
@@ -93,10 +113,18 @@ extension RunConfig {
         let machine = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         func gib(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
         guard let need = trainingBytesPerRank(ranks: ranks) else {
-            throw ConfigError(file: file, field: "-", message: "this model and batch need more memory per rank than can be counted; check the model block and micro_batch")
+            throw ConfigError(
+                file: file, field: "-",
+                message:
+                    "this model and batch need more memory per rank than can be counted; check the model block and micro_batch"
+            )
         }
         guard need <= machine else {
-            throw ConfigError(file: file, field: "-", message: "training needs \(gib(need)) per rank (\(model.parameterCount ?? 0) parameters with sharding '\(train.sharding.rawValue)' on \(ranks) rank(s), plus \(gib(activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) ?? 0)) of activations) but this machine has \(gib(machine)); shard (train.sharding), recompute (train.recompute), lower micro_batch or seq_len, or choose a smaller model (`llama-train plan` shows the arithmetic)")
+            throw ConfigError(
+                file: file, field: "-",
+                message:
+                    "training needs \(gib(need)) per rank (\(model.parameterCount ?? 0) parameters with sharding '\(train.sharding.rawValue)' on \(ranks) rank(s), plus \(gib(activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) ?? 0)) of activations) but this machine has \(gib(machine)); shard (train.sharding), recompute (train.recompute), lower micro_batch or seq_len, or choose a smaller model (`llama-train plan` shows the arithmetic)"
+            )
         }
     }
 }

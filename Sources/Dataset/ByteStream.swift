@@ -7,7 +7,7 @@ import Foundation
 import Support
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public enum Compression: String, Sendable {
@@ -51,7 +51,8 @@ public final class FileStream: ByteStream {
         self.path = path
         fd = open(path, O_RDONLY)
         guard fd >= 0 else {
-            throw DatasetError.unreadable(file: path, reason: FileManager.default.fileExists(atPath: path) ? errnoText() : "no such file")
+            throw DatasetError.unreadable(
+                file: path, reason: FileManager.default.fileExists(atPath: path) ? errnoText() : "no such file")
         }
         var info = stat()
         if fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR {
@@ -121,7 +122,10 @@ public final class GzipStream: ByteStream {
         guard !finished else { return 0 }
         while true {
             guard try input.refill() else {
-                if inMember { throw DatasetError.invalid("\(path): truncated gzip stream (the file ends inside a member); re-download or recompress it") }
+                if inMember {
+                    throw DatasetError.invalid(
+                        "\(path): truncated gzip stream (the file ends inside a member); re-download or recompress it")
+                }
                 finished = true
                 return 0
             }
@@ -161,7 +165,9 @@ public final class ZstdStream: ByteStream {
     public init(path: String) throws {
         self.path = path
         input = try CompressedInput(path: path)
-        guard let context = ZSTD_createDCtx() else { throw DatasetError.unreadable(file: path, reason: "libzstd could not start") }
+        guard let context = ZSTD_createDCtx() else {
+            throw DatasetError.unreadable(file: path, reason: "libzstd could not start")
+        }
         self.context = context
     }
 
@@ -171,7 +177,10 @@ public final class ZstdStream: ByteStream {
         guard !finished else { return 0 }
         while true {
             guard try input.refill() else {
-                if inFrame { throw DatasetError.invalid("\(path): truncated zstd stream (the file ends inside a frame); re-download or recompress it") }
+                if inFrame {
+                    throw DatasetError.invalid(
+                        "\(path): truncated zstd stream (the file ends inside a frame); re-download or recompress it")
+                }
                 finished = true
                 return 0
             }
@@ -183,7 +192,9 @@ public final class ZstdStream: ByteStream {
                 return r
             }
             if ZSTD_isError(result) != 0 {
-                throw DatasetError.invalid("\(path): corrupt zstd stream (\(String(cString: ZSTD_getErrorName(result)))); re-download or recompress it")
+                throw DatasetError.invalid(
+                    "\(path): corrupt zstd stream (\(String(cString: ZSTD_getErrorName(result)))); re-download or recompress it"
+                )
             }
             inFrame = result != 0  // 0: a frame has just been completed
             if output.pos > 0 { return output.pos }
@@ -238,7 +249,9 @@ public final class LineReader {
         }
     }
 
-    private func emit<T>(until lineEnd: Int, consumed: Int, _ body: (UnsafeBufferPointer<UInt8>, Int) throws -> T) throws -> T {
+    private func emit<T>(
+        until lineEnd: Int, consumed: Int, _ body: (UnsafeBufferPointer<UInt8>, Int) throws -> T
+    ) throws -> T {
         lineNumber += 1
         let offset = base + start
         let result = try buffer.withUnsafeBufferPointer { b in

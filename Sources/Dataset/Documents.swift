@@ -25,7 +25,9 @@ public struct InputSpec: Equatable, Sendable {
         } else {
             path = argument
             var name = (argument as NSString).lastPathComponent as NSString
-            if InputFormat.compressionSuffixes.contains(where: { argument.hasSuffix($0) }) { name = name.deletingPathExtension as NSString }
+            if InputFormat.compressionSuffixes.contains(where: { argument.hasSuffix($0) }) {
+                name = name.deletingPathExtension as NSString
+            }
             source = name.deletingPathExtension
         }
     }
@@ -41,8 +43,12 @@ public enum InputFormat: Equatable, Sendable {
     /// JSON Lines by name (.jsonl, .ndjson, .jsonl.txt, each optionally .gz/.zst), else plain text.
     public static func of(path: String, textField: String = "text", delimiter: String?) -> InputFormat {
         var name = path
-        if let suffix = compressionSuffixes.first(where: { path.hasSuffix($0) }) { name = String(path.dropLast(suffix.count)) }
-        if name.hasSuffix(".jsonl") || name.hasSuffix(".ndjson") || name.hasSuffix(".jsonl.txt") { return .jsonLines(field: textField) }
+        if let suffix = compressionSuffixes.first(where: { path.hasSuffix($0) }) {
+            name = String(path.dropLast(suffix.count))
+        }
+        if name.hasSuffix(".jsonl") || name.hasSuffix(".ndjson") || name.hasSuffix(".jsonl.txt") {
+            return .jsonLines(field: textField)
+        }
         return delimiter.map { .delimited($0) } ?? .wholeFile
     }
 }
@@ -91,7 +97,8 @@ public final class DocumentReader {
 
     /// Whether this input can be read as byte ranges (uncompressed, and more than one document per file).
     public static func splittable(path: String, options: DocumentOptions) throws -> Bool {
-        try Compression.of(path) == .none && InputFormat.of(path: path, textField: options.textField, delimiter: options.delimiter) != .wholeFile
+        try Compression.of(path) == .none
+            && InputFormat.of(path: path, textField: options.textField, delimiter: options.delimiter) != .wholeFile
     }
 
     /// Reads the whole input, or range `part` of `parts` (splittable inputs only).
@@ -105,9 +112,12 @@ public final class DocumentReader {
             stopOffset = .max
             return
         }
-        precondition(compression == .none && format != .wholeFile && part >= 0 && part < parts, "\(path) cannot be split")
+        precondition(
+            compression == .none && format != .wholeFile && part >= 0 && part < parts, "\(path) cannot be split")
         let size = try Self.fileSize(path)
-        func nominal(_ r: Int) -> Int { r == parts ? size : Int((Double(r) / Double(parts) * Double(size)).rounded(.down)) }
+        func nominal(_ r: Int) -> Int {
+            r == parts ? size : Int((Double(r) / Double(parts) * Double(size)).rounded(.down))
+        }
         let start = try Self.firstDocument(atOrAfter: nominal(part), in: path, format: format)
         stopOffset = part + 1 == parts ? .max : nominal(part + 1)
         guard start < size, start < stopOffset else {
@@ -163,7 +173,8 @@ public final class DocumentReader {
                 if let done { return done }
             } else if pending.count >= options.partBytes, hasText(pending) {
                 // A part ends before the "\n" that the next line brings.
-                let part = DocumentPart(text: String(decoding: pending, as: UTF8.self), first: partsOut == 0, last: false)
+                let part = DocumentPart(
+                    text: String(decoding: pending, as: UTF8.self), first: partsOut == 0, last: false)
                 partsOut += 1
                 pending.removeAll(keepingCapacity: true)
                 pendingLines = 1  // the next line is preceded by its "\n"
@@ -196,7 +207,10 @@ public final class DocumentReader {
             return nil
         }
         guard let value = object[field] as? String else {
-            try bad(line, object[field] == nil ? "no field '\(field)' (choose another with --text-field)" : "field '\(field)' is not a string")
+            try bad(
+                line,
+                object[field] == nil
+                    ? "no field '\(field)' (choose another with --text-field)" : "field '\(field)' is not a string")
             return nil
         }
         return value.isEmpty ? nil : DocumentPart(text: value, first: true, last: true)
@@ -217,7 +231,9 @@ public final class DocumentReader {
         // rank reading the last of R ranges would otherwise read most of the file just to number its lines).
         if lineOffset == nil { lineOffset = rangeStart > 0 ? try Self.lineNumber(at: rangeStart, in: path) - 1 : 0 }
         let message = "\(path):\(line + lineOffset!): \(reason)"
-        guard options.skipBadLines else { throw DatasetError.invalid(message + "; fix the line, or pass --skip-bad-lines to skip such lines") }
+        guard options.skipBadLines else {
+            throw DatasetError.invalid(message + "; fix the line, or pass --skip-bad-lines to skip such lines")
+        }
         badLines += 1
         if warnings.count < 5 { warnings.append(message + " (skipped)") }
     }
@@ -278,7 +294,8 @@ public final class DocumentReader {
 public enum Documents {
     /// The documents of one whole input, in file order (small inputs and tests; `prepare` streams).
     public static func read(_ path: String, delimiter: String?, textField: String = "text") throws -> [String] {
-        let reader = try DocumentReader(path: path, options: DocumentOptions(textField: textField, delimiter: delimiter))
+        let reader = try DocumentReader(
+            path: path, options: DocumentOptions(textField: textField, delimiter: delimiter))
         var documents: [String] = []
         var current = ""
         while let part = try reader.next() {

@@ -32,14 +32,18 @@ public final class MixtureLoader {
 
     /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash` and whose model has
     /// `vocabSize` rows: a token id outside it is refused now, naming the shard.
-    public init(directory: String, tokenizerHash: String, seqLen: Int, weights: [String: Double] = [:],
-                seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096) throws {
+    public init(
+        directory: String, tokenizerHash: String, seqLen: Int, weights: [String: Double] = [:],
+        seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096
+    ) throws {
         let index = try DatasetIndex.load(directory: directory)
         guard index.tokenizerSHA256 == tokenizerHash else {
-            throw DatasetError.tokenizerMismatch(file: directory + "/index.json", expected: tokenizerHash, actual: index.tokenizerSHA256)
+            throw DatasetError.tokenizerMismatch(
+                file: directory + "/index.json", expected: tokenizerHash, actual: index.tokenizerSHA256)
         }
         if let unknown = weights.keys.sorted().first(where: { name in !index.sources.contains { $0.name == name } }) {
-            throw DatasetError.invalid("mixture weight for '\(unknown)', but \(directory) has sources \(index.sources.map(\.name))")
+            throw DatasetError.invalid(
+                "mixture weight for '\(unknown)', but \(directory) has sources \(index.sources.map(\.name))")
         }
         self.seqLen = seqLen
         self.seed = seed
@@ -49,14 +53,20 @@ public final class MixtureLoader {
             for s in source.shards {
                 let shard = try TokenShard(path: directory + "/" + s.file)
                 guard shard.tokenizerHash == tokenizerHash else {
-                    throw DatasetError.tokenizerMismatch(file: shard.path, expected: tokenizerHash, actual: shard.tokenizerHash)
+                    throw DatasetError.tokenizerMismatch(
+                        file: shard.path, expected: tokenizerHash, actual: shard.tokenizerHash)
                 }
                 guard shard.tokenCount == s.tokens else {
-                    throw DatasetError.badShard(file: shard.path, reason: "holds \(shard.tokenCount) tokens, index.json says \(s.tokens)")
+                    throw DatasetError.badShard(
+                        file: shard.path, reason: "holds \(shard.tokenCount) tokens, index.json says \(s.tokens)")
                 }
                 let maxId = s.maxTokenId ?? Int(shard.maxTokenId())
                 guard maxId < vocabSize else {
-                    throw DatasetError.badShard(file: shard.path, reason: "holds token id \(maxId), outside the model's vocabulary of \(vocabSize); was it prepared with another tokenizer, or is model.vocab_size too small?")
+                    throw DatasetError.badShard(
+                        file: shard.path,
+                        reason:
+                            "holds token id \(maxId), outside the model's vocabulary of \(vocabSize); was it prepared with another tokenizer, or is model.vocab_size too small?"
+                    )
                 }
                 offsets.append(total)
                 total += shard.tokenCount
@@ -66,7 +76,8 @@ public final class MixtureLoader {
             guard weight >= 0 else { throw DatasetError.invalid("mixture weight of '\(source.name)' is negative") }
             let windows = max(0, (total - 1) / seqLen)
             if weight > 0 && windows == 0 {
-                throw DatasetError.invalid("source '\(source.name)' has \(total) tokens, fewer than one window of seq_len + 1 = \(seqLen + 1)")
+                throw DatasetError.invalid(
+                    "source '\(source.name)' has \(total) tokens, fewer than one window of seq_len + 1 = \(seqLen + 1)")
             }
             shards.append(opened)
             starts.append(offsets)
@@ -77,7 +88,9 @@ public final class MixtureLoader {
         guard totalMass > 0 else { throw DatasetError.invalid("\(directory): every source has weight 0 or no tokens") }
         self.shards = shards
         shardStarts = starts
-        let sources = zip(infos, mass).map { SourceInfo(name: $0.0, tokens: $0.1, windows: $0.2, weight: $0.3, share: $1 / totalMass) }
+        let sources = zip(infos, mass).map {
+            SourceInfo(name: $0.0, tokens: $0.1, windows: $0.2, weight: $0.3, share: $1 / totalMass)
+        }
         self.sources = sources
 
         // Largest-remainder apportionment of `period` slots; every source with weight gets at least one.
@@ -86,11 +99,15 @@ public final class MixtureLoader {
         var counts = sources.map { Int(($0.share * Double(p)).rounded(.down)) }
         for s in active where counts[s] == 0 { counts[s] = 1 }
         let byRemainder = active.sorted {
-            let a = sources[$0].share * Double(p) - Double(counts[$0]), b = sources[$1].share * Double(p) - Double(counts[$1])
+            let a = sources[$0].share * Double(p) - Double(counts[$0]),
+                b = sources[$1].share * Double(p) - Double(counts[$1])
             return a != b ? a > b : $0 < $1
         }
         var i = 0
-        while counts.reduce(0, +) < p { counts[byRemainder[i % byRemainder.count]] += 1; i += 1 }
+        while counts.reduce(0, +) < p {
+            counts[byRemainder[i % byRemainder.count]] += 1
+            i += 1
+        }
         while counts.reduce(0, +) > p, let s = active.max(by: { counts[$0] < counts[$1] }) { counts[s] -= 1 }
         var slots = counts.enumerated().flatMap { [Int](repeating: $0.offset, count: $0.element) }
         var rng = SplitMix64(seed: seed ^ 0x6d69_7874_7572_6521)
@@ -111,9 +128,14 @@ public final class MixtureLoader {
 
     /// Passes over each source's windows after the first `sequences` sequences.
     public func epochs(afterSequences sequences: Int) -> [String: Double] {
-        Dictionary(uniqueKeysWithValues: sources.indices.map {
-            (sources[$0].name, sources[$0].windows > 0 ? Double(draws(source: $0, before: sequences)) / Double(sources[$0].windows) : 0)
-        })
+        Dictionary(
+            uniqueKeysWithValues: sources.indices.map {
+                (
+                    sources[$0].name,
+                    sources[$0].windows > 0
+                        ? Double(draws(source: $0, before: sequences)) / Double(sources[$0].windows) : 0
+                )
+            })
     }
 
     /// (source, window) of global sequence g.
@@ -122,22 +144,28 @@ public final class MixtureLoader {
         let n = draws(source: s, before: g)
         let windows = sources[s].windows
         let epoch = n / windows
-        let order = FeistelPermutation(count: windows, seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
+        let order = FeistelPermutation(
+            count: windows, seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
         return (s, order[n % windows])
     }
 
     /// Rank `rank`'s part of global batch k of `globalBatch` sequences: inputs and next-token targets,
     /// row-major (sequences × seq_len).
-    public func batch(_ k: Int, globalBatch: Int, rank: Int = 0, worldSize: Int = 1) throws -> (tokens: [Int32], targets: [Int32]) {
+    public func batch(
+        _ k: Int, globalBatch: Int, rank: Int = 0, worldSize: Int = 1
+    ) throws -> (tokens: [Int32], targets: [Int32]) {
         guard globalBatch % worldSize == 0 else {
-            throw DatasetError.invalid("global batch of \(globalBatch) sequences does not split over \(worldSize) ranks")
+            throw DatasetError.invalid(
+                "global batch of \(globalBatch) sequences does not split over \(worldSize) ranks")
         }
         let perRank = globalBatch / worldSize
         var tokens = [Int32](repeating: 0, count: perRank * seqLen), targets = tokens
         var window = [Int32](repeating: 0, count: seqLen + 1)
         for i in 0..<perRank {
             let (s, w) = self.window(ofSequence: k * globalBatch + rank * perRank + i)
-            window.withUnsafeMutableBufferPointer { read(source: s, start: w * seqLen, count: seqLen + 1, into: $0.baseAddress!) }
+            window.withUnsafeMutableBufferPointer {
+                read(source: s, start: w * seqLen, count: seqLen + 1, into: $0.baseAddress!)
+            }
             for t in 0..<seqLen {
                 tokens[i * seqLen + t] = window[t]
                 targets[i * seqLen + t] = window[t + 1]

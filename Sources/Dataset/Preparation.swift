@@ -38,7 +38,8 @@ public final class ShardSink {
         if let shard = current, shard.count > 0, shard.count + ids.count > shardTokens { try commitCurrent() }
         if current == nil {
             let file = String(format: "%@-%05d.bin", prefix, shards.count)
-            current = try TokenShardWriter(path: directory + "/" + file, vocabSize: vocabSize, tokenizerHash: tokenizerHash)
+            current = try TokenShardWriter(
+                path: directory + "/" + file, vocabSize: vocabSize, tokenizerHash: tokenizerHash)
         }
         try current!.append(ids)
         tokens += ids.count
@@ -91,7 +92,9 @@ public enum Preparation {
                 load[r] += sizes[i] / ranks
             }
         }
-        let whole = sizes.indices.filter { !splittable[$0] }.sorted { sizes[$0] != sizes[$1] ? sizes[$0] > sizes[$1] : $0 < $1 }
+        let whole = sizes.indices.filter { !splittable[$0] }.sorted {
+            sizes[$0] != sizes[$1] ? sizes[$0] > sizes[$1] : $0 < $1
+        }
         for i in whole {
             let r = load.indices.min { load[$0] != load[$1] ? load[$0] < load[$1] : $0 < $1 }!
             work.append(Assignment(input: i, part: 0, parts: 1, rank: r))
@@ -102,17 +105,21 @@ public enum Preparation {
 
     /// Tokenises one assignment into shards in `directory`. Documents get BOS and EOS; a long plain-text
     /// document is encoded part by part when the tokenizer allows it (`encodesPartsAtNewlines`), else whole.
-    public static func run(_ work: Assignment, input: InputSpec, options: DocumentOptions, tokenizer: Tokenizer,
-                           tokenizerHash: String, shardTokens: Int, directory: String) throws -> PreparedPart {
+    public static func run(
+        _ work: Assignment, input: InputSpec, options: DocumentOptions, tokenizer: Tokenizer,
+        tokenizerHash: String, shardTokens: Int, directory: String
+    ) throws -> PreparedPart {
         let reader = try DocumentReader(path: input.path, options: options, part: work.part, of: work.parts)
         let prefix = String(format: "%@-%03d-%04d", input.source, work.input, work.part)
-        let sink = ShardSink(directory: directory, prefix: prefix, vocabSize: tokenizer.vocabSize,
-                             tokenizerHash: tokenizerHash, shardTokens: shardTokens)
+        let sink = ShardSink(
+            directory: directory, prefix: prefix, vocabSize: tokenizer.vocabSize,
+            tokenizerHash: tokenizerHash, shardTokens: shardTokens)
         let byParts = tokenizer.encodesPartsAtNewlines
         var held = ""
         while let part = try reader.next() {
             if byParts {
-                try sink.add(tokenizer.encodePart(part.text, first: part.first, last: part.last), startsDocument: part.first)
+                try sink.add(
+                    tokenizer.encodePart(part.text, first: part.first, last: part.last), startsDocument: part.first)
             } else {
                 held += part.text
                 if part.last {
@@ -121,14 +128,17 @@ public enum Preparation {
                 }
             }
         }
-        return PreparedPart(input: work.input, part: work.part, shards: try sink.finish(), documents: reader.documents,
-                            tokens: sink.tokens, badLines: reader.badLines, warnings: reader.warnings)
+        return PreparedPart(
+            input: work.input, part: work.part, shards: try sink.finish(), documents: reader.documents,
+            tokens: sink.tokens, badLines: reader.badLines, warnings: reader.warnings)
     }
 
     /// The index of a prepared directory from every rank's parts: sources in order of first appearance,
     /// each source's inputs in command-line order, each input's parts in file order. An input that gave no
     /// document is refused, by name.
-    public static func index(parts: [PreparedPart], inputs: [InputSpec], vocabSize: Int, tokenizerHash: String) throws -> DatasetIndex {
+    public static func index(
+        parts: [PreparedPart], inputs: [InputSpec], vocabSize: Int, tokenizerHash: String
+    ) throws -> DatasetIndex {
         var byInput: [Int: [PreparedPart]] = [:]
         for p in parts { byInput[p.input, default: []].append(p) }
         for (i, input) in inputs.enumerated() where (byInput[i] ?? []).reduce(0, { $0 + $1.documents }) == 0 {
@@ -138,8 +148,9 @@ public enum Preparation {
         for input in inputs where !order.contains(input.source) { order.append(input.source) }
         let sources = order.map { name in
             let members = inputs.indices.filter { inputs[$0].source == name }
-            return DatasetIndex.Source(name: name, inputs: members.map { inputs[$0].path },
-                                       shards: members.flatMap { i in (byInput[i] ?? []).sorted { $0.part < $1.part }.flatMap(\.shards) })
+            return DatasetIndex.Source(
+                name: name, inputs: members.map { inputs[$0].path },
+                shards: members.flatMap { i in (byInput[i] ?? []).sorted { $0.part < $1.part }.flatMap(\.shards) })
         }
         return DatasetIndex(tokenizerSHA256: tokenizerHash, vocabSize: vocabSize, sources: sources)
     }
@@ -155,12 +166,16 @@ public enum Preparation {
 public enum ShardWriter {
     /// Writes already tokenised documents of each source as shards, then index.json (tests and tools; the
     /// `prepare` command streams through `Preparation`).
-    public static func write(sources: [(name: String, inputs: [String], documents: [[Int32]])], vocabSize: Int,
-                             tokenizerHash: String, shardTokens: Int, to directory: String) throws -> DatasetIndex {
+    public static func write(
+        sources: [(name: String, inputs: [String], documents: [[Int32]])], vocabSize: Int,
+        tokenizerHash: String, shardTokens: Int, to directory: String
+    ) throws -> DatasetIndex {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var index = DatasetIndex(tokenizerSHA256: tokenizerHash, vocabSize: vocabSize, sources: [])
         for source in sources {
-            let sink = ShardSink(directory: directory, prefix: source.name, vocabSize: vocabSize, tokenizerHash: tokenizerHash, shardTokens: shardTokens)
+            let sink = ShardSink(
+                directory: directory, prefix: source.name, vocabSize: vocabSize, tokenizerHash: tokenizerHash,
+                shardTokens: shardTokens)
             for document in source.documents { try sink.add(document, startsDocument: true) }
             index.sources.append(.init(name: source.name, inputs: source.inputs, shards: try sink.finish()))
         }

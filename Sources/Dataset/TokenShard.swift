@@ -58,7 +58,9 @@ public struct TokenShard {
     }
 
     /// Writes `tokens` atomically in one go.
-    public static func write(tokens: [Int32], documents: Int, vocabSize: Int, tokenizerHash: String, to path: String) throws {
+    public static func write(
+        tokens: [Int32], documents: Int, vocabSize: Int, tokenizerHash: String, to path: String
+    ) throws {
         let writer = try TokenShardWriter(path: path, vocabSize: vocabSize, tokenizerHash: tokenizerHash)
         try writer.append(tokens)
         _ = try writer.commit(documents: documents)
@@ -75,15 +77,25 @@ public struct TokenShard {
             throw DatasetError.badShard(file: path, reason: "no LLTOKSHD header")
         }
         let (version, width, count, documents) = data.withUnsafeBytes { raw in
-            (UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
-             Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self))),
-             Int(truncatingIfNeeded: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))),
-             Int(truncatingIfNeeded: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))))
+            (
+                UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
+                Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self))),
+                Int(truncatingIfNeeded: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self))),
+                Int(truncatingIfNeeded: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+            )
         }
-        guard version == 1 else { throw DatasetError.badShard(file: path, reason: "version \(version), this build reads 1") }
+        guard version == 1 else {
+            throw DatasetError.badShard(file: path, reason: "version \(version), this build reads 1")
+        }
         guard width == 2 || width == 4 else { throw DatasetError.badShard(file: path, reason: "token width \(width)") }
-        guard count >= 0, documents >= 0, let bytes = CheckedSize.product(count, width), data.count == TokenShard.headerSize + bytes else {
-            throw DatasetError.badShard(file: path, reason: "header promises \(count) tokens of \(width) bytes, file has \(data.count - TokenShard.headerSize) bytes after the header")
+        guard count >= 0, documents >= 0, let bytes = CheckedSize.product(count, width),
+            data.count == TokenShard.headerSize + bytes
+        else {
+            throw DatasetError.badShard(
+                file: path,
+                reason:
+                    "header promises \(count) tokens of \(width) bytes, file has \(data.count - TokenShard.headerSize) bytes after the header"
+            )
         }
         self.width = width
         tokenCount = count
@@ -97,9 +109,14 @@ public struct TokenShard {
         data.withUnsafeBytes { raw in
             let base = raw.baseAddress! + TokenShard.headerSize
             if width == 2 {
-                for i in 0..<count { out[i] = Int32(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * (start + i), as: UInt16.self))) }
+                for i in 0..<count {
+                    out[i] = Int32(
+                        UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * (start + i), as: UInt16.self)))
+                }
             } else {
-                for i in 0..<count { out[i] = Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * (start + i), as: Int32.self)) }
+                for i in 0..<count {
+                    out[i] = Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * (start + i), as: Int32.self))
+                }
             }
         }
     }
@@ -121,7 +138,9 @@ public struct TokenShard {
 
     public func tokens() -> [Int32] {
         var out = [Int32](repeating: 0, count: tokenCount)
-        out.withUnsafeMutableBufferPointer { if tokenCount > 0 { read(start: 0, count: tokenCount, into: $0.baseAddress!) } }
+        out.withUnsafeMutableBufferPointer {
+            if tokenCount > 0 { read(start: 0, count: tokenCount, into: $0.baseAddress!) }
+        }
         return out
     }
 }
@@ -166,7 +185,9 @@ public final class TokenShardWriter {
         let header = TokenShard.header(count: count, documents: documents, width: width, tokenizerHash: tokenizerHash)
         try header.withUnsafeBytes { try file.writer.write($0, at: 0) }
         try file.commit()
-        return .init(file: (path as NSString).lastPathComponent, tokens: count, documents: documents, maxTokenId: Int(maxTokenId))
+        return .init(
+            file: (path as NSString).lastPathComponent, tokens: count, documents: documents, maxTokenId: Int(maxTokenId)
+        )
     }
 }
 
@@ -226,11 +247,18 @@ public struct DatasetIndex: Codable, Equatable {
         var names = Set<String>()
         for source in index.sources {
             guard names.insert(source.name).inserted else {
-                throw DatasetError.badShard(file: path, reason: "source '\(source.name)' is listed twice; each source name must be unique")
+                throw DatasetError.badShard(
+                    file: path, reason: "source '\(source.name)' is listed twice; each source name must be unique")
             }
             for shard in source.shards {
-                guard !shard.file.contains("/"), shard.file != "..", !shard.file.isEmpty, shard.tokens >= 0, shard.documents >= 0 else {
-                    throw DatasetError.badShard(file: path, reason: "shard entry '\(shard.file)' of '\(source.name)' is not a plain file name with non-negative counts")
+                guard !shard.file.contains("/"), shard.file != "..", !shard.file.isEmpty, shard.tokens >= 0,
+                    shard.documents >= 0
+                else {
+                    throw DatasetError.badShard(
+                        file: path,
+                        reason:
+                            "shard entry '\(shard.file)' of '\(source.name)' is not a plain file name with non-negative counts"
+                    )
                 }
             }
         }

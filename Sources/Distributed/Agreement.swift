@@ -3,9 +3,9 @@
 // the fields and ranks that differ. Ranks launched with different configs (an MPMD launch, a stale file on
 // one node) would otherwise train diverged replicas or corrupt memory in a mismatched collective.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 public struct DisagreementError: Error, CustomStringConvertible {
@@ -27,7 +27,8 @@ extension Communicator {
         if let all = try gather(words) {
             var differing: [String] = []
             for rank in 1..<size where all[rank].count != words.count || all[rank][0...1] != words[0...1] {
-                differing.append("rank \(rank) lists other fields (other inputs or flags, or another version of llama-train)")
+                differing.append(
+                    "rank \(rank) lists other fields (other inputs or flags, or another version of llama-train)")
             }
             if differing.isEmpty {
                 for (i, field) in fields.enumerated() {
@@ -35,13 +36,16 @@ extension Communicator {
                     let ranks = (1..<size).filter { all[$0][k..<(k + 2)] != words[k..<(k + 2)] }
                     if !ranks.isEmpty {
                         let shown = field.value.count > 80 ? String(field.value.prefix(77)) + "..." : field.value
-                        differing.append("\(field.name): rank 0 has \(shown); rank(s) \(ranks.map(String.init).joined(separator: ", ")) differ")
+                        differing.append(
+                            "\(field.name): rank 0 has \(shown); rank(s) \(ranks.map(String.init).joined(separator: ", ")) differ"
+                        )
                     }
                 }
             }
             if !differing.isEmpty {
                 verdict = 1
-                report = "the ranks disagree on their \(what):\n  " + differing.joined(separator: "\n  ")
+                report =
+                    "the ranks disagree on their \(what):\n  " + differing.joined(separator: "\n  ")
                     + "\nevery rank must be launched with the same config, flags, tokenizer and data"
             }
         }
@@ -49,7 +53,8 @@ extension Communicator {
         if rank == 0 { throw DisagreementError(description: report) }
         // Rank 0 aborts the job with the details; give its message the time to win the race.
         sleep(10)
-        throw DisagreementError(description: "rank \(rank): the ranks disagree on their \(what) (rank 0 names the fields)")
+        throw DisagreementError(
+            description: "rank \(rank): the ranks disagree on their \(what) (rank 0 names the fields)")
     }
 }
 

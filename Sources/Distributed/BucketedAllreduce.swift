@@ -27,7 +27,10 @@ public final class BucketedAllreduce: @unchecked Sendable {
     private let scratch: UnsafeMutablePointer<UInt16>?
 
     /// `bucketBytes` is rounded to whole floats; at least one float per bucket.
-    public init(communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int, bf16: Bool = false) {
+    public init(
+        communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int,
+        bf16: Bool = false
+    ) {
         self.communicator = communicator
         self.buffer = buffer
         self.bf16 = bf16
@@ -88,7 +91,10 @@ public final class BucketedAllreduce: @unchecked Sendable {
             for range in bucketRanges { try reduce(range) }
         }
         condition.lock()
-        if communicator.size == 1 || thread == nil { completed = bucketRanges.count; queue.removeAll() }
+        if communicator.size == 1 || thread == nil {
+            completed = bucketRanges.count
+            queue.removeAll()
+        }
         while completed < bucketRanges.count && failure == nil { condition.wait() }
         let error = failure
         condition.unlock()
@@ -108,7 +114,10 @@ public final class BucketedAllreduce: @unchecked Sendable {
         while true {
             condition.lock()
             while queue.isEmpty && !stopping { condition.wait() }
-            if stopping { condition.unlock(); return }
+            if stopping {
+                condition.unlock()
+                return
+            }
             let bucket = queue.removeFirst()
             condition.unlock()
             let range = bucketRanges[bucket]

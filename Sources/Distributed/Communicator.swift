@@ -4,10 +4,11 @@
 // code checked and turned into an `MPIError` that names the rank and the call. What this is not: a policy
 // layer. Bucketing, overlap and the decision to abort live with the training loop.
 import CMPI
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 public struct MPIError: Error, CustomStringConvertible {
@@ -51,7 +52,9 @@ public final class Communicator: @unchecked Sendable {
     private func stridedChunkType(count: Int, stride: Int) throws -> MPI_Datatype {
         var contiguous: MPI_Datatype? = lm_mpi_float(), resized: MPI_Datatype? = lm_mpi_float()
         try check("MPI_Type_contiguous", MPI_Type_contiguous(Int32(count), lm_mpi_float(), &contiguous))
-        try check("MPI_Type_create_resized", MPI_Type_create_resized(contiguous, 0, MPI_Aint(stride * MemoryLayout<Float>.stride), &resized))
+        try check(
+            "MPI_Type_create_resized",
+            MPI_Type_create_resized(contiguous, 0, MPI_Aint(stride * MemoryLayout<Float>.stride), &resized))
         MPI_Type_free(&contiguous)
         try check("MPI_Type_commit", MPI_Type_commit(&resized))
         return resized!
@@ -123,7 +126,9 @@ public final class Communicator: @unchecked Sendable {
         var request: MPI_Request? = lm_mpi_request_null()
         let buffer = UnsafeMutablePointer<Int64>.allocate(capacity: values.count)
         buffer.initialize(from: values, count: values.count)
-        try check("MPI_Isend", MPI_Isend(buffer, Int32(values.count), lm_mpi_int64(), Int32(destination), tag, comm, &request))
+        try check(
+            "MPI_Isend", MPI_Isend(buffer, Int32(values.count), lm_mpi_int64(), Int32(destination), tag, comm, &request)
+        )
         return Request(request, communicator: self, call: "MPI_Isend", owning: buffer)
     }
 
@@ -134,7 +139,9 @@ public final class Communicator: @unchecked Sendable {
         try check("MPI_Iprobe", MPI_Iprobe(MPI_ANY_SOURCE, tag, comm, &flag, &status))
         guard flag != 0 else { return nil }
         var values = [Int64](repeating: 0, count: count)
-        try check("MPI_Recv", MPI_Recv(&values, Int32(count), lm_mpi_int64(), status.MPI_SOURCE, tag, comm, lm_mpi_status_ignore()))
+        try check(
+            "MPI_Recv",
+            MPI_Recv(&values, Int32(count), lm_mpi_int64(), status.MPI_SOURCE, tag, comm, lm_mpi_status_ignore()))
         return values
     }
     /// Whether MPI was initialised in this process (and not yet finalised).
@@ -160,7 +167,9 @@ public final class Communicator: @unchecked Sendable {
 
     /// Sums `count` floats across ranks with bf16 on the wire: half the bytes of `allreduceSum`, each partial
     /// sum rounded to bf16 (8 significant bits). `scratch` holds at least `count` values.
-    public func allreduceSumBF16(_ buffer: UnsafeMutablePointer<Float>, count: Int, scratch: UnsafeMutablePointer<UInt16>) throws {
+    public func allreduceSumBF16(
+        _ buffer: UnsafeMutablePointer<Float>, count: Int, scratch: UnsafeMutablePointer<UInt16>
+    ) throws {
         lm_floats_to_bf16(scratch, buffer, count)
         try chunked(count) { offset, n in
             try watched("MPI_Allreduce(bf16, \(n))") {
@@ -175,27 +184,34 @@ public final class Communicator: @unchecked Sendable {
     public func iallreduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> Request {
         precondition(count <= Communicator.chunkLimit, "iallreduce of \(count) floats: split it into buckets")
         var request: MPI_Request? = lm_mpi_request_null()
-        try check("MPI_Iallreduce(float, \(count))",
-                  MPI_Iallreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_float(), lm_mpi_sum(), comm, &request))
+        try check(
+            "MPI_Iallreduce(float, \(count))",
+            MPI_Iallreduce(lm_mpi_in_place(), buffer, Int32(count), lm_mpi_float(), lm_mpi_sum(), comm, &request))
         return Request(request, communicator: self, call: "MPI_Iallreduce(float, \(count))")
     }
 
     /// Element-wise max and min of doubles across ranks, e.g. to prove every rank holds the same parameters.
     public func allreduceMax(_ value: Double) throws -> Double {
         var v = value
-        try watched("MPI_Allreduce(max)") { MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_max(), comm) }
+        try watched("MPI_Allreduce(max)") {
+            MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_max(), comm)
+        }
         return v
     }
 
     public func allreduceMin(_ value: Double) throws -> Double {
         var v = value
-        try watched("MPI_Allreduce(min)") { MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_min(), comm) }
+        try watched("MPI_Allreduce(min)") {
+            MPI_Allreduce(lm_mpi_in_place(), &v, 1, lm_mpi_double(), lm_mpi_min(), comm)
+        }
         return v
     }
 
     /// Sums `input` (size × blockCount floats) across ranks; rank r receives block r in `output`. Blocks
     /// larger than a chunk go chunk by chunk.
-    public func reduceScatterSum(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
+    public func reduceScatterSum(
+        _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int
+    ) throws {
         if blockCount <= Communicator.chunkLimit {
             return try watched("MPI_Reduce_scatter_block(\(blockCount))") {
                 MPI_Reduce_scatter_block(input, output, Int32(blockCount), lm_mpi_float(), lm_mpi_sum(), comm)
@@ -206,8 +222,10 @@ public final class Communicator: @unchecked Sendable {
         try chunked(blockCount) { offset, n in
             for root in 0..<size {
                 try watched("MPI_Reduce(chunk \(n) of \(blockCount), root \(root))") {
-                    MPI_Reduce(input + root * blockCount + offset, rank == root ? output + offset : nil, Int32(n), lm_mpi_float(),
-                               lm_mpi_sum(), Int32(root), comm)
+                    MPI_Reduce(
+                        input + root * blockCount + offset, rank == root ? output + offset : nil, Int32(n),
+                        lm_mpi_float(),
+                        lm_mpi_sum(), Int32(root), comm)
                 }
             }
         }
@@ -215,7 +233,8 @@ public final class Communicator: @unchecked Sendable {
 
     /// Concatenates every rank's `blockCount` floats, in rank order, on every rank. Blocks larger than a chunk
     /// go chunk by chunk: chunk c of every rank's block lands through one strided receive datatype.
-    public func allgather(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws {
+    public func allgather(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, blockCount: Int) throws
+    {
         if blockCount <= Communicator.chunkLimit {
             return try watched("MPI_Allgather(\(blockCount))") {
                 MPI_Allgather(input, Int32(blockCount), lm_mpi_float(), output, Int32(blockCount), lm_mpi_float(), comm)
@@ -249,13 +268,16 @@ public final class Communicator: @unchecked Sendable {
     public func gather(_ local: [Int32], root: Int = 0) throws -> [[Int32]]? {
         var count = Int32(local.count)
         var counts = [Int32](repeating: 0, count: size)
-        try watched("MPI_Gather(counts)") { MPI_Gather(&count, 1, lm_mpi_int32(), &counts, 1, lm_mpi_int32(), Int32(root), comm) }
+        try watched("MPI_Gather(counts)") {
+            MPI_Gather(&count, 1, lm_mpi_int32(), &counts, 1, lm_mpi_int32(), Int32(root), comm)
+        }
         var displacements = [Int32](repeating: 0, count: size)
         for r in 1..<max(size, 1) where size > 1 { displacements[r] = displacements[r - 1] + counts[r - 1] }
         let total = counts.reduce(0) { $0 + Int($1) }
         // Gather carries metadata (hashes, ranges), never tensors; a total past Int32 is a caller's mistake.
         guard total <= Int(Int32.max) else {
-            throw MPIError(call: "MPI_Gatherv", rank: rank, code: 0, message: "\(total) elements in all exceed MPI's Int32 counts")
+            throw MPIError(
+                call: "MPI_Gatherv", rank: rank, code: 0, message: "\(total) elements in all exceed MPI's Int32 counts")
         }
         var all = [Int32](repeating: 0, count: rank == root ? max(total, 1) : 1)
         var send = local.isEmpty ? [Int32(0)] : local
@@ -271,7 +293,11 @@ public final class Communicator: @unchecked Sendable {
         var words = [Int32](repeating: 0, count: (local.count + 3) / 4 + 1)
         words[0] = Int32(local.count)
         if !local.isEmpty {
-            words.withUnsafeMutableBytes { raw in local.withUnsafeBytes { raw.baseAddress!.advanced(by: 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            words.withUnsafeMutableBytes { raw in
+                local.withUnsafeBytes {
+                    raw.baseAddress!.advanced(by: 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                }
+            }
         }
         guard let all = try gather(words, root: root) else { return nil }
         return all.map { w in w.withUnsafeBytes { Array($0[4..<(4 + Int(w[0]))]) } }
@@ -329,7 +355,10 @@ public final class Request: @unchecked Sendable {
     private let call: String
     private let owned: UnsafeMutablePointer<Int64>?
 
-    init(_ request: MPI_Request?, communicator: Communicator, call: String, owning owned: UnsafeMutablePointer<Int64>? = nil) {
+    init(
+        _ request: MPI_Request?, communicator: Communicator, call: String,
+        owning owned: UnsafeMutablePointer<Int64>? = nil
+    ) {
         self.request = request
         self.communicator = communicator
         self.call = call

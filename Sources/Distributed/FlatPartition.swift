@@ -39,12 +39,15 @@ extension Communicator {
     /// `buffer` holds `range` (range.count floats); each rank's own part is in place. On return every rank
     /// holds all of it. One MPI_Allgatherv while the counts fit MPI's Int32; otherwise each part is broadcast
     /// from its owner in chunks.
-    public func allgatherPieces(_ buffer: UnsafeMutablePointer<Float>, range: Range<Int>, partition: FlatPartition) throws {
+    public func allgatherPieces(
+        _ buffer: UnsafeMutablePointer<Float>, range: Range<Int>, partition: FlatPartition
+    ) throws {
         let pieces = partition.pieces(of: range)
         if range.count <= Communicator.chunkLimit {
             var counts = pieces.map { Int32($0.count) }, displacements = pieces.map { Int32($0.lowerBound) }
             try watched("MPI_Allgatherv(\(range.count))") {
-                MPI_Allgatherv(lm_mpi_in_place(), 0, lm_mpi_float(), buffer, &counts, &displacements, lm_mpi_float(), comm)
+                MPI_Allgatherv(
+                    lm_mpi_in_place(), 0, lm_mpi_float(), buffer, &counts, &displacements, lm_mpi_float(), comm)
             }
             return
         }
@@ -56,8 +59,10 @@ extension Communicator {
     /// Rank `root` receives every rank's own range of a partitioned buffer into `full` (partition.count floats;
     /// only read on the root), each rank sending `owned` (its range's floats). Point to point in chunks, so no
     /// count or displacement passes MPI's Int32 however large the buffer.
-    public func gatherPieces(_ owned: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, partition: FlatPartition,
-                             root: Int = 0) throws {
+    public func gatherPieces(
+        _ owned: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, partition: FlatPartition,
+        root: Int = 0
+    ) throws {
         let tag: Int32 = 7301
         for r in 0..<size {
             let range = partition.range(rank: r)
@@ -68,7 +73,9 @@ extension Communicator {
                     (full! + range.lowerBound + offset).update(from: owned + offset, count: n)
                 } else if rank == root {
                     try watched("MPI_Recv(\(n) from rank \(r))") {
-                        MPI_Recv(full! + range.lowerBound + offset, Int32(n), lm_mpi_float(), Int32(r), tag, comm, lm_mpi_status_ignore())
+                        MPI_Recv(
+                            full! + range.lowerBound + offset, Int32(n), lm_mpi_float(), Int32(r), tag, comm,
+                            lm_mpi_status_ignore())
                     }
                 } else if rank == r {
                     try watched("MPI_Send(\(n) to rank \(root))") {
@@ -83,8 +90,10 @@ extension Communicator {
     /// Sums `input` (range.count floats, the same range on every rank) across ranks and writes the sum of this
     /// rank's own part of the range to `output` (pieces(of: range)[rank].count floats). One
     /// MPI_Reduce_scatter while the counts fit; otherwise each part is reduced to its owner in chunks.
-    public func reduceScatterPieces(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, range: Range<Int>,
-                                    partition: FlatPartition) throws {
+    public func reduceScatterPieces(
+        _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, range: Range<Int>,
+        partition: FlatPartition
+    ) throws {
         let pieces = partition.pieces(of: range)
         if range.count <= Communicator.chunkLimit {
             var counts = pieces.map { Int32($0.count) }
@@ -98,8 +107,10 @@ extension Communicator {
             while offset < piece.count {
                 let n = min(piece.count - offset, Communicator.chunkLimit)
                 try watched("MPI_Reduce(part \(n), root \(root))") {
-                    MPI_Reduce(input + piece.lowerBound + offset, rank == root ? output + offset : nil, Int32(n), lm_mpi_float(),
-                               lm_mpi_sum(), Int32(root), comm)
+                    MPI_Reduce(
+                        input + piece.lowerBound + offset, rank == root ? output + offset : nil, Int32(n),
+                        lm_mpi_float(),
+                        lm_mpi_sum(), Int32(root), comm)
                 }
                 offset += n
             }

@@ -1,8 +1,8 @@
 // Small platform helpers for this module: a lock and an unbuffered write to standard error.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 final class Lock: @unchecked Sendable {

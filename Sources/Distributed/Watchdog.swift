@@ -35,7 +35,10 @@ public final class Watchdog: @unchecked Sendable {
 
     /// Stops every watchdog thread; MPI must not be called from them once it is finalised.
     static func stopAll() {
-        let dogs = registry.withLock { defer { running.removeAll() }; return running }
+        let dogs = registry.withLock {
+            defer { running.removeAll() }
+            return running
+        }
         for dog in dogs {
             dog.lock.withLock { dog.stopping = true }
             dog.stopped.wait()
@@ -114,7 +117,9 @@ public final class Watchdog: @unchecked Sendable {
         if due {
             lock.withLock { sent = true }
             let message: [Int64] = [Int64(comm.rank), Int64(step), Int64(waited * 1000)]
-            let requests = try (0..<comm.size).filter { $0 != comm.rank }.map { try comm.sendNonBlocking(message, to: $0, tag: Watchdog.tag) }
+            let requests = try (0..<comm.size).filter { $0 != comm.rank }.map {
+                try comm.sendNonBlocking(message, to: $0, tag: Watchdog.tag)
+            }
             lock.withLock { sends += requests }
         }
     }
@@ -126,7 +131,11 @@ public final class Watchdog: @unchecked Sendable {
         }
         guard let oldest else {
             // The collective completed after all: whoever was late arrived. Forget the episode.
-            lock.withLock { announcedAt = nil; sent = false; reporters.removeAll() }
+            lock.withLock {
+                announcedAt = nil
+                sent = false
+                reporters.removeAll()
+            }
             return
         }
         let waited = now.timeIntervalSince(oldest.since)
@@ -135,9 +144,11 @@ public final class Watchdog: @unchecked Sendable {
         } else if let announced, now.timeIntervalSince(announced) > grace {
             let waiting = lock.withLock { Set(reporters.keys) }.union([comm.rank])
             let missing = (0..<comm.size).filter { !waiting.contains($0) }
-            let message = String(format: "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ never arrived (rank(s) %@ waiting). Aborting the job; check those ranks' hosts, links and logs.",
-                                 waited, oldest.call, step, missing.map(String.init).joined(separator: ", "),
-                                 waiting.sorted().map(String.init).joined(separator: ", "))
+            let message = String(
+                format:
+                    "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ never arrived (rank(s) %@ waiting). Aborting the job; check those ranks' hosts, links and logs.",
+                waited, oldest.call, step, missing.map(String.init).joined(separator: ", "),
+                waiting.sorted().map(String.init).joined(separator: ", "))
             // MPI_Abort itself may block behind a wedged transport: leave on our own after a few seconds.
             DispatchQueue.global().asyncAfter(deadline: .now() + 5) { _exit(134) }
             comm.abort(message)

@@ -46,7 +46,9 @@ public struct Dialogue: Equatable, Sendable {
         }
         guard !rest.isEmpty else { throw TrainingError("a dialogue needs at least one user turn") }
         for (i, turn) in rest.enumerated() where turn.role != (i % 2 == 0 ? .user : .assistant) {
-            throw TrainingError("turn \(i + 1) is '\(turn.role.rawValue)'; after an optional system message, user and assistant turns alternate, starting with the user")
+            throw TrainingError(
+                "turn \(i + 1) is '\(turn.role.rawValue)'; after an optional system message, user and assistant turns alternate, starting with the user"
+            )
         }
         self.turns = Array(rest)
     }
@@ -79,20 +81,30 @@ public enum DialogueData {
     public static func format(of object: [String: Any]) -> DataFormat? {
         if object["messages"] is [Any] { return .messages }
         if object["prompt"] is String && object["response"] is String { return .promptResponse }
-        if object["prompt"] is String && object["chosen"] is String && object["rejected"] is String { return .ratedPairs }
+        if object["prompt"] is String && object["chosen"] is String && object["rejected"] is String {
+            return .ratedPairs
+        }
         if object["chosen"] is [Any] && object["rejected"] is [Any] { return .messagePairs }
-        if let chosen = object["chosen"] as? String, object["rejected"] is String, chosen.contains("Human:") { return .hhRLHF }
+        if let chosen = object["chosen"] as? String, object["rejected"] is String, chosen.contains("Human:") {
+            return .hhRLHF
+        }
         return nil
     }
 
     static func messages(_ value: Any?) throws -> Dialogue {
-        guard let list = value as? [[String: Any]] else { throw TrainingError("messages must be a list of {\"role\", \"content\"} objects") }
-        return try Dialogue(list.enumerated().map { i, m in
-            guard let roleText = m["role"] as? String, let role = Turn.Role(rawValue: roleText), let content = m["content"] as? String else {
-                throw TrainingError("message \(i + 1) needs a role (system, user or assistant) and a string content")
-            }
-            return Turn(role, content)
-        })
+        guard let list = value as? [[String: Any]] else {
+            throw TrainingError("messages must be a list of {\"role\", \"content\"} objects")
+        }
+        return try Dialogue(
+            list.enumerated().map { i, m in
+                guard let roleText = m["role"] as? String, let role = Turn.Role(rawValue: roleText),
+                    let content = m["content"] as? String
+                else {
+                    throw TrainingError(
+                        "message \(i + 1) needs a role (system, user or assistant) and a string content")
+                }
+                return Turn(role, content)
+            })
     }
 
     /// "\n\nHuman: … \n\nAssistant: …" as turns.
@@ -105,7 +117,9 @@ public enum DialogueData {
                 throw TrainingError("HH-RLHF text must be made of \"\\n\\nHuman: …\" and \"\\n\\nAssistant: …\" turns")
             }
             rest = rest.dropFirst(marker.count)
-            let next = [rest.range(of: "\n\nHuman:"), rest.range(of: "\n\nAssistant:")].compactMap { $0?.lowerBound }.min() ?? rest.endIndex
+            let next =
+                [rest.range(of: "\n\nHuman:"), rest.range(of: "\n\nAssistant:")].compactMap { $0?.lowerBound }.min()
+                ?? rest.endIndex
             turns.append(Turn(role, rest[..<next].trimmingCharacters(in: .whitespaces)))
             rest = rest[next...]
         }
@@ -117,29 +131,39 @@ public enum DialogueData {
         func rating() throws -> Rating {
             guard let text = o["rating"] as? String else { return .negligiblyBetter }
             guard let r = Rating(text: text) else {
-                throw TrainingError("unknown rating '\(text)'; use significantly better, better, slightly better, negligibly better or unsure")
+                throw TrainingError(
+                    "unknown rating '\(text)'; use significantly better, better, slightly better, negligibly better or unsure"
+                )
             }
             return r
         }
         switch format {
         case .promptResponse:
-            return .dialogue(try Dialogue([Turn(.user, o["prompt"] as! String), Turn(.assistant, o["response"] as! String)]))
+            return .dialogue(
+                try Dialogue([Turn(.user, o["prompt"] as! String), Turn(.assistant, o["response"] as! String)]))
         case .messages:
             return .dialogue(try messages(o["messages"]))
         case .ratedPairs:
             let prompt = o["prompt"] as! String
-            return .preference(chosen: try Dialogue([Turn(.user, prompt), Turn(.assistant, o["chosen"] as! String)]),
-                               rejected: try Dialogue([Turn(.user, prompt), Turn(.assistant, o["rejected"] as! String)]), rating: try rating())
+            return .preference(
+                chosen: try Dialogue([Turn(.user, prompt), Turn(.assistant, o["chosen"] as! String)]),
+                rejected: try Dialogue([Turn(.user, prompt), Turn(.assistant, o["rejected"] as! String)]),
+                rating: try rating())
         case .messagePairs:
-            return .preference(chosen: try messages(o["chosen"]), rejected: try messages(o["rejected"]), rating: try rating())
+            return .preference(
+                chosen: try messages(o["chosen"]), rejected: try messages(o["rejected"]), rating: try rating())
         case .hhRLHF:
-            return .preference(chosen: try hhText(o["chosen"] as! String), rejected: try hhText(o["rejected"] as! String), rating: try rating())
+            return .preference(
+                chosen: try hhText(o["chosen"] as! String), rejected: try hhText(o["rejected"] as! String),
+                rating: try rating())
         }
     }
 
     /// Reads a JSON Lines file of one format (detected from its first good line, named in the log). `wanted`
     /// says whether SFT (false) or preference (true) data is expected; other lines are named and skipped.
-    public static func load(_ path: String, preferences wanted: Bool, log: (String) -> Void) throws -> (DataFormat, [(line: Int, example: Example)]) {
+    public static func load(
+        _ path: String, preferences wanted: Bool, log: (String) -> Void
+    ) throws -> (DataFormat, [(line: Int, example: Example)]) {
         guard let data = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read") }
         var format: DataFormat?
         var examples: [(Int, Example)] = []
@@ -149,27 +173,39 @@ public enum DialogueData {
                 log("\(path):\(line.number): \(why); line skipped")
                 bad += 1
             }
-            guard let object = line.object else { skip("not a JSON object"); continue }
+            guard let object = line.object else {
+                skip("not a JSON object")
+                continue
+            }
             guard let found = Self.format(of: object), found.isPreference == wanted else {
-                skip(wanted ? "not a preference pair ({\"prompt\", \"chosen\", \"rejected\", \"rating\"}, chosen/rejected message lists, or HH-RLHF text)"
-                            : "not an SFT example ({\"prompt\", \"response\"} or {\"messages\": [...]})")
+                skip(
+                    wanted
+                        ? "not a preference pair ({\"prompt\", \"chosen\", \"rejected\", \"rating\"}, chosen/rejected message lists, or HH-RLHF text)"
+                        : "not an SFT example ({\"prompt\", \"response\"} or {\"messages\": [...]})")
                 continue
             }
             if format == nil {
                 format = found
                 log("\(path): \(found.rawValue) format")
             }
-            guard found == format else { skip("is \(found.rawValue), but the file is \(format!.rawValue)"); continue }
+            guard found == format else {
+                skip("is \(found.rawValue), but the file is \(format!.rawValue)")
+                continue
+            }
             do {
                 let example = try Self.example(object, found)
-                if case let .dialogue(d) = example, !d.endsWithAnswer { skip("the dialogue ends without an assistant turn to learn"); continue }
+                if case let .dialogue(d) = example, !d.endsWithAnswer {
+                    skip("the dialogue ends without an assistant turn to learn")
+                    continue
+                }
                 examples.append((line.number, example))
             } catch {
                 skip("\(error)")
             }
         }
         guard let format, !examples.isEmpty else {
-            throw TrainingError("\(path): no line is a usable \(wanted ? "preference pair" : "SFT example") (\(bad) bad)")
+            throw TrainingError(
+                "\(path): no line is a usable \(wanted ? "preference pair" : "SFT example") (\(bad) bad)")
         }
         return (format, examples)
     }
@@ -194,8 +230,14 @@ public struct ChatTemplate: Sendable {
             return
         }
         let bytes = Array(text.utf8)
-        guard let id = tokenizer.model.pieces.firstIndex(where: { $0.bytes == bytes && ($0.kind == .userDefined || $0.kind == .control) }) else {
-            throw TrainingError("the tokenizer \(tokenizer.source) has no '\(text)' piece; train one with `llama-train tokenizer train --user-defined-symbols '\(text)'`, set finetune.separator to one of its user-defined or control pieces, or use the llama2-chat template")
+        guard
+            let id = tokenizer.model.pieces.firstIndex(where: {
+                $0.bytes == bytes && ($0.kind == .userDefined || $0.kind == .control)
+            })
+        else {
+            throw TrainingError(
+                "the tokenizer \(tokenizer.source) has no '\(text)' piece; train one with `llama-train tokenizer train --user-defined-symbols '\(text)'`, set finetune.separator to one of its user-defined or control pieces, or use the llama2-chat template"
+            )
         }
         separator = Int32(id)
     }
@@ -208,7 +250,9 @@ public struct ChatTemplate: Sendable {
             return [tokenizer.bosId] + tokenizer.encode(text) + [separator!]
         case .llama2Chat:
             let content = user.trimmingCharacters(in: .whitespacesAndNewlines)
-            let folded = system.map { "<<SYS>>\n\($0.trimmingCharacters(in: .whitespacesAndNewlines))\n<</SYS>>\n\n\(content)" } ?? content
+            let folded =
+                system.map { "<<SYS>>\n\($0.trimmingCharacters(in: .whitespacesAndNewlines))\n<</SYS>>\n\n\(content)" }
+                ?? content
             return [tokenizer.bosId] + tokenizer.encode("[INST] \(folded) [/INST]")
         }
     }
@@ -223,7 +267,9 @@ public struct ChatTemplate: Sendable {
     public func encode(_ dialogue: Dialogue) -> (tokens: [Int32], answer: [Bool]) {
         var tokens: [Int32] = [], answer: [Bool] = []
         for (i, turn) in dialogue.turns.enumerated() {
-            let piece = turn.role == .user ? prompt(user: turn.content, system: i == 0 ? dialogue.system : nil) : self.answer(turn.content)
+            let piece =
+                turn.role == .user
+                ? prompt(user: turn.content, system: i == 0 ? dialogue.system : nil) : self.answer(turn.content)
             tokens += piece
             answer += [Bool](repeating: turn.role == .assistant, count: piece.count)
         }

@@ -34,7 +34,9 @@ public struct SFTPacker: BatchSource, Sendable {
         self.seed = seed
         let tokens = examples.reduce(0) { $0 + $1.tokens.count }
         sequencesPerEpoch = (tokens - 1) / seqLen
-        guard sequencesPerEpoch > 0 else { throw TrainingError("the fine-tuning data has \(tokens) tokens, fewer than one sequence of \(seqLen + 1)") }
+        guard sequencesPerEpoch > 0 else {
+            throw TrainingError("the fine-tuning data has \(tokens) tokens, fewer than one sequence of \(seqLen + 1)")
+        }
     }
 
     /// Tokenises dialogues with a template; the answer flags mark every assistant turn.
@@ -60,17 +62,24 @@ public struct SFTPacker: BatchSource, Sendable {
         return (tokens, answer)
     }
 
-    public func batch(_ k: Int, globalBatch: Int, rank: Int, worldSize: Int) throws -> (tokens: [Int32], targets: [Int32]) {
+    public func batch(
+        _ k: Int, globalBatch: Int, rank: Int, worldSize: Int
+    ) throws -> (tokens: [Int32], targets: [Int32]) {
         let perRank = globalBatch / worldSize
         var tokens: [Int32] = [], targets: [Int32] = []
         var cached: (epoch: Int, tokens: [Int32], answer: [Bool])?
         for i in 0..<perRank {
             let g = k * globalBatch + rank * perRank + i
             let epoch = g / sequencesPerEpoch, start = (g % sequencesPerEpoch) * seqLen
-            if cached?.epoch != epoch { let s = stream(epoch: epoch); cached = (epoch, s.tokens, s.answer) }
+            if cached?.epoch != epoch {
+                let s = stream(epoch: epoch)
+                cached = (epoch, s.tokens, s.answer)
+            }
             let s = cached!
             tokens += s.tokens[start..<(start + seqLen)]
-            for t in (start + 1)...(start + seqLen) { targets.append(s.answer[t] ? s.tokens[t] : LlamaModel.ignoreIndex) }
+            for t in (start + 1)...(start + seqLen) {
+                targets.append(s.answer[t] ? s.tokens[t] : LlamaModel.ignoreIndex)
+            }
         }
         return (tokens, targets)
     }
@@ -91,7 +100,8 @@ public enum Rating: Int, CaseIterable, Sendable {
         case "significantly better": self = .significantlyBetter
         case "better": self = .better
         case "slightly better": self = .slightlyBetter
-        case "negligibly better", "unsure", "negligibly better / unsure", "negligibly better/unsure": self = .negligiblyBetter
+        case "negligibly better", "unsure", "negligibly better / unsure", "negligibly better/unsure":
+            self = .negligiblyBetter
         default: return nil
         }
     }
@@ -131,18 +141,23 @@ public enum PreferenceData {
     /// `template`. Sequences longer than seqLen keep their end (the reward reads the last token); a pair whose
     /// chosen and rejected sequences are identical after that cut teaches nothing (its gradient is zero) and is
     /// skipped with its line named; a file left with no pair is refused.
-    public static func load(_ path: String, template: ChatTemplate, seqLen: Int, margin: MarginTable,
-                            log: (String) -> Void) throws -> [PreferencePair] {
+    public static func load(
+        _ path: String, template: ChatTemplate, seqLen: Int, margin: MarginTable,
+        log: (String) -> Void
+    ) throws -> [PreferencePair] {
         var pairs: [PreferencePair] = []
         var cut = 0, identical = 0
         for (line, example) in try DialogueData.load(path, preferences: true, log: log).1 {
             guard case let .preference(chosenDialogue, rejectedDialogue, rating) = example else { continue }
             let chosen = template.encode(chosenDialogue).tokens, rejected = template.encode(rejectedDialogue).tokens
             if chosen.count > seqLen || rejected.count > seqLen { cut += 1 }
-            let pair = PreferencePair(chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
-                                      margin: rating.margin(margin))
+            let pair = PreferencePair(
+                chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
+                margin: rating.margin(margin))
             guard pair.chosen != pair.rejected else {
-                log("\(path):\(line): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped")
+                log(
+                    "\(path):\(line): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped"
+                )
                 identical += 1
                 continue
             }
@@ -150,7 +165,9 @@ public enum PreferenceData {
         }
         if cut > 0 { log("\(path): \(cut) pair(s) longer than seq_len \(seqLen) keep their last \(seqLen) tokens") }
         guard !pairs.isEmpty else {
-            throw TrainingError("\(path): no pair has a chosen sequence different from its rejected one (\(identical) identical); raise train.seq_len or check the data")
+            throw TrainingError(
+                "\(path): no pair has a chosen sequence different from its rejected one (\(identical) identical); raise train.seq_len or check the data"
+            )
         }
         return pairs
     }

@@ -9,19 +9,24 @@ import Support
 import Tokenizer
 
 public enum Generator {
-    public static func generate(model: LlamaModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
-                                temperature: Double, topP: Double, seed: UInt64) throws -> String {
+    public static func generate(
+        model: LlamaModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
+        temperature: Double, topP: Double, seed: UInt64
+    ) throws -> String {
         let promptIds = tokenizer.encode(prompt, bos: true)
-        let continuation = try generate(model: model, tokenizer: tokenizer, promptIds: promptIds, maxTokens: maxTokens,
-                                        temperature: temperature, topP: topP, seed: seed)
+        let continuation = try generate(
+            model: model, tokenizer: tokenizer, promptIds: promptIds, maxTokens: maxTokens,
+            temperature: temperature, topP: topP, seed: seed)
         // Decoding the whole sequence keeps the space between prompt and continuation (the decoder drops
         // only the first piece's dummy-prefix space).
         return continuation.isEmpty ? prompt : try tokenizer.decode(promptIds + continuation)
     }
 
     /// The tokens sampled after `promptIds`, up to `maxTokens`, the context, or </s> (not included).
-    public static func generate(model: LlamaModel, tokenizer: Tokenizer, promptIds: [Int32], maxTokens: Int,
-                                temperature: Double, topP: Double, seed: UInt64) throws -> [Int32] {
+    public static func generate(
+        model: LlamaModel, tokenizer: Tokenizer, promptIds: [Int32], maxTokens: Int,
+        temperature: Double, topP: Double, seed: UInt64
+    ) throws -> [Int32] {
         var ids = promptIds
         let limit = min(model.config.maxSeqLen, ids.count + maxTokens)
         guard ids.count < limit else { return [] }

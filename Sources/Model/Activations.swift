@@ -64,19 +64,37 @@ public final class ActivationArena {
             let separate = purpose == .training(.none) ? c.nLayers : 1
             for _ in 0..<separate {
                 var s = Block()
-                s.norm1 = carve(N * C); s.rstd1 = carve(N)
-                s.q = carve(N * Q); s.k = carve(N * KV); s.v = carve(N * KV)
-                s.lse = carve(B * c.nHeads * T); s.attnOut = carve(N * Q)
-                s.mid = carve(N * C); s.norm2 = carve(N * C); s.rstd2 = carve(N)
-                s.gate = carve(N * F); s.up = carve(N * F); s.act = carve(N * F)
+                s.norm1 = carve(N * C)
+                s.rstd1 = carve(N)
+                s.q = carve(N * Q)
+                s.k = carve(N * KV)
+                s.v = carve(N * KV)
+                s.lse = carve(B * c.nHeads * T)
+                s.attnOut = carve(N * Q)
+                s.mid = carve(N * C)
+                s.norm2 = carve(N * C)
+                s.rstd2 = carve(N)
+                s.gate = carve(N * F)
+                s.up = carve(N * F)
+                s.act = carve(N * F)
                 blocks.append(s)
             }
-            normF = carve(N * C); rstdF = carve(N); logits = carve(N * V); losses = carve(N)
-            ropeCos = carve(T * c.headDim / 2); ropeSin = carve(T * c.headDim / 2)
+            normF = carve(N * C)
+            rstdF = carve(N)
+            logits = carve(N * V)
+            losses = carve(N)
+            ropeCos = carve(T * c.headDim / 2)
+            ropeSin = carve(T * c.headDim / 2)
             if purpose.trains {
-                dres = carve(N * C); dnorm = carve(N * C)
-                dq = carve(N * Q); dk = carve(N * KV); dv = carve(N * KV); dattnOut = carve(N * Q)
-                dgate = carve(N * F); dup = carve(N * F); dact = carve(N * F)
+                dres = carve(N * C)
+                dnorm = carve(N * C)
+                dq = carve(N * Q)
+                dk = carve(N * KV)
+                dv = carve(N * KV)
+                dattnOut = carve(N * Q)
+                dgate = carve(N * F)
+                dup = carve(N * F)
+                dact = carve(N * F)
             }
         }
 
@@ -115,7 +133,8 @@ public final class ActivationArena {
         targets = .allocate(capacity: N)
         tokens.initialize(repeating: 0, count: N)
         targets.initialize(repeating: 0, count: N)
-        lm_rope_tables(memory.pointer + plan.ropeCos, memory.pointer + plan.ropeSin, Int32(T), Int32(c.headDim), c.ropeTheta)
+        lm_rope_tables(
+            memory.pointer + plan.ropeCos, memory.pointer + plan.ropeSin, Int32(T), Int32(c.headDim), c.ropeTheta)
     }
 
     deinit {

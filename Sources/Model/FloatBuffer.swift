@@ -11,8 +11,9 @@ public final class FloatBuffer: @unchecked Sendable {
     public init(count: Int) {
         precondition(count >= 0, "FloatBuffer count must be non-negative")
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride,
-                                                   alignment: 64)
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: max(count, 1) * MemoryLayout<Float>.stride,
+            alignment: 64)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
     }
@@ -32,7 +33,13 @@ public final class FloatBuffer: @unchecked Sendable {
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 
     public subscript(index: Int) -> Float {
-        get { assert(index >= 0 && index < count); return pointer[index] }
-        set { assert(index >= 0 && index < count); pointer[index] = newValue }
+        get {
+            assert(index >= 0 && index < count)
+            return pointer[index]
+        }
+        set {
+            assert(index >= 0 && index < count)
+            pointer[index] = newValue
+        }
     }
 }

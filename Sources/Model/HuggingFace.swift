@@ -22,13 +22,16 @@ public enum HuggingFace {
         func strictInt(_ key: String) throws -> Int? {
             guard let raw = json[key] else { return nil }
             guard let value = raw as? NSNumber, String(cString: value.objCType) != "c",
-                  let exact = Int(exactly: value.doubleValue), Double(value.int64Value) == value.doubleValue else {
+                let exact = Int(exactly: value.doubleValue), Double(value.int64Value) == value.doubleValue
+            else {
                 throw ConfigError(file: path, field: key, message: "must be a whole number, got \(raw)")
             }
             return exact
         }
         func int(_ key: String) throws -> Int {
-            guard let value = try strictInt(key) else { throw ConfigError(file: path, field: key, message: "is missing") }
+            guard let value = try strictInt(key) else {
+                throw ConfigError(file: path, field: key, message: "is missing")
+            }
             return value
         }
         func optionalNumber(_ key: String) -> Double? { (json[key] as? NSNumber)?.doubleValue }
@@ -40,7 +43,8 @@ public enum HuggingFace {
             throw ConfigError(file: path, field: "hidden_act", message: "is '\(act)'; Llama's SwiGLU needs 'silu'")
         }
         for key in ["attention_bias", "mlp_bias", "tie_word_embeddings"] where (json[key] as? Bool) == true {
-            throw ConfigError(file: path, field: key, message: "is true; this trainer's Llama has no biases and untied embeddings")
+            throw ConfigError(
+                file: path, field: key, message: "is true; this trainer's Llama has no biases and untied embeddings")
         }
         // transformers 5 nests rope_theta in rope_parameters; 4.x keeps it at the top with rope_scaling.
         var theta = optionalNumber("rope_theta") ?? 10000
@@ -52,7 +56,9 @@ public enum HuggingFace {
             }
         }
         if ropeType != "default" {
-            throw ConfigError(file: path, field: "rope_parameters", message: "rope_type '\(ropeType)' is not supported; only the default rotary embedding")
+            throw ConfigError(
+                file: path, field: "rope_parameters",
+                message: "rope_type '\(ropeType)' is not supported; only the default rotary embedding")
         }
         let heads = try int("num_attention_heads")
         let config = LlamaConfig(
@@ -65,9 +71,11 @@ public enum HuggingFace {
         var result = config
         let architectures = json["architectures"] as? [String] ?? []
         if architectures.contains("LlamaForSequenceClassification") {
-            let labels = (json["num_labels"] as? NSNumber)?.intValue ?? ((json["id2label"] as? [String: Any])?.count ?? 1)
+            let labels =
+                (json["num_labels"] as? NSNumber)?.intValue ?? ((json["id2label"] as? [String: Any])?.count ?? 1)
             guard labels == 1 else {
-                throw ConfigError(file: path, field: "num_labels", message: "is \(labels); a reward model has one scalar output")
+                throw ConfigError(
+                    file: path, field: "num_labels", message: "is \(labels); a reward model has one scalar output")
             }
             result.heads = [.score]
         }
@@ -75,7 +83,9 @@ public enum HuggingFace {
         if let listed = json[Self.headsKey] as? [String] {
             result.heads = try listed.map { name in
                 guard let head = OutputHead(rawValue: name) else {
-                    throw ConfigError(file: path, field: Self.headsKey, message: "'\(name)' is not a head; use \(OutputHead.allCases.map(\.rawValue))")
+                    throw ConfigError(
+                        file: path, field: Self.headsKey,
+                        message: "'\(name)' is not a head; use \(OutputHead.allCases.map(\.rawValue))")
                 }
                 return head
             }
@@ -84,9 +94,13 @@ public enum HuggingFace {
             try result.validate(file: path)
         } catch let error as ConfigError {
             // Name the field as config.json spells it.
-            let names = ["dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
-                         "n_kv_heads": "num_key_value_heads", "ffn_hidden_size": "intermediate_size", "max_seq_len": "max_position_embeddings",
-                         "norm_eps": "rms_norm_eps", "head_dim": "head_dim", "vocab_size": "vocab_size", "rope_theta": "rope_theta"]
+            let names = [
+                "dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                "n_kv_heads": "num_key_value_heads", "ffn_hidden_size": "intermediate_size",
+                "max_seq_len": "max_position_embeddings",
+                "norm_eps": "rms_norm_eps", "head_dim": "head_dim", "vocab_size": "vocab_size",
+                "rope_theta": "rope_theta",
+            ]
             throw ConfigError(file: path, field: names[error.field] ?? error.field, message: error.message)
         }
         return result
@@ -97,7 +111,8 @@ public enum HuggingFace {
 
     public static func configJSON(_ c: LlamaConfig) -> Data {
         var object: [String: Any] = [
-            "architectures": [c.heads == [.score] ? "LlamaForSequenceClassification" : "LlamaForCausalLM"], "model_type": "llama",
+            "architectures": [c.heads == [.score] ? "LlamaForSequenceClassification" : "LlamaForCausalLM"],
+            "model_type": "llama",
             "hidden_act": "silu",
             "hidden_size": c.dim, "intermediate_size": c.ffnHiddenSize, "num_hidden_layers": c.nLayers,
             "num_attention_heads": c.nHeads, "num_key_value_heads": c.nKVHeads, "head_dim": c.headDim,
@@ -134,18 +149,22 @@ public enum HuggingFace {
             for spec in layout.tensors { fileForTensor[spec.name] = single }
         } else if let data = fm.contents(atPath: index) {
             guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-                  let map = json["weight_map"] as? [String: String]
+                let map = json["weight_map"] as? [String: String]
             else {
                 throw SafeTensorsError.badHeader(file: index, reason: "no 'weight_map' object of tensor name → file")
             }
             for spec in layout.tensors {
-                guard let file = map[spec.name] else { throw SafeTensorsError.missingTensor(name: spec.name, file: index) }
+                guard let file = map[spec.name] else {
+                    throw SafeTensorsError.missingTensor(name: spec.name, file: index)
+                }
                 fileForTensor[spec.name] = directory + "/" + file
             }
         } else {
-            let hint = fm.fileExists(atPath: directory + "/pytorch_model.bin")
+            let hint =
+                fm.fileExists(atPath: directory + "/pytorch_model.bin")
                 ? " (pytorch_model.bin is not read: save with safe_serialization=True)" : ""
-            throw SafeTensorsError.unreadable(file: directory, reason: "neither model.safetensors nor model.safetensors.index.json\(hint)")
+            throw SafeTensorsError.unreadable(
+                file: directory, reason: "neither model.safetensors nor model.safetensors.index.json\(hint)")
         }
         var opened: [String: SafeTensorsFile] = [:]
         for spec in layout.tensors {
@@ -156,11 +175,14 @@ public enum HuggingFace {
     }
 
     /// Writes config.json and model.safetensors (float32), each atomically.
-    public static func save(config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String) throws {
+    public static func save(
+        config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String
+    ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let entries = layout.tensors.map {
-            SafeTensorsEntry(name: $0.name, shape: $0.shape,
-                             values: UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
+            SafeTensorsEntry(
+                name: $0.name, shape: $0.shape,
+                values: UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
         }
         try SafeTensorsWriter.write(entries, to: directory + "/model.safetensors")
         try AtomicFile.write(configJSON(config), to: directory + "/config.json")

@@ -16,8 +16,10 @@ public struct KernelError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         let reason: String
         switch Int(status) {
-        case Int(LM_ERROR_ONEDNN): reason = "oneDNN failed (out of memory, or a CPU without bf16); run with --precision fp32"
-        case Int(LM_ERROR_SCRATCH): reason = "its scratch was too small (a bug in the caller's sizing; please report it)"
+        case Int(LM_ERROR_ONEDNN):
+            reason = "oneDNN failed (out of memory, or a CPU without bf16); run with --precision fp32"
+        case Int(LM_ERROR_SCRATCH):
+            reason = "its scratch was too small (a bug in the caller's sizing; please report it)"
         case Int(LM_ERROR_UNSUPPORTED): reason = "this build or CPU has no AVX-512 BF16; run with --precision fp32"
         default: reason = "status \(status)"
         }
@@ -90,15 +92,19 @@ public final class OneDNNMatmuls {
     }
 
     /// c (m,n) = a (m,k) · b (k,n) [+ c] on bf16 inputs; a stored (k,m) when transA, b (n,k) when transB.
-    public func multiply(_ c: UnsafeMutablePointer<Float>, _ a: UnsafePointer<UInt16>, _ b: UnsafePointer<UInt16>,
-                         m: Int, n: Int, k: Int, transA: Bool, transB: Bool, accumulate: Bool) throws {
+    public func multiply(
+        _ c: UnsafeMutablePointer<Float>, _ a: UnsafePointer<UInt16>, _ b: UnsafePointer<UInt16>,
+        m: Int, n: Int, k: Int, transA: Bool, transB: Bool, accumulate: Bool
+    ) throws {
         var needed = 0
         for _ in 0..<2 {  // the first call of a shape may learn that its scratchpad must grow
-            let status = lm_matmul_bf16(OpaquePointer(cache), c, a, b, Int64(m), Int64(n), Int64(k), transA ? 1 : 0, transB ? 1 : 0,
-                                        accumulate ? 1 : 0, scratchpad.reserve(needed), scratchpad.byteCount, &needed)
+            let status = lm_matmul_bf16(
+                OpaquePointer(cache), c, a, b, Int64(m), Int64(n), Int64(k), transA ? 1 : 0, transB ? 1 : 0,
+                accumulate ? 1 : 0, scratchpad.reserve(needed), scratchpad.byteCount, &needed)
             if status == Int32(LM_ERROR_SCRATCH) { continue }
             return try KernelError.check(status, "lm_matmul_bf16", "(\(m)×\(k)) · (\(k)×\(n))")
         }
-        throw KernelError(kernel: "lm_matmul_bf16", status: Int32(LM_ERROR_SCRATCH), detail: "(\(m)×\(k)) · (\(k)×\(n))")
+        throw KernelError(
+            kernel: "lm_matmul_bf16", status: Int32(LM_ERROR_SCRATCH), detail: "(\(m)×\(k)) · (\(k)×\(n))")
     }
 }

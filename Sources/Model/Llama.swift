@@ -91,8 +91,10 @@ public final class LlamaModel {
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
     /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
     /// training gives the ranges this rank keeps, and a `unitWeights` provider for the rest.
-    public init(config: LlamaConfig, purpose: ModelPurpose = .training(.none), parameterRange: Range<Int>? = nil,
-                gradientRange: Range<Int>? = nil) throws {
+    public init(
+        config: LlamaConfig, purpose: ModelPurpose = .training(.none), parameterRange: Range<Int>? = nil,
+        gradientRange: Range<Int>? = nil
+    ) throws {
         try config.validate()
         self.config = config
         self.purpose = purpose
@@ -140,11 +142,12 @@ public final class LlamaModel {
         activations = ActivationArena(config: config, batch: batch, seqLen: seqLen, purpose: purpose)
     }
 
-
     /// Head `kind`'s outputs (B·T, rows) of the last forward: logits for `lm_head`, one scalar per position for
     /// `score` and `value`. A backward overwrites them with their gradient.
     public func outputs(of kind: OutputHead) -> UnsafeBufferPointer<Float> {
-        guard let i = config.heads.firstIndex(of: kind) else { preconditionFailure("the model has no \(kind.rawValue) head") }
+        guard let i = config.heads.firstIndex(of: kind) else {
+            preconditionFailure("the model has no \(kind.rawValue) head")
+        }
         let a = activations!, n = a.batch * a.seqLen
         return UnsafeBufferPointer(start: a.ptr(a.logits) + n * headRowOffsets[i], count: n * kind.rows(config))
     }
@@ -160,7 +163,9 @@ public final class LlamaModel {
         let V = config.vocabSize, predicts = config.heads.contains(.lm)
         var counted = 0
         for i in 0..<(B * T) {
-            if tokens[i] < 0 || Int(tokens[i]) >= V { throw ModelError.tokenOutOfRange(position: i, token: tokens[i], vocabSize: V) }
+            if tokens[i] < 0 || Int(tokens[i]) >= V {
+                throw ModelError.tokenOutOfRange(position: i, token: tokens[i], vocabSize: V)
+            }
             if targets[i] == LlamaModel.ignoreIndex { continue }
             if !predicts { throw ModelError.targetWithoutLanguageHead(position: i, target: targets[i]) }
             if targets[i] < 0 || Int(targets[i]) >= V {
@@ -206,9 +211,12 @@ public final class LlamaModel {
             unitWeights?.forwardFinished(unit: u)
         }
         let ph = parameterBase(forwardOf: head)
-        rmsnormForward(a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d, Float(c.normEps))
+        rmsnormForward(
+            a.ptr(a.normF), a.ptr(a.rstdF), a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset, d,
+            Float(c.normEps))
         for (i, h) in layout.heads.enumerated() {
-            try matmulForward(headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, d.N, d.C, Int32(h.kind.rows(c)), 0)
+            try matmulForward(
+                headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, d.N, d.C, Int32(h.kind.rows(c)), 0)
         }
         unitWeights?.forwardFinished(unit: head)
         let losses = a.ptr(a.losses)
@@ -241,10 +249,12 @@ public final class LlamaModel {
         let (attnOut, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
         if precision == .bf16 {
             let (scratch, stride) = attentionWorkspace(d)
-            try KernelError.check(inParallel(checking: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end, worker in
-                lm_flash_attention_forward_bf16(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
-                                                scratch + worker * stride, stride)
-            }, "lm_flash_attention_forward_bf16", "(T \(d.T), head_dim \(d.D))")
+            try KernelError.check(
+                inParallel(checking: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end, worker in
+                    lm_flash_attention_forward_bf16(
+                        attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
+                        scratch + worker * stride, stride)
+                }, "lm_flash_attention_forward_bf16", "(T \(d.T), head_dim \(d.D))")
         } else {
             inParallel(units: lm_flash_attention_forward_units(d.B, d.T, d.H, bq)) { first, end, _ in
                 lm_flash_attention_forward(attnOut, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
@@ -265,26 +275,33 @@ public final class LlamaModel {
         try matmulForward(out, a.ptr(s.act), w(.down), d.N, d.F, d.C, 1)
     }
 
-    private func matmulForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                               _ n: Int32, _ c: Int32, _ oc: Int32, _ accumulate: Int32) throws {
+    private func matmulForward(
+        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+        _ n: Int32, _ c: Int32, _ oc: Int32, _ accumulate: Int32
+    ) throws {
         guard precision == .bf16 else { return lm_matmul_forward(out, inp, weight, n, c, oc, accumulate) }
         // out (n,oc) = inp (n,c) · weight (oc,c)ᵀ
         let x = rounded(0, inp, Int(n) * Int(c)), w = rounded(1, weight, Int(oc) * Int(c))
-        try bf16Matmuls().multiply(out, x, w, m: Int(n), n: Int(oc), k: Int(c), transA: false, transB: true, accumulate: accumulate != 0)
+        try bf16Matmuls().multiply(
+            out, x, w, m: Int(n), n: Int(oc), k: Int(c), transA: false, transB: true, accumulate: accumulate != 0)
     }
 
-    private func matmulBackward(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
-                                _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32) throws {
+    private func matmulBackward(
+        _ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+        _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32
+    ) throws {
         guard precision == .bf16 else { return lm_matmul_backward(dinp, dweight, dout, inp, weight, n, c, oc) }
         let g = rounded(0, dout, Int(n) * Int(oc)), engine = try bf16Matmuls()
         if let dinp {
             // dinp (n,c) += dout (n,oc) · weight (oc,c)
             let w = rounded(1, weight, Int(oc) * Int(c))
-            try engine.multiply(dinp, g, w, m: Int(n), n: Int(c), k: Int(oc), transA: false, transB: false, accumulate: true)
+            try engine.multiply(
+                dinp, g, w, m: Int(n), n: Int(c), k: Int(oc), transA: false, transB: false, accumulate: true)
         }
         // dweight (oc,c) += doutᵀ (oc,n) · inp (n,c)
         let x = rounded(1, inp, Int(n) * Int(c))
-        try engine.multiply(dweight, g, x, m: Int(oc), n: Int(c), k: Int(n), transA: true, transB: false, accumulate: true)
+        try engine.multiply(
+            dweight, g, x, m: Int(oc), n: Int(c), k: Int(n), transA: true, transB: false, accumulate: true)
     }
 
     private func bf16Matmuls() throws -> OneDNNMatmuls {
@@ -296,7 +313,8 @@ public final class LlamaModel {
 
     /// The bf16 attention kernels' scratch: one 64-byte aligned slice per thread, and the slice's bytes.
     private func attentionWorkspace(_ d: Dims) -> (UnsafeMutableRawPointer, Int) {
-        let bytes = lm_flash_attention_bf16_scratch_bytes(d.T, d.D, Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
+        let bytes = lm_flash_attention_bf16_scratch_bytes(
+            d.T, d.D, Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
         let stride = (bytes + 63) / 64 * 64
         return (attentionScratch.reserve(stride * max(1, threads)), stride)
     }
@@ -315,11 +333,14 @@ public final class LlamaModel {
     }
 
     /// RMSNorm's forward, rows spread over the threads.
-    private func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                                _ weight: UnsafePointer<Float>, _ d: Dims, _ eps: Float) {
+    private func rmsnormForward(
+        _ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+        _ weight: UnsafePointer<Float>, _ d: Dims, _ eps: Float
+    ) {
         let width = Int(d.C)
         inParallel(units: Int(d.N)) { first, end, _ in
-            lm_rmsnorm_forward(out + first * width, rstd + first, inp + first * width, weight, Int32(end - first), d.C, eps)
+            lm_rmsnorm_forward(
+                out + first * width, rstd + first, inp + first * width, weight, Int32(end - first), d.C, eps)
         }
     }
 
@@ -375,10 +396,14 @@ public final class LlamaModel {
     /// backward as its HeadGradient says; a head not named contributes nothing (its weights' gradient and its
     /// share of the trunk's are zero).
     public func backward(heads: [OutputHead: HeadGradient], gradientsReady: ((Int) -> Void)? = nil) throws {
-        guard let a = activations, purpose.trains else { preconditionFailure("backward needs a training model and a forward") }
+        guard let a = activations, purpose.trains else {
+            preconditionFailure("backward needs a training model and a forward")
+        }
         let n = a.batch * a.seqLen
         for (kind, gradient) in heads {
-            guard let i = config.heads.firstIndex(of: kind) else { preconditionFailure("the model has no \(kind.rawValue) head") }
+            guard let i = config.heads.firstIndex(of: kind) else {
+                preconditionFailure("the model has no \(kind.rawValue) head")
+            }
             let outputs = headOutputs(i, a)
             switch gradient {
             case let .crossEntropy(scale):
@@ -406,12 +431,14 @@ public final class LlamaModel {
         let (ph, gh) = backwardBases(c.nLayers + 1)
         zero(a.dnorm, d.nc)
         for (i, h) in layout.heads.enumerated() where started.contains(h.kind) {
-            try matmulBackward(dnorm, gh + h.tensor.offset, headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, N, C,
-                           Int32(h.kind.rows(c)))
+            try matmulBackward(
+                dnorm, gh + h.tensor.offset, headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, N, C,
+                Int32(h.kind.rows(c)))
         }
         zero(a.dres, d.nc)
-        lm_rmsnorm_backward(dres, gh + layout.finalNorm.offset, dnorm, a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset,
-                            a.ptr(a.rstdF), N, C)
+        lm_rmsnorm_backward(
+            dres, gh + layout.finalNorm.offset, dnorm, a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset,
+            a.ptr(a.rstdF), N, C)
         unitWeights?.backwardFinished(unit: c.nLayers + 1)
         gradientsReady?(layout.finalNorm.offset)
         // dres is the gradient of the residual stream: each block's output passes it straight to its input.
@@ -453,13 +480,16 @@ public final class LlamaModel {
             let units = lm_flash_attention_backward_units(d.B, d.G)
             if precision == .bf16 {
                 let (scratch, stride) = attentionWorkspace(d)
-                try KernelError.check(inParallel(checking: units) { first, end, worker in
-                    lm_flash_attention_backward_bf16(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
-                                                     scratch + worker * stride, stride)
-                }, "lm_flash_attention_backward_bf16", "(T \(d.T), head_dim \(d.D))")
+                try KernelError.check(
+                    inParallel(checking: units) { first, end, worker in
+                        lm_flash_attention_backward_bf16(
+                            dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
+                            scratch + worker * stride, stride)
+                    }, "lm_flash_attention_backward_bf16", "(T \(d.T), head_dim \(d.D))")
             } else {
                 inParallel(units: units) { first, end, _ in
-                    lm_flash_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
+                    lm_flash_attention_backward(
+                        dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
                 }
             }
             lm_rope_backward(a.ptr(a.dq), cosT, sinT, d.B, d.T, d.H, d.D)

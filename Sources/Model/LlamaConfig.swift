@@ -26,15 +26,18 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// Outputs per position over all heads: the width of the arena's head outputs.
     public var headRows: Int { heads.reduce(0) { $0 + $1.rows(self) } }
 
-    public init(dim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int? = nil, vocabSize: Int = 32000,
-                ffnHiddenSize: Int? = nil, multipleOf: Int = 256, ffnDimMultiplier: Double? = nil,
-                headDim: Int? = nil, normEps: Double = 1e-5, ropeTheta: Double = 10000, maxSeqLen: Int = 4096) {
+    public init(
+        dim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int? = nil, vocabSize: Int = 32000,
+        ffnHiddenSize: Int? = nil, multipleOf: Int = 256, ffnDimMultiplier: Double? = nil,
+        headDim: Int? = nil, normEps: Double = 1e-5, ropeTheta: Double = 10000, maxSeqLen: Int = 4096
+    ) {
         self.dim = dim
         self.nLayers = nLayers
         self.nHeads = nHeads
         self.nKVHeads = nKVHeads ?? nHeads
         self.vocabSize = vocabSize
-        self.ffnHiddenSize = ffnHiddenSize
+        self.ffnHiddenSize =
+            ffnHiddenSize
             ?? LlamaConfig.metaFFNHiddenSize(dim: dim, multipleOf: multipleOf, ffnDimMultiplier: ffnDimMultiplier)
         self.headDim = headDim ?? (nHeads > 0 ? dim / nHeads : 0)
         self.normEps = normEps
@@ -61,25 +64,34 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         func fail(_ field: String, _ message: String) -> ConfigError {
             ConfigError(file: file, field: field, message: message)
         }
-        for (field, value) in [("dim", dim), ("n_layers", nLayers), ("n_heads", nHeads), ("n_kv_heads", nKVHeads),
-                               ("vocab_size", vocabSize), ("ffn_hidden_size", ffnHiddenSize),
-                               ("head_dim", headDim), ("max_seq_len", maxSeqLen)] where value <= 0 {
+        for (field, value) in [
+            ("dim", dim), ("n_layers", nLayers), ("n_heads", nHeads), ("n_kv_heads", nKVHeads),
+            ("vocab_size", vocabSize), ("ffn_hidden_size", ffnHiddenSize),
+            ("head_dim", headDim), ("max_seq_len", maxSeqLen),
+        ] where value <= 0 {
             throw fail(field, "must be a positive integer, got \(value)")
         }
         // Bounds far above any real model (70B: dim 8192, 80 layers, ffn 28672), so that a typo such as 1e15
         // layers is refused here instead of trapping in an allocation; tokens are Int32, hence the vocabulary.
-        for (field, value, limit) in [("dim", dim, 1 << 20), ("n_layers", nLayers, 1 << 16), ("n_heads", nHeads, 1 << 16),
-                                      ("n_kv_heads", nKVHeads, 1 << 16), ("vocab_size", vocabSize, Int(Int32.max)),
-                                      ("ffn_hidden_size", ffnHiddenSize, 1 << 22), ("head_dim", headDim, 1 << 16),
-                                      ("max_seq_len", maxSeqLen, 1 << 24)] where value > limit {
+        for (field, value, limit) in [
+            ("dim", dim, 1 << 20), ("n_layers", nLayers, 1 << 16), ("n_heads", nHeads, 1 << 16),
+            ("n_kv_heads", nKVHeads, 1 << 16), ("vocab_size", vocabSize, Int(Int32.max)),
+            ("ffn_hidden_size", ffnHiddenSize, 1 << 22), ("head_dim", headDim, 1 << 16),
+            ("max_seq_len", maxSeqLen, 1 << 24),
+        ] where value > limit {
             throw fail(field, "is \(value), above the largest this trainer accepts (\(limit))")
         }
         guard let count = parameterCount, count <= 1 << 42 else {
-            throw fail("-", "the model would have more than 2^42 parameters (dim \(dim), n_layers \(nLayers), vocab_size \(vocabSize), ffn_hidden_size \(ffnHiddenSize)); check the model block")
+            throw fail(
+                "-",
+                "the model would have more than 2^42 parameters (dim \(dim), n_layers \(nLayers), vocab_size \(vocabSize), ffn_hidden_size \(ffnHiddenSize)); check the model block"
+            )
         }
         if nHeads % nKVHeads != 0 {
-            throw fail("n_kv_heads", "n_heads (\(nHeads)) must be a multiple of n_kv_heads (\(nKVHeads)); "
-                + "divisors of \(nHeads): \((1...nHeads).filter { nHeads % $0 == 0 })")
+            throw fail(
+                "n_kv_heads",
+                "n_heads (\(nHeads)) must be a multiple of n_kv_heads (\(nKVHeads)); "
+                    + "divisors of \(nHeads): \((1...nHeads).filter { nHeads % $0 == 0 })")
         }
         if dim % nHeads != 0 && headDim == dim / nHeads {
             throw fail("n_heads", "dim (\(dim)) must be divisible by n_heads (\(nHeads)), or give head_dim")
@@ -90,7 +102,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         if !(normEps > 0) { throw fail("norm_eps", "must be positive, got \(normEps)") }
         if !(ropeTheta > 0) { throw fail("rope_theta", "must be positive, got \(ropeTheta)") }
         if Set(heads).count != heads.count {
-            throw fail("heads", "names a head twice (\(heads.map(\.rawValue))); each of \(OutputHead.allCases.map(\.rawValue)) at most once")
+            throw fail(
+                "heads",
+                "names a head twice (\(heads.map(\.rawValue))); each of \(OutputHead.allCases.map(\.rawValue)) at most once"
+            )
         }
     }
 
@@ -110,22 +125,24 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(dim: try c.decode(Int.self, forKey: .dim),
-                  nLayers: try c.decode(Int.self, forKey: .nLayers),
-                  nHeads: try c.decode(Int.self, forKey: .nHeads),
-                  nKVHeads: try c.decodeIfPresent(Int.self, forKey: .nKVHeads),
-                  vocabSize: try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 32000,
-                  ffnHiddenSize: try c.decodeIfPresent(Int.self, forKey: .ffnHiddenSize),
-                  multipleOf: try c.decodeIfPresent(Int.self, forKey: .multipleOf) ?? 256,
-                  ffnDimMultiplier: try c.decodeIfPresent(Double.self, forKey: .ffnDimMultiplier),
-                  headDim: try c.decodeIfPresent(Int.self, forKey: .headDim),
-                  normEps: try c.decodeIfPresent(Double.self, forKey: .normEps) ?? 1e-5,
-                  ropeTheta: try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000,
-                  maxSeqLen: try c.decodeIfPresent(Int.self, forKey: .maxSeqLen) ?? 4096)
+        self.init(
+            dim: try c.decode(Int.self, forKey: .dim),
+            nLayers: try c.decode(Int.self, forKey: .nLayers),
+            nHeads: try c.decode(Int.self, forKey: .nHeads),
+            nKVHeads: try c.decodeIfPresent(Int.self, forKey: .nKVHeads),
+            vocabSize: try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 32000,
+            ffnHiddenSize: try c.decodeIfPresent(Int.self, forKey: .ffnHiddenSize),
+            multipleOf: try c.decodeIfPresent(Int.self, forKey: .multipleOf) ?? 256,
+            ffnDimMultiplier: try c.decodeIfPresent(Double.self, forKey: .ffnDimMultiplier),
+            headDim: try c.decodeIfPresent(Int.self, forKey: .headDim),
+            normEps: try c.decodeIfPresent(Double.self, forKey: .normEps) ?? 1e-5,
+            ropeTheta: try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000,
+            maxSeqLen: try c.decodeIfPresent(Int.self, forKey: .maxSeqLen) ?? 4096)
         let legacyReward = try c.decodeIfPresent(Bool.self, forKey: .rewardHead)
         if let listed = try c.decodeIfPresent([OutputHead].self, forKey: .heads) {
             guard legacyReward == nil else {
-                throw DecodingError.dataCorruptedError(forKey: .rewardHead, in: c, debugDescription: "give heads or reward_head, not both")
+                throw DecodingError.dataCorruptedError(
+                    forKey: .rewardHead, in: c, debugDescription: "give heads or reward_head, not both")
             }
             heads = listed
         } else if legacyReward == true {

@@ -111,7 +111,8 @@ public struct ParameterLayout: Sendable {
         count = offset
         layerSpecs = layers
         indexByName = Dictionary(uniqueKeysWithValues: specs.enumerated().map { ($1.name, $0) })
-        units = [leading.first!.offset..<(leading.last!.offset + leading.last!.count)]
+        units =
+            [leading.first!.offset..<(leading.last!.offset + leading.last!.count)]
             + layers.map { $0.first!.offset..<($0.last!.offset + $0.last!.count) }
             + [finalNorm.offset..<offset]
     }
@@ -151,11 +152,11 @@ public struct ParameterLayout: Sendable {
                 return CheckedSize.sum(counts.map { $0! })
             }
             guard let leading = total(ParameterLayout.leadingTensors(c).map(\.shape)),
-                  let block = total(LayerTensor.allCases.map { $0.shape(c) }),
-                  let blocks = CheckedSize.product(c.nLayers, block),
-                  let trailing = total(ParameterLayout.trailingTensors(c).map(\.shape)),
-                  let embedding = CheckedSize.product(ParameterLayout.leadingTensors(c)[0].shape),
-                  let count = CheckedSize.sum([leading, blocks, trailing])
+                let block = total(LayerTensor.allCases.map { $0.shape(c) }),
+                let blocks = CheckedSize.product(c.nLayers, block),
+                let trailing = total(ParameterLayout.trailingTensors(c).map(\.shape)),
+                let embedding = CheckedSize.product(ParameterLayout.leadingTensors(c)[0].shape),
+                let count = CheckedSize.sum([leading, blocks, trailing])
             else { return nil }
             self.count = count
             self.embedding = embedding

@@ -30,15 +30,23 @@ public enum PrecisionChoice {
             return (.bf16, "precision: bf16 matmuls (oneDNN) with fp32 masters, gradients and optimizer, as configured")
         case nil:
             return native
-                ? (.bf16, "precision: bf16 matmuls (oneDNN; this CPU has AVX-512 BF16 or AMX) with fp32 masters, gradients and optimizer")
-                : (.fp32, "precision: fp32, since this CPU has no AVX-512 BF16 or AMX (bf16 would be emulated, slower than fp32)")
+                ? (
+                    .bf16,
+                    "precision: bf16 matmuls (oneDNN; this CPU has AVX-512 BF16 or AMX) with fp32 masters, gradients and optimizer"
+                )
+                : (
+                    .fp32,
+                    "precision: fp32, since this CPU has no AVX-512 BF16 or AMX (bf16 would be emulated, slower than fp32)"
+                )
         }
     }
 }
 
 public struct PrecisionError: Error, CustomStringConvertible {
     public var description: String {
-        "train.precision is bf16, but this CPU has no AVX-512 BF16 or AMX" + (ProcessInfo.processInfo.environment[PrecisionChoice.overrideVariable] == "0" ? " (\(PrecisionChoice.overrideVariable)=0 says so)" : "")
+        "train.precision is bf16, but this CPU has no AVX-512 BF16 or AMX"
+            + (ProcessInfo.processInfo.environment[PrecisionChoice.overrideVariable] == "0"
+                ? " (\(PrecisionChoice.overrideVariable)=0 says so)" : "")
             + "; use --precision fp32, or leave train.precision out to choose by CPU"
     }
 }

@@ -45,8 +45,10 @@ public struct SafeTensorsFile {
     private let data: Data
     private let dataStart: Int
 
-    static let elementSize: [String: Int] = ["F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "F64": 8,
-                                              "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
+    static let elementSize: [String: Int] = [
+        "F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "F64": 8,
+        "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    ]
 
     public init(path: String) throws {
         self.path = path
@@ -56,11 +58,15 @@ public struct SafeTensorsFile {
             throw SafeTensorsError.unreadable(file: path, reason: plainText(error))
         }
         guard data.count >= 8 else {
-            throw SafeTensorsError.truncated(file: path, reason: "\(data.count) bytes, fewer than the 8-byte header length")
+            throw SafeTensorsError.truncated(
+                file: path, reason: "\(data.count) bytes, fewer than the 8-byte header length")
         }
-        let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) {
+            $0 | UInt64($1.element) << (8 * UInt64($1.offset))
+        }
         guard headerLength <= UInt64(data.count - 8) else {
-            throw SafeTensorsError.truncated(file: path, reason: "header claims \(headerLength) bytes, file has \(data.count - 8) after the length")
+            throw SafeTensorsError.truncated(
+                file: path, reason: "header claims \(headerLength) bytes, file has \(data.count - 8) after the length")
         }
         dataStart = 8 + Int(headerLength)
         let dataSize = data.count - dataStart
@@ -81,27 +87,35 @@ public struct SafeTensorsFile {
                 continue
             }
             guard let entry = value as? [String: Any], let dtype = entry["dtype"] as? String,
-                  let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  offsets.count == 2, shape.count == (entry["shape"] as? [Any])?.count
+                let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                offsets.count == 2, shape.count == (entry["shape"] as? [Any])?.count
             else {
-                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' lacks dtype, shape or data_offsets")
+                throw SafeTensorsError.badHeader(
+                    file: path, reason: "tensor '\(name)' lacks dtype, shape or data_offsets")
             }
             guard let size = SafeTensorsFile.elementSize[dtype] else {
                 throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: dtype)
             }
             guard let elements = CheckedSize.product(shape), CheckedSize.product(elements, size) != nil else {
-                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' has shape \(shape), more elements than any file holds")
+                throw SafeTensorsError.badHeader(
+                    file: path, reason: "tensor '\(name)' has shape \(shape), more elements than any file holds")
             }
             guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
-                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' has a negative dimension or reversed offsets")
+                throw SafeTensorsError.badHeader(
+                    file: path, reason: "tensor '\(name)' has a negative dimension or reversed offsets")
             }
             let info = SafeTensorInfo(dtype: dtype, shape: shape, start: offsets[0], end: offsets[1])
             guard info.end - info.start == info.count * size else {
-                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' spans \(info.end - info.start) bytes but \(dtype) \(shape) needs \(info.count * size)")
+                throw SafeTensorsError.badHeader(
+                    file: path,
+                    reason:
+                        "tensor '\(name)' spans \(info.end - info.start) bytes but \(dtype) \(shape) needs \(info.count * size)"
+                )
             }
             guard info.end <= dataSize else {
-                throw SafeTensorsError.truncated(file: path, reason: "tensor '\(name)' ends at byte \(info.end) of a \(dataSize)-byte data section")
+                throw SafeTensorsError.truncated(
+                    file: path, reason: "tensor '\(name)' ends at byte \(info.end) of a \(dataSize)-byte data section")
             }
             tensors[name] = info
         }
@@ -109,12 +123,17 @@ public struct SafeTensorsFile {
         var position = 0
         for (name, info) in tensors.sorted(by: { ($0.value.start, $0.value.end) < ($1.value.start, $1.value.end) }) {
             guard info.start == position else {
-                throw SafeTensorsError.badHeader(file: path, reason: "tensor '\(name)' starts at \(info.start), expected \(position): offsets overlap or leave a gap")
+                throw SafeTensorsError.badHeader(
+                    file: path,
+                    reason:
+                        "tensor '\(name)' starts at \(info.start), expected \(position): offsets overlap or leave a gap"
+                )
             }
             position = info.end
         }
         guard position == dataSize else {
-            throw SafeTensorsError.badHeader(file: path, reason: "tensors cover \(position) bytes of a \(dataSize)-byte data section")
+            throw SafeTensorsError.badHeader(
+                file: path, reason: "tensors cover \(position) bytes of a \(dataSize)-byte data section")
         }
         self.tensors = tensors
         self.metadata = metadata
@@ -126,7 +145,9 @@ public struct SafeTensorsFile {
     }
 
     /// Converts tensor `name` to float32 into `destination` (info.count floats), checking its shape.
-    public func readFloats(_ name: String, expectedShape: [Int]? = nil, into destination: UnsafeMutablePointer<Float>) throws {
+    public func readFloats(
+        _ name: String, expectedShape: [Int]? = nil, into destination: UnsafeMutablePointer<Float>
+    ) throws {
         let info = try info(name)
         if let expected = expectedShape, expected != info.shape {
             throw SafeTensorsError.shapeMismatch(name: name, file: path, expected: expected, actual: info.shape)
@@ -158,7 +179,9 @@ public struct SafeTensorsFile {
     public func floats(_ name: String, expectedShape: [Int]? = nil) throws -> [Float] {
         let n = try info(name).count
         var result = [Float](repeating: 0, count: n)
-        try result.withUnsafeMutableBufferPointer { try readFloats(name, expectedShape: expectedShape, into: $0.baseAddress!) }
+        try result.withUnsafeMutableBufferPointer {
+            try readFloats(name, expectedShape: expectedShape, into: $0.baseAddress!)
+        }
         return result
     }
 
@@ -170,7 +193,10 @@ public struct SafeTensorsFile {
             let bytes = raw.baseAddress! + start
             switch info.dtype {
             case "I32": return (0..<info.count).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self) }
-            case "I64": return (0..<info.count).map { Int32(truncatingIfNeeded: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            case "I64":
+                return (0..<info.count).map {
+                    Int32(truncatingIfNeeded: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
+                }
             default: throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
             }
         }
@@ -209,8 +235,10 @@ public struct SafeTensorsEntry {
 
 public enum SafeTensorsWriter {
     /// Writes F32 tensors atomically, in the given order, header padded to 8 bytes as the reference writer does.
-    public static func write(_ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"],
-                             to path: String) throws {
+    public static func write(
+        _ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"],
+        to path: String
+    ) throws {
         var header = "{"
         if !metadata.isEmpty {
             let pairs = metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
@@ -220,7 +248,8 @@ public enum SafeTensorsWriter {
         for entry in entries {
             if header.count > 1 { header += "," }
             let end = offset + 4 * entry.values.count
-            header += "\(jsonString(entry.name)):{\"dtype\":\"F32\",\"shape\":\(entry.shape),\"data_offsets\":[\(offset),\(end)]}"
+            header +=
+                "\(jsonString(entry.name)):{\"dtype\":\"F32\",\"shape\":\(entry.shape),\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         header += "}"

@@ -55,7 +55,9 @@ public final class AdamW {
 
     /// One update of `range`: `parameters` and `gradients` point at its first element. Each tensor's part
     /// in the range decays if the tensor is a matrix, so a sharded update equals the replicated one.
-    public func update(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, learningRate: Float) {
+    public func update(
+        parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>, learningRate: Float
+    ) {
         step += 1
         let t = Double(step)
         let bc1 = Float(1 - pow(Double(settings.beta1), t))
@@ -70,15 +72,16 @@ public final class AdamW {
             let parts = n >= 1 << 16 ? max(1, threads) : 1
             DispatchQueue.concurrentPerform(iterations: parts) { i in
                 let first = n * i / parts, end = n * (i + 1) / parts
-                lm_adamw_update(p + first, g + first, mm + first, vv + first, end - first,
-                                learningRate, s.beta1, s.beta2, s.eps, decay, bc1, bc2)
+                lm_adamw_update(
+                    p + first, g + first, mm + first, vv + first, end - first,
+                    learningRate, s.beta1, s.beta2, s.eps, decay, bc1, bc2)
             }
         }
     }
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #else
-import Darwin
+    import Darwin
 #endif

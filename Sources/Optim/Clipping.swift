@@ -24,7 +24,9 @@ public enum GradientClipping {
             nonisolated(unsafe) let (g, sums) = (gradients, out.baseAddress!)
             let workers = min(max(1, threads), blocks)
             DispatchQueue.concurrentPerform(iterations: workers) { w in
-                for b in stride(from: w, to: blocks, by: workers) { sums[b] = lm_sum_squares(g + b * block, min(block, count - b * block)) }
+                for b in stride(from: w, to: blocks, by: workers) {
+                    sums[b] = lm_sum_squares(g + b * block, min(block, count - b * block))
+                }
             }
         }
         return partial.reduce(0, +)
@@ -37,7 +39,9 @@ public enum GradientClipping {
     }
 
     @discardableResult
-    public static func scale(_ gradients: UnsafeMutablePointer<Float>, count: Int, norm: Double, maxNorm: Double, threads: Int = 1) -> Float {
+    public static func scale(
+        _ gradients: UnsafeMutablePointer<Float>, count: Int, norm: Double, maxNorm: Double, threads: Int = 1
+    ) -> Float {
         let factor = Float(min(1.0, maxNorm / (norm + 1e-6)))
         guard factor < 1 else { return factor }
         nonisolated(unsafe) let g = gradients

@@ -10,7 +10,8 @@ public func plainText(_ error: Error) -> String {
     }
     let path = ns.userInfo[NSFilePathErrorKey] as? String
     let underlying = ns.domain == NSPOSIXErrorDomain ? ns : ns.userInfo[NSUnderlyingErrorKey] as? NSError
-    var reason = underlying.flatMap { $0.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32($0.code))) : nil }
+    var reason =
+        underlying.flatMap { $0.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32($0.code))) : nil }
         ?? ns.localizedDescription.replacingOccurrences(of: "The operation could not be completed. ", with: "")
     if reason.hasSuffix(".") { reason.removeLast() }
     return path.map { "\(reason): \($0)" } ?? reason

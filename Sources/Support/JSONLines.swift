@@ -13,7 +13,9 @@ public enum JSONLines {
     /// The non-blank lines of `data`.
     public static func lines(_ data: Data) -> [Line] {
         var out: [Line] = []
-        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (n, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+            .enumerated()
+        {
             if line.allSatisfy({ $0.isWhitespace }) { continue }
             out.append(Line(number: n + 1, object: object(String(line))))
         }

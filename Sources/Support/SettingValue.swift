@@ -59,8 +59,9 @@ extension UInt64: SettingValue {
     /// Foundation reports a negative UInt64 as "not valid JSON" with no field; this names the field.
     public static func decode<K: CodingKey>(from container: KeyedDecodingContainer<K>, forKey key: K) throws -> Self {
         guard let value = try? container.decode(UInt64.self, forKey: key) else {
-            throw DecodingError.dataCorruptedError(forKey: key, in: container,
-                                                   debugDescription: "must be an integer in 0...2^64-1")
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: container,
+                debugDescription: "must be an integer in 0...2^64-1")
         }
         return value
     }
@@ -135,8 +136,9 @@ extension SettingChoice {
     public static func decode<K: CodingKey>(from container: KeyedDecodingContainer<K>, forKey key: K) throws -> Self {
         let word = try container.decode(String.self, forKey: key)
         guard let value = Self(rawValue: word) else {
-            throw ConfigError(field: fieldName(key, in: container),
-                              message: "is '\(word)'; use \(ValueKind.alternatives(allCases.map(\.rawValue)))")
+            throw ConfigError(
+                field: fieldName(key, in: container),
+                message: "is '\(word)'; use \(ValueKind.alternatives(allCases.map(\.rawValue)))")
         }
         return value
     }

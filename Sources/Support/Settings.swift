@@ -55,32 +55,42 @@ public struct Setting<Root>: Sendable {
     let valueText: @Sendable (Root) -> String
 
     /// A key with a default: absent from the file, it keeps `value`.
-    public init<V: SettingValue>(_ keyPath: WritableKeyPath<Root, V> & Sendable, _ name: String, _ value: V,
-                                 because: String, _ kind: ValueKind? = nil, flag: String? = nil,
-                                 placeholder: String? = nil, encoding: Encoding = .always, help: String) {
-        self.init(declaring: keyPath, name, value as V?, because: because, kind ?? V.kind, flag: flag,
-                  placeholder: placeholder, encoding: encoding, help: help)
+    public init<V: SettingValue>(
+        _ keyPath: WritableKeyPath<Root, V> & Sendable, _ name: String, _ value: V,
+        because: String, _ kind: ValueKind? = nil, flag: String? = nil,
+        placeholder: String? = nil, encoding: Encoding = .always, help: String
+    ) {
+        self.init(
+            declaring: keyPath, name, value as V?, because: because, kind ?? V.kind, flag: flag,
+            placeholder: placeholder, encoding: encoding, help: help)
     }
 
     /// A key the file must give.
-    public init<V: SettingValue>(required keyPath: WritableKeyPath<Root, V> & Sendable, _ name: String,
-                                 _ kind: ValueKind? = nil, flag: String? = nil, placeholder: String? = nil,
-                                 help: String) {
-        self.init(declaring: keyPath, name, nil, because: "required", kind ?? V.kind, flag: flag,
-                  placeholder: placeholder, encoding: .always, help: help)
+    public init<V: SettingValue>(
+        required keyPath: WritableKeyPath<Root, V> & Sendable, _ name: String,
+        _ kind: ValueKind? = nil, flag: String? = nil, placeholder: String? = nil,
+        help: String
+    ) {
+        self.init(
+            declaring: keyPath, name, nil, because: "required", kind ?? V.kind, flag: flag,
+            placeholder: placeholder, encoding: .always, help: help)
     }
 
     /// A command-line-only setting: its name is its flag's.
-    public static func flag<V: SettingValue>(_ name: String, _ keyPath: WritableKeyPath<Root, V> & Sendable, _ value: V,
-                                             because: String, _ kind: ValueKind? = nil, placeholder: String? = nil,
-                                             help: String) -> Setting {
+    public static func flag<V: SettingValue>(
+        _ name: String, _ keyPath: WritableKeyPath<Root, V> & Sendable, _ value: V,
+        because: String, _ kind: ValueKind? = nil, placeholder: String? = nil,
+        help: String
+    ) -> Setting {
         Setting(keyPath, name, value, because: because, kind, flag: name, placeholder: placeholder, help: help)
     }
 
     /// `value` nil: required.
-    private init<V: SettingValue>(declaring keyPath: WritableKeyPath<Root, V> & Sendable, _ name: String, _ value: V?,
-                                  because: String, _ kind: ValueKind, flag: String?, placeholder: String?,
-                                  encoding: Encoding, help: String) {
+    private init<V: SettingValue>(
+        declaring keyPath: WritableKeyPath<Root, V> & Sendable, _ name: String, _ value: V?,
+        because: String, _ kind: ValueKind, flag: String?, placeholder: String?,
+        encoding: Encoding, help: String
+    ) {
         (self.name, self.flag, self.kind, self.help, self.because) = (name, flag, kind, help, because)
         self.placeholder = placeholder ?? kind.placeholder
         self.keyPath = keyPath
@@ -189,8 +199,9 @@ public struct SettingsBlock<Root>: Sendable {
     public func checkKnown(_ keys: some Sequence<String>, file: String? = nil) throws {
         let known = Set(names)
         if let unknown = keys.sorted().first(where: { !known.contains($0) }) {
-            throw ConfigError(file: file, field: "\(section).\(unknown)",
-                              message: "unknown key; known keys: \(known.sorted().joined(separator: ", "))")
+            throw ConfigError(
+                file: file, field: "\(section).\(unknown)",
+                message: "unknown key; known keys: \(known.sorted().joined(separator: ", "))")
         }
     }
 
@@ -199,9 +210,10 @@ public struct SettingsBlock<Root>: Sendable {
     public func checkRanges(_ root: Root, file: String? = nil) throws {
         for setting in settings {
             guard let bad = setting.outOfRange(root) else { continue }
-            throw ConfigError(file: file, field: "\(section).\(setting.name)",
-                              message: "must be \(setting.kind.accepts), got \(bad)"
-                                + (setting.defaultText.map { " (default \($0))" } ?? ""))
+            throw ConfigError(
+                file: file, field: "\(section).\(setting.name)",
+                message: "must be \(setting.kind.accepts), got \(bad)"
+                    + (setting.defaultText.map { " (default \($0))" } ?? ""))
         }
     }
 

@@ -38,8 +38,10 @@ public enum BPETrainerError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .emptyCorpus: "the training text has no usable line"
-        case let .vocabularyTooSmall(r, n): "vocab size \(r) cannot hold the \(n) meta pieces and characters; use at least \(n + 1) or lower --character-coverage"
-        case let .vocabularyTooLarge(r, p): "this corpus supports at most \(p) pieces, \(r) were requested; lower --vocab-size or add text"
+        case let .vocabularyTooSmall(r, n):
+            "vocab size \(r) cannot hold the \(n) meta pieces and characters; use at least \(n + 1) or lower --character-coverage"
+        case let .vocabularyTooLarge(r, p):
+            "this corpus supports at most \(p) pieces, \(r) were requested; lower --vocab-size or add text"
         case let .invalidOption(m): m
         }
     }
@@ -63,8 +65,10 @@ public enum BPETrainer {
     /// lowest free ids.
     static func metaPieces(_ o: BPETrainerOptions) throws -> [Int: SentencePiece] {
         var meta: [Int: SentencePiece] = [:]
-        for (id, piece, kind) in [(o.unkId, "<unk>", SentencePiece.Kind.unknown), (o.bosId, "<s>", .control),
-                                  (o.eosId, "</s>", .control), (o.padId, "<pad>", .control)] where id >= 0 {
+        for (id, piece, kind) in [
+            (o.unkId, "<unk>", SentencePiece.Kind.unknown), (o.bosId, "<s>", .control),
+            (o.eosId, "</s>", .control), (o.padId, "<pad>", .control),
+        ] where id >= 0 {
             guard meta[id] == nil else { throw BPETrainerError.invalidOption("two special pieces share id \(id)") }
             meta[id] = SentencePiece(piece, score: 0, kind: kind)
         }
@@ -108,7 +112,9 @@ public enum BPETrainer {
         }
 
         // The alphabet by coverage.
-        let charCounts = planeCounts.indices.compactMap { planeCounts[$0] > 0 ? (UInt32($0), planeCounts[$0]) : nil } + otherCounts.map { ($0.key, $0.value) }
+        let charCounts =
+            planeCounts.indices.compactMap { planeCounts[$0] > 0 ? (UInt32($0), planeCounts[$0]) : nil }
+            + otherCounts.map { ($0.key, $0.value) }
         let byFrequency = charCounts.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
         var alphabet: [(UInt32, Int)] = []
         var accumulated = 0
@@ -128,7 +134,8 @@ public enum BPETrainer {
         // 3. Words.
         let (kept, keptOther) = (planeKept, otherKept)
         DispatchQueue.concurrentPerform(iterations: parts.count) {
-            parts[$0].countWords(planeKept: kept, otherKept: keptOther, allowWhitespaceOnlyPieces: o.allowWhitespaceOnlyPieces)
+            parts[$0].countWords(
+                planeKept: kept, otherKept: keptOther, allowWhitespaceOnlyPieces: o.allowWhitespaceOnlyPieces)
         }
         var words = parts[0].words
         for part in parts.dropFirst() { words.add(part.words) }
@@ -144,7 +151,8 @@ public enum BPETrainer {
             merges = merger.run(words: words, wanted: mergesWanted)
         }
         guard merges.count == mergesWanted || !o.hardVocabLimit else {
-            throw BPETrainerError.vocabularyTooLarge(requested: o.vocabSize, possible: meta.count + alphabet.count + merges.count)
+            throw BPETrainerError.vocabularyTooLarge(
+                requested: o.vocabSize, possible: meta.count + alphabet.count + merges.count)
         }
 
         // 5. The model.
@@ -156,7 +164,12 @@ public enum BPETrainer {
         var pieces: [SentencePiece] = []
         var next = 0
         for id in 0..<(meta.count + ordered.count) {
-            if let m = meta[id] { pieces.append(m) } else { pieces.append(ordered[next]); next += 1 }
+            if let m = meta[id] {
+                pieces.append(m)
+            } else {
+                pieces.append(ordered[next])
+                next += 1
+            }
         }
         var trainer = TrainerSpec()
         trainer.modelType = .bpe
@@ -176,7 +189,10 @@ public enum BPETrainer {
 
     /// Replaces each occurrence of a meta piece in the text with a tab, so none is learnt as ordinary text.
     static func mask(_ bytes: [UInt8], pieces: [[UInt8]]) -> [UInt8] {
-        guard bytes.contains(where: { $0 == UInt8(ascii: "<") }) || pieces.contains(where: { $0.first != UInt8(ascii: "<") }) else {
+        guard
+            bytes.contains(where: { $0 == UInt8(ascii: "<") })
+                || pieces.contains(where: { $0.first != UInt8(ascii: "<") })
+        else {
             return bytes
         }
         var out: [UInt8] = []
@@ -224,7 +240,9 @@ final class TrainingPart: @unchecked Sendable {
         var mapped: [UInt32] = []
         for (s, f) in sentences {
             mapped.removeAll(keepingCapacity: true)
-            for c in s { mapped.append((c < 0x10000 ? planeKept[Int(c)] : otherKept.contains(c)) ? c : BPETrainer.unkChar) }
+            for c in s {
+                mapped.append((c < 0x10000 ? planeKept[Int(c)] : otherKept.contains(c)) ? c : BPETrainer.unkChar)
+            }
             mapped.withUnsafeBufferPointer { m in
                 let p = m.baseAddress!
                 var wordStart = 0

@@ -108,7 +108,8 @@ public struct SentencePieceModel: Equatable, Sendable {
                     throw ProtobufError(offset: r.position, message: "unknown piece type \(raw)")
                 }
                 piece.kind = kind
-            case (1...3, _): throw ProtobufError(offset: r.position, message: "piece field \(field) has the wrong wire type")
+            case (1...3, _):
+                throw ProtobufError(offset: r.position, message: "piece field \(field) has the wrong wire type")
             default: try r.skip(wire)
             }
         }

@@ -51,7 +51,9 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
 
     /// The words of `list` that still hold the pair (a, b). A pair's list also names words that have lost it
     /// since, and reading each word is a cache miss, so long lists are filtered by several threads at once.
-    private func candidates(of list: [Int32], _ a: Symbol, _ b: Symbol, in buffer: UnsafeMutableBufferPointer<Symbol>) -> [Int32] {
+    private func candidates(
+        of list: [Int32], _ a: Symbol, _ b: Symbol, in buffer: UnsafeMutableBufferPointer<Symbol>
+    ) -> [Int32] {
         guard threads > 1 && list.count >= 8192 else { return list }
         nonisolated(unsafe) let base = UnsafePointer(buffer.baseAddress!)
         let (spans, threads) = (wordSpan, threads)
@@ -80,7 +82,9 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
         // is broken by their content (see `better`).
         for w in 0..<words.count {
             let word = words.word(w), freq = words.counts[w]
-            precondition(arena.count + word.count < Int(UInt32.max), "more than 4e9 symbols of training text; sample it with --input-sentence-size")
+            precondition(
+                arena.count + word.count < Int(UInt32.max),
+                "more than 4e9 symbols of training text; sample it with --input-sentence-size")
             wordSpan.append((UInt32(arena.count), UInt32(word.count)))
             for c in word { arena.append(Symbol(symbol([c]))) }
             wordFreq.append(freq)
@@ -104,16 +108,21 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
             var symbols = arena
             arena = []  // moved out, so the words can be edited through a pointer while self changes
             symbols.withUnsafeMutableBufferPointer { buffer in
-                for w in candidates(of: pairWords[Int(best)], a, b, in: buffer) where wordStamp[Int(w)] != Int32(merges.count) {
+                for w in candidates(of: pairWords[Int(best)], a, b, in: buffer)
+                where wordStamp[Int(w)] != Int32(merges.count) {
                     wordStamp[Int(w)] = Int32(merges.count)
                     let span = wordSpan[Int(w)]
-                    wordSpan[Int(w)].length = UInt32(applyMerge(a, b, into: merged, word: Int(w), symbols: buffer.baseAddress! + Int(span.start),
-                                                                count: Int(span.length), touched: &touched))
+                    wordSpan[Int(w)].length = UInt32(
+                        applyMerge(
+                            a, b, into: merged, word: Int(w), symbols: buffer.baseAddress! + Int(span.start),
+                            count: Int(span.length), touched: &touched))
                 }
             }
             arena = symbols
             // Counts that rose need a fresh heap entry now; counts that fell are corrected when popped.
-            if pairStamp.count < pairCount.count { pairStamp += [Int32](repeating: -1, count: pairCount.count - pairStamp.count) }
+            if pairStamp.count < pairCount.count {
+                pairStamp += [Int32](repeating: -1, count: pairCount.count - pairStamp.count)
+            }
             for p in touched where pairStamp[Int(p)] != Int32(merges.count) {
                 pairStamp[Int(p)] = Int32(merges.count)
                 if pairActive[Int(p)] && pairValid[Int(p)] && pairCount[Int(p)] > pairHeapCount[Int(p)] { push(p) }
@@ -126,8 +135,10 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
     /// the pairs that changed: an old pair that touches an occurrence is gone, a new pair that touches a
     /// merged symbol appears, and every other pair maps one to one onto an equal pair of the new word. The
     /// counts equal a full recount (the vocabulary does not change); the work is per occurrence, not per word.
-    private mutating func applyMerge(_ a: Symbol, _ b: Symbol, into merged: Symbol, word w: Int, symbols: UnsafeMutablePointer<Symbol>,
-                                     count n: Int, touched: inout [Int32]) -> Int {
+    private mutating func applyMerge(
+        _ a: Symbol, _ b: Symbol, into merged: Symbol, word w: Int, symbols: UnsafeMutablePointer<Symbol>,
+        count n: Int, touched: inout [Int32]
+    ) -> Int {
         let freq = wordFreq[w]
         // Old pairs touching an occurrence, each once: pairs start at i − 1, i and i + 1.
         var occurrences = 0
@@ -185,7 +196,6 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
         symbolIds[scalars] = id
         return id
     }
-
 
     private mutating func pair(_ a: Int32, _ b: Int32) -> Int32 {
         let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
@@ -250,8 +260,10 @@ struct PairMerger<Symbol: FixedWidthInteger & UnsignedInteger & Sendable> {
     // on the order in which words or pairs were first seen.
 
     @inline(__always)
-    private static func better(_ x: (count: Int, pair: Int32), _ y: (count: Int, pair: Int32), _ lengths: [Int32], _ bytes: [[UInt8]],
-                               _ splits: [Int32]) -> Bool {
+    private static func better(
+        _ x: (count: Int, pair: Int32), _ y: (count: Int, pair: Int32), _ lengths: [Int32], _ bytes: [[UInt8]],
+        _ splits: [Int32]
+    ) -> Bool {
         if x.count != y.count { return x.count > y.count }
         let lx = lengths[Int(x.pair)], ly = lengths[Int(y.pair)]
         if lx != ly { return lx < ly }

@@ -49,7 +49,9 @@ struct PieceTable: Sendable {
             while true {
                 let e = Int(slots[slot])
                 if e < 0 { return nil }
-                if hashes[e] == h && lengths[e] == n && memcmp(a.baseAddress! + offsets[e], p, n) == 0 { return values[e] }
+                if hashes[e] == h && lengths[e] == n && memcmp(a.baseAddress! + offsets[e], p, n) == 0 {
+                    return values[e]
+                }
                 slot = (slot + 1) & mask
             }
         }
@@ -61,9 +63,9 @@ struct PieceTable: Sendable {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #else
-import Darwin
+    import Darwin
 #endif
 
 /// UInt64 → Int32 by open addressing with a multiplicative hash: the trainer's pair ids, looked up several
@@ -81,7 +83,9 @@ struct PairIdTable {
         shift = 64 - 16
     }
 
-    @inline(__always) private func slot(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+    @inline(__always) private func slot(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift)
+    }
 
     /// The id of `key`, or nil.
     @inline(__always) func get(_ key: UInt64) -> Int32? {
@@ -144,7 +148,9 @@ struct WordTable {
         while true {
             let e = Int(slots[i])
             if e < 0 { break }
-            if hashes[e] == h && lengths[e] == n && arena.withUnsafeBufferPointer({ memcmp($0.baseAddress! + offsets[e], p, 4 * n) == 0 }) {
+            if hashes[e] == h && lengths[e] == n
+                && arena.withUnsafeBufferPointer({ memcmp($0.baseAddress! + offsets[e], p, 4 * n) == 0 })
+            {
                 counts[e] += frequency
                 return
             }

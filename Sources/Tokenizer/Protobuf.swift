@@ -44,7 +44,9 @@ struct ProtoReader {
             throw ProtobufError(offset: start, message: "unsupported wire type \(key & 7)")
         }
         let field = key >> 3
-        guard field > 0, field < 1 << 29 else { throw ProtobufError(offset: start, message: "invalid field number \(field)") }
+        guard field > 0, field < 1 << 29 else {
+            throw ProtobufError(offset: start, message: "invalid field number \(field)")
+        }
         return (Int(field), wire)
     }
 
@@ -73,7 +75,9 @@ struct ProtoReader {
         switch wire {
         case .varint: _ = try varint()
         case .fixed64:
-            guard end - position >= 8 else { throw ProtobufError(offset: position, message: "fixed64 runs past the end") }
+            guard end - position >= 8 else {
+                throw ProtobufError(offset: position, message: "fixed64 runs past the end")
+            }
             position += 8
         case .lengthDelimited: _ = try lengthDelimited()
         case .fixed32: _ = try fixed32()
@@ -82,7 +86,11 @@ struct ProtoReader {
 
     /// Checks the wire type a known field must have.
     func expect(_ wire: WireType, _ expected: WireType, field: Int) throws {
-        if wire != expected { throw ProtobufError(offset: position, message: "field \(field) has wire type \(wire.rawValue), expected \(expected.rawValue)") }
+        if wire != expected {
+            throw ProtobufError(
+                offset: position,
+                message: "field \(field) has wire type \(wire.rawValue), expected \(expected.rawValue)")
+        }
     }
 }
 

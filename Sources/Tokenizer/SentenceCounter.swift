@@ -3,8 +3,9 @@
 // meta pieces in it are masked with a tab; it is normalised; equal sentences are counted once with their
 // frequency. Lines come in batches that `threads` workers count into their own tables, read apart by the trainer.
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Bytes hashed in one call (Array's own hash feeds the hasher element by element).

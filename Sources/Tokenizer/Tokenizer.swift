@@ -60,7 +60,9 @@ public final class Tokenizer: @unchecked Sendable {
             throw invalid("model_type is \(model.trainer.modelType), only BPE is supported")
         }
         guard model.normalizer.precompiledCharsmap.isEmpty else {
-            throw invalid("normaliser '\(model.normalizer.name)' carries a precompiled charsmap; only identity normalisation is supported")
+            throw invalid(
+                "normaliser '\(model.normalizer.name)' carries a precompiled charsmap; only identity normalisation is supported"
+            )
         }
         guard !model.pieces.isEmpty else { throw invalid("it has no pieces") }
         self.model = model
@@ -80,7 +82,9 @@ public final class Tokenizer: @unchecked Sendable {
                 fresh = b.insert(piece.bytes, Int32(id))
                 if piece.kind == .unknown { unknowns += 1 }
                 if piece.kind == .byte {
-                    guard model.trainer.byteFallback else { throw invalid("byte piece \(piece.text) without byte_fallback") }
+                    guard model.trainer.byteFallback else {
+                        throw invalid("byte piece \(piece.text) without byte_fallback")
+                    }
                     guard let value = Tokenizer.byteValue(piece.bytes) else {
                         throw invalid("byte piece \(id) '\(piece.text)' is not of the form <0xNN>")
                     }
@@ -115,7 +119,8 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Identity normalisation: optional whitespace clean-up, spaces to U+2581, the dummy prefix (or suffix).
     func normalize(_ text: String) -> [UInt8] {
-        Tokenizer.normalize(Array(text.utf8), spec: model.normalizer, whitespaceAsSuffix: model.trainer.treatWhitespaceAsSuffix)
+        Tokenizer.normalize(
+            Array(text.utf8), spec: model.normalizer, whitespaceAsSuffix: model.trainer.treatWhitespaceAsSuffix)
     }
 
     static func normalize(_ bytes: [UInt8], spec n: NormalizerSpec, whitespaceAsSuffix suffix: Bool) -> [UInt8] {
@@ -219,7 +224,8 @@ public final class Tokenizer: @unchecked Sendable {
                 }
                 let len = matched > 0 ? matched : min(utf8Length(p[i]), n - i)
                 let index = Int32(symbols.count)
-                symbols.append(Symbol(start: Int32(i), length: Int32(len), prev: index - 1, next: index + 1, frozen: matched > 0))
+                symbols.append(
+                    Symbol(start: Int32(i), length: Int32(len), prev: index - 1, next: index + 1, frozen: matched > 0))
                 i += len
             }
             let count = symbols.count
@@ -243,8 +249,10 @@ public final class Tokenizer: @unchecked Sendable {
                 if left.length == 0 || right.length == 0 || left.length + right.length != c.size { continue }
                 if hasUnused {
                     let whole = Array(buffer[Int(left.start)..<Int(left.start + c.size)])
-                    revMerge[whole] = (Array(buffer[Int(left.start)..<Int(left.start + left.length)]),
-                                       Array(buffer[Int(right.start)..<Int(right.start + right.length)]))
+                    revMerge[whole] = (
+                        Array(buffer[Int(left.start)..<Int(left.start + left.length)]),
+                        Array(buffer[Int(right.start)..<Int(right.start + right.length)])
+                    )
                 }
                 symbols[l].length = c.size
                 symbols[r].length = 0
@@ -256,7 +264,9 @@ public final class Tokenizer: @unchecked Sendable {
             // 4. Pieces to ids: map B first, then A; unused pieces re-split; unknown bytes fall back.
             var lastWasUnknown = false
             func emit(_ piece: UnsafeBufferPointer<UInt8>) {
-                if let id = special.find(piece.baseAddress!, piece.count) ?? mergeable.find(piece.baseAddress!, piece.count) {
+                if let id = special.find(piece.baseAddress!, piece.count)
+                    ?? mergeable.find(piece.baseAddress!, piece.count)
+                {
                     if kinds[Int(id)] == .unused, let (left, right) = revMerge[Array(piece)] {
                         left.withUnsafeBufferPointer { emit($0) }
                         right.withUnsafeBufferPointer { emit($0) }
@@ -306,7 +316,8 @@ public final class Tokenizer: @unchecked Sendable {
                 var bytes = piece.bytes[...]
                 // Only the dummy prefix of the very first piece is consumed.
                 if !seenPiece && out.isEmpty && stripsDummy && !model.trainer.treatWhitespaceAsSuffix
-                    && bytes.starts(with: spaceSymbol) {
+                    && bytes.starts(with: spaceSymbol)
+                {
                     bytes = bytes.dropFirst(3)
                 }
                 appendUnescaped(bytes, to: &out)
@@ -358,7 +369,9 @@ func appendRepairingUTF8(_ bytes: [UInt8], to out: inout [UInt8]) {
 func validSequenceLength(_ b: [UInt8], _ i: Int) -> Int {
     let c0 = b[i]
     if c0 < 0x80 { return 1 }
-    func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool { i + k < b.count && b[i + k] >= lo && b[i + k] <= hi }
+    func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool {
+        i + k < b.count && b[i + k] >= lo && b[i + k] <= hi
+    }
     switch c0 {
     case 0xC2...0xDF: return cont(1) ? 2 : 0
     case 0xE0: return cont(1, 0xA0) && cont(2) ? 3 : 0

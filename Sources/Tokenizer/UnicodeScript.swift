@@ -19,7 +19,11 @@ enum UnicodeScript {
         var lo = 0, hi = ranges.count - 1
         while lo <= hi {
             let mid = (lo + hi) / 2
-            if c < ranges[mid].0 { hi = mid - 1 } else if c > ranges[mid].1 { lo = mid + 1 } else {
+            if c < ranges[mid].0 {
+                hi = mid - 1
+            } else if c > ranges[mid].1 {
+                lo = mid + 1
+            } else {
                 let s = ranges[mid].2
                 return s == hiragana || s == katakana ? han : s
             }

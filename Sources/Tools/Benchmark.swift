@@ -7,10 +7,10 @@
 
 import Configuration
 import Foundation
-import Support
 import Kernels
 import Model
 import Optim
+import Support
 import Training
 
 public struct BenchmarkResult: Codable, Sendable {
@@ -40,18 +40,22 @@ public struct BenchmarkResult: Codable, Sendable {
     public var finalLoss: Double
 
     enum CodingKeys: String, CodingKey {
-        case config, precision, threads, steps, warmupSteps = "warmup_steps", parameters, tokensPerStep = "tokens_per_step"
+        case config, precision, threads, steps, warmupSteps = "warmup_steps", parameters, tokensPerStep =
+            "tokens_per_step"
         case stepMsMedian = "step_ms_median", stepMsMin = "step_ms_min", stepMsMax = "step_ms_max"
         case forwardMsMedian = "forward_ms_median", backwardMsMedian = "backward_ms_median"
         case optimizerMsMedian = "optimizer_ms_median", tokensPerS = "tokens_per_s", flopsPerToken = "flops_per_token"
         case modelGflops = "model_gflops", sgemmGflops = "sgemm_gflops", sgemmShape = "sgemm_shape"
-        case mfuVsSgemm = "mfu_vs_sgemm", matmulGflops = "matmul_gflops", mfu, peakRssMb = "peak_rss_mb", finalLoss = "final_loss"
+        case mfuVsSgemm = "mfu_vs_sgemm", matmulGflops = "matmul_gflops", mfu, peakRssMb = "peak_rss_mb", finalLoss =
+            "final_loss"
     }
 }
 
 public enum Benchmark {
-    public static func run(config: RunConfig, name: String, threads: Int, precision: Precision = .fp32, steps: Int, warmup: Int,
-                           log: (String) -> Void = { _ in }) throws -> BenchmarkResult {
+    public static func run(
+        config: RunConfig, name: String, threads: Int, precision: Precision = .fp32, steps: Int, warmup: Int,
+        log: (String) -> Void = { _ in }
+    ) throws -> BenchmarkResult {
         lm_set_blas_threads(Int32(threads))
         lm_set_matmul_threads(Int32(threads))
         let model = try LlamaModel(config: config.model, purpose: .training(config.train.recompute))
@@ -81,7 +85,9 @@ public enum Benchmark {
             let t3 = monotonicSeconds()
             loss = result.meanLoss
             let label = step < warmup ? "warm-up" : "step"
-            log(String(format: "%@ %d: loss %.4f, grad norm %.3f, %.0f ms", label, step + 1, loss, norm, (t3 - t0) * 1e3))
+            log(
+                String(
+                    format: "%@ %d: loss %.4f, grad norm %.3f, %.0f ms", label, step + 1, loss, norm, (t3 - t0) * 1e3))
             if step >= warmup {
                 stepMs.append((t3 - t0) * 1e3)
                 forwardMs.append((t1 - t0) * 1e3)
@@ -97,7 +103,8 @@ public enum Benchmark {
         let flops = model.flopsPerToken(seqLen: T)
         let gflops = flops * tokensPerS / 1e9
         return BenchmarkResult(
-            config: name, precision: precision.rawValue, threads: threads, steps: steps, warmupSteps: warmup, parameters: model.layout.count,
+            config: name, precision: precision.rawValue, threads: threads, steps: steps, warmupSteps: warmup,
+            parameters: model.layout.count,
             tokensPerStep: B * T, stepMsMedian: median, stepMsMin: stepMs.min() ?? 0, stepMsMax: stepMs.max() ?? 0,
             forwardMsMedian: forwardMs.median, backwardMsMedian: backwardMs.median,
             optimizerMsMedian: optimizerMs.median, tokensPerS: tokensPerS, flopsPerToken: flops, modelGflops: gflops,
@@ -110,7 +117,9 @@ public enum Benchmark {
     /// step's largest matmul (B·T × dim by dim × max(vocab, ffn)) and on a 1024³ square; the faster is the bar.
     static func measure(_ precision: Precision, config: RunConfig) throws -> (gflops: Double, shape: String) {
         let n = config.train.microBatch * config.train.seqLen
-        let shapes = [(n, config.model.dim, max(config.model.vocabSize, config.model.ffnHiddenSize)), (1024, 1024, 1024)]
+        let shapes = [
+            (n, config.model.dim, max(config.model.vocabSize, config.model.ffnHiddenSize)), (1024, 1024, 1024),
+        ]
         var best = (gflops: 0.0, shape: "")
         for (m, k, oc) in shapes {
             let rate = try MatmulRate.rate(precision, m: m, k: k, oc: oc)

@@ -3,8 +3,8 @@
 
 import Configuration
 import Foundation
-import Training
 import Support
+import Training
 
 public enum LossChart {
     public static func svg(metricsPath: String, title: String) throws -> String {
@@ -15,9 +15,13 @@ public enum LossChart {
         for line in JSONLines.lines(Data(text.utf8)) {
             let n = line.number - 1
             guard let o = line.object,
-                  let step = o["step"] as? Double, let loss = o["loss"] as? Double, let lr = o["lr"] as? Double
+                let step = o["step"] as? Double, let loss = o["loss"] as? Double, let lr = o["lr"] as? Double
             else { throw TrainingError("\(metricsPath):\(n + 1): not a metrics line with step, loss and lr") }
-            if loss.isFinite { steps.append(step); losses.append(loss); lrs.append(lr) }
+            if loss.isFinite {
+                steps.append(step)
+                losses.append(loss)
+                lrs.append(lr)
+            }
         }
         guard !steps.isEmpty else { throw TrainingError("\(metricsPath): no steps to plot") }
         return render(title: title, steps: steps, losses: losses, lrs: lrs)
@@ -34,31 +38,41 @@ public enum LossChart {
         func yl(_ v: Double) -> Double { top + (l1 - v) / (l1 - l0) * (h - top - bottom) }
         func yr(_ v: Double) -> Double { top + (r1 - v) / r1 * (h - top - bottom) }
         func path(_ ys: [Double], _ f: (Double) -> Double) -> String {
-            zip(steps, ys).enumerated().map { String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), f($0.element.1)) }
-                .joined(separator: " ")
+            zip(steps, ys).enumerated().map {
+                String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), f($0.element.1))
+            }
+            .joined(separator: " ")
         }
         var svg = svgOpening(width: w, height: h, title: title)
         // Round ticks (1, 2 or 5 times a power of ten) that cover the data, as a person would draw the axes.
         for v in lossTicks {
             let y = yl(v)
-            svg += String(format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", left, w - right, y, y)
-            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%@</text>\n", left - 6, y + 4, tickLabel(v))
+            svg += String(
+                format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", left, w - right, y, y
+            )
+            svg += String(
+                format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%@</text>\n", left - 6, y + 4,
+                tickLabel(v))
         }
         for v in niceTicks(0, r1) where v <= r1 * (1 + 1e-9) {
-            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" fill=\"#ff7f0e\">%@</text>\n", w - right + 6, yr(v) + 4, tickLabel(v))
+            svg += String(
+                format: "<text x=\"%.0f\" y=\"%.1f\" fill=\"#ff7f0e\">%@</text>\n", w - right + 6, yr(v) + 4,
+                tickLabel(v))
         }
         for s in niceTicks(x0, x1) {
-            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(s), h - bottom + 18, tickLabel(s))
+            svg += String(
+                format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(s), h - bottom + 18,
+                tickLabel(s))
         }
         svg += """
-        <path d="\(path(losses, yl))" fill="none" stroke="#1f77b4" stroke-width="1.8"/>
-        <path d="\(path(lrs, yr))" fill="none" stroke="#ff7f0e" stroke-width="1.2" stroke-dasharray="5,3"/>
-        <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">step</text>
-        <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle" fill="#1f77b4">loss</text>
-        <text x="\(w - 14)" y="\(h / 2)" transform="rotate(90 \(w - 14) \(h / 2))" text-anchor="middle" fill="#ff7f0e">learning rate</text>
-        </svg>
+            <path d="\(path(losses, yl))" fill="none" stroke="#1f77b4" stroke-width="1.8"/>
+            <path d="\(path(lrs, yr))" fill="none" stroke="#ff7f0e" stroke-width="1.2" stroke-dasharray="5,3"/>
+            <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">step</text>
+            <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle" fill="#1f77b4">loss</text>
+            <text x="\(w - 14)" y="\(h / 2)" transform="rotate(90 \(w - 14) \(h / 2))" text-anchor="middle" fill="#ff7f0e">learning rate</text>
+            </svg>
 
-        """
+            """
         return svg
     }
 }
@@ -110,7 +124,10 @@ public enum ScoreDensityChart {
             let mean = xs.reduce(0, +) / Double(xs.count)
             let sd = (xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(xs.count - 1)).squareRoot()
             let h = max(1.06 * sd * pow(Double(xs.count), -0.2), 1e-3)
-            return grid.map { g in xs.reduce(0) { $0 + exp(-0.5 * pow((g - $1) / h, 2)) } / (Double(xs.count) * h * (2 * Double.pi).squareRoot()) }
+            return grid.map { g in
+                xs.reduce(0) { $0 + exp(-0.5 * pow((g - $1) / h, 2)) }
+                    / (Double(xs.count) * h * (2 * Double.pi).squareRoot())
+            }
         }
         let curves = series.map { density($0.scores) }
         let top = max(curves.flatMap { $0 }.max() ?? 1, 1e-9)
@@ -120,23 +137,31 @@ public enum ScoreDensityChart {
         let colors = ["#2ca02c", "#d62728", "#1f77b4", "#ff7f0e"]
         var svg = svgOpening(width: w, height: h, title: title)
         for v in ticks {
-            svg += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#eee\"/>", x(v), x(v), topPad, h - bottom)
-            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(v), h - bottom + 18, tickLabel(v))
+            svg += String(
+                format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#eee\"/>", x(v), x(v), topPad,
+                h - bottom)
+            svg += String(
+                format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(v), h - bottom + 18,
+                tickLabel(v))
         }
         for (i, (s, curve)) in zip(series, curves).enumerated() {
-            let path = zip(grid, curve).enumerated().map { String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), y($0.element.1)) }
-                .joined(separator: " ")
+            let path = zip(grid, curve).enumerated().map {
+                String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), y($0.element.1))
+            }
+            .joined(separator: " ")
             let color = colors[i % colors.count]
             svg += "<path d=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"/>\n"
-            svg += String(format: "<text x=\"%.0f\" y=\"%.0f\" fill=\"%@\">%@ (%d)</text>\n", w - right - 150, topPad + 18 * Double(i + 1), color,
-                          s.name, s.scores.count)
+            svg += String(
+                format: "<text x=\"%.0f\" y=\"%.0f\" fill=\"%@\">%@ (%d)</text>\n", w - right - 150,
+                topPad + 18 * Double(i + 1), color,
+                s.name, s.scores.count)
         }
         svg += """
-        <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">reward score</text>
-        <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle">density</text>
-        </svg>
+            <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">reward score</text>
+            <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle">density</text>
+            </svg>
 
-        """
+            """
         return svg
     }
 }

@@ -39,7 +39,8 @@ public struct TrainingPlan: Codable, Sendable {
         case parameters, nonEmbeddingParameters = "non_embedding_parameters", ranks, microBatch = "micro_batch"
         case seqLen = "seq_len", accumulationSteps = "accumulation_steps", tokensPerStep = "tokens_per_step", sharding
         case parameterBytes = "parameter_bytes", gradientBytes = "gradient_bytes", optimizerBytes = "optimizer_bytes"
-        case shardingWorkBytes = "sharding_work_bytes", precisionWorkBytes = "precision_work_bytes", activationBytes = "activation_bytes", recompute
+        case shardingWorkBytes = "sharding_work_bytes", precisionWorkBytes = "precision_work_bytes", activationBytes =
+            "activation_bytes", recompute
         case memoryPerRankBytes = "memory_per_rank_bytes", allreduceBytesPerStep = "allreduce_bytes_per_step"
         case communicationBytesPerRankPerStep = "communication_bytes_per_rank_per_step"
         case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
@@ -52,8 +53,9 @@ public struct TrainingPlan: Codable, Sendable {
         let layout = ParameterLayout(config: config.model)
         let sequences = t.globalBatchSequences
         if ranks > sequences {
-            throw ConfigError(file: file, field: "train.global_batch_tokens",
-                              message: "\(ranks) ranks need at least \(ranks) sequences per step, the global batch has \(sequences)")
+            throw ConfigError(
+                file: file, field: "train.global_batch_tokens",
+                message: "\(ranks) ranks need at least \(ranks) sequences per step, the global batch has \(sequences)")
         }
         accumulationSteps = try t.accumulationSteps(worldSize: ranks, file: file)
         parameters = layout.count
@@ -76,11 +78,12 @@ public struct TrainingPlan: Codable, Sendable {
         memoryPerRankBytes = memory.total
         allreduceBytesPerStep = 4 * layout.count
         let part = ranks > 1 ? Double(ranks - 1) / Double(ranks) * Double(4 * layout.count) : 0
-        let communication: Double = switch t.sharding {
-        case .none, .optimizer: 2 * part
-        case .gradients: Double(accumulationSteps) * part + part
-        case .full: 3 * Double(accumulationSteps) * part
-        }
+        let communication: Double =
+            switch t.sharding {
+            case .none, .optimizer: 2 * part
+            case .gradients: Double(accumulationSteps) * part + part
+            case .full: 3 * Double(accumulationSteps) * part
+            }
         communicationBytesPerRankPerStep = Int(communication)
         var byMode: [String: Int] = [:]
         for mode in ShardingMode.allCases {

@@ -28,7 +28,10 @@ public struct ClusterModel: Codable, Sendable {
     /// Cores shared by the ranks (calibration on one machine); nil: one rank per node.
     public var cores: Int?
 
-    public init(flopsPerRank: Double, latency: Double, bandwidth: Double, optimizerSecondsPerParameter: Double, cores: Int? = nil) {
+    public init(
+        flopsPerRank: Double, latency: Double, bandwidth: Double, optimizerSecondsPerParameter: Double,
+        cores: Int? = nil
+    ) {
         self.flopsPerRank = flopsPerRank
         self.latency = latency
         self.bandwidth = bandwidth
@@ -67,11 +70,14 @@ public enum ScalingSimulator {
         return (n - 1) * cluster.latency + (n - 1) / n * bytes / cluster.bandwidth
     }
 
-    public static func predict(parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
-                               bucketBytes: Int, cluster: ClusterModel, sharding: ShardingMode = .none) -> ScalingPrediction {
+    public static func predict(
+        parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
+        bucketBytes: Int, cluster: ClusterModel, sharding: ShardingMode = .none
+    ) -> ScalingPrediction {
         if sharding != .none {
-            return predictSharded(parameters: parameters, flopsPerToken: flopsPerToken, ranks: ranks, tokensPerRank: tokensPerRank,
-                                  microTokens: microTokens, cluster: cluster, sharding: sharding)
+            return predictSharded(
+                parameters: parameters, flopsPerToken: flopsPerToken, ranks: ranks, tokensPerRank: tokensPerRank,
+                microTokens: microTokens, cluster: cluster, sharding: sharding)
         }
         let share = cluster.cores.map { min(1, Double($0) / Double(ranks)) } ?? 1
         let compute = Double(tokensPerRank) * flopsPerToken / (cluster.flopsPerRank * share)
@@ -96,23 +102,30 @@ public enum ScalingSimulator {
             if share < 1 && exposed < 0.1 * step {
                 limit = "ranks outnumber cores: each rank gets \(String(format: "%.2f", share)) of one"
             } else if optimizer > exposed && optimizer > 0.1 * step {
-                limit = "the replicated optimizer step (\(String(format: "%.0f", 100 * optimizer / step))% of the step); sharding it (ZeRO-1) would help"
+                limit =
+                    "the replicated optimizer step (\(String(format: "%.0f", 100 * optimizer / step))% of the step); sharding it (ZeRO-1) would help"
             } else if accumulation == 1 && Double(buckets) * perBucket > backward {
-                limit = "too little compute per rank to hide the allreduce (1 micro-step; backward \(String(format: "%.3g", backward)) s vs allreduce \(String(format: "%.3g", Double(buckets) * perBucket)) s)"
+                limit =
+                    "too little compute per rank to hide the allreduce (1 micro-step; backward \(String(format: "%.3g", backward)) s vs allreduce \(String(format: "%.3g", Double(buckets) * perBucket)) s)"
             } else if latencyPart > bandwidthPart {
-                limit = "latency-bound: \(2 * (ranks - 1)) ring hops per bucket × \(buckets) buckets; larger buckets or a tree/hierarchical allreduce"
+                limit =
+                    "latency-bound: \(2 * (ranks - 1)) ring hops per bucket × \(buckets) buckets; larger buckets or a tree/hierarchical allreduce"
             } else {
-                limit = "bandwidth-bound: \(String(format: "%.3g", gradientBytes / 1e9)) GB of gradients per step over \(String(format: "%.3g", cluster.bandwidth / 1e9)) GB/s links"
+                limit =
+                    "bandwidth-bound: \(String(format: "%.3g", gradientBytes / 1e9)) GB of gradients per step over \(String(format: "%.3g", cluster.bandwidth / 1e9)) GB/s links"
             }
         }
-        return ScalingPrediction(ranks: ranks, tokensPerRank: tokensPerRank, accumulationSteps: accumulation, computeS: compute,
-                                 commS: Double(buckets) * perBucket, exposedCommS: exposed, optimizerS: optimizer, stepS: step,
-                                 efficiency: efficiency, limit: limit)
+        return ScalingPrediction(
+            ranks: ranks, tokensPerRank: tokensPerRank, accumulationSteps: accumulation, computeS: compute,
+            commS: Double(buckets) * perBucket, exposedCommS: exposed, optimizerS: optimizer, stepS: step,
+            efficiency: efficiency, limit: limit)
     }
 
     /// Sharded modes: the same compute, communication as the mode's header comment says, a 1/N optimizer.
-    static func predictSharded(parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
-                               cluster: ClusterModel, sharding: ShardingMode) -> ScalingPrediction {
+    static func predictSharded(
+        parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
+        cluster: ClusterModel, sharding: ShardingMode
+    ) -> ScalingPrediction {
         let share = cluster.cores.map { min(1, Double($0) / Double(ranks)) } ?? 1
         let compute = Double(tokensPerRank) * flopsPerToken / (cluster.flopsPerRank * share)
         let accumulation = max(1, tokensPerRank / max(microTokens, 1))
@@ -129,15 +142,20 @@ public enum ScalingSimulator {
         }
         let optimizer = Double(parameters) * cluster.optimizerSecondsPerParameter / Double(ranks)
         let step = compute + exposed + optimizer
-        let alone = Double(tokensPerRank) * flopsPerToken / cluster.flopsPerRank + Double(parameters) * cluster.optimizerSecondsPerParameter
+        let alone =
+            Double(tokensPerRank) * flopsPerToken / cluster.flopsPerRank + Double(parameters)
+            * cluster.optimizerSecondsPerParameter
         let efficiency = alone / step
         var limit: String?
         if efficiency < 0.9 {
-            limit = share < 1 && exposed < 0.1 * step
+            limit =
+                share < 1 && exposed < 0.1 * step
                 ? "ranks outnumber cores: each rank gets \(String(format: "%.2f", share)) of one"
                 : "sharding \(sharding.rawValue) exposes \(String(format: "%.3g", exposed)) s of \(String(format: "%.3g", comm)) s of communication per step; fewer micro-steps (a larger micro_batch) or faster links"
         }
-        return ScalingPrediction(ranks: ranks, tokensPerRank: tokensPerRank, accumulationSteps: accumulation, computeS: compute,
-                                 commS: comm, exposedCommS: exposed, optimizerS: optimizer, stepS: step, efficiency: efficiency, limit: limit)
+        return ScalingPrediction(
+            ranks: ranks, tokensPerRank: tokensPerRank, accumulationSteps: accumulation, computeS: compute,
+            commS: comm, exposedCommS: exposed, optimizerS: optimizer, stepS: step, efficiency: efficiency, limit: limit
+        )
     }
 }

@@ -21,9 +21,10 @@ extension BatchSource {
 extension MixtureLoader: BatchSource {
     public func position(afterSequences sequences: Int) -> String? {
         let epochs = epochs(afterSequences: sequences)
-        return "epochs so far: " + sources.sorted { $0.name < $1.name }.map {
-            String(format: "%@ %.2f (of %lld windows)", $0.name, epochs[$0.name] ?? 0, Int64($0.windows))
-        }.joined(separator: ", ")
+        return "epochs so far: "
+            + sources.sorted { $0.name < $1.name }.map {
+                String(format: "%@ %.2f (of %lld windows)", $0.name, epochs[$0.name] ?? 0, Int64($0.windows))
+            }.joined(separator: ", ")
     }
 }
 
@@ -43,7 +44,9 @@ public struct SyntheticTokens: BatchSource {
         self.ignoreFraction = ignoreFraction
     }
 
-    public func batch(_ k: Int, globalBatch: Int, rank: Int, worldSize: Int) throws -> (tokens: [Int32], targets: [Int32]) {
+    public func batch(
+        _ k: Int, globalBatch: Int, rank: Int, worldSize: Int
+    ) throws -> (tokens: [Int32], targets: [Int32]) {
         let perRank = globalBatch / worldSize
         var tokens: [Int32] = [], targets: [Int32] = []
         tokens.reserveCapacity(perRank * seqLen)

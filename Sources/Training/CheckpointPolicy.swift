@@ -18,7 +18,9 @@ struct CheckpointPolicy {
     /// What to do after step k (1-based) has been taken; `signal` names a preemption signal all ranks saw.
     func decision(afterStep k: Int, signal: String?) -> Decision {
         if let signal { return .saveAndStop(reason: "preempted (\(signal))") }
-        if let stop = stopAfter, k >= stop, k < steps { return .saveAndStop(reason: "stopped after step \(k) as asked") }
+        if let stop = stopAfter, k >= stop, k < steps {
+            return .saveAndStop(reason: "stopped after step \(k) as asked")
+        }
         if k == steps || (every > 0 && k % every == 0) { return .save }
         return .continueTraining
     }

@@ -20,12 +20,17 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, log: (
     var fresh: [String] = []
     for spec in model.layout.tensors {
         if let from = source.layout.spec(named: spec.name), from.shape == spec.shape {
-            model.parameters.pointer.advanced(by: spec.offset).update(from: source.parameters.pointer + from.offset, count: spec.count)
-        } else if model.layout.heads.contains(where: { $0.tensor == spec && $0.kind != .lm }) && source.layout.spec(named: spec.name) == nil {
+            model.parameters.pointer.advanced(by: spec.offset).update(
+                from: source.parameters.pointer + from.offset, count: spec.count)
+        } else if model.layout.heads.contains(where: { $0.tensor == spec && $0.kind != .lm })
+            && source.layout.spec(named: spec.name) == nil
+        {
             fresh.append(spec.name)
         } else {
             let found = source.layout.spec(named: spec.name).map { "has shape \($0.shape)" } ?? "is missing"
-            throw TrainingError("\(path): tensor \(spec.name) \(found), this model needs \(spec.shape); does finetune.init_from match the model block?")
+            throw TrainingError(
+                "\(path): tensor \(spec.name) \(found), this model needs \(spec.shape); does finetune.init_from match the model block?"
+            )
         }
     }
     log("initialised from \(path)\(fresh.isEmpty ? "" : "; \(fresh.joined(separator: ", ")) freshly initialised")")

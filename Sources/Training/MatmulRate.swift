@@ -26,7 +26,8 @@ public enum MatmulRate {
         for _ in 0..<6 {
             let t0 = monotonicSeconds()
             if let engine {
-                try engine.multiply(out.pointer, a16, w16, m: m, n: oc, k: k, transA: false, transB: true, accumulate: false)
+                try engine.multiply(
+                    out.pointer, a16, w16, m: m, n: oc, k: k, transA: false, transB: true, accumulate: false)
             } else {
                 lm_matmul_forward(out.pointer, a.pointer, w.pointer, Int32(m), Int32(k), Int32(oc), 0)
             }

@@ -3,12 +3,12 @@
 // units the loss averages over (targets that count, or preference pairs), and runs micro-steps.
 import Checkpoint
 import Configuration
-import Foundation
-import Support
 import Dataset
 import Distributed
+import Foundation
 import Model
 import Optim
+import Support
 
 public protocol TrainingObjective: AnyObject {
     var name: String { get }
@@ -30,7 +30,8 @@ extension TrainingObjective {
     public func dataPosition(afterSteps steps: Int) -> String? { nil }
 
     /// A micro-step of a stage with one model.
-    public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
+    public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double
+    {
         try microStep(m, models: ModelSet(primary: model), scale: scale, gradientsReady: gradientsReady)
     }
 }
@@ -50,14 +51,17 @@ public final class LanguageModelObjective: TrainingObjective {
     }
 
     public var tokensPerStep: Int { settings.globalBatchSequences * settings.seqLen }
-    public var batchDescription: String { "\(tokensPerStep) tokens (\(settings.globalBatchSequences) sequences × \(settings.seqLen))" }
+    public var batchDescription: String {
+        "\(tokensPerStep) tokens (\(settings.globalBatchSequences) sequences × \(settings.seqLen))"
+    }
 
     public func accumulation(worldSize: Int, file: String?) throws -> Int {
         try settings.accumulationSteps(worldSize: worldSize, file: file)
     }
 
     public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
-        (tokens, targets) = try source.batch(k, globalBatch: settings.globalBatchSequences, rank: rank, worldSize: worldSize)
+        (tokens, targets) = try source.batch(
+            k, globalBatch: settings.globalBatchSequences, rank: rank, worldSize: worldSize)
         return Double(targets.reduce(0) { $0 + ($1 == LlamaModel.ignoreIndex ? 0 : 1) })
     }
 
@@ -68,8 +72,9 @@ public final class LanguageModelObjective: TrainingObjective {
     public func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
         let model = models.primary, n = settings.microBatch * settings.seqLen
         let range = (m * n)..<((m + 1) * n)
-        let result = try model.forward(tokens: Array(tokens[range]), targets: Array(targets[range]),
-                                       batch: settings.microBatch, seqLen: settings.seqLen)
+        let result = try model.forward(
+            tokens: Array(tokens[range]), targets: Array(targets[range]),
+            batch: settings.microBatch, seqLen: settings.seqLen)
         try model.backward(lossScale: scale, gradientsReady: gradientsReady)
         return result.lossSum
     }

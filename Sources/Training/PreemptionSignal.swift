@@ -41,8 +41,16 @@ public final class PreemptionSignal: @unchecked Sendable {
         for number in [SIGTERM, SIGUSR1] { Foundation.signal(number, SIG_DFL) }
     }
 
-    var received: Bool { lock.lock(); defer { lock.unlock() }; return signal != nil }
-    var name: String { lock.lock(); defer { lock.unlock() }; return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM" }
+    var received: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return signal != nil
+    }
+    var name: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM"
+    }
 
     /// Whether any rank has received a signal: every rank must agree to stop at the same step.
     func anyRank(_ world: Communicator) throws -> String? {

@@ -45,8 +45,10 @@ final class ProgressReporter {
     private let firstStep: Int
     private var smoothedStep: Double?
 
-    init(steps: Int, firstStep: Int, tokensPerStep: Int, flopsPerToken: Double, ranks: Int, matmulGflops: Double,
-         logEvery: Int, metricsPath: String?, isRoot: Bool, log: @escaping (String) -> Void) throws {
+    init(
+        steps: Int, firstStep: Int, tokensPerStep: Int, flopsPerToken: Double, ranks: Int, matmulGflops: Double,
+        logEvery: Int, metricsPath: String?, isRoot: Bool, log: @escaping (String) -> Void
+    ) throws {
         self.steps = steps
         self.firstStep = firstStep
         self.tokensPerStep = tokensPerStep
@@ -58,8 +60,11 @@ final class ProgressReporter {
     }
 
     /// Records step k (0-based) and prints the progress line when due.
-    func report(step k: Int, loss: Double, lr: Double, gradNorm: Double, stepStart: Date, computeEnd: Date, optimizerStart: Date,
-                exposedComm: Double, comm: Double, skipped: Bool) throws -> StepMetrics {
+    func report(
+        step k: Int, loss: Double, lr: Double, gradNorm: Double, stepStart: Date, computeEnd: Date,
+        optimizerStart: Date,
+        exposedComm: Double, comm: Double, skipped: Bool
+    ) throws -> StepMetrics {
         let end = Date()
         let stepSeconds = end.timeIntervalSince(stepStart)
         // The first step pays for planning the arena and warming caches; it does not enter the average.
@@ -80,14 +85,17 @@ final class ProgressReporter {
     /// step 12/200 | loss 5.4321 | lr 3.00e-04 | grad norm 1.234 | 12,345 tok/s | MFU 0.61 | comm 40 ms, 3 exposed | 1m02s elapsed, ETA 3m10s
     public static func progressLine(_ m: StepMetrics) -> String {
         let width = String(m.steps).count
-        return String(format: "step %*d/%d | loss %.4f | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms, %.0f exposed | %@ elapsed, ETA %@%@",
-                      width, m.step, m.steps, m.loss, m.lr, m.gradNorm, groupedThousands(m.tokensPerS), m.mfu,
-                      m.commS * 1e3, m.exposedCommS * 1e3, duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
+        return String(
+            format:
+                "step %*d/%d | loss %.4f | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms, %.0f exposed | %@ elapsed, ETA %@%@",
+            width, m.step, m.steps, m.loss, m.lr, m.gradNorm, groupedThousands(m.tokensPerS), m.mfu,
+            m.commS * 1e3, m.exposedCommS * 1e3, duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
     }
 
     static func duration(_ s: Double) -> String {
         let total = Int(s.rounded())
-        return total >= 3600 ? String(format: "%dh%02dm", total / 3600, total % 3600 / 60)
+        return total >= 3600
+            ? String(format: "%dh%02dm", total / 3600, total % 3600 / 60)
             : String(format: "%dm%02ds", total / 60, total % 60)
     }
 
@@ -112,7 +120,9 @@ final class MetricsWriter {
         encoder.outputFormatting = [.sortedKeys]
         let directory = (path as NSString).deletingLastPathComponent
         do {
-            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+            if !directory.isEmpty {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            }
             var kept = Data()
             if lastKept == 0 {
                 // A fresh run: an empty file, no fsync needed (nothing to lose).
@@ -129,7 +139,9 @@ final class MetricsWriter {
         } catch {
             throw FileError(path: path, message: "cannot write the metrics file: \(plainText(error))")
         }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw FileError(path: path, message: "cannot open the metrics file for writing") }
+        guard let h = FileHandle(forWritingAtPath: path) else {
+            throw FileError(path: path, message: "cannot open the metrics file for writing")
+        }
         h.seekToEndOfFile()
         handle = h
     }

@@ -47,7 +47,8 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         reduced = FloatBuffer(count: reduces ? min(largest, partition.perRank) : 0)
         slots = shardsParameters ? [FloatBuffer(count: largest), FloatBuffer(count: largest)] : []
         // The gathers of the next unit overlap compute only when MPI lets two threads communicate at once.
-        prefetcher = shardsParameters && world.size > 1 && world.threadLevel >= 3 ? Prefetcher(try world.duplicate()) : nil
+        prefetcher =
+            shardsParameters && world.size > 1 && world.threadLevel >= 3 ? Prefetcher(try world.duplicate()) : nil
     }
 
     /// Throws the first communication error of the step, if any.
@@ -77,7 +78,8 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
 
     func forwardFinished(unit: Int) {}
 
-    func beginBackward(unit u: Int) -> (parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+    func beginBackward(unit u: Int) -> (parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>)
+    {
         gradientWork.pointer.update(repeating: 0, count: units[u].count)
         guard shardsParameters else { return (model.parameters.pointer + units[u].lowerBound, gradientWork.pointer) }
         let pointer = gathered(u)
@@ -98,7 +100,9 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         communicationSeconds += seconds
         exposedSeconds += seconds
         if !piece.isEmpty {
-            lm_add(model.gradients.pointer + (unit.lowerBound + piece.lowerBound - model.gradientRange.lowerBound), reduced.pointer, piece.count)
+            lm_add(
+                model.gradients.pointer + (unit.lowerBound + piece.lowerBound - model.gradientRange.lowerBound),
+                reduced.pointer, piece.count)
         }
     }
 
@@ -140,8 +144,9 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         let unit = units[u]
         let piece = partition.pieces(of: unit)[world.rank]
         if !piece.isEmpty {
-            (slot.pointer + piece.lowerBound).update(from: model.parameters.pointer + (unit.lowerBound + piece.lowerBound - model.parameterRange.lowerBound),
-                                                     count: piece.count)
+            (slot.pointer + piece.lowerBound).update(
+                from: model.parameters.pointer + (unit.lowerBound + piece.lowerBound - model.parameterRange.lowerBound),
+                count: piece.count)
         }
         do {
             try communicator.allgatherPieces(slot.pointer, range: unit, partition: partition)

@@ -13,8 +13,8 @@ import Distributed
 import Foundation
 import Kernels
 import Model
-import Support
 import Optim
+import Support
 
 /// What a stage asks of one of its models.
 public struct ModelSpec: Sendable {
@@ -36,21 +36,26 @@ public struct ModelSpec: Sendable {
     /// The run's own model: the config's model block, trained as its train block says.
     public static func primary(_ config: RunConfig) -> ModelSpec {
         let t = config.train
-        return ModelSpec(name: "model", config: config.model, trains: true, sharding: t.sharding, recompute: t.recompute,
-                         gradClip: t.gradClip, adamw: t.adamw, bucketMB: t.bucketMB, gradReduce: t.gradReduce,
-                         initFrom: config.finetune?.initFrom)
+        return ModelSpec(
+            name: "model", config: config.model, trains: true, sharding: t.sharding, recompute: t.recompute,
+            gradClip: t.gradClip, adamw: t.adamw, bucketMB: t.bucketMB, gradReduce: t.gradReduce,
+            initFrom: config.finetune?.initFrom)
     }
 
     /// A model whose outputs feed the loss and which never changes, from `initFrom`.
-    public static func frozen(_ name: String, config: LlamaConfig, initFrom: String?, sharding: ShardingMode = .none) -> ModelSpec {
-        ModelSpec(name: name, config: config, trains: false, sharding: sharding == .full ? .full : .none, recompute: .none,
-                  gradClip: 0, adamw: AdamWSettings(), bucketMB: 25, gradReduce: .fp32, initFrom: initFrom)
+    public static func frozen(
+        _ name: String, config: LlamaConfig, initFrom: String?, sharding: ShardingMode = .none
+    ) -> ModelSpec {
+        ModelSpec(
+            name: name, config: config, trains: false, sharding: sharding == .full ? .full : .none, recompute: .none,
+            gradClip: 0, adamw: AdamWSettings(), bucketMB: 25, gradReduce: .fp32, initFrom: initFrom)
     }
 
     /// What the ranks must agree on for this model.
     var agreementText: String {
         let model = (try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
-        return "\(model) trains \(trains) sharding \(sharding.rawValue) recompute \(recompute.rawValue) clip \(gradClip) "
+        return
+            "\(model) trains \(trains) sharding \(sharding.rawValue) recompute \(recompute.rawValue) clip \(gradClip) "
             + "adamw \(adamw.beta1)/\(adamw.beta2)/\(adamw.eps)/\(adamw.weightDecay) bucket \(bucketMB) reduce \(gradReduce.rawValue) "
             + "init \(initFrom ?? "seed")"
     }
@@ -98,18 +103,24 @@ public final class StageModel {
         owned = spec.sharding == .none ? 0..<count : partition.range(rank: world.rank)
         let purpose: ModelPurpose = spec.trains ? .training(spec.recompute) : .inference
         switch (spec.sharding, spec.trains) {
-        case (.full, _): model = try LlamaModel(config: spec.config, purpose: purpose, parameterRange: owned,
-                                                gradientRange: spec.trains ? owned : 0..<0)
+        case (.full, _):
+            model = try LlamaModel(
+                config: spec.config, purpose: purpose, parameterRange: owned,
+                gradientRange: spec.trains ? owned : 0..<0)
         case (.gradients, true): model = try LlamaModel(config: spec.config, purpose: purpose, gradientRange: owned)
         default: model = try LlamaModel(config: spec.config, purpose: purpose)
         }
         optimizer = spec.trains ? AdamW(layout: model.layout, range: owned, settings: spec.adamw) : nil
-        buckets = spec.trains && spec.sharding == .none
-            ? BucketedAllreduce(communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
-                                bucketBytes: max(4, Int(spec.bucketMB * 1_048_576)), bf16: spec.gradReduce == .bf16)
+        buckets =
+            spec.trains && spec.sharding == .none
+            ? BucketedAllreduce(
+                communicator: world, buffer: model.gradients.pointer, count: model.gradients.count,
+                bucketBytes: max(4, Int(spec.bucketMB * 1_048_576)), bf16: spec.gradReduce == .bf16)
             : nil
-        units = spec.sharding == .full || (spec.trains && spec.sharding == .gradients)
-            ? try ShardedUnits(model: model, world: world, partition: partition, shardsParameters: spec.sharding == .full)
+        units =
+            spec.sharding == .full || (spec.trains && spec.sharding == .gradients)
+            ? try ShardedUnits(
+                model: model, world: world, partition: partition, shardsParameters: spec.sharding == .full)
             : nil
         model.unitWeights = units
         model.threads = threads
@@ -153,7 +164,8 @@ public final class StageModel {
         if let units { return (units.exposedSeconds, units.communicationSeconds) }
         if let ownedGradients {
             let start = monotonicSeconds()
-            try world.reduceScatterPieces(model.gradients.pointer, ownedGradients.pointer, range: 0..<model.layout.count, partition: partition)
+            try world.reduceScatterPieces(
+                model.gradients.pointer, ownedGradients.pointer, range: 0..<model.layout.count, partition: partition)
             let seconds = monotonicSeconds() - start
             return (seconds, seconds)
         }
@@ -173,7 +185,8 @@ public final class StageModel {
     /// parameters up to date; returns the seconds of that communication.
     func update(norm: Double, learningRate: Double, world: Communicator, threads: Int) throws -> Double {
         guard let optimizer else { return 0 }
-        GradientClipping.scale(updateGradients, count: owned.count, norm: norm, maxNorm: spec.gradClip, threads: threads)
+        GradientClipping.scale(
+            updateGradients, count: owned.count, norm: norm, maxNorm: spec.gradClip, threads: threads)
         let parameters = model.parameters.pointer + (owned.lowerBound - model.parameterRange.lowerBound)
         optimizer.update(parameters: parameters, gradients: updateGradients, learningRate: Float(learningRate))
         switch spec.sharding {
@@ -196,7 +209,8 @@ public final class StageModel {
         let checksum = lm_sum_squares(model.parameters.pointer, model.parameters.count)
         let (low, high) = (try world.allreduceMin(checksum), try world.allreduceMax(checksum))
         guard low == high else {
-            throw TrainingError("parameters of \(spec.name) differ across ranks \(when): checksums from \(low) to \(high)")
+            throw TrainingError(
+                "parameters of \(spec.name) differ across ranks \(when): checksums from \(low) to \(high)")
         }
     }
 

@@ -8,34 +8,47 @@ import Checkpoint
 import Support
 
 extension TrainOptions {
-    public static let settings = SettingsBlock<TrainOptions>("options", [
-        .flag("threads", \.threads, 1, because: "one core per rank, as mpirun places ranks", .int(min: 1, max: 4096),
-              help: "threads per rank: BLAS, oneDNN, attention and row-wise kernels"),
-        .flag("out", \.outputDirectory, nil, because: "no model is written", placeholder: "DIR",
-              help: "write the final model here (Hugging Face layout) when the schedule completes"),
-        .flag("metrics", \.metricsPath, nil, because: "no metrics file", placeholder: "FILE.jsonl",
-              help: "one JSON object per step; appended to on resume"),
-        .flag("log-every", \.logEvery, 1, because: "small runs are short; raise it for long ones",
-              .int(min: 1, max: Int.max), help: "progress line every N steps"),
-        .flag("checkpoint-dir", \.checkpointDirectory, nil, because: "no checkpoints, nothing resumed",
-              placeholder: "DIR", help: "sharded checkpoints go here, and are resumed from"),
-        .flag("checkpoint-every", \.checkpointEvery, 0, because: "only at the end, on preemption and at --stop-after",
-              .int(min: 0, max: Int.max), help: "save every N steps; 0 saves only at the end and when stopped"),
-        .flag("keep", \.keepCheckpoints, 2, because: "the fewest that survive a torn newest",
-              .int(min: 2, max: 1_000_000), placeholder: "K",
-              help: "committed checkpoints kept; never fewer than 2, since a torn newest needs a predecessor"),
-        .flag("background-save", \.backgroundSave, false,
-              because: "no second copy of the state in memory; the step waits for the write",
-              help: "write checkpoints on a thread while training goes on"),
-        .flag("resume", \.resumeArgument, "auto", because: "the newest checkpoint that verifies",
-              placeholder: "auto|none|PATH",
-              help: "where to resume from: the newest that verifies, none (start fresh), or this checkpoint"),
-        .flag("stop-after", \.stopAfter, nil, because: "the schedule runs to its end", .int(min: 1, max: Int.max),
-              help: "stop with a checkpoint after step N (exit code 75)"),
-        .flag("collective-timeout", \.collectiveTimeout, 300, because: "far above any healthy step's wait",
-              .number(min: 0, inclusive: true, max: 1e7), placeholder: "SECONDS",
-              help: "abort the job when a collective waits this long (0 disables the watchdog)"),
-    ])
+    public static let settings = SettingsBlock<TrainOptions>(
+        "options",
+        [
+            .flag(
+                "threads", \.threads, 1, because: "one core per rank, as mpirun places ranks", .int(min: 1, max: 4096),
+                help: "threads per rank: BLAS, oneDNN, attention and row-wise kernels"),
+            .flag(
+                "out", \.outputDirectory, nil, because: "no model is written", placeholder: "DIR",
+                help: "write the final model here (Hugging Face layout) when the schedule completes"),
+            .flag(
+                "metrics", \.metricsPath, nil, because: "no metrics file", placeholder: "FILE.jsonl",
+                help: "one JSON object per step; appended to on resume"),
+            .flag(
+                "log-every", \.logEvery, 1, because: "small runs are short; raise it for long ones",
+                .int(min: 1, max: Int.max), help: "progress line every N steps"),
+            .flag(
+                "checkpoint-dir", \.checkpointDirectory, nil, because: "no checkpoints, nothing resumed",
+                placeholder: "DIR", help: "sharded checkpoints go here, and are resumed from"),
+            .flag(
+                "checkpoint-every", \.checkpointEvery, 0, because: "only at the end, on preemption and at --stop-after",
+                .int(min: 0, max: Int.max), help: "save every N steps; 0 saves only at the end and when stopped"),
+            .flag(
+                "keep", \.keepCheckpoints, 2, because: "the fewest that survive a torn newest",
+                .int(min: 2, max: 1_000_000), placeholder: "K",
+                help: "committed checkpoints kept; never fewer than 2, since a torn newest needs a predecessor"),
+            .flag(
+                "background-save", \.backgroundSave, false,
+                because: "no second copy of the state in memory; the step waits for the write",
+                help: "write checkpoints on a thread while training goes on"),
+            .flag(
+                "resume", \.resumeArgument, "auto", because: "the newest checkpoint that verifies",
+                placeholder: "auto|none|PATH",
+                help: "where to resume from: the newest that verifies, none (start fresh), or this checkpoint"),
+            .flag(
+                "stop-after", \.stopAfter, nil, because: "the schedule runs to its end", .int(min: 1, max: Int.max),
+                help: "stop with a checkpoint after step N (exit code 75)"),
+            .flag(
+                "collective-timeout", \.collectiveTimeout, 300, because: "far above any healthy step's wait",
+                .number(min: 0, inclusive: true, max: 1e7), placeholder: "SECONDS",
+                help: "abort the job when a collective waits this long (0 disables the watchdog)"),
+        ])
 
     /// `resume` as the command line writes it: auto, none or a path.
     public var resumeArgument: String {

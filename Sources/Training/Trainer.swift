@@ -86,8 +86,10 @@ public final class Trainer {
 
     /// `extraModels`: the stage's models beyond the run's own (ModelSpec.primary(config)), in the order
     /// they are checkpointed.
-    public init(config: RunConfig, configPath: String? = nil, world: Communicator, options: TrainOptions = TrainOptions(),
-                stage: TrainingStage = .pretrain, objective: TrainingObjective? = nil, extraModels: [ModelSpec] = []) throws {
+    public init(
+        config: RunConfig, configPath: String? = nil, world: Communicator, options: TrainOptions = TrainOptions(),
+        stage: TrainingStage = .pretrain, objective: TrainingObjective? = nil, extraModels: [ModelSpec] = []
+    ) throws {
         self.config = config
         self.stage = stage
         self.world = world
@@ -107,40 +109,54 @@ public final class Trainer {
         }
         let precision = try PrecisionChoice.resolve(t.precision)
         // The resolved precision too: nodes of different CPUs could resolve the default differently.
-        try world.checkAgreement("configuration", fields: config.fingerprintFields
-            + Self.agreementFields(options: options, stage: stage, tokenizer: tokenizerBytes, data: t.data, finetune: config.finetune)
-            + [("precision in use", precision.precision.rawValue)]
-            + specs.dropFirst().map { ("model \($0.name)", $0.agreementText) })
+        try world.checkAgreement(
+            "configuration",
+            fields: config.fingerprintFields
+                + Self.agreementFields(
+                    options: options, stage: stage, tokenizer: tokenizerBytes, data: t.data, finetune: config.finetune)
+                + [("precision in use", precision.precision.rawValue)]
+                + specs.dropFirst().map { ("model \($0.name)", $0.agreementText) })
         try Self.checkWritable(options: options, world: world)
 
-        schedule = CosineSchedule(peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
+        schedule = CosineSchedule(
+            peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
         if let objective {
             self.objective = objective
         } else if let data = t.data, let tokenizerPath = t.tokenizer, let tokenizerBytes {
             let tokenizer = try Tokenizer(path: tokenizerPath)
             guard tokenizer.vocabSize <= config.model.vocabSize else {
-                throw ConfigError(file: configPath, field: "model.vocab_size", message: "\(config.model.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) pieces")
+                throw ConfigError(
+                    file: configPath, field: "model.vocab_size",
+                    message: "\(config.model.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) pieces")
             }
-            self.objective = LanguageModelObjective(source: try MixtureLoader(directory: data, tokenizerHash: SHA256.hex([UInt8](tokenizerBytes)),
-                                                                              seqLen: t.seqLen, weights: t.dataWeights, seed: t.seed,
-                                                                              vocabSize: config.model.vocabSize),
-                                                    settings: t)
+            self.objective = LanguageModelObjective(
+                source: try MixtureLoader(
+                    directory: data, tokenizerHash: SHA256.hex([UInt8](tokenizerBytes)),
+                    seqLen: t.seqLen, weights: t.dataWeights, seed: t.seed,
+                    vocabSize: config.model.vocabSize),
+                settings: t)
         } else {
-            self.objective = LanguageModelObjective(source: SyntheticTokens(vocabSize: config.model.vocabSize, seqLen: t.seqLen, seed: t.seed,
-                                                                            ignoreFraction: t.syntheticIgnoreFraction),
-                                                    settings: t)
+            self.objective = LanguageModelObjective(
+                source: SyntheticTokens(
+                    vocabSize: config.model.vocabSize, seqLen: t.seqLen, seed: t.seed,
+                    ignoreFraction: t.syntheticIgnoreFraction),
+                settings: t)
         }
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
-        models = try specs.map { try StageModel(spec: $0, world: world, threads: options.threads, precision: precision.precision) }
-        modelSet = ModelSet(primary: models[0].model,
-                            others: Dictionary(uniqueKeysWithValues: models.dropFirst().map { ($0.spec.name, $0.model) }))
+        models = try specs.map {
+            try StageModel(spec: $0, world: world, threads: options.threads, precision: precision.precision)
+        }
+        modelSet = ModelSet(
+            primary: models[0].model,
+            others: Dictionary(uniqueKeysWithValues: models.dropFirst().map { ($0.spec.name, $0.model) }))
         lm_set_matmul_threads(Int32(options.threads))
         if world.isRoot { options.log(precision.message) }
         watchdog = try Watchdog.start(on: world, timeout: options.collectiveTimeout)
         var resumedStep = 0
         if let directory = options.checkpointDirectory {
-            let store = try CheckpointStore(directory: directory, stage: stage, keep: options.keepCheckpoints,
-                                            background: options.backgroundSave, world: world, log: options.log)
+            let store = try CheckpointStore(
+                directory: directory, stage: stage, keep: options.keepCheckpoints,
+                background: options.backgroundSave, world: world, log: options.log)
             checkpoints = store
             if let manifest = try store.resume(options.resume, models: models.map(\.checkpointed), config: config) {
                 resumedStep = manifest.step
@@ -157,17 +173,21 @@ public final class Trainer {
         }
         // MFU's denominator: the rate of the precision in use, measured here (sgemm, or oneDNN's bf16 primitive).
         let primary = models[0].model
-        let matmulGflops = try world.allreduceSum(try MatmulRate.rate(primary.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
-        reporter = try ProgressReporter(steps: t.steps, firstStep: startStep, tokensPerStep: self.objective.tokensPerStep,
-                                        flopsPerToken: primary.flopsPerToken(seqLen: t.seqLen), ranks: world.size,
-                                        matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,
-                                        isRoot: world.isRoot, log: options.log)
+        let matmulGflops =
+            try world.allreduceSum(try MatmulRate.rate(primary.precision, m: 512, k: 512, oc: 512)) / Double(world.size)
+        reporter = try ProgressReporter(
+            steps: t.steps, firstStep: startStep, tokensPerStep: self.objective.tokensPerStep,
+            flopsPerToken: primary.flopsPerToken(seqLen: t.seqLen), ranks: world.size,
+            matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,
+            isRoot: world.isRoot, log: options.log)
         try checkParametersAgree(startStep > 0 ? "after resuming" : "after initialisation")
     }
 
     /// The run's other inputs that every rank must share: the trainer's flags, the tokenizer's and the data's hashes.
-    static func agreementFields(options: TrainOptions, stage: TrainingStage, tokenizer: Data?, data: String?,
-                                finetune: FineTuneSettings?) -> [(name: String, value: String)] {
+    static func agreementFields(
+        options: TrainOptions, stage: TrainingStage, tokenizer: Data?, data: String?,
+        finetune: FineTuneSettings?
+    ) -> [(name: String, value: String)] {
         func hash(_ path: String?) -> String {
             guard let path else { return "absent" }
             let file = FileManager.default.fileExists(atPath: path + "/index.json") ? path + "/index.json" : path
@@ -195,12 +215,18 @@ public final class Trainer {
         guard world.isRoot, let out = options.outputDirectory else { return }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw FileError(path: out, message: "--out names a file; it must be a directory (it receives config.json, model.safetensors, tokenizer.model)")
+            throw FileError(
+                path: out,
+                message:
+                    "--out names a file; it must be a directory (it receives config.json, model.safetensors, tokenizer.model)"
+            )
         }
         do {
             try AtomicFile.checkWritable(directory: out)
         } catch let error as FileError {
-            throw FileError(path: out, message: "--out cannot be written (\(error.message)); the model would be lost at the end of training")
+            throw FileError(
+                path: out,
+                message: "--out cannot be written (\(error.message)); the model would be lost at the end of training")
         }
     }
 
@@ -214,9 +240,14 @@ public final class Trainer {
     public func run() throws -> TrainingOutcome {
         let t = config.train
         if world.isRoot {
-            options.log("\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, " + (models[0].buckets.map { "\($0.bucketRanges.count) allreduce bucket(s)" } ?? "sharding \(t.sharding.rawValue)"))
+            options.log(
+                "\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, "
+                    + (models[0].buckets.map { "\($0.bucketRanges.count) allreduce bucket(s)" }
+                        ?? "sharding \(t.sharding.rawValue)"))
             for m in models.dropFirst() {
-                options.log("  and \(m.spec.name): \(m.model.layout.count) parameters, \(m.trains ? "trained" : "frozen"), sharding \(m.spec.sharding.rawValue)")
+                options.log(
+                    "  and \(m.spec.name): \(m.model.layout.count) parameters, \(m.trains ? "trained" : "frozen"), sharding \(m.spec.sharding.rawValue)"
+                )
             }
         }
         var completed = true
@@ -227,15 +258,23 @@ public final class Trainer {
             k += 1
             let signal = try PreemptionSignal.shared.anyRank(world)
             guard let store = checkpoints else {
-                if let signal { throw TrainingError("\(signal) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint") }
+                if let signal {
+                    throw TrainingError(
+                        "\(signal) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint")
+                }
                 continue
             }
             let decision = policy.decision(afterStep: k, signal: signal)
             if decision == .continueTraining { continue }
-            try store.save(step: k, tokensSeen: k * objective.tokensPerStep, models: models.map(\.checkpointed), config: config)
+            try store.save(
+                step: k, tokensSeen: k * objective.tokensPerStep, models: models.map(\.checkpointed), config: config)
             if case let .saveAndStop(reason) = decision {
                 try store.waitForPending()
-                if world.isRoot { options.log("\(reason): checkpoint of step \(k) committed; the schedule has \(t.steps - k) steps left, relaunch to resume") }
+                if world.isRoot {
+                    options.log(
+                        "\(reason): checkpoint of step \(k) committed; the schedule has \(t.steps - k) steps left, relaunch to resume"
+                    )
+                }
                 completed = false
                 break
             }
@@ -253,7 +292,8 @@ public final class Trainer {
 
     /// Writes `model` in Hugging Face layout, with the run's tokenizer beside it when it has one.
     func saveModel(_ model: LlamaModel, to directory: String) throws {
-        try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
+        try HuggingFace.save(
+            config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
         if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
             try AtomicFile.write(bytes, to: directory + "/tokenizer.model")
         }

@@ -32,7 +32,9 @@ extension Trainer {
         for m in 0..<accumulation {
             if m == accumulation - 1, let buckets = primaryBuckets {
                 buckets.begin()
-                lossSum += try objective.microStep(m, models: modelSet, scale: scale) { watermark in buckets.ready(from: watermark) }
+                lossSum += try objective.microStep(m, models: modelSet, scale: scale) { watermark in
+                    buckets.ready(from: watermark)
+                }
             } else {
                 lossSum += try objective.microStep(m, models: modelSet, scale: scale, gradientsReady: nil)
             }
@@ -55,9 +57,12 @@ extension Trainer {
         let lr = schedule.learningRate(step: k)
         var skipped = false
         if !loss.isFinite || !norms.allSatisfy(\.isFinite) {
-            let what = "step \(k + 1): loss \(loss), gradient norm \(trained.count == 1 ? "\(norm)" : "\(zip(trained, norms).map { "\($0.spec.name) \($1)" })")"
+            let what =
+                "step \(k + 1): loss \(loss), gradient norm \(trained.count == 1 ? "\(norm)" : "\(zip(trained, norms).map { "\($0.spec.name) \($1)" })")"
             guard t.onNonFinite == .skip else {
-                throw TrainingError("non-finite \(what); parameters were not updated. Lower train.lr, or set train.on_nonfinite to \"skip\"")
+                throw TrainingError(
+                    "non-finite \(what); parameters were not updated. Lower train.lr, or set train.on_nonfinite to \"skip\""
+                )
             }
             skipped = true
             if world.isRoot { options.log("skipping \(what)") }
@@ -67,8 +72,9 @@ extension Trainer {
                 (exposed, communication) = (exposed + seconds, communication + seconds)
             }
         }
-        return try reporter.report(step: k, loss: loss, lr: lr, gradNorm: norm, stepStart: stepStart, computeEnd: computeEnd,
-                                   optimizerStart: optimizerStart, exposedComm: exposed, comm: communication,
-                                   skipped: skipped)
+        return try reporter.report(
+            step: k, loss: loss, lr: lr, gradNorm: norm, stepStart: stepStart, computeEnd: computeEnd,
+            optimizerStart: optimizerStart, exposedComm: exposed, comm: communication,
+            skipped: skipped)
     }
 }

@@ -7,26 +7,29 @@ import Foundation
 import Model
 import Optim
 import Support
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct ManifestTests {
-    static let config = RunConfig(model: LlamaConfig(dim: 8, nLayers: 1, nHeads: 2, vocabSize: 16, ffnHiddenSize: 16, maxSeqLen: 8))
+    static let config = RunConfig(
+        model: LlamaConfig(dim: 8, nLayers: 1, nHeads: 2, vocabSize: 16, ffnHiddenSize: 16, maxSeqLen: 8))
 
     static func shards(_ prefix: String, count: Int, sections: Int, worldSize: Int) -> [CheckpointManifest.Shard] {
         (0..<worldSize).map { rank in
             let r = CheckpointManifest.range(rank: rank, worldSize: worldSize, count: count)
             let file: String = prefix + CheckpointManifest.shardName(rank: rank, worldSize: worldSize)
             let bytes: Int = 4 * sections * r.count
-            return CheckpointManifest.Shard(file: file, rank: rank, start: r.lowerBound, end: r.upperBound, bytes: bytes,
-                                            sha256: String(repeating: "ab", count: 32))
+            return CheckpointManifest.Shard(
+                file: file, rank: rank, start: r.lowerBound, end: r.upperBound, bytes: bytes,
+                sha256: String(repeating: "ab", count: 32))
         }
     }
 
     static func manifest(extra: [CheckpointManifest.ModelShards]? = nil) -> CheckpointManifest {
-        var m = CheckpointManifest(stage: .pretrain, step: 3, tokensSeen: 96, nextBatch: 3, adamStep: 3, worldSize: 2, parameterCount: 100,
-                                   layoutSHA256: "x", seed: 1, config: config, shards: shards("", count: 100, sections: 3, worldSize: 2),
-                                   savedAt: "now")
+        var m = CheckpointManifest(
+            stage: .pretrain, step: 3, tokensSeen: 96, nextBatch: 3, adamStep: 3, worldSize: 2, parameterCount: 100,
+            layoutSHA256: "x", seed: 1, config: config, shards: shards("", count: 100, sections: 3, worldSize: 2),
+            savedAt: "now")
         if let extra {
             m.modelName = "policy"
             m.models = extra
@@ -35,8 +38,10 @@ import TestSupport
     }
 
     static func entry(_ name: String, sections: Int = 1, adamStep: Int? = nil) -> CheckpointManifest.ModelShards {
-        .init(name: name, model: config.model, parameterCount: 40, layoutSHA256: "y", adamStep: adamStep, sections: sections,
-              shards: shards(name + "-", count: 40, sections: sections, worldSize: 2))
+        .init(
+            name: name, model: config.model, parameterCount: 40, layoutSHA256: "y", adamStep: adamStep,
+            sections: sections,
+            shards: shards(name + "-", count: 40, sections: sections, worldSize: 2))
     }
 
     /// Written and read back through the file: sealed, checked, the same fields.
@@ -61,7 +66,8 @@ import TestSupport
         let back = try Self.roundTrip(m)
         #expect(back.modelName == "policy" && back.models?.map(\.name) == ["reference", "value"])
         #expect(back.models?.map(\.sections) == [1, 3] && back.models?.map(\.adamStep) == [nil, 3])
-        #expect(back.models?[1].shards.map(\.file) == ["value-shard-00000-of-00002.bin", "value-shard-00001-of-00002.bin"])
+        #expect(
+            back.models?[1].shards.map(\.file) == ["value-shard-00000-of-00002.bin", "value-shard-00001-of-00002.bin"])
     }
 
     /// A model name that could leave the directory, a model listed twice, a frozen model with optimizer
@@ -74,14 +80,20 @@ import TestSupport
         var short = Self.entry("value", sections: 3, adamStep: 1)
         short.shards[1].bytes -= 4
         let cases: [(CheckpointManifest, String)] = [
-            (Self.manifest(extra: [traversal]), "../x"), (Self.manifest(extra: [Self.entry("a"), Self.entry("a")]), "twice"),
-            (Self.manifest(extra: [frozenWithMoments]), "reference"), (Self.manifest(extra: [short]), "value-shard-00001"),
+            (Self.manifest(extra: [traversal]), "../x"),
+            (Self.manifest(extra: [Self.entry("a"), Self.entry("a")]), "twice"),
+            (Self.manifest(extra: [frozenWithMoments]), "reference"),
+            (Self.manifest(extra: [short]), "value-shard-00001"),
             (Self.manifest(extra: [Self.entry("policy")]), "policy"),
         ]
         for (manifest, named) in cases {
-            #expect { try manifest.validate(file: "m.json") } throws: { "\($0)".contains(named) && "\($0)".contains("m.json") }
+            #expect { try manifest.validate(file: "m.json") } throws: {
+                "\($0)".contains(named) && "\($0)".contains("m.json")
+            }
         }
-        #expect(CheckpointManifest.isModelName("reward_model-2") && !CheckpointManifest.isModelName("Reward") && !CheckpointManifest.isModelName(""))
+        #expect(
+            CheckpointManifest.isModelName("reward_model-2") && !CheckpointManifest.isModelName("Reward")
+                && !CheckpointManifest.isModelName(""))
     }
 }
 
@@ -96,16 +108,20 @@ import TestSupport
         var frozenShape = config.model
         frozenShape.heads = [.score]
         func models(seed: UInt64) throws -> [CheckpointedModel] {
-            let trained = try LlamaModel(config: config.model), frozen = try LlamaModel(config: frozenShape, purpose: .inference)
+            let trained = try LlamaModel(config: config.model),
+                frozen = try LlamaModel(config: frozenShape, purpose: .inference)
             trained.initialize(seed: seed)
             frozen.initialize(seed: seed + 1)
             let optimizer = AdamW(layout: trained.layout, range: 0..<trained.layout.count, settings: AdamWSettings())
             for i in 0..<optimizer.m.count { (optimizer.m[i], optimizer.v[i]) = (Float(i) * Float(seed), Float(seed)) }
             optimizer.step = Int(seed)
-            return [CheckpointedModel(name: "model", model: trained, optimizer: optimizer),
-                    CheckpointedModel(name: "reward", model: frozen, optimizer: nil)]
+            return [
+                CheckpointedModel(name: "model", model: trained, optimizer: optimizer),
+                CheckpointedModel(name: "reward", model: frozen, optimizer: nil),
+            ]
         }
-        let store = try CheckpointStore(directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
+        let store = try CheckpointStore(
+            directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
         let saved = try models(seed: 3)
         try store.save(step: 3, tokensSeen: 3, models: saved, config: config)
         let loaded = try models(seed: 9)
@@ -114,10 +130,14 @@ import TestSupport
         for (a, b) in zip(saved, loaded) {
             #expect(maxDifference(a.model.parameters.array, b.model.parameters.array) == 0, "\(a.name) parameters")
         }
-        #expect(loaded[0].optimizer?.m.array == saved[0].optimizer?.m.array && loaded[0].optimizer?.v.array == saved[0].optimizer?.v.array)
+        #expect(
+            loaded[0].optimizer?.m.array == saved[0].optimizer?.m.array
+                && loaded[0].optimizer?.v.array == saved[0].optimizer?.v.array)
         #expect(loaded[0].optimizer?.step == 3)
         let other = try models(seed: 1)
         let renamed = [other[0], CheckpointedModel(name: "reference", model: other[1].model, optimizer: nil)]
-        #expect { try store.resume(.auto, models: renamed, config: config) } throws: { "\($0)".contains("reward") && "\($0)".contains("reference") }
+        #expect { try store.resume(.auto, models: renamed, config: config) } throws: {
+            "\($0)".contains("reward") && "\($0)".contains("reference")
+        }
     }
 }

@@ -18,7 +18,9 @@ import Testing
             return text.contains("micro_batch") && text.contains("rank counts that work with micro_batch 2: 1, 2, 4")
         }
         t.microBatch = 3
-        #expect { try t.accumulationSteps(worldSize: 2) } throws: { "\($0)".contains("values that work on 2 rank(s): 1, 2, 4, 8") }
+        #expect { try t.accumulationSteps(worldSize: 2) } throws: {
+            "\($0)".contains("values that work on 2 rank(s): 1, 2, 4, 8")
+        }
     }
 }
 
@@ -26,7 +28,9 @@ import Testing
     static func config() -> RunConfig {
         var t = TrainSettings()
         (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps) = (16, 2, 64, 3)
-        return RunConfig(model: LlamaConfig(dim: 32, nLayers: 1, nHeads: 2, vocabSize: 100, ffnHiddenSize: 64, maxSeqLen: 16), train: t)
+        return RunConfig(
+            model: LlamaConfig(dim: 32, nLayers: 1, nHeads: 2, vocabSize: 100, ffnHiddenSize: 64, maxSeqLen: 16),
+            train: t)
     }
 
     /// Each field out of range is refused by name; the valid config passes.
@@ -38,12 +42,26 @@ import Testing
             ("train.beta2", { $0.train.adamw.beta2 = 1 }), ("train.weight_decay", { $0.train.adamw.weightDecay = -5 }),
             ("train.bucket_mb", { $0.train.bucketMB = 0 }), ("train.bucket_mb", { $0.train.bucketMB = 1e300 }),
             ("train.steps", { $0.train.steps = 0 }), ("train.warmup_steps", { $0.train.warmupSteps = -5 }),
-            ("train.micro_batch", { $0.train.microBatch = 0 }), ("train.global_batch_tokens", { $0.train.globalBatchTokens = 1 << 62 }),
+            ("train.micro_batch", { $0.train.microBatch = 0 }),
+            ("train.global_batch_tokens", { $0.train.globalBatchTokens = 1 << 62 }),
             ("train.data_weights.web", { $0.train.dataWeights = ["web": 1e308] }),
             ("train.synthetic_ignore_fraction", { $0.train.syntheticIgnoreFraction = 1 }),
-            ("n_layers", { $0.model.nLayers = 1_000_000_000_000_000 }), ("vocab_size", { $0.model.vocabSize = 1 << 40 }),
-            ("finetune.epochs", { $0.finetune = FineTuneSettings(data: "x.jsonl"); $0.finetune?.epochs = 0 }),
-            ("finetune.pairs_per_batch", { $0.finetune = FineTuneSettings(data: "x.jsonl"); $0.finetune?.pairsPerBatch = 0 }),
+            ("n_layers", { $0.model.nLayers = 1_000_000_000_000_000 }),
+            ("vocab_size", { $0.model.vocabSize = 1 << 40 }),
+            (
+                "finetune.epochs",
+                {
+                    $0.finetune = FineTuneSettings(data: "x.jsonl")
+                    $0.finetune?.epochs = 0
+                }
+            ),
+            (
+                "finetune.pairs_per_batch",
+                {
+                    $0.finetune = FineTuneSettings(data: "x.jsonl")
+                    $0.finetune?.pairsPerBatch = 0
+                }
+            ),
         ]
         for (field, edit) in cases {
             var c = Self.config()
@@ -62,9 +80,13 @@ import Testing
         b.finetune = FineTuneSettings(data: "x.jsonl")
         #expect(a.fingerprintFields.map(\.name) == b.fingerprintFields.map(\.name))
         let differing = zip(a.fingerprintFields, b.fingerprintFields).filter { $0.value != $1.value }.map(\.0.name)
-        #expect(differing.contains("train.lr") && differing.contains("train.data") && differing.contains("finetune.data"), "\(differing)")
+        #expect(
+            differing.contains("train.lr") && differing.contains("train.data") && differing.contains("finetune.data"),
+            "\(differing)")
         a.train.learningRate = 2e-3
-        #expect(!zip(a.fingerprintFields, b.fingerprintFields).filter { $0.value != $1.value }.map(\.0.name).contains("train.lr"))
+        #expect(
+            !zip(a.fingerprintFields, b.fingerprintFields).filter { $0.value != $1.value }.map(\.0.name).contains(
+                "train.lr"))
     }
 }
 

@@ -15,19 +15,23 @@ import Testing
             .deletingLastPathComponent()
         let url = root.appendingPathComponent("README.md")
         var readme = try String(contentsOf: url, encoding: .utf8)
-        let (table, names) = section == "train" ? (TrainSettings.settings.markdownTable(), TrainSettings.settings.names)
+        let (table, names) =
+            section == "train"
+            ? (TrainSettings.settings.markdownTable(), TrainSettings.settings.names)
             : (FineTuneSettings.settings.markdownTable(), FineTuneSettings.settings.names)
         var lines = readme.components(separatedBy: "\n")
         if ProcessInfo.processInfo.environment["UPDATE_README_TABLES"] == "1",
-           let start = lines.firstIndex(where: { $0.hasPrefix("| `\(section)` key |") }) {
+            let start = lines.firstIndex(where: { $0.hasPrefix("| `\(section)` key |") })
+        {
             let end = lines[start...].firstIndex { !$0.hasPrefix("|") } ?? lines.endIndex
             lines.replaceSubrange(start..<end, with: table.components(separatedBy: "\n"))
             readme = lines.joined(separator: "\n")
             try readme.write(to: url, atomically: true, encoding: .utf8)
         }
         // The keys the README's table lists: the first cell of each row under this section's header.
-        let header = try #require(lines.firstIndex { $0.hasPrefix("| `\(section)` key |") },
-                                  "README has no `\(section)` key table")
+        let header = try #require(
+            lines.firstIndex { $0.hasPrefix("| `\(section)` key |") },
+            "README has no `\(section)` key table")
         let listed = lines[(header + 2)...].prefix { $0.hasPrefix("|") }.compactMap { row in
             row.split(separator: "|").first.map { $0.trimmingCharacters(in: .whitespaces.union(["`"])) }
         }

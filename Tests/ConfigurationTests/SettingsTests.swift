@@ -21,24 +21,29 @@ import Testing
     /// What the hand-written encode(to:) produced before the declarations (captured from that build): older
     /// checkpoints must read, and hash, the same.
     @Test func encodingIsUnchanged() throws {
-        #expect(try Self.encoded(TrainSettings()) == #"{"beta1":0.9,"beta2":0.95,"bucket_mb":25,"data_weights":{},"#
+        #expect(
+            try Self.encoded(TrainSettings()) == #"{"beta1":0.9,"beta2":0.95,"bucket_mb":25,"data_weights":{},"#
                 + #""eps":1e-05,"global_batch_tokens":4194304,"grad_clip":1,"lr":0.0003,"micro_batch":4,"#
                 + #""min_lr_ratio":0.1,"on_nonfinite":"stop","recompute":"none","seed":1337,"seq_len":256,"#
                 + #""sharding":"none","steps":1000,"synthetic_ignore_fraction":0,"warmup_steps":2000,"#
                 + #""weight_decay":0.1}"#)
         var t = TrainSettings()
         (t.gradReduce, t.precision, t.data, t.dataWeights, t.tokenizer) = (.bf16, .fp32, "d", ["a": 2], "t")
-        #expect(try Self.encoded(t) == #"{"beta1":0.9,"beta2":0.95,"bucket_mb":25,"data":"d","data_weights":{"a":2},"#
+        #expect(
+            try Self.encoded(t) == #"{"beta1":0.9,"beta2":0.95,"bucket_mb":25,"data":"d","data_weights":{"a":2},"#
                 + #""eps":1e-05,"global_batch_tokens":4194304,"grad_clip":1,"grad_reduce":"bf16","lr":0.0003,"#
                 + #""micro_batch":4,"min_lr_ratio":0.1,"on_nonfinite":"stop","precision":"fp32","recompute":"none","#
                 + #""seed":1337,"seq_len":256,"sharding":"none","steps":1000,"synthetic_ignore_fraction":0,"#
                 + #""tokenizer":"t","warmup_steps":2000,"weight_decay":0.1}"#)
         var f = FineTuneSettings(data: "x.jsonl")
-        #expect(try Self.encoded(f) == #"{"data":"x.jsonl","epochs":2,"margin":"small","pairs_per_batch":512,"#
+        #expect(
+            try Self.encoded(f) == #"{"data":"x.jsonl","epochs":2,"margin":"small","pairs_per_batch":512,"#
                 + #""separator":"<sep>","template":"separator","warmup_fraction":0.03}"#)
         (f.evalData, f.initFrom) = ("e", "i")
-        #expect(try Self.encoded(f) == #"{"data":"x.jsonl","epochs":2,"eval_data":"e","init_from":"i","#
-                + #""margin":"small","pairs_per_batch":512,"separator":"<sep>","template":"separator","warmup_fraction":0.03}"#)
+        #expect(
+            try Self.encoded(f) == #"{"data":"x.jsonl","epochs":2,"eval_data":"e","init_from":"i","#
+                + #""margin":"small","pairs_per_batch":512,"separator":"<sep>","template":"separator","warmup_fraction":0.03}"#
+        )
     }
 
     /// Every key away from its default survives encode → decode; an empty object decodes to the defaults.
@@ -64,7 +69,8 @@ import Testing
         let dir = NSTemporaryDirectory() + "settings-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let model = #""model": {"dim": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 100, "ffn_hidden_size": 64, "#
+        let model =
+            #""model": {"dim": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 100, "ffn_hidden_size": 64, "#
             + #""max_seq_len": 16}"#
         func refusal(_ blocks: String) throws -> ConfigError? {
             let path = dir + "/c.json"
@@ -78,17 +84,20 @@ import Testing
             }
         }
         let unknown = try refusal(#""train": {"seq_len": 16, "stepz": 3}"#)
-        #expect(unknown?.field == "train.stepz"
+        #expect(
+            unknown?.field == "train.stepz"
                 && unknown?.message.contains("known keys: beta1, beta2, bucket_mb") == true)
         let unknownFineTune = try refusal(#""finetune": {"data": "x.jsonl", "epoch": 3}"#)
         #expect(unknownFineTune?.field == "finetune.epoch" && unknownFineTune?.message.contains("epochs") == true)
         let margin = try refusal(#""train": {"seq_len": 16}, "finetune": {"data": "x", "margin": "huge"}"#)
         #expect(margin?.field == "finetune.margin" && margin?.message == "is 'huge'; use none, small or large")
         let template = try refusal(#""train": {"seq_len": 16}, "finetune": {"data": "x", "template": "chatml"}"#)
-        #expect(template?.field == "finetune.template"
+        #expect(
+            template?.field == "finetune.template"
                 && template?.message == "is 'chatml'; use separator or llama2-chat")
         let sharding = try refusal(#""train": {"seq_len": 16, "sharding": "zero3"}"#)
-        #expect(sharding?.field == "train.sharding"
+        #expect(
+            sharding?.field == "train.sharding"
                 && sharding?.message.contains("none, optimizer, gradients or full") == true)
         #expect(try refusal(#""train": {"seq_len": 16}, "finetune": {"epochs": 3}"#)?.field == "finetune.data")
         #expect(try refusal(#""train": {"seq_len": 16, "seed": -1}"#)?.field == "train.seed")
@@ -127,7 +136,8 @@ import Testing
                         try check(x)
                         Issue.record("\(block.section).\(setting.name) \(x) was not refused")
                     } catch let e as ConfigError {
-                        #expect(e.field == "\(block.section).\(setting.name)"
+                        #expect(
+                            e.field == "\(block.section).\(setting.name)"
                                 && e.message.contains(setting.kind.accepts)
                                 && e.message.contains("(default \(setting.defaultText ?? "-"))"), "\(e)")
                         refused += 1
@@ -153,7 +163,8 @@ import Testing
     @Test func helpNotesCarryTheDeclaredDefault() {
         #expect(TrainSettings.settings["lr"].helpNote == " (a number > 0 and ≤ 10; default 0.0003)")
         #expect(TrainSettings.settings["micro_batch"].helpNote == " (an integer in 1...1048576; default 4)")
-        #expect(TrainSettings.settings["precision"].helpNote
+        #expect(
+            TrainSettings.settings["precision"].helpNote
                 == " (fp32 or bf16; default: bf16 where the CPU has AVX-512 BF16 or AMX, else fp32)")
         #expect(FineTuneSettings.settings["separator"].helpNote == " (default <sep>)")
         #expect(TrainSettings.settings.setting(\.adamw.beta1).name == "beta1")

@@ -19,10 +19,13 @@ func makeDataset(_ sizes: [String: [Int]], vocab: Int = 60000) throws -> String 
     let dir = try scratchDirectory()
     var next = 0
     let sources = sizes.keys.sorted().map { name in
-        (name: name, inputs: ["\(name).txt"], documents: sizes[name]!.map { n -> [Int32] in
-            defer { next += n }
-            return (0..<n).map { Int32((next + $0) % vocab) }
-        })
+        (
+            name: name, inputs: ["\(name).txt"],
+            documents: sizes[name]!.map { n -> [Int32] in
+                defer { next += n }
+                return (0..<n).map { Int32((next + $0) % vocab) }
+            }
+        )
     }
     _ = try ShardWriter.write(sources: sources, vocabSize: vocab, tokenizerHash: hashA, shardTokens: 700, to: dir)
     return dir
@@ -79,7 +82,9 @@ func makeDataset(_ sizes: [String: [Int]], vocab: Int = 60000) throws -> String 
     @Test func emptyAndMissingInputsNameTheFile() throws {
         let dir = try scratchDirectory()
         try "\n%\n\n".write(toFile: dir + "/empty", atomically: true, encoding: .utf8)
-        #expect(throws: DatasetError.emptyInput(file: dir + "/empty")) { try Documents.read(dir + "/empty", delimiter: "%") }
+        #expect(throws: DatasetError.emptyInput(file: dir + "/empty")) {
+            try Documents.read(dir + "/empty", delimiter: "%")
+        }
         #expect { try Documents.read(dir + "/missing", delimiter: nil) } throws: { "\($0)".contains(dir + "/missing") }
     }
 
@@ -97,16 +102,25 @@ func makeDataset(_ sizes: [String: [Int]], vocab: Int = 60000) throws -> String 
         let loader = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 7)
         for k in [0, 1, 17] {
             let whole = try loader.batch(k, globalBatch: 12)
-            let again = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 7).batch(k, globalBatch: 12)
+            let again = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 7).batch(
+                k, globalBatch: 12)
             #expect(whole.tokens == again.tokens)
             for world in [2, 3] {
                 let parts = try (0..<world).map { try loader.batch(k, globalBatch: 12, rank: $0, worldSize: world) }
-                #expect(parts.flatMap(\.tokens) == whole.tokens && parts.flatMap(\.targets) == whole.targets, "world \(world), batch \(k)")
+                #expect(
+                    parts.flatMap(\.tokens) == whole.tokens && parts.flatMap(\.targets) == whole.targets,
+                    "world \(world), batch \(k)")
             }
             // Targets are the next tokens of the same stream.
-            #expect(zip(whole.tokens.dropFirst(), whole.targets).enumerated().allSatisfy { $0.offset % 32 == 31 || $0.element.0 == $0.element.1 })
+            #expect(
+                zip(whole.tokens.dropFirst(), whole.targets).enumerated().allSatisfy {
+                    $0.offset % 32 == 31 || $0.element.0 == $0.element.1
+                })
         }
-        #expect(try loader.batch(0, globalBatch: 12).tokens != MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 8).batch(0, globalBatch: 12).tokens)
+        #expect(
+            try loader.batch(0, globalBatch: 12).tokens
+                != MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 8).batch(0, globalBatch: 12)
+                .tokens)
         #expect(throws: DatasetError.self) { try loader.batch(0, globalBatch: 12, rank: 0, worldSize: 5) }
     }
 
@@ -114,7 +128,8 @@ func makeDataset(_ sizes: [String: [Int]], vocab: Int = 60000) throws -> String 
     /// within 1% over an arbitrary run of batches.
     @Test func mixtureWeightsAreRealised() throws {
         let dir = try makeDataset(["a": [4000], "b": [4000], "c": [2000]])
-        let loader = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 16, weights: ["a": 2, "c": 0.5], seed: 3, period: 1000)
+        let loader = try MixtureLoader(
+            directory: dir, tokenizerHash: hashA, seqLen: 16, weights: ["a": 2, "c": 0.5], seed: 3, period: 1000)
         let expected = ["a": 8000.0 / 13000, "b": 4000.0 / 13000, "c": 1000.0 / 13000]
         var counts: [Int: Int] = [:]
         let n = 50_000
@@ -123,7 +138,9 @@ func makeDataset(_ sizes: [String: [Int]], vocab: Int = 60000) throws -> String 
             #expect(abs(info.share - expected[info.name]!) < 1e-12)
             #expect(abs(Double(counts[s]!) / Double(n) - expected[info.name]!) < 0.01, "\(info.name)")
         }
-        #expect(throws: DatasetError.self) { try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 16, weights: ["z": 1], seed: 3) }
+        #expect(throws: DatasetError.self) {
+            try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 16, weights: ["z": 1], seed: 3)
+        }
     }
 
     /// Each epoch of a source visits every one of its windows exactly once, in a new order.

@@ -17,7 +17,9 @@ func shell(_ command: String) throws {
 }
 
 let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/spm-bpe/tokenizer.model").path
+    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(
+        "shared/fixtures/spm-bpe/tokenizer.model"
+    ).path
 
 @Suite struct FeistelTests {
     @Test(arguments: [1, 2, 3, 5, 16, 17, 1000, 4097])
@@ -29,7 +31,9 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
             #expect((0..<count).allSatisfy { p.inverse(image[$0]) == $0 })
         }
         if count >= 16 {
-            #expect((0..<count).map { FeistelPermutation(count: count, seed: 1)[$0] } != (0..<count).map { FeistelPermutation(count: count, seed: 2)[$0] })
+            #expect(
+                (0..<count).map { FeistelPermutation(count: count, seed: 1)[$0] }
+                    != (0..<count).map { FeistelPermutation(count: count, seed: 2)[$0] })
         }
     }
 
@@ -54,7 +58,9 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
 
 @Suite struct CompressedInputTests {
     static func corpus(_ dir: String) throws -> String {
-        let lines = (0..<3000).map { #"{"text": "document \#($0): naïve café \#(String(repeating: "x", count: $0 % 97))", "id": \#($0)}"# }
+        let lines = (0..<3000).map {
+            #"{"text": "document \#($0): naïve café \#(String(repeating: "x", count: $0 % 97))", "id": \#($0)}"#
+        }
         try lines.joined(separator: "\n").write(toFile: dir + "/c.jsonl", atomically: true, encoding: .utf8)
         return dir + "/c.jsonl"
     }
@@ -65,13 +71,17 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         try shell("gzip -c \(plain) > \(plain).gz && zstd -q -c \(plain) > \(plain).zst")
         // Two gzip members and two zstd frames, as `cat` of compressed pieces makes.
         try shell("head -c 50000 \(plain) > \(dir)/a && tail -c +50001 \(plain) > \(dir)/b")
-        try shell("(gzip -c \(dir)/a; gzip -c \(dir)/b) > \(dir)/two.jsonl.gz && (zstd -q -c \(dir)/a; zstd -q -c \(dir)/b) > \(dir)/two.jsonl.zst")
+        try shell(
+            "(gzip -c \(dir)/a; gzip -c \(dir)/b) > \(dir)/two.jsonl.gz && (zstd -q -c \(dir)/a; zstd -q -c \(dir)/b) > \(dir)/two.jsonl.zst"
+        )
         let expected = try Documents.read(plain, delimiter: nil)
         #expect(expected.count == 3000)
         for path in [plain + ".gz", plain + ".zst", dir + "/two.jsonl.gz", dir + "/two.jsonl.zst"] {
             #expect(try Documents.read(path, delimiter: nil) == expected, "\(path)")
         }
-        #expect(try Compression.of(plain + ".zst") == .zstd && Compression.of(plain + ".gz") == .gzip && Compression.of(plain) == .none)
+        #expect(
+            try Compression.of(plain + ".zst") == .zstd && Compression.of(plain + ".gz") == .gzip
+                && Compression.of(plain) == .none)
         #expect(InputSpec(argument: plain + ".zst").source == "c")
     }
 
@@ -89,7 +99,8 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
             for i in stride(from: 40, to: whole.count - 40, by: 97) { flipped[i] ^= 0x5A }
             try flipped.write(to: URL(fileURLWithPath: "\(dir)/bad.jsonl.\(ext)"))
             #expect { try Documents.read("\(dir)/bad.jsonl.\(ext)", delimiter: nil) } throws: {
-                "\($0)".contains("\(dir)/bad.jsonl.\(ext)") && ("\($0)".contains("corrupt") || "\($0)".contains(".jsonl.\(ext):"))
+                "\($0)".contains("\(dir)/bad.jsonl.\(ext)")
+                    && ("\($0)".contains("corrupt") || "\($0)".contains(".jsonl.\(ext):"))
             }
         }
     }
@@ -97,20 +108,27 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
     @Test func badLinesAreNamedThenRefusedOrSkipped() throws {
         let dir = try scratchDirectory()
         var bytes = Array(#"{"text": "one"}"#.utf8) + [0x0A] + Array(#"{"body": "two"}"#.utf8) + [0x0A]
-        bytes += Array(#"{"text": "th"#.utf8) + [0xFF, 0xFE] + Array(#"ree"}"#.utf8) + [0x0A] + Array(#"{"text": "four"}"#.utf8)
+        bytes +=
+            Array(#"{"text": "th"#.utf8) + [0xFF, 0xFE] + Array(#"ree"}"#.utf8) + [0x0A]
+            + Array(#"{"text": "four"}"#.utf8)
         try Data(bytes).write(to: URL(fileURLWithPath: dir + "/d.jsonl"))
-        #expect { try Documents.read(dir + "/d.jsonl", delimiter: nil) } throws: { "\($0)".contains("d.jsonl:2") && "\($0)".contains("--text-field") }
+        #expect { try Documents.read(dir + "/d.jsonl", delimiter: nil) } throws: {
+            "\($0)".contains("d.jsonl:2") && "\($0)".contains("--text-field")
+        }
         let skipping = try DocumentReader(path: dir + "/d.jsonl", options: DocumentOptions(skipBadLines: true))
         var texts: [String] = []
         while let part = try skipping.next() { texts.append(part.text) }
         #expect(texts == ["one", "four"] && skipping.badLines == 2)
         #expect(skipping.warnings.count == 2 && skipping.warnings[1].contains("d.jsonl:3"))
-        let body = try DocumentReader(path: dir + "/d.jsonl", options: DocumentOptions(textField: "body", skipBadLines: true))
+        let body = try DocumentReader(
+            path: dir + "/d.jsonl", options: DocumentOptions(textField: "body", skipBadLines: true))
         #expect(try body.next()?.text == "two" && body.next() == nil && body.badLines == 3)
 
         let text = Array("good line\n%\n".utf8) + [0xC3, 0x28] + Array("\nmore\n".utf8)
         try Data(text).write(to: URL(fileURLWithPath: dir + "/t.txt"))
-        #expect { try Documents.read(dir + "/t.txt", delimiter: "%") } throws: { "\($0)".contains("t.txt:3") && "\($0)".contains("UTF-8") }
+        #expect { try Documents.read(dir + "/t.txt", delimiter: "%") } throws: {
+            "\($0)".contains("t.txt:3") && "\($0)".contains("UTF-8")
+        }
     }
 }
 
@@ -122,19 +140,23 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         var rng = SplitMix64(seed: 5)
         var text = "%\n"
         for i in 0..<400 {
-            text += "doc \(i) " + String(repeating: "w", count: Int(rng.next() % 60)) + (i % 7 == 0 ? "\nsecond line" : "")
+            text +=
+                "doc \(i) " + String(repeating: "w", count: Int(rng.next() % 60)) + (i % 7 == 0 ? "\nsecond line" : "")
             text += i % 13 == 0 ? "\n%\n%\n" : i % 17 == 0 ? "\n%\n   \n%\n" : "\n%\n"
         }
         text += "tail without newline"
         try text.write(toFile: dir + "/f.txt", atomically: true, encoding: .utf8)
-        try (0..<500).map { #"{"text": "line \#($0) \#(String(repeating: "y", count: $0 % 41))"}"# }.joined(separator: "\n")
-            .write(toFile: dir + "/j.jsonl", atomically: true, encoding: .utf8)
+        try (0..<500).map { #"{"text": "line \#($0) \#(String(repeating: "y", count: $0 % 41))"}"# }.joined(
+            separator: "\n"
+        )
+        .write(toFile: dir + "/j.jsonl", atomically: true, encoding: .utf8)
         for (path, delimiter) in [(dir + "/f.txt", "%"), (dir + "/j.jsonl", nil)] {
             let whole = try Documents.read(path, delimiter: delimiter)
             for parts in [1, 2, 3, 5, 8, 64] {
                 var joined: [String] = []
                 for part in 0..<parts {
-                    let reader = try DocumentReader(path: path, options: DocumentOptions(delimiter: delimiter), part: part, of: parts)
+                    let reader = try DocumentReader(
+                        path: path, options: DocumentOptions(delimiter: delimiter), part: part, of: parts)
                     while let d = try reader.next() { joined.append(d.text) }
                 }
                 #expect(joined == whole, "\(path) in \(parts) parts")
@@ -147,15 +169,22 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         var lines = (0..<1000).map { #"{"text": "\#($0)"}"# }
         lines[876] = "oops"
         try lines.joined(separator: "\n").write(toFile: dir + "/j.jsonl", atomically: true, encoding: .utf8)
-        #expect { let r = try DocumentReader(path: dir + "/j.jsonl", options: DocumentOptions(), part: 1, of: 2); while try r.next() != nil {} }
-            throws: { "\($0)".contains("j.jsonl:877") }
+        #expect {
+            let r = try DocumentReader(path: dir + "/j.jsonl", options: DocumentOptions(), part: 1, of: 2)
+            while try r.next() != nil {}
+        } throws: { "\($0)".contains("j.jsonl:877") }
     }
 
     @Test func planSplitsLargeFilesAndBalancesWholeOnes() {
         let plan = Preparation.plan(sizes: [1000, 50, 400, 300], splittable: [true, false, false, false], ranks: 2)
         #expect(plan.filter { $0.input == 0 }.map(\.rank) == [0, 1])
-        #expect(plan.first { $0.input == 2 }!.rank == 0 && plan.first { $0.input == 3 }!.rank == 1 && plan.first { $0.input == 1 }!.rank == 1)
-        #expect(Preparation.plan(sizes: [10, 20], splittable: [true, false], ranks: 1).allSatisfy { $0.rank == 0 && $0.parts == 1 })
+        #expect(
+            plan.first { $0.input == 2 }!.rank == 0 && plan.first { $0.input == 3 }!.rank == 1
+                && plan.first { $0.input == 1 }!.rank == 1)
+        #expect(
+            Preparation.plan(sizes: [10, 20], splittable: [true, false], ranks: 1).allSatisfy {
+                $0.rank == 0 && $0.parts == 1
+            })
     }
 
     /// A long plain-text document read in parts and encoded part by part gives the ids of the whole.
@@ -163,7 +192,9 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         let tokenizer = try Tokenizer(path: fixtureTokenizerPath)
         #expect(tokenizer.encodesPartsAtNewlines)
         let dir = try scratchDirectory()
-        let text = (0..<300).map { "  line \($0): 3.14 naïve\t" + String(repeating: " the end", count: $0 % 5) }.joined(separator: "\n") + "\n\n  "
+        let text =
+            (0..<300).map { "  line \($0): 3.14 naïve\t" + String(repeating: " the end", count: $0 % 5) }.joined(
+                separator: "\n") + "\n\n  "
         try text.write(toFile: dir + "/book.txt", atomically: true, encoding: .utf8)
         var options = DocumentOptions()
         options.partBytes = 200
@@ -195,7 +226,8 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         let marker: [UInt16] = [7, 8, 9]
         _ = marker.withUnsafeBytes { pwrite(fd, $0.baseAddress!, 6, off_t(64 + 2 * w * 2)) }
         close(fd)
-        let batch = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 2, seed: 1, vocabSize: 100).batch(g, globalBatch: 1)
+        let batch = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 2, seed: 1, vocabSize: 100).batch(
+            g, globalBatch: 1)
         #expect(batch.tokens == [7, 8] && batch.targets == [8, 9])
     }
 }
@@ -206,8 +238,13 @@ func writeSparseSource(_ dir: String, tokens: Int, hash: String = hashA, vocab: 
     let header = TokenShard.header(count: tokens, documents: 1, width: 2, tokenizerHash: hash)
     FileManager.default.createFile(atPath: path, contents: Data(header))
     try #require(truncate(path, off_t(64 + 2 * tokens)) == 0)
-    let index = DatasetIndex(tokenizerSHA256: hash, vocabSize: vocab,
-                             sources: [.init(name: "big", inputs: ["sparse"], shards: [.init(file: "big-00000.bin", tokens: tokens, documents: 1, maxTokenId: 0)])])
+    let index = DatasetIndex(
+        tokenizerSHA256: hash, vocabSize: vocab,
+        sources: [
+            .init(
+                name: "big", inputs: ["sparse"],
+                shards: [.init(file: "big-00000.bin", tokens: tokens, documents: 1, maxTokenId: 0)])
+        ])
     try Preparation.write(index, to: dir)
     return path
 }

@@ -1,22 +1,25 @@
+import Configuration
 // The fine-tuning stages in one process: SFT packing and its answer-only loss, the reward model's margin
 // tables and its gradient by finite differences.
 import Foundation
 import Model
-import Testing
-import TestSupport
-import Tokenizer
-@testable import FineTune
-import Training
-import Configuration
 import Support
+import TestSupport
+import Testing
+import Tokenizer
+import Training
+
+@testable import FineTune
 
 /// A small tokenizer with a <sep> piece, trained here.
 func fineTuneTokenizer() throws -> Tokenizer {
     var options = BPETrainerOptions()
     options.vocabSize = 300
     options.userDefinedSymbols = ["<sep>"]
-    let text: [Substring] = ["what is the capital of france", "paris is the capital", "repeat after me hello world",
-                             "the cat sat on the mat", "answer the question please", "numbers like 12 and 345"]
+    let text: [Substring] = [
+        "what is the capital of france", "paris is the capital", "repeat after me hello world",
+        "the cat sat on the mat", "answer the question please", "numbers like 12 and 345",
+    ]
     return try Tokenizer(model: BPETrainer.train(lines: text, options: options))
 }
 
@@ -40,14 +43,17 @@ func fineTuneTokenizer() throws -> Tokenizer {
         for (e, pair) in zip(examples, Self.pairs) {
             let prompt = [tokenizer.bosId] + tokenizer.encode(pair.prompt) + [sep]
             #expect(Array(e.tokens.prefix(prompt.count)) == prompt && e.tokens.last == tokenizer.eosId)
-            #expect(e.answer == [Bool](repeating: false, count: prompt.count) + [Bool](repeating: true, count: e.tokens.count - prompt.count))
+            #expect(
+                e.answer == [Bool](repeating: false, count: prompt.count)
+                    + [Bool](repeating: true, count: e.tokens.count - prompt.count))
         }
         let packer = try SFTPacker(examples: examples, seqLen: 8, seed: 4)
         for epoch in 0..<2 {
             let (stream, answer) = packer.stream(epoch: epoch)
             #expect(stream == packer.order(epoch: epoch).flatMap { examples[$0].tokens })
             #expect(packer.order(epoch: epoch).sorted() == Array(examples.indices))
-            let (tokens, targets) = try packer.batch(epoch, globalBatch: packer.sequencesPerEpoch, rank: 0, worldSize: 1)
+            let (tokens, targets) = try packer.batch(
+                epoch, globalBatch: packer.sequencesPerEpoch, rank: 0, worldSize: 1)
             #expect(tokens == Array(stream.prefix(packer.sequencesPerEpoch * 8)))
             for (i, target) in targets.enumerated() {
                 #expect(target == (answer[i + 1] ? stream[i + 1] : LlamaModel.ignoreIndex), "position \(i)")
@@ -59,10 +65,13 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// Gradients from prompt tokens are exactly zero, and the loss is the mean over answer tokens only.
     @Test func onlyAnswerTokensCarryLossAndGradient() throws {
         let tokenizer = try fineTuneTokenizer()
-        let examples = SFTPacker.encode(try Self.dialogues(), template: try ChatTemplate(.separator, tokenizer: tokenizer, separator: "<sep>"))
+        let examples = SFTPacker.encode(
+            try Self.dialogues(), template: try ChatTemplate(.separator, tokenizer: tokenizer, separator: "<sep>"))
         let packer = try SFTPacker(examples: examples, seqLen: 16, seed: 1)
         let (tokens, targets) = try packer.batch(0, globalBatch: 2, rank: 0, worldSize: 1)
-        let model = try LlamaModel(config: LlamaConfig(dim: 16, nLayers: 1, nHeads: 2, vocabSize: tokenizer.vocabSize, ffnHiddenSize: 32, maxSeqLen: 16))
+        let model = try LlamaModel(
+            config: LlamaConfig(
+                dim: 16, nLayers: 1, nHeads: 2, vocabSize: tokenizer.vocabSize, ffnHiddenSize: 32, maxSeqLen: 16))
         model.initialize(seed: 2, std: 0.2)
         let result = try model.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 16)
         let V = tokenizer.vocabSize
@@ -90,7 +99,8 @@ func fineTuneTokenizer() throws -> Tokenizer {
         #expect(try Rating.allCases.map { try $0.margin("none") } == [0, 0, 0, 0])
         #expect(try Rating.allCases.map { try $0.margin("small") } == [1, 2.0 / 3, 1.0 / 3, 0])
         #expect(try Rating.allCases.map { try $0.margin("large") } == [3, 2, 1, 0])
-        #expect(Rating(text: "unsure") == .negligiblyBetter && Rating(text: "Significantly Better") == .significantlyBetter)
+        #expect(
+            Rating(text: "unsure") == .negligiblyBetter && Rating(text: "Significantly Better") == .significantlyBetter)
         #expect(Rating(text: "much better") == nil)
         #expect(throws: TrainingError.self) { try Rating.better.margin("huge") }
     }
@@ -101,11 +111,14 @@ func fineTuneTokenizer() throws -> Tokenizer {
         let format = try ChatTemplate(.separator, tokenizer: try fineTuneTokenizer(), separator: "<sep>")
         let path = NSTemporaryDirectory() + "prefs-\(UUID().uuidString).jsonl"
         let long = String(repeating: "the cat sat on the mat ", count: 6)
-        let lines = [#"{"prompt": "please", "chosen": "paris \#(long)", "rejected": "hello \#(long)", "rating": "better"}"#,
-                     #"{"prompt": "please", "chosen": "paris", "rejected": "hello world", "rating": "better"}"#]
+        let lines = [
+            #"{"prompt": "please", "chosen": "paris \#(long)", "rejected": "hello \#(long)", "rating": "better"}"#,
+            #"{"prompt": "please", "chosen": "paris", "rejected": "hello world", "rating": "better"}"#,
+        ]
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         var messages: [String] = []
-        let pairs = try PreferenceData.load(path, template: format, seqLen: 12, margin: .small, log: { messages.append($0) })
+        let pairs = try PreferenceData.load(
+            path, template: format, seqLen: 12, margin: .small, log: { messages.append($0) })
         #expect(pairs.count == 1 && pairs[0].chosen != pairs[0].rejected)
         #expect(messages.contains { $0.contains("\(path):1") && $0.contains("identical") }, "\(messages)")
         try lines[0].write(toFile: path, atomically: true, encoding: .utf8)
@@ -116,26 +129,37 @@ func fineTuneTokenizer() throws -> Tokenizer {
 
     /// The ranking loss through the scalar head and the whole trunk, against finite differences.
     @Test func rankingLossGradientMatchesFiniteDifferences() throws {
-        let config = LlamaConfig(dim: 12, nLayers: 1, nHeads: 3, nKVHeads: 1, vocabSize: 20, ffnHiddenSize: 16, maxSeqLen: 6)
+        let config = LlamaConfig(
+            dim: 12, nLayers: 1, nHeads: 3, nKVHeads: 1, vocabSize: 20, ffnHiddenSize: 16, maxSeqLen: 6)
         var reward = config
         reward.heads = [.score]
         let model = try LlamaModel(config: reward)
         model.initialize(seed: 6, std: 0.4)
-        #expect(model.layout.head(.score)?.name == "score.weight" && model.layout.head(.score)?.shape == [1, 12] && model.layout.heads.count == 1)
-        let pairs = [PreferencePair(chosen: [1, 4, 5, 9], rejected: [1, 4, 7], rating: .better, margin: 2.0 / 3),
-                     PreferencePair(chosen: [1, 3, 3, 3, 8, 2], rejected: [1, 2, 6, 11, 2], rating: .negligiblyBetter, margin: 0)]
-        let objective = try RewardObjective(pairs: pairs, pairsPerBatch: 2, microBatchSequences: 4, seqLen: 6, seed: 1, padToken: 2)
+        #expect(
+            model.layout.head(.score)?.name == "score.weight" && model.layout.head(.score)?.shape == [1, 12]
+                && model.layout.heads.count == 1)
+        let pairs = [
+            PreferencePair(chosen: [1, 4, 5, 9], rejected: [1, 4, 7], rating: .better, margin: 2.0 / 3),
+            PreferencePair(
+                chosen: [1, 3, 3, 3, 8, 2], rejected: [1, 2, 6, 11, 2], rating: .negligiblyBetter, margin: 0),
+        ]
+        let objective = try RewardObjective(
+            pairs: pairs, pairsPerBatch: 2, microBatchSequences: 4, seqLen: 6, seed: 1, padToken: 2)
         _ = try objective.load(step: 0, rank: 0, worldSize: 1)
         model.gradients.zero()
         _ = try objective.microStep(0, model: model, scale: 0.5, gradientsReady: nil)
         func loss() -> Double {
             let batch = objective.currentPairs
-            let r = try! RewardObjective.forward(batch.flatMap { [$0.chosen, $0.rejected] }, model: model, seqLen: 6, padToken: 2)
-            return zip(batch.indices, batch).reduce(0.0) { $0 + softplus(-Double(r.values[2 * $1.0] - r.values[2 * $1.0 + 1] - $1.1.margin)) } * 0.5
+            let r = try! RewardObjective.forward(
+                batch.flatMap { [$0.chosen, $0.rejected] }, model: model, seqLen: 6, padToken: 2)
+            return zip(batch.indices, batch).reduce(0.0) {
+                $0 + softplus(-Double(r.values[2 * $1.0] - r.values[2 * $1.0 + 1] - $1.1.margin))
+            } * 0.5
         }
         for spec in model.layout.tensors {
-            expectTensorGradient(spec.name, values: model.parameters.slice(spec.offset, spec.count),
-                                 gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 12, loss: loss)
+            expectTensorGradient(
+                spec.name, values: model.parameters.slice(spec.offset, spec.count),
+                gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 12, loss: loss)
         }
     }
 }
@@ -150,23 +174,37 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// Every format reads into the same dialogues; the format is named once per file.
     @Test func everyFormatReads() throws {
         let sft = try Self.write([#"{"prompt": "hi", "response": "hello"}"#])
-        let messages = try Self.write([#"{"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]}"#])
+        let messages = try Self.write([
+            #"{"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]}"#
+        ])
         let rated = try Self.write([#"{"prompt": "hi", "chosen": "hello", "rejected": "go away", "rating": "better"}"#])
-        let lists = try Self.write([#"{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}"#])
-        let hh = try Self.write([#"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}"#])
+        let lists = try Self.write([
+            #"{"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}"#
+        ])
+        let hh = try Self.write([
+            #"{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}"#
+        ])
         var log: [String] = []
         let (f1, e1) = try DialogueData.load(sft, preferences: false) { log.append($0) }
         let (f2, e2) = try DialogueData.load(messages, preferences: false) { log.append($0) }
         #expect(f1 == .promptResponse && f2 == .messages && log.contains { $0.contains("messages format") })
-        guard case let .dialogue(one) = e1[0].example, case let .dialogue(two) = e2[0].example else { Issue.record("not dialogues"); return }
+        guard case let .dialogue(one) = e1[0].example, case let .dialogue(two) = e2[0].example else {
+            Issue.record("not dialogues")
+            return
+        }
         #expect(one.turns == [Turn(.user, "hi"), Turn(.assistant, "hello")] && one.system == nil)
         #expect(two.system == "be kind" && two.turns.count == 4 && two.exchanges == 2)
         var chosen: [[Turn]] = []
         for (path, format) in [(rated, DataFormat.ratedPairs), (lists, .messagePairs), (hh, .hhRLHF)] {
             let (found, examples) = try DialogueData.load(path, preferences: true) { _ in }
             #expect(found == format)
-            guard case let .preference(c, r, rating) = examples[0].example else { Issue.record("\(format): not a pair"); continue }
-            #expect(r.turns.last == Turn(.assistant, "go away") && (format == .ratedPairs ? rating == .better : rating == .negligiblyBetter))
+            guard case let .preference(c, r, rating) = examples[0].example else {
+                Issue.record("\(format): not a pair")
+                continue
+            }
+            #expect(
+                r.turns.last == Turn(.assistant, "go away")
+                    && (format == .ratedPairs ? rating == .better : rating == .negligiblyBetter))
             chosen.append(c.turns.map { Turn($0.role, $0.content.trimmingCharacters(in: .whitespaces)) })
         }
         #expect(chosen.allSatisfy { $0 == [Turn(.user, "hi"), Turn(.assistant, "hello")] }, "\(chosen)")
@@ -175,19 +213,28 @@ func fineTuneTokenizer() throws -> Tokenizer {
     /// The loss is on every assistant turn and its </s>, never on system or user text, in both templates.
     @Test func masksCoverEveryAnswerAndNothingElse() throws {
         let tokenizer = try fineTuneTokenizer()
-        let dialogue = try Dialogue([Turn(.system, "be kind"), Turn(.user, "what is the capital"), Turn(.assistant, "paris"),
-                                     Turn(.user, "repeat after me"), Turn(.assistant, "hello world")])
-        for template in [try ChatTemplate(.separator, tokenizer: tokenizer), try ChatTemplate(.llama2Chat, tokenizer: tokenizer)] {
+        let dialogue = try Dialogue([
+            Turn(.system, "be kind"), Turn(.user, "what is the capital"), Turn(.assistant, "paris"),
+            Turn(.user, "repeat after me"), Turn(.assistant, "hello world"),
+        ])
+        for template in [
+            try ChatTemplate(.separator, tokenizer: tokenizer), try ChatTemplate(.llama2Chat, tokenizer: tokenizer),
+        ] {
             let (tokens, answer) = template.encode(dialogue)
             var expected: [Bool] = []
-            expected += [Bool](repeating: false, count: template.prompt(user: "what is the capital", system: "be kind").count)
+            expected += [Bool](
+                repeating: false, count: template.prompt(user: "what is the capital", system: "be kind").count)
             expected += [Bool](repeating: true, count: template.answer("paris").count)
             expected += [Bool](repeating: false, count: template.prompt(user: "repeat after me").count)
             expected += [Bool](repeating: true, count: template.answer("hello world").count)
             #expect(answer == expected && tokens.count == expected.count, "\(template.kind)")
-            #expect(tokens.filter { $0 == tokenizer.eosId }.count == 2 && tokens.filter { $0 == tokenizer.bosId }.count == 2)
+            #expect(
+                tokens.filter { $0 == tokenizer.eosId }.count == 2 && tokens.filter { $0 == tokenizer.bosId }.count == 2
+            )
             // Every </s> is an answer token, every <s> is not.
-            for (t, a) in zip(tokens, answer) where t == tokenizer.eosId || t == tokenizer.bosId { #expect(a == (t == tokenizer.eosId)) }
+            for (t, a) in zip(tokens, answer) where t == tokenizer.eosId || t == tokenizer.bosId {
+                #expect(a == (t == tokenizer.eosId))
+            }
         }
     }
 
@@ -204,9 +251,14 @@ func fineTuneTokenizer() throws -> Tokenizer {
         var log: [String] = []
         let (_, examples) = try DialogueData.load(path, preferences: false) { log.append($0) }
         #expect(examples.count == 1)
-        for (line, words) in [(2, "alternate"), (3, "without an assistant turn"), (4, "but the file is messages"), (5, "role"), (6, "not a JSON object")] {
+        for (line, words) in [
+            (2, "alternate"), (3, "without an assistant turn"), (4, "but the file is messages"), (5, "role"),
+            (6, "not a JSON object"),
+        ] {
             #expect(log.contains { $0.hasPrefix("\(path):\(line):") && $0.contains(words) }, "line \(line): \(log)")
         }
-        #expect(throws: TrainingError.self) { try DialogueData.load(try Self.write(["{}"]), preferences: false) { _ in } }
+        #expect(throws: TrainingError.self) {
+            try DialogueData.load(try Self.write(["{}"]), preferences: false) { _ in }
+        }
     }
 }

@@ -6,8 +6,8 @@
 import Foundation
 import Kernels
 import Model
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.enabled(if: PrecisionChoice.nativeBF16, "needs a CPU with AVX-512 BF16 or AMX"))
 struct BF16MatmulTests {
@@ -43,7 +43,9 @@ struct BF16MatmulTests {
             func aAt(_ i: Int, _ p: Int) -> Float { transA == 1 ? a[p * m + i] : a[i * k + p] }
             func bAt(_ p: Int, _ j: Int) -> Float { transB == 1 ? b[j * k + p] : b[p * n + j] }
             var c = old
-            try engine.multiply(&c, bits(a), bits(b), m: m, n: n, k: k, transA: transA == 1, transB: transB == 1, accumulate: accumulate == 1)
+            try engine.multiply(
+                &c, bits(a), bits(b), m: m, n: n, k: k, transA: transA == 1, transB: transB == 1,
+                accumulate: accumulate == 1)
             var naive = [Float](repeating: 0, count: m * n)
             for i in 0..<m {
                 for j in 0..<n {
@@ -52,7 +54,9 @@ struct BF16MatmulTests {
                     naive[i * n + j] = Float(s)
                 }
             }
-            #expect(maxDifference(c, naive) < 1e-5 * Float(k).squareRoot() * 4, "transA \(transA) transB \(transB) accumulate \(accumulate)")
+            #expect(
+                maxDifference(c, naive) < 1e-5 * Float(k).squareRoot() * 4,
+                "transA \(transA) transB \(transB) accumulate \(accumulate)")
         }
     }
 }

@@ -5,8 +5,8 @@
 import Foundation
 import Kernels
 import Model
-import Testing
 import TestSupport
+import Testing
 
 /// One attention problem: q (B,T,H,D), k and v (B,T,G,D), and an upstream gradient for out.
 struct AttentionCase: CustomStringConvertible, Sendable {
@@ -28,20 +28,26 @@ struct AttentionData {
     }
 
     /// Flash forward over the units in `splits` consecutive calls: (out, lse).
-    func flashForward(q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil, splits: Int = 1, bf16: Bool = false) -> ([Float], [Float]) {
+    func flashForward(
+        q: [Float]? = nil, k: [Float]? = nil, v: [Float]? = nil, splits: Int = 1, bf16: Bool = false
+    ) -> ([Float], [Float]) {
         var out = [Float](repeating: .nan, count: self.q.count), lse = [Float](repeating: .nan, count: c.B * c.H * c.T)
         let units = lm_flash_attention_forward_units(Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.bq))
-        let scratch = AlignedScratch(), bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
+        let scratch = AlignedScratch(),
+            bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
         for s in 0..<splits {
             let (first, end) = (units * s / splits, units * (s + 1) / splits)
             if bf16 {
-                #expect(lm_flash_attention_forward_bf16(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
-                                                        Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end,
-                                                        scratch.reserve(bytes), bytes) == Int32(LM_OK))
+                #expect(
+                    lm_flash_attention_forward_bf16(
+                        &out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
+                        Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end,
+                        scratch.reserve(bytes), bytes) == Int32(LM_OK))
                 withExtendedLifetime(scratch) {}
             } else {
-                lm_flash_attention_forward(&out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
-                                           Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end)
+                lm_flash_attention_forward(
+                    &out, &lse, q ?? self.q, k ?? self.k, v ?? self.v, Int32(c.B), Int32(c.T), Int32(c.H),
+                    Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end)
             }
         }
         return (out, lse)
@@ -49,19 +55,24 @@ struct AttentionData {
 
     func flashBackward(splits: Int = 1, bf16: Bool = false) -> (dq: [Float], dk: [Float], dv: [Float]) {
         let (out, lse) = flashForward(bf16: bf16)
-        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = [Float](repeating: 0, count: v.count)
+        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count),
+            dv = [Float](repeating: 0, count: v.count)
         let units = lm_flash_attention_backward_units(Int32(c.B), Int32(c.G))
-        let scratch = AlignedScratch(), bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
+        let scratch = AlignedScratch(),
+            bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
         for s in 0..<splits {
             let (first, end) = (units * s / splits, units * (s + 1) / splits)
             if bf16 {
-                #expect(lm_flash_attention_backward_bf16(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H),
-                                                         Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end,
-                                                         scratch.reserve(bytes), bytes) == Int32(LM_OK))
+                #expect(
+                    lm_flash_attention_backward_bf16(
+                        &dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H),
+                        Int32(c.G), Int32(c.D), Int32(c.bq), Int32(c.bk), first, end,
+                        scratch.reserve(bytes), bytes) == Int32(LM_OK))
                 withExtendedLifetime(scratch) {}
             } else {
-                lm_flash_attention_backward(&dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
-                                            Int32(c.D), Int32(c.bq), Int32(c.bk), first, end)
+                lm_flash_attention_backward(
+                    &dq, &dk, &dv, dout, out, lse, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G),
+                    Int32(c.D), Int32(c.bq), Int32(c.bk), first, end)
             }
         }
         return (dq, dk, dv)
@@ -75,9 +86,11 @@ struct AttentionData {
 
     func naiveBackward() -> (dq: [Float], dk: [Float], dv: [Float]) {
         let att = naiveForward().att
-        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count), dv = [Float](repeating: 0, count: v.count)
+        var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count),
+            dv = [Float](repeating: 0, count: v.count)
         var scratch = [Float](repeating: 0, count: c.T * c.T)
-        lm_attention_naive_backward(&dq, &dk, &dv, &scratch, dout, att, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G), Int32(c.D))
+        lm_attention_naive_backward(
+            &dq, &dk, &dv, &scratch, dout, att, q, k, v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G), Int32(c.D))
         return (dq, dk, dv)
     }
 }
@@ -91,12 +104,12 @@ func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
 
 @Suite struct FlashAttentionTests {
     static let cases: [AttentionCase] = [
-        .init(B: 1, T: 1, H: 2, G: 1, D: 64, bq: 16, bk: 16),       // one token
-        .init(B: 2, T: 37, H: 4, G: 4, D: 64, bq: 16, bk: 16),      // not a multiple of the tile; ratio 1
-        .init(B: 1, T: 70, H: 4, G: 2, D: 96, bq: 16, bk: 32),      // tiles of different sizes; ratio 2
-        .init(B: 1, T: 53, H: 8, G: 2, D: 128, bq: 32, bk: 16),     // rows above a key tile; ratio 4
-        .init(B: 2, T: 150, H: 8, G: 1, D: 64, bq: 64, bk: 64),     // several tiles of the model's size; ratio 8
-        .init(B: 1, T: 260, H: 2, G: 1, D: 16, bq: 128, bk: 128),   // the largest tile
+        .init(B: 1, T: 1, H: 2, G: 1, D: 64, bq: 16, bk: 16),  // one token
+        .init(B: 2, T: 37, H: 4, G: 4, D: 64, bq: 16, bk: 16),  // not a multiple of the tile; ratio 1
+        .init(B: 1, T: 70, H: 4, G: 2, D: 96, bq: 16, bk: 32),  // tiles of different sizes; ratio 2
+        .init(B: 1, T: 53, H: 8, G: 2, D: 128, bq: 32, bk: 16),  // rows above a key tile; ratio 4
+        .init(B: 2, T: 150, H: 8, G: 1, D: 64, bq: 64, bk: 64),  // several tiles of the model's size; ratio 8
+        .init(B: 1, T: 260, H: 2, G: 1, D: 16, bq: 128, bk: 128),  // the largest tile
     ]
 
     @Test(arguments: cases)
@@ -115,7 +128,9 @@ func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
                     for j in 0...t {
                         var dot = 0.0
                         for d in 0..<c.D {
-                            dot += Double(data.q[((b * c.T + t) * c.H + h) * c.D + d]) * Double(data.k[((b * c.T + j) * c.G + g) * c.D + d])
+                            dot +=
+                                Double(data.q[((b * c.T + t) * c.H + h) * c.D + d])
+                                * Double(data.k[((b * c.T + j) * c.G + g) * c.D + d])
                         }
                         scores.append(dot / Double(c.D).squareRoot())
                     }
@@ -166,25 +181,31 @@ struct BF16AttentionTests {
         var r = Rand(41)
         for (m, n, k) in [(64, 64, 64), (37, 48, 53), (5, 17, 3), (64, 128, 64)] {
             let (lda, ldb, ldc) = (transA == 1 ? m + 3 : k + 5, transB == 1 ? k + 2 : n + 7, n + 1)
-            let a = r.floats((transA == 1 ? k : m) * lda).map { lm_round_bf16($0) }, b = r.floats((transB == 1 ? n : k) * ldb).map { lm_round_bf16($0) }
+            let a = r.floats((transA == 1 ? k : m) * lda).map { lm_round_bf16($0) },
+                b = r.floats((transB == 1 ? n : k) * ldb).map { lm_round_bf16($0) }
             let old = r.floats(m * ldc)
             var c = old
             let scratch = AlignedScratch(), bytes = lm_tile_gemm_bf16_scratch_bytes(Int32(m), Int32(n), Int32(k))
-            #expect(lm_tile_gemm_bf16(Int32(transA), Int32(transB), Int32(m), Int32(n), Int32(k), 0.5, a, lda, b, ldb, 1, &c, ldc,
-                                      scratch.reserve(bytes), bytes) == Int32(LM_OK))
+            #expect(
+                lm_tile_gemm_bf16(
+                    Int32(transA), Int32(transB), Int32(m), Int32(n), Int32(k), 0.5, a, lda, b, ldb, 1, &c, ldc,
+                    scratch.reserve(bytes), bytes) == Int32(LM_OK))
             withExtendedLifetime(scratch) {}
             var expected = old  // columns past n stay untouched
             for i in 0..<m {
                 for j in 0..<n {
                     var s = 0.0
                     for p in 0..<k {
-                        s += Double(transA == 1 ? a[p * lda + i] : a[i * lda + p]) * Double(transB == 1 ? b[j * ldb + p] : b[p * ldb + j])
+                        s +=
+                            Double(transA == 1 ? a[p * lda + i] : a[i * lda + p])
+                            * Double(transB == 1 ? b[j * ldb + p] : b[p * ldb + j])
                     }
                     expected[i * ldc + j] = Float(0.5 * s + Double(old[i * ldc + j]))
                 }
             }
             let worst = maxDifference(c, expected)
-            #expect(worst < 1e-5 * Float(k).squareRoot() * 4, "\(m)×\(n)×\(k) transA \(transA) transB \(transB): \(worst)")
+            #expect(
+                worst < 1e-5 * Float(k).squareRoot() * 4, "\(m)×\(n)×\(k) transA \(transA) transB \(transB): \(worst)")
         }
     }
 

@@ -1,7 +1,7 @@
 // Every kernel's backward against finite differences of its forward, on small random shapes.
 import Kernels
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct KernelGradientTests {
     @Test func matmulBackward() {
@@ -81,7 +81,8 @@ import TestSupport
         let att = forward(q, k, v).1
         var dq = [Float](repeating: 0, count: q.count), dk = [Float](repeating: 0, count: k.count)
         var dv = [Float](repeating: 0, count: v.count), scratch = [Float](repeating: 0, count: T * T)
-        lm_attention_naive_backward(&dq, &dk, &dv, &scratch, w, att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
+        lm_attention_naive_backward(
+            &dq, &dk, &dv, &scratch, w, att, q, k, v, Int32(B), Int32(T), Int32(H), Int32(G), Int32(D))
         expectGradient("attention dq (H \(H), G \(G))", at: q, analytic: dq) { weightedSum(forward($0, k, v).0, w) }
         expectGradient("attention dk (H \(H), G \(G))", at: k, analytic: dk) { weightedSum(forward(q, $0, v).0, w) }
         expectGradient("attention dv (H \(H), G \(G))", at: v, analytic: dv) { weightedSum(forward(q, k, $0).0, w) }

@@ -1,8 +1,8 @@
 // Fast kernels against naive twins written from the definitions, in double.
 import Foundation
 import Kernels
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct NaiveTwinTests {
     @Test func matmulMatchesTripleLoop() {
@@ -36,7 +36,8 @@ import TestSupport
                     var scores = [Double](repeating: 0, count: t + 1)
                     for j in 0...t {
                         for d in 0..<D {
-                            scores[j] += Double(q[((b * T + t) * H + h) * D + d]) * Double(k[((b * T + j) * G + g) * D + d])
+                            scores[j] +=
+                                Double(q[((b * T + t) * H + h) * D + d]) * Double(k[((b * T + j) * G + g) * D + d])
                         }
                         scores[j] /= Double(D).squareRoot()
                     }
@@ -87,7 +88,8 @@ import TestSupport
         lm_swiglu_forward(&out, gate, up, gate.count)
         for (g, y) in zip(gate, out) {
             let expected = Double(g) / (1 + Foundation.exp(-Double(g)))
-            #expect(abs(Double(y) - expected) <= 4e-7 * abs(expected) + 1e-30, "silu(\(g)) = \(y), expected \(expected)")
+            #expect(
+                abs(Double(y) - expected) <= 4e-7 * abs(expected) + 1e-30, "silu(\(g)) = \(y), expected \(expected)")
         }
     }
 
@@ -105,8 +107,9 @@ import TestSupport
             let vi = Double(b2) * Double(v0[i]) + (1 - Double(b2)) * Double(g[i]) * Double(g[i])
             var pi = Double(p0[i]) * (1 - Double(lr) * Double(wd))
             pi -= Double(lr) / bc1 * mi / (vi.squareRoot() / bc2.squareRoot() + Double(eps))
-            #expect(abs(Double(p[i]) - pi) < 1e-6 && abs(Double(m[i]) - mi) < 1e-6 && abs(Double(v[i]) - vi) < 1e-6,
-                    "element \(i)")
+            #expect(
+                abs(Double(p[i]) - pi) < 1e-6 && abs(Double(m[i]) - mi) < 1e-6 && abs(Double(v[i]) - vi) < 1e-6,
+                "element \(i)")
         }
     }
 

@@ -2,8 +2,8 @@
 // while writing, every kind of corruption detected and fallen back from, preemption by SIGTERM, a stalled
 // rank caught by the watchdog, and export to the Hugging Face layout.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Two ranks. A run stopped early exits 75 on every rank, and mpirun then waits odls_base_sigkill_timeout
 /// (1 s) before reporting it; the tests stop runs often, so they skip that wait.
@@ -42,11 +42,16 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let config = try writeCheckpointConfig(dir)
         let launcher = ranks == 1 ? [] : mpirun2
         _ = try pretrain(launcher, config, ["--out", dir + "/full", "--metrics", dir + "/full.jsonl"])
-        let first = try pretrain(launcher, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "3", "--metrics", dir + "/a.jsonl"])
+        let first = try pretrain(
+            launcher, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "3", "--metrics", dir + "/a.jsonl"])
         #expect(first.stdout.contains("stopped after step 3"))
-        let second = try pretrain(launcher, config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed", "--metrics", dir + "/b.jsonl"])
+        let second = try pretrain(
+            launcher, config,
+            ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed", "--metrics", dir + "/b.jsonl"])
         #expect(second.stdout.contains("resumed from \(dir)/ck/step-00000003"))
-        #expect(FileManager.default.contents(atPath: dir + "/full/model.safetensors") == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
+        #expect(
+            FileManager.default.contents(atPath: dir + "/full/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
         #expect(try losses(dir + "/full.jsonl") == (try losses(dir + "/a.jsonl")) + (try losses(dir + "/b.jsonl")))
     }
 
@@ -59,7 +64,8 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         func launcher(_ n: Int) -> [String] { n == 1 ? [] : mpirunFast + ["-np", "\(n)"] }
         _ = try pretrain(launcher(before), config, ["--out", dir + "/full"])
         _ = try pretrain(launcher(before), config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "3"])
-        let resumed = try pretrain(launcher(after), config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed"])
+        let resumed = try pretrain(
+            launcher(after), config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed"])
         #expect(resumed.stdout.contains("saved on \(before) rank(s), now \(after)"))
         let a = try parameters(dir + "/full/model.safetensors"), b = try parameters(dir + "/resumed/model.safetensors")
         let diff = maxDifference(a, b)
@@ -72,9 +78,13 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
     func rankKilledWhileWritingLeavesThePreviousCheckpoint(sharding: String) throws {
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
-        _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "2", "--sharding", sharding])
-        let crashed = try run(mpirun2 + [try faultyToolPath(), "--die-in-checkpoint", "1", "pretrain", "--config", config,
-                              "--checkpoint-dir", dir + "/ck", "--stop-after", "4", "--sharding", sharding])
+        _ = try pretrain(
+            mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "2", "--sharding", sharding])
+        let crashed = try run(
+            mpirun2 + [
+                try faultyToolPath(), "--die-in-checkpoint", "1", "pretrain", "--config", config,
+                "--checkpoint-dir", dir + "/ck", "--stop-after", "4", "--sharding", sharding,
+            ])
         #expect(crashed.status != 0)
         #expect(!FileManager.default.fileExists(atPath: dir + "/ck/step-00000004/manifest.json"))
         let resumed = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--sharding", sharding])
@@ -85,7 +95,8 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
     func corruptionIsDetectedAndFallenBackFrom(_ damage: String) throws {
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
-        _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "4", "--checkpoint-every", "2"])
+        _ = try pretrain(
+            mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--stop-after", "4", "--checkpoint-every", "2"])
         let newest = dir + "/ck/step-00000004"
         let shard = newest + "/shard-00001-of-00002.bin"
         var bytes = [UInt8](FileManager.default.contents(atPath: shard)!)
@@ -104,7 +115,10 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         #expect((resumed.stdout + resumed.stderr).contains(named), "\(damage): \(resumed.stdout)\(resumed.stderr)")
         #expect(resumed.stdout.contains("resumed from \(dir)/ck/step-00000002"), "\(damage): \(resumed.stdout)")
         // An explicit --resume of the damaged checkpoint fails instead of falling back.
-        let explicit = try run(mpirun2 + [try toolPath(), "pretrain", "--config", config, "--checkpoint-dir", dir + "/ck2", "--resume", newest])
+        let explicit = try run(
+            mpirun2 + [
+                try toolPath(), "pretrain", "--config", config, "--checkpoint-dir", dir + "/ck2", "--resume", newest,
+            ])
         #expect(explicit.status != 0)
     }
 
@@ -121,10 +135,14 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         #expect(process.terminationStatus == 75, "SIGTERM must end the run with a checkpoint and exit code 75")
-        let committed = try FileManager.default.contentsOfDirectory(atPath: dir + "/ck").filter { $0.hasPrefix("step-") }
+        let committed = try FileManager.default.contentsOfDirectory(atPath: dir + "/ck").filter {
+            $0.hasPrefix("step-")
+        }
         #expect(committed.count == 1 && !committed.contains("step-00002000"), "\(committed)")
         _ = try pretrain([], config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/resumed"])
-        #expect(FileManager.default.contents(atPath: dir + "/full/model.safetensors") == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
+        #expect(
+            FileManager.default.contents(atPath: dir + "/full/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
     }
 
     @Test func stalledRankIsNamedByTheWatchdog() throws {
@@ -132,8 +150,13 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let config = try writeCheckpointConfig(dir, steps: 100_000)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = mpirun2 + [try toolPath(), "pretrain", "--config", config, "--collective-timeout", "3", "--log-every", "100000"]
-        var environment = ProcessInfo.processInfo.environment.filter { key, _ in !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) } }
+        process.arguments =
+            mpirun2 + [
+                try toolPath(), "pretrain", "--config", config, "--collective-timeout", "3", "--log-every", "100000",
+            ]
+        var environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
+        }
         environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         process.environment = environment
@@ -145,7 +168,9 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let deadline = Date().addingTimeInterval(60)
         while ranks.count < 2 && Date() < deadline {
             usleep(200_000)
-            ranks = try run(["pgrep", "-P", "\(process.processIdentifier)", "-f", "pretrain"]).stdout.split(separator: "\n").map(String.init)
+            ranks = try run(["pgrep", "-P", "\(process.processIdentifier)", "-f", "pretrain"]).stdout.split(
+                separator: "\n"
+            ).map(String.init)
         }
         try #require(ranks.count == 2)
         usleep(1_000_000)
@@ -155,7 +180,10 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let stoppedAt = Date()
         while process.isRunning && Date().timeIntervalSince(stoppedAt) < 40 { usleep(100_000) }
         let hung = process.isRunning
-        if hung { _ = try run(["kill", "-9", victim]); process.terminate() }
+        if hung {
+            _ = try run(["kill", "-9", victim])
+            process.terminate()
+        }
         #expect(!hung, "the job did not end within 40 s of a rank stalling")
         process.waitUntilExit()
         let message = String(decoding: FileManager.default.contents(atPath: dir + "/err") ?? Data(), as: UTF8.self)
@@ -167,10 +195,16 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
         _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/final"])
-        let export = try run([try toolPath(), "export", "--checkpoint", dir + "/ck/step-00000006", "--out", dir + "/hf"])
+        let export = try run([
+            try toolPath(), "export", "--checkpoint", dir + "/ck/step-00000006", "--out", dir + "/hf",
+        ])
         #expect(export.status == 0, "\(export.stderr)")
-        #expect(FileManager.default.contents(atPath: dir + "/hf/model.safetensors") == FileManager.default.contents(atPath: dir + "/final/model.safetensors"))
-        let hfConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/hf/config.json"))) as! [String: Any]
+        #expect(
+            FileManager.default.contents(atPath: dir + "/hf/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/final/model.safetensors"))
+        let hfConfig =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/hf/config.json")))
+            as! [String: Any]
         #expect(hfConfig["model_type"] as? String == "llama" && hfConfig["num_key_value_heads"] as? Int == 2)
     }
 }

@@ -9,13 +9,15 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
 /// The llama-train that `swift build` put beside the tests.
 func toolPath() throws -> String {
     let candidates = [".build/debug/llama-train", ".build/release/llama-train"].map { packageRoot + "/" + $0 }
-    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build llama-train first")
+    return try #require(
+        candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build llama-train first")
 }
 
 /// llama-train's fault-injecting twin (Tests/FaultInjection): `--nan-at-step K`, `--die-in-checkpoint RANK`.
 func faultyToolPath() throws -> String {
     let candidates = [".build/debug/FaultInjection", ".build/release/FaultInjection"].map { packageRoot + "/" + $0 }
-    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build FaultInjection first")
+    return try #require(
+        candidates.first { FileManager.default.isExecutableFile(atPath: $0) }, "build FaultInjection first")
 }
 
 struct Run {
@@ -28,7 +30,9 @@ struct Run {
 
 /// Runs a command with a time limit, so a hang fails the test instead of the suite. Output goes through
 /// files, which never fill up the way pipes do.
-func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120, environment extra: [String: String] = [:]) throws -> Run {
+func run(
+    _ arguments: [String], stdin: String = "", timeout: TimeInterval = 120, environment extra: [String: String] = [:]
+) throws -> Run {
     let dir = NSTemporaryDirectory() + "llama-train-run-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -57,9 +61,12 @@ func run(_ arguments: [String], stdin: String = "", timeout: TimeInterval = 120,
         Issue.record("\(arguments.joined(separator: " ")) did not finish within \(timeout) s")
     }
     process.waitUntilExit()
-    func read(_ name: String) -> String { String(decoding: FileManager.default.contents(atPath: dir + "/" + name) ?? Data(), as: UTF8.self) }
-    return Run(status: process.terminationStatus, signalled: process.terminationReason == .uncaughtSignal,
-               stdout: read("out"), stderr: read("err"))
+    func read(_ name: String) -> String {
+        String(decoding: FileManager.default.contents(atPath: dir + "/" + name) ?? Data(), as: UTF8.self)
+    }
+    return Run(
+        status: process.terminationStatus, signalled: process.terminationReason == .uncaughtSignal,
+        stdout: read("out"), stderr: read("err"))
 }
 
 let fixtureTokenizer = packageRoot + "/../shared/fixtures/spm-bpe/tokenizer.model"
@@ -74,14 +81,19 @@ func scratch() throws -> String {
     @Test func tokenizeThenDetokenize() throws {
         let tool = try toolPath()
         let texts = ["Hello world", "  spaces\tand 12345 digits", "日本語 🦙"]
-        let input = texts.map { "{\"text\": \"\($0.replacingOccurrences(of: "\t", with: "\\t"))\"}" }.joined(separator: "\n")
+        let input = texts.map { "{\"text\": \"\($0.replacingOccurrences(of: "\t", with: "\\t"))\"}" }.joined(
+            separator: "\n")
         let encoded = try run([tool, "tokenize", "--tokenizer", fixtureTokenizer, "--bos"], stdin: input)
         #expect(encoded.status == 0, "\(encoded.stderr)")
-        let objects = encoded.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let objects = encoded.stdout.split(separator: "\n").map {
+            try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
         #expect(objects.count == 3)
         #expect(objects.allSatisfy { ($0["ids"] as! [Int]).first == 1 && ($0["pieces"] as! [String]).first == "<s>" })
         let decoded = try run([tool, "detokenize", "--tokenizer", fixtureTokenizer], stdin: encoded.stdout)
-        let back = decoded.stdout.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["text"] as! String }
+        let back = decoded.stdout.split(separator: "\n").map {
+            (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["text"] as! String
+        }
         #expect(back == texts)
         let bad = try run([tool, "tokenize", "--tokenizer", fixtureTokenizer], stdin: "{\"txt\": 1}")
         #expect(bad.status != 0 && bad.stderr.contains("line 1"))
@@ -94,15 +106,20 @@ func scratch() throws -> String {
         let dir = try scratch()
         try (0..<40).map { "fortune number \($0): \(String(repeating: "the quick brown fox ", count: $0 % 7))" }
             .joined(separator: "\n%\n").write(toFile: dir + "/fortunes", atomically: true, encoding: .utf8)
-        try (0..<300).map { "{\"text\": \"document \($0) with digits 3.14159 \(String(repeating: "é", count: $0 % 11))\"}" }.joined(separator: "\n")
+        try (0..<300).map {
+            "{\"text\": \"document \($0) with digits 3.14159 \(String(repeating: "é", count: $0 % 11))\"}"
+        }.joined(separator: "\n")
             .write(toFile: dir + "/web.jsonl", atomically: true, encoding: .utf8)
         let compress = Process()
         compress.executableURL = URL(fileURLWithPath: "/bin/sh")
-        compress.arguments = ["-c", "gzip -c \(dir)/web.jsonl > \(dir)/web.jsonl.gz && zstd -q -c \(dir)/fortunes > \(dir)/fortunes.zst"]
+        compress.arguments = [
+            "-c", "gzip -c \(dir)/web.jsonl > \(dir)/web.jsonl.gz && zstd -q -c \(dir)/fortunes > \(dir)/fortunes.zst",
+        ]
         try compress.run()
         compress.waitUntilExit()
         let args = ["prepare", "--tokenizer", fixtureTokenizer, "--delimiter", "%", "--shard-tokens", "300", "--input"]
-        let plainInputs = ["quotes=\(dir)/fortunes", "\(dir)/web.jsonl"], packedInputs = ["quotes=\(dir)/fortunes.zst", "\(dir)/web.jsonl.gz"]
+        let plainInputs = ["quotes=\(dir)/fortunes", "\(dir)/web.jsonl"],
+            packedInputs = ["quotes=\(dir)/fortunes.zst", "\(dir)/web.jsonl.gz"]
         let one = try run([tool] + args + plainInputs + ["--out", dir + "/one"])
         #expect(one.status == 0, "\(one.stderr)")
         let expected = try tokenStreams(dir + "/one")
@@ -114,9 +131,12 @@ func scratch() throws -> String {
         }
         // The large input was cut between the ranks: shards of web from each of its three ranges.
         let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/three")
-        #expect(Set(files.filter { $0.hasPrefix("web-") }.map { $0.split(separator: "-")[2] }) == ["0000", "0001", "0002"])
+        #expect(
+            Set(files.filter { $0.hasPrefix("web-") }.map { $0.split(separator: "-")[2] }) == ["0000", "0001", "0002"])
 
-        let missing = try run([tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", dir + "/nope", "--out", dir + "/x"])
+        let missing = try run([
+            tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", dir + "/nope", "--out", dir + "/x",
+        ])
         #expect(missing.status != 0 && missing.stderr.contains(dir + "/nope"))
     }
 
@@ -128,8 +148,13 @@ func scratch() throws -> String {
         let dir = try scratch()
         let words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "3.14", "naïve", "café", "日本語"]
         var seed: UInt64 = 7
-        func next() -> Int { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return Int(seed >> 33) }
-        let text = (0..<4000).map { _ in (0..<(3 + next() % 9)).map { _ in words[next() % words.count] }.joined(separator: " ") }.joined(separator: "\n")
+        func next() -> Int {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Int(seed >> 33)
+        }
+        let text = (0..<4000).map { _ in
+            (0..<(3 + next() % 9)).map { _ in words[next() % words.count] }.joined(separator: " ")
+        }.joined(separator: "\n")
         try text.write(toFile: dir + "/c.txt", atomically: true, encoding: .utf8)
         let gzip = Process()
         gzip.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -137,14 +162,21 @@ func scratch() throws -> String {
         try gzip.run()
         gzip.waitUntilExit()
         func train(_ name: String, _ extra: [String], input: String = "c.txt") throws -> Data? {
-            let r = try run([tool, "tokenizer", "train", "--input", "\(dir)/\(input)", "--vocab-size", "320", "--out", "\(dir)/\(name).model"] + extra)
+            let r = try run(
+                [
+                    tool, "tokenizer", "train", "--input", "\(dir)/\(input)", "--vocab-size", "320", "--out",
+                    "\(dir)/\(name).model",
+                ] + extra)
             #expect(r.status == 0, "\(r.stderr)")
             return FileManager.default.contents(atPath: "\(dir)/\(name).model")
         }
         // The same lines as JSON Lines documents (two lines each, under another field name).
         let lines = text.split(separator: "\n").map(String.init)
         let jsonl = try stride(from: 0, to: lines.count, by: 2).map { i in
-            String(decoding: try JSONSerialization.data(withJSONObject: ["body": lines[i..<min(i + 2, lines.count)].joined(separator: "\n")]), as: UTF8.self)
+            String(
+                decoding: try JSONSerialization.data(withJSONObject: [
+                    "body": lines[i..<min(i + 2, lines.count)].joined(separator: "\n")
+                ]), as: UTF8.self)
         }.joined(separator: "\n")
         try jsonl.write(toFile: dir + "/c.jsonl", atomically: true, encoding: .utf8)
         let one = try #require(try train("one", []))
@@ -155,7 +187,10 @@ func scratch() throws -> String {
         let sample = try train("sample", ["--input-sentence-size", "500"])
         let again = try train("again", ["--input-sentence-size", "500", "--threads", "2"])
         #expect(sample != nil && sample != one && sample == again)
-        let r = try run([tool, "tokenizer", "train", "--input", dir + "/c.txt", "--vocab-size", "320", "--input-sentence-size", "500", "--out", dir + "/x.model"])
+        let r = try run([
+            tool, "tokenizer", "train", "--input", dir + "/c.txt", "--vocab-size", "320", "--input-sentence-size",
+            "500", "--out", dir + "/x.model",
+        ])
         #expect(r.stdout.contains("a sample of 500 of 4000 lines"), "\(r.stdout)")
     }
 
@@ -167,9 +202,14 @@ func scratch() throws -> String {
         let config = try writeTinyConfig(dir, steps: 1)
         let without = ["LLAMA_TRAIN_CPU_BF16": "0"]
         let fallback = try run([tool, "pretrain", "--config", config], environment: without)
-        #expect(fallback.status == 0 && fallback.stdout.contains("precision: fp32, since this CPU has no AVX-512 BF16 or AMX"), "\(fallback.stdout)")
+        #expect(
+            fallback.status == 0
+                && fallback.stdout.contains("precision: fp32, since this CPU has no AVX-512 BF16 or AMX"),
+            "\(fallback.stdout)")
         let refused = try run([tool, "pretrain", "--config", config, "--precision", "bf16"], environment: without)
-        #expect(refused.status == 1 && refused.stderr.contains("--precision fp32") && refused.stderr.contains("LLAMA_TRAIN_CPU_BF16=0"), "\(refused.stderr)")
+        #expect(
+            refused.status == 1 && refused.stderr.contains("--precision fp32")
+                && refused.stderr.contains("LLAMA_TRAIN_CPU_BF16=0"), "\(refused.stderr)")
         let forced = try run([tool, "pretrain", "--config", config, "--precision", "fp32"])
         #expect(forced.status == 0 && forced.stdout.contains("precision: fp32 matmuls (OpenBLAS), as configured"))
     }
@@ -179,23 +219,40 @@ func scratch() throws -> String {
     @Test func simulatorTakesThreadsPerRank() throws {
         let tool = try toolPath()
         let dir = try scratch()
-        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: packageRoot + "/configs/bench-small.json")))
-        let calibration: [String: Any] = ["config": config, "machine": ["cores": 2], "results": [
-            ["mode": "weak", "ranks": 1, "tokens_per_step": 1024, "compute_s": 1.0, "optimizer_s": 0.02, "step_s": 1.02],
-            ["mode": "weak", "ranks": 2, "tokens_per_step": 2048, "compute_s": 1.0, "optimizer_s": 0.02, "step_s": 1.06,
-             "bus_bytes_per_s_raw_mpi_25mb_messages": 5e9, "raw_small_seconds": 2e-5, "per_rank_efficiency": 0.96],
-        ]]
+        let config = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: packageRoot + "/configs/bench-small.json")))
+        let calibration: [String: Any] = [
+            "config": config, "machine": ["cores": 2],
+            "results": [
+                [
+                    "mode": "weak", "ranks": 1, "tokens_per_step": 1024, "compute_s": 1.0, "optimizer_s": 0.02,
+                    "step_s": 1.02,
+                ],
+                [
+                    "mode": "weak", "ranks": 2, "tokens_per_step": 2048, "compute_s": 1.0, "optimizer_s": 0.02,
+                    "step_s": 1.06,
+                    "bus_bytes_per_s_raw_mpi_25mb_messages": 5e9, "raw_small_seconds": 2e-5,
+                    "per_rank_efficiency": 0.96,
+                ],
+            ],
+        ]
         try JSONSerialization.data(withJSONObject: calibration).write(to: URL(fileURLWithPath: dir + "/scaling.json"))
         func step(_ threads: Int) throws -> Double {
-            let r = try run([tool, "plan", "--simulate", "--calibration", dir + "/scaling.json", "--configs", packageRoot + "/configs/llama2-7b.json",
-                             "--max-ranks", "1024", "--threads-per-rank", "\(threads)"])
+            let r = try run([
+                tool, "plan", "--simulate", "--calibration", dir + "/scaling.json", "--configs",
+                packageRoot + "/configs/llama2-7b.json",
+                "--max-ranks", "1024", "--threads-per-rank", "\(threads)",
+            ])
             #expect(r.status == 0, "\(r.stderr)")
             let row = try #require(r.stdout.split(separator: "\n").first { $0.split(separator: " ").first == "1024" })
             return try #require(Double(row.split(separator: " ")[3]))
         }
         let one = try step(1), many = try step(64)
         #expect(one / many > 20 && one / many < 64, "\(one) s against \(many) s")
-        let conflicting = try run([tool, "plan", "--simulate", "--node-tflops", "10", "--link-gbps", "100", "--latency-us", "5", "--threads-per-rank", "4"])
+        let conflicting = try run([
+            tool, "plan", "--simulate", "--node-tflops", "10", "--link-gbps", "100", "--latency-us", "5",
+            "--threads-per-rank", "4",
+        ])
         #expect(conflicting.status == 2 && conflicting.stderr.contains("--threads-per-rank"), "\(conflicting.stderr)")
     }
 
@@ -219,10 +276,12 @@ func scratch() throws -> String {
     @Test func badConfigNamesFileAndField() throws {
         let tool = try toolPath()
         let dir = try scratch()
-        try #"{"model": {"dim": 64, "n_layers": 2, "n_heads": 5}, "train": {}}"#.write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+        try #"{"model": {"dim": 64, "n_layers": 2, "n_heads": 5}, "train": {}}"#.write(
+            toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
         let r = try run([tool, "bench", "--config", dir + "/bad.json"])
         #expect(r.status == 1 && r.stderr.contains(dir + "/bad.json") && r.stderr.contains("n_heads"))
-        try #"{"model": {"dim": 64, "n_layers": 2, "n_heads": 4, "heads": 3}}"#.write(toFile: dir + "/typo.json", atomically: true, encoding: .utf8)
+        try #"{"model": {"dim": 64, "n_layers": 2, "n_heads": 4, "heads": 3}}"#.write(
+            toFile: dir + "/typo.json", atomically: true, encoding: .utf8)
         let typo = try run([tool, "bench", "--config", dir + "/typo.json"])
         #expect(typo.status == 1 && typo.stderr.contains("model.heads"))
         let usage = try run([tool, "bench", "--config", dir + "/bad.json", "--thread", "2"])
@@ -232,7 +291,9 @@ func scratch() throws -> String {
 
 /// Each source's tokens, its shards end to end in index order.
 func tokenStreams(_ directory: String) throws -> [String: [Int]] {
-    let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/index.json"))) as! [String: Any]
+    let index =
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/index.json")))
+        as! [String: Any]
     var streams: [String: [Int]] = [:]
     for source in index["sources"] as! [[String: Any]] {
         var tokens: [Int] = []

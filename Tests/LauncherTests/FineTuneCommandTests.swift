@@ -1,8 +1,8 @@
 // The fine-tuning commands as a user runs them: pretrain → sft → reward → score, from our checkpoints and from
 // Hugging Face directories, 2 ranks equal to 1, a learnable preference task, and bad data named by line.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Synthetic fine-tuning data, a tokenizer with <sep>, and a pretrained tiny model (HF layout and checkpoint).
 func fineTuneWorkspace() throws -> String {
@@ -10,10 +10,13 @@ func fineTuneWorkspace() throws -> String {
     let dir = try scratch()
     let gen = try run(["python3", packageRoot + "/scripts/make-finetune-data.py", dir, "200", "240"])
     try #require(gen.status == 0, "\(gen.stderr)")
-    let tok = try run([tool, "tokenizer", "train", "--input", dir + "/sft.jsonl", dir + "/prefs.jsonl", "--vocab-size", "400",
-                       "--user-defined-symbols", "<sep>", "--out", dir + "/tok.model"])
+    let tok = try run([
+        tool, "tokenizer", "train", "--input", dir + "/sft.jsonl", dir + "/prefs.jsonl", "--vocab-size", "400",
+        "--user-defined-symbols", "<sep>", "--out", dir + "/tok.model",
+    ])
     try #require(tok.status == 0, "\(tok.stderr)")
-    let model = #""model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 400, "ffn_hidden_size": 64, "max_seq_len": 32}"#
+    let model =
+        #""model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 400, "ffn_hidden_size": 64, "max_seq_len": 32}"#
     try """
     {\(model), "train": {"seq_len": 32, "micro_batch": 4, "global_batch_tokens": 256, "steps": 4, "lr": 1e-3, "warmup_steps": 1, "tokenizer": "\(dir)/tok.model"}}
     """.write(toFile: dir + "/pre.json", atomically: true, encoding: .utf8)
@@ -27,7 +30,9 @@ func fineTuneWorkspace() throws -> String {
     {\(model), "train": {"seq_len": 32, "micro_batch": 8, "lr": 2e-3, "tokenizer": "\(dir)/tok.model"},
      "finetune": {"data": "\(dir)/prefs.jsonl", "eval_data": "\(dir)/prefs-eval.jsonl", "init_from": "\(dir)/sft", "epochs": 3, "pairs_per_batch": 16}}
     """.write(toFile: dir + "/rm.json", atomically: true, encoding: .utf8)
-    let pre = try run([tool, "pretrain", "--config", dir + "/pre.json", "--out", dir + "/pre", "--checkpoint-dir", dir + "/ck"])
+    let pre = try run([
+        tool, "pretrain", "--config", dir + "/pre.json", "--out", dir + "/pre", "--checkpoint-dir", dir + "/ck",
+    ])
     try #require(pre.status == 0, "\(pre.stderr)")
     return dir
 }
@@ -37,19 +42,30 @@ func fineTuneWorkspace() throws -> String {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
         let fromHF = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "3"])
-        #expect(fromHF.status == 0 && fromHF.stdout.contains("initialised from \(dir)/pre"), "\(fromHF.stdout)\(fromHF.stderr)")
-        let fromCheckpoint = try run([tool, "sft", "--config", dir + "/sft-ck.json", "--steps", "3", "--out", dir + "/sft-ck"])
-        #expect(fromCheckpoint.status == 0 && fromCheckpoint.stdout.contains("initialised from \(dir)/ck/step-00000004"), "\(fromCheckpoint.stderr)")
-        #expect(FileManager.default.contents(atPath: dir + "/sft/model.safetensors") == FileManager.default.contents(atPath: dir + "/sft-ck/model.safetensors"),
-                "the same weights reached through either format train identically")
+        #expect(
+            fromHF.status == 0 && fromHF.stdout.contains("initialised from \(dir)/pre"),
+            "\(fromHF.stdout)\(fromHF.stderr)")
+        let fromCheckpoint = try run([
+            tool, "sft", "--config", dir + "/sft-ck.json", "--steps", "3", "--out", dir + "/sft-ck",
+        ])
+        #expect(
+            fromCheckpoint.status == 0 && fromCheckpoint.stdout.contains("initialised from \(dir)/ck/step-00000004"),
+            "\(fromCheckpoint.stderr)")
+        #expect(
+            FileManager.default.contents(atPath: dir + "/sft/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/sft-ck/model.safetensors"),
+            "the same weights reached through either format train identically")
         // Answer-token averaging over ranks and micro-steps: 2 ranks × 4 micro-steps equal 1 rank × 8.
-        let two = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft-2", "--steps", "3"])
+        let two = try run(
+            mpirun2 + [tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft-2", "--steps", "3"])
         #expect(two.status == 0, "\(two.stderr)")
         let a = try parameters(dir + "/sft/model.safetensors"), b = try parameters(dir + "/sft-2/model.safetensors")
         #expect(!a.isEmpty && maxDifference(a, b) <= 1e-5)
         // Pointed at the pretraining run's checkpoint directory, SFT must refuse, not resume the pretraining run
         // (which would run 0 SFT steps and save the pretrained model as the SFT result).
-        let wrong = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--checkpoint-dir", dir + "/ck", "--out", dir + "/wrong"])
+        let wrong = try run([
+            tool, "sft", "--config", dir + "/sft-hf.json", "--checkpoint-dir", dir + "/ck", "--out", dir + "/wrong",
+        ])
         expectRefused(wrong, "pretrain run's checkpoint", "sft in a pretraining checkpoint directory")
         #expect(!FileManager.default.fileExists(atPath: dir + "/wrong/model.safetensors"))
     }
@@ -57,19 +73,30 @@ func fineTuneWorkspace() throws -> String {
     @Test func sftResumesExactlyAcrossAnEpochBoundary() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
-        let twoEpochs = try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8).replacingOccurrences(of: "\"epochs\": 1", with: "\"epochs\": 3")
+        let twoEpochs = try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8).replacingOccurrences(
+            of: "\"epochs\": 1", with: "\"epochs\": 3")
         try twoEpochs.write(toFile: dir + "/sft-3ep.json", atomically: true, encoding: .utf8)
         let whole = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--out", dir + "/whole"])
         #expect(whole.status == 0, "\(whole.stderr)")
         let steps = Int(whole.stdout.components(separatedBy: " steps").first?.split(separator: " ").last ?? "0") ?? 0
         try #require(steps >= 2, "\(whole.stdout)")
         // Three epochs, stopped in the middle one (steps / 2), so the resumed run crosses an epoch boundary.
-        let first = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--stop-after", "\(steps / 2)"])
+        let first = try run(
+            mpirun2 + [
+                tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--stop-after",
+                "\(steps / 2)",
+            ])
         #expect(first.status == 75 && first.stdout.contains("stopped after step \(steps / 2)"), "\(first.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/resumed"), "a stopped run must not write --out")
-        let rest = try run(mpirun2 + [tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--out", dir + "/resumed"])
+        let rest = try run(
+            mpirun2 + [
+                tool, "sft", "--config", dir + "/sft-3ep.json", "--checkpoint-dir", dir + "/ck-sft", "--out",
+                dir + "/resumed",
+            ])
         #expect(rest.status == 0 && rest.stdout.contains("resumed from"), "\(rest.stdout)\(rest.stderr)")
-        #expect(FileManager.default.contents(atPath: dir + "/whole/model.safetensors") == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
+        #expect(
+            FileManager.default.contents(atPath: dir + "/whole/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/resumed/model.safetensors"))
     }
 
     @Test func rewardModelLearnsThePreferenceTaskAndScores() throws {
@@ -80,34 +107,55 @@ func fineTuneWorkspace() throws -> String {
         let r = try run([tool, "reward", "--config", dir + "/rm.json", "--out", dir + "/rm", "--log-every", "100"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("score.weight freshly initialised"), "\(r.stdout)")
-        for label in ["Significantly", "Slightly", "Negligibly /", "accuracy", "margin r_c−r_r"] { #expect(r.stdout.contains(label)) }
+        for label in ["Significantly", "Slightly", "Negligibly /", "accuracy", "margin r_c−r_r"] {
+            #expect(r.stdout.contains(label))
+        }
         let json = try #require(r.stdout.split(separator: "\n").last { $0.contains("eval_accuracy") })
-        let accuracy = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any])["eval_accuracy"] as! Double
+        let accuracy =
+            (try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any])["eval_accuracy"] as! Double
         #expect(accuracy >= 0.8, "held-out accuracy \(accuracy) on a task a tiny model can learn (chance is 0.5)")
         // Figure 27's view: the density of chosen and rejected scores, one curve each.
         let chart = try String(contentsOfFile: dir + "/rm/eval-scores.svg", encoding: .utf8)
-        #expect(chart.hasPrefix("<svg") && chart.components(separatedBy: "<path").count == 3 && chart.contains("chosen") && chart.contains("rejected"))
-        let score = try run([tool, "reward", "score", "--checkpoint", dir + "/rm", "--svg", dir + "/scores.svg"],
-                            stdin: "{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is lovely.\"}\n{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is awful.\"}\n")
-        let rewards = score.stdout.split(separator: "\n").map { (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["reward"] as! Double }
+        #expect(
+            chart.hasPrefix("<svg") && chart.components(separatedBy: "<path").count == 3 && chart.contains("chosen")
+                && chart.contains("rejected"))
+        let score = try run(
+            [tool, "reward", "score", "--checkpoint", dir + "/rm", "--svg", dir + "/scores.svg"],
+            stdin:
+                "{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is lovely.\"}\n{\"prompt\": \"Tell me about the cat.\", \"response\": \"The cat is awful.\"}\n"
+        )
+        let rewards = score.stdout.split(separator: "\n").map {
+            (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["reward"] as! Double
+        }
         #expect(rewards.count == 2 && rewards[0] > rewards[1], "\(score.stdout)\(score.stderr)")
-        #expect(FileManager.default.contents(atPath: dir + "/scores.svg").map { String(decoding: $0, as: UTF8.self).hasPrefix("<svg") } == true)
+        #expect(
+            FileManager.default.contents(atPath: dir + "/scores.svg").map {
+                String(decoding: $0, as: UTF8.self).hasPrefix("<svg")
+            } == true)
     }
 
     @Test func badLinesAreNamed() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
-        try "{\"prompt\": \"a\", \"response\": \"b\"}\nnot json\n{\"prompt\": 3}\n".write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
+        try "{\"prompt\": \"a\", \"response\": \"b\"}\nnot json\n{\"prompt\": 3}\n".write(
+            toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
         let config = try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8)
-        try config.replacingOccurrences(of: dir + "/sft.jsonl", with: dir + "/mixed.jsonl").write(toFile: dir + "/mixed.json", atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(of: dir + "/sft.jsonl", with: dir + "/mixed.jsonl").write(
+            toFile: dir + "/mixed.json", atomically: true, encoding: .utf8)
         let mixed = try run([tool, "sft", "--config", dir + "/mixed.json", "--steps", "1"])
-        #expect(mixed.stdout.contains("mixed.jsonl:2") && mixed.stdout.contains("mixed.jsonl:3"), "\(mixed.stdout)\(mixed.stderr)")
+        #expect(
+            mixed.stdout.contains("mixed.jsonl:2") && mixed.stdout.contains("mixed.jsonl:3"),
+            "\(mixed.stdout)\(mixed.stderr)")
         try "nothing here\n".write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
         let none = try run([tool, "sft", "--config", dir + "/mixed.json"])
-        #expect(none.status == 1 && none.stderr.contains("mixed.jsonl: no line is a usable SFT example"), "\(none.stderr)")
-        try "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"rating\": \"way better\"}\n".write(toFile: dir + "/prefs.jsonl", atomically: true, encoding: .utf8)
+        #expect(
+            none.status == 1 && none.stderr.contains("mixed.jsonl: no line is a usable SFT example"), "\(none.stderr)")
+        try "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"rating\": \"way better\"}\n".write(
+            toFile: dir + "/prefs.jsonl", atomically: true, encoding: .utf8)
         let rating = try run([tool, "reward", "--config", dir + "/rm.json"])
-        #expect(rating.status == 1 && rating.stdout.contains("prefs.jsonl:1: unknown rating 'way better'") && rating.stderr.contains("no line is a usable preference pair"),
-                "\(rating.stdout)\(rating.stderr)")
+        #expect(
+            rating.status == 1 && rating.stdout.contains("prefs.jsonl:1: unknown rating 'way better'")
+                && rating.stderr.contains("no line is a usable preference pair"),
+            "\(rating.stdout)\(rating.stderr)")
     }
 }

@@ -10,8 +10,9 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         // A long usage wraps its help onto the next line; join them.
         let lines = r.stdout.components(separatedBy: "\n")
-        let i = try #require(lines.firstIndex { $0.hasPrefix("  --\(name) ") || $0 == "  --\(name)" },
-                             "no --\(name) in \(command)")
+        let i = try #require(
+            lines.firstIndex { $0.hasPrefix("  --\(name) ") || $0 == "  --\(name)" },
+            "no --\(name) in \(command)")
         return lines[i] + (i + 1 < lines.count && lines[i + 1].hasPrefix("        ") ? lines[i + 1] : "")
     }
 

@@ -4,8 +4,8 @@
 import Dataset
 import Foundation
 import Support
-import Testing
 import TestSupport
+import Testing
 
 /// A tiny run config; synthetic tokens, 40% of targets ignored (so ranks and micro-steps hold different counts).
 func writeTinyConfig(_ dir: String, steps: Int = 3, extra: String = "") throws -> String {
@@ -22,7 +22,8 @@ func writeTinyConfig(_ dir: String, steps: Int = 3, extra: String = "") throws -
 /// The float32 values of a safetensors file, all tensors concatenated in file order.
 func parameters(_ path: String) throws -> [Float] {
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
-    let headerLength = Int(data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+    let headerLength = Int(
+        data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
     return data.dropFirst(8 + headerLength).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
 }
 
@@ -39,19 +40,24 @@ func parameters(_ path: String) throws -> [Float] {
         let one = try run([tool, "pretrain", "--config", config, "--out", dir + "/one"])
         #expect(one.status == 0, "\(one.stderr)")
         #expect(one.stdout.contains("1 rank(s)") && one.stdout.contains("8 accumulation step(s)"))
-        let small = try run(["mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--bucket-mb", "0.001",
-                             "--out", dir + "/two-small", "--metrics", dir + "/two.jsonl"])
+        let small = try run([
+            "mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--bucket-mb", "0.001",
+            "--out", dir + "/two-small", "--metrics", dir + "/two.jsonl",
+        ])
         #expect(small.status == 0, "\(small.stderr)")
         #expect(small.stdout.contains("2 rank(s)") && small.stdout.contains("4 accumulation step(s)"))
-        let large = try run(["mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--bucket-mb", "64",
-                             "--out", dir + "/two-large"])
+        let large = try run([
+            "mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--bucket-mb", "64",
+            "--out", dir + "/two-large",
+        ])
         #expect(large.status == 0, "\(large.stderr)")
 
-        let p1 = try parameters(dir + "/one/model.safetensors"), p2 = try parameters(dir + "/two-small/model.safetensors")
+        let p1 = try parameters(dir + "/one/model.safetensors"),
+            p2 = try parameters(dir + "/two-small/model.safetensors")
         let p3 = try parameters(dir + "/two-large/model.safetensors")
         #expect(p1.count == p2.count && p1.count > 10_000)
         let diff = maxDifference(p1, p2)
-        #expect(p1.allSatisfy(\.isFinite) && p2.allSatisfy(\.isFinite), "non-finite parameters")  // max() would skip a NaN
+        #expect(p1.allSatisfy(\.isFinite) && p2.allSatisfy(\.isFinite), "non-finite parameters")
         #expect(diff <= 1e-5, "1 rank vs 2 ranks: max |Δ| \(diff)")
         #expect(p2 == p3, "bucket size changed the result")
 
@@ -71,11 +77,16 @@ func parameters(_ path: String) throws -> [Float] {
         let config = try writeTinyConfig(dir, steps: 4)
         for (name, launcher) in [("one", [String]()), ("two", mpirunFast + ["-np", "2"])] {
             for mode in ["none", "layer"] {
-                let r = try run(launcher + [tool, "pretrain", "--config", config, "--recompute", mode, "--out", "\(dir)/\(name)-\(mode)"])
+                let r = try run(
+                    launcher + [
+                        tool, "pretrain", "--config", config, "--recompute", mode, "--out", "\(dir)/\(name)-\(mode)",
+                    ])
                 #expect(r.status == 0, "\(r.stderr)")
             }
             let none = FileManager.default.contents(atPath: "\(dir)/\(name)-none/model.safetensors")
-            #expect(none != nil && none == FileManager.default.contents(atPath: "\(dir)/\(name)-layer/model.safetensors"), "\(name) rank(s)")
+            #expect(
+                none != nil && none == FileManager.default.contents(atPath: "\(dir)/\(name)-layer/model.safetensors"),
+                "\(name) rank(s)")
         }
     }
 
@@ -87,13 +98,16 @@ func parameters(_ path: String) throws -> [Float] {
         let dir = try scratch()
         let config = try writeTinyConfig(dir, steps: 3, extra: #", "precision": "fp32""#)
         for mode in ["fp32", "bf16"] {
-            let r = try run(mpirun2 + [tool, "pretrain", "--config", config, "--grad-reduce", mode, "--out", "\(dir)/\(mode)",
-                                       "--metrics", "\(dir)/\(mode).jsonl"])
+            let r = try run(
+                mpirun2 + [
+                    tool, "pretrain", "--config", config, "--grad-reduce", mode, "--out", "\(dir)/\(mode)",
+                    "--metrics", "\(dir)/\(mode).jsonl",
+                ])
             #expect(r.status == 0, "\(r.stderr)")
         }
         let f = try parameters(dir + "/fp32/model.safetensors"), b = try parameters(dir + "/bf16/model.safetensors")
         let diff = maxDifference(f, b)
-        #expect(f.allSatisfy(\.isFinite) && b.allSatisfy(\.isFinite), "non-finite parameters")  // max() would skip a NaN
+        #expect(f.allSatisfy(\.isFinite) && b.allSatisfy(\.isFinite), "non-finite parameters")
         #expect(diff > 0 && diff <= 3 * 1e-3, "max |Δ| \(diff)")
         func losses(_ mode: String) throws -> [Double] {
             try String(contentsOfFile: "\(dir)/\(mode).jsonl", encoding: .utf8).split(separator: "\n").map {
@@ -103,7 +117,9 @@ func parameters(_ path: String) throws -> [Float] {
         let (fp32, bf16) = (try losses("fp32"), try losses("bf16"))
         // `<=` is false for a NaN, so allSatisfy fails on one; the counts are compared since zip would cut.
         #expect(fp32.count == bf16.count && !fp32.isEmpty && zip(fp32, bf16).allSatisfy { abs($0 - $1) <= 0.01 * $0 })
-        let refused = try run([tool, "pretrain", "--config", config, "--grad-reduce", "bf16", "--sharding", "optimizer"])
+        let refused = try run([
+            tool, "pretrain", "--config", config, "--grad-reduce", "bf16", "--sharding", "optimizer",
+        ])
         #expect(refused.status == 1 && refused.stderr.contains("train.grad_reduce"), "\(refused.stderr)")
     }
 
@@ -117,13 +133,23 @@ func parameters(_ path: String) throws -> [Float] {
         let tokens = 5_000_000_001
         let shard = dir + "/data/big-00000.bin"
         try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: shard, contents: Data(TokenShard.header(count: tokens, documents: 1, width: 2, tokenizerHash: hash)))
+        FileManager.default.createFile(
+            atPath: shard, contents: Data(TokenShard.header(count: tokens, documents: 1, width: 2, tokenizerHash: hash))
+        )
         try #require(truncate(shard, off_t(64 + 2 * tokens)) == 0)
-        try Preparation.write(DatasetIndex(tokenizerSHA256: hash, vocabSize: 2000, sources: [
-            .init(name: "big", inputs: ["sparse"], shards: [.init(file: "big-00000.bin", tokens: tokens, documents: 1, maxTokenId: 0)]),
-        ]), to: dir + "/data")
-        let config = try hostileConfig(dir, name: "big", model: #", "vocab_size": 2000, "max_seq_len": 2"#,
-                                       train: #", "seq_len": 2, "global_batch_tokens": 8, "steps": 2, "data": "\#(dir)/data", "tokenizer": "\#(fixtureTokenizer)""#)
+        try Preparation.write(
+            DatasetIndex(
+                tokenizerSHA256: hash, vocabSize: 2000,
+                sources: [
+                    .init(
+                        name: "big", inputs: ["sparse"],
+                        shards: [.init(file: "big-00000.bin", tokens: tokens, documents: 1, maxTokenId: 0)])
+                ]), to: dir + "/data")
+        let config = try hostileConfig(
+            dir, name: "big", model: #", "vocab_size": 2000, "max_seq_len": 2"#,
+            train:
+                #", "seq_len": 2, "global_batch_tokens": 8, "steps": 2, "data": "\#(dir)/data", "tokenizer": "\#(fixtureTokenizer)""#
+        )
         let r = try run(mpirun2 + [tool, "pretrain", "--config", config])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("big 0.00 (of 2500000000 windows)"), "\(r.stdout)")
@@ -135,7 +161,9 @@ func parameters(_ path: String) throws -> [Float] {
         let config = try writeTinyConfig(dir, steps: 100_000)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--log-every", "1000"]
+        process.arguments = [
+            "mpirun", "-np", "2", "--oversubscribe", tool, "pretrain", "--config", config, "--log-every", "1000",
+        ]
         var environment = ProcessInfo.processInfo.environment.filter { key, _ in
             !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
         }
@@ -161,7 +189,10 @@ func parameters(_ path: String) throws -> [Float] {
         let killedAt = Date()
         while process.isRunning && Date().timeIntervalSince(killedAt) < 60 { usleep(100_000) }
         let hung = process.isRunning
-        if hung { process.terminate(); _ = try run(["pkill", "-9", "-f", config]) }
+        if hung {
+            process.terminate()
+            _ = try run(["pkill", "-9", "-f", config])
+        }
         #expect(!hung, "the job did not end within 60 s of a rank's death")
         process.waitUntilExit()
         #expect(process.terminationStatus != 0)
@@ -180,16 +211,24 @@ func parameters(_ path: String) throws -> [Float] {
     @Test func chunkedCollectivesGiveTheSameResults() throws {
         let tool = try toolPath()
         let selftest = try run(mpirunFast + ["-np", "3", "-x", "LLAMA_TRAIN_MPI_CHUNK=7", tool, "mpi-selftest"])
-        #expect(selftest.status == 0 && selftest.stdout.contains("chunks of at most 7 elements"), "\(selftest.stdout)\(selftest.stderr)")
+        #expect(
+            selftest.status == 0 && selftest.stdout.contains("chunks of at most 7 elements"),
+            "\(selftest.stdout)\(selftest.stderr)")
         let dir = try scratch()
         let config = try writeTinyConfig(dir, steps: 3)
         let plain = try run(mpirunFast + ["-np", "2", tool, "pretrain", "--config", config, "--out", dir + "/plain"])
         #expect(plain.status == 0, "\(plain.stderr)")
-        let chunked = try run(mpirunFast + ["-np", "2", "-x", "LLAMA_TRAIN_MPI_CHUNK=999", tool, "pretrain", "--config", config,
-                                            "--checkpoint-dir", dir + "/ck", "--stop-after", "2"])
+        let chunked = try run(
+            mpirunFast + [
+                "-np", "2", "-x", "LLAMA_TRAIN_MPI_CHUNK=999", tool, "pretrain", "--config", config,
+                "--checkpoint-dir", dir + "/ck", "--stop-after", "2",
+            ])
         #expect(chunked.status == 75, "\(chunked.stderr)")
-        let rest = try run(mpirunFast + ["-np", "2", "-x", "LLAMA_TRAIN_MPI_CHUNK=999", tool, "pretrain", "--config", config,
-                                         "--checkpoint-dir", dir + "/ck", "--out", dir + "/chunked"])
+        let rest = try run(
+            mpirunFast + [
+                "-np", "2", "-x", "LLAMA_TRAIN_MPI_CHUNK=999", tool, "pretrain", "--config", config,
+                "--checkpoint-dir", dir + "/ck", "--out", dir + "/chunked",
+            ])
         #expect(rest.status == 0 && rest.stdout.contains("resumed from"), "\(rest.stderr)")
         let a = FileManager.default.contents(atPath: dir + "/plain/model.safetensors")
         #expect(a != nil && a == FileManager.default.contents(atPath: dir + "/chunked/model.safetensors"))
@@ -200,11 +239,14 @@ func parameters(_ path: String) throws -> [Float] {
         let dir = try scratch()
         let config = try writeTinyConfig(dir, steps: 4)
         let faulty = try faultyToolPath()
-        let stop = try run(["mpirun", "-np", "2", "--oversubscribe", faulty, "--nan-at-step", "2", "pretrain", "--config", config])
+        let stop = try run([
+            "mpirun", "-np", "2", "--oversubscribe", faulty, "--nan-at-step", "2", "pretrain", "--config", config,
+        ])
         #expect(stop.status != 0)
         #expect(stop.stderr.contains("non-finite") && stop.stderr.contains("step "), "\(stop.stderr)")
         let skip = try run([faulty, "--nan-at-step", "2", "pretrain", "--config", config, "--on-nonfinite", "skip"])
-        #expect(try run([tool, "pretrain", "--config", config]).status == 0, "without the twin, the same run is finite")
+        #expect(
+            try run([tool, "pretrain", "--config", config]).status == 0, "without the twin, the same run is finite")
         #expect(skip.status == 0, "\(skip.stderr)")
         #expect(skip.stdout.contains("skipping step"))
     }

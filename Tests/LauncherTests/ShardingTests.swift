@@ -2,18 +2,20 @@
 // replicated training trains, on 2 and 3 ranks with accumulation; checkpoints resume bitwise in the same mode
 // and world size, and across modes and world sizes.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Each tensor of a safetensors file by name: (shape, float32 values).
 func tensors(_ path: String) throws -> [String: [Float]] {
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
-    let headerLength = Int(data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+    let headerLength = Int(
+        data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
     let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as! [String: Any]
     var out: [String: [Float]] = [:]
     for (name, entry) in header where name != "__metadata__" {
         let offsets = (entry as! [String: Any])["data_offsets"] as! [Int]
-        out[name] = data.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        out[name] = data.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])).withUnsafeBytes
+        { Array($0.bindMemory(to: Float.self)) }
     }
     return out
 }
@@ -50,7 +52,11 @@ func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> 
         let dir = try scratch()
         let config = try Self.config(dir)
         for mode in ["none", "optimizer", "gradients", "full"] {
-            let r = try run(mpirunFast + ["-np", "\(ranks)", tool, "pretrain", "--config", config, "--sharding", mode, "--out", "\(dir)/\(mode)"])
+            let r = try run(
+                mpirunFast + [
+                    "-np", "\(ranks)", tool, "pretrain", "--config", config, "--sharding", mode, "--out",
+                    "\(dir)/\(mode)",
+                ])
             #expect(r.status == 0, "\(mode): \(r.stderr)")
         }
         let reference = try tensors(dir + "/none/model.safetensors")
@@ -68,21 +74,26 @@ func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> 
         let dir = try scratch()
         let config = try Self.config(dir)
         func train(_ ranks: Int, _ mode: String, _ extra: [String]) throws -> Run {
-            let r = try run(mpirunFast + ["-np", "\(ranks)", tool, "pretrain", "--config", config, "--sharding", mode] + extra)
+            let r = try run(
+                mpirunFast + ["-np", "\(ranks)", tool, "pretrain", "--config", config, "--sharding", mode] + extra)
             #expect(r.status == (extra.contains("--stop-after") ? 75 : 0), "\(ranks) ranks, \(mode): \(r.stderr)")
             return r
         }
         _ = try train(2, "full", ["--out", dir + "/whole"])
         _ = try train(2, "full", ["--checkpoint-dir", dir + "/same", "--stop-after", "4"])
         _ = try train(2, "full", ["--checkpoint-dir", dir + "/same", "--out", dir + "/same-out"])
-        #expect(FileManager.default.contents(atPath: dir + "/whole/model.safetensors") == FileManager.default.contents(atPath: dir + "/same-out/model.safetensors"),
-                "full on 2 ranks, stopped and resumed, must equal the uninterrupted run bit for bit")
+        #expect(
+            FileManager.default.contents(atPath: dir + "/whole/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/same-out/model.safetensors"),
+            "full on 2 ranks, stopped and resumed, must equal the uninterrupted run bit for bit")
         let reference = try tensors(dir + "/whole/model.safetensors")
         for (first, second) in [("full", "none"), ("none", "full")] {
             _ = try train(2, first, ["--checkpoint-dir", "\(dir)/\(first)-\(second)", "--stop-after", "4"])
-            let resumed = try train(3, second, ["--checkpoint-dir", "\(dir)/\(first)-\(second)", "--out", "\(dir)/\(first)-\(second)-out"])
+            let resumed = try train(
+                3, second, ["--checkpoint-dir", "\(dir)/\(first)-\(second)", "--out", "\(dir)/\(first)-\(second)-out"])
             #expect(resumed.stdout.contains("saved on 2 rank(s), now 3"), "\(resumed.stdout)")
-            let (worst, name) = worstRelativeDifference(try tensors("\(dir)/\(first)-\(second)-out/model.safetensors"), reference)
+            let (worst, name) = worstRelativeDifference(
+                try tensors("\(dir)/\(first)-\(second)-out/model.safetensors"), reference)
             #expect(worst <= 1e-5, "\(first) on 2 → \(second) on 3: \(name) differs by \(worst)")
         }
     }

@@ -32,16 +32,23 @@ func temporaryDirectory() throws -> String {
     @Test func metaFFNWidths() {
         #expect(LlamaConfig(dim: 4096, nLayers: 32, nHeads: 32).ffnHiddenSize == 11008)
         #expect(LlamaConfig(dim: 5120, nLayers: 40, nHeads: 40).ffnHiddenSize == 13824)
-        #expect(LlamaConfig(dim: 8192, nLayers: 80, nHeads: 64, nKVHeads: 8, multipleOf: 4096,
-                            ffnDimMultiplier: 1.3).ffnHiddenSize == 28672)
-        #expect(LlamaConfig(dim: 8192, nLayers: 48, nHeads: 64, nKVHeads: 8, multipleOf: 256,
-                            ffnDimMultiplier: 1.0).ffnHiddenSize == 22016)
+        #expect(
+            LlamaConfig(
+                dim: 8192, nLayers: 80, nHeads: 64, nKVHeads: 8, multipleOf: 4096,
+                ffnDimMultiplier: 1.3
+            ).ffnHiddenSize == 28672)
+        #expect(
+            LlamaConfig(
+                dim: 8192, nLayers: 48, nHeads: 64, nKVHeads: 8, multipleOf: 256,
+                ffnDimMultiplier: 1.0
+            ).ffnHiddenSize == 22016)
     }
 
     @Test func huggingFaceConfigRoundTripsAndRefusesWhatWeDoNotCompute() throws {
         let dir = try temporaryDirectory()
-        let config = LlamaConfig(dim: 48, nLayers: 2, nHeads: 6, nKVHeads: 2, vocabSize: 100, ffnHiddenSize: 96,
-                                 normEps: 1e-6, ropeTheta: 50000, maxSeqLen: 64)
+        let config = LlamaConfig(
+            dim: 48, nLayers: 2, nHeads: 6, nKVHeads: 2, vocabSize: 100, ffnHiddenSize: 96,
+            normEps: 1e-6, ropeTheta: 50000, maxSeqLen: 64)
         try HuggingFace.configJSON(config).write(to: URL(fileURLWithPath: dir + "/config.json"))
         #expect(try HuggingFace.readConfig(path: dir + "/config.json") == config)
 
@@ -63,8 +70,10 @@ func temporaryDirectory() throws -> String {
     /// transformers 5 nests the rotary base in rope_parameters; 4.x puts it at the top.
     @Test func ropeThetaFromEitherSpelling() throws {
         let dir = try temporaryDirectory()
-        let base: [String: Any] = ["model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
-                                   "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 10]
+        let base: [String: Any] = [
+            "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 10,
+        ]
         var nested = base
         nested["rope_parameters"] = ["rope_theta": 12345.0, "rope_type": "default"]
         var top = base
@@ -79,8 +88,10 @@ func temporaryDirectory() throws -> String {
 
 @Suite struct ModelInputErrorTests {
     @Test func outOfRangeTokensAndTargetsAreNamed() throws {
-        let model = try LlamaModel(config: LlamaConfig(dim: 8, nLayers: 1, nHeads: 2, vocabSize: 5, ffnHiddenSize: 8,
-                                                       maxSeqLen: 4))
+        let model = try LlamaModel(
+            config: LlamaConfig(
+                dim: 8, nLayers: 1, nHeads: 2, vocabSize: 5, ffnHiddenSize: 8,
+                maxSeqLen: 4))
         #expect(throws: ModelError.tokenOutOfRange(position: 1, token: 5, vocabSize: 5)) {
             try model.forward(tokens: [0, 5], targets: [1, 1], batch: 1, seqLen: 2)
         }
@@ -88,14 +99,17 @@ func temporaryDirectory() throws -> String {
             try model.forward(tokens: [0, 1], targets: [-1, 1], batch: 1, seqLen: 2)
         }
         #expect(throws: ModelError.sequenceTooLong(seqLen: 8, maxSeqLen: 4)) {
-            try model.forward(tokens: [Int32](repeating: 0, count: 8), targets: [Int32](repeating: 0, count: 8),
-                              batch: 1, seqLen: 8)
+            try model.forward(
+                tokens: [Int32](repeating: 0, count: 8), targets: [Int32](repeating: 0, count: 8),
+                batch: 1, seqLen: 8)
         }
     }
 
     @Test func allTargetsIgnoredGivesZeroLossAndNoGradient() throws {
-        let model = try LlamaModel(config: LlamaConfig(dim: 8, nLayers: 1, nHeads: 2, vocabSize: 5, ffnHiddenSize: 8,
-                                                       maxSeqLen: 4))
+        let model = try LlamaModel(
+            config: LlamaConfig(
+                dim: 8, nLayers: 1, nHeads: 2, vocabSize: 5, ffnHiddenSize: 8,
+                maxSeqLen: 4))
         model.initialize(seed: 1)
         model.gradients.zero()
         let r = try model.forward(tokens: [0, 1], targets: [-100, -100], batch: 1, seqLen: 2)

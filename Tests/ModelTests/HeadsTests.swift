@@ -4,12 +4,13 @@
 import Foundation
 import Model
 import Support
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct HeadsTests {
-    static let plain = LlamaConfig(dim: 12, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: 17, ffnHiddenSize: 20,
-                                   headDim: 6, normEps: 1e-5, ropeTheta: 500, maxSeqLen: 8)
+    static let plain = LlamaConfig(
+        dim: 12, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: 17, ffnHiddenSize: 20,
+        headDim: 6, normEps: 1e-5, ropeTheta: 500, maxSeqLen: 8)
     static var policy: LlamaConfig {
         var c = plain
         c.heads = [.lm, .value]
@@ -30,20 +31,28 @@ import TestSupport
         let model = try LlamaModel(config: Self.policy)
         model.initialize(seed: 5, std: 0.3)
         #expect(model.layout.heads.map(\.kind) == [.lm, .value])
-        #expect(model.layout.head(.value)?.name == "v_head.summary.weight" && model.layout.head(.value)?.shape == [1, 12])
-        #expect(model.layout.units.last == model.layout.finalNorm.offset..<model.layout.count, "the heads share the last unit")
+        #expect(
+            model.layout.head(.value)?.name == "v_head.summary.weight" && model.layout.head(.value)?.shape == [1, 12])
+        #expect(
+            model.layout.units.last == model.layout.finalNorm.offset..<model.layout.count,
+            "the heads share the last unit")
         let (tokens, targets, w) = Self.batch()
         func loss() -> Double {
-            guard let result = try? model.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 5) else { return .nan }
+            guard let result = try? model.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 5) else {
+                return .nan
+            }
             return result.meanLoss + weightedSum(Array(model.outputs(of: .value)), w)
         }
         model.gradients.zero()
         let result = try model.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 5)
-        try model.backward(heads: [.lm: .crossEntropy(scale: 1 / Float(result.targetCount)),
-                               .value: .given({ d in for i in d.indices { d[i] = w[i] } })])
+        try model.backward(heads: [
+            .lm: .crossEntropy(scale: 1 / Float(result.targetCount)),
+            .value: .given({ d in for i in d.indices { d[i] = w[i] } }),
+        ])
         for spec in model.layout.tensors {
-            expectTensorGradient(spec.name, values: model.parameters.slice(spec.offset, spec.count),
-                                 gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 24, loss: loss)
+            expectTensorGradient(
+                spec.name, values: model.parameters.slice(spec.offset, spec.count),
+                gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 24, loss: loss)
         }
         // A head left out of the backward contributes nothing: the value head's gradient stays zero.
         model.gradients.zero()
@@ -59,7 +68,8 @@ import TestSupport
         policy.initialize(seed: 7, std: 0.3)
         for spec in plain.layout.tensors {
             let from = try #require(policy.layout.spec(named: spec.name))
-            plain.parameters.pointer.advanced(by: spec.offset).update(from: policy.parameters.pointer + from.offset, count: spec.count)
+            plain.parameters.pointer.advanced(by: spec.offset).update(
+                from: policy.parameters.pointer + from.offset, count: spec.count)
         }
         let (tokens, targets, _) = Self.batch()
         let a = try policy.forward(tokens: tokens, targets: targets, batch: 2, seqLen: 5)
@@ -76,8 +86,11 @@ import TestSupport
         let policy = try LlamaModel(config: Self.policy)
         policy.initialize(seed: 8, std: 0.3)
         let dir = try temporaryDirectory()
-        try HuggingFace.save(config: policy.config, layout: policy.layout, parameters: policy.parameters, directory: dir)
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json"))) as? [String: Any])
+        try HuggingFace.save(
+            config: policy.config, layout: policy.layout, parameters: policy.parameters, directory: dir)
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json")))
+                as? [String: Any])
         #expect(json["architectures"] as? [String] == ["LlamaForCausalLM"])
         #expect(json[HuggingFace.headsKey] as? [String] == ["lm_head", "value"])
         let file = try SafeTensorsFile(path: dir + "/model.safetensors")
@@ -95,14 +108,17 @@ import TestSupport
     /// Heads in a config: a list, the legacy reward_head, both refused together, a head named twice refused.
     @Test func headsDecodeFromConfigs() throws {
         func decode(_ extra: String) throws -> LlamaConfig {
-            try JSONDecoder().decode(LlamaConfig.self, from: Data(#"{"dim": 8, "n_layers": 1, "n_heads": 2\#(extra)}"#.utf8))
+            try JSONDecoder().decode(
+                LlamaConfig.self, from: Data(#"{"dim": 8, "n_layers": 1, "n_heads": 2\#(extra)}"#.utf8))
         }
         #expect(try decode("").heads == [.lm])
         #expect(try decode(#", "heads": ["lm_head", "value"]"#).heads == [.lm, .value])
         #expect(try decode(#", "reward_head": true"#).heads == [.score])
         #expect(throws: DecodingError.self) { try decode(#", "heads": ["lm_head"], "reward_head": true"#) }
         #expect(throws: DecodingError.self) { try decode(#", "heads": ["policy"]"#) }
-        #expect { try decode(#", "heads": ["value", "value"]"#).validate() } throws: { ($0 as? ConfigError)?.field == "heads" }
+        #expect { try decode(#", "heads": ["value", "value"]"#).validate() } throws: {
+            ($0 as? ConfigError)?.field == "heads"
+        }
         let round = try JSONDecoder().decode(LlamaConfig.self, from: JSONEncoder().encode(Self.policy))
         #expect(round == Self.policy)
     }
@@ -113,35 +129,45 @@ import TestSupport
 /// logits and the loading report in transformers.json. Here the same seeded model must export to the same
 /// bytes, and our logits must equal the ones transformers computed from them.
 @Suite struct PolicyExportFixtureTests {
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/policy-export").path
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Fixtures/policy-export"
+    ).path
 
     struct Report: Decodable {
         let tokens: [Int32]
         let logits: [Float]
         let missingKeys: [String]
         let unexpectedKeys: [String]
-        enum CodingKeys: String, CodingKey { case tokens, logits, missingKeys = "missing_keys", unexpectedKeys = "unexpected_keys" }
+        enum CodingKeys: String, CodingKey {
+            case tokens, logits, missingKeys = "missing_keys", unexpectedKeys = "unexpected_keys"
+        }
     }
 
     @Test func policyExportIsWhatTransformersReads() throws {
         let policy = try LlamaModel(config: HeadsTests.policy)
         policy.initialize(seed: 8, std: 0.3)
         if let out = ProcessInfo.processInfo.environment["WRITE_POLICY_EXPORT"] {
-            return try HuggingFace.save(config: policy.config, layout: policy.layout, parameters: policy.parameters, directory: out)
+            return try HuggingFace.save(
+                config: policy.config, layout: policy.layout, parameters: policy.parameters, directory: out)
         }
         let dir = try temporaryDirectory()
-        try HuggingFace.save(config: policy.config, layout: policy.layout, parameters: policy.parameters, directory: dir)
+        try HuggingFace.save(
+            config: policy.config, layout: policy.layout, parameters: policy.parameters, directory: dir)
         for file in ["model.safetensors", "config.json"] {
-            let ours = FileManager.default.contents(atPath: dir + "/" + file), committed = FileManager.default.contents(atPath: Self.fixture + "/" + file)
-            #expect(ours != nil && ours == committed, "\(file) differs from the export transformers read (\(Self.fixture))")
+            let ours = FileManager.default.contents(atPath: dir + "/" + file),
+                committed = FileManager.default.contents(atPath: Self.fixture + "/" + file)
+            #expect(
+                ours != nil && ours == committed, "\(file) differs from the export transformers read (\(Self.fixture))")
         }
-        let report = try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/transformers.json")))
+        let report = try JSONDecoder().decode(
+            Report.self, from: Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/transformers.json")))
         #expect(report.missingKeys.isEmpty, "transformers initialised \(report.missingKeys) itself")
         #expect(report.unexpectedKeys == ["v_head.summary.weight"], "transformers left \(report.unexpectedKeys) unused")
         let targets = [Int32](repeating: LlamaModel.ignoreIndex, count: report.tokens.count)
         _ = try policy.forward(tokens: report.tokens, targets: targets, batch: 1, seqLen: report.tokens.count)
         let ours = Array(policy.outputs(of: .lm))
-        #expect(ours.count == report.logits.count && maxDifference(ours, report.logits) <= 1e-5,
-                "logits differ from transformers' by \(maxDifference(ours, report.logits))")
+        #expect(
+            ours.count == report.logits.count && maxDifference(ours, report.logits) <= 1e-5,
+            "logits differ from transformers' by \(maxDifference(ours, report.logits))")
     }
 }

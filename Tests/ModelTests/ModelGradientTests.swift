@@ -1,12 +1,13 @@
 // The whole model's backward against finite differences, on shapes the fixture does not cover:
 // one key/value head for three query heads, a head dimension that is not dim / heads, ignored targets.
 import Model
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct ModelGradientTests {
-    static let config = LlamaConfig(dim: 12, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: 17, ffnHiddenSize: 20,
-                                    headDim: 6, normEps: 1e-5, ropeTheta: 500, maxSeqLen: 8)
+    static let config = LlamaConfig(
+        dim: 12, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: 17, ffnHiddenSize: 20,
+        headDim: 6, normEps: 1e-5, ropeTheta: 500, maxSeqLen: 8)
 
     @Test func backwardMatchesFiniteDifferences() throws {
         let model = try LlamaModel(config: Self.config)
@@ -25,8 +26,10 @@ import TestSupport
 
         for spec in model.layout.tensors {
             // Probe at most 24 coordinates per tensor, spread over it.
-            expectTensorGradient(spec.name, values: model.parameters.slice(spec.offset, spec.count),
-                                 gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 24) {
+            expectTensorGradient(
+                spec.name, values: model.parameters.slice(spec.offset, spec.count),
+                gradient: UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)), probes: 24
+            ) {
                 (try? model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T).meanLoss) ?? .nan
             }
         }
@@ -61,7 +64,9 @@ import TestSupport
         let final = model.gradients.array
         #expect(snapshots.map(\.0) == snapshots.map(\.0).sorted(by: >) && snapshots.last?.0 == 0)
         #expect(snapshots.count == ModelGradientTests.config.nLayers + 2)
-        for (w, values) in snapshots { #expect(values == Array(final[w...]), "gradients above \(w) changed after being reported") }
+        for (w, values) in snapshots {
+            #expect(values == Array(final[w...]), "gradients above \(w) changed after being reported")
+        }
     }
 }
 
@@ -70,10 +75,12 @@ import TestSupport
     /// those of keeping every activation bit for bit; an inference model computes the same logits with a
     /// smaller arena and no gradient buffer.
     @Test func recomputeGivesBitwiseTheSameGradients() throws {
-        let config = LlamaConfig(dim: 32, nLayers: 3, nHeads: 4, nKVHeads: 2, vocabSize: 50, ffnHiddenSize: 48, maxSeqLen: 80)
+        let config = LlamaConfig(
+            dim: 32, nLayers: 3, nHeads: 4, nKVHeads: 2, vocabSize: 50, ffnHiddenSize: 48, maxSeqLen: 80)
         var r = Rand(17)
         let (B, T) = (2, 70)  // several attention tiles per row
-        let tokens = (0..<(B * T)).map { _ in Int32(r.next() % 50) }, targets = (0..<(B * T)).map { _ in Int32(r.next() % 50) }
+        let tokens = (0..<(B * T)).map { _ in Int32(r.next() % 50) },
+            targets = (0..<(B * T)).map { _ in Int32(r.next() % 50) }
         func run(_ purpose: ModelPurpose) throws -> (logits: [Float], gradients: [Float], arena: Int) {
             let model = try LlamaModel(config: config, purpose: purpose)
             model.initialize(seed: 4, std: 0.2)
@@ -86,7 +93,9 @@ import TestSupport
         let none = try run(.training(.none)), layer = try run(.training(.layer)), inference = try run(.inference)
         #expect(none.gradients == layer.gradients && none.logits == layer.logits && !none.gradients.isEmpty)
         #expect(inference.logits == none.logits)
-        #expect(layer.arena < none.arena && inference.arena < layer.arena, "arenas: \(none.arena), \(layer.arena), \(inference.arena)")
+        #expect(
+            layer.arena < none.arena && inference.arena < layer.arena,
+            "arenas: \(none.arena), \(layer.arena), \(inference.arena)")
         #expect(try LlamaModel(config: config, purpose: .inference).gradients.count == 0)
     }
 }

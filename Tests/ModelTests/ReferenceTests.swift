@@ -21,8 +21,10 @@ func referenceFixtureDirectory() -> String {
 /// Compares `actual` with `expected` and records one issue per tensor that fails, naming it with its
 /// largest difference. `tolerance(expectedMaxAbs)` gives the allowed absolute difference for the tensor.
 @discardableResult
-func expectClose(_ name: String, _ actual: UnsafeBufferPointer<Float>, _ expected: [Float],
-                 relativeTo mode: ToleranceMode, report: inout [String]) -> Bool {
+func expectClose(
+    _ name: String, _ actual: UnsafeBufferPointer<Float>, _ expected: [Float],
+    relativeTo mode: ToleranceMode, report: inout [String]
+) -> Bool {
     #expect(actual.count == expected.count, "\(name): \(actual.count) values, expected \(expected.count)")
     guard actual.count == expected.count else { return false }
     var maxDiff: Float = 0, maxAbs: Float = 0, worst = 0, violations = 0
@@ -32,11 +34,16 @@ func expectClose(_ name: String, _ actual: UnsafeBufferPointer<Float>, _ expecte
     for i in 0..<expected.count {
         let diff = abs(actual[i] - expected[i])
         if !(diff <= mode.allowed(expected: expected[i], maxAbs: maxAbs)) { violations += 1 }
-        if !(diff <= maxDiff) { maxDiff = diff; worst = i }
+        if !(diff <= maxDiff) {
+            maxDiff = diff
+            worst = i
+        }
     }
     report.append(String(format: "%@ max |diff| %.3g (max |expected| %.3g)", name, maxDiff, maxAbs))
-    #expect(violations == 0,
-            "\(name): \(violations) of \(expected.count) values out of tolerance \(mode); worst at \(worst): got \(actual[worst]), expected \(expected[worst]), |diff| \(maxDiff)")
+    #expect(
+        violations == 0,
+        "\(name): \(violations) of \(expected.count) values out of tolerance \(mode); worst at \(worst): got \(actual[worst]), expected \(expected[worst]), |diff| \(maxDiff)"
+    )
     return violations == 0
 }
 
@@ -79,8 +86,9 @@ enum ToleranceMode: CustomStringConvertible {
         // 1. Forward: logits and loss. The fixture's logits are float64 rounded to float32; ours are float32
         //    sums of O(dim) products, so 1e-4 relative with a 1e-5 floor for logits near zero.
         let forward = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
-        expectClose("logits", model.logits, try expected.floats("logits"), relativeTo: .relative(1e-4, atol: 1e-5),
-                    report: &report)
+        expectClose(
+            "logits", model.logits, try expected.floats("logits"), relativeTo: .relative(1e-4, atol: 1e-5),
+            report: &report)
         let loss = try expected.floats("loss")[0]
         #expect(abs(Float(forward.meanLoss) - loss) <= 1e-4 * abs(loss), "loss \(forward.meanLoss), expected \(loss)")
 
@@ -88,9 +96,10 @@ enum ToleranceMode: CustomStringConvertible {
         model.gradients.zero()
         try model.backward(lossScale: 1 / Float(forward.targetCount))
         for spec in model.layout.tensors {
-            expectClose("grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
-                        try expected.floats("grad." + spec.name, expectedShape: spec.shape),
-                        relativeTo: .ofMaxAbs(1e-3), report: &report)
+            expectClose(
+                "grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
+                try expected.floats("grad." + spec.name, expectedShape: spec.shape),
+                relativeTo: .ofMaxAbs(1e-3), report: &report)
         }
         let norm = GradientClipping.sumOfSquares(model.gradients).squareRoot()
         let expectedNorm = Double(try expected.floats("grad_norm")[0])
@@ -103,17 +112,19 @@ enum ToleranceMode: CustomStringConvertible {
                 model.gradients.zero()
                 let again = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
                 let lossAfter = try expected.floats("loss_after_step1")[0]
-                #expect(abs(Float(again.meanLoss) - lossAfter) <= 1e-4 * abs(lossAfter),
-                        "loss after step 1: \(again.meanLoss), expected \(lossAfter)")
+                #expect(
+                    abs(Float(again.meanLoss) - lossAfter) <= 1e-4 * abs(lossAfter),
+                    "loss after step 1: \(again.meanLoss), expected \(lossAfter)")
                 try model.backward(lossScale: 1 / Float(again.targetCount))
             }
             GradientClipping.clip(model.gradients, maxNorm: 1.0)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-3)
             for spec in model.layout.tensors {
-                expectClose("step\(step)." + spec.name,
-                            UnsafeBufferPointer(model.parameters.slice(spec.offset, spec.count)),
-                            try expected.floats("step\(step)." + spec.name, expectedShape: spec.shape),
-                            relativeTo: .absolute(1e-5), report: &report)
+                expectClose(
+                    "step\(step)." + spec.name,
+                    UnsafeBufferPointer(model.parameters.slice(spec.offset, spec.count)),
+                    try expected.floats("step\(step)." + spec.name, expectedShape: spec.shape),
+                    relativeTo: .absolute(1e-5), report: &report)
             }
         }
         print("Reference comparison against \(directory):\n  " + report.joined(separator: "\n  "))
@@ -140,14 +151,19 @@ enum ToleranceMode: CustomStringConvertible {
         let chain = 2 * u * matmuls.squareRoot()
         var report: [String] = []
         let forward = try model.forward(tokens: tokens, targets: targets, batch: B, seqLen: T)
-        expectClose("bf16 logits", model.logits, try expected.floats("logits"), relativeTo: .ofMaxAbs(2 * chain), report: &report)
+        expectClose(
+            "bf16 logits", model.logits, try expected.floats("logits"), relativeTo: .ofMaxAbs(2 * chain),
+            report: &report)
         let loss = try expected.floats("loss")[0]
-        #expect(abs(Float(forward.meanLoss) - loss) <= chain * abs(loss), "bf16 loss \(forward.meanLoss), expected \(loss)")
+        #expect(
+            abs(Float(forward.meanLoss) - loss) <= chain * abs(loss), "bf16 loss \(forward.meanLoss), expected \(loss)")
         model.gradients.zero()
         try model.backward(lossScale: 1 / Float(forward.targetCount))
         for spec in model.layout.tensors {
-            expectClose("bf16 grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
-                        try expected.floats("grad." + spec.name, expectedShape: spec.shape), relativeTo: .ofMaxAbs(2 * chain), report: &report)
+            expectClose(
+                "bf16 grad." + spec.name, UnsafeBufferPointer(model.gradients.slice(spec.offset, spec.count)),
+                try expected.floats("grad." + spec.name, expectedShape: spec.shape), relativeTo: .ofMaxAbs(2 * chain),
+                report: &report)
         }
         let optimizer = AdamW(layout: model.layout)
         for step in 1...2 {
@@ -159,9 +175,11 @@ enum ToleranceMode: CustomStringConvertible {
             GradientClipping.clip(model.gradients, maxNorm: 1.0)
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-3)
             for spec in model.layout.tensors {
-                expectClose("bf16 step\(step)." + spec.name, UnsafeBufferPointer(model.parameters.slice(spec.offset, spec.count)),
-                            try expected.floats("step\(step)." + spec.name, expectedShape: spec.shape),
-                            relativeTo: .absolute(2 * 1e-3 * Float(step)), report: &report)
+                expectClose(
+                    "bf16 step\(step)." + spec.name,
+                    UnsafeBufferPointer(model.parameters.slice(spec.offset, spec.count)),
+                    try expected.floats("step\(step)." + spec.name, expectedShape: spec.shape),
+                    relativeTo: .absolute(2 * 1e-3 * Float(step)), report: &report)
             }
         }
         print("bf16 reference comparison (chain tolerance \(chain)):\n  " + report.joined(separator: "\n  "))

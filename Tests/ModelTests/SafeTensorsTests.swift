@@ -14,7 +14,9 @@ func rawSafeTensors(header: String, data: [UInt8]) -> Data {
     return bytes
 }
 
-func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }
+func floatBytes(_ values: [Float]) -> [UInt8] {
+    values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) }
+}
 
 @Suite struct SafeTensorsTests {
     @Test func writeThenReadRoundTrips() throws {
@@ -22,9 +24,12 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
         let a: [Float] = [1, -2, 3.5, 4, 5, 6], b: [Float] = [0.25]
         try a.withUnsafeBufferPointer { pa in
             try b.withUnsafeBufferPointer { pb in
-                try SafeTensorsWriter.write([SafeTensorsEntry(name: "a", shape: [2, 3], values: pa),
-                                             SafeTensorsEntry(name: "b.weight", shape: [1], values: pb)],
-                                            to: dir + "/x.safetensors")
+                try SafeTensorsWriter.write(
+                    [
+                        SafeTensorsEntry(name: "a", shape: [2, 3], values: pa),
+                        SafeTensorsEntry(name: "b.weight", shape: [1], values: pb),
+                    ],
+                    to: dir + "/x.safetensors")
             }
         }
         let file = try SafeTensorsFile(path: dir + "/x.safetensors")
@@ -39,7 +44,8 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
         // BF16 1.5 = 0x3FC0, -2 = 0xC000; F16 1.5 = 0x3E00, -2 = 0xC000, 65504 = 0x7BFF, 2^-24 = 0x0001.
         let bf16: [UInt16] = [0x3FC0, 0xC000], f16: [UInt16] = [0x3E00, 0xC000, 0x7BFF, 0x0001]
         let bytes = (bf16 + f16).flatMap { [UInt8($0 & 0xff), UInt8($0 >> 8)] }
-        let header = #"{"b":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"h":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}"#
+        let header =
+            #"{"b":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"h":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}"#
         try rawSafeTensors(header: header, data: bytes).write(to: URL(fileURLWithPath: dir + "/h.safetensors"))
         let file = try SafeTensorsFile(path: dir + "/h.safetensors")
         #expect(try file.floats("b") == [1.5, -2])
@@ -48,8 +54,9 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
 
     @Test func truncatedFileIsReported() throws {
         let dir = try temporaryDirectory()
-        let good = rawSafeTensors(header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
-                                  data: floatBytes([1, 2, 3, 4]))
+        let good = rawSafeTensors(
+            header: #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            data: floatBytes([1, 2, 3, 4]))
         try good.prefix(good.count - 3).write(to: URL(fileURLWithPath: dir + "/t.safetensors"))
         #expect { try SafeTensorsFile(path: dir + "/t.safetensors") } throws: { error in
             guard case let .truncated(file, _) = error as? SafeTensorsError else { return false }
@@ -63,7 +70,10 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
         ("not json", #"{"a": nonsense}"#),
         ("offsets beyond the data", #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,32]}}"#),
         ("span disagrees with the shape", #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#),
-        ("overlapping tensors", #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#),
+        (
+            "overlapping tensors",
+            #"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#
+        ),
         ("a gap before the data ends", #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#),
         ("missing data_offsets", #"{"a":{"dtype":"F32","shape":[4]}}"#),
         ("header length beyond the file", ""),
@@ -78,19 +88,27 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
 
     @Test func missingTensorAndWrongShapeNameTheTensor() throws {
         let dir = try temporaryDirectory()
-        try rawSafeTensors(header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#,
-                           data: floatBytes([1, 2, 3, 4])).write(to: URL(fileURLWithPath: dir + "/m.safetensors"))
+        try rawSafeTensors(
+            header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#,
+            data: floatBytes([1, 2, 3, 4])
+        ).write(to: URL(fileURLWithPath: dir + "/m.safetensors"))
         let file = try SafeTensorsFile(path: dir + "/m.safetensors")
-        #expect(throws: SafeTensorsError.missingTensor(name: "b", file: dir + "/m.safetensors")) { try file.floats("b") }
-        #expect(throws: SafeTensorsError.shapeMismatch(name: "a", file: dir + "/m.safetensors", expected: [4], actual: [2, 2])) {
+        #expect(throws: SafeTensorsError.missingTensor(name: "b", file: dir + "/m.safetensors")) {
+            try file.floats("b")
+        }
+        #expect(
+            throws: SafeTensorsError.shapeMismatch(
+                name: "a", file: dir + "/m.safetensors", expected: [4], actual: [2, 2])
+        ) {
             try file.floats("a", expectedShape: [4])
         }
     }
 }
 
 @Suite struct HuggingFaceCheckpointTests {
-    static let config = LlamaConfig(dim: 16, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 11, ffnHiddenSize: 24,
-                                    maxSeqLen: 16)
+    static let config = LlamaConfig(
+        dim: 16, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 11, ffnHiddenSize: 24,
+        maxSeqLen: 16)
 
     @Test func saveThenLoadGivesTheSameParameters() throws {
         let dir = try temporaryDirectory()
@@ -112,9 +130,12 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
         var weightMap: [String: String] = [:]
         for (i, half) in halves.enumerated() {
             let file = String(format: "model-%05d-of-%05d.safetensors", i + 1, halves.count)
-            try SafeTensorsWriter.write(half.map {
-                SafeTensorsEntry(name: $0.name, shape: $0.shape, values: UnsafeBufferPointer(model.parameters.slice($0.offset, $0.count)))
-            }, to: dir + "/" + file)
+            try SafeTensorsWriter.write(
+                half.map {
+                    SafeTensorsEntry(
+                        name: $0.name, shape: $0.shape,
+                        values: UnsafeBufferPointer(model.parameters.slice($0.offset, $0.count)))
+                }, to: dir + "/" + file)
             for spec in half { weightMap[spec.name] = file }
         }
         try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": weightMap])
@@ -127,7 +148,10 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes
         weightMap.removeValue(forKey: "model.norm.weight")
         try JSONSerialization.data(withJSONObject: ["weight_map": weightMap])
             .write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
-        #expect(throws: SafeTensorsError.missingTensor(name: "model.norm.weight", file: dir + "/model.safetensors.index.json")) {
+        #expect(
+            throws: SafeTensorsError.missingTensor(
+                name: "model.norm.weight", file: dir + "/model.safetensors.index.json")
+        ) {
             try HuggingFace.loadModel(directory: dir)
         }
     }

@@ -6,7 +6,9 @@ import Testing
 @Suite struct ClippingTests {
     @Test func normBelowTheLimitLeavesGradientsAlone() {
         let g = FloatBuffer(count: 3)
-        g[0] = 0.3; g[1] = 0.4; g[2] = 0
+        g[0] = 0.3
+        g[1] = 0.4
+        g[2] = 0
         let norm = GradientClipping.clip(g, maxNorm: 1.0)
         #expect(abs(norm - 0.5) < 1e-7)
         #expect(g.array == [0.3, 0.4, 0])
@@ -14,7 +16,8 @@ import Testing
 
     @Test func normAboveTheLimitScalesAsPyTorch() {
         let g = FloatBuffer(count: 2)
-        g[0] = 3; g[1] = 4
+        g[0] = 3
+        g[1] = 4
         let norm = GradientClipping.clip(g, maxNorm: 1.0)
         #expect(norm == 5)
         let factor = Float(1.0 / (5.0 + 1e-6))

@@ -27,17 +27,21 @@ struct Toy: Codable, Equatable, Sendable {
 
     static func declared<V>(_ keyPath: KeyPath<Toy, V>) -> V { settings.defaultValue(keyPath) }
 
-    static let settings = SettingsBlock<Toy>("toy", [
-        Setting(\.count, "count", 3, because: "three is enough", .int(min: 1, max: 10), flag: "count",
+    static let settings = SettingsBlock<Toy>(
+        "toy",
+        [
+            Setting(
+                \.count, "count", 3, because: "three is enough", .int(min: 1, max: 10), flag: "count",
                 help: "how many"),
-        Setting(\.rate, "rate", 0.5, because: "half", .number(min: 0, inclusive: false, max: 1, maxInclusive: false),
+            Setting(
+                \.rate, "rate", 0.5, because: "half", .number(min: 0, inclusive: false, max: 1, maxInclusive: false),
                 flag: "rate", help: "how fast"),
-        Setting(\.mode, "mode", .fast, because: "most runs", flag: "mode", help: "the mode"),
-        Setting(\.wire, "wire", .fast, because: "older files lack it", encoding: .unlessDefault, help: "the wire"),
-        Setting(\.path, "path", nil, because: "nothing written", flag: "path", placeholder: "FILE", help: "where"),
-        Setting(required: \.name, "name", help: "what it is called"),
-        Setting(\.loud, "loud", false, because: "quiet by default", flag: "loud", help: "say more"),
-    ])
+            Setting(\.mode, "mode", .fast, because: "most runs", flag: "mode", help: "the mode"),
+            Setting(\.wire, "wire", .fast, because: "older files lack it", encoding: .unlessDefault, help: "the wire"),
+            Setting(\.path, "path", nil, because: "nothing written", flag: "path", placeholder: "FILE", help: "where"),
+            Setting(required: \.name, "name", help: "what it is called"),
+            Setting(\.loud, "loud", false, because: "quiet by default", flag: "loud", help: "say more"),
+        ])
 }
 
 @Suite struct SettingsMachineryTests {
@@ -60,7 +64,8 @@ struct Toy: Codable, Equatable, Sendable {
         var toy = Toy(name: "t")
         #expect(try encoded(toy) == #"{"count":3,"loud":false,"mode":"fast","name":"t","rate":0.5}"#)
         (toy.count, toy.rate, toy.mode, toy.wire, toy.path, toy.loud) = (7, 0.25, .careful, .careful, "p", true)
-        #expect(try encoded(toy)
+        #expect(
+            try encoded(toy)
                 == #"{"count":7,"loud":true,"mode":"careful","name":"t","path":"p","rate":0.25,"wire":"careful"}"#)
         #expect(try decode(encoded(toy)) == toy)
         #expect(try decode(#"{"name": "t"}"#) == Toy(name: "t"))
@@ -77,10 +82,14 @@ struct Toy: Codable, Equatable, Sendable {
             } catch { return error as? ConfigError }
         }
         #expect(refusal(#"{"toy": {"count": 2}}"#) == ConfigError(field: "toy.name", message: "is required"))
-        #expect(refusal(#"{"toy": {"name": "t", "mode": "reckless"}}"#)
+        #expect(
+            refusal(#"{"toy": {"name": "t", "mode": "reckless"}}"#)
                 == ConfigError(field: "toy.mode", message: "is 'reckless'; use fast or careful"))
-        #expect(throws: ConfigError(file: "f.json", field: "toy.cuont",
-                                    message: "unknown key; known keys: count, loud, mode, name, path, rate, wire")) {
+        #expect(
+            throws: ConfigError(
+                file: "f.json", field: "toy.cuont",
+                message: "unknown key; known keys: count, loud, mode, name, path, rate, wire")
+        ) {
             try Toy.settings.checkKnown(["count", "cuont"], file: "f.json")
         }
         try Toy.settings.checkKnown(["count", "name"])
@@ -121,11 +130,13 @@ struct Toy: Codable, Equatable, Sendable {
         #expect(ValueKind.int(min: 1, max: 10).accepts == "an integer in 1...10")
         #expect(ValueKind.int(min: 0, max: Int.max).accepts == "an integer ≥ 0")
         #expect(Int.kind.accepts == "an integer" && Double.kind.accepts == "a number")
-        #expect(ValueKind.number(min: 0, inclusive: true, max: 1, maxInclusive: false).accepts
+        #expect(
+            ValueKind.number(min: 0, inclusive: true, max: 1, maxInclusive: false).accepts
                 == "a number ≥ 0 and < 1")
         #expect(ValueKind.number(min: 0, inclusive: false, max: .infinity).accepts == "a number > 0")
         #expect(ValueKind.choice(["a", "b", "c"]).accepts == "a, b or c")
-        #expect(ValueKind.number(min: 0, inclusive: false, max: 1).admits(argument: "1")
+        #expect(
+            ValueKind.number(min: 0, inclusive: false, max: 1).admits(argument: "1")
                 && !ValueKind.number(min: 0, inclusive: false, max: 1).admits(argument: "nan"))
     }
 

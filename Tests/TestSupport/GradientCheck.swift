@@ -23,8 +23,10 @@ public func weightedSum(_ values: [Float], _ weights: [Float]) -> Double {
 }
 
 /// Checks `analytic` (∂L/∂x) against central differences of `loss` at `x`, on every coordinate.
-public func expectGradient(_ name: String, at x: [Float], analytic: [Float], step: Float = 1e-2,
-                           sourceLocation: SourceLocation = #_sourceLocation, loss: ([Float]) -> Double) {
+public func expectGradient(
+    _ name: String, at x: [Float], analytic: [Float], step: Float = 1e-2,
+    sourceLocation: SourceLocation = #_sourceLocation, loss: ([Float]) -> Double
+) {
     #expect(x.count == analytic.count, "\(name): gradient has \(analytic.count) values for \(x.count) inputs")
     let scale = analytic.map { abs($0) }.max() ?? 0
     var worst = (index: -1, fd: 0.0, analytic: Float(0), excess: 0.0)
@@ -38,19 +40,24 @@ public func expectGradient(_ name: String, at x: [Float], analytic: [Float], ste
         let excess = fd.isFinite && analytic[i].isFinite ? abs(fd - Double(analytic[i])) - allowed : .infinity
         if excess > worst.excess { worst = (i, fd, analytic[i], excess) }
     }
-    #expect(worst.index < 0,
-            "\(name): finite difference \(worst.fd) vs analytic \(worst.analytic) at index \(worst.index)",
-            sourceLocation: sourceLocation)
+    #expect(
+        worst.index < 0,
+        "\(name): finite difference \(worst.fd) vs analytic \(worst.analytic) at index \(worst.index)",
+        sourceLocation: sourceLocation)
 }
 
 /// `expectGradient` on up to `probes` coordinates spread over one tensor: `values` is the tensor's live
 /// parameters (set to each probe's ± step and restored), `gradient` its analytic gradient, `loss` the model's
 /// loss at the parameters as they stand.
-public func expectTensorGradient(_ name: String, values: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
-                                 probes count: Int, sourceLocation: SourceLocation = #_sourceLocation, loss: () -> Double) {
+public func expectTensorGradient(
+    _ name: String, values: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
+    probes count: Int, sourceLocation: SourceLocation = #_sourceLocation, loss: () -> Double
+) {
     let original = Array(values), analytic = Array(gradient)
     let probes = Array(stride(from: 0, to: values.count, by: max(1, values.count / count)))
-    expectGradient(name, at: probes.map { original[$0] }, analytic: probes.map { analytic[$0] }, sourceLocation: sourceLocation) { probed in
+    expectGradient(
+        name, at: probes.map { original[$0] }, analytic: probes.map { analytic[$0] }, sourceLocation: sourceLocation
+    ) { probed in
         for (i, v) in zip(probes, probed) { values[i] = v }
         defer { for i in probes { values[i] = original[i] } }
         return loss()

@@ -2,16 +2,18 @@
 // strings, the round-trip property, Llama 2's own ids where its tokenizer.model is at hand, and a fuzzed
 // model decoder.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import Tokenizer
 
 /// Random strings from the pieces that trip tokenizers: spaces in runs, tabs, newlines, CR, digits, "▁",
 /// combining marks, CJK, emoji, NUL, look-alike control tokens, accented letters in both forms.
 func awkwardStrings(count: Int, seed: UInt64) -> [String] {
-    let atoms = [" ", "  ", "\t", "\n", "\r\n", "a", "the", "The", "hello", "world", "ing", "0", "1", "42", "3.14",
-                 "▁", "e\u{301}", "\u{E9}", "日本", "語", "の", "🦙", "👍🏽", "\u{0}", "<s>", "</s>", "<0x41>", ".", ",",
-                 "'", "\"", "-", "Ω", "ß", "\u{3000}", "\u{A0}", "x", "Q", "zz", "ﬁ", "\u{1F77}", "\u{3AF}"]
+    let atoms = [
+        " ", "  ", "\t", "\n", "\r\n", "a", "the", "The", "hello", "world", "ing", "0", "1", "42", "3.14",
+        "▁", "e\u{301}", "\u{E9}", "日本", "語", "の", "🦙", "👍🏽", "\u{0}", "<s>", "</s>", "<0x41>", ".", ",",
+        "'", "\"", "-", "Ω", "ß", "\u{3000}", "\u{A0}", "x", "Q", "zz", "ﬁ", "\u{1F77}", "\u{3AF}",
+    ]
     var r = Rand(seed)
     return (0..<count).map { _ in
         (0..<Int(r.next() % 12)).map { _ in atoms[Int(r.next() % UInt64(atoms.count))] }.joined()
@@ -30,7 +32,9 @@ func libraryReference(model: String, texts: [String]) throws -> [(ids: [Int32], 
     process.standardOutput = output
     process.standardError = FileHandle.nullDevice
     try process.run()
-    let lines = try texts.map { String(decoding: try JSONSerialization.data(withJSONObject: ["text": $0]), as: UTF8.self) }
+    let lines = try texts.map {
+        String(decoding: try JSONSerialization.data(withJSONObject: ["text": $0]), as: UTF8.self)
+    }
     input.fileHandleForWriting.write(Data((lines.joined(separator: "\n") + "\n").utf8))
     try input.fileHandleForWriting.close()
     let data = output.fileHandleForReading.readDataToEndOfFile()
@@ -47,8 +51,9 @@ func libraryReference(model: String, texts: [String]) throws -> [(ids: [Int32], 
         let model = FixtureTests.tokenizerPath
         let tokenizer = try Tokenizer(path: model)
         let texts = awkwardStrings(count: 400, seed: 21)
-        let reference = try #require(try libraryReference(model: model, texts: texts),
-                                     "python3 with sentencepiece is needed (make test installs it)")
+        let reference = try #require(
+            try libraryReference(model: model, texts: texts),
+            "python3 with sentencepiece is needed (make test installs it)")
         for (text, expected) in zip(texts, reference) {
             let ids = tokenizer.encode(text)
             #expect(ids == expected.ids, "encode(\(text.debugDescription))")
@@ -112,7 +117,8 @@ func libraryReference(model: String, texts: [String]) throws -> [(ids: [Int32], 
         let cases: [(String, [Int32])] = [
             ("", []), (" ", [259]), ("   ", [268]), ("Hello", [15043]), (" Hello", [29871, 15043]),
             ("Hello ", [15043, 29871]), ("Hello  world", [15043, 29871, 3186]), ("a   b", [263, 259, 289]),
-            ("Hello\tworld", [15043, 12, 11526]), ("line1\nline2", [1196, 29896, 13, 1220, 29906]), ("\r\n", [6756, 13]),
+            ("Hello\tworld", [15043, 12, 11526]), ("line1\nline2", [1196, 29896, 13, 1220, 29906]),
+            ("\r\n", [6756, 13]),
             ("3.14159", [29871, 29941, 29889, 29896, 29946, 29896, 29945, 29929]),
             (" this is 🦙.cpp", [29871, 445, 338, 29871, 243, 162, 169, 156, 29889, 8223]),
             ("日本語のテキスト", [29871, 30325, 30346, 30968, 30199, 30572, 30454, 30255, 30279]),
@@ -125,8 +131,10 @@ func libraryReference(model: String, texts: [String]) throws -> [(ids: [Int32], 
             ([0], " \u{2047} "), ([231, 187], "\u{FFFD}\u{FFFD}"), ([231, 187, 176], "中"),
         ]
         for (ids, text) in decodes { #expect(try t.decode(ids) == text, "decode \(ids)") }
-        if let reference = try libraryReference(model: ProcessInfo.processInfo.environment["LLAMA_TOKENIZER"]!,
-                                                texts: awkwardStrings(count: 300, seed: 3)) {
+        if let reference = try libraryReference(
+            model: ProcessInfo.processInfo.environment["LLAMA_TOKENIZER"]!,
+            texts: awkwardStrings(count: 300, seed: 3))
+        {
             for (text, expected) in zip(awkwardStrings(count: 300, seed: 3), reference) {
                 #expect(t.encode(text) == expected.ids, "\(text.debugDescription)")
             }

@@ -2,8 +2,8 @@
 // coincide (≥ 90%) and encode the corpus into at most 3% more tokens; the model we write must load in the
 // sentencepiece library and encode held-out text to the ids we give.
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import Tokenizer
 
 let fortuneDirectory = "/usr/share/games/fortunes"
@@ -33,7 +33,9 @@ func lines(ofFiles files: [String]) throws -> [Substring] {
 
 @Suite struct TrainerTests {
     @Test func vocabularyAndTokenCountMatchSentencePiece() throws {
-        try #require(FileManager.default.fileExists(atPath: fortuneDirectory), "the fortunes package is needed (make test installs it)")
+        try #require(
+            FileManager.default.fileExists(atPath: fortuneDirectory),
+            "the fortunes package is needed (make test installs it)")
         let (train, heldOut) = try fortuneFiles()
         var options = BPETrainerOptions()
         options.vocabSize = 2000
@@ -41,8 +43,10 @@ func lines(ofFiles files: [String]) throws -> [Substring] {
 
         let dir = NSTemporaryDirectory() + "spm-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let status = try runPython([root.appendingPathComponent("scripts/spm_train_reference.py").path, dir + "/spm", "2000"] + train)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let status = try runPython(
+            [root.appendingPathComponent("scripts/spm_train_reference.py").path, dir + "/spm", "2000"] + train)
         try #require(status == 0, "python3 with sentencepiece is needed (make test installs it)")
         let theirs = try Tokenizer(path: dir + "/spm.model")
 
@@ -51,16 +55,21 @@ func lines(ofFiles files: [String]) throws -> [Substring] {
         let corpus = try lines(ofFiles: train).map(String.init)
         let ourTokens = corpus.reduce(0) { $0 + ours.encode($1).count }
         let theirTokens = corpus.reduce(0) { $0 + theirs.encode($1).count }
-        print("trainer vs spm_train, vocab 2000: piece overlap \(overlap), tokens ours/theirs \(Double(ourTokens) / Double(theirTokens))")
+        print(
+            "trainer vs spm_train, vocab 2000: piece overlap \(overlap), tokens ours/theirs \(Double(ourTokens) / Double(theirTokens))"
+        )
         #expect(overlap >= 0.9)
         #expect(Double(ourTokens) <= 1.03 * Double(theirTokens))
 
         // Our model, written out, loads in the library and encodes held-out text exactly as we do.
         let path = dir + "/ours.model"
         try Data(ours.model.serialized()).write(to: URL(fileURLWithPath: path))
-        let held = try String(contentsOfFile: heldOut, encoding: .utf8).split(separator: "\n").prefix(400).map(String.init)
+        let held = try String(contentsOfFile: heldOut, encoding: .utf8).split(separator: "\n").prefix(400).map(
+            String.init)
         let reference = try #require(try libraryReference(model: path, texts: held))
-        for (text, expected) in zip(held, reference) { #expect(ours.encode(text) == expected.ids, "\(text.debugDescription)") }
+        for (text, expected) in zip(held, reference) {
+            #expect(ours.encode(text) == expected.ids, "\(text.debugDescription)")
+        }
         #expect(try Tokenizer(path: path).model.pieces == ours.model.pieces, "the file reads back as written")
     }
 
@@ -68,8 +77,10 @@ func lines(ofFiles files: [String]) throws -> [Substring] {
         var options = BPETrainerOptions()
         options.vocabSize = 300
         options.userDefinedSymbols = ["<sep>"]
-        let text: [Substring] = ["low lower lowest", "new newer newest 2024", "wide wider widest", "  indented\tline",
-                                 "question <sep> answer"]
+        let text: [Substring] = [
+            "low lower lowest", "new newer newest 2024", "wide wider widest", "  indented\tline",
+            "question <sep> answer",
+        ]
         let model = try BPETrainer.train(lines: text, options: options)
         let t = try Tokenizer(model: model)
         #expect(model.pieces.count == 300)

@@ -7,9 +7,9 @@ import Distributed
 import Foundation
 import Model
 import Support
+import TestSupport
 import Testing
 import Training
-import TestSupport
 
 /// L = Σ over positions of −Σ_v softmax(teacher)_v · log softmax(student)_v, so ∂L/∂student = softmax(student)
 /// − softmax(teacher) per position (times the loss scale).
@@ -26,10 +26,13 @@ final class DistillationObjective: TrainingObjective {
 
     var tokensPerStep: Int { settings.globalBatchSequences * settings.seqLen }
     var batchDescription: String { "\(settings.globalBatchSequences) sequences" }
-    func accumulation(worldSize: Int, file: String?) throws -> Int { try settings.accumulationSteps(worldSize: worldSize, file: file) }
+    func accumulation(worldSize: Int, file: String?) throws -> Int {
+        try settings.accumulationSteps(worldSize: worldSize, file: file)
+    }
 
     func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
-        tokens = try source.batch(k, globalBatch: settings.globalBatchSequences, rank: rank, worldSize: worldSize).tokens
+        tokens = try source.batch(k, globalBatch: settings.globalBatchSequences, rank: rank, worldSize: worldSize)
+            .tokens
         return Double(tokens.count)
     }
 
@@ -43,7 +46,9 @@ final class DistillationObjective: TrainingObjective {
         _ = try student.forward(tokens: batch, targets: none, batch: B, seqLen: T)
         let q = Self.softmaxRows(Array(student.outputs(of: .lm)), width: student.config.vocabSize)
         let loss = zip(p, q).reduce(0.0) { $0 - Double($1.0) * log(Double(max($1.1, 1e-30))) }
-        try student.backward(heads: [.lm: .given({ d in for i in d.indices { d[i] = (q[i] - p[i]) * scale } })], gradientsReady: gradientsReady)
+        try student.backward(
+            heads: [.lm: .given({ d in for i in d.indices { d[i] = (q[i] - p[i]) * scale } })],
+            gradientsReady: gradientsReady)
         return loss
     }
 
@@ -61,14 +66,19 @@ final class DistillationObjective: TrainingObjective {
 
     static func config() -> RunConfig {
         var t = TrainSettings()
-        (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps, t.learningRate, t.warmupSteps) = (8, 2, 8 * 4, 4, 3e-3, 1)
+        (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps, t.learningRate, t.warmupSteps) = (
+            8, 2, 8 * 4, 4, 3e-3, 1
+        )
         t.seed = 11
-        return RunConfig(model: LlamaConfig(dim: 16, nLayers: 1, nHeads: 2, vocabSize: vocab, ffnHiddenSize: 32, maxSeqLen: 8), train: t)
+        return RunConfig(
+            model: LlamaConfig(dim: 16, nLayers: 1, nHeads: 2, vocabSize: vocab, ffnHiddenSize: 32, maxSeqLen: 8),
+            train: t)
     }
 
     /// A teacher of another shape, written as a Hugging Face directory: the frozen model's init_from.
     static func teacher() throws -> (ModelSpec, [Float]) {
-        let shape = LlamaConfig(dim: 24, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: vocab, ffnHiddenSize: 40, maxSeqLen: 8)
+        let shape = LlamaConfig(
+            dim: 24, nLayers: 2, nHeads: 3, nKVHeads: 1, vocabSize: vocab, ffnHiddenSize: 40, maxSeqLen: 8)
         let model = try LlamaModel(config: shape, purpose: .inference)
         model.initialize(seed: 99, std: 0.5)
         let dir = NSTemporaryDirectory() + "teacher-\(UUID().uuidString)"
@@ -82,8 +92,9 @@ final class DistillationObjective: TrainingObjective {
         options.checkpointDirectory = checkpoints
         options.stopAfter = stopAfter
         let config = Self.config()
-        return try Trainer(config: config, world: try Communicator.world(), options: options,
-                           objective: DistillationObjective(settings: config.train, vocabSize: vocab), extraModels: [teacher])
+        return try Trainer(
+            config: config, world: try Communicator.world(), options: options,
+            objective: DistillationObjective(settings: config.train, vocabSize: vocab), extraModels: [teacher])
     }
 
     @Test func gradientsFlowOnlyIntoTheTrainedModel() throws {
@@ -96,7 +107,8 @@ final class DistillationObjective: TrainingObjective {
         let before = student.model.parameters.array
         let history = try trainer.run().history
         #expect(history.count == 4 && history.allSatisfy { $0.loss.isFinite && $0.gradNorm > 0 })
-        #expect(history.last!.loss < history.first!.loss, "the student moves towards the teacher: \(history.map(\.loss))")
+        #expect(
+            history.last!.loss < history.first!.loss, "the student moves towards the teacher: \(history.map(\.loss))")
         #expect(teacher.model.parameters.array == teacherWeights, "the frozen teacher never changes")
         #expect(maxDifference(student.model.parameters.array, before) > 0, "the student trains")
     }
@@ -111,7 +123,9 @@ final class DistillationObjective: TrainingObjective {
         let first = try Self.trainer(spec, checkpoints: root + "/split", stopAfter: 2)
         #expect(try first.run().completed == false)
         let manifest = try readManifest(root + "/split/" + CheckpointManifest.directoryName(step: 2))
-        #expect(manifest.modelName == "model" && manifest.models?.map(\.name) == ["teacher"] && manifest.models?.first?.sections == 1)
+        #expect(
+            manifest.modelName == "model" && manifest.models?.map(\.name) == ["teacher"]
+                && manifest.models?.first?.sections == 1)
         #expect(manifest.models?.first?.adamStep == nil && manifest.adamStep == 2)
         // The teacher's init_from is gone: the resumed run must take it from the checkpoint.
         try FileManager.default.removeItem(atPath: spec.initFrom!)
@@ -121,9 +135,12 @@ final class DistillationObjective: TrainingObjective {
         #expect(resumed.optimizer.m.array == first.optimizer.m.array, "student m as saved")
         _ = try resumed.run()
         #expect(resumed.models[1].model.parameters.array == teacherWeights)
-        #expect(maxDifference(resumed.model.parameters.array, straight.model.parameters.array) == 0, "student parameters")
-        #expect(resumed.optimizer.m.array == straight.optimizer.m.array && resumed.optimizer.v.array == straight.optimizer.v.array,
-                "student moments")
+        #expect(
+            maxDifference(resumed.model.parameters.array, straight.model.parameters.array) == 0, "student parameters")
+        #expect(
+            resumed.optimizer.m.array == straight.optimizer.m.array
+                && resumed.optimizer.v.array == straight.optimizer.v.array,
+            "student moments")
         #expect(resumed.optimizer.step == straight.optimizer.step)
     }
 }

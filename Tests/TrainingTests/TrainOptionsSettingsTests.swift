@@ -17,8 +17,11 @@ import Training
             let (ours, theirs) = (setting.text(in: declared), setting.text(in: library))
             #expect(ours == theirs, "--\(setting.name): declared \(ours), TrainOptions() has \(theirs)")
         }
-        #expect(TrainOptions.settings.names == ["threads", "out", "metrics", "log-every", "checkpoint-dir",
-                                                "checkpoint-every", "keep", "background-save", "resume", "stop-after",
-                                                "collective-timeout"])
+        #expect(
+            TrainOptions.settings.names == [
+                "threads", "out", "metrics", "log-every", "checkpoint-dir",
+                "checkpoint-every", "keep", "background-save", "resume", "stop-after",
+                "collective-timeout",
+            ])
     }
 }

@@ -1,13 +1,13 @@
+import Configuration
 // The training loop's arithmetic in one process: the schedule against its formula and loss normalisation
 // over micro-steps with different masks.
 import Distributed
 import Foundation
 import Model
-import Testing
-import TestSupport
 import Support
+import TestSupport
+import Testing
 import Training
-import Configuration
 
 @Suite struct ScheduleTests {
     /// Written from the definition, independently of CosineSchedule's code path.
@@ -20,8 +20,10 @@ import Configuration
 
     @Test func warmupThenCosineToTheFloor() {
         let schedule = CosineSchedule(peak: 3e-4, warmupSteps: 2000, totalSteps: 10_000, minRatio: 0.1)
-        let checks: [(Int, String)] = [(0, "first step"), (999, "mid warm-up"), (1999, "end of warm-up"), (2000, "first decay step"),
-                                       (6000, "mid decay"), (9999, "last step"), (10_000, "after"), (50_000, "long after")]
+        let checks: [(Int, String)] = [
+            (0, "first step"), (999, "mid warm-up"), (1999, "end of warm-up"), (2000, "first decay step"),
+            (6000, "mid decay"), (9999, "last step"), (10_000, "after"), (50_000, "long after"),
+        ]
         for (s, what) in checks {
             let lr = schedule.learningRate(step: s)
             #expect(abs(lr - expected(s, peak: 3e-4, warmup: 2000, total: 10_000, ratio: 0.1)) < 1e-15, "\(what)")
@@ -30,18 +32,25 @@ import Configuration
         #expect(close(schedule.learningRate(step: 1999), 3e-4) && close(schedule.learningRate(step: 2000), 3e-4))
         #expect(abs(schedule.learningRate(step: 5999) - (3e-5 + 1.35e-4)) < 1e-7, "halfway down the cosine")
         #expect(close(schedule.learningRate(step: 9999), 3e-5) && close(schedule.learningRate(step: 12_345), 3e-5))
-        #expect((1..<9999).allSatisfy { s in s < 2000 || schedule.learningRate(step: s) <= schedule.learningRate(step: s - 1) })
+        #expect(
+            (1..<9999).allSatisfy { s in
+                s < 2000 || schedule.learningRate(step: s) <= schedule.learningRate(step: s - 1)
+            })
     }
 }
 
 @Suite struct LossNormalisationTests {
     static func config(microBatch: Int, ignore: Double) -> RunConfig {
         var t = TrainSettings()
-        (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps, t.learningRate, t.warmupSteps) = (16, microBatch, 16 * 8, 3, 1e-3, 1)
+        (t.seqLen, t.microBatch, t.globalBatchTokens, t.steps, t.learningRate, t.warmupSteps) = (
+            16, microBatch, 16 * 8, 3, 1e-3, 1
+        )
         t.syntheticIgnoreFraction = ignore
         t.seed = 5
-        return RunConfig(model: LlamaConfig(dim: 32, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 64, ffnHiddenSize: 48,
-                                            maxSeqLen: 16), train: t)
+        return RunConfig(
+            model: LlamaConfig(
+                dim: 32, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 64, ffnHiddenSize: 48,
+                maxSeqLen: 16), train: t)
     }
 
     /// Micro-steps holding different numbers of ignored targets average like one batch computed at once:
@@ -60,4 +69,3 @@ import Configuration
         #expect(diff < 1e-6, "parameters after 3 steps differ by \(diff)")
     }
 }
-
