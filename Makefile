@@ -11,7 +11,7 @@ BIN := .build/release/llama-train
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: all deps build test bench bench-precision demo clean
+.PHONY: all deps build test lint format bench bench-precision demo clean
 
 all: build
 
@@ -22,10 +22,19 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
-# Debug build for the Swift side; the C kernels are always compiled with -O3 (see Package.swift).
-test: deps
+# Debug build for the Swift side; the C kernels are always compiled with -O3 (see Package.swift). The lint runs
+# first: a tree that `make format` would change fails.
+test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+
+# swift format ships with the toolchain; .swift-format holds the configuration (4 spaces, 120 columns).
+FORMATTED := Package.swift Sources Tests
+lint:
+	$(SWIFT) format lint --strict --recursive $(FORMATTED)
+
+format:
+	$(SWIFT) format --in-place --recursive $(FORMATTED)
 
 # Timed runs live here, never in `make test`. RUNS repeats the step benchmark and reports medians.
 RUNS ?= 5
