@@ -99,6 +99,7 @@ final class DistillationObjective: TrainingObjective {
 
     @Test func gradientsFlowOnlyIntoTheTrainedModel() throws {
         let (spec, teacherWeights) = try Self.teacher()
+        defer { try? FileManager.default.removeItem(atPath: spec.initFrom!) }
         let trainer = try Self.trainer(spec)
         let student = trainer.models[0], teacher = trainer.models[1]
         #expect(student.trains && !teacher.trains && teacher.optimizer == nil)
