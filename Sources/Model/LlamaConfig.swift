@@ -64,22 +64,20 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         func fail(_ field: String, _ message: String) -> ConfigError {
             ConfigError(file: file, field: field, message: message)
         }
-        for (field, value) in [
+        // The bounds are the model block's declared ranges (ModelBlock.swift): far above any real model.
+        let sizes = [
             ("dim", dim), ("n_layers", nLayers), ("n_heads", nHeads), ("n_kv_heads", nKVHeads),
-            ("vocab_size", vocabSize), ("ffn_hidden_size", ffnHiddenSize),
-            ("head_dim", headDim), ("max_seq_len", maxSeqLen),
-        ] where value <= 0 {
-            throw fail(field, "must be a positive integer, got \(value)")
+            ("vocab_size", vocabSize),
+            ("ffn_hidden_size", ffnHiddenSize), ("head_dim", headDim), ("max_seq_len", maxSeqLen),
+        ]
+        for (field, value) in sizes where value <= 0 { throw fail(field, "must be a positive integer, got \(value)") }
+        for (field, value) in sizes {
+            guard case let .int(_, high) = ModelBlock.settings[field].kind, value > high else { continue }
+            throw fail(field, "is \(value), above the largest this trainer accepts (\(high))")
         }
-        // Bounds far above any real model (70B: dim 8192, 80 layers, ffn 28672), so that a typo such as 1e15
-        // layers is refused here instead of trapping in an allocation; tokens are Int32, hence the vocabulary.
-        for (field, value, limit) in [
-            ("dim", dim, 1 << 20), ("n_layers", nLayers, 1 << 16), ("n_heads", nHeads, 1 << 16),
-            ("n_kv_heads", nKVHeads, 1 << 16), ("vocab_size", vocabSize, Int(Int32.max)),
-            ("ffn_hidden_size", ffnHiddenSize, 1 << 22), ("head_dim", headDim, 1 << 16),
-            ("max_seq_len", maxSeqLen, 1 << 24),
-        ] where value > limit {
-            throw fail(field, "is \(value), above the largest this trainer accepts (\(limit))")
+        for (field, value) in [("norm_eps", normEps), ("rope_theta", ropeTheta)]
+        where !ModelBlock.settings[field].kind.admits(value) {
+            throw fail(field, "must be \(ModelBlock.settings[field].kind.accepts), got \(value)")
         }
         guard let count = parameterCount, count <= 1 << 42 else {
             throw fail(
@@ -99,8 +97,6 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         if headDim % 2 != 0 {
             throw fail("head_dim", "rotary embeddings rotate pairs, so the head dimension must be even, got \(headDim)")
         }
-        if !(normEps > 0) { throw fail("norm_eps", "must be positive, got \(normEps)") }
-        if !(ropeTheta > 0) { throw fail("rope_theta", "must be positive, got \(ropeTheta)") }
         if Set(heads).count != heads.count {
             throw fail(
                 "heads",
@@ -111,57 +107,45 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
     // MARK: - Our config files
 
-    /// The keys a config file's "model" block may hold.
-    public static var fileKeys: [String] { CodingKeys.allCases.map(\.rawValue) }
-
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case dim, nLayers = "n_layers", nHeads = "n_heads", nKVHeads = "n_kv_heads", vocabSize = "vocab_size"
-        case ffnHiddenSize = "ffn_hidden_size", multipleOf = "multiple_of", ffnDimMultiplier = "ffn_dim_multiplier"
-        case headDim = "head_dim", normEps = "norm_eps", ropeTheta = "rope_theta", maxSeqLen = "max_seq_len"
-        case heads
-        /// Written before heads were a list: `true` is `heads: ["score"]`.
-        case rewardHead = "reward_head"
-    }
+    /// The keys a config file's "model" block may hold (ModelBlock's declarations).
+    public static var fileKeys: [String] { ModelBlock.settings.names }
 
     public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
+        var block = ModelBlock()
+        try ModelBlock.settings.decode(&block, from: decoder)
+        let container = try decoder.container(keyedBy: SettingKey.self)
+        func field(_ name: String) -> String {
+            (container.codingPath + [SettingKey(name)]).map(\.stringValue).joined(separator: ".")
+        }
+        // The two keys only the Meta rule reads are checked here; the stored ones are validate()'s.
+        let multiple = ModelBlock.settings["multiple_of"].kind,
+            multiplier = ModelBlock.settings["ffn_dim_multiplier"].kind
+        if !multiple.admits(block.multipleOf) {
+            throw ConfigError(
+                field: field("multiple_of"), message: "must be \(multiple.accepts), got \(block.multipleOf)")
+        }
+        if let m = block.ffnDimMultiplier, !multiplier.admits(m) {
+            throw ConfigError(field: field("ffn_dim_multiplier"), message: "must be \(multiplier.accepts), got \(m)")
+        }
         self.init(
-            dim: try c.decode(Int.self, forKey: .dim),
-            nLayers: try c.decode(Int.self, forKey: .nLayers),
-            nHeads: try c.decode(Int.self, forKey: .nHeads),
-            nKVHeads: try c.decodeIfPresent(Int.self, forKey: .nKVHeads),
-            vocabSize: try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 32000,
-            ffnHiddenSize: try c.decodeIfPresent(Int.self, forKey: .ffnHiddenSize),
-            multipleOf: try c.decodeIfPresent(Int.self, forKey: .multipleOf) ?? 256,
-            ffnDimMultiplier: try c.decodeIfPresent(Double.self, forKey: .ffnDimMultiplier),
-            headDim: try c.decodeIfPresent(Int.self, forKey: .headDim),
-            normEps: try c.decodeIfPresent(Double.self, forKey: .normEps) ?? 1e-5,
-            ropeTheta: try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10000,
-            maxSeqLen: try c.decodeIfPresent(Int.self, forKey: .maxSeqLen) ?? 4096)
-        let legacyReward = try c.decodeIfPresent(Bool.self, forKey: .rewardHead)
-        if let listed = try c.decodeIfPresent([OutputHead].self, forKey: .heads) {
-            guard legacyReward == nil else {
-                throw DecodingError.dataCorruptedError(
-                    forKey: .rewardHead, in: c, debugDescription: "give heads or reward_head, not both")
+            dim: block.dim, nLayers: block.nLayers, nHeads: block.nHeads, nKVHeads: block.nKVHeads,
+            vocabSize: block.vocabSize, ffnHiddenSize: block.ffnHiddenSize, multipleOf: block.multipleOf,
+            ffnDimMultiplier: block.ffnDimMultiplier, headDim: block.headDim, normEps: block.normEps,
+            ropeTheta: block.ropeTheta, maxSeqLen: block.maxSeqLen)
+        heads = block.heads
+        if let legacy = block.rewardHead {
+            guard !container.contains(SettingKey("heads")) else {
+                throw ConfigError(field: field("reward_head"), message: "give heads or reward_head, not both")
             }
-            heads = listed
-        } else if legacyReward == true {
-            heads = [.score]
+            if legacy { heads = [.score] }
         }
     }
 
     public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(dim, forKey: .dim)
-        try c.encode(nLayers, forKey: .nLayers)
-        try c.encode(nHeads, forKey: .nHeads)
-        try c.encode(nKVHeads, forKey: .nKVHeads)
-        try c.encode(vocabSize, forKey: .vocabSize)
-        try c.encode(ffnHiddenSize, forKey: .ffnHiddenSize)
-        try c.encode(headDim, forKey: .headDim)
-        try c.encode(normEps, forKey: .normEps)
-        try c.encode(ropeTheta, forKey: .ropeTheta)
-        try c.encode(maxSeqLen, forKey: .maxSeqLen)
-        if heads != [.lm] { try c.encode(heads, forKey: .heads) }
+        var block = ModelBlock()
+        (block.dim, block.nLayers, block.nHeads, block.nKVHeads) = (dim, nLayers, nHeads, nKVHeads)
+        (block.vocabSize, block.ffnHiddenSize, block.headDim) = (vocabSize, ffnHiddenSize, headDim)
+        (block.normEps, block.ropeTheta, block.maxSeqLen, block.heads) = (normEps, ropeTheta, maxSeqLen, heads)
+        try ModelBlock.settings.encode(block, to: encoder)
     }
 }

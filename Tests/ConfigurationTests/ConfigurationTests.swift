@@ -97,3 +97,33 @@ import Testing
         #expect(TrainSettings().adamw == AdamWSettings())
     }
 }
+
+@Suite struct ModelBlockTests {
+    func load(_ model: String) throws -> RunConfig {
+        let path = NSTemporaryDirectory() + "model-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try
+            #"{"model": {"dim": 64, "n_layers": 1, "n_heads": 4, "max_seq_len": 64\#(model)}, "train": {"seq_len": 64}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return try RunConfig.load(path: path)
+    }
+
+    /// The model block is declared key by key: the keys only Meta's rule reads are range-checked by name, a
+    /// derived default resolves, and the block writes back what it read.
+    @Test func modelKeysAreDeclared() throws {
+        #expect(try load("").model.ffnHiddenSize == 256 && (try load("").model.nKVHeads) == 4)
+        // Meta's rule by hand: 2/3 · 4 · 64 = 170, up to a multiple of 32: 192; times 1.3: 221, up: 224.
+        #expect(try load(#", "multiple_of": 32"#).model.ffnHiddenSize == 192)
+        #expect(try load(#", "multiple_of": 32, "ffn_dim_multiplier": 1.3"#).model.ffnHiddenSize == 224)
+        for (extra, field) in [
+            (#", "multiple_of": 0"#, "model.multiple_of"), (#", "ffn_dim_multiplier": -1"#, "model.ffn_dim_multiplier"),
+            (#", "dimm": 3"#, "model.dimm"),
+        ] {
+            #expect { try load(extra) } throws: { ($0 as? ConfigError)?.field == field }
+        }
+        let config = try load(#", "heads": ["lm_head", "value"]"#)
+        let back = try JSONDecoder().decode(RunConfig.self, from: JSONEncoder().encode(config))
+        #expect(back.model == config.model && back.model.heads == [.lm, .value])
+        #expect(LlamaConfig.fileKeys == ModelBlock.settings.names)
+    }
+}

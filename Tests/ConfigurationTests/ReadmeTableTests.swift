@@ -4,21 +4,25 @@
 //   UPDATE_README_TABLES=1 swift test --filter ReadmeTableTests     # rewrites the tables from the declarations
 import Configuration
 import Foundation
+import Model
 import Support
 import Testing
 
 @Suite(.serialized) struct ReadmeTableTests {
-    /// The README's `train` and `finetune` tables are the declarations' own text: every declared key appears,
+    /// The README's `model`, `train` and `finetune` tables are the declarations' own text: every declared key appears,
     /// and no undeclared one.
-    @Test(arguments: ["train", "finetune"]) func readmeTablesListExactlyTheDeclaredKeys(section: String) throws {
+    @Test(arguments: ["model", "train", "finetune"]) func readmeTablesListExactlyTheDeclaredKeys(section: String) throws
+    {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let url = root.appendingPathComponent("README.md")
         var readme = try String(contentsOf: url, encoding: .utf8)
         let (table, names) =
-            section == "train"
-            ? (TrainSettings.settings.markdownTable(), TrainSettings.settings.names)
-            : (FineTuneSettings.settings.markdownTable(), FineTuneSettings.settings.names)
+            switch section {
+            case "model": (ModelBlock.settings.markdownTable(), ModelBlock.settings.names)
+            case "train": (TrainSettings.settings.markdownTable(), TrainSettings.settings.names)
+            default: (FineTuneSettings.settings.markdownTable(), FineTuneSettings.settings.names)
+            }
         var lines = readme.components(separatedBy: "\n")
         if ProcessInfo.processInfo.environment["UPDATE_README_TABLES"] == "1",
             let start = lines.firstIndex(where: { $0.hasPrefix("| `\(section)` key |") })

@@ -114,8 +114,12 @@ import Testing
         #expect(try decode("").heads == [.lm])
         #expect(try decode(#", "heads": ["lm_head", "value"]"#).heads == [.lm, .value])
         #expect(try decode(#", "reward_head": true"#).heads == [.score])
-        #expect(throws: DecodingError.self) { try decode(#", "heads": ["lm_head"], "reward_head": true"#) }
-        #expect(throws: DecodingError.self) { try decode(#", "heads": ["policy"]"#) }
+        #expect { try decode(#", "heads": ["lm_head"], "reward_head": true"#) } throws: {
+            ($0 as? ConfigError)?.field == "reward_head" && "\($0)".contains("not both")
+        }
+        #expect { try decode(#", "heads": ["policy"]"#) } throws: {
+            ($0 as? ConfigError)?.field == "heads" && "\($0)".contains("'policy'") && "\($0)".contains("lm_head")
+        }
         #expect { try decode(#", "heads": ["value", "value"]"#).validate() } throws: {
             ($0 as? ConfigError)?.field == "heads"
         }
