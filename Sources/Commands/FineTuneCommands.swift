@@ -87,7 +87,8 @@ enum FineTuneCommands {
         )
         let objective = LanguageModelObjective(source: packer, settings: config.train, name: "supervised fine-tuning")
         let trainer = try Trainer(
-            config: config, configPath: path, world: world, options: options, stage: .sft, objective: objective)
+            config: config, configPath: path, world: world, options: options,
+            plan: StagePlan(.sft, objective: objective))
         try PretrainCommand.finish(trainer.run(), trainer: trainer, options: options)
     }
 
@@ -112,7 +113,8 @@ enum FineTuneCommands {
             pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,
             seqLen: config.train.seqLen, seed: config.train.seed, padToken: template.tokenizer.eosId)
         let trainer = try Trainer(
-            config: config, configPath: path, world: world, options: options, stage: .reward, objective: objective)
+            config: config, configPath: path, world: world, options: options,
+            plan: StagePlan(.reward, objective: objective))
         let outcome = try trainer.run()
         guard outcome.completed else { throw StoppedEarly() }
         let whole = finetune.evalData == nil ? nil : try trainer.wholeModel()

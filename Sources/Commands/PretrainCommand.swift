@@ -45,7 +45,8 @@ enum PretrainCommand {
         let options = try options(args)
         lm_set_blas_threads(Int32(options.threads))
         let world = try Communicator.world()
-        let trainer = try Trainer(config: config, configPath: path, world: world, options: options, stage: .pretrain)
+        let trainer = try Trainer(
+            config: config, configPath: path, world: world, options: options, plan: StagePlan(.pretrain))
         try finish(trainer.run(), trainer: trainer, options: options)
     }
 

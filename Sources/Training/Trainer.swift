@@ -60,6 +60,19 @@ public struct TrainingOutcome: Sendable {
     public let history: [StepMetrics]
 }
 
+/// What a stage is to the trainer, in one value: its name (checkpoints and the command), how a step runs (the
+/// objective: what a micro-step computes from which models), and which models it needs beyond the run's own
+/// (ModelSpec.primary(config), always first and trained), in the order they are checkpointed.
+public struct StagePlan {
+    public var stage: TrainingStage
+    public var objective: TrainingObjective?
+    public var extraModels: [ModelSpec]
+
+    public init(_ stage: TrainingStage, objective: TrainingObjective? = nil, extraModels: [ModelSpec] = []) {
+        (self.stage, self.objective, self.extraModels) = (stage, objective, extraModels)
+    }
+}
+
 public final class Trainer {
     public let config: RunConfig
     public let stage: TrainingStage
@@ -84,12 +97,22 @@ public final class Trainer {
     /// What the objective's micro-steps read.
     let modelSet: ModelSet
 
-    /// `extraModels`: the stage's models beyond the run's own (ModelSpec.primary(config)), in the order
-    /// they are checkpointed.
-    public init(
+    /// A stage of one model: `stage`'s name, `objective` (nil: next-token prediction on train.data, or
+    /// synthetic tokens), and any `extraModels` beyond the run's own (see StagePlan).
+    public convenience init(
         config: RunConfig, configPath: String? = nil, world: Communicator, options: TrainOptions = TrainOptions(),
         stage: TrainingStage = .pretrain, objective: TrainingObjective? = nil, extraModels: [ModelSpec] = []
     ) throws {
+        try self.init(
+            config: config, configPath: configPath, world: world, options: options,
+            plan: StagePlan(stage, objective: objective, extraModels: extraModels))
+    }
+
+    public init(
+        config: RunConfig, configPath: String? = nil, world: Communicator, options: TrainOptions = TrainOptions(),
+        plan: StagePlan
+    ) throws {
+        let (stage, objective, extraModels) = (plan.stage, plan.objective, plan.extraModels)
         self.config = config
         self.stage = stage
         self.world = world

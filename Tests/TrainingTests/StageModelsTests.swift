@@ -92,9 +92,11 @@ final class DistillationObjective: TrainingObjective {
         options.checkpointDirectory = checkpoints
         options.stopAfter = stopAfter
         let config = Self.config()
-        return try Trainer(
-            config: config, world: try Communicator.world(), options: options,
-            objective: DistillationObjective(settings: config.train, vocabSize: vocab), extraModels: [teacher])
+        // The stage as one value: how a step runs, and the frozen teacher beside the run's own model.
+        let plan = StagePlan(
+            .pretrain, objective: DistillationObjective(settings: config.train, vocabSize: vocab),
+            extraModels: [teacher])
+        return try Trainer(config: config, world: try Communicator.world(), options: options, plan: plan)
     }
 
     @Test func gradientsFlowOnlyIntoTheTrainedModel() throws {
