@@ -109,6 +109,8 @@ public final class CheckpointStore: @unchecked Sendable {
             layoutSHA256: CheckpointManifest.layoutHash(primary.model.layout), seed: config.train.seed,
             config: config, shards: [], savedAt: ISO8601DateFormatter().string(from: Date()))
         if models.count > 1 {
+            // Format 3 only where it is needed: a checkpoint of one model stays readable by earlier builds.
+            template.formatVersion = 3
             template.modelName = primary.name
             template.models = models.dropFirst().map {
                 .init(
@@ -342,7 +344,7 @@ public final class CheckpointStore: @unchecked Sendable {
                 "global_batch_tokens, seq_len and seed must stay the same for the data to continue where it stopped")
         }
         let saved = (m.models ?? []).map(\.name), wanted = models.dropFirst().map(\.name)
-        guard saved == wanted else {
+        guard saved == wanted, (m.modelName ?? "model") == models[0].name || m.models == nil else {
             throw refuse(
                 "it holds the models \([m.modelName ?? "model"] + saved) and this stage has \(models.map(\.name))")
         }

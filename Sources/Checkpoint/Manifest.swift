@@ -67,7 +67,8 @@ public struct CheckpointManifest: Codable, Sendable {
 
     /// 2 adds `stage` and `manifest_sha256`; 3 adds `models` (a stage of several models). Version 1
     /// manifests (pretraining, no self-checksum) still load.
-    public var formatVersion = CheckpointManifest.currentFormat
+    /// Written as 2 for a stage of one model (earlier builds read it), 3 with `models`.
+    public var formatVersion = 2
     public static let currentFormat = 3
     public var stage: TrainingStage
     public var step: Int
@@ -179,9 +180,11 @@ public struct CheckpointManifest: Codable, Sendable {
             throw bad("parameter_count \(parameterCount) is outside 1...2^42")
         }
         try Self.validate(shards: shards, prefix: "", sections: 3, count: parameterCount, worldSize: worldSize, bad)
+        guard models == nil || formatVersion >= 3 else { throw bad("format \(formatVersion) holds no other models") }
         for extra in models ?? [] {
-            guard Self.isModelName(extra.name), extra.name != (modelName ?? "model") else {
-                throw bad("model name '\(extra.name)' is not a name")
+            guard Self.isModelName(extra.name) else { throw bad("model name '\(extra.name)' is not a name") }
+            guard extra.name != (modelName ?? "model") else {
+                throw bad("model \(extra.name) has the primary model's name")
             }
             guard extra.parameterCount >= 1, extra.parameterCount <= 1 << 42,
                 extra.sections == 1 || extra.sections == 3,

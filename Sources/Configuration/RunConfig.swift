@@ -33,15 +33,13 @@ public struct RunConfig: Codable, Equatable, Sendable {
         guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ConfigError(file: path, field: "-", message: "not a JSON object")
         }
-        // The model block is LlamaConfig's (not declared as settings yet); train and finetune list their own.
-        for (section, keys) in [("", ["model", "train", "finetune"]), ("model", LlamaConfig.fileKeys)] {
-            let dict = section.isEmpty ? object : (object[section] as? [String: Any] ?? [:])
-            if let unknown = dict.keys.sorted().first(where: { !keys.contains($0) }) {
-                throw ConfigError(
-                    file: path, field: section.isEmpty ? unknown : "\(section).\(unknown)",
-                    message: "unknown key; known keys: \(keys.sorted().joined(separator: ", "))")
-            }
+        let blocks = ["model", "train", "finetune"]
+        if let unknown = object.keys.sorted().first(where: { !blocks.contains($0) }) {
+            throw ConfigError(
+                file: path, field: unknown, message: "unknown key; known keys: \(blocks.joined(separator: ", "))")
         }
+        // Each block refuses the keys it does not declare.
+        try ModelBlock.settings.checkKnown((object["model"] as? [String: Any] ?? [:]).keys, file: path)
         try TrainSettings.settings.checkKnown((object["train"] as? [String: Any] ?? [:]).keys, file: path)
         try FineTuneSettings.settings.checkKnown((object["finetune"] as? [String: Any] ?? [:]).keys, file: path)
         let config: RunConfig

@@ -73,7 +73,8 @@ static size_t carve_attention(attention_scratch *s, char *base, int T, int D, in
     s->vt = lm_bf16_take(&carve, 4 * s->kt_stride * (size_t)blocks);
     s->kn = lm_bf16_take(&carve, 4 * s->kn_stride * (size_t)blocks);
     s->vn = s->kn;  // the forward's V blocks have the backward's K-block shape; the two never run together
-    s->rows = lm_bf16_take(&carve, 2 * lm_bf16_row_count(tile > D ? tile : D, (D > tile ? D : tile), tile > D ? tile : D));
+    const int widest = tile > D ? tile : D;  // the longest row any pack of these operands converts
+    s->rows = lm_bf16_take(&carve, 2 * lm_bf16_row_count(widest, widest, widest));
     return carve.used;
 }
 
@@ -276,7 +277,9 @@ void lm_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
 // The bf16 kernels lay out their scratch, or report it too small (or bf16 tiles missing from this build).
 static int bf16_scratch(attention_scratch *ws, void *scratch, size_t bytes, int T, int D, int bq, int bk) {
 #if defined(__x86_64__)
-    return carve_attention(ws, (char *)scratch, T, D, bq, bk) <= bytes && scratch ? LM_OK : LM_ERROR_SCRATCH;
+    // The packed B operands are read with aligned loads: the scratch must start on 64 bytes.
+    if (!scratch || (uintptr_t)scratch % 64 != 0) return LM_ERROR_SCRATCH;
+    return carve_attention(ws, (char *)scratch, T, D, bq, bk) <= bytes ? LM_OK : LM_ERROR_SCRATCH;
 #else
     (void)ws; (void)scratch; (void)bytes; (void)T; (void)D; (void)bq; (void)bk;
     return LM_ERROR_UNSUPPORTED;

@@ -3,7 +3,7 @@
 // accumulates in fp32. Each call packs its operands into pair-interleaved bf16 (A by rows, B by columns in
 // blocks of 16; vector conversions where the pairs are contiguous, 32-bit stores where they are not), then
 // keeps 4 rows × 64 columns of fp32 accumulators in registers over all of k. The packed operands and the
-// conversion rows live in scratch the caller provides (lm_bf16_scratch carves it); nothing is allocated here.
+// conversion rows live in scratch the caller provides (lm_bf16_take carves it); nothing is allocated here.
 #include "lm_kernels.h"
 #include "tile_bf16.h"
 
@@ -15,6 +15,9 @@ void *lm_bf16_take(lm_bf16_carve *carve, size_t bytes) {
     carve->used = offset + bytes;
     return carve->base ? (void *)(carve->base + offset) : NULL;
 }
+
+size_t lm_bf16_packed_a_count(int m, int k) { return (size_t)m * (size_t)((k + 1) / 2); }
+size_t lm_bf16_packed_b_count(int k, int n) { return (size_t)((k + 1) / 2) * (size_t)((n + 15) / 16 * 16); }
 
 size_t lm_bf16_row_count(int m, int n, int k) {
     int longest = m > n ? m : n;
@@ -93,8 +96,6 @@ TARGET static void kernel(int m, int n, int kp, float alpha, const uint32_t *ap,
     }
 }
 
-size_t lm_bf16_packed_a_count(int m, int k) { return (size_t)m * (size_t)((k + 1) / 2); }
-size_t lm_bf16_packed_b_count(int k, int n) { return (size_t)((k + 1) / 2) * (size_t)((n + 15) / 16 * 16); }
 
 // A (m,k) as m rows of kp pairs; rows holds lm_bf16_row_count(m, 0, k) values.
 TARGET void lm_bf16_pack_a(uint32_t *ap, uint16_t *rows, int trans_a, int m, int k, const float *a, size_t lda) {
@@ -177,8 +178,6 @@ int lm_tile_gemm_bf16(int trans_a, int trans_b, int m, int n, int k, float alpha
 }
 #else
 // Without AVX-512 BF16 in the build the bf16 tiles are never chosen (PrecisionChoice); they report it.
-size_t lm_bf16_packed_a_count(int m, int k) { return (size_t)m * (size_t)((k + 1) / 2); }
-size_t lm_bf16_packed_b_count(int k, int n) { return (size_t)((k + 1) / 2) * (size_t)((n + 15) / 16 * 16); }
 void lm_bf16_pack_a(uint32_t *ap, uint16_t *rows, int trans_a, int m, int k, const float *a, size_t lda) {
     (void)ap; (void)rows; (void)trans_a; (void)m; (void)k; (void)a; (void)lda;
 }

@@ -106,12 +106,19 @@ public enum HuggingFace {
         return result
     }
 
+    /// transformers' class for the heads: the causal LM wherever lm_head is (the other heads beside it are
+    /// unused there, as TRL's value head is), the classifier for a reward model, else the bare trunk.
+    static func architecture(_ heads: [OutputHead]) -> String {
+        if heads.contains(.lm) { return "LlamaForCausalLM" }
+        return heads == [.score] ? "LlamaForSequenceClassification" : "LlamaModel"
+    }
+
     /// config.json's key for a head list that no single transformers architecture implies.
     public static let headsKey = "llama_train_heads"
 
     public static func configJSON(_ c: LlamaConfig) -> Data {
         var object: [String: Any] = [
-            "architectures": [c.heads == [.score] ? "LlamaForSequenceClassification" : "LlamaForCausalLM"],
+            "architectures": [Self.architecture(c.heads)],
             "model_type": "llama",
             "hidden_act": "silu",
             "hidden_size": c.dim, "intermediate_size": c.ffnHiddenSize, "num_hidden_layers": c.nLayers,

@@ -153,7 +153,10 @@ public final class LlamaModel {
     }
 
     /// The first head's outputs: a language model's logits (B·T, V), a reward model's scores.
-    public var logits: UnsafeBufferPointer<Float> { outputs(of: config.heads[0]) }
+    public var logits: UnsafeBufferPointer<Float> {
+        guard let first = config.heads.first else { preconditionFailure("the model has no heads, so no outputs") }
+        return outputs(of: first)
+    }
 
     /// Forward pass over tokens (B, T) row-major with next-token targets (B, T), ignoreIndex where no loss.
     public func forward(tokens: [Int32], targets: [Int32], batch B: Int, seqLen T: Int) throws -> ForwardResult {

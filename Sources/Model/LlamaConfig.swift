@@ -97,6 +97,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         if headDim % 2 != 0 {
             throw fail("head_dim", "rotary embeddings rotate pairs, so the head dimension must be even, got \(headDim)")
         }
+        if heads.isEmpty {
+            throw fail("heads", "is empty; a model needs at least one of \(OutputHead.allCases.map(\.rawValue))")
+        }
         if Set(heads).count != heads.count {
             throw fail(
                 "heads",

@@ -119,10 +119,21 @@ public final class Trainer {
         self.options = options
         let t = config.train
         try config.validate(file: configPath)
-        try config.checkFitsInMemory(ranks: world.size, file: configPath)
         let specs = [ModelSpec.primary(config)] + extraModels
         guard Set(specs.map(\.name)).count == specs.count else {
             throw TrainingError("the stage names a model twice: \(specs.map(\.name)); each model needs its own name")
+        }
+        // Names become shard file names and manifest entries: checked before anything is written.
+        if let bad = extraModels.first(where: { !CheckpointManifest.isModelName($0.name) }) {
+            throw TrainingError(
+                "model name '\(bad.name)' is not usable: lower-case letters, digits, '_' and '-', at most 64")
+        }
+        for spec in extraModels { try spec.config.validate(file: configPath) }
+        try Self.checkFitsInMemory(config: config, extraModels: extraModels, ranks: world.size, file: configPath)
+        if objective == nil || objective is LanguageModelObjective, !config.model.heads.contains(.lm) {
+            throw ConfigError(
+                file: configPath, field: "model.heads",
+                message: "is \(config.model.heads.map(\.rawValue)); next-token training needs lm_head among them")
         }
         let tokenizerBytes = try t.tokenizer.map { path in
             guard let bytes = FileManager.default.contents(atPath: path) else {
@@ -204,6 +215,44 @@ public final class Trainer {
             matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,
             isRoot: world.isRoot, log: options.log)
         try checkParametersAgree(startStep > 0 ? "after resuming" : "after initialisation")
+    }
+
+    /// Refuses a stage whose models do not fit this machine's memory together: the run's own model as the
+    /// config plans it, each other trained model the same way with its own sharding, each frozen one its
+    /// parameters (its part under sharding `full`) and a forward-only arena.
+    static func checkFitsInMemory(config: RunConfig, extraModels: [ModelSpec], ranks: Int, file: String?) throws {
+        guard !extraModels.isEmpty else { return try config.checkFitsInMemory(ranks: ranks, file: file) }
+        var parts: [(String, Int?)] = [("model", config.trainingBytesPerRank(ranks: ranks))]
+        for spec in extraModels {
+            var own = config
+            own.model = spec.config
+            (own.train.sharding, own.train.recompute) = (spec.sharding, spec.recompute)
+            if spec.trains {
+                parts.append((spec.name, own.trainingBytesPerRank(ranks: ranks)))
+            } else {
+                let count = spec.config.parameterCount.map { spec.sharding == .full ? ($0 + ranks - 1) / ranks : $0 }
+                let arena = ActivationArena.Plan(
+                    config: spec.config, batch: config.train.microBatch, seqLen: config.train.seqLen,
+                    purpose: .inference
+                ).byteCount
+                parts.append((spec.name, count.map { 4 * $0 + arena }))
+            }
+        }
+        let machine = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        func gib(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
+        let sizes = parts.map { $0.1 }
+        guard sizes.allSatisfy({ $0 != nil }), let need = CheckedSize.sum(sizes.map { $0! }) else {
+            throw ConfigError(
+                file: file, field: "-", message: "the stage's models need more memory per rank than can be counted")
+        }
+        guard need <= machine else {
+            let each = parts.map { "\($0.0) \(gib($0.1!))" }.joined(separator: ", ")
+            throw ConfigError(
+                file: file, field: "-",
+                message:
+                    "the stage's models need \(gib(need)) per rank (\(each)) but this machine has \(gib(machine)); shard or recompute them, or use smaller ones"
+            )
+        }
     }
 
     /// The run's other inputs that every rank must share: the trainer's flags, the tokenizer's and the data's hashes.

@@ -27,7 +27,10 @@ extension Trainer {
         let scale = Float(globalCount > 0 ? 1 / globalCount : 0)
 
         for m in models { m.beginStep() }
-        let primaryBuckets = models[0].buckets
+        // The primary's allreduce overlaps its last backward on a thread of its own; another model's gathers
+        // or reduce-scatters on `world` during that micro-step would then be a second thread in MPI on one
+        // communicator, so with such a model the primary reduces after the micro-steps like the others.
+        let primaryBuckets = models.dropFirst().allSatisfy { $0.units == nil } ? models[0].buckets : nil
         var lossSum = 0.0
         for m in 0..<accumulation {
             if m == accumulation - 1, let buckets = primaryBuckets {

@@ -31,6 +31,7 @@ import Testing
             layoutSHA256: "x", seed: 1, config: config, shards: shards("", count: 100, sections: 3, worldSize: 2),
             savedAt: "now")
         if let extra {
+            m.formatVersion = 3
             m.modelName = "policy"
             m.models = extra
         }
@@ -95,6 +96,23 @@ import Testing
             CheckpointManifest.isModelName("reward_model-2") && !CheckpointManifest.isModelName("Reward")
                 && !CheckpointManifest.isModelName(""))
     }
+
+    /// A checkpoint of one model keeps format 2, which earlier builds read; only several models need 3.
+    @Test func oneModelKeepsFormatTwo() throws {
+        let world = try Communicator.world()
+        let dir = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try LlamaModel(config: ManifestTests.config.model)
+        model.initialize(seed: 2)
+        let optimizer = AdamW(layout: model.layout, range: 0..<model.layout.count, settings: AdamWSettings())
+        let store = try CheckpointStore(
+            directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
+        try store.save(
+            step: 1, tokensSeen: 1, models: [CheckpointedModel(name: "model", model: model, optimizer: optimizer)],
+            config: ManifestTests.config)
+        let manifest = try readManifest(dir + "/" + CheckpointManifest.directoryName(step: 1))
+        #expect(manifest.formatVersion == 2 && manifest.models == nil && manifest.modelName == nil)
+    }
 }
 
 @Suite struct CheckpointStoreTests {
@@ -126,7 +144,7 @@ import Testing
         try store.save(step: 3, tokensSeen: 3, models: saved, config: config)
         let loaded = try models(seed: 9)
         let manifest = try #require(try store.resume(.auto, models: loaded, config: config))
-        #expect(manifest.step == 3 && manifest.models?.first?.sections == 1)
+        #expect(manifest.step == 3 && manifest.models?.first?.sections == 1 && manifest.formatVersion == 3)
         for (a, b) in zip(saved, loaded) {
             #expect(maxDifference(a.model.parameters.array, b.model.parameters.array) == 0, "\(a.name) parameters")
         }
@@ -139,5 +157,22 @@ import Testing
         #expect { try store.resume(.auto, models: renamed, config: config) } throws: {
             "\($0)".contains("reward") && "\($0)".contains("reference")
         }
+    }
+
+    /// A checkpoint of one model keeps format 2, which earlier builds read; only several models need 3.
+    @Test func oneModelKeepsFormatTwo() throws {
+        let world = try Communicator.world()
+        let dir = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try LlamaModel(config: ManifestTests.config.model)
+        model.initialize(seed: 2)
+        let optimizer = AdamW(layout: model.layout, range: 0..<model.layout.count, settings: AdamWSettings())
+        let store = try CheckpointStore(
+            directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
+        try store.save(
+            step: 1, tokensSeen: 1, models: [CheckpointedModel(name: "model", model: model, optimizer: optimizer)],
+            config: ManifestTests.config)
+        let manifest = try readManifest(dir + "/" + CheckpointManifest.directoryName(step: 1))
+        #expect(manifest.formatVersion == 2 && manifest.models == nil && manifest.modelName == nil)
     }
 }

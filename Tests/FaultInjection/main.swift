@@ -5,8 +5,9 @@ import Commands
 import Foundation
 import Support
 
+LlamaTrain.ensurePassiveOpenMP()  // as llama-train starts; the faults below are read after the re-exec
 var arguments = Array(CommandLine.arguments.dropFirst())
-while let flag = arguments.first, flag.hasPrefix("--nan-at-step") || flag.hasPrefix("--die-in-checkpoint") {
+while let flag = arguments.first, flag == "--nan-at-step" || flag == "--die-in-checkpoint" {
     guard arguments.count >= 2, let value = Int(arguments[1]) else {
         FileHandle.standardError.write(Data("FaultInjection: \(flag) needs an integer\n".utf8))
         exit(2)
@@ -18,6 +19,4 @@ while let flag = arguments.first, flag.hasPrefix("--nan-at-step") || flag.hasPre
     }
     arguments.removeFirst(2)
 }
-// Same start as llama-train: libgomp must find OMP_WAIT_POLICY when it loads.
-if ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] == nil { setenv("OMP_WAIT_POLICY", "PASSIVE", 1) }
 LlamaTrain.main(arguments)

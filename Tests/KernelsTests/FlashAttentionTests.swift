@@ -225,4 +225,37 @@ struct BF16AttentionTests {
         }
         #expect(relativeDifference(out, naive) > 0, "bf16 should round something")
     }
+
+    /// Units split over several calls (threads) give bitwise the same bf16 result as one call: a range that
+    /// starts mid-head repacks its K/V blocks instead of reusing another call's.
+    @Test func unitRangesGiveTheSameResult() {
+        let data = AttentionData(.init(B: 2, T: 90, H: 8, G: 2, D: 64, bq: 32, bk: 32), seed: 11)
+        let one = data.flashForward(splits: 1, bf16: true), five = data.flashForward(splits: 5, bf16: true)
+        #expect(one.0 == five.0 && one.1 == five.1)
+        let backOne = data.flashBackward(splits: 1, bf16: true), backThree = data.flashBackward(splits: 3, bf16: true)
+        #expect(backOne.dq == backThree.dq && backOne.dk == backThree.dk && backOne.dv == backThree.dv)
+    }
+
+    /// Scratch a byte short, or not 64-byte aligned, is refused with LM_ERROR_SCRATCH and nothing written.
+    @Test func shortOrMisalignedScratchIsRefused() {
+        let c = AttentionCase(B: 1, T: 40, H: 2, G: 1, D: 32, bq: 16, bk: 16)
+        let data = AttentionData(c, seed: 3)
+        let bytes = lm_flash_attention_bf16_scratch_bytes(Int32(c.T), Int32(c.D), Int32(c.bq), Int32(c.bk))
+        let scratch = AlignedScratch(), base = scratch.reserve(bytes + 64)
+        var out = [Float](repeating: .nan, count: data.q.count), lse = [Float](repeating: .nan, count: c.B * c.H * c.T)
+        let units = lm_flash_attention_forward_units(Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.bq))
+        for (pointer, size) in [(base, bytes - 1), (base + 8, bytes)] {
+            let status = lm_flash_attention_forward_bf16(
+                &out, &lse, data.q, data.k, data.v, Int32(c.B), Int32(c.T), Int32(c.H), Int32(c.G), Int32(c.D),
+                Int32(c.bq), Int32(c.bk), 0, units, pointer, size)
+            #expect(status == Int32(LM_ERROR_SCRATCH))
+        }
+        #expect(out.allSatisfy { $0.isNaN }, "a refused call writes nothing")
+        let scratchGemm = lm_tile_gemm_bf16_scratch_bytes(8, 8, 8)
+        var c8 = [Float](repeating: 0, count: 64)
+        #expect(
+            lm_tile_gemm_bf16(0, 0, 8, 8, 8, 1, data.q, 8, data.k, 8, 0, &c8, 8, base, scratchGemm - 1)
+                == Int32(LM_ERROR_SCRATCH))
+        withExtendedLifetime(scratch) {}
+    }
 }

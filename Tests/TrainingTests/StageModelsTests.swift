@@ -146,4 +146,26 @@ final class DistillationObjective: TrainingObjective {
             "student moments")
         #expect(resumed.optimizer.step == straight.optimizer.step)
     }
+
+    /// A stage is refused before anything is written when a model's name cannot be a file name, when
+    /// next-token training has no lm_head, or when its models together do not fit this machine.
+    @Test func badStagesAreRefusedUpFront() throws {
+        let (spec, _) = try Self.teacher()
+        defer { try? FileManager.default.removeItem(atPath: spec.initFrom!) }
+        var options = TrainOptions()
+        options.log = { _ in }
+        let world = try Communicator.world()
+        var named = spec
+        named.name = "../Teacher"
+        #expect { try Self.trainer(named) } throws: { "\($0)".contains("../Teacher") }
+        var scorer = Self.config()
+        scorer.model.heads = [.score]
+        #expect { try Trainer(config: scorer, world: world, options: options) } throws: {
+            ($0 as? ConfigError)?.field == "model.heads" && "\($0)".contains("lm_head")
+        }
+        let huge = LlamaConfig(dim: 8192, nLayers: 80, nHeads: 64, nKVHeads: 8, ffnHiddenSize: 28672, maxSeqLen: 8)
+        #expect { try Self.trainer(ModelSpec.frozen("giant", config: huge, initFrom: nil)) } throws: {
+            "\($0)".contains("giant") && "\($0)".contains("this machine has")
+        }
+    }
 }
