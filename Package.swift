@@ -92,7 +92,9 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Support"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Model", "TestSupport"]),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "Support", "TestSupport"]),
+        .testTarget(
+            name: "ModelTests", dependencies: ["Model", "Optim", "Kernels", "Support", "TestSupport"],
+            exclude: ["Fixtures"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
@@ -115,6 +117,7 @@ let package = Package(
         // own first arguments: the test-only seam, so production code reads no test variables.
         .executableTarget(name: "FaultInjection", dependencies: ["Commands", "Support"], path: "Tests/FaultInjection"),
         // Runs the built llama-train (and mpirun); depends on the executables so `swift test` builds them first.
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "FaultInjection", "TestSupport"]),
+        .testTarget(
+            name: "LauncherTests", dependencies: ["Launcher", "FaultInjection", "TestSupport"], exclude: ["Fixtures"]),
     ]
 )

@@ -36,6 +36,22 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
 }
 
 @Suite(.serialized) struct CheckpointTests {
+    /// A checkpoint written by the build before checkpoints could hold several models (format 2, committed in
+    /// Fixtures/format2-checkpoint with that build's own final model after resuming it) resumes here and
+    /// finishes bitwise where that build finished.
+    @Test func formatTwoCheckpointOfTheEarlierBuildResumes() throws {
+        let fixture = packageRoot + "/Tests/LauncherTests/Fixtures/format2-checkpoint"
+        let dir = try scratch()
+        try FileManager.default.createDirectory(atPath: dir + "/ck", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fixture + "/step-00000002", toPath: dir + "/ck/step-00000002")
+        let resumed = try pretrain(
+            [], fixture + "/config.json", ["--checkpoint-dir", dir + "/ck", "--out", dir + "/out"])
+        #expect(resumed.stdout.contains("resumed from \(dir)/ck/step-00000002 (step 2"), "\(resumed.stdout)")
+        let ours = try parameters(dir + "/out/model.safetensors"),
+            theirs = try parameters(fixture + "/final.safetensors")
+        #expect(!ours.isEmpty && maxDifference(ours, theirs) == 0, "max |Δ| \(maxDifference(ours, theirs))")
+    }
+
     @Test(arguments: [1, 2])
     func resumeIsBitwiseIdentical(ranks: Int) throws {
         let dir = try scratch()
