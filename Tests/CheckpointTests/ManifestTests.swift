@@ -96,23 +96,6 @@ import Testing
             CheckpointManifest.isModelName("reward_model-2") && !CheckpointManifest.isModelName("Reward")
                 && !CheckpointManifest.isModelName(""))
     }
-
-    /// A checkpoint of one model keeps format 2, which earlier builds read; only several models need 3.
-    @Test func oneModelKeepsFormatTwo() throws {
-        let world = try Communicator.world()
-        let dir = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let model = try LlamaModel(config: ManifestTests.config.model)
-        model.initialize(seed: 2)
-        let optimizer = AdamW(layout: model.layout, range: 0..<model.layout.count, settings: AdamWSettings())
-        let store = try CheckpointStore(
-            directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
-        try store.save(
-            step: 1, tokensSeen: 1, models: [CheckpointedModel(name: "model", model: model, optimizer: optimizer)],
-            config: ManifestTests.config)
-        let manifest = try readManifest(dir + "/" + CheckpointManifest.directoryName(step: 1))
-        #expect(manifest.formatVersion == 2 && manifest.models == nil && manifest.modelName == nil)
-    }
 }
 
 @Suite struct CheckpointStoreTests {
