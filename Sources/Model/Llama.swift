@@ -126,7 +126,7 @@ public final class LlamaModel {
         return parameters.pointer - parameterRange.lowerBound
     }
 
-    private func backwardBases(_ u: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+    func backwardBases(_ u: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
         if let provider = unitWeights {
             let (p, g) = provider.beginBackward(unit: u)
             return (p - layout.units[u].lowerBound, g - layout.units[u].lowerBound)
@@ -188,7 +188,7 @@ public final class LlamaModel {
     }
 
     /// The shapes every kernel call takes, as C ints (each bounded by LlamaConfig.validate and the plan).
-    private struct Dims {
+    struct Dims {
         let B, T, N, C, F, Q, KV, H, G, D, V: Int32
         /// Element counts, in Int: N·C and friends can pass 2^31 long before any single dimension does.
         let nc, nf, nq, nkv: Int
@@ -231,13 +231,13 @@ public final class LlamaModel {
     }
 
     /// Head i's outputs (N, rows) in the arena.
-    private func headOutputs(_ i: Int, _ a: ActivationArena) -> UnsafeMutablePointer<Float> {
+    func headOutputs(_ i: Int, _ a: ActivationArena) -> UnsafeMutablePointer<Float> {
         a.ptr(a.logits) + a.batch * a.seqLen * headRowOffsets[i]
     }
 
     /// Block l from residual[l] to residual[l + 1], keeping its activations in block(l). The backward's
     /// recomputation calls exactly this, so recomputed activations equal the first ones bit for bit.
-    private func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims, _ base: UnsafeMutablePointer<Float>) throws {
+    func forwardBlock(_ l: Int, _ a: ActivationArena, _ d: Dims, _ base: UnsafeMutablePointer<Float>) throws {
         let s = a.block(l), x = a.ptr(a.residual[l]), out = a.ptr(a.residual[l + 1])
         let eps = Float(config.normEps), cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
         func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { base + layout.layer(l, t).offset }
@@ -289,7 +289,7 @@ public final class LlamaModel {
             out, x, w, m: Int(n), n: Int(oc), k: Int(c), transA: false, transB: true, accumulate: accumulate != 0)
     }
 
-    private func matmulBackward(
+    func matmulBackward(
         _ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
         _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int32, _ c: Int32, _ oc: Int32
     ) throws {
@@ -315,7 +315,7 @@ public final class LlamaModel {
     }
 
     /// The bf16 attention kernels' scratch: one 64-byte aligned slice per thread, and the slice's bytes.
-    private func attentionWorkspace(_ d: Dims) -> (UnsafeMutableRawPointer, Int) {
+    func attentionWorkspace(_ d: Dims) -> (UnsafeMutableRawPointer, Int) {
         let bytes = lm_flash_attention_bf16_scratch_bytes(
             d.T, d.D, Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
         let stride = (bytes + 63) / 64 * 64
@@ -353,7 +353,7 @@ public final class LlamaModel {
     /// number of threads; the third argument is the worker's index (its slice of any per-thread scratch). The
     /// fp32 attention tiles are single-threaded sgemm calls, so OpenBLAS is held at one thread while units run
     /// on ours.
-    private func inParallel(units: Int, _ body: (Int, Int, Int) -> Void) {
+    func inParallel(units: Int, _ body: (Int, Int, Int) -> Void) {
         _ = inParallel(checking: units) { first, end, worker -> Int32 in
             body(first, end, worker)
             return Int32(LM_OK)
@@ -361,7 +361,7 @@ public final class LlamaModel {
     }
 
     /// The same for kernels that return a status: the first worker's failure, or LM_OK.
-    private func inParallel(checking units: Int, _ body: (Int, Int, Int) -> Int32) -> Int32 {
+    func inParallel(checking units: Int, _ body: (Int, Int, Int) -> Int32) -> Int32 {
         let threads = min(max(1, self.threads), units)
         guard threads > 1 else { return body(0, units, 0) }
         let blasThreads = lm_blas_threads()
@@ -377,139 +377,6 @@ public final class LlamaModel {
             }
         }
         return statuses.first { $0 != Int32(LM_OK) } ?? Int32(LM_OK)
-    }
-
-    /// What the backward starts from at one head: next-token cross-entropy of the lm_head's logits over the
-    /// last forward's counted targets, scaled; or gradients the caller writes over the head's outputs (`fill`
-    /// gets the buffer holding them and must overwrite every value: a ranking loss, a value loss, PPO's).
-    public enum HeadGradient {
-        case crossEntropy(scale: Float)
-        case given((UnsafeMutableBufferPointer<Float>) -> Void)
-    }
-
-    /// Adds into `gradients` the gradient of Σ lossScale · loss over the last forward's counted targets
-    /// (lossScale = 1 / global target count gives the mean). Overwrites the logits.
-    /// `gradientsReady(w)` is called as backward goes: every gradient at flat offset ≥ w is then final, so a
-    /// data-parallel caller can start reducing it while the rest of backward runs.
-    public func backward(lossScale: Float, gradientsReady: ((Int) -> Void)? = nil) throws {
-        try backward(heads: [.lm: .crossEntropy(scale: lossScale)], gradientsReady: gradientsReady)
-    }
-
-    /// Adds into `gradients` the gradient of a loss on the heads' outputs: each head in `heads` starts the
-    /// backward as its HeadGradient says; a head not named contributes nothing (its weights' gradient and its
-    /// share of the trunk's are zero).
-    public func backward(heads: [OutputHead: HeadGradient], gradientsReady: ((Int) -> Void)? = nil) throws {
-        guard let a = activations, purpose.trains else {
-            preconditionFailure("backward needs a training model and a forward")
-        }
-        let n = a.batch * a.seqLen
-        for (kind, gradient) in heads {
-            guard let i = config.heads.firstIndex(of: kind) else {
-                preconditionFailure("the model has no \(kind.rawValue) head")
-            }
-            let outputs = headOutputs(i, a)
-            switch gradient {
-            case let .crossEntropy(scale):
-                precondition(kind == .lm, "cross-entropy applies to the lm_head's logits, not \(kind.rawValue)")
-                let (targets, V) = (a.targets, Int32(config.vocabSize))
-                inParallel(units: n) { first, end, _ in
-                    let rows = outputs + first * Int(V)
-                    lm_cross_entropy_backward(rows, rows, targets + first, scale, Int32(end - first), V)
-                }
-            case let .given(fill):
-                fill(UnsafeMutableBufferPointer(start: outputs, count: n * kind.rows(config)))
-            }
-        }
-        try backwardFromHeadGradients(Set(heads.keys), gradientsReady: gradientsReady)
-    }
-
-    private func backwardFromHeadGradients(_ started: Set<OutputHead>, gradientsReady: ((Int) -> Void)?) throws {
-        let a = activations!
-        let c = config, d = Dims(c, a)
-        let (N, C, F, Q, KV) = (d.N, d.C, d.F, d.Q, d.KV)
-        let cosT = a.ptr(a.ropeCos), sinT = a.ptr(a.ropeSin)
-        let dres = a.ptr(a.dres), dnorm = a.ptr(a.dnorm)
-        func zero(_ offset: Int, _ count: Int) { a.ptr(offset).update(repeating: 0, count: count) }
-
-        let (ph, gh) = backwardBases(c.nLayers + 1)
-        zero(a.dnorm, d.nc)
-        for (i, h) in layout.heads.enumerated() where started.contains(h.kind) {
-            try matmulBackward(
-                dnorm, gh + h.tensor.offset, headOutputs(i, a), a.ptr(a.normF), ph + h.tensor.offset, N, C,
-                Int32(h.kind.rows(c)))
-        }
-        zero(a.dres, d.nc)
-        lm_rmsnorm_backward(
-            dres, gh + layout.finalNorm.offset, dnorm, a.ptr(a.residual[c.nLayers]), ph + layout.finalNorm.offset,
-            a.ptr(a.rstdF), N, C)
-        unitWeights?.backwardFinished(unit: c.nLayers + 1)
-        gradientsReady?(layout.finalNorm.offset)
-        // dres is the gradient of the residual stream: each block's output passes it straight to its input.
-        for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
-            // Recompute: the shared block buffers hold the last layer's forward already; any other layer
-            // runs its forward again from its kept input.
-            let unit = ParameterLayout.unit(ofLayer: l)
-            let (pb, gb) = backwardBases(unit)
-            if purpose == .training(.layer) && l != c.nLayers - 1 { try forwardBlock(l, a, d, pb) }
-            let s = a.block(l), x = a.ptr(a.residual[l])
-            func w(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { pb + layout.layer(l, t).offset }
-            func dw(_ t: LayerTensor) -> UnsafeMutablePointer<Float> { gb + layout.layer(l, t).offset }
-            // out = h + down(act)
-            zero(a.dact, d.nf)
-            try matmulBackward(a.ptr(a.dact), dw(.down), dres, a.ptr(s.act), w(.down), N, F, C)
-            // act = silu(gate) · up
-            zero(a.dgate, d.nf)
-            zero(a.dup, d.nf)
-            let (dgate, dup, dact, gate, up) = (a.ptr(a.dgate), a.ptr(a.dup), a.ptr(a.dact), a.ptr(s.gate), a.ptr(s.up))
-            inParallel(units: Int(d.N)) { first, end, _ in
-                let (offset, count) = (first * Int(d.F), (end - first) * Int(d.F))
-                lm_swiglu_backward(dgate + offset, dup + offset, dact + offset, gate + offset, up + offset, count)
-            }
-            // gate = W_gate · n, up = W_up · n, n = rmsnorm(h)
-            zero(a.dnorm, d.nc)
-            try matmulBackward(dnorm, dw(.gate), a.ptr(a.dgate), a.ptr(s.norm2), w(.gate), N, C, F)
-            try matmulBackward(dnorm, dw(.up), a.ptr(a.dup), a.ptr(s.norm2), w(.up), N, C, F)
-            lm_rmsnorm_backward(dres, dw(.ffnNorm), dnorm, a.ptr(s.mid), w(.ffnNorm), a.ptr(s.rstd2), N, C)
-            // h = x + o(attnOut)
-            zero(a.dattnOut, d.nq)
-            try matmulBackward(a.ptr(a.dattnOut), dw(.o), dres, a.ptr(s.attnOut), w(.o), N, Q, C)
-            // attnOut = attention(q, k, v), q and k rotated
-            zero(a.dq, d.nq)
-            zero(a.dk, d.nkv)
-            zero(a.dv, d.nkv)
-            let (bq, bk) = (Int32(Self.attentionTiles.query), Int32(Self.attentionTiles.key))
-            let (dq, dk, dv, dout) = (a.ptr(a.dq), a.ptr(a.dk), a.ptr(a.dv), a.ptr(a.dattnOut))
-            let (out, lse, q, k, v) = (a.ptr(s.attnOut), a.ptr(s.lse), a.ptr(s.q), a.ptr(s.k), a.ptr(s.v))
-            let units = lm_flash_attention_backward_units(d.B, d.G)
-            if precision == .bf16 {
-                let (scratch, stride) = attentionWorkspace(d)
-                try KernelError.check(
-                    inParallel(checking: units) { first, end, worker in
-                        lm_flash_attention_backward_bf16(
-                            dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end,
-                            scratch + worker * stride, stride)
-                    }, "lm_flash_attention_backward_bf16", "(T \(d.T), head_dim \(d.D))")
-            } else {
-                inParallel(units: units) { first, end, _ in
-                    lm_flash_attention_backward(
-                        dq, dk, dv, dout, out, lse, q, k, v, d.B, d.T, d.H, d.G, d.D, bq, bk, first, end)
-                }
-            }
-            lm_rope_backward(a.ptr(a.dq), cosT, sinT, d.B, d.T, d.H, d.D)
-            lm_rope_backward(a.ptr(a.dk), cosT, sinT, d.B, d.T, d.G, d.D)
-            // q, k, v = W · n, n = rmsnorm(x)
-            zero(a.dnorm, d.nc)
-            try matmulBackward(dnorm, dw(.q), a.ptr(a.dq), a.ptr(s.norm1), w(.q), N, C, Q)
-            try matmulBackward(dnorm, dw(.k), a.ptr(a.dk), a.ptr(s.norm1), w(.k), N, C, KV)
-            try matmulBackward(dnorm, dw(.v), a.ptr(a.dv), a.ptr(s.norm1), w(.v), N, C, KV)
-            lm_rmsnorm_backward(dres, dw(.attentionNorm), dnorm, x, w(.attentionNorm), a.ptr(s.rstd1), N, C)
-            unitWeights?.backwardFinished(unit: unit)
-            gradientsReady?(layout.layer(l, .q).offset)
-        }
-        let (_, ge) = backwardBases(0)
-        lm_embedding_backward(ge + layout.embedding.offset, dres, a.tokens, N, C)
-        unitWeights?.backwardFinished(unit: 0)
-        gradientsReady?(0)
     }
 
     // MARK: - Accounting
