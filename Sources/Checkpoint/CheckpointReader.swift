@@ -35,6 +35,7 @@ public enum CheckpointReader {
                     from: raw.bindMemory(to: Float.self).baseAddress!, count: count)
             }
         }
+        try model.layout.checkFinite(model.parameters, source: checkpoint)
         return (manifest, model)
     }
 }

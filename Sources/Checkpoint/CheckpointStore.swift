@@ -54,6 +54,8 @@ public final class CheckpointStore: @unchecked Sendable {
     private var pendingFinished = true
     private var pendingError: Error?
     private let log: (String) -> Void
+    /// Rank 0's hold on the directory for this job's life (DirectoryLock.swift).
+    private var lock: DirectoryLock?
 
     public init(
         directory: String, stage: TrainingStage, keep: Int, background: Bool, world: Communicator,
@@ -74,6 +76,16 @@ public final class CheckpointStore: @unchecked Sendable {
             throw FileError(
                 path: directory,
                 message: "the checkpoint directory is not writable on rank \(world.rank): \(error.message)")
+        }
+        // One job per directory: rank 0 takes the lock and every rank learns whether it could.
+        var refusal: Error?
+        if world.isRoot {
+            do { lock = try DirectoryLock(directory: directory, log: log) } catch { refusal = error }
+        }
+        if try world.allreduceMax(refusal == nil ? 0 : 1) > 0 {
+            throw refusal
+                ?? CheckpointError.incompatible(
+                    file: directory, reason: "rank 0 could not take the directory's lock (its message says why)")
         }
     }
 
@@ -156,6 +168,9 @@ public final class CheckpointStore: @unchecked Sendable {
         thread.start()
         return stall
     }
+
+    /// Gives the directory's lock back (the end of the run); saving after this is a programmer error.
+    public func releaseDirectory() { lock = nil }
 
     /// Waits for a background save to commit; rethrows its error.
     public func waitForPending() throws {

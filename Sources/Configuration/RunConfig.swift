@@ -33,6 +33,12 @@ public struct RunConfig: Codable, Equatable, Sendable {
         guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ConfigError(file: path, field: "-", message: "not a JSON object")
         }
+        // The parsers keep one of two equal keys silently; a config that says "lr" twice means one of them.
+        if let twice = JSONDuplicateKeys.first(in: [UInt8](data)) {
+            throw ConfigError(
+                file: path, field: twice.path,
+                message: "is given twice (lines \(twice.firstLine) and \(twice.secondLine)); keep the one you mean")
+        }
         let blocks = ["model", "train", "finetune"]
         if let unknown = object.keys.sorted().first(where: { !blocks.contains($0) }) {
             throw ConfigError(

@@ -179,6 +179,7 @@ public enum HuggingFace {
             if opened[path] == nil { opened[path] = try SafeTensorsFile(path: path) }
             try opened[path]!.readFloats(spec.name, expectedShape: spec.shape, into: parameters.pointer + spec.offset)
         }
+        try layout.checkFinite(parameters, source: directory)
     }
 
     /// Writes config.json and model.safetensors (float32), each atomically.

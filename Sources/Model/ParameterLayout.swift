@@ -128,6 +128,17 @@ public struct ParameterLayout: Sendable {
 
     public func spec(named name: String) -> TensorSpec? { indexByName[name].map { tensors[$0] } }
 
+    /// Refuses weights holding a NaN or an infinity, naming the first such tensor and where it came from: a
+    /// damaged starting model must fail here, not as a NaN loss at step 1 or as ranks that "disagree".
+    public func checkFinite(_ parameters: FloatBuffer, source: String) throws {
+        for spec in tensors {
+            let values = UnsafeBufferPointer(start: parameters.pointer + spec.offset, count: spec.count)
+            if let i = values.firstIndex(where: { !$0.isFinite }) {
+                throw SafeTensorsError.nonFinite(name: spec.name, file: source, value: values[i], index: i)
+            }
+        }
+    }
+
     /// The tensor of head `kind`, nil when the model does not carry it.
     public func head(_ kind: OutputHead) -> TensorSpec? { heads.first { $0.kind == kind }?.tensor }
 

@@ -14,6 +14,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case missingTensor(name: String, file: String)
     case shapeMismatch(name: String, file: String, expected: [Int], actual: [Int])
     case unsupportedDType(name: String, file: String, dtype: String)
+    case nonFinite(name: String, file: String, value: Float, index: Int)
 
     public var description: String {
         switch self {
@@ -25,6 +26,8 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
             "\(file): tensor '\(name)' has shape \(actual), expected \(expected); does the config match the weights?"
         case let .unsupportedDType(name, file, dtype):
             "\(file): tensor '\(name)' has dtype \(dtype); supported: F32, BF16, F16 (and I32, I64 for ids)"
+        case let .nonFinite(name, file, value, index):
+            "\(file): tensor '\(name)' holds \(value) at index \(index); the weights are damaged, so nothing was built from them"
         }
     }
 }

@@ -17,6 +17,28 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, log: (
     } else {
         throw TrainingError("\(path): neither a checkpoint (manifest.json) nor a Hugging Face directory (config.json)")
     }
+    // Fields that change what the weights compute without changing a shape: a model trained with another
+    // rotary base, epsilon or a shorter context would load and train without a word.
+    let (s, m) = (source.config, model.config)
+    var mismatches: [String] = []
+    if s.ropeTheta != m.ropeTheta { mismatches.append("rope_theta \(s.ropeTheta) there, \(m.ropeTheta) here") }
+    if s.normEps != m.normEps { mismatches.append("norm_eps \(s.normEps) there, \(m.normEps) here") }
+    if s.maxSeqLen < m.maxSeqLen {
+        mismatches.append("max_seq_len \(s.maxSeqLen) there (max_position_embeddings), \(m.maxSeqLen) here")
+    }
+    for (field, theirs, ours) in [
+        ("dim", s.dim, m.dim), ("n_layers", s.nLayers, m.nLayers), ("n_heads", s.nHeads, m.nHeads),
+        ("n_kv_heads", s.nKVHeads, m.nKVHeads), ("head_dim", s.headDim, m.headDim),
+        ("vocab_size", s.vocabSize, m.vocabSize),
+        ("ffn_hidden_size", s.ffnHiddenSize, m.ffnHiddenSize),
+    ] where theirs != ours {
+        mismatches.append("\(field) \(theirs) there, \(ours) here")
+    }
+    guard mismatches.isEmpty else {
+        throw TrainingError(
+            "\(path): finetune.init_from disagrees with the model block: \(mismatches.joined(separator: "; ")); make the model block match the starting model"
+        )
+    }
     var fresh: [String] = []
     for spec in model.layout.tensors {
         if let from = source.layout.spec(named: spec.name), from.shape == spec.shape {

@@ -352,6 +352,7 @@ public final class Trainer {
             }
         }
         try checkpoints?.waitForPending()
+        checkpoints?.releaseDirectory()  // the run is done with it: a relaunch may take it now
         try checkParametersAgree("at the end of training")
         if world.isRoot, let position = objective.dataPosition(afterSteps: k) { options.log(position) }
         if completed, let out = options.outputDirectory, let whole = try wholeModel() { try saveModel(whole, to: out) }

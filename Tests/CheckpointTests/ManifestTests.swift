@@ -159,3 +159,27 @@ import Testing
         #expect(manifest.formatVersion == 2 && manifest.models == nil && manifest.modelName == nil)
     }
 }
+
+@Suite struct DirectoryLockTests {
+    /// A second job on a directory whose lock is held is refused naming the holder; a lock file a dead job
+    /// left (no flock held on it) is taken over, and said.
+    @Test func oneJobPerDirectory() throws {
+        let world = try Communicator.world()
+        let dir = NSTemporaryDirectory() + "lock-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "host gone, pid 999999999, since yesterday: llama-train pretrain".write(
+            toFile: dir + "/" + DirectoryLock.fileName, atomically: true, encoding: .utf8)
+        var messages: [String] = []
+        let first = try CheckpointStore(directory: dir, stage: .pretrain, keep: 2, background: false, world: world) {
+            messages.append($0)
+        }
+        #expect(messages.contains { $0.contains("took over") && $0.contains("pid 999999999") }, "\(messages)")
+        #expect {
+            try CheckpointStore(directory: dir, stage: .pretrain, keep: 2, background: false, world: world) { _ in }
+        } throws: {
+            "\($0)".contains("in use by another job") && "\($0)".contains("pid \(getpid())")
+        }
+        withExtendedLifetime(first) {}
+    }
+}

@@ -127,3 +127,16 @@ import Testing
         #expect(LlamaConfig.fileKeys == ModelBlock.settings.names)
     }
 }
+
+@Suite struct DuplicateKeyTests {
+    @Test func aKeyGivenTwiceIsRefused() throws {
+        let path = NSTemporaryDirectory() + "dup-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "{\"model\": {\"dim\": 32, \"n_layers\": 1, \"n_heads\": 2},\n \"train\": {\"lr\": 1e-3,\n \"lr\": 2e-3}}"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try RunConfig.load(path: path) } throws: { error in
+            (error as? ConfigError)?.field == "train.lr" && "\(error)".contains("lines 2 and 3")
+                && "\(error)".contains(path)
+        }
+    }
+}

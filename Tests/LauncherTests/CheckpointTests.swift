@@ -36,6 +36,25 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
 }
 
 @Suite(.serialized) struct CheckpointTests {
+    /// A second job on a checkpoint directory another process holds is refused before it trains or writes,
+    /// naming the directory; once the holder is gone the same command runs.
+    @Test func busyCheckpointDirectoryIsRefused() throws {
+        let dir = try scratch()
+        let config = try writeCheckpointConfig(dir)
+        try FileManager.default.createDirectory(atPath: dir + "/ck", withIntermediateDirectories: true)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+        holder.arguments = [dir + "/ck/job.lock", "sleep", "4"]  // holds the lock for 4 s (its child inherits it)
+        try holder.run()
+        defer { if holder.isRunning { holder.terminate() } }
+        Thread.sleep(forTimeInterval: 0.5)
+        let refused = try run([try toolPath(), "pretrain", "--config", config, "--checkpoint-dir", dir + "/ck"])
+        #expect(refused.status == 1 && refused.stderr.contains("in use by another job"), "\(refused.stderr)")
+        #expect(committedCheckpointNames(dir + "/ck").isEmpty, "the refused job wrote a checkpoint")
+        holder.waitUntilExit()
+        _ = try pretrain([], config, ["--checkpoint-dir", dir + "/ck"])
+    }
+
     /// A checkpoint written by the build before checkpoints could hold several models (format 2, committed in
     /// Fixtures/format2-checkpoint with that build's own final model after resuming it) resumes here and
     /// finishes bitwise where that build finished.
@@ -222,5 +241,12 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/hf/config.json")))
             as! [String: Any]
         #expect(hfConfig["model_type"] as? String == "llama" && hfConfig["num_key_value_heads"] as? Int == 2)
+    }
+}
+
+/// The step directories with a manifest under `directory`.
+func committedCheckpointNames(_ directory: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
+        FileManager.default.fileExists(atPath: "\(directory)/\($0)/manifest.json")
     }
 }
