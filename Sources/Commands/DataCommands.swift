@@ -53,14 +53,12 @@ enum DataCommands {
     /// preference pair gives two (chosen, then rejected) with mask 1 on the last token, where the reward is read.
     static func format(_ args: inout Arguments) throws {
         let template = try template(args)
-        var n = 0
         func emit(_ object: [String: Any]) throws {
             FileHandle.standardOutput.write(
                 try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
         }
-        while let line = readLine() {
-            n += 1
-            if line.allSatisfy(\.isWhitespace) { continue }
+        try TextLines.forEach(descriptor: 0, source: "standard input") { n, line in
+            if line.allSatisfy(\.isWhitespace) { return }
             guard let o = JSONLines.object(line), let format = DialogueData.format(of: o) else {
                 throw UsageError(
                     "standard input line \(n): not an SFT example or preference pair of a supported format",

@@ -149,11 +149,9 @@ enum FineTuneCommands {
             throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)")
         }
         let template = try TemplateFlags.template(args, tokenizer: try Tokenizer(path: directory + "/tokenizer.model"))
-        var n = 0
         var scores: [Double] = []
-        while let line = readLine() {
-            n += 1
-            if line.isEmpty { continue }
+        try TextLines.forEach(descriptor: 0, source: "standard input") { n, line in
+            if line.allSatisfy(\.isWhitespace) { return }
             guard let o = JSONLines.object(line), let format = DialogueData.format(of: o), !format.isPreference,
                 case let .dialogue(dialogue) = try DialogueData.example(o, format)
             else {

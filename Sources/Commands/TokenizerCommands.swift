@@ -177,10 +177,8 @@ enum TokenizerCommands {
 
     /// Reads JSON Lines on standard input and writes one JSON object per input line.
     private static func forEachJSONLine(_ body: ([String: Any], Int) throws -> [String: Any]) throws {
-        var lineNumber = 0
-        while let line = readLine(strippingNewline: true) {
-            lineNumber += 1
-            if line.isEmpty { continue }
+        try TextLines.forEach(descriptor: 0, source: "standard input") { lineNumber, line in
+            if line.isEmpty { return }
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
                 throw UsageError("standard input line \(lineNumber): not a JSON object")
             }

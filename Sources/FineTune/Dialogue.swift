@@ -168,13 +168,13 @@ public enum DialogueData {
         var format: DataFormat?
         var examples: [(Int, Example)] = []
         var bad = 0
-        for line in JSONLines.lines(data) {
+        for line in JSONLines.lines(data, source: path) {
             func skip(_ why: String) {
                 log("\(path):\(line.number): \(why); line skipped")
                 bad += 1
             }
             guard let object = line.object else {
-                skip("not a JSON object")
+                skip(line.problem ?? "not a JSON object")
                 continue
             }
             guard let found = Self.format(of: object), found.isPreference == wanted else {

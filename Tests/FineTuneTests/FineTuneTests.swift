@@ -262,3 +262,31 @@ func fineTuneTokenizer() throws -> Tokenizer {
         }
     }
 }
+
+@Suite struct LineEndingTests {
+    /// SFT and preference files with Windows or mixed line ends give the same examples as with LF, and a line
+    /// that is not UTF-8 is skipped naming its line and byte (never read with U+FFFD in it).
+    @Test func crlfAndInvalidUTF8() throws {
+        let lines = [
+            #"{"prompt": "a", "response": "b"}"#,
+            #"{"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}"#,
+            #"{"prompt": "e", "response": "f"}"#,
+        ]
+        func load(_ bytes: Data) throws -> ([String], [Int]) {
+            let path = NSTemporaryDirectory() + "sft-\(UUID().uuidString).jsonl"
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            try bytes.write(to: URL(fileURLWithPath: path))
+            var messages: [String] = []
+            let (_, examples) = try DialogueData.load(path, preferences: false) { messages.append($0) }
+            return (messages.filter { $0.contains("skipped") }, examples.map(\.line))
+        }
+        let lf = try load(Data(lines.joined(separator: "\n").utf8))
+        let crlf = try load(Data((lines.joined(separator: "\r\n") + "\r\n").utf8))
+        let mixed = try load(Data((lines[0] + "\r\n" + lines[1] + "\n" + lines[2]).utf8))
+        #expect(lf.1 == [1, 3] && crlf.1 == lf.1 && mixed.1 == lf.1 && lf.0.count == 1, "\(lf) \(crlf) \(mixed)")
+        var broken = Data((lines[0] + "\n").utf8)
+        broken.append(contentsOf: Array(#"{"prompt": "x"#.utf8) + [0xC0] + Array(#"", "response": "y"}"#.utf8))
+        let bad = try load(broken)
+        #expect(bad.1 == [1] && bad.0.contains { $0.contains(":2: not valid UTF-8 at byte 14") }, "\(bad)")
+    }
+}

@@ -96,6 +96,29 @@ func scratch() throws -> String {
         }
         #expect(back == texts)
         let bad = try run([tool, "tokenize", "--tokenizer", fixtureTokenizer], stdin: "{\"txt\": 1}")
+        // Windows line ends on standard input give the same output; bytes that are not UTF-8 are refused by
+        // line and byte, never replaced.
+        let crlf = try run(
+            [tool, "tokenize", "--tokenizer", fixtureTokenizer, "--bos"],
+            stdin: input.replacingOccurrences(of: "\n", with: "\r\n"))
+        // Compared as objects: JSONSerialization's key order differs between processes.
+        func ids(_ out: String) -> [[Int]] {
+            out.split(separator: "\n").map {
+                (try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["ids"] as! [Int]
+            }
+        }
+        #expect(
+            crlf.status == 0 && ids(crlf.stdout) == ids(encoded.stdout) && ids(crlf.stdout).count == 3, "\(crlf.stderr)"
+        )
+        let latin1 = NSTemporaryDirectory() + "latin1-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: latin1) }
+        try (Data("{\"text\": \"ok\"}\n{\"text\": \"caf".utf8) + Data([0xE9]) + Data("\"}\n".utf8)).write(
+            to: URL(fileURLWithPath: latin1))
+        let invalid = try run([
+            "sh", "-c", "\"$0\" tokenize --tokenizer \"$1\" < \"$2\"", tool, fixtureTokenizer, latin1,
+        ])
+        #expect(
+            invalid.status == 1 && invalid.stderr.contains("standard input:2:14: not valid UTF-8"), "\(invalid.stderr)")
         #expect(bad.status != 0 && bad.stderr.contains("line 1"))
     }
 
