@@ -82,6 +82,13 @@ public final class CheckpointStore: @unchecked Sendable {
         if world.isRoot {
             do { lock = try DirectoryLock(directory: directory, log: log) } catch { refusal = error }
         }
+        if lock != nil {  // the directory is this job's now: a killed predecessor's temporaries can go
+            AtomicFile.removeStaleTemporaries(in: directory, log: log)
+            for step in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            where step.hasPrefix("step-") {
+                AtomicFile.removeStaleTemporaries(in: directory + "/" + step, log: log)
+            }
+        }
         if try world.allreduceMax(refusal == nil ? 0 : 1) > 0 {
             throw refusal
                 ?? CheckpointError.incompatible(

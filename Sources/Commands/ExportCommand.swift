@@ -22,6 +22,7 @@ enum ExportCommand {
         let checkpoint = try args.require("checkpoint")
         let out = try args.require("out")
         let (manifest, model) = try CheckpointReader.loadModel(checkpoint)
+        AtomicFile.removeStaleTemporaries(in: out, log: { print($0) })
         try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: out)
         if let tokenizer = manifest.config.train.tokenizer {
             guard let bytes = FileManager.default.contents(atPath: tokenizer) else {

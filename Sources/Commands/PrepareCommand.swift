@@ -60,6 +60,7 @@ enum PrepareCommand {
             ]
                 + fingerprints)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        AtomicFile.removeStaleTemporaries(in: out, log: world.isRoot ? { print($0) } : { _ in })
         let start = Date()
         let plan = Preparation.plan(
             sizes: try inputs.map { try InputFingerprint.size(of: $0.path) },

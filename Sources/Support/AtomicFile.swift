@@ -22,6 +22,37 @@ public struct FileError: Error, CustomStringConvertible {
 }
 
 public enum AtomicFile {
+    /// What a temporary file's name ends with: `.tmp-PID@HOST`, so that a later run can tell a dead writer's
+    /// leftovers (this host, a pid no longer running) from a live one's, on a file system nodes share.
+    static let temporarySuffix = ".tmp-\(getpid())@\(hostName)"
+    static let hostName: String = {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        return String(cString: name)
+    }()
+
+    /// Removes the temporary files a killed writer left in `directory` (this host's, whose pid no longer
+    /// runs), and says so through `log`; a live writer's and another host's are left alone. Returns the names
+    /// removed.
+    @discardableResult
+    public static func removeStaleTemporaries(in directory: String, log: (String) -> Void) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var removed: [String] = []
+        for name in names {
+            guard let marker = name.range(of: ".tmp-", options: .backwards) else { continue }
+            let owner = name[marker.upperBound...].split(separator: "@", maxSplits: 1)
+            guard owner.count == 2, owner[1] == hostName, let pid = Int32(owner[0]), pid > 0 else { continue }
+            guard kill(pid, 0) != 0 && errno == ESRCH else { continue }  // still running (or not ours to signal)
+            if unlink(directory + "/" + name) == 0 { removed.append(name) }
+        }
+        if !removed.isEmpty {
+            log(
+                "removed \(removed.count) temporary file(s) a killed run left in \(directory): \(removed.sorted().joined(separator: ", "))"
+            )
+        }
+        return removed
+    }
+
     /// Calls `body` with a writer for a temporary file, then commits it to `path`.
     /// On any error the temporary file is removed and `path` is untouched.
     public static func write(to path: String, _ body: (FileWriter) throws -> Void) throws {
@@ -40,7 +71,7 @@ public enum AtomicFile {
 
         public init(path: String) throws {
             self.path = path
-            let temporary = path + ".tmp-\(getpid())"
+            let temporary = path + AtomicFile.temporarySuffix
             let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
             guard fd >= 0 else { throw FileError(path: temporary, message: "cannot create: \(errnoText())") }
             writer = FileWriter(fd: fd, path: temporary)

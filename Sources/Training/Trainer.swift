@@ -295,6 +295,7 @@ public final class Trainer {
         }
         do {
             try AtomicFile.checkWritable(directory: out)
+            AtomicFile.removeStaleTemporaries(in: out, log: options.log)
         } catch let error as FileError {
             throw FileError(
                 path: out,
