@@ -69,6 +69,7 @@ enum TokenizerCommands {
     static func train(_ args: inout Arguments) throws {
         let inputs = args.list("input")
         let out = try args.require("out")
+        try PathClash.check(outputs: [.file("--out", out)], inputs: inputs.map { ("--input", $0) })
         var options = BPETrainerOptions()
         options.vocabSize = args.int(declared: "vocab-size")
         // Only when given: the default is BPETrainerOptions' own Float, which the text above only shows.

@@ -114,6 +114,7 @@ enum ToolCommands {
     static func plot(_ args: inout Arguments) throws {
         let metrics = try args.require("metrics")
         let out = try args.require("out")
+        try PathClash.check(outputs: [.file("--out", out)], inputs: [("--metrics", metrics)])
         let title = args.string("title") ?? "loss and learning rate: \((metrics as NSString).lastPathComponent)"
         try AtomicFile.write(Data(try LossChart.svg(metricsPath: metrics, title: title).utf8), to: out)
         print("wrote \(out)")

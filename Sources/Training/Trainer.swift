@@ -151,6 +151,8 @@ public final class Trainer {
                 + [("precision in use", precision.precision.rawValue)]
                 + specs.dropFirst().map { ("model \($0.name)", $0.agreementText) })
         try Self.checkWritable(options: options, world: world)
+        try Self.checkOutputsSpareInputs(
+            config: config, configPath: configPath, options: options, extraModels: extraModels)
 
         schedule = CosineSchedule(
             peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
@@ -279,6 +281,34 @@ public final class Trainer {
             ("finetune.data (SHA-256)", hash(finetune?.data)),
             ("finetune.eval_data (SHA-256)", hash(finetune?.evalData)),
         ]
+    }
+
+    /// The run's outputs never overwrite its inputs (PathClash): --out's files and --metrics against the
+    /// config, the tokenizer, the prepared data, the fine-tuning data and every model's init_from.
+    static func checkOutputsSpareInputs(
+        config: RunConfig, configPath: String?, options: TrainOptions,
+        extraModels: [ModelSpec]
+    ) throws {
+        var inputs: [(flag: String, path: String)] = []
+        if let configPath { inputs.append(("--config", configPath)) }
+        if let tokenizer = config.train.tokenizer { inputs.append(("train.tokenizer", tokenizer)) }
+        if let data = config.train.data { inputs.append(("train.data", data)) }
+        if let f = config.finetune {
+            inputs.append(("finetune.data", f.data))
+            if let eval = f.evalData { inputs.append(("finetune.eval_data", eval)) }
+            if let start = f.initFrom { inputs.append(("finetune.init_from", start)) }
+        }
+        for spec in extraModels { if let start = spec.initFrom { inputs.append(("\(spec.name)'s init_from", start)) } }
+        var outputs: [PathClash.Output] = []
+        if let out = options.outputDirectory {
+            let files = [
+                "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.model",
+                "eval-scores.svg",
+            ]
+            outputs.append(.directory("--out", out, writing: files))
+        }
+        if let metrics = options.metricsPath { outputs.append(.file("--metrics", metrics)) }
+        try PathClash.check(outputs: outputs, inputs: inputs)
     }
 
     /// Fails before step 1 when an output cannot be written (the metrics file and checkpoint directory are
