@@ -30,7 +30,15 @@ public struct RunConfig: Codable, Equatable, Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(file: path, field: "-", message: "cannot read the file")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            // The parser's own reason ("Number 1e400 is not representable"), not a bare "not JSON".
+            let reason = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+            throw ConfigError(file: path, field: "-", message: "not valid JSON: \(reason)")
+        }
+        guard let object = parsed as? [String: Any] else {
             throw ConfigError(file: path, field: "-", message: "not a JSON object")
         }
         // The parsers keep one of two equal keys silently; a config that says "lr" twice means one of them.

@@ -48,17 +48,16 @@ public enum HuggingFace {
         }
         // transformers 5 nests rope_theta in rope_parameters; 4.x keeps it at the top with rope_scaling.
         var theta = optionalNumber("rope_theta") ?? 10000
-        var ropeType = "default"
         for key in ["rope_parameters", "rope_scaling"] {
-            if let rope = json[key] as? [String: Any] {
-                if let t = (rope["rope_theta"] as? NSNumber)?.doubleValue { theta = t }
-                ropeType = rope["rope_type"] as? String ?? rope["type"] as? String ?? ropeType
+            guard let rope = json[key] as? [String: Any] else { continue }
+            if let t = (rope["rope_theta"] as? NSNumber)?.doubleValue { theta = t }
+            // Named as the file spells it: rope_scaling in transformers 4.x, rope_parameters in 5.
+            let ropeType = rope["rope_type"] as? String ?? rope["type"] as? String ?? "default"
+            if ropeType != "default" {
+                throw ConfigError(
+                    file: path, field: key,
+                    message: "rope_type '\(ropeType)' is not supported; only the default rotary embedding")
             }
-        }
-        if ropeType != "default" {
-            throw ConfigError(
-                file: path, field: "rope_parameters",
-                message: "rope_type '\(ropeType)' is not supported; only the default rotary embedding")
         }
         let heads = try int("num_attention_heads")
         let config = LlamaConfig(
@@ -163,6 +162,11 @@ public enum HuggingFace {
             for spec in layout.tensors {
                 guard let file = map[spec.name] else {
                     throw SafeTensorsError.missingTensor(name: spec.name, file: index)
+                }
+                // A shard is a file of this directory: a name that would lead out of it is not followed.
+                guard !file.isEmpty, !file.contains("/"), file != ".", file != ".." else {
+                    throw SafeTensorsError.badHeader(
+                        file: index, reason: "weight_map sends \(spec.name) to '\(file)', outside the model directory")
                 }
                 fileForTensor[spec.name] = directory + "/" + file
             }

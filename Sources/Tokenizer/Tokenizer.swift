@@ -44,6 +44,11 @@ public final class Tokenizer: @unchecked Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TokenizerError.invalidModel(file: path, reason: "cannot read the file")
         }
+        guard !data.isEmpty else {
+            throw TokenizerError.invalidModel(
+                file: path,
+                reason: "the file is empty (0 bytes); train one with `llama-train tokenizer train` or copy it again")
+        }
         let model: SentencePieceModel
         do {
             model = try SentencePieceModel(serialized: [UInt8](data))

@@ -114,10 +114,12 @@ final class ProgressReporter {
 /// steps up to the one it resumed from and appends after them.
 final class MetricsWriter {
     private let handle: FileHandle
+    private let path: String
     private let encoder = JSONEncoder()
 
     init(path: String, keepingStepsThrough lastKept: Int) throws {
         encoder.outputFormatting = [.sortedKeys]
+        self.path = path
         let directory = (path as NSString).deletingLastPathComponent
         do {
             if !directory.isEmpty {
@@ -147,6 +149,15 @@ final class MetricsWriter {
     }
 
     func append(_ metrics: StepMetrics) throws {
-        try handle.write(contentsOf: encoder.encode(metrics) + Data("\n".utf8))
+        do {
+            try handle.write(contentsOf: encoder.encode(metrics) + Data("\n".utf8))
+        } catch {
+            // A full disk says "No space left on device" and nothing else: name the file and the step.
+            throw FileError(
+                path: path,
+                message:
+                    "cannot append step \(metrics.step)'s metrics: \(plainText(error)); free space or drop --metrics, then relaunch to resume"
+            )
+        }
     }
 }

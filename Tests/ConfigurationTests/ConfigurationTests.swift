@@ -140,3 +140,14 @@ import Testing
         }
     }
 }
+
+@Suite struct ParseErrorTests {
+    /// A number JSON cannot hold is named as the parser names it, not as "not a JSON object".
+    @Test func unrepresentableNumberIsNamed() throws {
+        let path = NSTemporaryDirectory() + "big-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try #"{"model": {"dim": 32, "n_layers": 1, "n_heads": 2}, "train": {"lr": 1e400}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        #expect { try RunConfig.load(path: path) } throws: { "\($0)".contains("1e400") && "\($0)".contains(path) }
+    }
+}

@@ -118,3 +118,29 @@ func temporaryDirectory() throws -> String {
         #expect(model.gradients.array.allSatisfy { $0 == 0 })
     }
 }
+
+@Suite struct NamedErrorTests {
+    /// rope_scaling is refused under its own name; a sharded index that sends a tensor outside the directory is
+    /// not followed.
+    @Test func hubFilesNameWhatIsWrong() throws {
+        let dir = try temporaryDirectory()
+        let json: [String: Any] = [
+            "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "vocab_size": 10, "rope_scaling": ["type": "linear", "factor": 2.0],
+        ]
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: dir + "/c.json"))
+        #expect { try HuggingFace.readConfig(path: dir + "/c.json") } throws: {
+            ($0 as? ConfigError)?.field == "rope_scaling"
+        }
+        let config = LlamaConfig(dim: 8, nLayers: 1, nHeads: 2, vocabSize: 5, ffnHiddenSize: 8, maxSeqLen: 4)
+        let layout = ParameterLayout(config: config)
+        let map = Dictionary(uniqueKeysWithValues: layout.tensors.map { ($0.name, "../elsewhere.safetensors") })
+        try JSONSerialization.data(withJSONObject: ["weight_map": map])
+            .write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        #expect {
+            try HuggingFace.loadWeights(directory: dir, layout: layout, into: FloatBuffer(count: layout.count))
+        } throws: {
+            "\($0)".contains("outside the model directory")
+        }
+    }
+}

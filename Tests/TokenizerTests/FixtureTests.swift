@@ -45,3 +45,12 @@ struct FixtureCase: Decodable {
         #expect(t.encode("hello", bos: true, eos: true).first == 1 && t.encode("hello", bos: true, eos: true).last == 2)
     }
 }
+
+@Suite struct EmptyTokenizerTests {
+    @Test func zeroBytesAreNamedAsEmpty() throws {
+        let path = NSTemporaryDirectory() + "empty-\(UUID().uuidString).model"
+        FileManager.default.createFile(atPath: path, contents: Data())
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect { try Tokenizer(path: path) } throws: { "\($0)".contains("empty (0 bytes)") && "\($0)".contains(path) }
+    }
+}
