@@ -111,7 +111,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "FineTuneTests",
-            dependencies: ["FineTune", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
+            dependencies: ["FineTune", "Inference", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
         .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim"]),
         // llama-train with the faults the tests inject (a NaN loss, a rank dying mid-checkpoint) set from its
         // own first arguments: the test-only seam, so production code reads no test variables.

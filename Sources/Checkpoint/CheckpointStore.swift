@@ -1,4 +1,3 @@
-import Configuration
 // CheckpointStore: saving and resuming sharded checkpoints of a stage's models (layout and commit protocol
 // in Manifest.swift).
 //
@@ -7,6 +6,8 @@ import Configuration
 // Resuming picks the newest checkpoint that verifies (each rank hashes every world-size-th shard; a failure
 // anywhere skips the checkpoint on all ranks), reads on each rank only the byte ranges of the old shards
 // that overlap its new range, and assembles the full buffers with an allgather: the world size may change.
+
+import Configuration
 import Distributed
 import Foundation
 import Model

@@ -5,6 +5,7 @@ import Configuration
 import Distributed
 import FineTune
 import Foundation
+import Inference
 import Kernels
 import Model
 import Support
@@ -33,6 +34,9 @@ enum FineTuneCommands {
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a reward model's Hugging Face directory"),
             Flag("svg", .text, "FILE.svg", "also draw the density of the scores"),
+            Flag(
+                "truncate", .choice(Truncation.allCases.map(\.rawValue)), "", default: "refuse",
+                "a prompt longer than the context: refuse it, or keep its last (left) or first (right) tokens"),
         ] + TemplateFlags.flags,
         run: score)
 
@@ -75,7 +79,14 @@ enum FineTuneCommands {
             item -> Dialogue? in
             if case let .dialogue(d) = item.example { return d } else { return nil }
         }
+        // Packed as Llama 2 packs: an example longer than a sequence continues into the next one; said, counted.
         let examples = SFTPacker.encode(dialogues, template: template)
+        let long = examples.filter { $0.tokens.count > config.train.seqLen }.count
+        if long > 0 {
+            log(
+                "sft: \(long) of \(examples.count) example(s) are longer than seq_len \(config.train.seqLen) tokens; packing carries them across sequences"
+            )
+        }
         let packer = try SFTPacker(examples: examples, seqLen: config.train.seqLen, seed: config.train.seed)
         schedule(
             &config, epochs: finetune.epochs, examplesPerEpoch: packer.sequencesPerEpoch,
@@ -150,6 +161,7 @@ enum FineTuneCommands {
         }
         let template = try TemplateFlags.template(args, tokenizer: try Tokenizer(path: directory + "/tokenizer.model"))
         var scores: [Double] = []
+        let truncation = Truncation(rawValue: args.string(declared: "truncate"))!
         try TextLines.forEach(descriptor: 0, source: "standard input") { n, line in
             if line.allSatisfy(\.isWhitespace) { return }
             guard let o = JSONLines.object(line), let format = DialogueData.format(of: o), !format.isPreference,
@@ -157,7 +169,8 @@ enum FineTuneCommands {
             else {
                 throw UsageError("standard input line \(n): needs {\"prompt\", \"response\"} or {\"messages\": [...]}")
             }
-            let ids = Array(template.encode(dialogue).tokens.suffix(model.config.maxSeqLen))
+            let ids = try truncation.apply(
+                template.encode(dialogue).tokens, limit: model.config.maxSeqLen, what: "standard input line \(n)")
             let r = try RewardScoring.score(ids, model: model, padToken: template.tokenizer.eosId)
             scores.append(Double(r))
             var out = o

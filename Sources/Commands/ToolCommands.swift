@@ -66,6 +66,9 @@ enum ToolCommands {
                 "wrap each prompt as a user turn of a fine-tuned model's template and print its answer "
                     + "(none: continue the text)"),
             TemplateFlags.flags[1],
+            Flag(
+                "truncate", .choice(Truncation.allCases.map(\.rawValue)), "", default: "refuse",
+                "a prompt longer than the context: refuse it, or keep its last (left) or first (right) tokens"),
         ],
         run: generate)
 
@@ -127,6 +130,7 @@ enum ToolCommands {
         let temperature = args.number(declared: "temperature")
         let topP = args.number(declared: "top-p")
         let seed = UInt64(args.int(declared: "seed"))
+        let truncation = Truncation(rawValue: args.string(declared: "truncate"))!
         let model = try HuggingFace.loadModel(directory: directory)
         let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
         // Without --template (or with none) the prompt is text to continue.
@@ -136,17 +140,24 @@ enum ToolCommands {
         for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
             if let template {
                 // A single user turn; the answer ends at </s>.
+                // The prompt leaves room for one new token at least.
+                let ids = try truncation.apply(
+                    template.prompt(user: prompt), limit: model.config.maxSeqLen - 1, what: "prompt \(i + 1)")
                 let answer = try Generator.generate(
-                    model: model, tokenizer: tokenizer, promptIds: template.prompt(user: prompt), maxTokens: maxTokens,
+                    model: model, tokenizer: tokenizer, promptIds: ids, maxTokens: maxTokens,
                     temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
                 print(
                     "--- \(template.kind.rawValue) \(i + 1)\n[user] \(prompt)\n[assistant] \(try tokenizer.decode(answer))"
                 )
                 continue
             }
-            let text = try Generator.generate(
-                model: model, tokenizer: tokenizer, prompt: prompt, maxTokens: maxTokens,
+            let ids = try truncation.apply(
+                tokenizer.encode(prompt, bos: true), limit: model.config.maxSeqLen - 1, what: "prompt \(i + 1)")
+            let continuation = try Generator.generate(
+                model: model, tokenizer: tokenizer, promptIds: ids, maxTokens: maxTokens,
                 temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
+            // Decoding the whole sequence keeps the space between prompt and continuation.
+            let text = try tokenizer.decode(ids + continuation)
             print("--- sample \(i + 1)\n\(text)")
         }
     }

@@ -198,6 +198,12 @@ public enum DialogueData {
                     skip("the dialogue ends without an assistant turn to learn")
                     continue
                 }
+                if case let .dialogue(d) = example,
+                    d.turns.contains(where: { $0.role == .assistant && $0.content.allSatisfy(\.isWhitespace) })
+                {
+                    skip("an assistant turn is empty, so there is nothing to learn from it")
+                    continue
+                }
                 examples.append((line.number, example))
             } catch {
                 skip("\(error)")

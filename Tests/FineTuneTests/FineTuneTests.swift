@@ -1,7 +1,9 @@
-import Configuration
 // The fine-tuning stages in one process: SFT packing and its answer-only loss, the reward model's margin
 // tables and its gradient by finite differences.
+
+import Configuration
 import Foundation
+import Inference
 import Model
 import Support
 import TestSupport
@@ -288,5 +290,31 @@ func fineTuneTokenizer() throws -> Tokenizer {
         broken.append(contentsOf: Array(#"{"prompt": "x"#.utf8) + [0xC0] + Array(#"", "response": "y"}"#.utf8))
         let bad = try load(broken)
         #expect(bad.1 == [1] && bad.0.contains { $0.contains(":2: not valid UTF-8 at byte 14") }, "\(bad)")
+    }
+}
+
+@Suite struct LengthPolicyTests {
+    /// Refuse (the default for scoring and generation) names the input and both lengths; left keeps the end,
+    /// right the start; a short input passes untouched.
+    @Test func truncationPolicies() throws {
+        let ids: [Int32] = [1, 2, 3, 4, 5]
+        #expect(try Truncation.refuse.apply(ids, limit: 5, what: "x") == ids)
+        #expect { try Truncation.refuse.apply(ids, limit: 3, what: "standard input line 7") } throws: {
+            "\($0)".contains("standard input line 7 is 5 tokens, more than the 3") && "\($0)".contains("--truncate")
+        }
+        #expect(try Truncation.left.apply(ids, limit: 3, what: "x") == [3, 4, 5])
+        #expect(try Truncation.right.apply(ids, limit: 3, what: "x") == [1, 2, 3])
+    }
+
+    /// A dialogue whose assistant turn is empty is skipped and named, not trained on.
+    @Test func emptyAssistantTurnsAreSkipped() throws {
+        let path = NSTemporaryDirectory() + "empty-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try [#"{"prompt": "a", "response": "b"}"#, #"{"prompt": "c", "response": "  "}"#].joined(separator: "\n")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        var log: [String] = []
+        let (_, examples) = try DialogueData.load(path, preferences: false) { log.append($0) }
+        #expect(examples.map(\.line) == [1])
+        #expect(log.contains { $0.contains("\(path):2") && $0.contains("assistant turn is empty") }, "\(log)")
     }
 }

@@ -1,6 +1,7 @@
-import Configuration
 // The training loop's arithmetic in one process: the schedule against its formula and loss normalisation
 // over micro-steps with different masks.
+
+import Configuration
 import Distributed
 import Foundation
 import Model
