@@ -151,13 +151,10 @@ enum ToolCommands {
                 )
                 continue
             }
-            let ids = try truncation.apply(
-                tokenizer.encode(prompt, bos: true), limit: model.config.maxSeqLen - 1, what: "prompt \(i + 1)")
-            let continuation = try Generator.generate(
-                model: model, tokenizer: tokenizer, promptIds: ids, maxTokens: maxTokens,
-                temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
-            // Decoding the whole sequence keeps the space between prompt and continuation.
-            let text = try tokenizer.decode(ids + continuation)
+            let text = try Generator.generate(
+                model: model, tokenizer: tokenizer, prompt: prompt, maxTokens: maxTokens,
+                temperature: temperature, topP: topP, seed: seed &+ UInt64(i), truncation: truncation,
+                what: "prompt \(i + 1)")
             print("--- sample \(i + 1)\n\(text)")
         }
     }

@@ -9,11 +9,13 @@ import Support
 import Tokenizer
 
 public enum Generator {
+    /// `prompt` continued; a prompt that leaves no room in the context is handled as `truncation` says.
     public static func generate(
         model: LlamaModel, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
-        temperature: Double, topP: Double, seed: UInt64
+        temperature: Double, topP: Double, seed: UInt64, truncation: Truncation = .refuse, what: String = "the prompt"
     ) throws -> String {
-        let promptIds = tokenizer.encode(prompt, bos: true)
+        let promptIds = try truncation.apply(
+            tokenizer.encode(prompt, bos: true), limit: model.config.maxSeqLen - 1, what: what)
         let continuation = try generate(
             model: model, tokenizer: tokenizer, promptIds: promptIds, maxTokens: maxTokens,
             temperature: temperature, topP: topP, seed: seed)

@@ -8,15 +8,18 @@ import Training
 
 public enum LossChart {
     public static func svg(metricsPath: String, title: String) throws -> String {
-        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: metricsPath) else {
             throw TrainingError("\(metricsPath): cannot read the metrics file")
         }
         var steps: [Double] = [], losses: [Double] = [], lrs: [Double] = []
-        for line in JSONLines.lines(Data(text.utf8)) {
-            let n = line.number - 1
+        for line in JSONLines.lines(data, source: metricsPath) {
             guard let o = line.object,
                 let step = o["step"] as? Double, let loss = o["loss"] as? Double, let lr = o["lr"] as? Double
-            else { throw TrainingError("\(metricsPath):\(n + 1): not a metrics line with step, loss and lr") }
+            else {
+                // `problem` says why a line is not JSON; a JSON line without the fields is named as such.
+                throw TrainingError(
+                    "\(metricsPath):\(line.number): \(line.problem ?? "not a metrics line with step, loss and lr")")
+            }
             if loss.isFinite {
                 steps.append(step)
                 losses.append(loss)
