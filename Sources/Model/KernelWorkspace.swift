@@ -3,8 +3,7 @@
 //  - OneDNNMatmuls: a model's cache of oneDNN bf16 primitives (with its engine and stream) and the user
 //    scratchpad they run in; one per model, so models in one process share nothing.
 //  - AlignedScratch: growable 64-byte aligned bytes: the bf16 attention tiles' packed operands (one slice per
-//    thread) and oneDNN's scratchpad.
-//  - BF16Scratch: the bf16 roundings of a matmul's inputs.
+//    thread), oneDNN's scratchpad, and the bf16 roundings of a matmul's inputs.
 // What this is not: the arena of activations (ActivationArena), which is planned per batch shape.
 import Kernels
 
@@ -45,23 +44,6 @@ public final class AlignedScratch {
         pointer?.deallocate()
         byteCount = max(bytes, 64)
         pointer = .allocate(byteCount: byteCount, alignment: 64)
-        return pointer!
-    }
-
-    deinit { pointer?.deallocate() }
-}
-
-/// A growable buffer of bf16 values, for matmul inputs rounded just before their product.
-final class BF16Scratch {
-    private var pointer: UnsafeMutablePointer<UInt16>?
-    private var capacity = 0
-
-    /// At least `count` values (contents undefined).
-    func reserve(_ count: Int) -> UnsafeMutablePointer<UInt16> {
-        if let pointer, capacity >= count { return pointer }
-        pointer?.deallocate()
-        capacity = max(count, 1)
-        pointer = .allocate(capacity: capacity)
         return pointer!
     }
 

@@ -80,7 +80,7 @@ public final class LlamaModel {
     /// else (norm statistics, softmax, rotary, the loss, gradients, the optimizer) stays fp32 either way.
     public var precision: Precision = .fp32
     /// The bf16 roundings of the two inputs of the matmul in flight.
-    private let bf16Scratch = [BF16Scratch(), BF16Scratch()]
+    private let bf16Scratch = [AlignedScratch(), AlignedScratch()]
     /// oneDNN's primitives for this model's bf16 matmuls, made on the first one.
     private var matmuls: OneDNNMatmuls?
     /// The bf16 attention tiles' packed operands: one slice per thread.
@@ -326,7 +326,7 @@ public final class LlamaModel {
     /// threads: every matmul input, weights included, is rounded just before its product, so a weight's bf16
     /// copy is always the rounding of its current fp32 master.
     private func rounded(_ slot: Int, _ x: UnsafePointer<Float>, _ count: Int) -> UnsafePointer<UInt16> {
-        let out = bf16Scratch[slot].reserve(count)
+        let out = bf16Scratch[slot].reserve(2 * count).bindMemory(to: UInt16.self, capacity: count)
         let chunk = 1 << 16
         inParallel(units: (count + chunk - 1) / chunk) { first, end, _ in
             let lo = first * chunk, hi = min(end * chunk, count)
