@@ -22,6 +22,10 @@ enum ExportCommand {
         let checkpoint = try args.require("checkpoint")
         let out = try args.require("out")
         let (manifest, model) = try CheckpointReader.loadModel(checkpoint)
+        try PathClash.check(
+            outputs: [.directory("--out", out, writing: HuggingFace.writtenFiles + ["tokenizer.model"])],
+            inputs: [("--checkpoint", checkpoint)]
+                + (manifest.config.train.tokenizer.map { [("train.tokenizer", $0)] } ?? []))
         AtomicFile.removeStaleTemporaries(in: out, log: { print($0) })
         try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: out)
         if let tokenizer = manifest.config.train.tokenizer {

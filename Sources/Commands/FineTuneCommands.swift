@@ -155,6 +155,9 @@ enum FineTuneCommands {
     /// its "reward" (read at the formatted dialogue's last token).
     static func score(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
+        if let svg = args.string("svg") {
+            try PathClash.check(outputs: [.file("--svg", svg)], inputs: [("--checkpoint", directory)])
+        }
         let model = try HuggingFace.loadModel(directory: directory)
         guard model.config.heads.contains(.score) else {
             throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)")

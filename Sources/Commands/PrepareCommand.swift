@@ -40,6 +40,11 @@ enum PrepareCommand {
             delimiter: args.string("delimiter"),
             skipBadLines: args.flag("skip-bad-lines"))
         let shardTokens = args.int(declared: "shard-tokens")
+        // The shards' names come from the sources, so any index.json or .bin the inputs name inside --out
+        // (an earlier preparation being re-read, say) would be replaced.
+        try PathClash.check(
+            outputs: [.directory("--out", out, writingNames: { $0 == "index.json" || $0.hasSuffix(".bin") })],
+            inputs: [("--tokenizer", tokenizerPath)] + inputs.map { ("--input", $0.path) })
 
         let world = try Communicator.world()
         let tokenizer = try Tokenizer(path: tokenizerPath)
@@ -99,8 +104,7 @@ enum InputFingerprint {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
             let size = attributes[.size] as? Int
         else {
-            throw DatasetError.unreadable(
-                file: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")
+            throw DatasetError.unreadable(file: path, reason: UnreadablePath.reason(path))
         }
         return size
     }

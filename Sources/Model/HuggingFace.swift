@@ -12,7 +12,7 @@ public enum HuggingFace {
 
     public static func readConfig(path: String) throws -> LlamaConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, field: "-", message: "cannot read the file")
+            throw ConfigError(file: path, field: "-", message: "cannot read it: \(UnreadablePath.reason(path))")
         }
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ConfigError(file: path, field: "-", message: "not a JSON object")
@@ -185,6 +185,9 @@ public enum HuggingFace {
         }
         try layout.checkFinite(parameters, source: directory)
     }
+
+    /// The files `save` writes, for callers that check outputs against inputs first.
+    public static let writtenFiles = ["config.json", "model.safetensors"]
 
     /// Writes config.json and model.safetensors (float32), each atomically.
     public static func save(

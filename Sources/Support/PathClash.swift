@@ -13,10 +13,22 @@ public enum PathClash {
         public let path: String
         /// The files written inside `path` when it is a directory; nil when `path` is the file itself.
         public let files: [String]?
+        /// For a directory whose file names depend on the run (token shards): whether a name inside it is one
+        /// the command may write.
+        public let writesName: ((String) -> Bool)?
 
-        public static func file(_ flag: String, _ path: String) -> Output { Output(flag: flag, path: path, files: nil) }
+        public static func file(_ flag: String, _ path: String) -> Output {
+            Output(flag: flag, path: path, files: nil, writesName: nil)
+        }
         public static func directory(_ flag: String, _ path: String, writing files: [String]) -> Output {
-            Output(flag: flag, path: path, files: files)
+            Output(flag: flag, path: path, files: files, writesName: nil)
+        }
+        public static func directory(
+            _ flag: String, _ path: String, writingNames: @escaping (String) -> Bool
+        )
+            -> Output
+        {
+            Output(flag: flag, path: path, files: [], writesName: writingNames)
         }
     }
 
@@ -28,14 +40,21 @@ public enum PathClash {
         for output in outputs {
             let written =
                 output.files.map { names in names.map { resolved(output.path + "/" + $0) } } ?? [resolved(output.path)]
-            for file in written {
-                for input in readFrom where file == input.path || file.hasPrefix(input.path + "/") {
-                    throw FileError(
-                        path: file,
-                        message:
-                            "\(output.flag) would overwrite what \(input.flag) reads (\(input.path)); write the output somewhere else"
-                    )
-                }
+            let directory = resolved(output.path)
+            for input in readFrom {
+                let named = written.contains { $0 == input.path || $0.hasPrefix(input.path + "/") }
+                // Names known only as a pattern: an input directly inside the directory that the pattern claims.
+                let patterned =
+                    output.writesName.map { writes in
+                        (input.path as NSString).deletingLastPathComponent == directory
+                            && writes((input.path as NSString).lastPathComponent)
+                    } ?? false
+                guard named || patterned else { continue }
+                throw FileError(
+                    path: input.path,
+                    message:
+                        "\(output.flag) (\(output.path)) would overwrite what \(input.flag) reads; write the output somewhere else"
+                )
             }
         }
     }

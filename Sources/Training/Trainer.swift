@@ -301,10 +301,7 @@ public final class Trainer {
         for spec in extraModels { if let start = spec.initFrom { inputs.append(("\(spec.name)'s init_from", start)) } }
         var outputs: [PathClash.Output] = []
         if let out = options.outputDirectory {
-            let files = [
-                "config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.model",
-                "eval-scores.svg",
-            ]
+            let files = HuggingFace.writtenFiles + ["tokenizer.model", "eval-scores.svg"]
             outputs.append(.directory("--out", out, writing: files))
         }
         if let metrics = options.metricsPath { outputs.append(.file("--metrics", metrics)) }

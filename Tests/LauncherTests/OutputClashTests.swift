@@ -42,4 +42,51 @@ import Testing
         // Apart, the same run goes through.
         #expect(try run([tool, "pretrain", "--config", config, "--out", dir + "/model"]).status == 0)
     }
+
+    /// prepare, export and reward score, the other commands that write files.
+    @Test func theOtherWritersSpareTheirInputs() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        // prepare --out holding an input named like what it writes: a .bin shard, index.json (via a symlink).
+        try FileManager.default.createDirectory(atPath: dir + "/data", withIntermediateDirectories: true)
+        let shardLike = dir + "/data/web-00000.bin"
+        try "a few words of text\n".write(toFile: shardLike, atomically: true, encoding: .utf8)
+        let shardBytes = FileManager.default.contents(atPath: shardLike)
+        let prepare = try run([
+            tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", "web=" + shardLike, "--out", dir + "/data",
+        ])
+        expectRefusedKeeping(prepare, ["--out", "--input"], shardLike, shardBytes, "prepare onto a .bin input")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/data-link", withDestinationPath: dir + "/data")
+        let index = dir + "/data/index.json"
+        try "{\"text\": \"words\"}\n".write(toFile: index, atomically: true, encoding: .utf8)
+        let indexBytes = FileManager.default.contents(atPath: index)
+        let viaLink = try run([
+            tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", index, "--out", dir + "/data-link",
+        ])
+        expectRefusedKeeping(viaLink, ["--out", "--input"], index, indexBytes, "prepare through a symlink")
+        // A text input in --out that prepare does not write is not a clash.
+        let text = dir + "/data/corpus.txt"
+        try String(repeating: "the cat sat on the mat\n", count: 20).write(
+            toFile: text, atomically: true, encoding: .utf8)
+        let beside = try run([
+            tool, "prepare", "--tokenizer", fixtureTokenizer, "--input", text, "--out", dir + "/data",
+        ])
+        #expect(beside.status == 0, "prepare beside its input: \(beside.stderr)")
+
+        // export --out into the step directory it reads.
+        let config = try writeTinyConfig(dir, steps: 1)
+        let trained = try run([tool, "pretrain", "--config", config, "--checkpoint-dir", dir + "/ck"])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        let step = dir + "/ck/step-00000001", manifest = step + "/manifest.json"
+        let manifestBytes = FileManager.default.contents(atPath: manifest)
+        let export = try run([tool, "export", "--checkpoint", step, "--out", step])
+        expectRefusedKeeping(export, ["--out", "--checkpoint"], manifest, manifestBytes, "export into its checkpoint")
+        let exported = try run([tool, "export", "--checkpoint", step, "--out", dir + "/hf"])
+        #expect(exported.status == 0, "\(exported.stderr)")
+
+        // reward score --svg naming a file of the model it reads.
+        let hfConfig = dir + "/hf/config.json", hfBytes = FileManager.default.contents(atPath: hfConfig)
+        let score = try run([tool, "reward", "score", "--checkpoint", dir + "/hf", "--svg", hfConfig])
+        expectRefusedKeeping(score, ["--svg", "--checkpoint"], hfConfig, hfBytes, "reward score --svg")
+    }
 }
