@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "Support"),
         .target(name: "Model", dependencies: ["Kernels", "Support"]),
         .target(name: "Optim", dependencies: ["Kernels", "Model"]),
-        .target(name: "Tokenizer", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .target(name: "Tokenizer", dependencies: ["Support"], swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         // zlib and libzstd through module maps: compressed corpora are read as streams.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),

@@ -5,6 +5,7 @@
 // and decoding with SentencePiece's UTF-8 repair. What this is not: a unigram model or a charsmap normaliser;
 // such files are refused with the reason. Pieces are handled as UTF-8 bytes throughout.
 import Foundation
+import Support
 
 public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case invalidModel(file: String, reason: String)
@@ -42,7 +43,7 @@ public final class Tokenizer: @unchecked Sendable {
 
     public convenience init(path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw TokenizerError.invalidModel(file: path, reason: "cannot read the file")
+            throw TokenizerError.invalidModel(file: path, reason: "cannot read it: \(UnreadablePath.reason(path))")
         }
         guard !data.isEmpty else {
             throw TokenizerError.invalidModel(
@@ -78,6 +79,11 @@ public final class Tokenizer: @unchecked Sendable {
         var user: [[UInt8]] = []
         for (id, piece) in model.pieces.enumerated() {
             guard !piece.bytes.isEmpty else { throw invalid("piece \(id) is empty") }
+            // SentencePiece's pieces are UTF-8 text; an invalid one would be matched and decoded as U+FFFD.
+            if let bad = TextLines.firstInvalidByte(piece.bytes[...]) {
+                throw invalid(
+                    "piece \(id) is not valid UTF-8 (byte \(bad + 1) of \(piece.bytes.count)); the file is damaged")
+            }
             let fresh: Bool
             switch piece.kind {
             case .normal, .userDefined, .unused:

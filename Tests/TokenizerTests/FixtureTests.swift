@@ -54,3 +54,18 @@ struct FixtureCase: Decodable {
         #expect { try Tokenizer(path: path) } throws: { "\($0)".contains("empty (0 bytes)") && "\($0)".contains(path) }
     }
 }
+
+@Suite struct DamagedPieceTests {
+    /// A piece whose bytes are not UTF-8 (a three-byte sequence cut to two) is refused naming the piece and
+    /// the byte, instead of matching and decoding as U+FFFD.
+    @Test func aPieceThatIsNotUTF8IsRefused() throws {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: FixtureTests.tokenizerPath))
+        var model = try SentencePieceModel(serialized: [UInt8](bytes))
+        let id = try #require(model.pieces.firstIndex { $0.kind == .normal && $0.bytes.count >= 3 })
+        model.pieces[id].bytes = [UInt8(ascii: "a"), 0xE2, 0x96]
+        #expect { try Tokenizer(model: model, source: "damaged.model") } throws: {
+            let text = "\($0)"
+            return text.contains("damaged.model") && text.contains("piece \(id) is not valid UTF-8 (byte 2 of 3)")
+        }
+    }
+}
