@@ -254,6 +254,7 @@ public struct CheckpointManifest: Codable, Sendable {
 
 public enum CheckpointError: Error, CustomStringConvertible {
     case missingManifest(directory: String)
+    case unreadable(file: String, reason: String)
     case unreadableManifest(file: String, reason: String)
     case missingShard(file: String)
     case truncatedShard(file: String, expected: Int, actual: Int)
@@ -265,6 +266,7 @@ public enum CheckpointError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .missingManifest(d): "\(d): no manifest.json, so not a committed checkpoint"
+        case let .unreadable(f, r): "\(f): cannot read it: \(r)"
         case let .unreadableManifest(f, r): "\(f): manifest is not valid: \(r)"
         case let .missingShard(f): "\(f): shard is missing"
         case let .truncatedShard(f, e, a): "\(f): shard has \(a) bytes, the manifest says \(e)"
@@ -294,6 +296,8 @@ public func committedCheckpoints(in directory: String) -> [String] {
 public func readManifest(_ checkpoint: String) throws -> CheckpointManifest {
     let path = checkpoint + "/manifest.json"
     guard let data = FileManager.default.contents(atPath: path) else {
+        let reason = UnreadablePath.reason(path)
+        guard reason == UnreadablePath.noSuchFile else { throw CheckpointError.unreadable(file: path, reason: reason) }
         throw CheckpointError.missingManifest(directory: checkpoint)
     }
     let manifest: CheckpointManifest

@@ -28,7 +28,7 @@ public struct RunConfig: Codable, Equatable, Sendable {
     /// Reads and validates a run config; every error names the file and the key.
     public static func load(path: String) throws -> RunConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, field: "-", message: "cannot read the file")
+            throw ConfigError(file: path, field: "-", message: "cannot read it: \(UnreadablePath.reason(path))")
         }
         let parsed: Any
         do {

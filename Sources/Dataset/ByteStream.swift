@@ -51,8 +51,7 @@ public final class FileStream: ByteStream {
         self.path = path
         fd = open(path, O_RDONLY)
         guard fd >= 0 else {
-            throw DatasetError.unreadable(
-                file: path, reason: FileManager.default.fileExists(atPath: path) ? errnoText() : "no such file")
+            throw DatasetError.unreadable(file: path, reason: UnreadablePath.reason(path))
         }
         var info = stat()
         if fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR {
@@ -202,8 +201,9 @@ public final class ZstdStream: ByteStream {
     }
 }
 
-/// Lines of a byte stream (without their "\n"), each with the offset of its first byte in the stream and
-/// its 1-based number from where the reader started. The buffer grows only for a line longer than itself.
+/// Lines of a byte stream (without their "\n", or "\r\n": Windows line ends read as Unix ones, while a lone
+/// CR is data), each with the offset of its first byte in the stream and its 1-based number from where the
+/// reader started. The buffer grows only for a line longer than itself.
 public final class LineReader {
     private let stream: ByteStream
     private var buffer: [UInt8]
@@ -212,6 +212,8 @@ public final class LineReader {
     /// Stream offset of buffer[0].
     private var base: Int
     public private(set) var lineNumber: Int
+    /// The stream offset just past the current line's end (its LF or CRLF), valid during `next`'s body.
+    public private(set) var nextLineOffset = 0
 
     public init(_ stream: ByteStream, offset: Int = 0, chunk: Int = 1 << 20) {
         self.stream = stream
@@ -254,8 +256,11 @@ public final class LineReader {
     ) throws -> T {
         lineNumber += 1
         let offset = base + start
+        nextLineOffset = base + consumed
+        let endsWithLF = consumed > lineEnd
         let result = try buffer.withUnsafeBufferPointer { b in
-            try body(UnsafeBufferPointer(rebasing: b[start..<lineEnd]), offset)
+            let content = endsWithLF && lineEnd > start && b[lineEnd - 1] == 0x0D ? lineEnd - 1 : lineEnd
+            return try body(UnsafeBufferPointer(rebasing: b[start..<content]), offset)
         }
         start = consumed
         return result

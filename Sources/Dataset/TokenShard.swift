@@ -236,7 +236,10 @@ public struct DatasetIndex: Codable, Equatable {
     public static func load(directory: String) throws -> DatasetIndex {
         let path = directory + "/index.json"
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw DatasetError.unreadable(file: path, reason: "missing; run `llama-train prepare` first")
+            let reason = UnreadablePath.reason(path)
+            throw DatasetError.unreadable(
+                file: path,
+                reason: reason == UnreadablePath.noSuchFile ? "missing; run `llama-train prepare` first" : reason)
         }
         let index: DatasetIndex
         do {

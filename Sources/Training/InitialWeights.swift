@@ -4,6 +4,7 @@
 import Checkpoint
 import Foundation
 import Model
+import Support
 
 /// Copies a starting model's tensors into `model` by name and shape: from a Hugging Face directory or one of
 /// our checkpoints (step directory with manifest.json). A reward model or a policy with a value head may start
@@ -14,6 +15,8 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, log: (
         source = try CheckpointReader.loadModel(path).1
     } else if FileManager.default.fileExists(atPath: path + "/config.json") {
         source = try HuggingFace.loadModel(directory: path)
+    } else if case let reason = UnreadablePath.reason(path), reason != UnreadablePath.directoryReason {
+        throw TrainingError("\(path): finetune.init_from cannot be read: \(reason)")
     } else {
         throw TrainingError("\(path): neither a checkpoint (manifest.json) nor a Hugging Face directory (config.json)")
     }

@@ -201,6 +201,54 @@ func expectRefused(_ r: Run, _ expected: String, _ label: String, sourceLocation
         expectRefused(try run([tool, "pretrain", "--config", ok]), shard, "shard count 0xFF")
     }
 
+    /// A full disk under --metrics: the error names the file and the step (not a bare "No space left on
+    /// device"). The disk is a 64 KiB tmpfs filled up first, which only root may mount.
+    @Test(.enabled(if: SmallFilesystem.canMount, "mounting a tmpfs needs root (CAP_SYS_ADMIN)"))
+    func aFullDiskUnderMetricsNamesTheFileAndStep() throws {
+        let dir = try scratch()
+        let full = dir + "/full"
+        try SmallFilesystem.mount(at: full)
+        defer { SmallFilesystem.unmount(full) }
+        FileManager.default.createFile(atPath: full + "/filler", contents: Data(count: 64 << 10))
+        let r = try run([
+            try toolPath(), "pretrain", "--config", try writeTinyConfig(dir), "--metrics", full + "/m.jsonl",
+        ])
+        #expect(!r.signalled && r.status == 1, "\(r.stderr)")
+        #expect(
+            r.stderr.contains(full + "/m.jsonl") && r.stderr.contains("step 1's metrics")
+                && r.stderr.contains("No space left on device"), "\(r.stderr)")
+    }
+
+    /// A symbolic link loop or a dangling link, wherever a path is read, is named as such (not "cannot read
+    /// the file", "NSCocoaErrorDomain error 256" or "run prepare first").
+    @Test func linkLoopsAndDanglingLinksAreNamed() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let loop = dir + "/loop", dangling = dir + "/dangling"
+        try FileManager.default.createSymbolicLink(atPath: loop, withDestinationPath: dir + "/loop2")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/loop2", withDestinationPath: loop)
+        try FileManager.default.createSymbolicLink(atPath: dangling, withDestinationPath: dir + "/gone")
+        let config = try writeTinyConfig(dir, extra: #", "data": "\#(loop)", "tokenizer": "\#(fixtureTokenizer)""#)
+        try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(
+            of: "\"vocab_size\": 200", with: "\"vocab_size\": 2000"
+        ).write(toFile: config, atomically: true, encoding: .utf8)
+        let saysLoop = "symbolic link loop"
+        for (label, arguments, expected) in [
+            ("--config", ["pretrain", "--config", loop], saysLoop),
+            ("--config dangling", ["pretrain", "--config", dangling], "dangling symbolic link"),
+            ("train.data", ["pretrain", "--config", config], saysLoop),
+            ("--tokenizer", ["tokenize", "--tokenizer", loop], saysLoop),
+            (
+                "prepare --input", ["prepare", "--tokenizer", fixtureTokenizer, "--input", loop, "--out", dir + "/o"],
+                saysLoop
+            ),
+            ("export --checkpoint", ["export", "--checkpoint", loop, "--out", dir + "/hf"], saysLoop),
+            ("generate --checkpoint", ["generate", "--checkpoint", loop, "--prompt", "hi"], saysLoop),
+        ] {
+            expectRefused(try run([tool] + arguments), expected, label)
+        }
+    }
+
     /// Ranks launched with different configs (an MPMD launch) stop at start-up, naming every differing field
     /// and the ranks; so does prepare with different inputs per rank.
     @Test func ranksThatDisagreeAreStoppedAtStartUp() throws {
@@ -320,4 +368,25 @@ func expectRefused(_ r: Run, _ expected: String, _ label: String, sourceLocation
         ])
         expectRefused(edited, "manifest", "edited manifest")
     }
+}
+
+/// A tmpfs of 64 KiB, for disk-full tests (/dev/full does not stop root from creating files beside it).
+enum SmallFilesystem {
+    static let canMount: Bool = {
+        let probe = NSTemporaryDirectory() + "llama-train-tmpfs-probe-\(getpid())"
+        guard (try? FileManager.default.createDirectory(atPath: probe, withIntermediateDirectories: true)) != nil,
+            (try? mount(at: probe)) != nil
+        else { return false }
+        unmount(probe)
+        try? FileManager.default.removeItem(atPath: probe)
+        return true
+    }()
+
+    static func mount(at path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let r = try run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", path])
+        try #require(r.status == 0, "mount -t tmpfs at \(path): \(r.stderr)")
+    }
+
+    static func unmount(_ path: String) { _ = try? run(["umount", path]) }
 }
