@@ -28,7 +28,7 @@ enum TokenizerCommands {
                 "train on this field of .jsonl inputs (line by line) instead of their raw lines"),
             Flag(
                 "skip-bad-lines", .toggle, "",
-                "for .jsonl inputs: skip lines that are not JSON or lack the field (each named)"),
+                "skip lines that are not valid UTF-8 (or, in .jsonl inputs, not JSON or lacking the field), each named"),
             Flag(
                 "vocab-size", .int(min: 260, max: 1 << 24), "N", default: "\(BPETrainerOptions().vocabSize)",
                 "pieces, bytes and specials included"),
@@ -102,7 +102,7 @@ enum TokenizerCommands {
         into counter: SentenceCounter
     ) throws -> (kept: Int, seen: Int)? {
         var batch: [UInt8] = [], starts = [0]
-        var reservoir: [[UInt8]] = [], seen = 0
+        var reservoir: [[UInt8]] = [], seen = 0, skipped = 0
         var rng = SplitMix64(seed: 0x7370_6D5F_7472_6169)
         func flush() {
             counter.add(batch: batch, lineStarts: starts)
@@ -139,8 +139,22 @@ enum TokenizerCommands {
                 continue
             }
             let lines = LineReader(try openByteStream(path))
-            while try lines.next({ bytes, _ in take(bytes) }) != nil {}
+            while try lines.next({ bytes, _ in
+                // No silent U+FFFD: a line that is not UTF-8 is refused where it is, or skipped and counted.
+                if let bad = TextLines.firstInvalidByte(bytes) {
+                    let place = "\(path):\(lines.lineNumber): invalid UTF-8 at byte \(bad + 1)"
+                    guard skipBadLines else {
+                        throw DatasetError.invalid(
+                            place + "; fix the line, or pass --skip-bad-lines to skip such lines")
+                    }
+                    if skipped < 5 { print("warning: \(place) (skipped)") }
+                    skipped += 1
+                    return
+                }
+                take(bytes)
+            }) != nil {}
         }
+        if skipped > 0 { print("skipped \(skipped) line(s) that are not valid UTF-8") }
         guard sampleSize != nil else {
             flush()
             return nil
@@ -202,8 +216,7 @@ extension TokenizerCommands {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw FileError(path: path, message: "cannot read")
             }
-            lines += String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(
-                String.init)
+            lines += try TextLines.lines([UInt8](data), source: path).map { try $0.text.get() }
         }
         let bytes = lines.reduce(0) { $0 + $1.utf8.count }
         var rates: [Double] = []

@@ -155,7 +155,7 @@ public final class DocumentReader {
             var delimiterAt: Int? = nil
             let more: Bool? = try lines.next { bytes, offset in
                 if case let .delimited(delimiter) = format, bytes.elementsEqual(delimiter.utf8) {
-                    delimiterAt = offset + bytes.count + 1
+                    delimiterAt = lines.nextLineOffset
                     return true
                 }
                 guard try validUTF8(bytes, line: lines.lineNumber) else { return true }
@@ -203,7 +203,7 @@ public final class DocumentReader {
         if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return nil }
         let object = try? JSONSerialization.jsonObject(with: Data(buffer: bytes))
         guard let object = object as? [String: Any] else {
-            try bad(line, validUTF8Bytes(bytes) ? "not a JSON object" : "invalid UTF-8")
+            try bad(line, TextLines.firstInvalidByte(bytes).map(Self.invalidUTF8) ?? "not a JSON object")
             return nil
         }
         guard let value = object[field] as? String else {
@@ -217,14 +217,12 @@ public final class DocumentReader {
     }
 
     private func validUTF8(_ bytes: UnsafeBufferPointer<UInt8>, line: Int) throws -> Bool {
-        if validUTF8Bytes(bytes) { return true }
-        try bad(line, "invalid UTF-8")
+        guard let offset = TextLines.firstInvalidByte(bytes) else { return true }
+        try bad(line, Self.invalidUTF8(at: offset))
         return false
     }
 
-    private func validUTF8Bytes(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        String(validating: bytes, as: UTF8.self) != nil
-    }
+    private static func invalidUTF8(at offset: Int) -> String { "invalid UTF-8 at byte \(offset + 1)" }
 
     private func bad(_ line: Int, _ reason: String) throws {
         // Lines count from the range's start; the lines before it are counted only now, when one is named (a
@@ -253,14 +251,14 @@ public final class DocumentReader {
         let size = try fileSize(path)
         var delimiter: [UInt8] = []
         if case let .delimited(d) = format { delimiter = Array(d.utf8) }
-        // A delimiter line ending at or after `offset` starts at or after this.
-        let from = max(0, offset - (delimiter.isEmpty ? 0 : delimiter.count + 1))
+        // A delimiter line ending at or after `offset` starts at or after this (its end may be CRLF).
+        let from = max(0, offset - (delimiter.isEmpty ? 0 : delimiter.count + 2))
         let reader = LineReader(try FileStream(path: path, start: max(0, from - 1)), offset: max(0, from - 1))
         if from > 0 { _ = try reader.next { _, _ in () } }  // the rest of the line holding byte from − 1
         while true {
             let found: Int?? = try reader.next { bytes, start in
                 if delimiter.isEmpty { return start >= offset ? start : nil }
-                let next = start + bytes.count + 1
+                let next = reader.nextLineOffset
                 return bytes.elementsEqual(delimiter) && next >= offset ? next : nil
             }
             switch found {

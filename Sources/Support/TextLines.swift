@@ -72,7 +72,11 @@ public enum TextLines {
     }
 
     /// The offset of the first byte that does not belong to a valid UTF-8 sequence, or nil.
-    static func firstInvalidByte(_ bytes: ArraySlice<UInt8>) -> Int? {
+    public static func firstInvalidByte(_ bytes: some Sequence<UInt8>) -> Int? {
+        // Valid text, nearly every line, goes through the standard library's fast validator; only a bad line
+        // is walked scalar by scalar to find where.
+        let valid = bytes.withContiguousStorageIfAvailable { String(validating: $0, as: UTF8.self) != nil }
+        if valid == true { return nil }
         var parser = Unicode.UTF8.ForwardParser()
         var iterator = bytes.makeIterator()
         var offset = 0

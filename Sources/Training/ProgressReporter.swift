@@ -132,9 +132,13 @@ final class MetricsWriter {
                     throw FileError(path: path, message: "cannot create the metrics file")
                 }
             } else if let old = FileManager.default.contents(atPath: path) {
-                for line in String(decoding: old, as: UTF8.self).split(separator: "\n") {
-                    guard let step = JSONLines.object(String(line))?["step"] as? Int, step <= lastKept else { continue }
-                    kept += Data(line.utf8) + Data("\n".utf8)
+                // Rows of steps after the resumed one, and a torn last row, are dropped; so is a line that is
+                // not UTF-8 or not JSON (this file is ours, and nothing else reads it back).
+                for line in TextLines.lines([UInt8](old), source: path) {
+                    guard case let .success(text) = line.text,
+                        let step = JSONLines.object(text)?["step"] as? Int, step <= lastKept
+                    else { continue }
+                    kept += Data(text.utf8) + Data("\n".utf8)
                 }
             }
             if lastKept > 0 { try AtomicFile.write(kept, to: path) }

@@ -55,9 +55,42 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         _ = try pretrain([], config, ["--checkpoint-dir", dir + "/ck"])
     }
 
+    /// Between two real jobs: the second is refused naming the first's host and pid; once the first is
+    /// killed (-9, so its lock file still names it), the next job takes the lock over and says from whom.
+    @Test func aRunningJobsLockRefusesASecondAndADeadOnesIsTakenOver() throws {
+        let dir = try scratch()
+        let config = try writeCheckpointConfig(dir, steps: 100_000)
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: try toolPath())
+        first.arguments = ["pretrain", "--config", config, "--checkpoint-dir", dir + "/ck"]
+        first.standardOutput = FileHandle.nullDevice
+        try first.run()
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+        let lock = dir + "/ck/job.lock"
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, (try? String(contentsOfFile: lock, encoding: .utf8))?.contains("pid") != true {
+            usleep(50_000)
+        }
+        let refused = try run([try toolPath(), "pretrain", "--config", config, "--checkpoint-dir", dir + "/ck"])
+        #expect(
+            refused.status == 1 && refused.stderr.contains("in use by another job")
+                && refused.stderr.contains("pid \(first.processIdentifier)") && refused.stderr.contains("host "),
+            "\(refused.stderr)")
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let next = try run([
+            try toolPath(), "pretrain", "--config", config, "--checkpoint-dir", dir + "/ck", "--stop-after", "1",
+        ])
+        #expect(next.status == 75, "stopped after step 1, to be resumed: \(next.stderr)")
+        #expect(
+            next.stdout.contains("took over the lock") && next.stdout.contains("pid \(first.processIdentifier)"),
+            "\(next.stdout)")
+    }
+
     /// A checkpoint written by the build before checkpoints could hold several models (format 2, committed in
     /// Fixtures/format2-checkpoint with that build's own final model after resuming it) resumes here and
-    /// finishes bitwise where that build finished.
+    /// finishes where that build finished: bitwise on the CPU that wrote the fixture (an AMD EPYC), to float32
+    /// round-off on another, whose OpenBLAS picks other sgemm kernels (an Intel Xeon differs by 6e-9).
     @Test func formatTwoCheckpointOfTheEarlierBuildResumes() throws {
         let fixture = packageRoot + "/Tests/LauncherTests/Fixtures/format2-checkpoint"
         let dir = try scratch()
@@ -68,7 +101,7 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         #expect(resumed.stdout.contains("resumed from \(dir)/ck/step-00000002 (step 2"), "\(resumed.stdout)")
         let ours = try parameters(dir + "/out/model.safetensors"),
             theirs = try parameters(fixture + "/final.safetensors")
-        #expect(!ours.isEmpty && maxDifference(ours, theirs) == 0, "max |Δ| \(maxDifference(ours, theirs))")
+        #expect(!ours.isEmpty && maxDifference(ours, theirs) <= 1e-6, "max |Δ| \(maxDifference(ours, theirs))")
     }
 
     @Test(arguments: [1, 2])

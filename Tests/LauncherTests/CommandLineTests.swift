@@ -215,6 +215,25 @@ func scratch() throws -> String {
             "500", "--out", dir + "/x.model",
         ])
         #expect(r.stdout.contains("a sample of 500 of 4000 lines"), "\(r.stdout)")
+        // Windows line ends train the model of Unix ones; a line that is not UTF-8 is refused where it is, or
+        // skipped and counted, and the rest trains the same model.
+        try text.replacingOccurrences(of: "\n", with: "\r\n").write(
+            toFile: dir + "/crlf.txt", atomically: true, encoding: .utf8)
+        #expect(try train("crlf", [], input: "crlf.txt") == one)
+        try (Data(text.utf8) + Data("\nbad \u{00}".utf8) + Data([0xC3, 0x28, 0x0A])).write(
+            to: URL(fileURLWithPath: dir + "/bad.txt"))
+        let refused = try run([
+            tool, "tokenizer", "train", "--input", dir + "/bad.txt", "--vocab-size", "320", "--out", dir + "/b.model",
+        ])
+        #expect(
+            refused.status == 1 && refused.stderr.contains("bad.txt:4001: invalid UTF-8 at byte 6"), "\(refused.stderr)"
+        )
+        let skipping = try run([
+            tool, "tokenizer", "train", "--input", dir + "/bad.txt", "--vocab-size", "320", "--out", dir + "/b.model",
+            "--skip-bad-lines",
+        ])
+        #expect(skipping.stdout.contains("skipped 1 line(s)"), "\(skipping.stdout)")
+        #expect(FileManager.default.contents(atPath: dir + "/b.model") == one)
     }
 
     /// On a CPU "without" bf16 (the environment says so): the default falls back to fp32 with one line that
