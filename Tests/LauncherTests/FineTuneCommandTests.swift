@@ -68,6 +68,16 @@ func fineTuneWorkspace() throws -> String {
         ])
         expectRefused(wrong, "pretrain run's checkpoint", "sft in a pretraining checkpoint directory")
         #expect(!FileManager.default.fileExists(atPath: dir + "/wrong/model.safetensors"))
+        // --metrics naming the SFT data, and --out over the starting model: refused, both files kept.
+        let data = FileManager.default.contents(atPath: dir + "/sft.jsonl")
+        let onData = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--metrics", dir + "/sft.jsonl"])
+        expectRefused(onData, "--metrics", "--metrics on finetune.data")
+        #expect(
+            onData.stderr.contains("finetune.data") && FileManager.default.contents(atPath: dir + "/sft.jsonl") == data)
+        let start = FileManager.default.contents(atPath: dir + "/pre/model.safetensors")
+        let overStart = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/pre"])
+        expectRefused(overStart, "finetune.init_from", "--out over init_from")
+        #expect(FileManager.default.contents(atPath: dir + "/pre/model.safetensors") == start)
     }
 
     @Test func sftResumesExactlyAcrossAnEpochBoundary() throws {
