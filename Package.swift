@@ -47,12 +47,12 @@ let package = Package(
             pkgConfig: "ompi-c",
             providers: [.apt(["libopenmpi-dev"])]
         ),
-        .target(name: "Distributed", dependencies: ["CMPI"]),
+        .target(name: "Distributed", dependencies: ["CMPI", "Support"]),
         // Generic helpers with no knowledge of models: settings declared once per key, SHA-256, atomic files,
         // seeded shuffles, JSON Lines, config errors and overflow-checked sizes.
         .target(name: "Support"),
         .target(name: "Model", dependencies: ["Kernels", "Support"]),
-        .target(name: "Optim", dependencies: ["Kernels", "Model"]),
+        .target(name: "Optim", dependencies: ["Kernels", "Model", "Support"]),
         .target(name: "Tokenizer", dependencies: ["Support"], swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         // zlib and libzstd through module maps: compressed corpora are read as streams.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -112,7 +112,8 @@ let package = Package(
         .testTarget(
             name: "FineTuneTests",
             dependencies: ["FineTune", "Inference", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
-        .testTarget(name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim"]),
+        .testTarget(
+            name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim", "Distributed", "Support"]),
         // llama-train with the faults the tests inject (a NaN loss, a rank dying mid-checkpoint) set from its
         // own first arguments: the test-only seam, so production code reads no test variables.
         .executableTarget(name: "FaultInjection", dependencies: ["Commands", "Support"], path: "Tests/FaultInjection"),

@@ -26,13 +26,17 @@ public enum CheckpointReader {
                 throw CheckpointError.missingShard(file: path)
             }
             defer { try? handle.close() }
-            let count = shard.end - shard.start
-            guard let data = try handle.read(upToCount: 4 * count), data.count == 4 * count else {
+            // The parameter section is the shard's pieces end to end.
+            let held = shard.held
+            guard let data = try handle.read(upToCount: 4 * held.count), data.count == 4 * held.count else {
                 throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
             }
             data.withUnsafeBytes { raw in
-                (model.parameters.pointer + shard.start).update(
-                    from: raw.bindMemory(to: Float.self).baseAddress!, count: count)
+                let floats = raw.bindMemory(to: Float.self).baseAddress!
+                for piece in held.pieces {
+                    (model.parameters.pointer + piece.range.lowerBound).update(
+                        from: floats + piece.local, count: piece.range.count)
+                }
             }
         }
         try model.layout.checkFinite(model.parameters, source: checkpoint)

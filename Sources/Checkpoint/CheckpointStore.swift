@@ -1,11 +1,12 @@
 // CheckpointStore: saving and resuming sharded checkpoints of a stage's models (layout and commit protocol
 // in Manifest.swift).
 //
-// Saving copies this rank's range of parameters and moments into a staging buffer (the only stall when
-// writing in the background), then writes, fsyncs and commits on a thread with its own communicator.
-// Resuming picks the newest checkpoint that verifies (each rank hashes every world-size-th shard; a failure
-// anywhere skips the checkpoint on all ranks), reads on each rank only the byte ranges of the old shards
-// that overlap its new range, and assembles the full buffers with an allgather: the world size may change.
+// Saving copies this rank's pieces of parameters and moments (what its partition gives it) into a staging
+// buffer (the only stall when writing in the background), then writes, fsyncs and commits on a thread with
+// its own communicator. Resuming picks the newest checkpoint that verifies (each rank hashes every
+// world-size-th shard; a failure anywhere skips the checkpoint on all ranks), reads on each rank only the
+// byte ranges of the old shards that overlap the pieces it now holds, and assembles a replicated buffer from
+// every rank's flat range with an allgather: the world size and the sharding mode may change.
 
 import Configuration
 import Distributed
@@ -26,20 +27,34 @@ public enum ResumeMode: Equatable, Sendable {
     }
 }
 
-/// One model of a checkpoint: its name (the manifest's), the model, and its optimizer when it trains.
+/// One model of a checkpoint: its name (the manifest's), the model, its optimizer when it trains, and the
+/// partition whose pieces each rank writes.
 public struct CheckpointedModel {
     public let name: String
     public let model: LlamaModel
     public let optimizer: AdamW?
+    public let partition: UnitPartition
 
-    public init(name: String, model: LlamaModel, optimizer: AdamW?) {
-        (self.name, self.model, self.optimizer) = (name, model, optimizer)
+    public init(name: String, model: LlamaModel, optimizer: AdamW?, partition: UnitPartition) {
+        (self.name, self.model, self.optimizer, self.partition) = (name, model, optimizer, partition)
     }
 
-    /// The buffers a checkpoint holds, each with the flat range it covers: parameters, then AdamW's m and v.
-    var state: [(FloatBuffer, Range<Int>)] {
-        [(model.parameters, model.parameterRange)] + (optimizer.map { [($0.m, $0.range), ($0.v, $0.range)] } ?? [])
+    /// The buffers a checkpoint holds, each with what it holds: parameters, then AdamW's m and v.
+    var state: [(FloatBuffer, HeldPieces)] {
+        [(model.parameters, model.parameterPieces)]
+            + (optimizer.map { [($0.m, $0.pieces), ($0.v, $0.pieces)] } ?? [])
     }
+
+    /// Whether the shards list their pieces (a partition of several units over several ranks).
+    var writesPieces: Bool { partition.units.count > 1 && partition.ranks > 1 }
+}
+
+/// One model's shard as staged for writing: its file prefix, whose pieces it holds, and the bytes.
+struct Staged: Sendable {
+    let prefix: String
+    let partition: UnitPartition
+    let writesPieces: Bool
+    let buffer: FloatBuffer
 }
 
 public final class CheckpointStore: @unchecked Sendable {
@@ -105,20 +120,28 @@ public final class CheckpointStore: @unchecked Sendable {
     public func save(step: Int, tokensSeen: Int, models: [CheckpointedModel], config: RunConfig) throws -> Double {
         try waitForPending()
         let start = Date()
-        // Each rank writes the range it owns of every buffer; sharded buffers hold exactly that range, replicated ones all.
-        let staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)] = models.enumerated().map { i, entry in
+        // Each rank writes its partition's pieces of every buffer; sharded buffers hold exactly those, replicated
+        // ones all.
+        let staged: [Staged] = models.enumerated().map {
+            i, entry in
             let state = entry.state
-            let range = CheckpointManifest.range(
-                rank: world.rank, worldSize: world.size, count: entry.model.layout.count)
-            let buffer = FloatBuffer(count: state.count * range.count)
+            let mine = entry.partition.held(rank: world.rank)
+            let buffer = FloatBuffer(count: state.count * mine.count)
             for (section, (source, held)) in state.enumerated() {
-                precondition(
-                    held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound,
-                    "rank \(world.rank) does not hold its own range")
-                (buffer.pointer + section * range.count).update(
-                    from: source.pointer + (range.lowerBound - held.lowerBound), count: range.count)
+                let target = buffer.pointer + section * mine.count
+                if held.isWhole(of: entry.model.layout.count) {
+                    for piece in mine.pieces {
+                        (target + piece.local).update(
+                            from: source.pointer + piece.range.lowerBound, count: piece.range.count)
+                    }
+                } else {
+                    precondition(held == mine, "rank \(world.rank) holds neither everything nor its own pieces")
+                    target.update(from: source.pointer, count: mine.count)
+                }
             }
-            return (i == 0 ? "" : entry.name + "-", range, buffer)
+            return Staged(
+                prefix: i == 0 ? "" : entry.name + "-", partition: entry.partition, writesPieces: entry.writesPieces,
+                buffer: buffer)
         }
         let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
         let primary = models[0]
@@ -132,6 +155,9 @@ public final class CheckpointStore: @unchecked Sendable {
             // Format 3 only where it is needed: a checkpoint of one model stays readable by earlier builds.
             template.formatVersion = 3
             template.modelName = primary.name
+        }
+        if models.contains(where: \.writesPieces) { template.formatVersion = 4 }
+        if models.count > 1 {
             template.models = models.dropFirst().map {
                 .init(
                     name: $0.name, model: $0.model.config, parameterCount: $0.model.layout.count,
@@ -193,14 +219,14 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     private func commit(
-        staged: [(prefix: String, range: Range<Int>, buffer: FloatBuffer)], checkpoint: String,
+        staged: [Staged], checkpoint: String,
         manifest template: CheckpointManifest
     ) throws {
         try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
         var words: [Int32] = []
-        for (prefix, _, buffer) in staged {
-            let name = prefix + CheckpointManifest.shardName(rank: world.rank, worldSize: world.size)
-            let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.byteCount)
+        for entry in staged {
+            let name = entry.prefix + CheckpointManifest.shardName(rank: world.rank, worldSize: world.size)
+            let bytes = UnsafeRawBufferPointer(start: entry.buffer.pointer, count: entry.buffer.byteCount)
             words += Array(SHA256.hex(bytes).utf8).map(Int32.init)
             try AtomicFile.write(to: checkpoint + "/" + name) { writer in
                 try writer.write(bytes)
@@ -213,20 +239,27 @@ public final class CheckpointStore: @unchecked Sendable {
         func hash(_ rank: Int, _ model: Int) -> String {
             String(decoding: all[rank][(64 * model)..<(64 * model + 64)].map(UInt8.init), as: UTF8.self)
         }
-        func shards(_ model: Int, prefix: String, count: Int, sections: Int) -> [CheckpointManifest.Shard] {
-            (0..<world.size).map { rank in
-                let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: count)
+        func shards(_ model: Int, sections: Int) -> [CheckpointManifest.Shard] {
+            let entry = staged[model]
+            return (0..<world.size).map { rank in
+                let file = entry.prefix + CheckpointManifest.shardName(rank: rank, worldSize: world.size)
+                guard entry.writesPieces else {
+                    let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: entry.partition.count)
+                    return .init(
+                        file: file, rank: rank, start: r.lowerBound, end: r.upperBound, bytes: 4 * sections * r.count,
+                        sha256: hash(rank, model))
+                }
+                let held = entry.partition.held(rank: rank)
                 return .init(
-                    file: prefix + CheckpointManifest.shardName(rank: rank, worldSize: world.size), rank: rank,
-                    start: r.lowerBound,
-                    end: r.upperBound, bytes: 4 * sections * r.count, sha256: hash(rank, model))
+                    file: file, rank: rank, start: held.ranges.first?.lowerBound ?? 0,
+                    end: held.ranges.last?.upperBound ?? 0, bytes: 4 * sections * held.count,
+                    sha256: hash(rank, model), pieces: held.ranges.map { [$0.lowerBound, $0.upperBound] })
             }
         }
         var manifest = template
-        manifest.shards = shards(0, prefix: "", count: template.parameterCount, sections: 3)
+        manifest.shards = shards(0, sections: 3)
         for (i, extra) in (template.models ?? []).enumerated() {
-            manifest.models![i].shards = shards(
-                i + 1, prefix: staged[i + 1].prefix, count: extra.parameterCount, sections: extra.sections)
+            manifest.models![i].shards = shards(i + 1, sections: extra.sections)
         }
         try AtomicFile.write(try manifest.sealed(), to: checkpoint + "/manifest.json")
         prune(committed: checkpoint, step: manifest.step)
@@ -383,45 +416,56 @@ public final class CheckpointStore: @unchecked Sendable {
         }
     }
 
-    /// Reads this rank's new range of each of a model's buffers from the old shards that overlap it, then
-    /// allgathers the buffers this rank holds whole.
+    /// Reads into each of a model's buffers what this rank now holds of it, from the old shards that overlap:
+    /// a sharded buffer's own pieces directly; a replicated one's flat range of this world, then an allgather.
     private func load(
         _ shards: [CheckpointManifest.Shard], count: Int, sections: Int, from checkpoint: String,
         into entry: CheckpointedModel
     ) throws {
-        let per = (count + world.size - 1) / world.size
-        let mine = CheckpointManifest.range(rank: world.rank, worldSize: world.size, count: count)
-        let slices = (0..<sections).map { _ in FloatBuffer(count: per) }
-        for shard in shards where shard.start < mine.upperBound && shard.end > mine.lowerBound {
+        let flat = UnitPartition.flat(count: count, ranks: world.size)
+        let mine = flat.pieces(ofUnit: 0)[world.rank], per = flat.pieceSize(ofUnit: 0)
+        var slice: FloatBuffer?, full: FloatBuffer?
+        for (section, (target, held)) in entry.state.prefix(sections).enumerated() {
+            guard held.isWhole(of: count) else {
+                try read(held, section: section, into: target.pointer, shards: shards, checkpoint: checkpoint)
+                continue
+            }
+            if slice == nil { (slice, full) = (FloatBuffer(count: per), FloatBuffer(count: per * world.size)) }
+            try read(HeldPieces([mine]), section: section, into: slice!.pointer, shards: shards, checkpoint: checkpoint)
+            try world.allgather(slice!.pointer, full!.pointer, blockCount: per)
+            target.pointer.update(from: full!.pointer, count: count)
+        }
+    }
+
+    /// Copies `wanted`'s global ranges of section `section` from the shards holding them into `target` (laid
+    /// out as `wanted`'s local offsets say), reading only the overlapping bytes of each shard.
+    private func read(
+        _ wanted: HeldPieces, section: Int, into target: UnsafeMutablePointer<Float>,
+        shards: [CheckpointManifest.Shard], checkpoint: String
+    ) throws {
+        for shard in shards {
+            let held = shard.held
+            let overlaps = wanted.pieces.flatMap { want in
+                held.parts(of: want.range).map {
+                    (part: $0, local: want.local + $0.range.lowerBound - want.range.lowerBound)
+                }
+            }
+            guard !overlaps.isEmpty else { continue }
             let path = checkpoint + "/" + shard.file
             guard let handle = FileHandle(forReadingAtPath: path) else {
                 throw CheckpointError.missingShard(file: path)
             }
             defer { try? handle.close() }
-            let overlap = max(shard.start, mine.lowerBound)..<min(shard.end, mine.upperBound)
-            let length = shard.end - shard.start
-            for (section, slice) in slices.enumerated() {
-                try handle.seek(toOffset: UInt64(4 * (section * length + overlap.lowerBound - shard.start)))
-                guard let data = try handle.read(upToCount: 4 * overlap.count), data.count == 4 * overlap.count else {
+            for (part, local) in overlaps {
+                try handle.seek(toOffset: UInt64(4 * (section * held.count + part.local)))
+                let n = part.range.count
+                guard let data = try handle.read(upToCount: 4 * n), data.count == 4 * n else {
                     throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
                 }
                 data.withUnsafeBytes { raw in
-                    (slice.pointer + (overlap.lowerBound - mine.lowerBound)).update(
-                        from: raw.bindMemory(to: Float.self).baseAddress!, count: overlap.count)
+                    (target + local).update(from: raw.bindMemory(to: Float.self).baseAddress!, count: n)
                 }
             }
-        }
-        // A replicated buffer is assembled from every rank's range; a sharded one keeps just this rank's.
-        var full: FloatBuffer?
-        for (slice, (target, held)) in zip(slices, entry.state) {
-            if held == mine {
-                target.pointer.update(from: slice.pointer, count: mine.count)
-                continue
-            }
-            precondition(held == 0..<count, "a buffer holds neither everything nor this rank's range")
-            if full == nil { full = FloatBuffer(count: per * world.size) }
-            try world.allgather(slice.pointer, full!.pointer, blockCount: per)
-            target.pointer.update(from: full!.pointer, count: count)
         }
     }
 }

@@ -1,8 +1,10 @@
 // Sharded checkpoints: one directory per step, one shard per rank, a manifest that commits them.
 //
 // Layout of checkpoints/step-00001200/:
-//   shard-00000-of-00002.bin  rank 0's flat range of parameters, then of AdamW's m, then of v (float32 LE)
-//   shard-00001-of-00002.bin  rank 1's range; rank r owns [r·P, min((r+1)·P, N)) with P = ⌈N / ranks⌉
+//   shard-00000-of-00002.bin  rank 0's pieces of the parameters, then of AdamW's m, then of v (float32 LE)
+//   shard-00001-of-00002.bin  rank 1's pieces. Sharding none and optimizer write one flat range per rank,
+//                             [r·P, min((r+1)·P, N)) with P = ⌈N / ranks⌉ (`start`, `end`); gradients and
+//                             full write what they own, ⌈S/ranks⌉ of every unit, listed in `pieces` (format 4)
 //   manifest.json             written last: format, stage, step, tokens, the config, world size, the next
 //                             batch, for every shard its range, byte length and SHA-256, and the SHA-256 of
 //                             the manifest itself (canonical JSON with that field empty)
@@ -24,16 +26,28 @@ public struct CheckpointManifest: Codable, Sendable {
     public struct Shard: Codable, Sendable {
         public var file: String
         public var rank: Int
-        /// Global flat range [start, end) of the parameter buffer this shard holds (and of m and v).
+        /// Global flat range [start, end) of the parameter buffer this shard holds (and of m and v): all of
+        /// it without `pieces`, else the span from the first piece's start to the last one's end.
         public var start: Int
         public var end: Int
         public var bytes: Int
         public var sha256: String
+        /// The global ranges [start, end) the shard holds end to end in each section, when not one range.
+        public var pieces: [[Int]]?
 
-        public init(file: String, rank: Int, start: Int, end: Int, bytes: Int, sha256: String) {
+        public init(
+            file: String, rank: Int, start: Int, end: Int, bytes: Int, sha256: String, pieces: [[Int]]? = nil
+        ) {
             (self.file, self.rank, self.start, self.end, self.bytes, self.sha256) = (
                 file, rank, start, end, bytes, sha256
             )
+            self.pieces = pieces
+        }
+
+        /// What the shard holds, in file order.
+        public var held: HeldPieces {
+            guard let pieces else { return HeldPieces([start..<end]) }
+            return HeldPieces(pieces.map { $0[0]..<$0[1] })
         }
     }
 
@@ -65,11 +79,11 @@ public struct CheckpointManifest: Codable, Sendable {
         }
     }
 
-    /// 2 adds `stage` and `manifest_sha256`; 3 adds `models` (a stage of several models). Version 1
-    /// manifests (pretraining, no self-checksum) still load.
-    /// Written as 2 for a stage of one model (earlier builds read it), 3 with `models`.
+    /// 2 adds `stage` and `manifest_sha256`; 3 adds `models` (a stage of several models); 4 adds shards of
+    /// `pieces` (sharding by units). Version 1 manifests (pretraining, no self-checksum) still load.
+    /// Written as 2 for a stage of one model (earlier builds read it), 3 with `models`, 4 with pieces.
     public var formatVersion = 2
-    public static let currentFormat = 3
+    public static let currentFormat = 4
     public var stage: TrainingStage
     public var step: Int
     public var tokensSeen: Int
@@ -179,7 +193,12 @@ public struct CheckpointManifest: Codable, Sendable {
         guard parameterCount >= 1, parameterCount <= 1 << 42 else {
             throw bad("parameter_count \(parameterCount) is outside 1...2^42")
         }
-        try Self.validate(shards: shards, prefix: "", sections: 3, count: parameterCount, worldSize: worldSize, bad)
+        try Self.validate(
+            shards: shards, prefix: "", sections: 3, count: parameterCount, model: config.model, worldSize: worldSize,
+            bad)
+        let piecewise =
+            shards.contains { $0.pieces != nil } || (models ?? []).contains { $0.shards.contains { $0.pieces != nil } }
+        guard !piecewise || formatVersion >= 4 else { throw bad("format \(formatVersion) has no shards of pieces") }
         guard models == nil || formatVersion >= 3 else { throw bad("format \(formatVersion) holds no other models") }
         for extra in models ?? [] {
             guard Self.isModelName(extra.name) else { throw bad("model name '\(extra.name)' is not a name") }
@@ -197,7 +216,7 @@ public struct CheckpointManifest: Codable, Sendable {
             }
             try Self.validate(
                 shards: extra.shards, prefix: extra.name + "-", sections: extra.sections, count: extra.parameterCount,
-                worldSize: worldSize, bad)
+                model: extra.model, worldSize: worldSize, bad)
         }
         if let models {
             guard Set(models.map(\.name)).count == models.count else { throw bad("a model is listed twice") }
@@ -210,24 +229,50 @@ public struct CheckpointManifest: Codable, Sendable {
             && name.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "_" || $0 == "-" }
     }
 
-    /// Shard entry r must be rank r's file, covering its range in `sections` float sections, with a SHA-256.
+    /// Shard entry r must be rank r's file, holding what rank r owns (its flat range, or, with `pieces`, its
+    /// pieces of every unit of `model`) in `sections` float sections, with a SHA-256.
     static func validate(
-        shards: [Shard], prefix: String, sections: Int, count: Int, worldSize: Int,
+        shards: [Shard], prefix: String, sections: Int, count: Int, model: LlamaConfig, worldSize: Int,
         _ bad: (String) -> CheckpointError
     ) throws {
         guard shards.count == worldSize else {
             throw bad("\(prefix)shards: \(shards.count) entries for world_size \(worldSize)")
         }
+        let byUnits = shards.first?.pieces != nil
+        var partition = UnitPartition.flat(count: count, ranks: worldSize)
+        if byUnits {
+            do { try model.validate() } catch { throw bad("its model block: \(error)") }
+            let layout = ParameterLayout(config: model)
+            guard layout.count == count else {
+                throw bad("\(prefix)parameter_count \(count) differs from its model block's \(layout.count)")
+            }
+            partition = UnitPartition(units: layout.units, ranks: worldSize)
+        }
         for (rank, shard) in shards.enumerated() {
-            let expected = CheckpointManifest.range(rank: rank, worldSize: worldSize, count: count)
             let name = prefix + CheckpointManifest.shardName(rank: rank, worldSize: worldSize)
             guard shard.rank == rank, shard.file == name else {
                 throw bad("shard entry \(rank) is '\(shard.file)' for rank \(shard.rank); expected \(name)")
             }
-            let bytes = 4 * sections * expected.count
-            guard shard.start == expected.lowerBound, shard.end == expected.upperBound, shard.bytes == bytes else {
+            let listed = shard.pieces ?? []
+            guard (shard.pieces != nil) == byUnits, listed.allSatisfy({ $0.count == 2 && $0[0] < $0[1] }),
+                zip(listed, listed.dropFirst()).allSatisfy({ $0[1] <= $1[0] }), shard.start <= shard.end
+            else {
                 throw bad(
-                    "shard \(shard.file) covers [\(shard.start), \(shard.end)) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns [\(expected.lowerBound), \(expected.upperBound)) in \(bytes)"
+                    "shard \(shard.file): every shard lists its pieces, or none does (each a [start, end), ascending)")
+            }
+            let expected =
+                byUnits
+                ? partition.held(rank: rank) : HeldPieces([Self.range(rank: rank, worldSize: worldSize, count: count)])
+            let span =
+                byUnits
+                ? (expected.ranges.first?.lowerBound ?? 0)..<(expected.ranges.last?.upperBound ?? 0)
+                : Self.range(rank: rank, worldSize: worldSize, count: count)
+            let bytes = 4 * sections * expected.count
+            guard shard.held == expected, shard.start == span.lowerBound, shard.end == span.upperBound,
+                shard.bytes == bytes
+            else {
+                throw bad(
+                    "shard \(shard.file) holds \(shard.held.ranges) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns \(expected.ranges) in \(bytes)"
                 )
             }
             guard shard.sha256.count == 64, shard.sha256.allSatisfy(\.isHexDigit) else {
@@ -236,9 +281,10 @@ public struct CheckpointManifest: Codable, Sendable {
         }
     }
 
-    /// Rank r's flat range on `worldSize` ranks: the FlatPartition that sharded training owns by.
+    /// Rank r's flat range on `worldSize` ranks (sharding none and optimizer).
     public static func range(rank: Int, worldSize: Int, count: Int) -> Range<Int> {
-        FlatPartition(count: count, ranks: worldSize).range(rank: rank)
+        let pieces = UnitPartition.flat(count: count, ranks: worldSize).pieces(ofUnit: 0)
+        return pieces[rank]
     }
 
     public static func shardName(rank: Int, worldSize: Int) -> String {

@@ -61,11 +61,11 @@ public final class LlamaModel {
     public let config: LlamaConfig
     public let layout: ParameterLayout
     public let purpose: ModelPurpose
-    /// The flat range `parameters` holds: all of the layout, or this rank's part when parameters are sharded.
-    public let parameterRange: Range<Int>
+    /// What `parameters` holds: all of the layout, or this rank's pieces when parameters are sharded.
+    public let parameterPieces: HeldPieces
     public let parameters: FloatBuffer
-    /// The flat range `gradients` holds (all, this rank's part when gradients are sharded, none for inference).
-    public let gradientRange: Range<Int>
+    /// What `gradients` holds (all, this rank's pieces when gradients are sharded, none for inference).
+    public let gradientPieces: HeldPieces
     public let gradients: FloatBuffer
     public private(set) var activations: ActivationArena?
     /// Set when units come from a sharding provider; nil reads and writes the buffers above directly.
@@ -90,19 +90,19 @@ public final class LlamaModel {
 
     /// A model for `purpose`: training models hold gradients and a training arena; inference models hold
     /// only the parameters and a forward-only arena (about 1× the model's bytes plus the working set). Sharded
-    /// training gives the ranges this rank keeps, and a `unitWeights` provider for the rest.
+    /// training gives the pieces this rank keeps, and a `unitWeights` provider for the rest.
     public init(
-        config: LlamaConfig, purpose: ModelPurpose = .training(.none), parameterRange: Range<Int>? = nil,
-        gradientRange: Range<Int>? = nil
+        config: LlamaConfig, purpose: ModelPurpose = .training(.none), parameterPieces: HeldPieces? = nil,
+        gradientPieces: HeldPieces? = nil
     ) throws {
         try config.validate()
         self.config = config
         self.purpose = purpose
         layout = ParameterLayout(config: config)
-        self.parameterRange = parameterRange ?? 0..<layout.count
-        self.gradientRange = gradientRange ?? (purpose.trains ? 0..<layout.count : 0..<0)
-        parameters = FloatBuffer(count: self.parameterRange.count)
-        gradients = FloatBuffer(count: self.gradientRange.count)
+        self.parameterPieces = parameterPieces ?? .whole(layout.count)
+        self.gradientPieces = gradientPieces ?? .whole(purpose.trains ? layout.count : 0)
+        parameters = FloatBuffer(count: self.parameterPieces.count)
+        gradients = FloatBuffer(count: self.gradientPieces.count)
         headRowOffsets = config.heads.indices.map { i in config.heads[..<i].reduce(0) { $0 + $1.rows(config) } }
     }
 
@@ -111,11 +111,15 @@ public final class LlamaModel {
     /// model equals the same part of a replicated one.
     public func initialize(seed: UInt64, std: Double = 0.02) {
         var rng = SplitMix64(seed: seed)
-        let kept = parameterRange
+        let kept = parameterPieces.pieces
+        var next = 0  // the first kept piece not wholly behind i
         for spec in layout.tensors {
             for i in spec.offset..<(spec.offset + spec.count) {
                 let value: Float = spec.decays ? Float(rng.nextGaussian() * std) : 1
-                if kept.contains(i) { parameters[i - kept.lowerBound] = value }
+                while next < kept.count && kept[next].range.upperBound <= i { next += 1 }
+                if next < kept.count && kept[next].range.contains(i) {
+                    parameters[kept[next].local + i - kept[next].range.lowerBound] = value
+                }
             }
         }
     }
@@ -123,7 +127,8 @@ public final class LlamaModel {
     /// Unit u's parameter base: pointer + flat offset addresses a tensor of the unit.
     private func parameterBase(forwardOf u: Int) -> UnsafeMutablePointer<Float> {
         if let provider = unitWeights { return provider.parametersForForward(unit: u) - layout.units[u].lowerBound }
-        return parameters.pointer - parameterRange.lowerBound
+        precondition(parameterPieces.isWhole(of: layout.count), "sharded parameters need a unitWeights provider")
+        return parameters.pointer
     }
 
     func backwardBases(_ u: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
@@ -131,7 +136,10 @@ public final class LlamaModel {
             let (p, g) = provider.beginBackward(unit: u)
             return (p - layout.units[u].lowerBound, g - layout.units[u].lowerBound)
         }
-        return (parameters.pointer - parameterRange.lowerBound, gradients.pointer - gradientRange.lowerBound)
+        precondition(
+            parameterPieces.isWhole(of: layout.count) && gradientPieces.isWhole(of: layout.count),
+            "sharded parameters or gradients need a unitWeights provider")
+        return (parameters.pointer, gradients.pointer)
     }
 
     /// Plans the activation arena for (batch, seqLen); a no-op when the shape is already planned.

@@ -2,9 +2,10 @@
 // that trains, or (gathers only) a frozen model under `full`.
 //
 // Gradients (both modes): a unit's backward writes into one unit-sized working buffer; right after it, the
-// buffer is reduce-scattered over the ranks and each rank adds the sum of its own part into the gradients it
-// keeps (its FlatPartition range). Every micro-step does this, so no full gradient buffer ever exists.
-// Parameters (`full` only): each rank keeps its own range; a unit is allgathered into one of two slots just
+// buffer is reduce-scattered over the ranks and each rank adds the sum of its own piece into the gradients it
+// keeps (its UnitPartition pieces: ⌈S/N⌉ of every unit, so every rank sends and receives alike). Every
+// micro-step does this, so no full gradient buffer ever exists.
+// Parameters (`full` only): each rank keeps its own pieces; a unit is allgathered into one of two slots just
 // before its forward or backward, and while it computes the next unit (forward: u + 1; backward: u − 1) is
 // gathered into the other slot on a communication thread with its own communicator. Within a step the
 // parameters do not change, so a slot that still holds the unit asked for is used as it is; `invalidate()`
@@ -19,9 +20,13 @@ import Support
 final class ShardedUnits: UnitWeights, @unchecked Sendable {
     let model: LlamaModel
     let world: Communicator
-    let partition: FlatPartition
+    let partition: UnitPartition
     let shardsParameters: Bool
     private let units: [Range<Int>]
+    /// Each unit's pieces (one per rank, relative to the unit) and where this rank's sits in its buffers.
+    private let unitPieces: [[Range<Int>]]
+    private let parameterOffsets: [Int?]
+    private let gradientOffsets: [Int?]
     private let gradientWork: FloatBuffer
     private let reduced: FloatBuffer
     private let slots: [FloatBuffer]
@@ -34,17 +39,28 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
     private(set) var exposedSeconds = 0.0
 
     /// `model` keeps this rank's part of `partition` in its gradients (and, when `shardsParameters`, its parameters).
-    init(model: LlamaModel, world: Communicator, partition: FlatPartition, shardsParameters: Bool) throws {
+    init(model: LlamaModel, world: Communicator, partition: UnitPartition, shardsParameters: Bool) throws {
+        precondition(partition.units == model.layout.units && partition.ranks == world.size)
         self.model = model
         self.world = world
         self.partition = partition
         self.shardsParameters = shardsParameters
-        units = model.layout.units
+        let units = model.layout.units
+        let unitPieces = units.indices.map { partition.pieces(ofUnit: $0) }
+        func offsets(_ held: HeldPieces) -> [Int?] {
+            units.indices.map { u in
+                let piece = unitPieces[u][world.rank]
+                return piece.isEmpty ? nil : held.local(units[u].lowerBound + piece.lowerBound)
+            }
+        }
+        (self.units, self.unitPieces) = (units, unitPieces)
+        parameterOffsets = offsets(model.parameterPieces)
+        gradientOffsets = offsets(model.gradientPieces)
         let largest = units.map(\.count).max() ?? 0
         // A frozen model (sharding full, no backward) needs the gathers only.
         let reduces = model.purpose.trains
         gradientWork = FloatBuffer(count: reduces ? largest : 0)
-        reduced = FloatBuffer(count: reduces ? min(largest, partition.perRank) : 0)
+        reduced = FloatBuffer(count: reduces ? (units.indices.map { partition.pieceSize(ofUnit: $0) }.max() ?? 0) : 0)
         slots = shardsParameters ? [FloatBuffer(count: largest), FloatBuffer(count: largest)] : []
         // The gathers of the next unit overlap compute only when MPI lets two threads communicate at once.
         prefetcher =
@@ -88,22 +104,18 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
     }
 
     func backwardFinished(unit u: Int) {
-        let unit = units[u]
-        let piece = partition.pieces(of: unit)[world.rank]
+        let piece = unitPieces[u][world.rank]
         let start = monotonicSeconds()
         do {
-            try world.reduceScatterPieces(gradientWork.pointer, reduced.pointer, range: unit, partition: partition)
+            try world.reduceScatterPieces(
+                gradientWork.pointer, reduced.pointer, count: units[u].count, pieces: unitPieces[u])
         } catch {
             record(error)
         }
         let seconds = monotonicSeconds() - start
         communicationSeconds += seconds
         exposedSeconds += seconds
-        if !piece.isEmpty {
-            lm_add(
-                model.gradients.pointer + (unit.lowerBound + piece.lowerBound - model.gradientRange.lowerBound),
-                reduced.pointer, piece.count)
-        }
+        if let offset = gradientOffsets[u] { lm_add(model.gradients.pointer + offset, reduced.pointer, piece.count) }
     }
 
     // MARK: - Gathering parameters
@@ -141,15 +153,12 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
 
     /// This rank's part of unit u into its place in `slot`, then every rank's part from the others.
     private func gather(_ u: Int, into slot: FloatBuffer, on communicator: Communicator) {
-        let unit = units[u]
-        let piece = partition.pieces(of: unit)[world.rank]
-        if !piece.isEmpty {
-            (slot.pointer + piece.lowerBound).update(
-                from: model.parameters.pointer + (unit.lowerBound + piece.lowerBound - model.parameterRange.lowerBound),
-                count: piece.count)
+        let piece = unitPieces[u][world.rank]
+        if let offset = parameterOffsets[u] {
+            (slot.pointer + piece.lowerBound).update(from: model.parameters.pointer + offset, count: piece.count)
         }
         do {
-            try communicator.allgatherPieces(slot.pointer, range: unit, partition: partition)
+            try communicator.allgatherPieces(slot.pointer, count: units[u].count, pieces: unitPieces[u])
         } catch {
             record(error)
         }

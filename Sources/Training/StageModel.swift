@@ -82,10 +82,12 @@ public final class StageModel {
     public let model: LlamaModel
     /// nil for a frozen model.
     public let optimizer: AdamW?
-    /// Who owns which flat range under sharding: the checkpoints' ranges.
-    let partition: FlatPartition
-    /// The flat range of parameters this rank updates (everything without sharding).
-    let owned: Range<Int>
+    /// Who owns which pieces: each unit split evenly over the ranks under sharding `gradients` and `full`,
+    /// the whole buffer split evenly under `optimizer` (one collective over all of it is balanced already) and
+    /// `none` (which uses it only to share the writing of checkpoints).
+    let partition: UnitPartition
+    /// The pieces this rank updates (everything without sharding).
+    let owned: HeldPieces
     /// Sharding none: the gradient allreduce, bucketed (overlapped with backward for the primary).
     let buckets: BucketedAllreduce?
     /// Sharding gradients and full: the units' reduce-scatters and (full) gathers; for a frozen model under
@@ -98,19 +100,22 @@ public final class StageModel {
 
     init(spec: ModelSpec, world: Communicator, threads: Int, precision: Precision) throws {
         self.spec = spec
-        let count = ParameterLayout(config: spec.config).count
-        partition = FlatPartition(count: count, ranks: world.size)
-        owned = spec.sharding == .none ? 0..<count : partition.range(rank: world.rank)
+        let layout = ParameterLayout(config: spec.config)
+        partition =
+            spec.sharding == .gradients || spec.sharding == .full
+            ? UnitPartition(units: layout.units, ranks: world.size)
+            : .flat(count: layout.count, ranks: world.size)
+        owned = spec.sharding == .none ? .whole(layout.count) : partition.held(rank: world.rank)
         let purpose: ModelPurpose = spec.trains ? .training(spec.recompute) : .inference
         switch (spec.sharding, spec.trains) {
         case (.full, _):
             model = try LlamaModel(
-                config: spec.config, purpose: purpose, parameterRange: owned,
-                gradientRange: spec.trains ? owned : 0..<0)
-        case (.gradients, true): model = try LlamaModel(config: spec.config, purpose: purpose, gradientRange: owned)
+                config: spec.config, purpose: purpose, parameterPieces: owned,
+                gradientPieces: spec.trains ? owned : .whole(0))
+        case (.gradients, true): model = try LlamaModel(config: spec.config, purpose: purpose, gradientPieces: owned)
         default: model = try LlamaModel(config: spec.config, purpose: purpose)
         }
-        optimizer = spec.trains ? AdamW(layout: model.layout, range: owned, settings: spec.adamw) : nil
+        optimizer = spec.trains ? AdamW(layout: model.layout, pieces: owned, settings: spec.adamw) : nil
         buckets =
             spec.trains && spec.sharding == .none
             ? BucketedAllreduce(
@@ -138,7 +143,10 @@ public final class StageModel {
                 // Every rank reads the starting model and keeps its own part.
                 let whole = try LlamaModel(config: spec.config, purpose: .inference)
                 try loadInitialWeights(from: start, into: whole, log: log)
-                model.parameters.pointer.update(from: whole.parameters.pointer + owned.lowerBound, count: owned.count)
+                for piece in owned.pieces {
+                    (model.parameters.pointer + piece.local).update(
+                        from: whole.parameters.pointer + piece.range.lowerBound, count: piece.range.count)
+                }
             } else {
                 try loadInitialWeights(from: start, into: model, log: log)
             }
@@ -165,7 +173,8 @@ public final class StageModel {
         if let ownedGradients {
             let start = monotonicSeconds()
             try world.reduceScatterPieces(
-                model.gradients.pointer, ownedGradients.pointer, range: 0..<model.layout.count, partition: partition)
+                model.gradients.pointer, ownedGradients.pointer, count: model.layout.count,
+                pieces: partition.pieces(ofUnit: 0))
             let seconds = monotonicSeconds() - start
             return (seconds, seconds)
         }
@@ -187,12 +196,17 @@ public final class StageModel {
         guard let optimizer else { return 0 }
         GradientClipping.scale(
             updateGradients, count: owned.count, norm: norm, maxNorm: spec.gradClip, threads: threads)
-        let parameters = model.parameters.pointer + (owned.lowerBound - model.parameterRange.lowerBound)
-        optimizer.update(parameters: parameters, gradients: updateGradients, learningRate: Float(learningRate))
+        // Sharding gradients and optimizer keep every parameter and update their own pieces of them.
+        optimizer.update(
+            parameters: model.parameters.pointer, gradients: updateGradients, learningRate: Float(learningRate),
+            parametersAreWhole: spec.sharding == .gradients || spec.sharding == .optimizer)
         switch spec.sharding {
         case .optimizer, .gradients:
             let start = monotonicSeconds()
-            try world.allgatherPieces(model.parameters.pointer, range: 0..<model.layout.count, partition: partition)
+            for (u, unit) in partition.units.enumerated() {
+                try world.allgatherPieces(
+                    model.parameters.pointer + unit.lowerBound, count: unit.count, pieces: partition.pieces(ofUnit: u))
+            }
             return monotonicSeconds() - start
         case .full:
             units?.invalidate()
@@ -223,5 +237,7 @@ public final class StageModel {
         return whole
     }
 
-    var checkpointed: CheckpointedModel { CheckpointedModel(name: spec.name, model: model, optimizer: optimizer) }
+    var checkpointed: CheckpointedModel {
+        CheckpointedModel(name: spec.name, model: model, optimizer: optimizer, partition: partition)
+    }
 }

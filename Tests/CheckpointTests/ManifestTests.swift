@@ -71,6 +71,43 @@ import Testing
             back.models?[1].shards.map(\.file) == ["value-shard-00000-of-00002.bin", "value-shard-00001-of-00002.bin"])
     }
 
+    /// Shards of pieces (sharding by units, format 4) read back; pieces that are not what their rank owns
+    /// (swapped between ranks, overlapping, out of order, or listed by only some shards) are refused naming
+    /// the shard.
+    @Test func shardsOfPiecesAreCheckedAgainstTheUnits() throws {
+        let layout = ParameterLayout(config: Self.config.model)
+        let partition = UnitPartition(units: layout.units, ranks: 2)
+        var m = Self.manifest()
+        m.formatVersion = 4
+        m.parameterCount = layout.count
+        m.shards = (0..<2).map { rank in
+            let held = partition.held(rank: rank)
+            return .init(
+                file: CheckpointManifest.shardName(rank: rank, worldSize: 2), rank: rank,
+                start: held.ranges.first!.lowerBound, end: held.ranges.last!.upperBound, bytes: 12 * held.count,
+                sha256: String(repeating: "ab", count: 32), pieces: held.ranges.map { [$0.lowerBound, $0.upperBound] })
+        }
+        let back = try Self.roundTrip(m)
+        #expect(back.shards.map(\.held) == [partition.held(rank: 0), partition.held(rank: 1)])
+        #expect(back.shards[0].held.ranges.count == layout.units.count, "a piece of every unit")
+        var swapped = m
+        (swapped.shards[0].pieces, swapped.shards[1].pieces) = (m.shards[1].pieces, m.shards[0].pieces)
+        var unordered = m
+        unordered.shards[0].pieces!.reverse()
+        var mixed = m
+        mixed.shards[1].pieces = nil
+        var older = m
+        older.formatVersion = 3
+        for (bad, named) in [
+            (swapped, "shard-00000-of-00002"), (unordered, "shard-00000-of-00002"), (mixed, "shard-00001-of-00002"),
+            (older, "format 3"),
+        ] {
+            #expect { try bad.validate(file: "m.json") } throws: {
+                "\($0)".contains(named) && "\($0)".contains("m.json")
+            }
+        }
+    }
+
     /// A model name that could leave the directory, a model listed twice, a frozen model with optimizer
     /// state, shard sizes that do not match the sections: each refused, naming what is wrong.
     @Test func badModelEntriesAreRefused() throws {
@@ -113,12 +150,16 @@ import Testing
                 frozen = try LlamaModel(config: frozenShape, purpose: .inference)
             trained.initialize(seed: seed)
             frozen.initialize(seed: seed + 1)
-            let optimizer = AdamW(layout: trained.layout, range: 0..<trained.layout.count, settings: AdamWSettings())
+            let optimizer = AdamW(layout: trained.layout, settings: AdamWSettings())
             for i in 0..<optimizer.m.count { (optimizer.m[i], optimizer.v[i]) = (Float(i) * Float(seed), Float(seed)) }
             optimizer.step = Int(seed)
             return [
-                CheckpointedModel(name: "model", model: trained, optimizer: optimizer),
-                CheckpointedModel(name: "reward", model: frozen, optimizer: nil),
+                CheckpointedModel(
+                    name: "model", model: trained, optimizer: optimizer,
+                    partition: .flat(count: trained.layout.count, ranks: 1)),
+                CheckpointedModel(
+                    name: "reward", model: frozen, optimizer: nil,
+                    partition: .flat(count: frozen.layout.count, ranks: 1)),
             ]
         }
         let store = try CheckpointStore(
@@ -136,7 +177,10 @@ import Testing
                 && loaded[0].optimizer?.v.array == saved[0].optimizer?.v.array)
         #expect(loaded[0].optimizer?.step == 3)
         let other = try models(seed: 1)
-        let renamed = [other[0], CheckpointedModel(name: "reference", model: other[1].model, optimizer: nil)]
+        let renamed = [
+            other[0],
+            CheckpointedModel(name: "reference", model: other[1].model, optimizer: nil, partition: other[1].partition),
+        ]
         #expect { try store.resume(.auto, models: renamed, config: config) } throws: {
             "\($0)".contains("reward") && "\($0)".contains("reference")
         }
@@ -149,11 +193,16 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let model = try LlamaModel(config: ManifestTests.config.model)
         model.initialize(seed: 2)
-        let optimizer = AdamW(layout: model.layout, range: 0..<model.layout.count, settings: AdamWSettings())
+        let optimizer = AdamW(layout: model.layout, settings: AdamWSettings())
         let store = try CheckpointStore(
             directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
         try store.save(
-            step: 1, tokensSeen: 1, models: [CheckpointedModel(name: "model", model: model, optimizer: optimizer)],
+            step: 1, tokensSeen: 1,
+            models: [
+                CheckpointedModel(
+                    name: "model", model: model, optimizer: optimizer,
+                    partition: .flat(count: model.layout.count, ranks: 1))
+            ],
             config: ManifestTests.config)
         let manifest = try readManifest(dir + "/" + CheckpointManifest.directoryName(step: 1))
         #expect(manifest.formatVersion == 2 && manifest.models == nil && manifest.modelName == nil)

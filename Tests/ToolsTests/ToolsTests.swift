@@ -62,7 +62,7 @@ import Testing
         let config = RunConfig(model: c, train: t)
         let planned = try #require(config.rankMemory(ranks: 1))
         let model = try LlamaModel(config: c, purpose: .training(recompute))
-        let optimizer = AdamW(layout: model.layout, range: 0..<model.layout.count, settings: t.adamw)
+        let optimizer = AdamW(layout: model.layout, settings: t.adamw)
         try model.prepare(batch: t.microBatch, seqLen: t.seqLen)
         #expect(planned.parameters == model.parameters.byteCount && planned.gradients == model.gradients.byteCount)
         #expect(planned.moments == optimizer.m.byteCount + optimizer.v.byteCount)
