@@ -3,9 +3,13 @@
 // Buckets are fixed flat ranges taken from the end of the buffer backwards, since backward finishes
 // gradients in reverse layout order (lm_head first, the embedding last); a bucket may split a tensor. The
 // order is the same on every rank. Backward reports a watermark ("every gradient at flat offset ≥ w is
-// final"); buckets wholly above it are handed to a communication thread that runs blocking MPI_Allreduce
-// calls one after another (Horovod's design: non-blocking MPI would need polling from inside backward to
+// final"); buckets wholly above it are handed to a communication thread that reduces them one after another
+// with blocking calls (Horovod's design: non-blocking MPI would need polling from inside backward to
 // progress). `finish` hands over the rest and waits; the wait is the communication left exposed.
+// An fp32 bucket is reduced as a ring allreduce does it, a reduce-scatter of even pieces and an allgather
+// (what NCCL and Horovod run): OpenMPI's own MPI_Allreduce picks by message size and rank count, and on 3
+// ranks over TCP chose an algorithm that sent 2.5× the bucket from one rank (measured in the network lab),
+// which no ring formula prices. The bf16 wire format keeps MPI_Allreduce with its own sum.
 import CMPI
 import Foundation
 
@@ -20,11 +24,13 @@ public final class BucketedAllreduce: @unchecked Sendable {
     private var failure: Error?
     private var thread: Thread?
     private var stopping = false
-    /// Seconds the communication thread spent inside MPI_Allreduce during the current step.
+    /// Seconds the communication thread spent reducing buckets during the current step.
     public private(set) var communicationSeconds = 0.0
     /// bf16 on the wire (grad_reduce: bf16): half the bytes, partial sums rounded to 8 significant bits.
     public let bf16: Bool
     private let scratch: UnsafeMutablePointer<UInt16>?
+    /// This rank's piece of a bucket, summed (the ring's reduce-scatter output).
+    private let piece: UnsafeMutablePointer<Float>?
 
     /// `bucketBytes` is rounded to whole floats; at least one float per bucket.
     public init(
@@ -37,6 +43,8 @@ public final class BucketedAllreduce: @unchecked Sendable {
         let per = max(1, min(bucketBytes / MemoryLayout<Float>.stride, Communicator.chunkLimit))
         // Buckets are reduced one after another, so one bucket's worth of bf16 serves them all.
         scratch = bf16 ? UnsafeMutablePointer<UInt16>.allocate(capacity: per) : nil
+        let ranks = communicator.size
+        piece = !bf16 && ranks > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: (per + ranks - 1) / ranks) : nil
         var ranges: [Range<Int>] = []
         var end = count
         while end > 0 {
@@ -48,6 +56,7 @@ public final class BucketedAllreduce: @unchecked Sendable {
 
     deinit {
         scratch?.deallocate()
+        piece?.deallocate()
         condition.lock()
         stopping = true
         condition.broadcast()
@@ -105,6 +114,8 @@ public final class BucketedAllreduce: @unchecked Sendable {
     private func reduce(_ range: Range<Int>) throws {
         if let scratch {
             try communicator.allreduceSumBF16(buffer + range.lowerBound, count: range.count, scratch: scratch)
+        } else if let piece {
+            try communicator.ringAllreduceSum(buffer + range.lowerBound, count: range.count, piece: piece)
         } else {
             try communicator.allreduceSum(buffer + range.lowerBound, count: range.count)
         }

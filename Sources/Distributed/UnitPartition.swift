@@ -107,6 +107,19 @@ extension Communicator {
         }
     }
 
+    /// Sums `buffer` (`count` floats) across ranks in place as a ring allreduce does: a reduce-scatter of even
+    /// pieces (⌈count/N⌉) into `piece`, which holds one, then an allgather of them.
+    public func ringAllreduceSum(
+        _ buffer: UnsafeMutablePointer<Float>, count: Int, piece: UnsafeMutablePointer<Float>
+    )
+        throws
+    {
+        let pieces = UnitPartition.flat(count: count, ranks: size).pieces(ofUnit: 0)
+        try reduceScatterPieces(buffer, piece, count: count, pieces: pieces)
+        (buffer + pieces[rank].lowerBound).update(from: piece, count: pieces[rank].count)
+        try allgatherPieces(buffer, count: count, pieces: pieces)
+    }
+
     /// Sums `input` (a unit of `count` floats, on every rank) across ranks and writes the sum of this rank's
     /// own piece to `output` (pieces[rank].count floats; `pieces` are consecutive from 0). One
     /// MPI_Reduce_scatter while the counts fit; otherwise each piece is reduced to its owner in chunks.

@@ -10,7 +10,8 @@
 // gathered into the other slot on a communication thread with its own communicator. Within a step the
 // parameters do not change, so a slot that still holds the unit asked for is used as it is; `invalidate()`
 // after the optimizer step forgets them. Time waiting for a gather or inside a reduce-scatter on the compute
-// thread is the exposed communication; the thread's gathers add to the total.
+// thread is the exposed communication; the thread's gathers add to the total. A unit's reduce-scatter waits
+// for the prefetch in flight, so the two never share the link.
 import Distributed
 import Foundation
 import Kernels
@@ -105,6 +106,12 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
 
     func backwardFinished(unit u: Int) {
         let piece = unitPieces[u][world.rank]
+        // The prefetch of unit u − 1 goes first: run beside it, the reduce-scatter would share the link and each
+        // take as long as both, so the backward that needs u − 1 next would start no sooner, and the step's
+        // communication would count the shared time twice.
+        let waited = monotonicSeconds()
+        prefetcher?.waitUntilIdle()
+        exposedSeconds += monotonicSeconds() - waited
         let start = monotonicSeconds()
         do {
             try world.reduceScatterPieces(
@@ -200,6 +207,13 @@ private final class Prefetcher: @unchecked Sendable {
         let spent = seconds
         seconds = 0
         return (done == unit, spent)
+    }
+
+    /// Waits for the gather in flight, if any, to finish (keeping what it finished for `wait(unit:)`).
+    func waitUntilIdle() {
+        condition.lock()
+        while job != nil || running != nil { condition.wait() }
+        condition.unlock()
     }
 
     func waitIdle() {
