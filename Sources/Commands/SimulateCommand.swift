@@ -1,6 +1,8 @@
 // `llama-train plan --simulate`: the α-β scaling model (Tools/ScalingSimulator.swift), calibrated from a
-// cluster/bench-scaling.sh run (Tools/ScalingCalibration.swift) or given a target cluster, checked against the
-// measurements and applied to the paper's configs from 1 rank to as many as the global batch allows.
+// rate-limited lab run (cluster/lab-scaling.sh) or a cluster/bench-scaling.sh run (Tools/ScalingCalibration.swift)
+// or given a target cluster, checked against the measurements and applied to the paper's configs from 1 rank to
+// as many as the global batch allows. With a lab calibration and --link-gbps, the target's links deliver the
+// share of their rate that the lab's did.
 import Checkpoint
 import Configuration
 import FineTune
@@ -20,10 +22,21 @@ enum SimulateCommand {
         let configs = args.list("configs")
         let json = args.flag("json")
 
+        let layout = UnitLayout(rawValue: args.string(declared: "layout"))!
         var calibrated: ClusterModel?
         var report: [String: Any] = [:]
+        var linkShare: Double?  // a lab's achieved bandwidth over its link rate
         if let path = calibrationPath {
-            let (model, validation) = try ScalingCalibration.fit(path: path, log: { print($0) })
+            let isLab =
+                FileManager.default.contents(atPath: path).map { $0.range(of: Data("\"rate_bits_per_s\"".utf8)) != nil }
+                ?? false
+            let (model, validation): (ClusterModel, [[String: Any]])
+            if isLab {
+                let fit = try ScalingCalibration.fitLab(path: path, log: { print($0) })
+                (model, validation, linkShare) = (fit.0, fit.validation, fit.0.bandwidth / fit.linkBytesPerS)
+            } else {
+                (model, validation) = try ScalingCalibration.fit(path: path, log: { print($0) })
+            }
             calibrated = model
             report["calibration"] = [
                 "flops_per_rank": model.flopsPerRank, "latency_s": model.latency,
@@ -52,6 +65,14 @@ enum SimulateCommand {
                     latencyUs))
         } else if var c = calibrated {
             c.cores = nil  // one rank per node of this machine's speed
+            if let gbps, let share = linkShare {
+                c.bandwidth = gbps * 1e9 / 8 * share
+                if let latencyUs { c.latency = latencyUs * 1e-6 }
+                print(
+                    String(
+                        format: "target links: %.0f Gb/s delivering %.0f%% of it as the lab's did, %.0f µs latency",
+                        gbps, 100 * share, c.latency * 1e6))
+            }
             // A rank is a whole node: T threads at the efficiency measured for --threads here (bench-small,
             // 2 threads against 1: 1.82× fp32, 1.77–1.80× bf16, so 0.9 by default). The optimizer is threaded too.
             let threads = args.int(declared: "threads-per-rank")
@@ -78,11 +99,18 @@ enum SimulateCommand {
             var config = try RunConfig.load(path: path)
             PretrainCommand.applyOverrides(&config, args)
             try config.validate(file: path)
-            let layout = ParameterLayout(config: config.model)
+            let parameterLayout = ParameterLayout(config: config.model)
             let flops = ParameterLayout.flopsPerToken(config.model, seqLen: config.train.seqLen)
             let sequences = config.train.globalBatchSequences
+            let sharded = config.train.sharding == .gradients || config.train.sharding == .full
+            let units =
+                !sharded
+                ? ""
+                : layout == .balanced
+                    ? ", units balanced (⌈S/N⌉ of each of \(parameterLayout.units.count) units per rank)"
+                    : ", units flat (one range of ⌈P/N⌉ per rank over the whole model)"
             print(
-                "\n\(path): \(layout.count) parameters, \(config.train.globalBatchTokens) tokens per step, sharding \(config.train.sharding.rawValue), recompute \(config.train.recompute.rawValue)"
+                "\n\(path): \(parameterLayout.count) parameters, \(config.train.globalBatchTokens) tokens per step, sharding \(config.train.sharding.rawValue)\(units), recompute \(config.train.recompute.rawValue)"
             )
             print(
                 "  ranks  tokens/rank  micro-steps    step s   compute s      comm s   exposed s  optimizer s  efficiency  GiB/rank"
@@ -92,11 +120,11 @@ enum SimulateCommand {
             var ranks = 1
             while ranks <= min(maxRanks, sequences) {
                 let p = ScalingSimulator.predict(
-                    parameters: layout.count, flopsPerToken: flops, ranks: ranks,
+                    parameters: parameterLayout.count, flopsPerToken: flops, ranks: ranks,
                     tokensPerRank: config.train.globalBatchTokens / ranks,
                     microTokens: config.train.microBatch * config.train.seqLen,
                     bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: target,
-                    sharding: config.train.sharding)
+                    sharding: config.train.sharding, units: parameterLayout.units.map(\.count), layout: layout)
                 let memory = Double(config.rankMemory(ranks: ranks)?.total ?? 0) / 1_073_741_824
                 print(
                     String(

@@ -22,7 +22,12 @@ enum ToolCommands {
             Flag("ranks", .int(min: 1, max: 1 << 24), "N", default: "1", "data-parallel ranks"),
             Flag("json", .toggle, "also print the plan as JSON"),
             Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
-            Flag("calibration", .text, "FILE", "--simulate: a scaling.json written by cluster/bench-scaling.sh"),
+            Flag(
+                "calibration", .text, "FILE",
+                "--simulate: a lab.json of cluster/lab-scaling.sh, or a scaling.json of cluster/bench-scaling.sh"),
+            Flag(
+                "layout", .choice(UnitLayout.allCases.map(\.rawValue)), "", default: "balanced",
+                "--simulate: how sharding gradients and full split units (flat: builds before balanced units)"),
             Flag(
                 "node-tflops", .number(min: 0, inclusive: false, max: 1e6), "X", "--simulate: a target node's FLOP rate"
             ),

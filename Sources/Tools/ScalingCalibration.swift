@@ -12,6 +12,124 @@ public struct CalibrationError: Error, CustomStringConvertible {
 }
 
 public enum ScalingCalibration {
+    /// A fit to a rate-limited lab run (cluster/lab-scaling.sh's lab.json): α and β from every run's
+    /// communication per step, priced with the collectives as implemented (least squares on the relative
+    /// error), the compute rate from the `none` runs, the optimizer from what is left of their steps. `log`
+    /// gets the fit, then measured against predicted communication and step for every run; the link rate comes
+    /// back too, so β can be read as a fraction of it.
+    public static func fitLab(
+        path: String, log: (String) -> Void
+    ) throws -> (
+        ClusterModel, linkBytesPerS: Double, validation: [[String: Any]]
+    ) {
+        guard let data = FileManager.default.contents(atPath: path),
+            let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let results = root["results"] as? [[String: Any]],
+            let link = (root["rate_bits_per_s"] as? NSNumber)?.doubleValue
+        else { throw CalibrationError("\(path): not a lab.json written by cluster/lab-scaling.sh") }
+        // The run config as the lab ran it (run_config), or the file it names.
+        let config =
+            try root["run_config"].map {
+                try JSONDecoder().decode(RunConfig.self, from: JSONSerialization.data(withJSONObject: $0))
+            } ?? RunConfig.load(path: root["config"] as? String ?? "")
+        let layout = ParameterLayout(config: config.model)
+        let units = layout.units.map(\.count)
+        let flops = ParameterLayout.flopsPerToken(config.model, seqLen: config.train.seqLen)
+        let cores = Int("\(root["cores"] ?? "")") ?? ProcessInfo.processInfo.activeProcessorCount
+        let tokensPerRank = config.train.microBatch * config.train.seqLen  // one micro-step per rank
+        func number(_ r: [String: Any], _ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
+        struct Run {
+            let mode: ShardingMode, ranks: Int, comm: Double, compute: Double, exposed: Double, step: Double
+        }
+        let runs: [Run] = results.compactMap { r in
+            guard let mode = (r["mode"] as? String).flatMap(ShardingMode.init(rawValue:)),
+                let n = number(r, "ranks"), let comm = number(r, "comm_s"), let compute = number(r, "compute_s"),
+                let exposed = number(r, "exposed_comm_s"), let step = number(r, "step_s")
+            else { return nil }
+            return Run(mode: mode, ranks: Int(n), comm: comm, compute: compute, exposed: exposed, step: step)
+        }
+        let none = runs.filter { $0.mode == .none }
+        guard !none.isEmpty, runs.allSatisfy({ $0.ranks > 1 && $0.comm > 0 }) else {
+            throw CalibrationError("\(path): needs runs on 2 or more ranks, sharding none among them")
+        }
+        // comm = calls·α_call + hops·α + bytes/β per run: fit the three to make every run's predicted over
+        // measured communication near 1 (least squares on the relative error; a negative rate is dropped).
+        let terms = runs.map { r in
+            ScalingSimulator.communication(
+                units: units, ranks: r.ranks, accumulation: 1, sharding: r.mode,
+                bucketBytes: Int(config.train.bucketMB * 1_048_576)
+            ).total
+        }
+        func solve(_ use: [Bool]) -> [Double] {
+            let rows = zip(terms, runs).map { t, r in
+                zip([t.calls, t.hops, t.bytes], use).map { $1 ? $0 / r.comm : 0 }
+            }
+            var a = [[Double]](repeating: [0, 0, 0], count: 3), b = [0.0, 0, 0]
+            for row in rows {
+                for i in 0..<3 {
+                    b[i] += row[i]
+                    for j in 0..<3 { a[i][j] += row[i] * row[j] }
+                }
+            }
+            for i in 0..<3 where !use[i] {
+                (a[i], b[i]) = ([0, 0, 0], 0)
+                a[i][i] = 1
+            }
+            // Gaussian elimination with partial pivoting on the 3 × 3 normal equations.
+            for c in 0..<3 {
+                let p = (c..<3).max { abs(a[$0][c]) < abs(a[$1][c]) }!
+                (a[c], a[p], b[c], b[p]) = (a[p], a[c], b[p], b[c])
+                for r in 0..<3 where r != c && a[c][c] != 0 {
+                    let f = a[r][c] / a[c][c]
+                    for k in 0..<3 { a[r][k] -= f * a[c][k] }
+                    b[r] -= f * b[c]
+                }
+            }
+            return (0..<3).map { a[$0][$0] != 0 ? b[$0] / a[$0][$0] : 0 }
+        }
+        var use = [true, true, true], fit = solve(use)
+        while let negative = fit.indices.first(where: { use[$0] && fit[$0] < 0 && $0 < 2 }) {
+            use[negative] = false
+            fit = solve(use)
+        }
+        let (callLatency, latency, inverse) = (fit[0], fit[1], fit[2])
+        guard inverse > 0 else { throw CalibrationError("\(path): the runs do not determine a bandwidth") }
+        func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+        let computeRate = median(
+            none.map { flops * Double(tokensPerRank) / ($0.compute * min(1, Double(cores) / Double($0.ranks))) })
+        let optimizer = max(0, median(none.map { $0.step - $0.compute - $0.exposed })) / Double(layout.count)
+        let model = ClusterModel(
+            flopsPerRank: computeRate, latency: latency, bandwidth: 1 / inverse,
+            optimizerSecondsPerParameter: optimizer,
+            cores: cores, callLatency: callLatency)
+        log(
+            String(
+                format:
+                    "calibrated from %@ (links %.0f Mbit/s): %.1f ms per call, α %.2f ms per hop, β %.1f Mbit/s (%.0f%% of the link), %.2f GFLOP/s per rank, optimizer %.2f ns/parameter, %d cores",
+                path, link / 1e6, callLatency * 1e3, latency * 1e3, 8 / inverse / 1e6, 100 * 8 / inverse / link,
+                model.flopsPerRank / 1e9,
+                optimizer * 1e9, cores))
+        log("  ranks  mode        measured comm s  predicted   error   measured step s  predicted   error")
+        var validation: [[String: Any]] = []
+        for r in runs.sorted(by: { ($0.ranks, $0.mode.rawValue) < ($1.ranks, $1.mode.rawValue) }) {
+            let p = ScalingSimulator.predict(
+                parameters: layout.count, flopsPerToken: flops, ranks: r.ranks, tokensPerRank: tokensPerRank,
+                microTokens: tokensPerRank, bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: model,
+                sharding: r.mode, units: units)
+            let (commError, stepError) = ((p.commS - r.comm) / r.comm, (p.stepS - r.step) / r.step)
+            log(
+                String(
+                    format: "  %5d  %-10@  %15.3f  %9.3f  %+6.1f%%  %15.3f  %9.3f  %+6.1f%%", r.ranks, r.mode.rawValue,
+                    r.comm, p.commS, 100 * commError, r.step, p.stepS, 100 * stepError))
+            validation.append([
+                "mode": r.mode.rawValue, "ranks": r.ranks, "measured_comm_s": r.comm, "predicted_comm_s": p.commS,
+                "comm_error": commError, "measured_step_s": r.step, "predicted_step_s": p.stepS,
+                "step_error": stepError,
+            ])
+        }
+        return (model, link / 8, validation)
+    }
+
     /// Fits the model to a bench-scaling run; `log` gets the fit and predicted against measured step times.
     public static func fit(path: String, log: (String) -> Void) throws -> (ClusterModel, [[String: Any]]) {
         guard let data = FileManager.default.contents(atPath: path),

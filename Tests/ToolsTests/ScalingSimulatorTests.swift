@@ -1,6 +1,11 @@
-// The α-β scaling model: the ring formula, overlap, and the reasons it gives when efficiency falls.
+// The α-β scaling model: the ring formula, overlap, the collectives as the trainer issues them (pieces, hops,
+// the two slots of `full`), and the reasons it gives when efficiency falls.
+import Configuration
+import Foundation
+import Model
 import Testing
-import Tools
+
+@testable import Tools
 
 @Suite struct ScalingSimulatorTests {
     let fast = ClusterModel(flopsPerRank: 1e12, latency: 5e-6, bandwidth: 12.5e9, optimizerSecondsPerParameter: 1e-10)
@@ -56,5 +61,41 @@ import Tools
             parameters: 1000, flopsPerToken: 6e6, ranks: 4, tokensPerRank: 10_000,
             microTokens: 1000, bucketBytes: 1 << 20, cluster: shared)
         #expect(abs(over.efficiency - 0.5) < 1e-6 && over.limit?.contains("cores") == true)
+    }
+}
+
+@Suite struct CollectivesAsImplementedTests {
+    static let links = ClusterModel(flopsPerRank: 1e12, latency: 0, bandwidth: 12.5e9, optimizerSecondsPerParameter: 0)
+
+    /// 70B on 1024 ranks: a block's gather moves ⌈S/N⌉ per ring step when units are balanced, and under the
+    /// flat layout the largest rank's overlap with the block, up to ⌈P/N⌉ (the issue's 22 s against 0.27 s).
+    @Test func aBlockGatherOfSeventyBOnAThousandRanks() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let layout = ParameterLayout(config: try RunConfig.load(path: root + "/configs/llama2-70b.json").model)
+        let units = layout.units.map(\.count)
+        func blockGather(_ layout: UnitLayout) -> Double {
+            let c = ScalingSimulator.communication(
+                units: units, ranks: 1024, accumulation: 1, sharding: .full, bucketBytes: 25 << 20, layout: layout)
+            let gather = c.collectives.filter { $0.name.hasPrefix("allgather") }[1]  // block 0
+            return gather.cost.seconds(Self.links) / Double(gather.count)
+        }
+        let (balanced, flat) = (blockGather(.balanced), blockGather(.flat))
+        #expect(abs(balanced - 1023 * 4 * Double((units[1] + 1023) / 1024) / 12.5e9) < 1e-9)
+        #expect(balanced > 0.2 && balanced < 0.35, "\(balanced)")
+        #expect(flat > 15 && flat < 30 && flat > 50 * balanced, "\(flat) s against \(balanced) s")
+    }
+
+    /// The two slots: forward gathers every unit, backward reuses the last two, the next micro-step's forward
+    /// the first two; after the optimizer step everything is gathered again.
+    @Test func fullGathersReplayTheSlots() {
+        #expect(ScalingSimulator.fullGathers(units: 10, accumulation: 1).reduce(0, +) == 18)
+        let twoMicroSteps: Int = ScalingSimulator.fullGathers(units: 10, accumulation: 2).reduce(0, +)
+        #expect(twoMicroSteps == 34, "10 in the first forward, then 8 in each of three passes")
+        #expect(ScalingSimulator.fullGathers(units: 10, accumulation: 1) == [2, 2, 2, 2, 2, 2, 2, 2, 1, 1])
+        let none = ScalingSimulator.communication(
+            units: [100, 100], ranks: 4, accumulation: 3, sharding: .none, bucketBytes: 400)
+        #expect(none.collectives.map(\.count) == [2, 2] && none.collectives.allSatisfy { $0.hops == 3 })
+        #expect(none.total.bytes == 2 * 2 * 3 * 100, "two buckets of 400 bytes, pieces of 100, 3 hops each way")
     }
 }
