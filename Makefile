@@ -52,6 +52,9 @@ bench: build
 	for mode in none optimizer gradients full; do SHARDING=$$mode scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2; done
 	scripts/bench-tinyllama.sh $(BIN)
 	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json
+	@if [ "$$(id -u)" -eq 0 ]; then BIN=$(BIN) RATE=200mbit RANKS="2 3 4" MODES="none optimizer gradients full" cluster/lab-scaling.sh && \
+		$(BIN) plan --simulate --calibration runs/lab-scaling/lab.json --configs configs/lab-8blocks.json --max-ranks 4; \
+	else echo "skipping the rate-limited network lab (cluster/lab-scaling.sh): it needs root for network namespaces"; fi
 
 # The main job on the built-in corpus: tokenizer, shards, pretraining under mpirun -np 2, chart, samples.
 demo: build

@@ -11,8 +11,16 @@
 # communication matters. For each world size: tokens/s (p50, p95 over steps after 2 warm-up steps),
 # per-rank efficiency tokens/s(N) / (N · tokens/s(1)), compute and exposed-communication time, overlap,
 # bytes allreduced and achieved bus bandwidth, against raw MPI_Allreduce at the bucket size, same run.
+#
+# With NETNS=1 and a link rate (RATE=200mbit), the run is the rate-limited network lab instead: one rank per
+# namespace host for each of RANKS, every sharding mode (MODES), bytes counted on the interfaces
+# (cluster/lab-scaling.sh, which says what it reports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${NETNS:-}" ] && [ -n "${RATE:-}" ]; then
+    export RANKS=${RANKS:-2 3 4} MODES=${MODES:-none optimizer gradients full}
+    exec cluster/lab-scaling.sh
+fi
 ranks_list=${RANKS:-1 2 3 4}; config=${CONFIG:-configs/bench-small.json}; steps=${STEPS:-6}; sharding=${SHARDING:-none}
 bin=${BIN:-.build/release/llama-train}
 out=runs/scaling${NETNS:+-netns}; mkdir -p "$out"

@@ -16,7 +16,7 @@ let canMakeNamespaces: Bool = {
     @Test func scriptsParse() throws {
         for script in [
             "cluster/slurm.sbatch", "cluster/launch.sh", "cluster/netns.sh", "cluster/netns-agent.sh",
-            "cluster/bench-scaling.sh",
+            "cluster/bench-scaling.sh", "cluster/lab-scaling.sh",
         ] {
             let r = try run(["bash", "-n", packageRoot + "/" + script])
             #expect(r.status == 0, "\(script): \(r.stderr)")
