@@ -196,6 +196,14 @@ public final class Trainer {
             checkpoints = store
             if let manifest = try store.resume(options.resume, models: models.map(\.checkpointed), config: config) {
                 resumedStep = manifest.step
+                // A resumed run continues with the weights it started from: say so where init_from names others.
+                for m in models.dropFirst() where !m.trains && world.isRoot {
+                    if let start = m.spec.initFrom {
+                        options.log(
+                            "\(m.spec.name): restored from the checkpoint at step \(manifest.step); its init_from (\(start)) is not read again, since the run continues with the weights it started from"
+                        )
+                    }
+                }
             }
         } else {
             checkpoints = nil

@@ -86,9 +86,12 @@ final class DistillationObjective: TrainingObjective {
         return (ModelSpec.frozen("teacher", config: shape, initFrom: dir), model.parameters.array)
     }
 
-    static func trainer(_ teacher: ModelSpec, checkpoints: String? = nil, stopAfter: Int? = nil) throws -> Trainer {
+    static func trainer(
+        _ teacher: ModelSpec, checkpoints: String? = nil, stopAfter: Int? = nil,
+        log: @escaping @Sendable (String) -> Void = { _ in }
+    ) throws -> Trainer {
         var options = TrainOptions()
-        options.log = { _ in }
+        options.log = log
         options.checkpointDirectory = checkpoints
         options.stopAfter = stopAfter
         let config = Self.config()
@@ -132,8 +135,12 @@ final class DistillationObjective: TrainingObjective {
         #expect(manifest.models?.first?.adamStep == nil && manifest.adamStep == 2)
         // The teacher's init_from is gone: the resumed run must take it from the checkpoint.
         try FileManager.default.removeItem(atPath: spec.initFrom!)
-        let resumed = try Self.trainer(spec, checkpoints: root + "/split")
+        let said = LogLines()
+        let resumed = try Self.trainer(spec, checkpoints: root + "/split", log: said.append)
         #expect(resumed.startStep == 2)
+        #expect(
+            said.lines.contains { $0.contains("teacher: restored from the checkpoint") && $0.contains(spec.initFrom!) },
+            "a frozen model's init_from not read again is said: \(said.lines)")
         #expect(resumed.model.parameters.array == first.model.parameters.array, "student parameters as saved")
         #expect(resumed.optimizer.m.array == first.optimizer.m.array, "student m as saved")
         _ = try resumed.run()
@@ -168,4 +175,10 @@ final class DistillationObjective: TrainingObjective {
             "\($0)".contains("giant") && "\($0)".contains("this machine has")
         }
     }
+}
+
+/// Log lines collected by a test.
+final class LogLines: @unchecked Sendable {
+    private(set) var lines: [String] = []
+    func append(_ line: String) { lines.append(line) }
 }
