@@ -67,11 +67,13 @@ enum SimulateCommand {
             c.cores = nil  // one rank per node of this machine's speed
             if let gbps, let share = linkShare {
                 c.bandwidth = gbps * 1e9 / 8 * share
-                if let latencyUs { c.latency = latencyUs * 1e-6 }
+                // The lab's per-call cost is its TCP flows'; a target given its latency has that instead.
+                if let latencyUs { (c.latency, c.callLatency) = (latencyUs * 1e-6, 0) }
                 print(
                     String(
-                        format: "target links: %.0f Gb/s delivering %.0f%% of it as the lab's did, %.0f µs latency",
-                        gbps, 100 * share, c.latency * 1e6))
+                        format:
+                            "target links: %.0f Gb/s delivering %.0f%% of it as the lab's did, %.0f µs per hop, %.1f ms per call",
+                        gbps, 100 * share, c.latency * 1e6, c.callLatency * 1e3))
             }
             // A rank is a whole node: T threads at the efficiency measured for --threads here (bench-small,
             // 2 threads against 1: 1.82× fp32, 1.77–1.80× bf16, so 0.9 by default). The optimizer is threaded too.
@@ -82,7 +84,7 @@ enum SimulateCommand {
             c.optimizerSecondsPerParameter /= speedup
             target = c
             print(
-                "target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with its measured allreduce α and β"
+                "target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with the calibration's links unless given"
             )
         } else {
             throw UsageError(

@@ -108,7 +108,7 @@ public struct TrainSettings: Codable, Equatable, Sendable {
                     + "its backward (about 1.3× the compute)"),
             Setting(
                 \.sharding, "sharding", .none, because: "replicated is fastest where the state fits", flag: "sharding",
-                help: "what each rank keeps: all, or its own range of moments, gradients, parameters"),
+                help: "what each rank keeps: all, or its own share of moments, gradients, parameters"),
             Setting(
                 \.precision, "precision", nil, because: "bf16 where the CPU has AVX-512 BF16 or AMX, else fp32",
                 flag: "precision", help: "matmul precision"),
