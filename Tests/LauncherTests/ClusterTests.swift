@@ -64,6 +64,29 @@ let canMakeNamespaces: Bool = {
         #expect(!leftovers.contains("lt-"), "namespaces left behind: \(leftovers)")
     }
 
+    /// RATE shapes the links: 8 MB allreduced between two hosts at 100 Mbit/s takes at least 8 MB / 12.5 MB/s
+    /// (the ring sends half each way, twice), where the unshaped veth takes milliseconds; the interfaces'
+    /// counters show the bytes.
+    @Test(.enabled(if: canMakeNamespaces, "needs root and permission to create network namespaces"))
+    func aLinkRateHoldsAndTheCountersCountIt() throws {
+        let script = """
+            mpirun --hostfile /tmp/lt-hostfile -np 2 \(try toolPath()) allreduce-bench --floats 2000000 --iters 2 | tail -n 1
+            \(packageRoot)/cluster/netns.sh counters
+            """
+        let r = try run(
+            [packageRoot + "/cluster/netns.sh", "run", "2", "--", "bash", "-c", script], timeout: 120,
+            environment: ["RATE": "100mbit"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }
+        let bench = try #require(lines.first { $0["seconds"] != nil }, "\(r.stdout)")
+        let seconds = (bench["seconds"] as? NSNumber)?.doubleValue ?? 0
+        #expect(seconds > 0.55 && seconds < 3, "8 MB at 100 Mbit/s took \(seconds) s")
+        let sent = lines.compactMap { ($0["tx_bytes"] as? NSNumber)?.intValue }
+        #expect(sent.count == 2 && sent.allSatisfy { $0 > 8_000_000 }, "counters: \(sent)")
+    }
+
     @Test(.enabled(if: canMakeNamespaces, "needs root and permission to create network namespaces"))
     func cutLinkEndsTheJobAndTheRunResumes() throws {
         let tool = try toolPath()
