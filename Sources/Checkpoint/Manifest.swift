@@ -253,9 +253,12 @@ public struct CheckpointManifest: Codable, Sendable {
             guard shard.rank == rank, shard.file == name else {
                 throw bad("shard entry \(rank) is '\(shard.file)' for rank \(shard.rank); expected \(name)")
             }
+            // Plain integer checks first: a hostile value must not reach HeldPieces' arithmetic.
             let listed = shard.pieces ?? []
-            guard (shard.pieces != nil) == byUnits, listed.allSatisfy({ $0.count == 2 && $0[0] < $0[1] }),
-                zip(listed, listed.dropFirst()).allSatisfy({ $0[1] <= $1[0] }), shard.start <= shard.end
+            guard (shard.pieces != nil) == byUnits,
+                listed.allSatisfy({ $0.count == 2 && 0 <= $0[0] && $0[0] < $0[1] && $0[1] <= count }),
+                zip(listed, listed.dropFirst()).allSatisfy({ $0[1] <= $1[0] }),
+                0 <= shard.start, shard.start <= shard.end, shard.end <= count
             else {
                 throw bad(
                     "shard \(shard.file): every shard lists its pieces, or none does (each a [start, end), ascending)")
@@ -283,8 +286,7 @@ public struct CheckpointManifest: Codable, Sendable {
 
     /// Rank r's flat range on `worldSize` ranks (sharding none and optimizer).
     public static func range(rank: Int, worldSize: Int, count: Int) -> Range<Int> {
-        let pieces = UnitPartition.flat(count: count, ranks: worldSize).pieces(ofUnit: 0)
-        return pieces[rank]
+        UnitPartition.flat(count: count, ranks: worldSize).piece(ofUnit: 0, rank: rank)
     }
 
     public static func shardName(rank: Int, worldSize: Int) -> String {

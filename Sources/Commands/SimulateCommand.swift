@@ -42,6 +42,7 @@ enum SimulateCommand {
                 "flops_per_rank": model.flopsPerRank, "latency_s": model.latency,
                 "bandwidth_bytes_per_s": model.bandwidth,
                 "optimizer_s_per_parameter": model.optimizerSecondsPerParameter, "cores": model.cores ?? 0,
+                "call_latency_s": model.callLatency,
             ]
             report["validation"] = validation
         }
@@ -84,7 +85,7 @@ enum SimulateCommand {
             c.optimizerSecondsPerParameter /= speedup
             target = c
             print(
-                "target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with the calibration's links unless given"
+                "target cluster: nodes like this machine, one rank per node of \(threads) thread(s) (\(String(format: "%.2f", speedup))× one core's rate), with the calibration's links\(linkShare == nil ? "" : " unless --link-gbps is given")"
             )
         } else {
             throw UsageError(

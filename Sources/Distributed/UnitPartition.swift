@@ -6,7 +6,7 @@
 // [lo + r·c, min(lo + (r+1)·c, hi)) of unit [lo, hi), c = ⌈(hi − lo) / N⌉. So a unit's allgather and
 // reduce-scatter take c floats from every rank (the last ranks' pieces may be shorter, never longer), and a
 // ring moves c per step. (A single flat range per rank over the whole model, [r·⌈P/N⌉, (r+1)·⌈P/N⌉), puts a
-// 70B block on 13 of 1024 ranks: each gather then moves a 269 MB piece at every one of its 1023 steps.)
+// 70B block on 13 or 14 of 1024 ranks: each gather then moves a 269 MB piece at every one of its 1023 steps.)
 // A rank keeps its pieces end to end in unit order (HeldPieces); checkpoints write them so and record them.
 import CMPI
 import Support

@@ -20,7 +20,9 @@ public struct HeldPieces: Equatable, Sendable {
     public init(_ ranges: [Range<Int>]) {
         var pieces: [Piece] = [], local = 0
         for range in ranges where !range.isEmpty {
-            precondition(pieces.last.map { $0.range.upperBound <= range.lowerBound } ?? true, "pieces overlap")
+            precondition(
+                pieces.last.map { $0.range.upperBound <= range.lowerBound } ?? true,
+                "pieces out of order or overlapping")
             pieces.append(Piece(range: range, local: local))
             local += range.count
         }

@@ -3,7 +3,7 @@
 // gather or reduce-scatter is larger than another's, for Llama 2 7B, 13B, 34B and 70B on 2 to 1024 ranks.
 //
 // The layout before (one flat range of ⌈P/N⌉ per rank over the whole model) fails the same check: 70B on 1024
-// ranks puts each 856M-parameter block on 14 ranks, whose pieces of up to 67M floats (269 MB) each gather
+// ranks puts each 856M-parameter block on 13 or 14 ranks, whose pieces of up to 67M floats (269 MB) each gather
 // step then moves, 64× the balanced 0.84M; the test shows that too.
 import Configuration
 import Distributed
