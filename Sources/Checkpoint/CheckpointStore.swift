@@ -343,14 +343,22 @@ public final class CheckpointStore: @unchecked Sendable {
                 if try world.allreduceSum(failures) > 0 {
                     throw CheckpointError.verificationFailed(checkpoint: checkpoint)
                 }
-                try load(
+                var failure = load(
                     manifest.shards, count: manifest.parameterCount, sections: 3, from: checkpoint, into: models[0])
                 models[0].optimizer?.step = manifest.adamStep
                 for (entry, extra) in zip(models.dropFirst(), manifest.models ?? []) {
-                    try load(
-                        extra.shards, count: extra.parameterCount, sections: extra.sections, from: checkpoint,
-                        into: entry)
+                    failure =
+                        failure
+                        ?? load(
+                            extra.shards, count: extra.parameterCount, sections: extra.sections, from: checkpoint,
+                            into: entry)
                     if let step = extra.adamStep { entry.optimizer?.step = step }
+                }
+                // A read that failed on one rank after the shards verified: every rank leaves this checkpoint
+                // together, or the others would go on to collectives that rank never joins.
+                if let failure { FileHandle.standardError.write(Data("[rank \(world.rank)] \(failure)\n".utf8)) }
+                if try world.allreduceSum(failure == nil ? 0 : 1) > 0 {
+                    throw (failure as? CheckpointError) ?? CheckpointError.verificationFailed(checkpoint: checkpoint)
                 }
                 if world.isRoot {
                     log(
@@ -418,23 +426,33 @@ public final class CheckpointStore: @unchecked Sendable {
 
     /// Reads into each of a model's buffers what this rank now holds of it, from the old shards that overlap:
     /// a sharded buffer's own pieces directly; a replicated one's flat range of this world, then an allgather.
+    /// Returns the first read error rather than throwing it, after taking part in every collective anyway.
     private func load(
         _ shards: [CheckpointManifest.Shard], count: Int, sections: Int, from checkpoint: String,
         into entry: CheckpointedModel
-    ) throws {
+    ) -> Error? {
+        var failure: Error?
         let flat = UnitPartition.flat(count: count, ranks: world.size)
         let mine = flat.pieces(ofUnit: 0)[world.rank], per = flat.pieceSize(ofUnit: 0)
         var slice: FloatBuffer?, full: FloatBuffer?
         for (section, (target, held)) in entry.state.prefix(sections).enumerated() {
             guard held.isWhole(of: count) else {
-                try read(held, section: section, into: target.pointer, shards: shards, checkpoint: checkpoint)
+                do {
+                    try read(held, section: section, into: target.pointer, shards: shards, checkpoint: checkpoint)
+                } catch { failure = failure ?? error }
                 continue
             }
             if slice == nil { (slice, full) = (FloatBuffer(count: per), FloatBuffer(count: per * world.size)) }
-            try read(HeldPieces([mine]), section: section, into: slice!.pointer, shards: shards, checkpoint: checkpoint)
-            try world.allgather(slice!.pointer, full!.pointer, blockCount: per)
+            do {
+                try read(
+                    HeldPieces([mine]), section: section, into: slice!.pointer, shards: shards, checkpoint: checkpoint)
+            } catch { failure = failure ?? error }
+            do { try world.allgather(slice!.pointer, full!.pointer, blockCount: per) } catch {
+                failure = failure ?? error
+            }
             target.pointer.update(from: full!.pointer, count: count)
         }
+        return failure
     }
 
     /// Copies `wanted`'s global ranges of section `section` from the shards holding them into `target` (laid

@@ -72,8 +72,8 @@ import Testing
     }
 
     /// Shards of pieces (sharding by units, format 4) read back; pieces that are not what their rank owns
-    /// (swapped between ranks, overlapping, out of order, or listed by only some shards) are refused naming
-    /// the shard.
+    /// (swapped between ranks, overlapping, out of order, listed by only some shards, or numbers that would
+    /// overflow) are refused naming the shard.
     @Test func shardsOfPiecesAreCheckedAgainstTheUnits() throws {
         let layout = ParameterLayout(config: Self.config.model)
         let partition = UnitPartition(units: layout.units, ranks: 2)
@@ -98,9 +98,13 @@ import Testing
         mixed.shards[1].pieces = nil
         var older = m
         older.formatVersion = 3
+        var huge = m
+        (huge.shards[0].start, huge.shards[0].end) = (Int.min, Int.max)
+        var wide = m
+        wide.shards[1].pieces = [[-9_000_000_000_000_000_000, 9_000_000_000_000_000_000]]
         for (bad, named) in [
             (swapped, "shard-00000-of-00002"), (unordered, "shard-00000-of-00002"), (mixed, "shard-00001-of-00002"),
-            (older, "format 3"),
+            (older, "format 3"), (huge, "shard-00000-of-00002"), (wide, "shard-00001-of-00002"),
         ] {
             #expect { try bad.validate(file: "m.json") } throws: {
                 "\($0)".contains(named) && "\($0)".contains("m.json")
