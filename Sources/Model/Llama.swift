@@ -106,20 +106,41 @@ public final class LlamaModel {
         headRowOffsets = config.heads.indices.map { i in config.heads[..<i].reduce(0) { $0 + $1.rows(config) } }
     }
 
-    /// Hugging Face's initialisation: N(0, std) for every matrix, ones for the RMSNorm gains. The random
-    /// stream runs over the whole layout whatever part this model keeps, so every rank's part of a sharded
-    /// model equals the same part of a replicated one.
+    /// Hugging Face's initialisation: N(0, std) for every matrix, ones for the RMSNorm gains. One random
+    /// stream runs over the matrices in layout order (two draws per value), and since SplitMix64 is a counter
+    /// each kept piece starts its part of the stream in O(1): a rank draws only what it keeps (O(P/N) under
+    /// sharding, on `threads` threads), and every rank's part of a sharded model equals the same part of a
+    /// replicated one, for any world size and mode.
     public func initialize(seed: UInt64, std: Double = 0.02) {
-        var rng = SplitMix64(seed: seed)
-        let kept = parameterPieces.pieces
-        var next = 0  // the first kept piece not wholly behind i
+        var drawnBefore = 0  // Gaussians the stream spends on the matrices before this tensor
+        var work: [(global: Range<Int>, local: Int, draws: Int?)] = []
         for spec in layout.tensors {
-            for i in spec.offset..<(spec.offset + spec.count) {
-                let value: Float = spec.decays ? Float(rng.nextGaussian() * std) : 1
-                while next < kept.count && kept[next].range.upperBound <= i { next += 1 }
-                if next < kept.count && kept[next].range.contains(i) {
-                    parameters[kept[next].local + i - kept[next].range.lowerBound] = value
+            let tensor = spec.offset..<(spec.offset + spec.count)
+            for part in parameterPieces.parts(of: tensor) {
+                let skipped = spec.decays ? drawnBefore + part.range.lowerBound - spec.offset : nil
+                work.append((part.range, part.local, skipped))
+            }
+            if spec.decays { drawnBefore += spec.count }
+        }
+        // Chunks of at most 1M values, each positioned on its own: any split gives the same bits.
+        let chunk = 1 << 20
+        let chunks = work.flatMap { w in
+            stride(from: 0, to: w.global.count, by: chunk).map { o in
+                (count: min(chunk, w.global.count - o), local: w.local + o, draws: w.draws.map { $0 + o })
+            }
+        }
+        nonisolated(unsafe) let target = parameters.pointer
+        let workers = max(1, min(threads, chunks.count))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for c in stride(from: worker, to: chunks.count, by: workers) {
+                let (count, local, draws) = chunks[c]
+                guard let draws else {
+                    (target + local).update(repeating: 1, count: count)
+                    continue
                 }
+                var rng = SplitMix64(seed: seed)
+                rng.skip(2 * UInt64(draws))
+                for i in 0..<count { target[local + i] = Float(rng.nextGaussian() * std) }
             }
         }
     }

@@ -16,6 +16,9 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
 
+    /// The generator `n` draws further on, in O(1): SplitMix64's state is a counter.
+    public mutating func skip(_ n: UInt64) { state &+= n &* 0x9E37_79B9_7F4A_7C15 }
+
     /// Uniform in (0, 1], 53 bits.
     public mutating func nextUnit() -> Double { Double((next() >> 11) + 1) * 0x1p-53 }
 

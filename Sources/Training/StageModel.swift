@@ -134,9 +134,10 @@ public final class StageModel {
         ownedGradients = spec.trains && spec.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
     }
 
-    /// A fresh start: the seed's initialisation, then the model's starting weights; rank 0's copy is broadcast
-    /// where every rank holds all of it.
-    func initialize(seed: UInt64, world: Communicator, log: (String) -> Void) throws {
+    /// A fresh start: the seed's initialisation (each rank draws only what it keeps), then the model's starting
+    /// weights. Nothing is broadcast: every rank computes or reads the same values, which the trainer's
+    /// agreement check proves right after.
+    func initialize(seed: UInt64, log: (String) -> Void) throws {
         model.initialize(seed: seed)
         if let start = spec.initFrom {
             if spec.sharding == .full {
@@ -151,7 +152,6 @@ public final class StageModel {
                 try loadInitialWeights(from: start, into: model, log: log)
             }
         }
-        if spec.sharding != .full { try world.broadcast(model.parameters.pointer, count: model.parameters.count) }
     }
 
     func beginStep() {

@@ -213,7 +213,7 @@ public final class Trainer {
         // A fresh run starts from the seed or from each model's init_from; a resumed one already holds its state.
         // The agreement is checked below.
         if startStep == 0 {
-            for m in models { try m.initialize(seed: t.seed, world: world, log: world.isRoot ? options.log : { _ in }) }
+            for m in models { try m.initialize(seed: t.seed, log: world.isRoot ? options.log : { _ in }) }
         }
         // MFU's denominator: the rate of the precision in use, measured here (sgemm, or oneDNN's bf16 primitive).
         let primary = models[0].model

@@ -175,3 +175,38 @@ import Testing
             "logits differ from transformers' by \(maxDifference(ours, report.logits))")
     }
 }
+
+/// Initialisation by pieces: a rank that keeps some pieces draws exactly the values a replicated model holds
+/// there (SplitMix64 positioned in O(1)), for balanced units on 2, 3 and 7 ranks and the flat split, on one
+/// thread or four.
+@Suite struct PiecewiseInitialisationTests {
+    static func units(_ layout: ParameterLayout, ranks: Int, rank: Int) -> HeldPieces {
+        HeldPieces(
+            layout.units.map { unit in
+                let c = (unit.count + ranks - 1) / ranks
+                return min(
+                    unit.lowerBound + rank * c, unit.upperBound)..<min(
+                        unit.lowerBound + (rank + 1) * c, unit.upperBound)
+            })
+    }
+
+    @Test func everyRankDrawsWhatTheWholeModelHolds() throws {
+        let whole = try LlamaModel(config: HeadsTests.policy, purpose: .inference)
+        whole.initialize(seed: 11, std: 0.3)
+        let all = whole.parameters.array
+        #expect(all.contains(1) && all.contains { $0 != 1 && $0 != 0 }, "gains and matrices")
+        for ranks in [2, 3, 7] {
+            let count = whole.layout.count, per = (count + ranks - 1) / ranks
+            for rank in 0..<ranks {
+                let flat = HeldPieces([min(rank * per, count)..<min((rank + 1) * per, count)])
+                for (held, threads) in [(Self.units(whole.layout, ranks: ranks, rank: rank), 1), (flat, 4)] {
+                    let part = try LlamaModel(config: HeadsTests.policy, purpose: .inference, parameterPieces: held)
+                    part.threads = threads
+                    part.initialize(seed: 11, std: 0.3)
+                    let expected = held.pieces.flatMap { all[$0.range] }
+                    #expect(part.parameters.array == expected, "rank \(rank) of \(ranks), \(threads) thread(s)")
+                }
+            }
+        }
+    }
+}
