@@ -138,20 +138,21 @@ public final class StageModel {
     /// weights. Nothing is broadcast: every rank computes or reads the same values, which the trainer's
     /// agreement check proves right after.
     func initialize(seed: UInt64, log: (String) -> Void) throws {
-        model.initialize(seed: seed)
-        if let start = spec.initFrom {
-            if spec.sharding == .full {
-                // Every rank reads the starting model and keeps its own part.
-                let whole = try LlamaModel(config: spec.config, purpose: .inference)
-                try loadInitialWeights(from: start, into: whole, log: log)
-                for piece in owned.pieces {
-                    (model.parameters.pointer + piece.local).update(
-                        from: whole.parameters.pointer + piece.range.lowerBound, count: piece.range.count)
-                }
-            } else {
-                try loadInitialWeights(from: start, into: model, log: log)
+        if let start = spec.initFrom, spec.sharding == .full {
+            // Every rank reads the starting model and keeps its own part. The whole copy is seeded first, so a
+            // head the source lacks starts as it would replicated (it was left at zero).
+            let whole = try LlamaModel(config: spec.config, purpose: .inference)
+            whole.threads = model.threads
+            whole.initialize(seed: seed)
+            try loadInitialWeights(from: start, into: whole, log: log)
+            for piece in owned.pieces {
+                (model.parameters.pointer + piece.local).update(
+                    from: whole.parameters.pointer + piece.range.lowerBound, count: piece.range.count)
             }
+            return
         }
+        model.initialize(seed: seed)
+        if let start = spec.initFrom { try loadInitialWeights(from: start, into: model, log: log) }
     }
 
     func beginStep() {

@@ -1,11 +1,14 @@
 // finetune.init_from against the model block: fields that change what the weights compute without changing a
 // shape are cross-checked and every mismatch named; a starting model holding a NaN is refused naming the
 // tensor, before anything is built from it.
+import Configuration
+import Distributed
 import Foundation
 import Model
 import Support
 import Testing
-import Training
+
+@testable import Training
 
 @Suite struct InitialWeightsTests {
     static let shape = LlamaConfig(dim: 16, nLayers: 1, nHeads: 2, vocabSize: 32, ffnHiddenSize: 32, maxSeqLen: 32)
@@ -41,5 +44,27 @@ import Training
             "\($0)".contains("model.layers.0.mlp.up_proj.weight") && "\($0)".contains("nan")
                 && "\($0)".contains("index 5")
         }
+    }
+
+    /// A reward model starting from a language model under sharding `full` gets the seed's score head, as it
+    /// does replicated (the whole copy it was read into was left at zero there).
+    @Test func aFreshHeadStartsAlikeInEveryMode() throws {
+        let dir = try Self.saved(Self.shape)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var reward = Self.shape
+        reward.heads = [.score]
+        let world = try Communicator.world()
+        func started(_ sharding: ShardingMode) throws -> [Float] {
+            let m = try StageModel(
+                spec: .frozen("reward", config: reward, initFrom: dir, sharding: sharding), world: world, threads: 1,
+                precision: .fp32)
+            try m.initialize(seed: 9, log: { _ in })
+            return m.model.parameters.array
+        }
+        let (none, full) = (try started(.none), try started(.full))
+        let head = ParameterLayout(config: reward).heads[0].tensor
+        #expect(none[head.offset..<(head.offset + head.count)].contains { $0 != 0 }, "the score head is drawn")
+        let headFull = full[head.offset..<(head.offset + head.count)]
+        #expect(none.elementsEqual(full), "sharding full starts where none does; its head: \(headFull.prefix(4))…")
     }
 }
