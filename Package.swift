@@ -97,7 +97,7 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support", "Tokenizer"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Optim", "Support"]),
         .testTarget(

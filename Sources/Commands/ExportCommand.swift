@@ -7,6 +7,7 @@ import Checkpoint
 import Foundation
 import Model
 import Support
+import Tokenizer
 
 enum ExportCommand {
     static let spec = CommandSpec(
@@ -23,7 +24,11 @@ enum ExportCommand {
         let out = try args.require("out")
         let (manifest, model) = try CheckpointReader.loadModel(checkpoint)
         try PathClash.check(
-            outputs: [.directory("--out", out, writing: HuggingFace.writtenFiles + ["tokenizer.model"])],
+            outputs: [
+                .directory(
+                    "--out", out,
+                    writing: HuggingFace.writtenFiles + ["tokenizer.model"] + Tokenizer.huggingFaceFileNames)
+            ],
             inputs: [("--checkpoint", checkpoint)]
                 + (manifest.config.train.tokenizer.map { [("train.tokenizer", $0)] } ?? []))
         AtomicFile.removeStaleTemporaries(in: out, log: { print($0) })
@@ -34,6 +39,9 @@ enum ExportCommand {
                     path: tokenizer, message: "the run's tokenizer cannot be read; the model was exported without it")
             }
             try AtomicFile.write(bytes, to: out + "/tokenizer.model")
+            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(maxLength: model.config.maxSeqLen) {
+                try AtomicFile.write(file.bytes, to: out + "/" + file.name)
+            }
         }
         print("exported step \(manifest.step) of \(checkpoint) to \(out)")
     }

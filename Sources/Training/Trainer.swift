@@ -309,7 +309,8 @@ public final class Trainer {
         for spec in extraModels { if let start = spec.initFrom { inputs.append(("\(spec.name)'s init_from", start)) } }
         var outputs: [PathClash.Output] = []
         if let out = options.outputDirectory {
-            let files = HuggingFace.writtenFiles + ["tokenizer.model", "eval-scores.svg"]
+            let files =
+                HuggingFace.writtenFiles + ["tokenizer.model", "eval-scores.svg"] + Tokenizer.huggingFaceFileNames
             outputs.append(.directory("--out", out, writing: files))
         }
         if let metrics = options.metricsPath { outputs.append(.file("--metrics", metrics)) }
@@ -405,6 +406,9 @@ public final class Trainer {
             config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
         if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
             try AtomicFile.write(bytes, to: directory + "/tokenizer.model")
+            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(maxLength: model.config.maxSeqLen) {
+                try AtomicFile.write(file.bytes, to: directory + "/" + file.name)
+            }
         }
     }
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Regenerates Tests/TokenizerTests/Fixtures/hf-tokenizer: the tokenizer files our exports write beside
+# tokenizer.model for shared/fixtures/spm-bpe (HFTokenizerFilesTests writes them), and autotokenizer.json,
+# the ids transformers' AutoTokenizer gives for every case of cases.jsonl from that directory (the tests
+# compare our ids, with <s>, against them). Needs transformers and sentencepiece: installed into a venv under
+# .build. usage: scripts/make-hf-tokenizer-fixture.sh
+set -euo pipefail
+out=Tests/TokenizerTests/Fixtures/hf-tokenizer
+venv=.build/tok-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import transformers, sentencepiece" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q transformers sentencepiece protobuf
+fi
+mkdir -p "$out"
+WRITE_HF_TOKENIZER_FILES="$PWD/$out" swift test --filter HFTokenizerFilesTests >/dev/null
+cp ../shared/fixtures/spm-bpe/tokenizer.model "$out/tokenizer.model"
+"$venv/bin/python" - "$out" ../shared/fixtures/spm-bpe/cases.jsonl <<'PY' 2>/dev/null
+import json, sys
+import transformers
+from transformers import AutoTokenizer
+out, cases = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(out)
+texts = [json.loads(l)["text"] for l in open(cases)]
+json.dump({"transformers": transformers.__version__, "class": type(tok).__name__,
+           "cases": [{"text": t, "ids": tok(t)["input_ids"]} for t in texts]},
+          open(out + "/autotokenizer.json", "w"), indent=1, ensure_ascii=False)
+print(f"{out}/autotokenizer.json: {len(texts)} cases from {type(tok).__name__}")
+PY
+rm "$out/tokenizer.model"
