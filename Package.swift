@@ -97,7 +97,7 @@ let package = Package(
             exclude: ["Fixtures"]),
         .testTarget(name: "OptimTests", dependencies: ["Optim", "Model"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
-        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer", "TestSupport"]),
         .testTarget(name: "DatasetTests", dependencies: ["Dataset", "Support", "Tokenizer"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Model", "Optim", "Support"]),
         .testTarget(
@@ -111,7 +111,8 @@ let package = Package(
             ]),
         .testTarget(
             name: "FineTuneTests",
-            dependencies: ["FineTune", "Inference", "Training", "Configuration", "Model", "Tokenizer", "Support"]),
+            dependencies: ["FineTune", "Inference", "Training", "Configuration", "Model", "Tokenizer", "Support"],
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim", "Distributed", "Support"]),
         // llama-train with the faults the tests inject (a NaN loss, a rank dying mid-checkpoint) set from its

@@ -39,7 +39,10 @@ enum ExportCommand {
                     path: tokenizer, message: "the run's tokenizer cannot be read; the model was exported without it")
             }
             try AtomicFile.write(bytes, to: out + "/tokenizer.model")
-            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(maxLength: model.config.maxSeqLen) {
+            let chat = manifest.config.finetune?.template.huggingFaceJinja
+            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(
+                maxLength: model.config.maxSeqLen, chatTemplate: chat)
+            {
                 try AtomicFile.write(file.bytes, to: out + "/" + file.name)
             }
         }

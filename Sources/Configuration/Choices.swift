@@ -30,6 +30,26 @@ public enum ChatTemplateKind: String, Codable, CaseIterable, Sendable, SettingCh
     case llama2Chat = "llama2-chat"
 }
 
+extension ChatTemplateKind {
+    /// The template as Jinja for transformers' `apply_chat_template` (tokenizer_config.json's `chat_template`),
+    /// written so that it builds exactly the ids ChatTemplate does: Meta's `[INST]` format with each turn's
+    /// content stripped, the system prompt folded into the first user turn, and no space before `</s>`
+    /// (Hugging Face's Llama-2-chat template adds one). nil for the separator template, whose piece is ours.
+    public var huggingFaceJinja: String? {
+        guard self == .llama2Chat else { return nil }
+        return "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+            + "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+            + "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+            + "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+            + "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+            + "{% if loop.index0 == 0 and system_message != false %}"
+            + "{% set content = '<<SYS>>\\n' + system_message.strip() + '\\n<</SYS>>\\n\\n' + message['content'].strip() %}"
+            + "{% else %}{% set content = message['content'].strip() %}{% endif %}"
+            + "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}"
+            + "{% elif message['role'] == 'assistant' %}{{ ' ' + content + eos_token }}{% endif %}{% endfor %}"
+    }
+}
+
 /// The reward model's margin m(rating) of the ranking loss (`finetune.margin`): Llama 2, Table 27.
 public enum MarginTable: String, Codable, CaseIterable, Sendable, SettingChoice {
     case none, small, large

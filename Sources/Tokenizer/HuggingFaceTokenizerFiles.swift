@@ -6,15 +6,18 @@ import Foundation
 
 extension Tokenizer {
     /// tokenizer_config.json, special_tokens_map.json and generation_config.json for a model of
-    /// `maxLength` positions: add <s>, not </s>; the special pieces by their names in this model.
-    public func huggingFaceFiles(maxLength: Int) throws -> [(name: String, bytes: Data)] {
+    /// `maxLength` positions: add <s>, not </s>; the special pieces by their names in this model; `legacy`
+    /// true, which is sentencepiece's handling of the text after a special token (false drops the dummy
+    /// prefix there: "<s>[INST]" would lose its "▁["); the chat template when the model was tuned on one.
+    public func huggingFaceFiles(maxLength: Int, chatTemplate: String? = nil) throws -> [(name: String, bytes: Data)] {
         func piece(_ id: Int32) -> String? { id >= 0 && Int(id) < vocabSize ? model.pieces[Int(id)].text : nil }
         let (bos, eos, unk) = (piece(bosId), piece(eosId), piece(unkId))
         var config: [String: Any] = [
             "add_bos_token": bos != nil, "add_eos_token": false, "clean_up_tokenization_spaces": false,
-            "legacy": false, "model_max_length": maxLength, "sp_model_kwargs": [String: Any](),
+            "legacy": true, "model_max_length": maxLength, "sp_model_kwargs": [String: Any](),
             "tokenizer_class": "LlamaTokenizer", "padding_side": "right",
         ]
+        if let chatTemplate { config["chat_template"] = chatTemplate }
         var special: [String: Any] = [:]
         for (key, value) in [("bos_token", bos), ("eos_token", eos), ("unk_token", unk)] {
             guard let value else { continue }

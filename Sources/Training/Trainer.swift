@@ -406,7 +406,10 @@ public final class Trainer {
             config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
         if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
             try AtomicFile.write(bytes, to: directory + "/tokenizer.model")
-            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(maxLength: model.config.maxSeqLen) {
+            let chat = config.finetune?.template.huggingFaceJinja
+            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(
+                maxLength: model.config.maxSeqLen, chatTemplate: chat)
+            {
                 try AtomicFile.write(file.bytes, to: directory + "/" + file.name)
             }
         }
