@@ -1,6 +1,8 @@
-// `llama-train export`: a sharded checkpoint (any world size) to config.json + model.safetensors that
-// transformers' LlamaForCausalLM loads, with the run's tokenizer beside them. One process, no MPI: the
-// parameters-only reader verifies every shard and reads just the parameter section of each.
+// `llama-train export`: a sharded checkpoint (any world size) to a Hugging Face directory that transformers'
+// Auto classes load: config.json, the weights in bf16 by default (as published checkpoints are; --dtype),
+// split into model-0000k-of-0000n.safetensors with an index above --max-shard-gb, and the run's tokenizer
+// with its configs. One process, no MPI: the parameters-only reader verifies every shard and reads just the
+// parameter section of each.
 //
 //   llama-train export --checkpoint runs/m/checkpoints/step-00000300 --out runs/m/hf
 import Checkpoint
@@ -16,6 +18,13 @@ enum ExportCommand {
         flags: [
             Flag("checkpoint", .text, "DIR", required: true, "a step directory with manifest.json"),
             Flag("out", .text, "HF_DIR", required: true, "the Hugging Face directory to write"),
+            Flag(
+                "dtype", .choice(["bf16", "fp16", "fp32"]), "", default: "bf16",
+                "the weights' format: bf16 as published checkpoints are, or fp16, or fp32 as trained"),
+            Flag(
+                "max-shard-gb", .number(min: 0, inclusive: false, max: 1e6), "GB", default: "5",
+                "above this, the weights are split at tensor boundaries into model-0000k-of-0000n.safetensors with an index"
+            ),
         ],
         run: run)
 
@@ -32,7 +41,11 @@ enum ExportCommand {
             inputs: [("--checkpoint", checkpoint)]
                 + (manifest.config.train.tokenizer.map { [("train.tokenizer", $0)] } ?? []))
         AtomicFile.removeStaleTemporaries(in: out, log: { print($0) })
-        try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: out)
+        let dtype: SafeTensorsDType = ["bf16": .bf16, "fp16": .f16, "fp32": .f32][args.string(declared: "dtype")]!
+        let maxShard = args.number(declared: "max-shard-gb") * 1e9
+        try HuggingFace.save(
+            config: model.config, layout: model.layout, parameters: model.parameters, directory: out, dtype: dtype,
+            maxShardBytes: maxShard >= Double(Int.max) ? Int.max : Int(maxShard))
         if let tokenizer = manifest.config.train.tokenizer {
             guard let bytes = FileManager.default.contents(atPath: tokenizer) else {
                 throw FileError(
@@ -46,6 +59,6 @@ enum ExportCommand {
                 try AtomicFile.write(file.bytes, to: out + "/" + file.name)
             }
         }
-        print("exported step \(manifest.step) of \(checkpoint) to \(out)")
+        print("exported step \(manifest.step) of \(checkpoint) to \(out) as \(dtype.torchName)")
     }
 }

@@ -115,7 +115,7 @@ public enum HuggingFace {
     /// config.json's key for a head list that no single transformers architecture implies.
     public static let headsKey = "llama_train_heads"
 
-    public static func configJSON(_ c: LlamaConfig) -> Data {
+    public static func configJSON(_ c: LlamaConfig, dtype: SafeTensorsDType = .f32) -> Data {
         var object: [String: Any] = [
             "architectures": [Self.architecture(c.heads)],
             "model_type": "llama",
@@ -124,7 +124,7 @@ public enum HuggingFace {
             "num_attention_heads": c.nHeads, "num_key_value_heads": c.nKVHeads, "head_dim": c.headDim,
             "vocab_size": c.vocabSize, "rms_norm_eps": c.normEps, "rope_theta": c.ropeTheta,
             "max_position_embeddings": c.maxSeqLen, "tie_word_embeddings": false, "attention_bias": false,
-            "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+            "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype.torchName,
         ]
         if c.heads == [.score] { object["num_labels"] = 1 }
         // transformers keeps unknown keys as attributes; LlamaForCausalLM loads the lm_head part and reports the
@@ -186,12 +186,26 @@ public enum HuggingFace {
         try layout.checkFinite(parameters, source: directory)
     }
 
-    /// The files `save` writes, for callers that check outputs against inputs first.
-    public static let writtenFiles = ["config.json", "model.safetensors"]
+    /// The files `save` writes, for callers that check outputs against inputs first: these, and shards
+    /// named as `isShardName` says.
+    public static let writtenFiles = ["config.json", "model.safetensors", "model.safetensors.index.json"]
 
-    /// Writes config.json and model.safetensors (float32), each atomically.
+    /// model-0000k-of-0000n.safetensors, Hugging Face's name for one of n weight files.
+    public static func shardName(_ k: Int, of n: Int) -> String {
+        String(format: "model-%05d-of-%05d.safetensors", k, n)
+    }
+
+    public static func isShardName(_ name: String) -> Bool {
+        name.hasPrefix("model-") && name.hasSuffix(".safetensors") && name.contains("-of-")
+    }
+
+    /// Writes config.json and the weights as `dtype`, each file atomically: one model.safetensors, or, above
+    /// `maxShardBytes`, Hugging Face's sharded layout (files split at tensor boundaries, in layout order, and
+    /// model.safetensors.index.json, written last). The layout not written is removed, so a reader never
+    /// finds an older model beside the new one.
     public static func save(
-        config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String
+        config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String,
+        dtype: SafeTensorsDType = .f32, maxShardBytes: Int = Int.max
     ) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let entries = layout.tensors.map {
@@ -199,7 +213,43 @@ public enum HuggingFace {
                 name: $0.name, shape: $0.shape,
                 values: UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
         }
-        try SafeTensorsWriter.write(entries, to: directory + "/model.safetensors")
-        try AtomicFile.write(configJSON(config), to: directory + "/config.json")
+        var groups: [[SafeTensorsEntry]] = [[]], bytes = 0
+        for entry in entries {
+            let size = entry.values.count * dtype.bytes
+            if bytes + size > maxShardBytes && !groups[groups.count - 1].isEmpty {
+                groups.append([])
+                bytes = 0
+            }
+            groups[groups.count - 1].append(entry)
+            bytes += size
+        }
+        let fm = FileManager.default
+        let index = directory + "/model.safetensors.index.json", single = directory + "/model.safetensors"
+        func removeShards() {
+            for name in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where isShardName(name) {
+                try? fm.removeItem(atPath: directory + "/" + name)
+            }
+        }
+        if groups.count == 1 {
+            try? fm.removeItem(atPath: index)
+            removeShards()
+            try SafeTensorsWriter.write(entries, dtype: dtype, to: single)
+        } else {
+            try? fm.removeItem(atPath: single)
+            try? fm.removeItem(atPath: index)
+            removeShards()
+            var map: [String: String] = [:]
+            for (k, group) in groups.enumerated() {
+                let name = shardName(k + 1, of: groups.count)
+                try SafeTensorsWriter.write(group, dtype: dtype, to: directory + "/" + name)
+                for entry in group { map[entry.name] = name }
+            }
+            let total = entries.reduce(0) { $0 + $1.values.count * dtype.bytes }
+            try AtomicFile.write(
+                try JSONSerialization.data(
+                    withJSONObject: ["metadata": ["total_size": total], "weight_map": map],
+                    options: [.prettyPrinted, .sortedKeys]), to: index)
+        }
+        try AtomicFile.write(configJSON(config, dtype: dtype), to: directory + "/config.json")
     }
 }

@@ -5,6 +5,7 @@
 // must tile it exactly. We read F32, BF16 and F16 (converted to F32) and I32/I64 (for token ids), and
 // write F32. Every inconsistency is an error naming the file and the tensor; nothing is trusted.
 import Foundation
+import Kernels
 import Support
 
 public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
@@ -236,10 +237,20 @@ public struct SafeTensorsEntry {
     }
 }
 
+/// The floating-point formats we write: F32 as trained, BF16 as published checkpoints are, F16.
+public enum SafeTensorsDType: String, CaseIterable, Sendable {
+    case f32 = "F32", bf16 = "BF16", f16 = "F16"
+
+    public var bytes: Int { self == .f32 ? 4 : 2 }
+    /// config.json's `torch_dtype`.
+    public var torchName: String { ["F32": "float32", "BF16": "bfloat16", "F16": "float16"][rawValue]! }
+}
+
 public enum SafeTensorsWriter {
-    /// Writes F32 tensors atomically, in the given order, header padded to 8 bytes as the reference writer does.
+    /// Writes tensors atomically, in the given order, as `dtype` (BF16 rounds to nearest even; F16 saturates
+    /// to ±inf beyond 65504), header padded to 8 bytes as the reference writer does.
     public static func write(
-        _ entries: [SafeTensorsEntry], metadata: [String: String] = ["format": "pt"],
+        _ entries: [SafeTensorsEntry], dtype: SafeTensorsDType = .f32, metadata: [String: String] = ["format": "pt"],
         to path: String
     ) throws {
         var header = "{"
@@ -250,9 +261,9 @@ public enum SafeTensorsWriter {
         var offset = 0
         for entry in entries {
             if header.count > 1 { header += "," }
-            let end = offset + 4 * entry.values.count
+            let end = offset + dtype.bytes * entry.values.count
             header +=
-                "\(jsonString(entry.name)):{\"dtype\":\"F32\",\"shape\":\(entry.shape),\"data_offsets\":[\(offset),\(end)]}"
+                "\(jsonString(entry.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":\(entry.shape),\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         header += "}"
@@ -262,7 +273,28 @@ public enum SafeTensorsWriter {
         try AtomicFile.write(to: path) { writer in
             try withUnsafeBytes(of: &length) { try writer.write($0) }
             try headerBytes.withUnsafeBytes { try writer.write($0) }
-            for entry in entries { try writer.write(UnsafeRawBufferPointer(entry.values)) }
+            guard dtype != .f32 else {
+                for entry in entries { try writer.write(UnsafeRawBufferPointer(entry.values)) }
+                return
+            }
+            // Converted a chunk at a time through one bounded buffer.
+            var half = [UInt16](repeating: 0, count: 1 << 20)
+            for entry in entries {
+                var done = 0
+                while done < entry.values.count {
+                    let n = min(half.count, entry.values.count - done)
+                    let source = entry.values.baseAddress! + done
+                    half.withUnsafeMutableBufferPointer { out in
+                        if dtype == .bf16 {
+                            lm_to_bf16(out.baseAddress!, source, n)
+                        } else {
+                            for i in 0..<n { out[i] = Float16(source[i]).bitPattern }
+                        }
+                    }
+                    try half.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<(2 * n)])) }
+                    done += n
+                }
+            }
         }
     }
 

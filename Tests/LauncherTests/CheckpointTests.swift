@@ -259,17 +259,54 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         _ = try? run(["kill", "-9", victim])
     }
 
+    /// fp32 exports equal `--out` byte for byte; the default bf16 holds every weight rounded to bf16 and says
+    /// so in config.json; a size limit below the model's splits it into shards with an index that our reader
+    /// (and transformers) follows, leaving no single file beside them.
     @Test func exportGivesAHuggingFaceDirectory() throws {
         let dir = try scratch()
         let config = try writeCheckpointConfig(dir)
         _ = try pretrain(mpirun2, config, ["--checkpoint-dir", dir + "/ck", "--out", dir + "/final"])
-        let export = try run([
-            try toolPath(), "export", "--checkpoint", dir + "/ck/step-00000006", "--out", dir + "/hf",
-        ])
-        #expect(export.status == 0, "\(export.stderr)")
+        let step = dir + "/ck/step-00000006"
+        func export(_ out: String, _ extra: [String]) throws {
+            let r = try run([try toolPath(), "export", "--checkpoint", step, "--out", dir + "/" + out] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        try export("hf", ["--dtype", "fp32"])
         #expect(
             FileManager.default.contents(atPath: dir + "/hf/model.safetensors")
                 == FileManager.default.contents(atPath: dir + "/final/model.safetensors"))
+        let trained = try tensors(dir + "/final/model.safetensors")
+        try export("bf16", [])
+        let bf16 = try bf16Tensors(dir + "/bf16/model.safetensors")
+        // Round to nearest even, from the bits: what a bf16 export must hold for each fp32 weight.
+        func rounded(_ x: Float) -> UInt16 {
+            let bits = x.bitPattern
+            return UInt16((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+        }
+        #expect(bf16.count == trained.count && trained.allSatisfy { bf16[$0.key] == $0.value.map(rounded) })
+        let bf16Config =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/bf16/config.json")))
+            as? [String: Any]
+        #expect(bf16Config?["torch_dtype"] as? String == "bfloat16")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: dir + "/bf16/model.safetensors")).count
+        let weights = trained.values.reduce(0) { $0 + $1.count }
+        #expect(bytes < 2 * weights + 8192, "bf16 is half the bytes: \(bytes) for \(weights) weights")
+        // Sharded at 20 kB: several files and an index, nothing else; read back it is the bf16 model.
+        try export("sharded", ["--max-shard-gb", "0.00002"])
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/sharded")
+        let shards = names.filter { $0.hasPrefix("model-") && $0.hasSuffix(".safetensors") }
+        #expect(
+            shards.count >= 3 && names.contains("model.safetensors.index.json") && !names.contains("model.safetensors"))
+        var merged: [String: [UInt16]] = [:]
+        for shard in shards { merged.merge(try bf16Tensors(dir + "/sharded/" + shard)) { a, _ in a } }
+        #expect(merged == bf16, "the shards together are the single file's tensors")
+        let index =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: dir + "/sharded/model.safetensors.index.json")))
+            as? [String: Any]
+        let map = index?["weight_map"] as? [String: String] ?? [:]
+        #expect(Set(map.keys) == Set(bf16.keys) && Set(map.values) == Set(shards))
+        // (Our reader of such an index and of BF16 is SafeTensorsTests'.)
         let hfConfig =
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/hf/config.json")))
             as! [String: Any]
@@ -282,4 +319,21 @@ func committedCheckpointNames(_ directory: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
         FileManager.default.fileExists(atPath: "\(directory)/\($0)/manifest.json")
     }
+}
+
+/// Each BF16 tensor of a safetensors file by name, as raw 16-bit values.
+func bf16Tensors(_ path: String) throws -> [String: [UInt16]] {
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    let headerLength = Int(
+        data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+    let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as! [String: Any]
+    var out: [String: [UInt16]] = [:]
+    for (name, entry) in header where name != "__metadata__" {
+        let fields = entry as! [String: Any]
+        guard fields["dtype"] as? String == "BF16" else { continue }
+        let offsets = fields["data_offsets"] as! [Int]
+        out[name] = data.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])).withUnsafeBytes
+        { Array($0.bindMemory(to: UInt16.self)) }
+    }
+    return out
 }

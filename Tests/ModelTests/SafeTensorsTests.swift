@@ -1,6 +1,7 @@
 // safetensors reading and writing: round trips, dtype conversion, sharded Hugging Face directories, and
 // every way a file can lie (truncated, tampered header, overlapping offsets, missing tensor, wrong shape).
 import Foundation
+import Kernels
 import Model
 import Testing
 
@@ -118,6 +119,27 @@ func floatBytes(_ values: [Float]) -> [UInt8] {
         let loaded = try HuggingFace.loadModel(directory: dir)
         #expect(loaded.config == model.config)
         #expect(loaded.parameters.array == model.parameters.array)
+    }
+
+    /// Saved as bf16 or fp16 and split at a small size: the index names every tensor, the files read back to
+    /// the rounded weights, and re-saving whole removes the shards (no older model left beside the new one).
+    @Test(arguments: [SafeTensorsDType.bf16, .f16])
+    func savedHalfAndShardedLoadsRounded(_ dtype: SafeTensorsDType) throws {
+        let dir = try temporaryDirectory()
+        let model = try LlamaModel(config: Self.config)
+        model.initialize(seed: 5)
+        try HuggingFace.save(
+            config: model.config, layout: model.layout, parameters: model.parameters, directory: dir, dtype: dtype,
+            maxShardBytes: 1000)
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(names.filter(HuggingFace.isShardName).count > 2 && !names.contains("model.safetensors"))
+        let loaded = try HuggingFace.loadModel(directory: dir)
+        let expected = model.parameters.array.map { dtype == .bf16 ? lm_round_bf16($0) : Float(Float16($0)) }
+        #expect(loaded.parameters.array == expected)
+        try HuggingFace.save(config: model.config, layout: model.layout, parameters: model.parameters, directory: dir)
+        let after = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(after.filter(HuggingFace.isShardName).isEmpty && !after.contains("model.safetensors.index.json"))
+        #expect(try HuggingFace.loadModel(directory: dir).parameters.array == model.parameters.array)
     }
 
     /// model-0000N-of-0000M.safetensors with model.safetensors.index.json, as large checkpoints ship.
