@@ -3,7 +3,7 @@
 // Layout: an 8-byte little-endian header length n, n bytes of JSON ({name: {dtype, shape, data_offsets}},
 // optional "__metadata__"), then the raw little-endian data; offsets are relative to the data section and
 // must tile it exactly. We read F32, BF16 and F16 (converted to F32) and I32/I64 (for token ids), and
-// write F32. Every inconsistency is an error naming the file and the tensor; nothing is trusted.
+// write F32, BF16 or F16. Every inconsistency is an error naming the file and the tensor; nothing is trusted.
 import Foundation
 import Kernels
 import Support
