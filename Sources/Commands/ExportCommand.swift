@@ -51,13 +51,9 @@ enum ExportCommand {
                 throw FileError(
                     path: tokenizer, message: "the run's tokenizer cannot be read; the model was exported without it")
             }
-            try AtomicFile.write(bytes, to: out + "/tokenizer.model")
-            let chat = manifest.config.finetune?.template.huggingFaceJinja
-            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(
-                maxLength: model.config.maxSeqLen, chatTemplate: chat)
-            {
-                try AtomicFile.write(file.bytes, to: out + "/" + file.name)
-            }
+            try Tokenizer.writeHuggingFace(
+                bytes, source: tokenizer, to: out, maxLength: model.config.maxSeqLen,
+                chatTemplate: manifest.config.finetune?.template.huggingFaceJinja)
         }
         print("exported step \(manifest.step) of \(checkpoint) to \(out) as \(dtype.torchName)")
     }

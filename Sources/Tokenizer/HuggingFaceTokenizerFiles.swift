@@ -3,6 +3,7 @@
 // → three ids where Llama 2 and our `generate` start with <s>), so transformers' pipelines would condition
 // our models differently. What this is not: the weights' files (Model/HuggingFace.swift).
 import Foundation
+import Support
 
 extension Tokenizer {
     /// tokenizer_config.json, special_tokens_map.json and generation_config.json for a model of
@@ -34,6 +35,18 @@ extension Tokenizer {
             ("tokenizer_config.json", try json(config)), ("special_tokens_map.json", try json(special)),
             ("generation_config.json", try json(generation)),
         ]
+    }
+
+    /// Writes a tokenizer.model's bytes (read from `source`) into `directory` with the files above beside it,
+    /// each atomically.
+    public static func writeHuggingFace(
+        _ bytes: Data, source: String, to directory: String, maxLength: Int, chatTemplate: String? = nil
+    ) throws {
+        try AtomicFile.write(bytes, to: directory + "/tokenizer.model")
+        let tokenizer = try Tokenizer(bytes: bytes, source: source)
+        for file in try tokenizer.huggingFaceFiles(maxLength: maxLength, chatTemplate: chatTemplate) {
+            try AtomicFile.write(file.bytes, to: directory + "/" + file.name)
+        }
     }
 
     /// The names of the files `huggingFaceFiles` writes.

@@ -45,6 +45,11 @@ public final class Tokenizer: @unchecked Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TokenizerError.invalidModel(file: path, reason: "cannot read it: \(UnreadablePath.reason(path))")
         }
+        try self.init(bytes: data, source: path)
+    }
+
+    /// A tokenizer from a tokenizer.model's bytes already read; `source` names them in errors.
+    public convenience init(bytes data: Data, source path: String) throws {
         guard !data.isEmpty else {
             throw TokenizerError.invalidModel(
                 file: path,

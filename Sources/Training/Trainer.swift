@@ -405,13 +405,9 @@ public final class Trainer {
         try HuggingFace.save(
             config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
         if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
-            try AtomicFile.write(bytes, to: directory + "/tokenizer.model")
-            let chat = config.finetune?.template.huggingFaceJinja
-            for file in try Tokenizer(path: tokenizer).huggingFaceFiles(
-                maxLength: model.config.maxSeqLen, chatTemplate: chat)
-            {
-                try AtomicFile.write(file.bytes, to: directory + "/" + file.name)
-            }
+            try Tokenizer.writeHuggingFace(
+                bytes, source: tokenizer, to: directory, maxLength: model.config.maxSeqLen,
+                chatTemplate: config.finetune?.template.huggingFaceJinja)
         }
     }
 }
