@@ -225,19 +225,15 @@ public enum HuggingFace {
         }
         let fm = FileManager.default
         let index = directory + "/model.safetensors.index.json", single = directory + "/model.safetensors"
-        func removeShards() {
-            for name in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where isShardName(name) {
-                try? fm.removeItem(atPath: directory + "/" + name)
-            }
+        // Whatever layout an earlier save left goes first (the single file is replaced in place below).
+        try? fm.removeItem(atPath: index)
+        for name in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where isShardName(name) {
+            try? fm.removeItem(atPath: directory + "/" + name)
         }
         if groups.count == 1 {
-            try? fm.removeItem(atPath: index)
-            removeShards()
             try SafeTensorsWriter.write(entries, dtype: dtype, to: single)
         } else {
             try? fm.removeItem(atPath: single)
-            try? fm.removeItem(atPath: index)
-            removeShards()
             var map: [String: String] = [:]
             for (k, group) in groups.enumerated() {
                 let name = shardName(k + 1, of: groups.count)
