@@ -433,55 +433,59 @@ public final class CheckpointStore: @unchecked Sendable {
     ) -> Error? {
         var failure: Error?
         let flat = UnitPartition.flat(count: count, ranks: world.size)
-        let mine = flat.pieces(ofUnit: 0)[world.rank], per = flat.pieceSize(ofUnit: 0)
-        var slice: FloatBuffer?, full: FloatBuffer?
-        for (section, (target, held)) in entry.state.prefix(sections).enumerated() {
-            guard held.isWhole(of: count) else {
-                do {
-                    try read(held, section: section, into: target.pointer, shards: shards, checkpoint: checkpoint)
-                } catch { failure = failure ?? error }
-                continue
-            }
-            if slice == nil { (slice, full) = (FloatBuffer(count: per), FloatBuffer(count: per * world.size)) }
-            do {
-                try read(
-                    HeldPieces([mine]), section: section, into: slice!.pointer, shards: shards, checkpoint: checkpoint)
-            } catch { failure = failure ?? error }
-            do { try world.allgather(slice!.pointer, full!.pointer, blockCount: per) } catch {
+        let mine = HeldPieces([flat.pieces(ofUnit: 0)[world.rank]]), per = flat.pieceSize(ofUnit: 0)
+        let state = Array(entry.state.prefix(sections))
+        // A sharded buffer takes its pieces straight in; a replicated one its flat range into a slice, gathered
+        // after. Every section is read in one pass over the shards.
+        let slices = state.map { $0.1.isWhole(of: count) ? FloatBuffer(count: per) : nil }
+        let reads = state.enumerated().map { section, buffer in
+            slices[section].map { (wanted: mine, section: section, into: $0.pointer) }
+                ?? (wanted: buffer.1, section: section, into: buffer.0.pointer)
+        }
+        do { try read(reads, shards: shards, checkpoint: checkpoint) } catch { failure = error }
+        let full = slices.contains { $0 != nil } ? FloatBuffer(count: per * world.size) : nil
+        for (slice, (target, _)) in zip(slices, state) {
+            guard let slice, let full else { continue }
+            do { try world.allgather(slice.pointer, full.pointer, blockCount: per) } catch {
                 failure = failure ?? error
             }
-            target.pointer.update(from: full!.pointer, count: count)
+            target.pointer.update(from: full.pointer, count: count)
         }
         return failure
     }
 
-    /// Copies `wanted`'s global ranges of section `section` from the shards holding them into `target` (laid
-    /// out as `wanted`'s local offsets say), reading only the overlapping bytes of each shard.
+    /// Copies each read's global ranges of its section from the shards holding them into its target (laid out
+    /// as its pieces' local offsets say), opening each shard once and reading only the overlapping bytes.
     private func read(
-        _ wanted: HeldPieces, section: Int, into target: UnsafeMutablePointer<Float>,
+        _ reads: [(wanted: HeldPieces, section: Int, into: UnsafeMutablePointer<Float>)],
         shards: [CheckpointManifest.Shard], checkpoint: String
     ) throws {
         for shard in shards {
             let held = shard.held
-            let overlaps = wanted.pieces.flatMap { want in
-                held.parts(of: want.range).map {
-                    (part: $0, local: want.local + $0.range.lowerBound - want.range.lowerBound)
+            // Each read's overlap with this shard: the part's place in the shard, and in the read's target.
+            let overlaps = reads.map { r in
+                r.wanted.pieces.flatMap { want in
+                    held.parts(of: want.range).map {
+                        (part: $0, local: want.local + $0.range.lowerBound - want.range.lowerBound)
+                    }
                 }
             }
-            guard !overlaps.isEmpty else { continue }
+            guard overlaps.contains(where: { !$0.isEmpty }) else { continue }
             let path = checkpoint + "/" + shard.file
             guard let handle = FileHandle(forReadingAtPath: path) else {
                 throw CheckpointError.missingShard(file: path)
             }
             defer { try? handle.close() }
-            for (part, local) in overlaps {
-                try handle.seek(toOffset: UInt64(4 * (section * held.count + part.local)))
-                let n = part.range.count
-                guard let data = try handle.read(upToCount: 4 * n), data.count == 4 * n else {
-                    throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
-                }
-                data.withUnsafeBytes { raw in
-                    (target + local).update(from: raw.bindMemory(to: Float.self).baseAddress!, count: n)
+            for (r, parts) in zip(reads, overlaps) {
+                for (part, local) in parts {
+                    try handle.seek(toOffset: UInt64(4 * (r.section * held.count + part.local)))
+                    let n = part.range.count
+                    guard let data = try handle.read(upToCount: 4 * n), data.count == 4 * n else {
+                        throw CheckpointError.truncatedShard(file: path, expected: shard.bytes, actual: -1)
+                    }
+                    data.withUnsafeBytes { raw in
+                        (r.into + local).update(from: raw.bindMemory(to: Float.self).baseAddress!, count: n)
+                    }
                 }
             }
         }
