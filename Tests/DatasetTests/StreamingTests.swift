@@ -16,6 +16,17 @@ func shell(_ command: String) throws {
     try #require(process.terminationStatus == 0, "\(command)")
 }
 
+/// The documents of `path`, read as `parts` byte-range parts one after another and joined.
+func documents(_ path: String, delimiter: String?, parts: Int) throws -> [String] {
+    var joined: [String] = []
+    for part in 0..<parts {
+        let reader = try DocumentReader(
+            path: path, options: DocumentOptions(delimiter: delimiter), part: part, of: parts)
+        while let d = try reader.next() { joined.append(d.text) }
+    }
+    return joined
+}
+
 let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(
         "shared/fixtures/spm-bpe/tokenizer.model"
@@ -153,13 +164,7 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
         for (path, delimiter) in [(dir + "/f.txt", "%"), (dir + "/j.jsonl", nil)] {
             let whole = try Documents.read(path, delimiter: delimiter)
             for parts in [1, 2, 3, 5, 8, 64] {
-                var joined: [String] = []
-                for part in 0..<parts {
-                    let reader = try DocumentReader(
-                        path: path, options: DocumentOptions(delimiter: delimiter), part: part, of: parts)
-                    while let d = try reader.next() { joined.append(d.text) }
-                }
-                #expect(joined == whole, "\(path) in \(parts) parts")
+                #expect(try documents(path, delimiter: delimiter, parts: parts) == whole, "\(path) in \(parts) parts")
             }
         }
     }
@@ -187,13 +192,9 @@ let fixtureTokenizerPath = URL(fileURLWithPath: #filePath).deletingLastPathCompo
             for path in [crlf + ext, mixed + ext] {
                 #expect(try Documents.read(path, delimiter: delimiter) == expected, "\(path)")
                 for parts in [2, 3, 7] {
-                    var joined: [String] = []
-                    for part in 0..<parts {
-                        let reader = try DocumentReader(
-                            path: path, options: DocumentOptions(delimiter: delimiter), part: part, of: parts)
-                        while let d = try reader.next() { joined.append(d.text) }
-                    }
-                    #expect(joined == expected, "\(path) in \(parts) parts")
+                    #expect(
+                        try documents(path, delimiter: delimiter, parts: parts) == expected, "\(path) in \(parts) parts"
+                    )
                 }
             }
         }

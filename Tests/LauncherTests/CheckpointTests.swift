@@ -322,18 +322,4 @@ func committedCheckpointNames(_ directory: String) -> [String] {
 }
 
 /// Each BF16 tensor of a safetensors file by name, as raw 16-bit values.
-func bf16Tensors(_ path: String) throws -> [String: [UInt16]] {
-    let data = try Data(contentsOf: URL(fileURLWithPath: path))
-    let headerLength = Int(
-        data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
-    let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as! [String: Any]
-    var out: [String: [UInt16]] = [:]
-    for (name, entry) in header where name != "__metadata__" {
-        let fields = entry as! [String: Any]
-        guard fields["dtype"] as? String == "BF16" else { continue }
-        let offsets = fields["data_offsets"] as! [Int]
-        out[name] = data.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])).withUnsafeBytes
-        { Array($0.bindMemory(to: UInt16.self)) }
-    }
-    return out
-}
+func bf16Tensors(_ path: String) throws -> [String: [UInt16]] { try rawTensors(path, as: UInt16.self, dtype: "BF16") }

@@ -5,20 +5,26 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Each tensor of a safetensors file by name: (shape, float32 values).
-func tensors(_ path: String) throws -> [String: [Float]] {
+/// Each tensor of a safetensors file by name, its bytes read as `T` (Float for F32, UInt16 for BF16); only
+/// tensors of `dtype` when one is given.
+func rawTensors<T>(_ path: String, as _: T.Type, dtype: String? = nil) throws -> [String: [T]] {
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
     let headerLength = Int(
         data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
     let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as! [String: Any]
-    var out: [String: [Float]] = [:]
+    var out: [String: [T]] = [:]
     for (name, entry) in header where name != "__metadata__" {
-        let offsets = (entry as! [String: Any])["data_offsets"] as! [Int]
+        let fields = entry as! [String: Any]
+        if let dtype, fields["dtype"] as? String != dtype { continue }
+        let offsets = fields["data_offsets"] as! [Int]
         out[name] = data.subdata(in: (8 + headerLength + offsets[0])..<(8 + headerLength + offsets[1])).withUnsafeBytes
-        { Array($0.bindMemory(to: Float.self)) }
+        { Array($0.bindMemory(to: T.self)) }
     }
     return out
 }
+
+/// Each tensor of a safetensors file by name, as float32 values.
+func tensors(_ path: String) throws -> [String: [Float]] { try rawTensors(path, as: Float.self) }
 
 /// The largest per-tensor difference relative to the tensor's own largest magnitude, and its tensor.
 func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> (Double, String) {
