@@ -54,6 +54,8 @@ struct Staged: Sendable {
     let prefix: String
     let partition: UnitPartition
     let writesPieces: Bool
+    /// The buffer's sections end to end, of equal length: parameters, then m and v for a trained model.
+    let sections: Int
     let buffer: FloatBuffer
 }
 
@@ -141,7 +143,7 @@ public final class CheckpointStore: @unchecked Sendable {
             }
             return Staged(
                 prefix: i == 0 ? "" : entry.name + "-", partition: entry.partition, writesPieces: entry.writesPieces,
-                buffer: buffer)
+                sections: state.count, buffer: buffer)
         }
         let checkpoint = directory + "/" + CheckpointManifest.directoryName(step: step)
         let primary = models[0]
@@ -223,11 +225,23 @@ public final class CheckpointStore: @unchecked Sendable {
         manifest template: CheckpointManifest
     ) throws {
         try FileManager.default.createDirectory(atPath: checkpoint, withIntermediateDirectories: true)
+        // Per shard, 64 hex digits for the whole file, then 64 for each section (a parameters-only reader
+        // verifies just what it reads), computed in one pass.
         var words: [Int32] = []
         for entry in staged {
             let name = entry.prefix + CheckpointManifest.shardName(rank: world.rank, worldSize: world.size)
             let bytes = UnsafeRawBufferPointer(start: entry.buffer.pointer, count: entry.buffer.byteCount)
-            words += Array(SHA256.hex(bytes).utf8).map(Int32.init)
+            var whole = SHA256()
+            var sectionHashes: [String] = []
+            let sectionBytes = entry.buffer.byteCount / entry.sections
+            for k in 0..<entry.sections {
+                let section = UnsafeRawBufferPointer(rebasing: bytes[(k * sectionBytes)..<((k + 1) * sectionBytes)])
+                var one = SHA256()
+                one.update(section)
+                whole.update(section)
+                sectionHashes.append(one.hexDigest())
+            }
+            words += Array((whole.hexDigest() + sectionHashes.joined()).utf8).map(Int32.init)
             try AtomicFile.write(to: checkpoint + "/" + name) { writer in
                 try writer.write(bytes)
                 // The tests' seam: this rank may die here, its shard written but not committed.
@@ -236,8 +250,13 @@ public final class CheckpointStore: @unchecked Sendable {
         }
         // The gather is the barrier of the protocol: rank 0 hears from every rank only after its shards are durable.
         guard let all = try commitComm.gather(words) else { return }
-        func hash(_ rank: Int, _ model: Int) -> String {
-            String(decoding: all[rank][(64 * model)..<(64 * model + 64)].map(UInt8.init), as: UTF8.self)
+        let firstWord = staged.reduce(into: [0]) { $0.append($0.last! + 64 * (1 + $1.sections)) }
+        func hash(_ rank: Int, _ model: Int, section: Int? = nil) -> String {
+            let start = firstWord[model] + 64 * (section.map { $0 + 1 } ?? 0)
+            return String(decoding: all[rank][start..<(start + 64)].map(UInt8.init), as: UTF8.self)
+        }
+        func sectionHashes(_ rank: Int, _ model: Int) -> [String] {
+            (0..<staged[model].sections).map { hash(rank, model, section: $0) }
         }
         func shards(_ model: Int, sections: Int) -> [CheckpointManifest.Shard] {
             let entry = staged[model]
@@ -247,13 +266,14 @@ public final class CheckpointStore: @unchecked Sendable {
                     let r = CheckpointManifest.range(rank: rank, worldSize: world.size, count: entry.partition.count)
                     return .init(
                         file: file, rank: rank, start: r.lowerBound, end: r.upperBound, bytes: 4 * sections * r.count,
-                        sha256: hash(rank, model))
+                        sha256: hash(rank, model), sectionSHA256: sectionHashes(rank, model))
                 }
                 let held = entry.partition.held(rank: rank)
                 return .init(
                     file: file, rank: rank, start: held.ranges.first?.lowerBound ?? 0,
                     end: held.ranges.last?.upperBound ?? 0, bytes: 4 * sections * held.count,
-                    sha256: hash(rank, model), pieces: held.ranges.map { [$0.lowerBound, $0.upperBound] })
+                    sha256: hash(rank, model), pieces: held.ranges.map { [$0.lowerBound, $0.upperBound] },
+                    sectionSHA256: sectionHashes(rank, model))
             }
         }
         var manifest = template

@@ -34,14 +34,22 @@ public struct CheckpointManifest: Codable, Sendable {
         public var sha256: String
         /// The global ranges [start, end) the shard holds end to end in each section, when not one range.
         public var pieces: [[Int]]?
+        /// The SHA-256 of each section (parameters, m, v): a reader of the parameters alone verifies just
+        /// those bytes. Absent in checkpoints of earlier builds, which are verified whole.
+        public var sectionSHA256: [String]?
 
         public init(
-            file: String, rank: Int, start: Int, end: Int, bytes: Int, sha256: String, pieces: [[Int]]? = nil
+            file: String, rank: Int, start: Int, end: Int, bytes: Int, sha256: String, pieces: [[Int]]? = nil,
+            sectionSHA256: [String]? = nil
         ) {
             (self.file, self.rank, self.start, self.end, self.bytes, self.sha256) = (
                 file, rank, start, end, bytes, sha256
             )
-            self.pieces = pieces
+            (self.pieces, self.sectionSHA256) = (pieces, sectionSHA256)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case file, rank, start, end, bytes, sha256, pieces, sectionSHA256 = "section_sha256"
         }
 
         /// What the shard holds, in file order.
@@ -278,8 +286,13 @@ public struct CheckpointManifest: Codable, Sendable {
                     "shard \(shard.file) holds \(shard.held.ranges) in \(shard.bytes) bytes; rank \(rank) of \(worldSize) owns \(expected.ranges) in \(bytes)"
                 )
             }
-            guard shard.sha256.count == 64, shard.sha256.allSatisfy(\.isHexDigit) else {
-                throw bad("shard \(shard.file) has no SHA-256")
+            func isHash(_ text: String) -> Bool { text.count == 64 && text.allSatisfy(\.isHexDigit) }
+            guard isHash(shard.sha256) else { throw bad("shard \(shard.file) has no SHA-256") }
+            if let hashes = shard.sectionSHA256 {
+                guard hashes.count == sections, hashes.allSatisfy(isHash) else {
+                    throw bad(
+                        "shard \(shard.file): section_sha256 needs one SHA-256 for each of its \(sections) sections")
+                }
             }
         }
     }

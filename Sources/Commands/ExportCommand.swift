@@ -1,15 +1,19 @@
 // `llama-train export`: a sharded checkpoint (any world size) to a Hugging Face directory that transformers'
 // Auto classes load: config.json, the weights in bf16 by default (as published checkpoints are; --dtype),
 // split into model-0000k-of-0000n.safetensors with an index above --max-shard-gb, and the run's tokenizer
-// with its configs. One process, no MPI: the parameters-only reader verifies every shard and reads just the
-// parameter section of each.
+// with its configs. Alone, one process reads and writes the whole model; under mpirun each rank reads its
+// share (⌈S/N⌉ of every unit, verifying the parameter sections of the shards it touches) and writes it in
+// place, so no rank holds more than its part.
 //
 //   llama-train export --checkpoint runs/m/checkpoints/step-00000300 --out runs/m/hf
+//   mpirun -np 8 llama-train export --checkpoint … --out …
 import Checkpoint
+import Distributed
 import Foundation
 import Model
 import Support
 import Tokenizer
+import Training
 
 enum ExportCommand {
     static let spec = CommandSpec(
@@ -31,7 +35,8 @@ enum ExportCommand {
     static func run(_ args: inout Arguments) throws {
         let checkpoint = try args.require("checkpoint")
         let out = try args.require("out")
-        let (manifest, model) = try CheckpointReader.loadModel(checkpoint)
+        let weights = try CheckpointWeights(checkpoint)
+        let manifest = weights.manifest
         try PathClash.check(
             outputs: [
                 .directory(
@@ -40,21 +45,39 @@ enum ExportCommand {
             ],
             inputs: [("--checkpoint", checkpoint)]
                 + (manifest.config.train.tokenizer.map { [("train.tokenizer", $0)] } ?? []))
-        AtomicFile.removeStaleTemporaries(in: out, log: { print($0) })
-        let dtype: SafeTensorsDType = ["bf16": .bf16, "fp16": .f16, "fp32": .f32][args.string(declared: "dtype")]!
-        let maxShard = args.number(declared: "max-shard-gb") * 1e9
-        try HuggingFace.save(
-            config: model.config, layout: model.layout, parameters: model.parameters, directory: out, dtype: dtype,
-            maxShardBytes: maxShard >= Double(Int.max) ? Int.max : Int(maxShard))
-        if let tokenizer = manifest.config.train.tokenizer {
-            guard let bytes = FileManager.default.contents(atPath: tokenizer) else {
+        let tokenizer = try manifest.config.train.tokenizer.map { path in
+            guard let bytes = FileManager.default.contents(atPath: path) else {
                 throw FileError(
-                    path: tokenizer, message: "the run's tokenizer cannot be read; the model was exported without it")
+                    path: path, message: "the run's tokenizer cannot be read: \(UnreadablePath.reason(path))")
             }
+            return (path, bytes)
+        }
+        let world = try Communicator.world()
+        if world.isRoot { AtomicFile.removeStaleTemporaries(in: out, log: { print($0) }) }
+        // This rank's share, read straight into one buffer of its size.
+        let layout = weights.layout
+        let held = UnitPartition(units: layout.units, ranks: world.size).held(rank: world.rank)
+        let share = try LlamaModel(config: weights.config, purpose: .inference, parameterPieces: held)
+        let buffer = share.parameters
+        for piece in held.pieces { try weights.read(global: piece.range, into: buffer.pointer + piece.local) }
+        try share.checkFinite(source: checkpoint)
+        let dtype = SafeTensorsDType(option: args.string(declared: "dtype"))
+        try exportHuggingFace(
+            config: weights.config, layout: layout,
+            ranges: held.pieces.map { ($0.range, UnsafePointer(buffer.pointer + $0.local)) }, world: world,
+            directory: out, dtype: dtype,
+            maxShardBytes: SafeTensorsDType.shardBytes(gigabytes: args.number(declared: "max-shard-gb")),
+            companions: Trainer.companionFiles
+        ) { staging in
+            guard let (path, bytes) = tokenizer else { return }
             try Tokenizer.writeHuggingFace(
-                bytes, source: tokenizer, to: out, maxLength: model.config.maxSeqLen,
+                bytes, source: path, to: staging, maxLength: weights.config.maxSeqLen,
                 chatTemplate: manifest.config.finetune?.template.huggingFaceJinja)
         }
-        print("exported step \(manifest.step) of \(checkpoint) to \(out) as \(dtype.torchName)")
+        if world.isRoot {
+            print(
+                "exported step \(manifest.step) of \(checkpoint) to \(out) as \(dtype.torchName) from \(world.size) rank(s)"
+            )
+        }
     }
 }

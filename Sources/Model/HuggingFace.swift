@@ -147,41 +147,10 @@ public enum HuggingFace {
     /// Every tensor of the layout must be present with its exact shape; extra tensors (rotary caches of old
     /// exports) are ignored.
     public static func loadWeights(directory: String, layout: ParameterLayout, into parameters: FloatBuffer) throws {
-        let fm = FileManager.default
-        let single = directory + "/model.safetensors"
-        let index = directory + "/model.safetensors.index.json"
-        var fileForTensor: [String: String] = [:]
-        if fm.fileExists(atPath: single) {
-            for spec in layout.tensors { fileForTensor[spec.name] = single }
-        } else if let data = fm.contents(atPath: index) {
-            guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-                let map = json["weight_map"] as? [String: String]
-            else {
-                throw SafeTensorsError.badHeader(file: index, reason: "no 'weight_map' object of tensor name → file")
-            }
-            for spec in layout.tensors {
-                guard let file = map[spec.name] else {
-                    throw SafeTensorsError.missingTensor(name: spec.name, file: index)
-                }
-                // A shard is a file of this directory: a name that would lead out of it is not followed.
-                guard !file.isEmpty, !file.contains("/"), file != ".", file != ".." else {
-                    throw SafeTensorsError.badHeader(
-                        file: index, reason: "weight_map sends \(spec.name) to '\(file)', outside the model directory")
-                }
-                fileForTensor[spec.name] = directory + "/" + file
-            }
-        } else {
-            let hint =
-                fm.fileExists(atPath: directory + "/pytorch_model.bin")
-                ? " (pytorch_model.bin is not read: save with safe_serialization=True)" : ""
-            throw SafeTensorsError.unreadable(
-                file: directory, reason: "neither model.safetensors nor model.safetensors.index.json\(hint)")
-        }
-        var opened: [String: SafeTensorsFile] = [:]
+        let weights = try HuggingFaceWeights(directory: directory)
         for spec in layout.tensors {
-            let path = fileForTensor[spec.name]!
-            if opened[path] == nil { opened[path] = try SafeTensorsFile(path: path) }
-            try opened[path]!.readFloats(spec.name, expectedShape: spec.shape, into: parameters.pointer + spec.offset)
+            try weights.read(
+                spec.name, shape: spec.shape, elements: 0..<spec.count, into: parameters.pointer + spec.offset)
         }
         try layout.checkFinite(parameters, source: directory)
     }
@@ -199,53 +168,245 @@ public enum HuggingFace {
         name.hasPrefix("model-") && name.hasSuffix(".safetensors") && name.contains("-of-")
     }
 
-    /// Writes config.json and the weights as `dtype`, each file atomically: one model.safetensors, or, above
-    /// `maxShardBytes`, Hugging Face's sharded layout (files split at tensor boundaries, in layout order, and
-    /// model.safetensors.index.json, written last). The layout not written is removed, so a reader never
-    /// finds an older model beside the new one.
+    /// Whether `name` is a file `save` or an export writes (an earlier model's, replaced whole).
+    public static func isWrittenFile(_ name: String) -> Bool { writtenFiles.contains(name) || isShardName(name) }
+
+    /// Writes config.json and the weights as `dtype` into `directory`, which appears whole or not at all (see
+    /// AtomicDirectory): one model.safetensors, or, above `maxShardBytes`, Hugging Face's sharded layout.
+    /// `extras` writes more files into the staging directory first (the tokenizer and its configs). One
+    /// process holding every parameter; a sharded run writes through HuggingFaceExport from every rank.
     public static func save(
         config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String,
-        dtype: SafeTensorsDType = .f32, maxShardBytes: Int = Int.max
+        dtype: SafeTensorsDType = .f32, maxShardBytes: Int = Int.max, companions: Set<String> = [],
+        extras: (String) throws -> Void = { _ in }
     ) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let entries = layout.tensors.map {
-            SafeTensorsEntry(
-                name: $0.name, shape: $0.shape,
-                values: UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
+        let export = HuggingFaceExport(config: config, layout: layout, dtype: dtype, maxShardBytes: maxShardBytes)
+        let staging = try export.begin(directory, tag: "\(getpid())")
+        do {
+            try export.write(global: 0..<layout.count, from: UnsafePointer(parameters.pointer), in: staging)
+            try extras(staging)
+            try export.commit(staging: staging, to: directory, companions: companions)
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
         }
-        var groups: [[SafeTensorsEntry]] = [[]], bytes = 0
-        for entry in entries {
-            let size = entry.values.count * dtype.bytes
+    }
+}
+
+/// A Hugging Face directory written by every rank of a job, each the parameters it owns, with no gather: the
+/// files' names, headers and every tensor's byte offset follow from the layout alone, so each rank computes
+/// them alike. Rank 0 creates the files at their full size with their headers (`begin`); then every rank
+/// writes its ranges in place, converted a 1M-element chunk at a time (`write`, 2 MB of staging for bf16) and
+/// synced; after a barrier rank 0 adds the index and config.json and moves the directory into place
+/// (`commit`). The file system must be one the ranks share, as for checkpoints.
+public struct HuggingFaceExport {
+    public struct File {
+        public let name: String
+        public let header: [UInt8]
+        public let size: Int
+    }
+    public let config: LlamaConfig
+    public let dtype: SafeTensorsDType
+    public let files: [File]
+    /// For every tensor of the layout, in order: its file and the byte offset of its data in it.
+    public let placement: [(spec: TensorSpec, file: Int, offset: Int)]
+
+    public init(config: LlamaConfig, layout: ParameterLayout, dtype: SafeTensorsDType, maxShardBytes: Int) {
+        self.config = config
+        self.dtype = dtype
+        // Files split at tensor boundaries, in layout order, each at most maxShardBytes unless one tensor is more.
+        var groups: [[TensorSpec]] = [[]], bytes = 0
+        for spec in layout.tensors {
+            let size = spec.count * dtype.bytes
             if bytes + size > maxShardBytes && !groups[groups.count - 1].isEmpty {
                 groups.append([])
                 bytes = 0
             }
-            groups[groups.count - 1].append(entry)
+            groups[groups.count - 1].append(spec)
             bytes += size
         }
-        let fm = FileManager.default
-        let index = directory + "/model.safetensors.index.json", single = directory + "/model.safetensors"
-        // Whatever layout an earlier save left goes first (the single file is replaced in place below).
-        try? fm.removeItem(atPath: index)
-        for name in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] where isShardName(name) {
-            try? fm.removeItem(atPath: directory + "/" + name)
-        }
-        if groups.count == 1 {
-            try SafeTensorsWriter.write(entries, dtype: dtype, to: single)
-        } else {
-            try? fm.removeItem(atPath: single)
-            var map: [String: String] = [:]
-            for (k, group) in groups.enumerated() {
-                let name = shardName(k + 1, of: groups.count)
-                try SafeTensorsWriter.write(group, dtype: dtype, to: directory + "/" + name)
-                for entry in group { map[entry.name] = name }
+        var files: [File] = []
+        var placement: [(spec: TensorSpec, file: Int, offset: Int)] = []
+        for (k, group) in groups.enumerated() {
+            let header = SafeTensorsWriter.header(group.map { ($0.name, $0.shape) }, dtype: dtype)
+            var offset = header.count
+            for spec in group {
+                placement.append((spec, k, offset))
+                offset += spec.count * dtype.bytes
             }
-            let total = entries.reduce(0) { $0 + $1.values.count * dtype.bytes }
+            let name = groups.count == 1 ? "model.safetensors" : HuggingFace.shardName(k + 1, of: groups.count)
+            files.append(File(name: name, header: header, size: offset))
+        }
+        (self.files, self.placement) = (files, placement)
+    }
+
+    /// Rank 0: makes the staging directory beside `directory` and every weight file in it at its full size,
+    /// header written; returns the staging path (every rank computes the same from the same `tag`).
+    @discardableResult
+    public func begin(_ directory: String, tag: String, creates: Bool = true) throws -> String {
+        let staging = AtomicDirectory.staging(for: directory, tag: tag)
+        guard creates else { return staging }
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: staging)
+        do {
+            try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        } catch {
+            throw FileError(path: staging, message: "cannot create the directory: \(plainText(error))")
+        }
+        for file in files {
+            let path = staging + "/" + file.name
+            guard fm.createFile(atPath: path, contents: nil), truncate(path, off_t(file.size)) == 0 else {
+                throw FileError(path: path, message: "cannot create it at \(file.size) bytes: \(errnoText())")
+            }
+            let writer = try FileWriter(existing: path)
+            try file.header.withUnsafeBytes { try writer.write($0, at: 0) }
+        }
+        return staging
+    }
+
+    /// Writes the parameters' flat range `global`, whose values start at `values`, into the staged files and
+    /// syncs them. Ranks write disjoint ranges of the same files.
+    public func write(global: Range<Int>, from values: UnsafePointer<Float>, in staging: String) throws {
+        try write([(global, values)], in: staging)
+    }
+
+    public func write(_ ranges: [(global: Range<Int>, values: UnsafePointer<Float>)], in staging: String) throws {
+        var writers: [Int: FileWriter] = [:]
+        var buffer = [UInt16](repeating: 0, count: 1 << 20)
+        for (global, values) in ranges {
+            for (spec, k, offset) in placement {
+                let overlap = (spec.offset..<(spec.offset + spec.count)).clamped(to: global)
+                guard !overlap.isEmpty else { continue }
+                if writers[k] == nil { writers[k] = try FileWriter(existing: staging + "/" + files[k].name) }
+                var position = offset + (overlap.lowerBound - spec.offset) * dtype.bytes
+                try SafeTensorsWriter.convert(
+                    UnsafeBufferPointer(start: values + (overlap.lowerBound - global.lowerBound), count: overlap.count),
+                    to: dtype, through: &buffer
+                ) { bytes in
+                    try writers[k]!.write(bytes, at: position)
+                    position += bytes.count
+                }
+            }
+        }
+        for writer in writers.values { try writer.sync() }
+    }
+
+    /// Rank 0, once every rank has written: the index (sharded layout), config.json, and the directory moved
+    /// into place whole. `companions` names the files written beside the weights (the tokenizer's, a reward
+    /// model's chart): an earlier model's are replaced with the weights.
+    public func commit(staging: String, to directory: String, companions: Set<String> = []) throws {
+        if files.count > 1 {
+            var map: [String: String] = [:]
+            for (spec, k, _) in placement { map[spec.name] = files[k].name }
+            let total = placement.reduce(0) { $0 + $1.spec.count * dtype.bytes }
             try AtomicFile.write(
                 try JSONSerialization.data(
                     withJSONObject: ["metadata": ["total_size": total], "weight_map": map],
-                    options: [.prettyPrinted, .sortedKeys]), to: index)
+                    options: [.prettyPrinted, .sortedKeys]), to: staging + "/model.safetensors.index.json")
         }
-        try AtomicFile.write(configJSON(config, dtype: dtype), to: directory + "/config.json")
+        try AtomicFile.write(HuggingFace.configJSON(config, dtype: dtype), to: staging + "/config.json")
+        try AtomicDirectory.commit(
+            staging: staging, to: directory,
+            replaceable: { HuggingFace.isWrittenFile($0) || companions.contains($0) },
+            last: { $0 == "model.safetensors" || $0 == "model.safetensors.index.json" })
+    }
+}
+
+/// Where a model's starting weights are read from, a tensor's range at a time, so that a rank reads only
+/// what it owns: a Hugging Face directory (HuggingFaceWeights) or one of our checkpoints.
+public protocol WeightSource: AnyObject {
+    /// What the error messages name: the directory or checkpoint.
+    var location: String { get }
+    /// The model the source holds (its config.json or manifest).
+    var config: LlamaConfig { get }
+    /// The shape of tensor `name`, nil when the source lacks it.
+    func shape(of name: String) -> [Int]?
+    /// Elements `elements` (flat, row-major) of tensor `name`, converted to float32 into `destination`.
+    func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws
+}
+
+/// A Hugging Face directory opened for reading by tensor and range: config.json, and the header of every
+/// weight file (model.safetensors, or every shard model.safetensors.index.json names). Opening reads headers
+/// only; a missing shard, a tensor its index promises but its file lacks, or a file shorter than its header
+/// says is refused here, on every rank alike, before any rank reads data.
+public final class HuggingFaceWeights: WeightSource {
+    public let directory: String
+    public let config: LlamaConfig
+    private let fileOf: [String: SafeTensorsFile]
+    /// The file that lists the tensors: model.safetensors, or the index. A tensor it lacks is missing there.
+    private let listing: String
+
+    public var location: String { directory }
+
+    public init(directory: String) throws {
+        self.directory = directory
+        let fm = FileManager.default
+        let single = directory + "/model.safetensors"
+        let index = directory + "/model.safetensors.index.json"
+        let hasWeights = fm.fileExists(atPath: single) || fm.fileExists(atPath: index)
+        guard hasWeights else {
+            let hint =
+                fm.fileExists(atPath: directory + "/pytorch_model.bin")
+                ? " (pytorch_model.bin is not read: save with safe_serialization=True)" : ""
+            throw SafeTensorsError.unreadable(
+                file: directory, reason: "neither model.safetensors nor model.safetensors.index.json\(hint)")
+        }
+        var fileOf: [String: SafeTensorsFile] = [:]
+        listing = fm.fileExists(atPath: single) ? single : index
+        if fm.fileExists(atPath: single) {
+            let file = try SafeTensorsFile(path: single)
+            for name in file.tensors.keys { fileOf[name] = file }
+        } else {
+            guard let data = fm.contents(atPath: index) else {
+                throw SafeTensorsError.unreadable(file: index, reason: UnreadablePath.reason(index))
+            }
+            guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                let map = json["weight_map"] as? [String: String]
+            else {
+                throw SafeTensorsError.badHeader(file: index, reason: "no 'weight_map' object of tensor name → file")
+            }
+            var opened: [String: SafeTensorsFile] = [:]
+            for (tensor, name) in map.sorted(by: { $0.key < $1.key }) {
+                // A shard is a file of this directory: a name that would lead out of it is not followed.
+                guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+                    throw SafeTensorsError.badHeader(
+                        file: index, reason: "weight_map sends \(tensor) to '\(name)', outside the model directory")
+                }
+                if opened[name] == nil {
+                    let path = directory + "/" + name
+                    guard fm.fileExists(atPath: path) else {
+                        throw SafeTensorsError.unreadable(
+                            file: index,
+                            reason: "weight_map sends \(tensor) to \(name), which is missing; copy the whole directory")
+                    }
+                    opened[name] = try SafeTensorsFile(path: path)
+                }
+                guard opened[name]!.tensors[tensor] != nil else {
+                    throw SafeTensorsError.missingTensor(name: tensor, file: directory + "/" + name)
+                }
+                fileOf[tensor] = opened[name]
+            }
+        }
+        self.fileOf = fileOf
+        config = try HuggingFace.readConfig(path: directory + "/config.json")
+    }
+
+    public func shape(of name: String) -> [Int]? { fileOf[name]?.tensors[name]?.shape }
+
+    public func read(_ name: String, elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws {
+        guard let file = fileOf[name] else { throw SafeTensorsError.missingTensor(name: name, file: listing) }
+        try file.readFloats(name, elements: elements, into: destination)
+    }
+
+    /// As `read`, checking first that the tensor has `shape`.
+    public func read(
+        _ name: String, shape: [Int], elements: Range<Int>, into destination: UnsafeMutablePointer<Float>
+    ) throws {
+        guard let file = fileOf[name] else { throw SafeTensorsError.missingTensor(name: name, file: listing) }
+        let actual = file.tensors[name]!.shape
+        guard actual == shape else {
+            throw SafeTensorsError.shapeMismatch(name: name, file: file.path, expected: shape, actual: actual)
+        }
+        try file.readFloats(name, elements: elements, into: destination)
     }
 }

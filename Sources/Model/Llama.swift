@@ -111,12 +111,13 @@ public final class LlamaModel {
     /// each kept piece starts its part of the stream in O(1): a rank draws only what it keeps (O(P/N) under
     /// sharding, on `threads` threads), and every rank's part of a sharded model equals the same part of a
     /// replicated one, for any world size and mode.
-    public func initialize(seed: UInt64, std: Double = 0.02) {
+    /// `only` names the tensors to draw (a head a starting model lacks); the others are left as they are.
+    public func initialize(seed: UInt64, std: Double = 0.02, only: Set<String>? = nil) {
         var drawnBefore = 0  // Gaussians the stream spends on the matrices before this tensor
         var work: [(global: Range<Int>, local: Int, draws: Int?)] = []
         for spec in layout.tensors {
             let tensor = spec.offset..<(spec.offset + spec.count)
-            for part in parameterPieces.parts(of: tensor) {
+            for part in parameterPieces.parts(of: tensor) where only?.contains(spec.name) ?? true {
                 let skipped = spec.decays ? drawnBefore + part.range.lowerBound - spec.offset : nil
                 work.append((part.range, part.local, skipped))
             }
@@ -141,6 +142,20 @@ public final class LlamaModel {
                 var rng = SplitMix64(seed: seed)
                 rng.skip(2 * UInt64(draws))
                 for i in 0..<count { target[local + i] = Float(rng.nextGaussian() * std) }
+            }
+        }
+    }
+
+    /// Refuses a NaN or infinity in the parameters this model holds, naming the tensor, the index within it
+    /// and `source` (where they were read from).
+    public func checkFinite(source: String) throws {
+        for spec in layout.tensors {
+            for part in parameterPieces.parts(of: spec.offset..<(spec.offset + spec.count)) {
+                let values = UnsafeBufferPointer(start: parameters.pointer + part.local, count: part.range.count)
+                if let i = values.firstIndex(where: { !$0.isFinite }) {
+                    throw SafeTensorsError.nonFinite(
+                        name: spec.name, file: source, value: values[i], index: part.range.lowerBound - spec.offset + i)
+                }
             }
         }
     }

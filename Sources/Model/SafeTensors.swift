@@ -42,41 +42,56 @@ public struct SafeTensorInfo: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-public struct SafeTensorsFile {
+/// One safetensors file, opened for reading by ranges: the header is parsed whole (names, shapes, offsets, all
+/// checked against the file's size), the data is read with pread where it is asked for, a bounded chunk at a
+/// time. A rank that owns 1/N of a tensor reads 1/N of its bytes; nothing maps or holds the whole file.
+public final class SafeTensorsFile {
     public let path: String
     public let tensors: [String: SafeTensorInfo]
     public let metadata: [String: String]
-    private let data: Data
+    private let file: FileReader
     private let dataStart: Int
 
     static let elementSize: [String: Int] = [
         "F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "F64": 8,
         "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     ]
+    /// Elements converted per read: the staging buffer is at most 8 MB (F64), 2 MB for BF16.
+    static let chunkElements = 1 << 20
 
     public init(path: String) throws {
         self.path = path
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        } catch {
-            throw SafeTensorsError.unreadable(file: path, reason: plainText(error))
+            file = try FileReader(path: path)
+        } catch let error as FileError {
+            throw SafeTensorsError.unreadable(file: path, reason: error.message)
         }
-        guard data.count >= 8 else {
+        let fileSize = file.size
+        guard fileSize >= 8 else {
             throw SafeTensorsError.truncated(
-                file: path, reason: "\(data.count) bytes, fewer than the 8-byte header length")
+                file: path, reason: "\(fileSize) bytes, fewer than the 8-byte header length")
         }
-        let headerLength = data.prefix(8).enumerated().reduce(UInt64(0)) {
+        let lengthBytes = try Self.read(file, count: 8, at: 0)
+        let headerLength = lengthBytes.enumerated().reduce(UInt64(0)) {
             $0 | UInt64($1.element) << (8 * UInt64($1.offset))
         }
-        guard headerLength <= UInt64(data.count - 8) else {
+        guard headerLength <= UInt64(fileSize - 8) else {
             throw SafeTensorsError.truncated(
-                file: path, reason: "header claims \(headerLength) bytes, file has \(data.count - 8) after the length")
+                file: path, reason: "header claims \(headerLength) bytes, file has \(fileSize - 8) after the length")
         }
         dataStart = 8 + Int(headerLength)
-        let dataSize = data.count - dataStart
+        let header = try Self.read(file, count: Int(headerLength), at: 8)
+        (tensors, metadata) = try Self.parseHeader(Data(header), dataSize: fileSize - dataStart, path: path)
+    }
+
+    private static func parseHeader(
+        _ header: Data, dataSize: Int, path: String
+    ) throws -> (
+        [String: SafeTensorInfo], [String: String]
+    ) {
         let json: Any
         do {
-            json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart))
+            json = try JSONSerialization.jsonObject(with: header)
         } catch {
             throw SafeTensorsError.badHeader(file: path, reason: "header is not valid JSON")
         }
@@ -139,8 +154,28 @@ public struct SafeTensorsFile {
             throw SafeTensorsError.badHeader(
                 file: path, reason: "tensors cover \(position) bytes of a \(dataSize)-byte data section")
         }
-        self.tensors = tensors
-        self.metadata = metadata
+        return (tensors, metadata)
+    }
+
+    /// Exactly `count` bytes at `offset`: a file that ends first (changed since it was opened) is truncated.
+    private static func read(
+        _ file: FileReader, into destination: UnsafeMutableRawPointer, count: Int, at offset: Int
+    )
+        throws
+    {
+        let whole: Bool
+        do { whole = try file.read(into: destination, count: count, at: offset) } catch let error as FileError {
+            throw SafeTensorsError.unreadable(file: file.path, reason: error.message)
+        }
+        guard whole else {
+            throw SafeTensorsError.truncated(file: file.path, reason: "ends before byte \(offset + count)")
+        }
+    }
+
+    private static func read(_ file: FileReader, count: Int, at offset: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(file, into: $0.baseAddress!, count: count, at: offset) }
+        return bytes
     }
 
     public func info(_ name: String) throws -> SafeTensorInfo {
@@ -156,27 +191,40 @@ public struct SafeTensorsFile {
         if let expected = expectedShape, expected != info.shape {
             throw SafeTensorsError.shapeMismatch(name: name, file: path, expected: expected, actual: info.shape)
         }
-        let start = dataStart + info.start
-        let n = info.count
-        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.baseAddress! + start
-            switch info.dtype {
-            case "F32":
-                memcpy(destination, bytes, n * 4)
-            case "BF16":
-                for i in 0..<n {
-                    let bits = UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                    destination[i] = Float(bitPattern: bits << 16)
+        try readFloats(name, elements: 0..<info.count, into: destination)
+    }
+
+    /// Converts elements `elements` (row-major, flat) of tensor `name` to float32 into `destination`, reading
+    /// only their bytes, through a staging buffer of at most `chunkElements` elements.
+    public func readFloats(_ name: String, elements: Range<Int>, into destination: UnsafeMutablePointer<Float>) throws {
+        let info = try info(name)
+        precondition(elements.lowerBound >= 0 && elements.upperBound <= info.count, "\(name): \(elements) out of range")
+        guard let size = Self.elementSize[info.dtype], ["F32", "BF16", "F16", "F64"].contains(info.dtype) else {
+            throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
+        }
+        let base = dataStart + info.start + size * elements.lowerBound
+        guard info.dtype != "F32" else {
+            try Self.read(file, into: destination, count: 4 * elements.count, at: base)
+            return
+        }
+        var staging = [UInt8](repeating: 0, count: size * min(elements.count, Self.chunkElements))
+        var done = 0
+        while done < elements.count {
+            let n = min(Self.chunkElements, elements.count - done)
+            let out = destination + done
+            try staging.withUnsafeMutableBytes { raw in
+                try Self.read(file, into: raw.baseAddress!, count: size * n, at: base + size * done)
+                switch info.dtype {
+                case "BF16": lm_from_bf16(out, raw.baseAddress!.assumingMemoryBound(to: UInt16.self), n)
+                case "F16":
+                    for i in 0..<n {
+                        out[i] = Float(halfBits: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    }
+                default:
+                    for i in 0..<n { out[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
                 }
-            case "F16":
-                for i in 0..<n {
-                    destination[i] = Float(halfBits: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                }
-            case "F64":
-                for i in 0..<n { destination[i] = Float(bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
-            default:
-                throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
             }
+            done += n
         }
     }
 
@@ -192,17 +240,16 @@ public struct SafeTensorsFile {
     /// Integer tensors (token ids, targets), from I32 or I64.
     public func int32s(_ name: String) throws -> [Int32] {
         let info = try info(name)
-        let start = dataStart + info.start
-        return try data.withUnsafeBytes { raw in
-            let bytes = raw.baseAddress! + start
-            switch info.dtype {
-            case "I32": return (0..<info.count).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self) }
-            case "I64":
-                return (0..<info.count).map {
-                    Int32(truncatingIfNeeded: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
+        guard info.dtype == "I32" || info.dtype == "I64" else {
+            throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
+        }
+        let bytes = try Self.read(file, count: info.end - info.start, at: dataStart + info.start)
+        return bytes.withUnsafeBytes { raw in
+            info.dtype == "I32"
+                ? (0..<info.count).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self) }
+                : (0..<info.count).map {
+                    Int32(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))
                 }
-            default: throw SafeTensorsError.unsupportedDType(name: name, file: path, dtype: info.dtype)
-            }
         }
     }
 }
@@ -242,6 +289,12 @@ public enum SafeTensorsDType: String, CaseIterable, Sendable {
     case f32 = "F32", bf16 = "BF16", f16 = "F16"
 
     public var bytes: Int { self == .f32 ? 4 : 2 }
+    /// From the command line's words: fp32, bf16, fp16.
+    public init(option: String) { self = ["bf16": .bf16, "fp16": .f16][option] ?? .f32 }
+    /// A shard size given in GB (10^9 bytes), as --max-shard-gb takes it.
+    public static func shardBytes(gigabytes: Double) -> Int {
+        gigabytes * 1e9 >= Double(Int.max) ? Int.max : Int(gigabytes * 1e9)
+    }
     /// config.json's `torch_dtype`.
     public var torchName: String { ["F32": "float32", "BF16": "bfloat16", "F16": "float16"][rawValue]! }
 }
@@ -253,48 +306,65 @@ public enum SafeTensorsWriter {
         _ entries: [SafeTensorsEntry], dtype: SafeTensorsDType = .f32, metadata: [String: String] = ["format": "pt"],
         to path: String
     ) throws {
+        let headerBytes = header(entries.map { ($0.name, $0.shape) }, dtype: dtype, metadata: metadata)
+        try AtomicFile.write(to: path) { writer in
+            try headerBytes.withUnsafeBytes { try writer.write($0) }
+            guard dtype != .f32 else {
+                for entry in entries { try writer.write(UnsafeRawBufferPointer(entry.values)) }
+                return
+            }
+            var staging = [UInt16](repeating: 0, count: 1 << 20)
+            for entry in entries {
+                try convert(entry.values, to: dtype, through: &staging) { try writer.write($0) }
+            }
+        }
+    }
+
+    /// A file's first bytes for tensors laid out in the given order: the 8-byte length, then the JSON header
+    /// padded with spaces to a multiple of 8, as the reference writer does. Tensor data follows at once.
+    public static func header(
+        _ tensors: [(name: String, shape: [Int])], dtype: SafeTensorsDType,
+        metadata: [String: String] = ["format": "pt"]
+    ) -> [UInt8] {
         var header = "{"
         if !metadata.isEmpty {
             let pairs = metadata.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\(jsonString($0.value))" }
             header += "\"__metadata__\":{\(pairs.joined(separator: ","))}"
         }
         var offset = 0
-        for entry in entries {
+        for (name, shape) in tensors {
             if header.count > 1 { header += "," }
-            let end = offset + dtype.bytes * entry.values.count
+            let end = offset + dtype.bytes * shape.reduce(1, *)
             header +=
-                "\(jsonString(entry.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":\(entry.shape),\"data_offsets\":[\(offset),\(end)]}"
+                "\(jsonString(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":\(shape),\"data_offsets\":[\(offset),\(end)]}"
             offset = end
         }
         header += "}"
         var headerBytes = Array(header.utf8)
         while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
-        var length = UInt64(headerBytes.count).littleEndian
-        try AtomicFile.write(to: path) { writer in
-            try withUnsafeBytes(of: &length) { try writer.write($0) }
-            try headerBytes.withUnsafeBytes { try writer.write($0) }
-            guard dtype != .f32 else {
-                for entry in entries { try writer.write(UnsafeRawBufferPointer(entry.values)) }
-                return
-            }
-            // Converted a chunk at a time through one bounded buffer.
-            var half = [UInt16](repeating: 0, count: 1 << 20)
-            for entry in entries {
-                var done = 0
-                while done < entry.values.count {
-                    let n = min(half.count, entry.values.count - done)
-                    let source = entry.values.baseAddress! + done
-                    half.withUnsafeMutableBufferPointer { out in
-                        if dtype == .bf16 {
-                            lm_to_bf16(out.baseAddress!, source, n)
-                        } else {
-                            for i in 0..<n { out[i] = Float16(source[i]).bitPattern }
-                        }
-                    }
-                    try half.withUnsafeBytes { try writer.write(UnsafeRawBufferPointer(rebasing: $0[0..<(2 * n)])) }
-                    done += n
+        return withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { Array($0) } + headerBytes
+    }
+
+    /// Hands `values` as `dtype` bytes to `emit`, a chunk of `staging` at a time (BF16 rounds to nearest even;
+    /// F16 saturates to ±inf beyond 65504; F32 is passed through without copying).
+    public static func convert(
+        _ values: UnsafeBufferPointer<Float>, to dtype: SafeTensorsDType, through staging: inout [UInt16],
+        _ emit: (UnsafeRawBufferPointer) throws -> Void
+    ) rethrows {
+        guard dtype != .f32 else { return try emit(UnsafeRawBufferPointer(values)) }
+        var done = 0
+        while done < values.count {
+            let n = min(staging.count, values.count - done)
+            let source = values.baseAddress! + done
+            staging.withUnsafeMutableBufferPointer { out in
+                if dtype == .bf16 {
+                    lm_to_bf16(out.baseAddress!, source, n)
+                } else {
+                    for i in 0..<n { out[i] = Float16(source[i]).bitPattern }
                 }
             }
+            try staging.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<(2 * n)])) }
+            done += n
         }
     }
 

@@ -121,10 +121,27 @@ public enum AtomicFile {
 public final class FileWriter {
     let fd: Int32
     let path: String
+    private let ownsDescriptor: Bool
 
     init(fd: Int32, path: String) {
         self.fd = fd
         self.path = path
+        ownsDescriptor = false
+    }
+
+    /// An existing file opened to be written in place, at offsets (each rank filling its part of a shared
+    /// file); closed when the writer goes.
+    public init(existing path: String) throws {
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError(path: path, message: "cannot open it for writing: \(errnoText())") }
+        (self.fd, self.path, ownsDescriptor) = (fd, path, true)
+    }
+
+    deinit { if ownsDescriptor { close(fd) } }
+
+    /// Makes what was written durable.
+    public func sync() throws {
+        guard fsync(fd) == 0 else { throw FileError(path: path, message: "fsync failed: \(errnoText())") }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
@@ -173,5 +190,59 @@ extension AtomicFile {
         guard fd >= 0 else { throw FileError(path: directory, message: "cannot write here: \(errnoText())") }
         close(fd)
         unlink(probe)
+    }
+}
+
+/// AtomicDirectory: a directory of several files (a model) that readers see whole or not at all. The files
+/// are written into a staging directory beside the target, which then takes the target's place by rename.
+public enum AtomicDirectory {
+    /// The staging directory for `target`: hidden, beside it (so on its file system), named by `tag` (one per
+    /// writer, shared by the ranks of a job).
+    public static func staging(for target: String, tag: String) -> String {
+        let url = URL(fileURLWithPath: target).standardizedFileURL
+        let parent = url.deletingLastPathComponent().path
+        return parent + "/." + url.lastPathComponent + ".partial-" + tag
+    }
+
+    /// Puts `staging` in `target`'s place. A missing target, or one holding only files `replaceable` accepts
+    /// (an earlier model, stale temporaries), is replaced by two renames: the old one moves aside, the new
+    /// one in, and the old one is removed. A target holding anything else (a user's own files) keeps them:
+    /// the staged files move in one by one, those `last` accepts (the index that makes a set of shards a
+    /// model) after the others, and the files of `replaceable` that were not staged are removed first.
+    public static func commit(
+        staging: String, to target: String, replaceable: (String) -> Bool, last: (String) -> Bool
+    ) throws {
+        let fm = FileManager.default
+        func fail(_ what: String) -> FileError {
+            FileError(path: target, message: "\(what) failed: \(errnoText()); the complete model is in \(staging)")
+        }
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: target, isDirectory: &isDirectory) else {
+            guard rename(staging, target) == 0 else { throw fail("rename from \(staging)") }
+            AtomicFile.syncDirectory(of: target)
+            return
+        }
+        guard isDirectory.boolValue else { throw FileError(path: target, message: "is a file, not a directory") }
+        let present = try fm.contentsOfDirectory(atPath: target)
+        let staged = try fm.contentsOfDirectory(atPath: staging)
+        if present.allSatisfy({ replaceable($0) || $0.contains(".tmp-") }) {
+            let aside = Self.staging(for: target, tag: "replaced-\(getpid())")
+            guard rename(target, aside) == 0 else { throw fail("moving the earlier \(target) aside") }
+            guard rename(staging, target) == 0 else {
+                rename(aside, target)
+                throw fail("rename from \(staging)")
+            }
+            AtomicFile.syncDirectory(of: target)
+            try? fm.removeItem(atPath: aside)
+            return
+        }
+        for name in present where replaceable(name) && !staged.contains(name) {
+            try? fm.removeItem(atPath: target + "/" + name)
+        }
+        for name in staged.filter({ !last($0) }) + staged.filter(last) {
+            guard rename(staging + "/" + name, target + "/" + name) == 0 else { throw fail("moving \(name) in") }
+        }
+        AtomicFile.syncDirectory(of: target + "/.")
+        try? fm.removeItem(atPath: staging)
     }
 }

@@ -56,6 +56,10 @@ public struct SHA256 {
         return state.flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32($0))) } }
     }
 
+    /// The digest as 64 hex digits (finalizes).
+    public mutating func hexDigest() -> String { finalize().map { String(format: "%02x", $0) }.joined() }
+
+    /// The SHA-256 of `bytes`, as hex (not `bytes` themselves in hex).
     public static func hex(_ bytes: [UInt8]) -> String {
         var h = SHA256()
         h.update(bytes)

@@ -1,25 +1,29 @@
-// finetune.init_from: the starting weights of a fine-tuning stage, from a Hugging Face directory or one of our
-// checkpoints (read by the parameters-only reader: no optimizer state, no collective). Every rank reads the
-// same files; the trainer's agreement check proves they hold the same model afterwards.
+// finetune.init_from: the starting weights of a fine-tuning stage, from a Hugging Face directory or one of
+// our checkpoints. Each rank reads only the byte ranges of the tensors it holds (all of them when replicated,
+// its pieces under sharding `full`) straight into its parameter buffer, through the sources' bounded staging
+// (SafeTensorsFile's 1M-element chunks, none for float32 data; a checkpoint's 8 MB hashing buffer). No rank
+// holds a second model, nothing is broadcast, and nothing is drawn from the seed but a head the source lacks.
 import Checkpoint
 import Foundation
 import Model
 import Support
 
-/// Copies a starting model's tensors into `model` by name and shape: from a Hugging Face directory or one of
-/// our checkpoints (step directory with manifest.json). A reward model or a policy with a value head may start
-/// from a language model: a scalar head (score, value) the source lacks keeps its fresh initialisation.
-public func loadInitialWeights(from path: String, into model: LlamaModel, log: (String) -> Void) throws {
-    let source: LlamaModel
-    if FileManager.default.fileExists(atPath: path + "/manifest.json") {
-        source = try CheckpointReader.loadModel(path).1
-    } else if FileManager.default.fileExists(atPath: path + "/config.json") {
-        source = try HuggingFace.loadModel(directory: path)
-    } else if case let reason = UnreadablePath.reason(path), reason != UnreadablePath.directoryReason {
-        throw TrainingError("\(path): finetune.init_from cannot be read: \(reason)")
-    } else {
-        throw TrainingError("\(path): neither a checkpoint (manifest.json) nor a Hugging Face directory (config.json)")
+/// Opens `path` as a weight source: one of our checkpoints (a step directory with manifest.json) or a
+/// Hugging Face directory (config.json); the error says which it is not, or why it cannot be read.
+public func openWeightSource(_ path: String, purpose: String = "finetune.init_from") throws -> WeightSource {
+    if FileManager.default.fileExists(atPath: path + "/manifest.json") { return try CheckpointWeights(path) }
+    if FileManager.default.fileExists(atPath: path + "/config.json") { return try HuggingFaceWeights(directory: path) }
+    if case let reason = UnreadablePath.reason(path), reason != UnreadablePath.directoryReason {
+        throw TrainingError("\(path): \(purpose) cannot be read: \(reason)")
     }
+    throw TrainingError("\(path): neither a checkpoint (manifest.json) nor a Hugging Face directory (config.json)")
+}
+
+/// Fills the parameters `model` holds (its `parameterPieces`) from the starting model at `path`, by tensor
+/// name and shape. A reward model or a policy with a value head may start from a language model: a scalar head
+/// (score, value) the source lacks is drawn from `seed`, exactly as a fresh model's would be.
+public func loadInitialWeights(from path: String, into model: LlamaModel, seed: UInt64, log: (String) -> Void) throws {
+    let source = try openWeightSource(path)
     // Fields that change what the weights compute without changing a shape: a model trained with another
     // rotary base, epsilon or a shorter context would load and train without a word.
     let (s, m) = (source.config, model.config)
@@ -43,20 +47,24 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, log: (
         )
     }
     var fresh: [String] = []
+    let held = model.parameterPieces
     for spec in model.layout.tensors {
-        if let from = source.layout.spec(named: spec.name), from.shape == spec.shape {
-            model.parameters.pointer.advanced(by: spec.offset).update(
-                from: source.parameters.pointer + from.offset, count: spec.count)
-        } else if model.layout.heads.contains(where: { $0.tensor == spec && $0.kind != .lm })
-            && source.layout.spec(named: spec.name) == nil
-        {
+        let shape = source.shape(of: spec.name)
+        if shape == spec.shape {
+            for part in held.parts(of: spec.offset..<(spec.offset + spec.count)) {
+                let elements = (part.range.lowerBound - spec.offset)..<(part.range.upperBound - spec.offset)
+                try source.read(spec.name, elements: elements, into: model.parameters.pointer + part.local)
+            }
+        } else if model.layout.heads.contains(where: { $0.tensor == spec && $0.kind != .lm }) && shape == nil {
             fresh.append(spec.name)
         } else {
-            let found = source.layout.spec(named: spec.name).map { "has shape \($0.shape)" } ?? "is missing"
+            let found = shape.map { "has shape \($0)" } ?? "is missing"
             throw TrainingError(
                 "\(path): tensor \(spec.name) \(found), this model needs \(spec.shape); does finetune.init_from match the model block?"
             )
         }
     }
+    if !fresh.isEmpty { model.initialize(seed: seed, only: Set(fresh)) }
+    try model.checkFinite(source: path)
     log("initialised from \(path)\(fresh.isEmpty ? "" : "; \(fresh.joined(separator: ", ")) freshly initialised")")
 }

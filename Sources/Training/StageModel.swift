@@ -134,25 +134,15 @@ public final class StageModel {
         ownedGradients = spec.trains && spec.sharding == .optimizer ? FloatBuffer(count: owned.count) : nil
     }
 
-    /// A fresh start: the seed's initialisation (each rank draws only what it keeps), then the model's starting
-    /// weights. Nothing is broadcast: every rank computes or reads the same values, which the trainer's
-    /// agreement check proves right after.
+    /// A fresh start: the model's starting weights, or the seed's initialisation. Each rank reads or draws only
+    /// what it holds, and nothing is broadcast: the values are the same on every rank and for any world size,
+    /// which the trainer's agreement check proves right after.
     func initialize(seed: UInt64, log: (String) -> Void) throws {
-        if let start = spec.initFrom, spec.sharding == .full {
-            // Every rank reads the starting model and keeps its own part. The whole copy is seeded first, so a
-            // head the source lacks starts as it would replicated (it was left at zero).
-            let whole = try LlamaModel(config: spec.config, purpose: .inference)
-            whole.threads = model.threads
-            whole.initialize(seed: seed)
-            try loadInitialWeights(from: start, into: whole, log: log)
-            for piece in owned.pieces {
-                (model.parameters.pointer + piece.local).update(
-                    from: whole.parameters.pointer + piece.range.lowerBound, count: piece.range.count)
-            }
-            return
+        if let start = spec.initFrom {
+            try loadInitialWeights(from: start, into: model, seed: seed, log: log)
+        } else {
+            model.initialize(seed: seed)
         }
-        model.initialize(seed: seed)
-        if let start = spec.initFrom { try loadInitialWeights(from: start, into: model, log: log) }
     }
 
     func beginStep() {
@@ -236,6 +226,20 @@ public final class StageModel {
         let whole = world.isRoot ? try LlamaModel(config: spec.config, purpose: .inference) : nil
         try world.gatherPieces(model.parameters.pointer, into: whole?.parameters.pointer, partition: partition)
         return whole
+    }
+
+    /// Writes the model in Hugging Face layout to `directory`, every rank its own pieces (the partition's: a
+    /// flat range when replicated, ⌈S/N⌉ of every unit when sharded), with no gather. Every rank must call it.
+    func export(
+        to directory: String, dtype: SafeTensorsDType, maxShardBytes: Int, world: Communicator,
+        companions: Set<String>, extras: (String) throws -> Void
+    ) throws {
+        let mine = partition.held(rank: world.rank).ranges.map { range in
+            (range, UnsafePointer(model.parameters.pointer + model.parameterPieces.local(range.lowerBound)!))
+        }
+        try exportHuggingFace(
+            config: spec.config, layout: model.layout, ranges: mine, world: world, directory: directory, dtype: dtype,
+            maxShardBytes: maxShardBytes, companions: companions, extras: extras)
     }
 
     var checkpointed: CheckpointedModel {

@@ -18,6 +18,14 @@ extension TrainOptions {
                 "out", \.outputDirectory, nil, because: "no model is written", placeholder: "DIR",
                 help: "write the final model here (Hugging Face layout) when the schedule completes"),
             .flag(
+                "out-dtype", \.outputDType, "fp32",
+                because: "the training precision: --out compares with the run itself",
+                .choice(["fp32", "bf16", "fp16"]), help: "the format of --out's weights (export defaults to bf16)"),
+            .flag(
+                "max-shard-gb", \.maxShardGB, 5, because: "Hugging Face's default shard size",
+                .number(min: 0, inclusive: false, max: 1e6), placeholder: "GB",
+                help: "above this, --out splits the weights into model-0000k-of-0000n.safetensors with an index"),
+            .flag(
                 "metrics", \.metricsPath, nil, because: "no metrics file", placeholder: "FILE.jsonl",
                 help: "one JSON object per step; appended to on resume"),
             .flag(

@@ -30,6 +30,9 @@ public struct TrainingError: Error, CustomStringConvertible {
 public struct TrainOptions {
     /// Where the final model (Hugging Face layout, with the tokenizer) is written; nil writes nothing.
     public var outputDirectory: String? = Self.declared(\.outputDirectory)
+    /// --out's weights: fp32, bf16 or fp16, split above maxShardGB into Hugging Face's sharded layout.
+    public var outputDType: String = Self.declared(\.outputDType)
+    public var maxShardGB: Double = Self.declared(\.maxShardGB)
     public var metricsPath: String? = Self.declared(\.metricsPath)
     public var logEvery: Int = Self.declared(\.logEvery)
     public var log: @Sendable (String) -> Void = { print($0) }
@@ -392,7 +395,7 @@ public final class Trainer {
         checkpoints?.releaseDirectory()  // the run is done with it: a relaunch may take it now
         try checkParametersAgree("at the end of training")
         if world.isRoot, let position = objective.dataPosition(afterSteps: k) { options.log(position) }
-        if completed, let out = options.outputDirectory, let whole = try wholeModel() { try saveModel(whole, to: out) }
+        if completed, let out = options.outputDirectory { try saveModel(to: out) }
         return TrainingOutcome(completed: completed, history: history)
     }
 
@@ -400,13 +403,23 @@ public final class Trainer {
     /// sharding `full` an inference model its parts are gathered into. Every rank must call it.
     public func wholeModel() throws -> LlamaModel? { try models[0].wholeModel(world: world) }
 
-    /// Writes `model` in Hugging Face layout, with the run's tokenizer beside it when it has one.
-    func saveModel(_ model: LlamaModel, to directory: String) throws {
-        try HuggingFace.save(
-            config: model.config, layout: model.layout, parameters: model.parameters, directory: directory)
-        if let tokenizer = config.train.tokenizer, let bytes = FileManager.default.contents(atPath: tokenizer) {
+    /// The files --out writes beside the weights, replaced with them.
+    public static let companionFiles = Set(["tokenizer.model", "eval-scores.svg"] + Tokenizer.huggingFaceFileNames)
+
+    /// Writes the trained model in Hugging Face layout, with the run's tokenizer beside it when it has one:
+    /// every rank writes the parameters it owns, and the directory appears whole (StageModel.export).
+    func saveModel(to directory: String) throws {
+        let dtype = SafeTensorsDType(option: options.outputDType)
+        let tokenizer = config.train.tokenizer.flatMap { path in
+            FileManager.default.contents(atPath: path).map { (path, $0) }
+        }
+        try models[0].export(
+            to: directory, dtype: dtype, maxShardBytes: SafeTensorsDType.shardBytes(gigabytes: options.maxShardGB),
+            world: world, companions: Self.companionFiles
+        ) { staging in
+            guard let (path, bytes) = tokenizer else { return }
             try Tokenizer.writeHuggingFace(
-                bytes, source: tokenizer, to: directory, maxLength: model.config.maxSeqLen,
+                bytes, source: path, to: staging, maxLength: config.model.maxSeqLen,
                 chatTemplate: config.finetune?.template.huggingFaceJinja)
         }
     }

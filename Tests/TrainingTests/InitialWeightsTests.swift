@@ -28,19 +28,21 @@ import Testing
         let dir = try Self.saved(other)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let model = try LlamaModel(config: Self.shape)
-        #expect { try loadInitialWeights(from: dir, into: model, log: { _ in }) } throws: { error in
+        #expect { try loadInitialWeights(from: dir, into: model, seed: 1, log: { _ in }) } throws: { error in
             let text = "\(error)"
             return text.contains("rope_theta 500000") && text.contains("max_seq_len 8") && text.contains(dir)
         }
         let same = try Self.saved(Self.shape)
         defer { try? FileManager.default.removeItem(atPath: same) }
-        try loadInitialWeights(from: same, into: model, log: { _ in })
+        try loadInitialWeights(from: same, into: model, seed: 1, log: { _ in })
     }
 
     @Test func nonFiniteWeightsAreRefusedByTensor() throws {
         let dir = try Self.saved(Self.shape, poison: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        #expect { try loadInitialWeights(from: dir, into: try LlamaModel(config: Self.shape), log: { _ in }) } throws: {
+        #expect {
+            try loadInitialWeights(from: dir, into: try LlamaModel(config: Self.shape), seed: 1, log: { _ in })
+        } throws: {
             "\($0)".contains("model.layers.0.mlp.up_proj.weight") && "\($0)".contains("nan")
                 && "\($0)".contains("index 5")
         }
