@@ -236,3 +236,82 @@ import Testing
         withExtendedLifetime(first) {}
     }
 }
+
+@Suite struct ParametersOnlyReaderTests {
+    /// A checkpoint of one trained model, saved on one rank; returns its step directory and the parameters.
+    static func saved(_ dir: String) throws -> (String, [Float]) {
+        let world = try Communicator.world()
+        var config = ManifestTests.config
+        (config.train.seqLen, config.train.microBatch, config.train.globalBatchTokens) = (8, 1, 8)
+        let model = try LlamaModel(config: config.model)
+        model.initialize(seed: 4)
+        let optimizer = AdamW(layout: model.layout, settings: AdamWSettings())
+        for i in 0..<optimizer.m.count { (optimizer.m[i], optimizer.v[i]) = (Float(i), 2) }
+        let store = try CheckpointStore(
+            directory: dir, stage: .pretrain, keep: 2, background: false, world: world, log: { _ in })
+        try store.save(
+            step: 1, tokensSeen: 1,
+            models: [
+                CheckpointedModel(
+                    name: "model", model: model, optimizer: optimizer,
+                    partition: .flat(count: model.layout.count, ranks: 1))
+            ], config: config)
+        store.releaseDirectory()
+        return (dir + "/" + CheckpointManifest.directoryName(step: 1), model.parameters.array)
+    }
+
+    static func flipByte(_ path: String, at offset: Int) throws {
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(offset))
+        let byte = try #require(try handle.read(upToCount: 1))
+        try handle.seek(toOffset: UInt64(offset))
+        try handle.write(contentsOf: Data([byte[0] ^ 0x40]))
+    }
+
+    /// Every section's SHA-256 is in the manifest and is that of the section's bytes (checked with an
+    /// independent hash: sha256sum). The reader verifies the parameter section alone: a damaged moment still
+    /// reads, a damaged parameter is refused naming the shard. Without section hashes (an earlier build's
+    /// manifest), the whole shard is verified.
+    @Test func verifiesWhatItReads() throws {
+        let dir = NSTemporaryDirectory() + "reader-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (step, parameters) = try Self.saved(dir)
+        let manifest = try readManifest(step)
+        let shard = manifest.shards[0]
+        let path = step + "/" + shard.file
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let third = bytes.count / 3
+        for k in 0..<3 {
+            let section = dir + "/section-\(k)"
+            try bytes.subdata(in: (k * third)..<((k + 1) * third)).write(to: URL(fileURLWithPath: section))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+            process.arguments = [section]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let sum = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(64)
+            process.waitUntilExit()
+            #expect(shard.sectionSHA256?[k] == String(sum), "section \(k)")
+        }
+        #expect(try CheckpointReader.loadModel(step).1.parameters.array == parameters)
+
+        try Self.flipByte(path, at: third + 5)  // in m
+        #expect(try CheckpointReader.loadModel(step).1.parameters.array == parameters, "m is not read")
+        #expect(throws: CheckpointError.self) { try verifyShard(shard, in: step) }
+
+        // The same checkpoint as an earlier build wrote it: no section hashes, so the damaged m is caught.
+        var old = manifest
+        old.shards[0].sectionSHA256 = nil
+        try old.sealed().write(to: URL(fileURLWithPath: step + "/manifest.json"))
+        #expect { try CheckpointReader.loadModel(step) } throws: {
+            "\($0)".contains("SHA-256 mismatch") && "\($0)".contains(shard.file)
+        }
+        try manifest.sealed().write(to: URL(fileURLWithPath: step + "/manifest.json"))
+        try Self.flipByte(path, at: 7)  // in the parameters
+        #expect { try CheckpointReader.loadModel(step) } throws: {
+            "\($0)".contains("SHA-256 mismatch") && "\($0)".contains(shard.file)
+        }
+    }
+}

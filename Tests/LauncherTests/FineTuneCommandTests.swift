@@ -169,3 +169,64 @@ func fineTuneWorkspace() throws -> String {
             "\(rating.stdout)\(rating.stderr)")
     }
 }
+
+/// Every tensor of a Hugging Face directory, float32 (model.safetensors, or every shard); and how many
+/// weight files it has.
+func directoryTensors(_ dir: String) throws -> (tensors: [String: [Float]], files: Int) {
+    let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter {
+        $0.hasPrefix("model") && $0.hasSuffix(".safetensors")
+    }
+    var all: [String: [Float]] = [:]
+    for name in names { all.merge(try tensors(dir + "/" + name)) { a, _ in a } }
+    return (all, names.count)
+}
+
+@Suite(.serialized) struct ShardedModelIOTests {
+    /// init_from read by every rank for what it holds, and --out written by every rank for what it owns:
+    /// from a sharded Hugging Face directory (written by `export` on 2 ranks) and from a checkpoint, on 1, 2
+    /// and 3 ranks in every mode, the starting model comes out tensor for tensor, bit for bit. (lr 1e-30:
+    /// AdamW's step is far below a float's resolution of these weights, so the model does not move.)
+    @Test func initFromAndOutEqualTheSourceInEveryModeAndWorldSize() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        let source = try directoryTensors(dir + "/pre")
+        try #require(source.files == 1 && source.tensors.count == 2 * 9 + 3)
+        let small = "0.00003"  // GB: 30 kB files, so this 100 kB-per-tensor-set model spans several
+        let export = try run(
+            mpirun2 + [
+                tool, "export", "--checkpoint", dir + "/ck/step-00000004", "--out", dir + "/pre-sharded", "--dtype",
+                "fp32", "--max-shard-gb", small,
+            ])
+        try #require(export.status == 0, "\(export.stderr)")
+        let sharded = try directoryTensors(dir + "/pre-sharded")
+        #expect(sharded.files >= 3 && sharded.tensors == source.tensors, "export on 2 ranks, \(sharded.files) files")
+        #expect(FileManager.default.fileExists(atPath: dir + "/pre-sharded/model.safetensors.index.json"))
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".partial-") },
+            "no staging directory is left behind")
+
+        for (start, label) in [(dir + "/pre-sharded", "sharded HF"), (dir + "/ck/step-00000004", "checkpoint")] {
+            let config = dir + "/io.json"
+            try """
+            {"model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 400, "ffn_hidden_size": 64, "max_seq_len": 32},
+             "train": {"seq_len": 32, "micro_batch": 2, "global_batch_tokens": 384, "lr": 1e-30, "warmup_steps": 1, "tokenizer": "\(dir)/tok.model"},
+             "finetune": {"data": "\(dir)/sft.jsonl", "init_from": "\(start)", "epochs": 1}}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            for (ranks, mode) in [
+                (1, "none"), (2, "full"), (3, "full"), (3, "gradients"), (2, "optimizer"), (3, "none"),
+            ] {
+                let out = "\(dir)/io-\(ranks)-\(mode)"
+                let r = try run(
+                    mpirunFast + [
+                        "-np", "\(ranks)", tool, "sft", "--config", config, "--steps", "1", "--sharding", mode,
+                        "--out", out, "--max-shard-gb", small,
+                    ])
+                try #require(r.status == 0, "\(label), \(mode) on \(ranks): \(r.stderr)")
+                let written = try directoryTensors(out)
+                #expect(written.files >= 3, "\(label), \(mode) on \(ranks): --out in \(written.files) files")
+                let differing = source.tensors.keys.filter { written.tensors[$0] != source.tensors[$0] }.sorted()
+                #expect(differing.isEmpty, "\(label), \(mode) on \(ranks) ranks: \(differing) differ from the source")
+            }
+        }
+    }
+}

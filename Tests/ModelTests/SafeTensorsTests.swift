@@ -197,3 +197,87 @@ func floatBytes(_ values: [Float]) -> [UInt8] {
         #expect(throws: SafeTensorsError.self) { try HuggingFace.loadModel(directory: dir) }
     }
 }
+
+@Suite struct WeightSourceTests {
+    static let config = HuggingFaceCheckpointTests.config
+
+    /// A sharded directory of the model, in files of about 1 kB.
+    static func sharded() throws -> (String, LlamaModel) {
+        let dir = try temporaryDirectory()
+        let model = try LlamaModel(config: config)
+        model.initialize(seed: 8)
+        try HuggingFace.save(
+            config: config, layout: model.layout, parameters: model.parameters, directory: dir, maxShardBytes: 1000)
+        return (dir, model)
+    }
+
+    /// Any range of any tensor reads as that range of the whole, across files and in bf16 and f16 too.
+    @Test func rangesReadAsTheirPartOfTheWhole() throws {
+        let (dir, model) = try Self.sharded()
+        let weights = try HuggingFaceWeights(directory: dir)
+        for spec in model.layout.tensors {
+            for range in [0..<spec.count, 1..<(spec.count / 2), (spec.count - 3)..<spec.count] {
+                var part = [Float](repeating: .nan, count: range.count)
+                try part.withUnsafeMutableBufferPointer {
+                    try weights.read(spec.name, elements: range, into: $0.baseAddress!)
+                }
+                let whole = Array(model.parameters.slice(spec.offset + range.lowerBound, range.count))
+                #expect(part == whole, "\(spec.name) \(range)")
+            }
+        }
+    }
+
+    /// A bad source is refused when opened, naming the file and the tensor: a tensor the index lacks, one of
+    /// another shape, an index naming a missing file, a file shorter than its header says.
+    @Test func badSourcesAreNamed() throws {
+        let fm = FileManager.default
+        let layout = ParameterLayout(config: Self.config)
+        func load(_ dir: String) throws {
+            try HuggingFace.loadWeights(directory: dir, layout: layout, into: FloatBuffer(count: layout.count))
+        }
+        func index(_ dir: String) throws -> [String: Any] {
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors.index.json")))
+                as! [String: Any]
+        }
+        func writeIndex(_ dir: String, _ map: [String: String]) throws {
+            try JSONSerialization.data(withJSONObject: ["weight_map": map])
+                .write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        }
+        let norm = "model.norm.weight"
+
+        var (dir, _) = try Self.sharded()
+        var map = try index(dir)["weight_map"] as! [String: String]
+        map.removeValue(forKey: norm)
+        try writeIndex(dir, map)
+        #expect { try load(dir) } throws: { "\($0)".contains(norm) && "\($0)".contains("index.json") }
+
+        (dir, _) = try Self.sharded()
+        map = try index(dir)["weight_map"] as! [String: String]
+        let missing = map[norm]!
+        try fm.removeItem(atPath: dir + "/" + missing)
+        #expect { try load(dir) } throws: { "\($0)".contains(missing) && "\($0)".contains("missing") }
+
+        (dir, _) = try Self.sharded()
+        map = try index(dir)["weight_map"] as! [String: String]
+        let embedding = "model.embed_tokens.weight"
+        let file = dir + "/" + map[embedding]!
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        try bytes.prefix(bytes.count - 4).write(to: URL(fileURLWithPath: file))
+        #expect { try load(dir) } throws: { "\($0)".contains(file) && "\($0)".contains("truncated") }
+
+        (dir, _) = try Self.sharded()
+        var other = Self.config
+        other.dim = 8
+        other.nHeads = 2
+        other.nKVHeads = 1
+        try HuggingFace.configJSON(other).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let otherLayout = ParameterLayout(config: other)
+        #expect {
+            try HuggingFace.loadWeights(
+                directory: dir, layout: otherLayout, into: FloatBuffer(count: otherLayout.count))
+        } throws: {
+            "\($0)".contains(embedding) && "\($0)".contains("shape")
+        }
+    }
+}
