@@ -73,7 +73,8 @@ let package = Package(
         .target(name: "Inference", dependencies: ["Model", "Tokenizer", "Support"]),
         // SFT packing and reward models: objectives and data of the fine-tuning stages.
         .target(
-            name: "FineTune", dependencies: ["Training", "Inference", "Configuration", "Model", "Tokenizer", "Support"]),
+            name: "FineTune",
+            dependencies: ["Training", "Inference", "Configuration", "Distributed", "Model", "Tokenizer", "Support"]),
         // Looking at runs and models: plan, scaling simulator, step benchmark, charts.
         .target(
             name: "Tools",

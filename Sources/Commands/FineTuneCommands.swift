@@ -35,6 +35,9 @@ enum FineTuneCommands {
             Flag("checkpoint", .text, "DIR", required: true, "a reward model's Hugging Face directory"),
             Flag("svg", .text, "FILE.svg", "also draw the density of the scores"),
             Flag(
+                "batch", .int(min: 1, max: 1 << 16), "N", default: "8",
+                "dialogues per forward, grouped by length and padded to the longest of each group"),
+            Flag(
                 "truncate", .choice(Truncation.allCases.map(\.rawValue)), "", default: "refuse",
                 "a prompt longer than the context: refuse it, or keep its last (left) or first (right) tokens"),
         ] + TemplateFlags.flags,
@@ -128,31 +131,42 @@ enum FineTuneCommands {
             plan: StagePlan(.reward, objective: objective))
         let outcome = try trainer.run()
         guard outcome.completed else { throw StoppedEarly() }
-        let whole = finetune.evalData == nil ? nil : try trainer.wholeModel()
-        if let whole, let eval = finetune.evalData {
+        if let eval = finetune.evalData {
+            // Every rank scores its share of the held-out pairs with the model as trained (its own part of it
+            // under sharding full): no gather onto rank 0.
             let held = try PreferenceData.load(
                 eval, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
+            let start = monotonicSeconds()
             let result = try RewardEvaluation.run(
-                model: whole, pairs: held, seqLen: config.train.seqLen,
-                padToken: template.tokenizer.eosId, batchPairs: max(1, config.train.microBatch / 2))
-            print("held-out evaluation on \(eval):\n\(result.table())")
-            if let out = options.outputDirectory {
-                let chart = out + "/eval-scores.svg"
-                try AtomicFile.write(
-                    Data(
-                        ScoreDensityChart.svg(
-                            series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
-                            title: "reward scores on \((eval as NSString).lastPathComponent)"
-                        ).utf8), to: chart)
-                print("score density of chosen and rejected responses: \(chart)")
+                model: trainer.model, pairs: held, padToken: template.tokenizer.eosId,
+                batchPairs: max(1, config.train.microBatch / 2), world: world)
+            let seconds = monotonicSeconds() - start
+            if world.isRoot {
+                print("held-out evaluation on \(eval):\n\(result.table())")
+                if let out = options.outputDirectory {
+                    let chart = out + "/eval-scores.svg"
+                    try AtomicFile.write(
+                        Data(
+                            ScoreDensityChart.svg(
+                                series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
+                                title: "reward scores on \((eval as NSString).lastPathComponent)"
+                            ).utf8), to: chart)
+                    print("score density of chosen and rejected responses: \(chart)")
+                }
+                print(
+                    String(
+                        format:
+                            "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d, \"eval_seconds\": %.3f, \"eval_ranks\": %d}",
+                        result.accuracy, held.count, seconds, world.size))
             }
-            print(String(format: "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d}", result.accuracy, held.count))
         }
         if world.isRoot, let out = options.outputDirectory { print("saved the reward model to \(out)") }
     }
 
     /// `llama-train reward score --checkpoint DIR`: JSON Lines dialogues on standard input, each line back with
-    /// its "reward" (read at the formatted dialogue's last token).
+    /// its "reward" (read at the formatted dialogue's last token), in input order. Under mpirun, rank 0 reads
+    /// standard input and shares it; every rank scores its share of the length batches
+    /// (RewardScoring.scoreAll), and rank 0 writes.
     static func score(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
         if let svg = args.string("svg") {
@@ -163,27 +177,47 @@ enum FineTuneCommands {
             throw TrainingError("\(directory) is a language model, not a reward model (no score.weight head)")
         }
         let template = try TemplateFlags.template(args, tokenizer: try Tokenizer(path: directory + "/tokenizer.model"))
-        var scores: [Double] = []
         let truncation = Truncation(rawValue: args.string(declared: "truncate"))!
-        try TextLines.forEach(descriptor: 0, source: "standard input") { n, line in
-            if line.allSatisfy(\.isWhitespace) { return }
-            guard let o = JSONLines.object(line), let format = DialogueData.format(of: o), !format.isPreference,
+        let world = try Communicator.world()
+        var input: [UInt8] = []
+        if world.isRoot {
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            while true {
+                let n = read(0, &chunk, chunk.count)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                input += chunk[0..<n]
+            }
+        }
+        if world.size > 1 { input = try world.broadcast(bytes: input) }
+        var objects: [[String: Any]] = [], sequences: [[Int32]] = []
+        for line in TextLines.lines(input, source: "standard input") {
+            let text = try line.text.get(), n = line.number
+            if text.allSatisfy(\.isWhitespace) { continue }
+            guard let o = JSONLines.object(text), let format = DialogueData.format(of: o), !format.isPreference,
                 case let .dialogue(dialogue) = try DialogueData.example(o, format)
             else {
                 throw UsageError("standard input line \(n): needs {\"prompt\", \"response\"} or {\"messages\": [...]}")
             }
-            let ids = try truncation.apply(
-                template.encode(dialogue).tokens, limit: model.config.maxSeqLen, what: "standard input line \(n)")
-            let r = try RewardScoring.score(ids, model: model, padToken: template.tokenizer.eosId)
-            scores.append(Double(r))
+            objects.append(o)
+            sequences.append(
+                try truncation.apply(
+                    template.encode(dialogue).tokens, limit: model.config.maxSeqLen, what: "standard input line \(n)"))
+        }
+        let scores = try RewardScoring.scoreAll(
+            sequences, model: model, padToken: template.tokenizer.eosId,
+            batchSequences: args.int(declared: "batch"), world: world)
+        guard world.isRoot else { return }
+        for (o, reward) in zip(objects, scores) {
             var out = o
-            out["reward"] = Double(r)
+            out["reward"] = Double(reward)
             FileHandle.standardOutput.write(
                 try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]) + Data("\n".utf8))
         }
         if let svg = args.string("svg") {
             try AtomicFile.write(
-                Data(ScoreDensityChart.svg(series: [("scored", scores)], title: "reward scores").utf8), to: svg)
+                Data(ScoreDensityChart.svg(series: [("scored", scores.map(Double.init))], title: "reward scores").utf8),
+                to: svg)
         }
     }
 }

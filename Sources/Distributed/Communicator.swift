@@ -312,6 +312,29 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// `root`'s bytes on every rank (an input only rank 0 can read, such as standard input under mpirun).
+    public func broadcast(bytes: [UInt8], root: Int = 0) throws -> [UInt8] {
+        var count = [Double(bytes.count)]
+        try count.withUnsafeMutableBufferPointer { p in
+            try watched("MPI_Bcast(length, root \(root))") {
+                MPI_Bcast(p.baseAddress!, 1, lm_mpi_double(), Int32(root), comm)
+            }
+        }
+        var out = rank == root ? bytes : [UInt8](repeating: 0, count: Int(count[0]))
+        let total = out.count
+        try out.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < total {
+                let n = min(1 << 30, total - offset)
+                try watched("MPI_Bcast(bytes, \(n), root \(root))") {
+                    MPI_Bcast(raw.baseAddress! + offset, Int32(n), lm_mpi_byte(), Int32(root), comm)
+                }
+                offset += n
+            }
+        }
+        return out
+    }
+
     /// Ends the whole job with `message` on standard error: the way out that never leaves ranks hanging.
     public func abort(_ message: String, code: Int32 = 1) -> Never {
         FileHandleWriter.standardError("[rank \(rank)] \(message)\n")

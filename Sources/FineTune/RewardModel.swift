@@ -4,6 +4,7 @@
 // averaged over the pairs of the global batch; and the evaluation of Table 28 (accuracy per rating).
 
 import Configuration
+import Distributed
 import Foundation
 import Model
 import Support
@@ -122,23 +123,24 @@ public struct RewardEvaluation: Codable, Sendable {
     public var chosenScores: [Double] = []
     public var rejectedScores: [Double] = []
 
+    /// Every rank scores its share of the pairs' responses (RewardScoring.scoreAll: batches by length) and
+    /// every rank gets the same evaluation, equal for any rank count. Every rank must call it.
     public static func run(
-        model: LlamaModel, pairs: [PreferencePair], seqLen: Int, padToken: Int32, batchPairs: Int
+        model: LlamaModel, pairs: [PreferencePair], padToken: Int32, batchPairs: Int, world: Communicator
     ) throws -> RewardEvaluation {
+        let scores = try RewardScoring.scoreAll(
+            pairs.flatMap { [$0.chosen, $0.rejected] }, model: model, padToken: padToken,
+            batchSequences: 2 * max(batchPairs, 1), world: world)
         var e = RewardEvaluation()
-        for start in stride(from: 0, to: pairs.count, by: max(batchPairs, 1)) {
-            let batch = Array(pairs[start..<min(start + batchPairs, pairs.count)])
-            let r = try RewardObjective.forward(
-                batch.flatMap { [$0.chosen, $0.rejected] }, model: model, seqLen: seqLen, padToken: padToken)
-            for (i, pair) in batch.enumerated() {
-                let margin = Double(r.values[2 * i] - r.values[2 * i + 1])
-                let k = pair.rating.rawValue
-                e.pairs[k] += 1
-                e.correct[k] += margin > 0 ? 1 : 0
-                e.margins[k].append(margin)
-                e.chosenScores.append(Double(r.values[2 * i]))
-                e.rejectedScores.append(Double(r.values[2 * i + 1]))
-            }
+        for (i, pair) in pairs.enumerated() {
+            let (chosen, rejected) = (scores[2 * i], scores[2 * i + 1])
+            let margin = Double(chosen - rejected)
+            let k = pair.rating.rawValue
+            e.pairs[k] += 1
+            e.correct[k] += margin > 0 ? 1 : 0
+            e.margins[k].append(margin)
+            e.chosenScores.append(Double(chosen))
+            e.rejectedScores.append(Double(rejected))
         }
         return e
     }
@@ -180,5 +182,50 @@ public enum RewardScoring {
     /// The reward of one token sequence (at most max_seq_len tokens).
     public static func score(_ ids: [Int32], model: LlamaModel, padToken: Int32) throws -> Float {
         try RewardObjective.forward([ids], model: model, seqLen: ids.count, padToken: padToken).values[0]
+    }
+
+    /// Padding granularity of a length batch: fewer arena shapes, at most 15 pad tokens per sequence.
+    static let lengthQuantum = 16
+
+    /// The batches `scoreAll` runs: sequence indices, longest first, `perBatch` at a time, and each batch's
+    /// padded length (its longest, rounded up to lengthQuantum, at most `maxLength`). They depend on the
+    /// lengths alone, never on the rank count.
+    public static func lengthBatches(lengths: [Int], perBatch: Int, maxLength: Int) -> [(indices: [Int], length: Int)] {
+        let order = lengths.indices.sorted { lengths[$0] != lengths[$1] ? lengths[$0] > lengths[$1] : $0 < $1 }
+        return stride(from: 0, to: order.count, by: max(perBatch, 1)).map { start in
+            let indices = Array(order[start..<min(start + max(perBatch, 1), order.count)])
+            let longest = indices.map { lengths[$0] }.max() ?? 1
+            let padded = (longest + lengthQuantum - 1) / lengthQuantum * lengthQuantum
+            return (indices, min(max(padded, 1), maxLength))
+        }
+    }
+
+    /// The reward of every sequence, on every rank. The sequences are sorted by length and cut into batches
+    /// of `batchSequences`, each padded only to its own longest (not to seq_len: Llama 2's pairs average ~800
+    /// of 4096 tokens); rank r runs batches r, r + N, …, and one allreduce brings the scores to every rank.
+    /// A batch's shape and contents do not depend on N, so neither does any score. Ranks with a batch fewer
+    /// run a one-token forward in its place, since a model sharded by units gathers its weights collectively.
+    /// Every rank must call it.
+    public static func scoreAll(
+        _ sequences: [[Int32]], model: LlamaModel, padToken: Int32, batchSequences: Int, world: Communicator
+    ) throws -> [Float] {
+        let batches = lengthBatches(
+            lengths: sequences.map(\.count), perBatch: batchSequences, maxLength: model.config.maxSeqLen)
+        var scores = [Double](repeating: 0, count: sequences.count)
+        let rounds = (batches.count + world.size - 1) / world.size
+        for round in 0..<rounds {
+            let b = round * world.size + world.rank
+            guard b < batches.count else {
+                _ = try RewardObjective.forward([[padToken]], model: model, seqLen: 1, padToken: padToken)
+                continue
+            }
+            let (indices, length) = batches[b]
+            let r = try RewardObjective.forward(
+                indices.map { sequences[$0] }, model: model, seqLen: length, padToken: padToken)
+            for (i, index) in indices.enumerated() { scores[index] = Double(r.values[i]) }
+        }
+        // Each score is on one rank and zero on the others: the sum is exact.
+        try scores.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
+        return scores.map { Float($0) }
     }
 }

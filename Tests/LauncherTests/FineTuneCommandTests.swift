@@ -142,6 +142,47 @@ func fineTuneWorkspace() throws -> String {
             FileManager.default.contents(atPath: dir + "/scores.svg").map {
                 String(decoding: $0, as: UTF8.self).hasPrefix("<svg")
             } == true)
+
+        // Spread over the ranks, batched by length: the held-out evaluation of the same model (lr 1e-30 keeps
+        // it where init_from put it) and the scores of the same dialogues are identical on 1, 2 and 3 ranks,
+        // replicated or fully sharded.
+        let rm = try String(contentsOfFile: dir + "/rm.json", encoding: .utf8)
+        try rm.replacingOccurrences(of: "\"init_from\": \"\(dir)/sft\"", with: "\"init_from\": \"\(dir)/rm\"")
+            .replacingOccurrences(of: "\"pairs_per_batch\": 16", with: "\"pairs_per_batch\": 12")
+            .replacingOccurrences(of: "\"micro_batch\": 8", with: "\"micro_batch\": 2")
+            .replacingOccurrences(of: "\"lr\": 2e-3", with: "\"lr\": 1e-30")
+            .write(toFile: dir + "/rm-eval.json", atomically: true, encoding: .utf8)
+        var evaluations: [String] = []
+        for (ranks, mode) in [(1, "none"), (2, "full"), (3, "none")] {
+            let out = "\(dir)/rm-eval-\(ranks)-\(mode)"
+            let e = try run(
+                mpirunFast + [
+                    "-np", "\(ranks)", tool, "reward", "--config", dir + "/rm-eval.json", "--steps", "1", "--sharding",
+                    mode, "--out", out, "--log-every", "100",
+                ])
+            try #require(e.status == 0, "\(mode) on \(ranks): \(e.stderr)")
+            let table = e.stdout.components(separatedBy: "held-out evaluation on").last ?? ""
+            let svg = String(
+                decoding: FileManager.default.contents(atPath: out + "/eval-scores.svg") ?? Data(), as: UTF8.self)
+            evaluations.append(
+                table.split(separator: "\n").filter { !$0.contains("eval_seconds") && !$0.contains(out) }.joined(
+                    separator: "\n") + svg)
+            #expect(e.stdout.contains("\"eval_ranks\": \(ranks)"), "\(e.stdout)")
+        }
+        #expect(evaluations[0].contains("accuracy") && evaluations[0].contains("<svg"))
+        #expect(Set(evaluations).count == 1, "the evaluation differs between rank counts")
+        let dialogues = (0..<7).map {
+            "{\"prompt\": \"Item \($0)?\", \"response\": \"\(String(repeating: "Fine. ", count: $0 % 4 + 1))\"}"
+        }
+        let input = dialogues.joined(separator: "\n") + "\n"
+        let one = try run([tool, "reward", "score", "--checkpoint", dir + "/rm", "--batch", "2"], stdin: input)
+        let three = try run(
+            mpirunFast + ["-np", "3", tool, "reward", "score", "--checkpoint", dir + "/rm", "--batch", "2"],
+            stdin: input)
+        #expect(one.status == 0 && three.status == 0, "\(one.stderr)\(three.stderr)")
+        #expect(
+            one.stdout.split(separator: "\n").count == 7 && one.stdout == three.stdout, "\(one.stdout)\n\(three.stdout)"
+        )
     }
 
     @Test func badLinesAreNamed() throws {
