@@ -19,6 +19,8 @@ static inline void *lm_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Request lm_mpi_request_null(void) { return MPI_REQUEST_NULL; }
 static inline MPI_Status *lm_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Errhandler lm_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline int lm_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
+static inline MPI_Info lm_mpi_info_null(void) { return MPI_INFO_NULL; }
 
 // bf16 gradients on the wire (train.grad_reduce = bf16): a sum that adds in fp32 and rounds back to bf16
 // (round to nearest even) at every step of the reduction, and the conversions either side of it.

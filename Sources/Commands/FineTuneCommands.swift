@@ -78,26 +78,41 @@ enum FineTuneCommands {
         var (config, path, finetune, template, options) = try prepare(args, stage: .sft)
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let dialogues = try DialogueData.load(finetune.data, preferences: false, log: log).1.compactMap {
+        // Read once across the ranks: each tokenizes and keeps the examples of its 1/N of the file.
+        let dialogues = try DialogueData.load(finetune.data, preferences: false, world: world, log: log).1.compactMap {
             item -> Dialogue? in
             if case let .dialogue(d) = item.example { return d } else { return nil }
         }
+        let store = try ShardedExamples(
+            local: SFTPacker.encode(dialogues, template: template), world: world, encode: SFTExample.encode,
+            decode: SFTExample.decode)
+        // Every example's length on every rank (the packing's arithmetic), and the set's totals.
+        var lengths = [Double](repeating: 0, count: store.total)
+        var totals = [0.0, 0.0, 0.0]  // examples longer than a sequence, tokens, answer tokens
+        for (g, e) in store.local {
+            lengths[g] = Double(e.tokens.count)
+            totals[0] += e.tokens.count > config.train.seqLen ? 1 : 0
+            totals[1] += Double(e.tokens.count)
+            totals[2] += Double(e.answer.filter { $0 }.count)
+        }
+        if world.size > 1 {
+            try lengths.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
+            try totals.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 3) }
+        }
         // Packed as Llama 2 packs: an example longer than a sequence continues into the next one; said, counted.
-        let examples = SFTPacker.encode(dialogues, template: template)
-        let long = examples.filter { $0.tokens.count > config.train.seqLen }.count
+        let (long, total, answers) = (Int(totals[0]), Int(totals[1]), Int(totals[2]))
         if long > 0 {
             log(
-                "sft: \(long) of \(examples.count) example(s) are longer than seq_len \(config.train.seqLen) tokens; packing carries them across sequences"
+                "sft: \(long) of \(store.total) example(s) are longer than seq_len \(config.train.seqLen) tokens; packing carries them across sequences"
             )
         }
-        let packer = try SFTPacker(examples: examples, seqLen: config.train.seqLen, seed: config.train.seed)
+        let packer = try SFTPacker(
+            examples: store, lengths: lengths.map { Int($0) }, seqLen: config.train.seqLen, seed: config.train.seed)
         schedule(
             &config, epochs: finetune.epochs, examplesPerEpoch: packer.sequencesPerEpoch,
             examplesPerStep: config.train.globalBatchSequences, explicitSteps: explicitSteps != nil)
-        let answers = examples.reduce(0) { $0 + $1.answer.filter { $0 }.count },
-            total = examples.reduce(0) { $0 + $1.tokens.count }
         log(
-            "sft: \(examples.count) dialogues (\(finetune.template.rawValue) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps"
+            "sft: \(store.total) dialogues (\(finetune.template.rawValue) template), \(total) tokens (\(answers) answer tokens) per epoch, packed into \(packer.sequencesPerEpoch) sequences of \(config.train.seqLen); \(finetune.epochs) epoch(s) = \(config.train.steps) steps"
         )
         let objective = LanguageModelObjective(source: packer, settings: config.train, name: "supervised fine-tuning")
         let trainer = try Trainer(
@@ -112,16 +127,19 @@ enum FineTuneCommands {
         config.model.heads = [.score]
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let pairs = try PreferenceData.load(
-            finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
+        let pairs = try ShardedExamples(
+            local: try PreferenceData.load(
+                finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, world: world,
+                log: log),
+            world: world, encode: PreferencePair.encode, decode: PreferencePair.decode)
         // The batch is counted in pairs; the token count keeps checkpoints' batch arithmetic consistent.
         config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
         schedule(
-            &config, epochs: finetune.epochs, examplesPerEpoch: pairs.count, examplesPerStep: finetune.pairsPerBatch,
+            &config, epochs: finetune.epochs, examplesPerEpoch: pairs.total, examplesPerStep: finetune.pairsPerBatch,
             explicitSteps: explicitSteps != nil)
         config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
         log(
-            "reward model: \(pairs.count) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)"
+            "reward model: \(pairs.total) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)"
         )
         let objective = try RewardObjective(
             pairs: pairs, pairsPerBatch: finetune.pairsPerBatch, microBatchSequences: config.train.microBatch,

@@ -20,6 +20,12 @@ enum ToolCommands {
         flags: [
             Flag("config", .text, "FILE", "the run config (required without --simulate)"),
             Flag("ranks", .int(min: 1, max: 1 << 24), "N", default: "1", "data-parallel ranks"),
+            Flag(
+                "ranks-per-node", .int(min: 1, max: 4096), "K", default: "1",
+                "ranks that share one node's memory (the trainer finds it with MPI_Comm_split_type)"),
+            Flag(
+                "checkpoints", .toggle,
+                "count a checkpoint save's copy of each rank's shard (12 bytes per owned parameter)"),
             Flag("json", .toggle, "also print the plan as JSON"),
             Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
             Flag(
@@ -74,6 +80,10 @@ enum ToolCommands {
             Flag(
                 "truncate", .choice(Truncation.allCases.map(\.rawValue)), "", default: "refuse",
                 "a prompt longer than the context: refuse it, or keep its last (left) or first (right) tokens"),
+            Flag(
+                "logits", .text, "FILE.jsonl",
+                "write each prompt's ids and the logits at every position, one JSON line per prompt, instead of "
+                    + "sampling (to compare with another implementation)"),
         ],
         run: generate)
 
@@ -83,7 +93,10 @@ enum ToolCommands {
         let (config, path) = try PretrainCommand.loadConfig(args)
         let ranks = args.int(declared: "ranks")
         let json = args.flag("json")
-        let p = try TrainingPlan(config: config, ranks: ranks, file: path)
+        let perNode = args.int(declared: "ranks-per-node")
+        let p = try TrainingPlan(
+            config: config, ranks: ranks, ranksPerNode: perNode, checkpoints: args.flag("checkpoints"), file: path)
+        let node = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / 1_073_741_824) }
         let rows: [(String, String)] = [
             (
@@ -97,7 +110,11 @@ enum ToolCommands {
             ("tokens per step", "\(p.tokensPerStep)"),
             (
                 "memory per rank",
-                "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), bf16 buffers \(gib(p.precisionWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute))"
+                "\(gib(p.memoryPerRankBytes)) with sharding \(p.sharding): parameters \(gib(p.parameterBytes)), gradients \(gib(p.gradientBytes)), AdamW moments \(gib(p.optimizerBytes)), sharding buffers \(gib(p.shardingWorkBytes)), bf16 buffers \(gib(p.precisionWorkBytes)), activations \(gib(p.activationBytes)) (recompute \(p.recompute)), model I/O staging \(gib(p.ioStagingBytes)), checkpoint staging \(gib(p.checkpointStagingBytes))\(args.flag("checkpoints") ? "" : " (--checkpoints counts it)")"
+            ),
+            (
+                "this node",
+                "\(gib(node)) shared by \(perNode) rank(s): \(gib(node / perNode)) each; \(p.fitsThisNode ? "fits" : "does not fit")"
             ),
             (
                 "by mode",
@@ -142,6 +159,25 @@ enum ToolCommands {
         let template =
             args.string("template").map { $0 != "none" } == true
             ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
+        if let path = args.string("logits") {
+            try PathClash.check(outputs: [.file("--logits", path)], inputs: [("--checkpoint", directory)])
+            var lines = Data()
+            for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
+                let ids = try truncation.apply(
+                    tokenizer.encode(prompt, bos: true), limit: model.config.maxSeqLen, what: "prompt \(i + 1)")
+                _ = try model.forward(
+                    tokens: ids, targets: [Int32](repeating: LlamaModel.ignoreIndex, count: ids.count), batch: 1,
+                    seqLen: ids.count)
+                let v = model.config.vocabSize, logits = model.outputs(of: .lm)
+                let rows = (0..<ids.count).map { t in (0..<v).map { Double(logits[t * v + $0]) } }
+                lines += try JSONSerialization.data(withJSONObject: [
+                    "prompt": prompt, "ids": ids.map(Int.init), "logits": rows,
+                ])
+                lines += Data("\n".utf8)
+            }
+            try AtomicFile.write(lines, to: path)
+            return
+        }
         for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
             if let template {
                 // A single user turn; the answer ends at </s>.

@@ -70,9 +70,17 @@ extension RunConfig {
     /// The largest unit (embedding, one block, final norm + head): what sharded training gathers at once.
     public var largestUnit: Int? { ParameterLayout.Sizes(model)?.largestUnit }
 
+    /// Bytes of the bounded buffers that loading and export pass data through: a safetensors read of at most
+    /// 1M elements (8 MB for F64, 2 MB for BF16), the 8 MB buffer that hashes a checkpoint's section, and an
+    /// export's 1M-element conversion (2 MB).
+    public static let modelIOStagingBytes = (8 << 20) + (8 << 20) + (2 << 20)
+
     /// What one training rank holds on `ranks` ranks under train.sharding, in bytes: exactly what the trainer
-    /// allocates for state (parameters, gradients, AdamW moments, sharding's working buffers) and activations.
-    public func rankMemory(ranks: Int) -> RankMemory? {
+    /// allocates for state (parameters, gradients, AdamW moments, sharding's working buffers) and activations,
+    /// the staging of model I/O, and with `checkpoints` the copy a save makes of this rank's shard
+    /// (parameters, m and v of what it owns: 12·P/N bytes; freed once committed, which --background-save
+    /// delays while training goes on).
+    public func rankMemory(ranks: Int, checkpoints: Bool = false) -> RankMemory? {
         guard let p = model.parameterCount, let unit = largestUnit,
             let activations = activationBytes(microBatch: train.microBatch, seqLen: train.seqLen), ranks >= 1
         else { return nil }
@@ -102,17 +110,27 @@ extension RunConfig {
             m.precisionWork = first + second
         }
         if train.gradReduce == .bf16 { m.precisionWork += 2 * max(1, Int(train.bucketMB * 1_048_576) / 4) }
+        m.ioStaging = Self.modelIOStagingBytes
+        // A shard holds the rank's flat range (none, optimizer) or its ⌈S/N⌉ of every unit: at most s + units.
+        if checkpoints { m.checkpointStaging = 12 * s }
         return m
     }
 
     /// What one training rank holds on `ranks` ranks, or nil when too large to count.
-    public func trainingBytesPerRank(ranks: Int = 1) -> Int? { rankMemory(ranks: ranks)?.total }
+    public func trainingBytesPerRank(ranks: Int = 1, checkpoints: Bool = false) -> Int? {
+        rankMemory(ranks: ranks, checkpoints: checkpoints)?.total
+    }
 
-    /// Refuses, before anything is allocated, a training run that cannot fit in this machine's memory.
-    public func checkFitsInMemory(ranks: Int = 1, file: String? = nil) throws {
-        let machine = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+    /// Refuses, before anything is allocated, a training run that cannot fit in this machine's memory, shared by
+    /// `ranksPerNode` ranks.
+    public func checkFitsInMemory(
+        ranks: Int = 1, ranksPerNode: Int = 1, checkpoints: Bool = false, file: String? = nil
+    ) throws {
+        let node = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        let machine = node / max(ranksPerNode, 1)
         func gib(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
-        guard let need = trainingBytesPerRank(ranks: ranks) else {
+        let share = ranksPerNode > 1 ? " for each of the \(ranksPerNode) ranks on this node (\(gib(node)) in all)" : ""
+        guard let need = trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints) else {
             throw ConfigError(
                 file: file, field: "-",
                 message:
@@ -123,7 +141,7 @@ extension RunConfig {
             throw ConfigError(
                 file: file, field: "-",
                 message:
-                    "training needs \(gib(need)) per rank (\(model.parameterCount ?? 0) parameters with sharding '\(train.sharding.rawValue)' on \(ranks) rank(s), plus \(gib(activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) ?? 0)) of activations) but this machine has \(gib(machine)); shard (train.sharding), recompute (train.recompute), lower micro_batch or seq_len, or choose a smaller model (`llama-train plan` shows the arithmetic)"
+                    "training needs \(gib(need)) per rank (\(model.parameterCount ?? 0) parameters with sharding '\(train.sharding.rawValue)' on \(ranks) rank(s), plus \(gib(activationBytes(microBatch: train.microBatch, seqLen: train.seqLen) ?? 0)) of activations) but this machine has \(gib(machine))\(share); shard (train.sharding), recompute (train.recompute), lower micro_batch or seq_len, or choose a smaller model (`llama-train plan` shows the arithmetic)"
             )
         }
     }
@@ -139,5 +157,11 @@ public struct RankMemory: Codable, Equatable, Sendable {
     /// bf16's working buffers: the rounded matmul inputs, the bf16 gradient bucket.
     public var precisionWork = 0
     public var activations = 0
-    public var total: Int { parameters + gradients + moments + shardingWork + precisionWork + activations }
+    /// The bounded buffers of loading a starting model and of export.
+    public var ioStaging = 0
+    /// A checkpoint save's copy of this rank's shard (when checkpoints are written).
+    public var checkpointStaging = 0
+    public var total: Int {
+        parameters + gradients + moments + shardingWork + precisionWork + activations + ioStaging + checkpointStaging
+    }
 }

@@ -121,6 +121,19 @@ public final class Communicator: @unchecked Sendable {
         return duplicate
     }
 
+    /// How many ranks of this communicator share this rank's node (MPI_Comm_split_type with
+    /// MPI_COMM_TYPE_SHARED): they divide the node's memory.
+    public func ranksOnThisNode() throws -> Int {
+        var node: MPI_Comm? = lm_mpi_comm_null()
+        try check(
+            "MPI_Comm_split_type",
+            MPI_Comm_split_type(comm, lm_mpi_comm_type_shared(), Int32(rank), lm_mpi_info_null(), &node))
+        defer { MPI_Comm_free(&node) }
+        var count: Int32 = 0
+        try check("MPI_Comm_size", MPI_Comm_size(node, &count))
+        return Int(count)
+    }
+
     /// Point-to-point messages for the watchdog: a few Int64 to `destination`, without waiting.
     func sendNonBlocking(_ values: [Int64], to destination: Int, tag: Int32) throws -> Request {
         var request: MPI_Request? = lm_mpi_request_null()
@@ -262,6 +275,42 @@ public final class Communicator: @unchecked Sendable {
         var v = value
         try allreduceSum(&v, count: 1)
         return v
+    }
+
+    /// Every rank sends `outgoing[d]` to rank d and gets what each rank sent it, by source (MPI_Alltoallv).
+    /// For metadata and token batches: at most 2^31 − 1 Int32 in all on a rank.
+    public func allToAll(_ outgoing: [[Int32]]) throws -> [[Int32]] {
+        precondition(outgoing.count == size, "one outgoing array per rank")
+        var sendCounts = outgoing.map { Int32($0.count) }
+        var receiveCounts = [Int32](repeating: 0, count: size)
+        try watched("MPI_Alltoall(counts)") {
+            MPI_Alltoall(&sendCounts, 1, lm_mpi_int32(), &receiveCounts, 1, lm_mpi_int32(), comm)
+        }
+        func displacements(_ counts: [Int32]) throws -> [Int32] {
+            var d = [Int32](repeating: 0, count: size), total = 0
+            for r in 0..<size {
+                d[r] = Int32(total)
+                total += Int(counts[r])
+            }
+            guard total <= Int(Int32.max) else {
+                throw MPIError(
+                    call: "MPI_Alltoallv", rank: rank, code: 0, message: "\(total) elements exceed MPI's Int32 counts")
+            }
+            return d
+        }
+        var sendDisplacements = try displacements(sendCounts)
+        var receiveDisplacements = try displacements(receiveCounts)
+        var send = outgoing.flatMap { $0 }
+        if send.isEmpty { send = [0] }
+        var receive = [Int32](repeating: 0, count: max(1, receiveCounts.reduce(0) { $0 + Int($1) }))
+        try watched("MPI_Alltoallv(\(send.count))") {
+            MPI_Alltoallv(
+                &send, &sendCounts, &sendDisplacements, lm_mpi_int32(), &receive, &receiveCounts,
+                &receiveDisplacements, lm_mpi_int32(), comm)
+        }
+        return (0..<size).map {
+            Array(receive[Int(receiveDisplacements[$0])..<(Int(receiveDisplacements[$0]) + Int(receiveCounts[$0]))])
+        }
     }
 
     /// Gathers every rank's Int32 array on `root` (in rank order); other ranks get nil.

@@ -15,6 +15,7 @@
 //                chat format); contents stripped of surrounding whitespace, each piece encoded on its own.
 // The loss (mask 1) is on every assistant turn's tokens and its </s>, never on user or system text.
 import Configuration
+import Distributed
 import Foundation
 import Support
 import Tokenizer
@@ -60,7 +61,7 @@ public struct Dialogue: Equatable, Sendable {
 
 // MARK: - Formats
 
-public enum DataFormat: String, Sendable {
+public enum DataFormat: String, CaseIterable, Sendable {
     case promptResponse = "prompt/response"
     case messages = "messages"
     case ratedPairs = "prompt/chosen/rejected/rating"
@@ -164,29 +165,72 @@ public enum DialogueData {
     public static func load(
         _ path: String, preferences wanted: Bool, log: (String) -> Void
     ) throws -> (DataFormat, [(line: Int, example: Example)]) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read") }
-        var format: DataFormat?
-        var examples: [(Int, Example)] = []
-        var bad = 0
-        for line in JSONLines.lines(data, source: path) {
-            func skip(_ why: String) {
-                log("\(path):\(line.number): \(why); line skipped")
-                bad += 1
+        try load(path, preferences: wanted, world: nil, log: log)
+    }
+
+    /// As above, read once across `world`'s ranks: each rank reads and parses only the lines that start in
+    /// its 1/N of the file's bytes (and their examples are its own); line numbers, the file's format (its
+    /// first good line's, in file order) and the skipped lines, said by rank 0 in file order, are the
+    /// file's. Every rank must call it.
+    public static func load(
+        _ path: String, preferences wanted: Bool, world: Communicator?, log: (String) -> Void
+    ) throws -> (DataFormat, [(line: Int, example: Example)]) {
+        let ranks = world?.size ?? 1, rank = world?.rank ?? 0
+        let bytes: [UInt8]
+        do {
+            bytes = try ownedLines(of: path, rank: rank, ranks: ranks)
+        } catch let error as FileError {
+            throw TrainingError("\(path): \(error.message)")
+        }
+        // Line numbers: this rank's first line is 1 + the lines of the ranks before it.
+        let lines = TextLines.lines(bytes, source: path)
+        let before = try exclusivePrefix(lines.count, world: world)
+        struct Parsed {
+            let number: Int
+            let object: [String: Any]?
+            let problem: String?
+            let format: DataFormat?
+        }
+        var parsed: [Parsed] = []
+        for line in lines {
+            switch line.text {
+            case let .success(text):
+                if text.allSatisfy({ $0.isWhitespace }) { continue }
+                let object = JSONLines.object(text)
+                parsed.append(
+                    Parsed(
+                        number: before + line.number, object: object,
+                        problem: object == nil ? "not a JSON object" : nil,
+                        format: object.flatMap(Self.format(of:))))
+            case let .failure(error):
+                parsed.append(
+                    Parsed(
+                        number: before + line.number, object: nil, problem: "not valid UTF-8 at byte \(error.byte)",
+                        format: nil))
             }
+        }
+        // The file's format: the first good line's, in file order across the ranks.
+        let mine = parsed.first { $0.format.map { $0.isPreference == wanted } ?? false }?.format
+        var firsts = [Double](repeating: 0, count: ranks)
+        firsts[rank] = mine.map { Double(DataFormat.allCases.firstIndex(of: $0)! + 1) } ?? 0
+        if let world, ranks > 1 {
+            try firsts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: ranks) }
+        }
+        let format = firsts.first { $0 > 0 }.map { DataFormat.allCases[Int($0) - 1] }
+        var examples: [(Int, Example)] = []
+        var said: [String] = []
+        for line in parsed {
+            func skip(_ why: String) { said.append("\(path):\(line.number): \(why); line skipped") }
             guard let object = line.object else {
                 skip(line.problem ?? "not a JSON object")
                 continue
             }
-            guard let found = Self.format(of: object), found.isPreference == wanted else {
+            guard let found = line.format, found.isPreference == wanted else {
                 skip(
                     wanted
                         ? "not a preference pair ({\"prompt\", \"chosen\", \"rejected\", \"rating\"}, chosen/rejected message lists, or HH-RLHF text)"
                         : "not an SFT example ({\"prompt\", \"response\"} or {\"messages\": [...]})")
                 continue
-            }
-            if format == nil {
-                format = found
-                log("\(path): \(found.rawValue) format")
             }
             guard found == format else {
                 skip("is \(found.rawValue), but the file is \(format!.rawValue)")
@@ -209,11 +253,66 @@ public enum DialogueData {
                 skip("\(error)")
             }
         }
-        guard let format, !examples.isEmpty else {
+        // Rank 0 says every rank's skipped lines, in file order; the totals decide for all.
+        if let format { log("\(path): \(format.rawValue) format") }
+        var counts = [Double(said.count), Double(examples.count)]
+        if let world, ranks > 1 {
+            let text = Array(said.joined(separator: "\n").utf8)
+            for part in try world.gather(bytes: text) ?? [] where !part.isEmpty {
+                for line in String(decoding: part, as: UTF8.self).split(separator: "\n") { log(String(line)) }
+            }
+            try counts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 2) }
+        } else {
+            said.forEach(log)
+        }
+        guard let format, counts[1] > 0 else {
             throw TrainingError(
-                "\(path): no line is a usable \(wanted ? "preference pair" : "SFT example") (\(bad) bad)")
+                "\(path): no line is a usable \(wanted ? "preference pair" : "SFT example") (\(Int(counts[0])) bad)")
         }
         return (format, examples)
+    }
+
+    /// The bytes of the lines that start in rank's 1/N of the file (a line belongs to the range holding its
+    /// first byte), read alone: the range, and past its end to the end of its last line.
+    static func ownedLines(of path: String, rank: Int, ranks: Int) throws -> [UInt8] {
+        let file = try FileReader(path: path)
+        let (lo, hi) = (file.size * rank / ranks, file.size * (rank + 1) / ranks)
+        guard lo < hi else { return [] }
+        // From the byte before the range: the first line starts after the first newline at or beyond it.
+        let from = max(lo - 1, 0)
+        guard var bytes = try file.bytes(count: hi - from, at: from) else {
+            throw FileError(path: path, message: "shrank while read")
+        }
+        let newline = UInt8(ascii: "\n")
+        var start = 0
+        if lo > 0 {
+            guard let first = bytes.firstIndex(of: newline) else { return [] }  // one line spans the whole range
+            start = first + 1
+        }
+        // Past the range, to the end of the line that starts last within it (none when it ended exactly there).
+        if bytes.last != newline {
+            var position = hi
+            while position < file.size {
+                let n = min(1 << 20, file.size - position)
+                guard let more = try file.bytes(count: n, at: position) else { break }
+                if let end = more.firstIndex(of: newline) {
+                    bytes += more[...end]
+                    break
+                }
+                bytes += more
+                position += n
+            }
+        }
+        return start < bytes.count ? Array(bytes[start...]) : []
+    }
+
+    /// The sum of `value` over the ranks before this one.
+    static func exclusivePrefix(_ value: Int, world: Communicator?) throws -> Int {
+        guard let world, world.size > 1 else { return 0 }
+        var all = [Double](repeating: 0, count: world.size)
+        all[world.rank] = Double(value)
+        try all.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: world.size) }
+        return Int(all[..<world.rank].reduce(0, +))
     }
 }
 

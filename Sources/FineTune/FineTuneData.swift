@@ -6,6 +6,7 @@
 // may straddle two sequences). Only answer tokens (each assistant turn and its </s>) are targets; prompt,
 // system and separator positions get the ignore index, so no gradient flows from them.
 import Configuration
+import Distributed
 import Foundation
 import Model
 import Support
@@ -21,18 +22,32 @@ public struct SFTExample: Sendable {
     public let answer: [Bool]
 }
 
-public struct SFTPacker: BatchSource, Sendable {
-    public let examples: [SFTExample]
+public final class SFTPacker: BatchSource, @unchecked Sendable {
+    /// The examples, held across the ranks (ShardedExamples) or all here.
+    public let examples: ShardedExamples<SFTExample>
+    /// Every example's token count, in file order: what the packing is computed from on every rank.
+    public let lengths: [Int]
     public let seqLen: Int
     public let seed: UInt64
     /// Sequences per epoch: the epoch's stream (the same length in any order) cut into seqLen windows.
     public let sequencesPerEpoch: Int
+    private var cachedStarts: (epoch: Int, order: [Int], starts: [Int])?
 
-    public init(examples: [SFTExample], seqLen: Int, seed: UInt64) throws {
+    /// All the examples, in this process.
+    public convenience init(examples: [SFTExample], seqLen: Int, seed: UInt64) throws {
+        try self.init(
+            examples: try ShardedExamples(
+                local: examples, world: nil, encode: SFTExample.encode, decode: SFTExample.decode),
+            lengths: examples.map(\.tokens.count), seqLen: seqLen, seed: seed)
+    }
+
+    public init(examples: ShardedExamples<SFTExample>, lengths: [Int], seqLen: Int, seed: UInt64) throws {
+        precondition(lengths.count == examples.total, "one length per example")
         self.examples = examples
+        self.lengths = lengths
         self.seqLen = seqLen
         self.seed = seed
-        let tokens = examples.reduce(0) { $0 + $1.tokens.count }
+        let tokens = lengths.reduce(0, +)
         sequencesPerEpoch = (tokens - 1) / seqLen
         guard sequencesPerEpoch > 0 else {
             throw TrainingError("the fine-tuning data has \(tokens) tokens, fewer than one sequence of \(seqLen + 1)")
@@ -49,37 +64,78 @@ public struct SFTPacker: BatchSource, Sendable {
 
     /// The example order of an epoch: a permutation seeded by (seed, epoch), so resuming is exact.
     public func order(epoch: Int) -> [Int] {
-        SplitMix64.permutation(count: examples.count, seed: seed ^ (UInt64(epoch + 1) &* 0xD1B5_4A32_D192_ED03))
+        SplitMix64.permutation(count: lengths.count, seed: seed ^ (UInt64(epoch + 1) &* 0xD1B5_4A32_D192_ED03))
     }
 
-    /// The packed stream of an epoch: tokens and answer flags.
-    public func stream(epoch: Int) -> (tokens: [Int32], answer: [Bool]) {
-        var tokens: [Int32] = [], answer: [Bool] = []
-        for i in order(epoch: epoch) {
-            tokens += examples[i].tokens
-            answer += examples[i].answer
+    /// The epoch's order and where each of its examples starts in the packed stream.
+    private func starts(epoch: Int) -> (order: [Int], starts: [Int]) {
+        if let c = cachedStarts, c.epoch == epoch { return (c.order, c.starts) }
+        let order = order(epoch: epoch)
+        var starts = [Int](repeating: 0, count: order.count + 1)
+        for (i, e) in order.enumerated() { starts[i + 1] = starts[i] + lengths[e] }
+        cachedStarts = (epoch, order, starts)
+        return (order, starts)
+    }
+
+    /// The packed stream of an epoch: tokens and answer flags (every example, so for a process holding all).
+    public func stream(epoch: Int) throws -> (tokens: [Int32], answer: [Bool]) {
+        let all = try examples.fetch([order(epoch: epoch)])
+        return (all.flatMap(\.tokens), all.flatMap(\.answer))
+    }
+
+    /// The positions in order of the examples that window [start, start + seqLen] of an epoch's stream covers.
+    private func covering(_ start: Int, starts: [Int]) -> Range<Int> {
+        // The last example starting at or before `start`, through the one holding position start + seqLen.
+        func holding(_ p: Int) -> Int {
+            var (lo, hi) = (0, starts.count - 2)
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if starts[mid] <= p { lo = mid } else { hi = mid - 1 }
+            }
+            return lo
         }
-        return (tokens, answer)
+        return holding(start)..<(holding(start + seqLen) + 1)
     }
 
+    /// Rank `rank`'s sequences of batch k. Every rank calls it at every step: the examples a rank's windows
+    /// cover come from the ranks that hold them (ShardedExamples.fetch), so every rank's windows are computed.
     public func batch(
         _ k: Int, globalBatch: Int, rank: Int, worldSize: Int
     ) throws -> (tokens: [Int32], targets: [Int32]) {
         let perRank = globalBatch / worldSize
+        // For every rank, its windows: (epoch, start) and the positions in that epoch's order they cover.
+        var windows: [[(epoch: Int, start: Int, covered: Range<Int>)]] = []
+        var needs: [[Int]] = []
+        for d in 0..<worldSize {
+            var mine: [(epoch: Int, start: Int, covered: Range<Int>)] = []
+            var wanted: [Int] = []
+            for i in 0..<perRank {
+                let g = k * globalBatch + d * perRank + i
+                let epoch = g / sequencesPerEpoch, start = (g % sequencesPerEpoch) * seqLen
+                let (order, starts) = self.starts(epoch: epoch)
+                let covered = covering(start, starts: starts)
+                mine.append((epoch, start, covered))
+                wanted += covered.map { order[$0] }
+            }
+            windows.append(mine)
+            needs.append(wanted)
+        }
+        let fetched = try examples.fetch(needs)
         var tokens: [Int32] = [], targets: [Int32] = []
-        var cached: (epoch: Int, tokens: [Int32], answer: [Bool])?
-        for i in 0..<perRank {
-            let g = k * globalBatch + rank * perRank + i
-            let epoch = g / sequencesPerEpoch, start = (g % sequencesPerEpoch) * seqLen
-            if cached?.epoch != epoch {
-                let s = stream(epoch: epoch)
-                cached = (epoch, s.tokens, s.answer)
+        var next = 0
+        for (epoch, start, covered) in windows[rank] {
+            let starts = self.starts(epoch: epoch).starts
+            var windowTokens: [Int32] = [], windowAnswer: [Bool] = []
+            for position in covered {
+                let e = fetched[next]
+                next += 1
+                let from = max(start - starts[position], 0)
+                let to = min(start + seqLen + 1 - starts[position], e.tokens.count)
+                windowTokens += e.tokens[from..<to]
+                windowAnswer += e.answer[from..<to]
             }
-            let s = cached!
-            tokens += s.tokens[start..<(start + seqLen)]
-            for t in (start + 1)...(start + seqLen) {
-                targets.append(s.answer[t] ? s.tokens[t] : LlamaModel.ignoreIndex)
-            }
+            tokens += windowTokens[0..<seqLen]
+            for t in 1...seqLen { targets.append(windowAnswer[t] ? windowTokens[t] : LlamaModel.ignoreIndex) }
         }
         return (tokens, targets)
     }
@@ -142,12 +198,13 @@ public enum PreferenceData {
     /// chosen and rejected sequences are identical after that cut teaches nothing (its gradient is zero) and is
     /// skipped with its line named; a file left with no pair is refused.
     public static func load(
-        _ path: String, template: ChatTemplate, seqLen: Int, margin: MarginTable,
+        _ path: String, template: ChatTemplate, seqLen: Int, margin: MarginTable, world: Communicator? = nil,
         log: (String) -> Void
     ) throws -> [PreferencePair] {
         var pairs: [PreferencePair] = []
+        var said: [String] = []
         var cut = 0, identical = 0
-        for (line, example) in try DialogueData.load(path, preferences: true, log: log).1 {
+        for (line, example) in try DialogueData.load(path, preferences: true, world: world, log: log).1 {
             guard case let .preference(chosenDialogue, rejectedDialogue, rating) = example else { continue }
             let chosen = template.encode(chosenDialogue).tokens, rejected = template.encode(rejectedDialogue).tokens
             if chosen.count > seqLen || rejected.count > seqLen { cut += 1 }
@@ -155,7 +212,7 @@ public enum PreferenceData {
                 chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
                 margin: rating.margin(margin))
             guard pair.chosen != pair.rejected else {
-                log(
+                said.append(
                     "\(path):\(line): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped"
                 )
                 identical += 1
@@ -163,10 +220,23 @@ public enum PreferenceData {
             }
             pairs.append(pair)
         }
-        if cut > 0 { log("\(path): \(cut) pair(s) longer than seq_len \(seqLen) keep their last \(seqLen) tokens") }
-        guard !pairs.isEmpty else {
+        // Read across the ranks: rank 0 says every rank's skipped pairs, and the totals decide for all.
+        var counts = [Double(cut), Double(identical), Double(pairs.count)]
+        if let world, world.size > 1 {
+            for part in try world.gather(bytes: Array(said.joined(separator: "\n").utf8)) ?? [] where !part.isEmpty {
+                for line in String(decoding: part, as: UTF8.self).split(separator: "\n") { log(String(line)) }
+            }
+            try counts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 3) }
+        } else {
+            said.forEach(log)
+        }
+        let (allCut, allIdentical, allPairs) = (Int(counts[0]), Int(counts[1]), Int(counts[2]))
+        if allCut > 0 {
+            log("\(path): \(allCut) pair(s) longer than seq_len \(seqLen) keep their last \(seqLen) tokens")
+        }
+        guard allPairs > 0 else {
             throw TrainingError(
-                "\(path): no pair has a chosen sequence different from its rejected one (\(identical) identical); raise train.seq_len or check the data"
+                "\(path): no pair has a chosen sequence different from its rejected one (\(allIdentical) identical); raise train.seq_len or check the data"
             )
         }
         return pairs

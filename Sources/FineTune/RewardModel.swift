@@ -15,7 +15,8 @@ import Training
 
 public final class RewardObjective: TrainingObjective {
     public let name = "reward model"
-    let pairs: [PreferencePair]
+    /// The preference pairs, held across the ranks (ShardedExamples) or all here.
+    let pairs: ShardedExamples<PreferencePair>
     let pairsPerBatch: Int
     let microPairs: Int
     let seqLen: Int
@@ -26,9 +27,21 @@ public final class RewardObjective: TrainingObjective {
     var currentPairs: [PreferencePair] { current }
     private var cachedOrder: (epoch: Int, order: [Int])?
 
-    public init(
+    /// All the pairs, in this process.
+    public convenience init(
         pairs: [PreferencePair], pairsPerBatch: Int, microBatchSequences: Int, seqLen: Int, seed: UInt64,
         padToken: Int32
+    ) throws {
+        try self.init(
+            pairs: try ShardedExamples(
+                local: pairs, world: nil, encode: PreferencePair.encode, decode: PreferencePair.decode),
+            pairsPerBatch: pairsPerBatch, microBatchSequences: microBatchSequences, seqLen: seqLen, seed: seed,
+            padToken: padToken)
+    }
+
+    public init(
+        pairs: ShardedExamples<PreferencePair>, pairsPerBatch: Int, microBatchSequences: Int, seqLen: Int,
+        seed: UInt64, padToken: Int32
     ) throws {
         guard microBatchSequences >= 2, microBatchSequences % 2 == 0 else {
             throw TrainingError(
@@ -59,16 +72,20 @@ public final class RewardObjective: TrainingObjective {
         return pairsPerBatch / (microPairs * worldSize)
     }
 
+    /// Every rank calls it at every step: each rank's pairs come from the ranks holding them (one all-to-all).
     public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
-        let perRank = pairsPerBatch / worldSize
-        current = (0..<perRank).map { i in
-            let g = k * pairsPerBatch + rank * perRank + i
-            let epoch = g / pairs.count
-            if cachedOrder?.epoch != epoch {
-                cachedOrder = (epoch, PreferenceData.order(count: pairs.count, seed: seed, epoch: epoch))
+        let perRank = pairsPerBatch / worldSize, count = pairs.total
+        let needs = (0..<worldSize).map { d in
+            (0..<perRank).map { i in
+                let g = k * pairsPerBatch + d * perRank + i
+                let epoch = g / count
+                if cachedOrder?.epoch != epoch {
+                    cachedOrder = (epoch, PreferenceData.order(count: count, seed: seed, epoch: epoch))
+                }
+                return cachedOrder!.order[g % count]
             }
-            return pairs[cachedOrder!.order[g % pairs.count]]
         }
+        current = try pairs.fetch(needs)
         return Double(perRank)
     }
 

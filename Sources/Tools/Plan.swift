@@ -2,6 +2,7 @@
 // batch arithmetic, memory per rank (exactly what the trainer allocates, by sharding mode) and the bytes each
 // rank sends per step. `llama-train plan` prints it.
 import Configuration
+import Foundation
 import Model
 import Support
 
@@ -24,7 +25,14 @@ public struct TrainingPlan: Codable, Sendable {
     /// What the arena holds: `none` keeps every block's activations, `layer` one block's and the residuals.
     public var recompute: String
     public var activationBytes: Int
+    /// The bounded buffers of loading a starting model and of export.
+    public var ioStagingBytes: Int
+    /// A checkpoint save's copy of the rank's shard (parameters, m, v of what it owns), with `checkpoints`.
+    public var checkpointStagingBytes: Int
     public var memoryPerRankBytes: Int
+    /// Ranks sharing one node's memory, and whether their memory fits this machine's (a node like this one).
+    public var ranksPerNode: Int
+    public var fitsThisNode: Bool
     /// The gradient buffer every rank contributes to the sum each step.
     public var allreduceBytesPerStep: Int
     /// What each rank sends (and receives) per optimizer step under the sharding mode, by ring algorithms:
@@ -41,12 +49,16 @@ public struct TrainingPlan: Codable, Sendable {
         case parameterBytes = "parameter_bytes", gradientBytes = "gradient_bytes", optimizerBytes = "optimizer_bytes"
         case shardingWorkBytes = "sharding_work_bytes", precisionWorkBytes = "precision_work_bytes", activationBytes =
             "activation_bytes", recompute
+        case ioStagingBytes = "io_staging_bytes", checkpointStagingBytes = "checkpoint_staging_bytes"
+        case ranksPerNode = "ranks_per_node", fitsThisNode = "fits_this_node"
         case memoryPerRankBytes = "memory_per_rank_bytes", allreduceBytesPerStep = "allreduce_bytes_per_step"
         case communicationBytesPerRankPerStep = "communication_bytes_per_rank_per_step"
         case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
     }
 
-    public init(config: RunConfig, ranks: Int, file: String? = nil) throws {
+    public init(
+        config: RunConfig, ranks: Int, ranksPerNode: Int = 1, checkpoints: Bool = false, file: String? = nil
+    ) throws {
         guard ranks >= 1 else { throw ConfigError(file: file, field: "ranks", message: "must be at least 1") }
         try config.validate(file: file)
         let t = config.train
@@ -65,7 +77,7 @@ public struct TrainingPlan: Codable, Sendable {
         seqLen = t.seqLen
         tokensPerStep = sequences * t.seqLen
         sharding = t.sharding.rawValue
-        guard let memory = config.rankMemory(ranks: ranks) else {
+        guard let memory = config.rankMemory(ranks: ranks, checkpoints: checkpoints) else {
             throw ConfigError(file: file, field: "-", message: "the memory per rank is too large to count")
         }
         parameterBytes = memory.parameters
@@ -75,7 +87,14 @@ public struct TrainingPlan: Codable, Sendable {
         precisionWorkBytes = memory.precisionWork
         recompute = t.recompute.rawValue
         activationBytes = memory.activations
+        ioStagingBytes = memory.ioStaging
+        checkpointStagingBytes = memory.checkpointStaging
         memoryPerRankBytes = memory.total
+        self.ranksPerNode = ranksPerNode
+        fitsThisNode =
+            CheckedSize.product(memory.total, ranksPerNode).map {
+                $0 <= Int(clamping: ProcessInfo.processInfo.physicalMemory)
+            } ?? false
         allreduceBytesPerStep = 4 * layout.count
         let part = ranks > 1 ? Double(ranks - 1) / Double(ranks) * Double(4 * layout.count) : 0
         let communication: Double =
@@ -89,7 +108,7 @@ public struct TrainingPlan: Codable, Sendable {
         for mode in ShardingMode.allCases {
             var other = config
             other.train.sharding = mode
-            byMode[mode.rawValue] = other.rankMemory(ranks: ranks)?.total ?? -1
+            byMode[mode.rawValue] = other.rankMemory(ranks: ranks, checkpoints: checkpoints)?.total ?? -1
         }
         memoryPerRankByMode = byMode
         flopsPerToken = ParameterLayout.flopsPerToken(config.model, seqLen: t.seqLen)

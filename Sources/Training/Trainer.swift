@@ -132,7 +132,9 @@ public final class Trainer {
                 "model name '\(bad.name)' is not usable: lower-case letters, digits, '_' and '-', at most 64")
         }
         for spec in extraModels { try spec.config.validate(file: configPath) }
-        try Self.checkFitsInMemory(config: config, extraModels: extraModels, ranks: world.size, file: configPath)
+        try Self.checkFitsInMemory(
+            config: config, extraModels: extraModels, ranks: world.size, ranksPerNode: try world.ranksOnThisNode(),
+            checkpoints: options.checkpointDirectory != nil, file: configPath)
         if objective == nil || objective is LanguageModelObjective, !config.model.heads.contains(.lm) {
             throw ConfigError(
                 file: configPath, field: "model.heads",
@@ -233,15 +235,22 @@ public final class Trainer {
     /// Refuses a stage whose models do not fit this machine's memory together: the run's own model as the
     /// config plans it, each other trained model the same way with its own sharding, each frozen one its
     /// parameters (its part under sharding `full`) and a forward-only arena.
-    static func checkFitsInMemory(config: RunConfig, extraModels: [ModelSpec], ranks: Int, file: String?) throws {
-        guard !extraModels.isEmpty else { return try config.checkFitsInMemory(ranks: ranks, file: file) }
-        var parts: [(String, Int?)] = [("model", config.trainingBytesPerRank(ranks: ranks))]
+    /// The node's memory is divided among the ranks on it; saving checkpoints adds each save's copy of a shard.
+    static func checkFitsInMemory(
+        config: RunConfig, extraModels: [ModelSpec], ranks: Int, ranksPerNode: Int = 1, checkpoints: Bool = false,
+        file: String?
+    ) throws {
+        guard !extraModels.isEmpty else {
+            return try config.checkFitsInMemory(
+                ranks: ranks, ranksPerNode: ranksPerNode, checkpoints: checkpoints, file: file)
+        }
+        var parts: [(String, Int?)] = [("model", config.trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints))]
         for spec in extraModels {
             var own = config
             own.model = spec.config
             (own.train.sharding, own.train.recompute) = (spec.sharding, spec.recompute)
             if spec.trains {
-                parts.append((spec.name, own.trainingBytesPerRank(ranks: ranks)))
+                parts.append((spec.name, own.trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints)))
             } else {
                 let count = spec.config.parameterCount.map { spec.sharding == .full ? ($0 + ranks - 1) / ranks : $0 }
                 let arena = ActivationArena.Plan(
@@ -251,8 +260,10 @@ public final class Trainer {
                 parts.append((spec.name, count.map { 4 * $0 + arena }))
             }
         }
-        let machine = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        let node = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        let machine = node / max(ranksPerNode, 1)
         func gib(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
+        let share = ranksPerNode > 1 ? " for each of the \(ranksPerNode) ranks on this node (\(gib(node)) in all)" : ""
         let sizes = parts.map { $0.1 }
         guard sizes.allSatisfy({ $0 != nil }), let need = CheckedSize.sum(sizes.map { $0! }) else {
             throw ConfigError(
@@ -263,7 +274,7 @@ public final class Trainer {
             throw ConfigError(
                 file: file, field: "-",
                 message:
-                    "the stage's models need \(gib(need)) per rank (\(each)) but this machine has \(gib(machine)); shard or recompute them, or use smaller ones"
+                    "the stage's models need \(gib(need)) per rank (\(each)) but this machine has \(gib(machine))\(share); shard or recompute them, or use smaller ones"
             )
         }
     }
@@ -273,10 +284,17 @@ public final class Trainer {
         options: TrainOptions, stage: TrainingStage, tokenizer: Data?, data: String?,
         finetune: FineTuneSettings?
     ) -> [(name: String, value: String)] {
+        // A file's size and the SHA-256 of its first and last MiB: the whole of a small file, and for a large
+        // one (fine-tuning data read once across the ranks) what tells copies apart without every rank
+        // reading all of it.
         func hash(_ path: String?) -> String {
             guard let path else { return "absent" }
-            let file = FileManager.default.fileExists(atPath: path + "/index.json") ? path + "/index.json" : path
-            return FileManager.default.contents(atPath: file).map { SHA256.hex([UInt8]($0)) } ?? "unreadable"
+            let name = FileManager.default.fileExists(atPath: path + "/index.json") ? path + "/index.json" : path
+            guard let file = try? FileReader(path: name) else { return "unreadable" }
+            let edge = 1 << 20
+            let head = (try? file.sha256(of: 0..<min(file.size, edge))) ?? nil
+            let tail = (try? file.sha256(of: max(file.size - edge, 0)..<file.size)) ?? nil
+            return "\(file.size) bytes, \(head ?? "unreadable") … \(tail ?? "unreadable")"
         }
         return [
             ("stage", stage.rawValue),
@@ -288,9 +306,9 @@ public final class Trainer {
             ("--stop-after", options.stopAfter.map(String.init) ?? "absent"),
             ("--collective-timeout", "\(options.collectiveTimeout)"),
             ("tokenizer (SHA-256)", tokenizer.map { SHA256.hex([UInt8]($0)) } ?? "absent"),
-            ("train.data index.json (SHA-256)", hash(data)),
-            ("finetune.data (SHA-256)", hash(finetune?.data)),
-            ("finetune.eval_data (SHA-256)", hash(finetune?.evalData)),
+            ("train.data index.json (size, SHA-256 of its ends)", hash(data)),
+            ("finetune.data (size, SHA-256 of its ends)", hash(finetune?.data)),
+            ("finetune.eval_data (size, SHA-256 of its ends)", hash(finetune?.evalData)),
         ]
     }
 
@@ -351,11 +369,14 @@ public final class Trainer {
     /// Runs steps [startStep, config.train.steps), or until preempted or --stop-after.
     public func run() throws -> TrainingOutcome {
         let t = config.train
+        // Start-up, loading and data included: the slowest rank's, so what the job waited for.
+        let startup = try world.allreduceMax(secondsSinceProcessStart() ?? 0)
         if world.isRoot {
             options.log(
                 "\(objective.name): \(model.layout.count) parameters on \(world.size) rank(s): \(t.steps) steps of \(objective.batchDescription), micro-batch \(t.microBatch) × \(accumulation) accumulation step(s) per rank, "
                     + (models[0].buckets.map { "\($0.bucketRanges.count) allreduce bucket(s)" }
-                        ?? "sharding \(t.sharding.rawValue)"))
+                        ?? "sharding \(t.sharding.rawValue)")
+                    + String(format: "; ready after %.2f s", startup))
             for m in models.dropFirst() {
                 options.log(
                     "  and \(m.spec.name): \(m.model.layout.count) parameters, \(m.trains ? "trained" : "frozen"), sharding \(m.spec.sharding.rawValue)"

@@ -51,7 +51,7 @@ func fineTuneTokenizer() throws -> Tokenizer {
         }
         let packer = try SFTPacker(examples: examples, seqLen: 8, seed: 4)
         for epoch in 0..<2 {
-            let (stream, answer) = packer.stream(epoch: epoch)
+            let (stream, answer) = try packer.stream(epoch: epoch)
             #expect(stream == packer.order(epoch: epoch).flatMap { examples[$0].tokens })
             #expect(packer.order(epoch: epoch).sorted() == Array(examples.indices))
             let (tokens, targets) = try packer.batch(
@@ -316,5 +316,31 @@ func fineTuneTokenizer() throws -> Tokenizer {
         let (_, examples) = try DialogueData.load(path, preferences: false) { log.append($0) }
         #expect(examples.map(\.line) == [1])
         #expect(log.contains { $0.contains("\(path):2") && $0.contains("assistant turn is empty") }, "\(log)")
+    }
+}
+
+@Suite struct DataReadOnceTests {
+    /// Split by bytes over any number of ranks, every line is read by exactly one rank, whole, in file order:
+    /// long and short lines, CRLF ends, a last line without a newline, a rank whose range lies inside one line.
+    @Test func byteRangesPartitionTheLines() throws {
+        var lines: [String] = []
+        var generator = SplitMix64(seed: 5)
+        for i in 0..<40 {
+            let width = Int(generator.next() % 300)
+            lines.append("{\"i\": \(i), \"pad\": \"\(String(repeating: "x", count: width))\"}\(i % 3 == 0 ? "\r" : "")")
+        }
+        for ending in ["", "\n"] {
+            let path = NSTemporaryDirectory() + "ranges-\(UUID().uuidString).jsonl"
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let whole = lines.joined(separator: "\n") + ending
+            try whole.write(toFile: path, atomically: true, encoding: .utf8)
+            for ranks in [1, 2, 3, 7, 64] {
+                let parts = try (0..<ranks).map { try DialogueData.ownedLines(of: path, rank: $0, ranks: ranks) }
+                #expect(parts.flatMap { $0 } == Array(whole.utf8), "\(ranks) ranks, ending '\(ending)'")
+                for part in parts.dropLast() where !part.isEmpty {
+                    #expect(part.last == UInt8(ascii: "\n"), "a part ends at a line's end")
+                }
+            }
+        }
     }
 }

@@ -197,6 +197,16 @@ func fineTuneWorkspace() throws -> String {
         #expect(
             mixed.stdout.contains("mixed.jsonl:2") && mixed.stdout.contains("mixed.jsonl:3"),
             "\(mixed.stdout)\(mixed.stderr)")
+        // Read across 3 ranks (each its third of the bytes), the same lines are named by their numbers in the file.
+        let spread = try run(
+            mpirunFast + [
+                "-np", "3", tool, "sft", "--config", dir + "/mixed.json", "--steps", "1", "--global-batch-tokens",
+                "192",
+            ])
+        let named = { (out: String) in out.split(separator: "\n").filter { $0.contains("line skipped") } }
+        #expect(
+            named(spread.stdout) == named(mixed.stdout) && named(mixed.stdout).count == 2,
+            "\(spread.stdout)\(spread.stderr)")
         try "nothing here\n".write(toFile: dir + "/mixed.jsonl", atomically: true, encoding: .utf8)
         let none = try run([tool, "sft", "--config", dir + "/mixed.json"])
         #expect(

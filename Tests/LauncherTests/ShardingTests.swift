@@ -106,3 +106,35 @@ func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> 
         }
     }
 }
+
+@Suite(.serialized) struct NodeMemoryTests {
+    /// Ranks on one node divide its memory (found with MPI_Comm_split_type): a model that one rank could
+    /// train here (about 10 GiB replicated) is refused before anything is allocated when three ranks share
+    /// the node, the message saying so, and `plan --ranks-per-node 3` says it does not fit.
+    @Test func ranksOnANodeShareItsMemory() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let config = dir + "/big.json"
+        try """
+        {"model": {"dim": 2048, "n_layers": 10, "n_heads": 16, "vocab_size": 32000, "ffn_hidden_size": 5632, "max_seq_len": 64},
+         "train": {"seq_len": 64, "micro_batch": 1, "global_batch_tokens": 192, "steps": 1, "precision": "fp32"}}
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let plan = try run([tool, "plan", "--config", config, "--ranks", "3", "--ranks-per-node", "3", "--json"])
+        let json = try #require(plan.stdout.split(separator: "\n").last)
+        let fields = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+        let perRank = fields["memory_per_rank_bytes"] as! Int
+        let machine = Int(ProcessInfo.processInfo.physicalMemory)
+        try #require(perRank < machine && 3 * perRank > machine, "the test's premise: \(perRank) bytes per rank")
+        #expect(fields["fits_this_node"] as? Bool == false && plan.stdout.contains("does not fit"))
+        let three = try run(mpirunFast + ["-np", "3", tool, "pretrain", "--config", config])
+        expectRefused(three, "for each of the 3 ranks on this node", "3 ranks sharing the node")
+        // With checkpoints, a save's copy of the shard is counted: 12 bytes per owned parameter.
+        let withCheckpoints = try run([tool, "plan", "--config", config, "--ranks", "3", "--checkpoints", "--json"])
+        let fieldsWith =
+            try JSONSerialization.jsonObject(
+                with: Data(try #require(withCheckpoints.stdout.split(separator: "\n").last).utf8)) as! [String: Any]
+        let parameters = fields["parameters"] as! Int
+        #expect(fieldsWith["checkpoint_staging_bytes"] as? Int == 12 * ((parameters + 2) / 3))
+        #expect((fieldsWith["memory_per_rank_bytes"] as! Int) - perRank == 12 * ((parameters + 2) / 3))
+    }
+}
