@@ -51,6 +51,8 @@ bench: build
 	scripts/bench-loader.sh $(BIN)
 	for mode in none optimizer gradients full; do SHARDING=$$mode scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2; done
 	scripts/bench-tinyllama.sh $(BIN)
+	scripts/bench-tinyllama-roundtrip.sh $(BIN)
+	scripts/bench-startup.sh $(BIN)
 	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json
 	@if [ "$$(id -u)" -eq 0 ]; then BIN=$(BIN) RATE=200mbit RANKS="2 3 4" MODES="none optimizer gradients full" cluster/lab-scaling.sh && \
 		$(BIN) plan --simulate --calibration runs/lab-scaling/lab.json --configs configs/lab-8blocks.json --max-ranks 4; \
