@@ -46,7 +46,7 @@ plan=$("$bin" plan --config "$work/sft.json" --ranks 2 --json | tail -n 1)
 "$bin" plan --config "$work/sft.json" --ranks 2 | grep -E '^(memory per rank|  )' | head -20 || true
 mpirun -np 2 --bind-to none sh -c 'exec /usr/bin/time -f "%M" -o "$0/rss.$OMPI_COMM_WORLD_RANK" "$@"' "$work" \
     "$bin" sft --config "$work/sft.json" --steps 2 --metrics "$work/metrics.jsonl" --log-every 1 \
-    --out "$work/out" --out-dtype bf16 --max-shard-gb 1 | tee "$work/sft.log"
+    --out "$work/out" --out-dtype bf16 --max-shard-size 1GB | tee "$work/sft.log"
 echo "--out holds: $(cd "$work/out" && ls | tr '\n' ' ')"
 
 /usr/bin/time -f "%M" -o "$work/rss.generate" "$bin" generate --checkpoint "$work/out" --max-tokens 1 --temperature 0 \

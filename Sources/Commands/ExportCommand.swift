@@ -1,6 +1,6 @@
 // `llama-train export`: a sharded checkpoint (any world size) to a Hugging Face directory that transformers'
 // Auto classes load: config.json, the weights in bf16 by default (as published checkpoints are; --dtype),
-// split into model-0000k-of-0000n.safetensors with an index above --max-shard-gb, and the run's tokenizer
+// split into model-0000k-of-0000n.safetensors with an index above --max-shard-size, and the run's tokenizer
 // with its configs. Alone, one process reads and writes the whole model; under mpirun each rank reads its
 // share (⌈S/N⌉ of every unit, verifying the parameter sections of the shards it touches) and writes it in
 // place, so no rank holds more than its part.
@@ -26,7 +26,7 @@ enum ExportCommand {
                 "dtype", .choice(["bf16", "fp16", "fp32"]), "", default: "bf16",
                 "the weights' format: bf16 as published checkpoints are, or fp16, or fp32 as trained"),
             Flag(
-                "max-shard-gb", .number(min: 0, inclusive: false, max: 1e6), "GB", default: "5",
+                "max-shard-size", .text, "SIZE", default: "5GB",
                 "above this, the weights are split at tensor boundaries into model-0000k-of-0000n.safetensors with an index"
             ),
         ],
@@ -52,6 +52,10 @@ enum ExportCommand {
             }
             return (path, bytes)
         }
+        let sizeText = args.string(declared: "max-shard-size")
+        guard let maxShard = SafeTensorsDType.shardBytes(sizeText) else {
+            throw UsageError("--max-shard-size: '\(sizeText)' is not a size; give it as 5GB, 900MB, 2GiB or bytes")
+        }
         let world = try Communicator.world()
         if world.isRoot { AtomicFile.removeStaleTemporaries(in: out, log: { print($0) }) }
         // This rank's share, read straight into one buffer of its size.
@@ -66,7 +70,7 @@ enum ExportCommand {
             config: weights.config, layout: layout,
             ranges: held.pieces.map { ($0.range, UnsafePointer(buffer.pointer + $0.local)) }, world: world,
             directory: out, dtype: dtype,
-            maxShardBytes: SafeTensorsDType.shardBytes(gigabytes: args.number(declared: "max-shard-gb")),
+            maxShardBytes: maxShard,
             companions: Trainer.companionFiles
         ) { staging in
             guard let (path, bytes) = tokenizer else { return }

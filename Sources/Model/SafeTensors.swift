@@ -291,9 +291,19 @@ public enum SafeTensorsDType: String, CaseIterable, Sendable {
     public var bytes: Int { self == .f32 ? 4 : 2 }
     /// From the command line's words: fp32, bf16, fp16.
     public init(option: String) { self = ["bf16": .bf16, "fp16": .f16][option] ?? .f32 }
-    /// A shard size given in GB (10^9 bytes), as --max-shard-gb takes it.
-    public static func shardBytes(gigabytes: Double) -> Int {
-        gigabytes * 1e9 >= Double(Int.max) ? Int.max : Int(gigabytes * 1e9)
+    /// A shard size as Hugging Face's `max_shard_size` writes it ("5GB", "900MB", "1.5GiB", "20kB", or bytes):
+    /// KB, MB, GB, TB in powers of 1000, KiB… in powers of 1024; nil for anything else or a size below 1 byte.
+    public static func shardBytes(_ text: String) -> Int? {
+        let units: [(String, Double)] = [
+            ("kib", 0x1p10), ("mib", 0x1p20), ("gib", 0x1p30), ("tib", 0x1p40), ("kb", 1e3), ("mb", 1e6), ("gb", 1e9),
+            ("tb", 1e12), ("b", 1),
+        ]
+        let lower = text.lowercased().trimmingCharacters(in: .whitespaces)
+        let (number, scale) =
+            units.first { lower.hasSuffix($0.0) }.map { (String(lower.dropLast($0.0.count)), $0.1) } ?? (lower, 1)
+        guard let value = Double(number.trimmingCharacters(in: .whitespaces)), value.isFinite, value * scale >= 1
+        else { return nil }
+        return value * scale >= Double(Int.max) ? Int.max : Int(value * scale)
     }
     /// config.json's `torch_dtype`.
     public var torchName: String { ["F32": "float32", "BF16": "bfloat16", "F16": "float16"][rawValue]! }

@@ -22,8 +22,8 @@ extension TrainOptions {
                 because: "the training precision: --out compares with the run itself",
                 .choice(["fp32", "bf16", "fp16"]), help: "the format of --out's weights (export defaults to bf16)"),
             .flag(
-                "max-shard-gb", \.maxShardGB, 5, because: "Hugging Face's default shard size",
-                .number(min: 0, inclusive: false, max: 1e6), placeholder: "GB",
+                "max-shard-size", \.maxShardSize, "5GB", because: "Hugging Face's default shard size",
+                placeholder: "SIZE",
                 help: "above this, --out splits the weights into model-0000k-of-0000n.safetensors with an index"),
             .flag(
                 "metrics", \.metricsPath, nil, because: "no metrics file", placeholder: "FILE.jsonl",

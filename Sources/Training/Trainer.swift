@@ -30,9 +30,10 @@ public struct TrainingError: Error, CustomStringConvertible {
 public struct TrainOptions {
     /// Where the final model (Hugging Face layout, with the tokenizer) is written; nil writes nothing.
     public var outputDirectory: String? = Self.declared(\.outputDirectory)
-    /// --out's weights: fp32, bf16 or fp16, split above maxShardGB into Hugging Face's sharded layout.
+    /// --out's weights: fp32, bf16 or fp16, split above maxShardSize ("5GB", "900MB") into Hugging Face's
+    /// sharded layout.
     public var outputDType: String = Self.declared(\.outputDType)
-    public var maxShardGB: Double = Self.declared(\.maxShardGB)
+    public var maxShardSize: String = Self.declared(\.maxShardSize)
     public var metricsPath: String? = Self.declared(\.metricsPath)
     public var logEvery: Int = Self.declared(\.logEvery)
     public var log: @Sendable (String) -> Void = { print($0) }
@@ -341,6 +342,10 @@ public final class Trainer {
     /// Fails before step 1 when an output cannot be written (the metrics file and checkpoint directory are
     /// opened where they are made).
     static func checkWritable(options: TrainOptions, world: Communicator) throws {
+        guard SafeTensorsDType.shardBytes(options.maxShardSize) != nil else {
+            throw TrainingError(
+                "--max-shard-size: '\(options.maxShardSize)' is not a size; give it as 5GB, 900MB, 2GiB or bytes")
+        }
         guard world.isRoot, let out = options.outputDirectory else { return }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), !isDirectory.boolValue {
@@ -435,7 +440,7 @@ public final class Trainer {
             FileManager.default.contents(atPath: path).map { (path, $0) }
         }
         try models[0].export(
-            to: directory, dtype: dtype, maxShardBytes: SafeTensorsDType.shardBytes(gigabytes: options.maxShardGB),
+            to: directory, dtype: dtype, maxShardBytes: SafeTensorsDType.shardBytes(options.maxShardSize) ?? Int.max,
             world: world, companions: Self.companionFiles
         ) { staging in
             guard let (path, bytes) = tokenizer else { return }

@@ -292,7 +292,7 @@ func pretrain(_ launcher: [String], _ config: String, _ extra: [String]) throws 
         let weights = trained.values.reduce(0) { $0 + $1.count }
         #expect(bytes < 2 * weights + 8192, "bf16 is half the bytes: \(bytes) for \(weights) weights")
         // Sharded at 20 kB: several files and an index, nothing else; read back it is the bf16 model.
-        try export("sharded", ["--max-shard-gb", "0.00002"])
+        try export("sharded", ["--max-shard-size", "20kB"])
         let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/sharded")
         let shards = names.filter { $0.hasPrefix("model-") && $0.hasSuffix(".safetensors") }
         #expect(

@@ -242,11 +242,11 @@ func directoryTensors(_ dir: String) throws -> (tensors: [String: [Float]], file
         let dir = try fineTuneWorkspace()
         let source = try directoryTensors(dir + "/pre")
         try #require(source.files == 1 && source.tensors.count == 2 * 9 + 3)
-        let small = "0.00003"  // GB: 30 kB files, so this 100 kB-per-tensor-set model spans several
+        let small = "30kB"  // files, so this 100 kB-per-tensor-set model spans several
         let export = try run(
             mpirun2 + [
                 tool, "export", "--checkpoint", dir + "/ck/step-00000004", "--out", dir + "/pre-sharded", "--dtype",
-                "fp32", "--max-shard-gb", small,
+                "fp32", "--max-shard-size", small,
             ])
         try #require(export.status == 0, "\(export.stderr)")
         let sharded = try directoryTensors(dir + "/pre-sharded")
@@ -270,7 +270,7 @@ func directoryTensors(_ dir: String) throws -> (tensors: [String: [Float]], file
                 let r = try run(
                     mpirunFast + [
                         "-np", "\(ranks)", tool, "sft", "--config", config, "--steps", "1", "--sharding", mode,
-                        "--out", out, "--max-shard-gb", small,
+                        "--out", out, "--max-shard-size", small,
                     ])
                 try #require(r.status == 0, "\(label), \(mode) on \(ranks): \(r.stderr)")
                 let written = try directoryTensors(out)

@@ -227,6 +227,15 @@ func floatBytes(_ values: [Float]) -> [UInt8] {
         }
     }
 
+    /// Shard sizes as Hugging Face's max_shard_size writes them.
+    @Test func shardSizesParse() {
+        #expect(SafeTensorsDType.shardBytes("5GB") == 5_000_000_000)
+        #expect(SafeTensorsDType.shardBytes("900MB") == 900_000_000 && SafeTensorsDType.shardBytes("2GiB") == 1 << 31)
+        #expect(SafeTensorsDType.shardBytes("20kB") == 20_000 && SafeTensorsDType.shardBytes("4096") == 4096)
+        #expect(SafeTensorsDType.shardBytes("1.5 gb") == 1_500_000_000)
+        for bad in ["", "GB", "5XB", "-1GB", "0", "nan"] { #expect(SafeTensorsDType.shardBytes(bad) == nil, "\(bad)") }
+    }
+
     /// A bad source is refused when opened, naming the file and the tensor: a tensor the index lacks, one of
     /// another shape, an index naming a missing file, a file shorter than its header says.
     @Test func badSourcesAreNamed() throws {

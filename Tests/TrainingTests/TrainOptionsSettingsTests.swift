@@ -11,7 +11,7 @@ import Training
         // Start from values no declaration has, so a default that failed to be written would show.
         (declared.threads, declared.logEvery, declared.keepCheckpoints, declared.collectiveTimeout) = (-1, -1, -1, -1)
         (declared.outputDirectory, declared.stopAfter, declared.backgroundSave) = ("x", -1, true)
-        (declared.outputDType, declared.maxShardGB) = ("x", -1)
+        (declared.outputDType, declared.maxShardSize) = ("x", "x")
         declared.resume = .path("x")
         TrainOptions.settings.setDefaults(&declared)
         for setting in TrainOptions.settings.settings {
@@ -20,7 +20,7 @@ import Training
         }
         #expect(
             TrainOptions.settings.names == [
-                "threads", "out", "out-dtype", "max-shard-gb", "metrics", "log-every", "checkpoint-dir",
+                "threads", "out", "out-dtype", "max-shard-size", "metrics", "log-every", "checkpoint-dir",
                 "checkpoint-every", "keep", "background-save", "resume", "stop-after",
                 "collective-timeout",
             ])
