@@ -85,16 +85,8 @@ public final class SFTPacker: BatchSource, @unchecked Sendable {
 
     /// The positions in order of the examples that window [start, start + seqLen] of an epoch's stream covers.
     private func covering(_ start: Int, starts: [Int]) -> Range<Int> {
-        // The last example starting at or before `start`, through the one holding position start + seqLen.
-        func holding(_ p: Int) -> Int {
-            var (lo, hi) = (0, starts.count - 2)
-            while lo < hi {
-                let mid = (lo + hi + 1) / 2
-                if starts[mid] <= p { lo = mid } else { hi = mid - 1 }
-            }
-            return lo
-        }
-        return holding(start)..<(holding(start + seqLen) + 1)
+        // The example holding position `start`, through the one holding position start + seqLen.
+        starts.segment(holding: start)..<(starts.segment(holding: start + seqLen) + 1)
     }
 
     /// Rank `rank`'s sequences of batch k. Every rank calls it at every step: the examples a rank's windows

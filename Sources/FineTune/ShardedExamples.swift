@@ -37,14 +37,7 @@ public final class ShardedExamples<Element>: @unchecked Sendable {
     }
 
     /// The rank holding example g.
-    func owner(of g: Int) -> Int {
-        var (lo, hi) = (0, first.count - 2)
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if first[mid] <= g { lo = mid } else { hi = mid - 1 }
-        }
-        return lo
-    }
+    func owner(of g: Int) -> Int { first.segment(holding: g) }
 
     /// This rank's own examples with their global indices (for statistics every rank sums its part of).
     public var local: [(index: Int, element: Element)] {

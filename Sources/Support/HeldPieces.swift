@@ -57,3 +57,16 @@ public struct HeldPieces: Equatable, Sendable {
         }
     }
 }
+
+extension Array where Element == Int {
+    /// In ascending starts (a prefix sum), the index of the last start at or below `position`: the segment
+    /// holding it. The array's last element is the end of the last segment and is never returned.
+    public func segment(holding position: Int) -> Int {
+        var (lo, hi) = (0, count - 2)
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if self[mid] <= position { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+}
