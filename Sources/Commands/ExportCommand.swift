@@ -70,8 +70,7 @@ enum ExportCommand {
             config: weights.config, layout: layout,
             ranges: held.pieces.map { ($0.range, UnsafePointer(buffer.pointer + $0.local)) }, world: world,
             directory: out, dtype: dtype,
-            maxShardBytes: maxShard,
-            companions: Trainer.companionFiles
+            maxShardBytes: maxShard
         ) { staging in
             guard let (path, bytes) = tokenizer else { return }
             try Tokenizer.writeHuggingFace(

@@ -177,19 +177,19 @@ public enum HuggingFace {
     /// process holding every parameter; a sharded run writes through HuggingFaceExport from every rank.
     public static func save(
         config: LlamaConfig, layout: ParameterLayout, parameters: FloatBuffer, directory: String,
-        dtype: SafeTensorsDType = .f32, maxShardBytes: Int = Int.max, companions: Set<String> = [],
-        extras: (String) throws -> Void = { _ in }
+        dtype: SafeTensorsDType = .f32, maxShardBytes: Int = Int.max, extras: (String) throws -> Void = { _ in }
     ) throws {
         let export = HuggingFaceExport(config: config, layout: layout, dtype: dtype, maxShardBytes: maxShardBytes)
-        let staging = try export.begin(directory, tag: "\(getpid())")
+        let staging = AtomicDirectory.staging(in: directory, tag: AtomicDirectory.tag())
         do {
+            try export.begin(directory, staging: staging)
             try export.write(global: 0..<layout.count, from: UnsafePointer(parameters.pointer), in: staging)
             try extras(staging)
-            try export.commit(staging: staging, to: directory, companions: companions)
         } catch {
             try? FileManager.default.removeItem(atPath: staging)
             throw error
         }
+        try export.commit(staging: staging, to: directory)
     }
 }
 
@@ -240,15 +240,14 @@ public struct HuggingFaceExport {
         (self.files, self.placement) = (files, placement)
     }
 
-    /// Rank 0: makes the staging directory beside `directory` and every weight file in it at its full size,
-    /// header written; returns the staging path (every rank computes the same from the same `tag`).
-    @discardableResult
-    public func begin(_ directory: String, tag: String, creates: Bool = true) throws -> String {
-        let staging = AtomicDirectory.staging(for: directory, tag: tag)
-        guard creates else { return staging }
+    /// Rank 0: makes `directory` and the staging directory in it (removing a killed writer's), and every weight
+    /// file in it at its full size, header written and synced.
+    public func begin(_ directory: String, staging: String) throws {
         let fm = FileManager.default
-        try? fm.removeItem(atPath: staging)
         do {
+            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            AtomicDirectory.removeStale(in: directory)
+            try? fm.removeItem(atPath: staging)
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         } catch {
             throw FileError(path: staging, message: "cannot create the directory: \(plainText(error))")
@@ -260,8 +259,8 @@ public struct HuggingFaceExport {
             }
             let writer = try FileWriter(existing: path)
             try file.header.withUnsafeBytes { try writer.write($0, at: 0) }
+            try writer.sync()
         }
-        return staging
     }
 
     /// Writes the parameters' flat range `global`, whose values start at `values`, into the staged files and
@@ -291,10 +290,10 @@ public struct HuggingFaceExport {
         for writer in writers.values { try writer.sync() }
     }
 
-    /// Rank 0, once every rank has written: the index (sharded layout), config.json, and the directory moved
-    /// into place whole. `companions` names the files written beside the weights (the tokenizer's, a reward
-    /// model's chart): an earlier model's are replaced with the weights.
-    public func commit(staging: String, to directory: String, companions: Set<String> = []) throws {
+    /// Rank 0, once every rank has written: the index (sharded layout) and config.json, then the files moved
+    /// into `directory` (AtomicDirectory), the index or single weight file last. Files written beside the
+    /// weights (the tokenizer's) replace their namesakes; other files are left as they are.
+    public func commit(staging: String, to directory: String) throws {
         if files.count > 1 {
             var map: [String: String] = [:]
             for (spec, k, _) in placement { map[spec.name] = files[k].name }
@@ -307,7 +306,7 @@ public struct HuggingFaceExport {
         try AtomicFile.write(HuggingFace.configJSON(config, dtype: dtype), to: staging + "/config.json")
         try AtomicDirectory.commit(
             staging: staging, to: directory,
-            replaceable: { HuggingFace.isWrittenFile($0) || companions.contains($0) },
+            replaceable: HuggingFace.isWrittenFile,
             last: { $0 == "model.safetensors" || $0 == "model.safetensors.index.json" })
     }
 }

@@ -40,9 +40,7 @@ public enum AtomicFile {
         var removed: [String] = []
         for name in names {
             guard let marker = name.range(of: ".tmp-", options: .backwards) else { continue }
-            let owner = name[marker.upperBound...].split(separator: "@", maxSplits: 1)
-            guard owner.count == 2, owner[1] == hostName, let pid = Int32(owner[0]), pid > 0 else { continue }
-            guard kill(pid, 0) != 0 && errno == ESRCH else { continue }  // still running (or not ours to signal)
+            guard ownerIsGone(String(name[marker.upperBound...])) else { continue }
             if unlink(directory + "/" + name) == 0 { removed.append(name) }
         }
         if !removed.isEmpty {
@@ -51,6 +49,14 @@ public enum AtomicFile {
             )
         }
         return removed
+    }
+
+    /// Whether `owner` (PID@HOST) names a process of this host that no longer runs (a live one's, or another
+    /// host's, is never taken for gone).
+    static func ownerIsGone(_ owner: String) -> Bool {
+        let parts = owner.split(separator: "@", maxSplits: 1)
+        guard parts.count == 2, parts[1] == hostName, let pid = Int32(parts[0]), pid > 0 else { return false }
+        return kill(pid, 0) != 0 && errno == ESRCH
     }
 
     /// Calls `body` with a writer for a temporary file, then commits it to `path`.
@@ -193,54 +199,43 @@ extension AtomicFile {
     }
 }
 
-/// AtomicDirectory: a directory of several files (a model) that readers see whole or not at all. The files
-/// are written into a staging directory beside the target, which then takes the target's place by rename.
+/// AtomicDirectory: a directory of several files (a model) that a reader finds whole or not at all. The files
+/// are written into a staging directory inside the target (so on its file system, writable wherever the target
+/// is, a mount point included), then renamed into it one by one, the file that makes them a model (an index, a
+/// single weight file) last, after the earlier model's files that nothing replaces are removed.
 public enum AtomicDirectory {
-    /// The staging directory for `target`: hidden, beside it (so on its file system), named by `tag` (one per
-    /// writer, shared by the ranks of a job).
-    public static func staging(for target: String, tag: String) -> String {
-        let url = URL(fileURLWithPath: target).standardizedFileURL
-        let parent = url.deletingLastPathComponent().path
-        return parent + "/." + url.lastPathComponent + ".partial-" + tag
+    /// The staging directory inside `target`, hidden, for this process (`tag`, shared by a job's ranks, is
+    /// rank 0's pid@host, so a killed writer's leftovers can be told from a live one's).
+    public static func staging(in target: String, tag: String) -> String { target + "/.partial-" + tag }
+
+    /// This process's tag: pid@host (rank 0's, for a job).
+    public static func tag() -> String { "\(getpid())@\(AtomicFile.hostName)" }
+
+    /// Removes staging directories a killed writer on this host left in `target`.
+    public static func removeStale(in target: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        where name.hasPrefix(".partial-") && AtomicFile.ownerIsGone(String(name.dropFirst(".partial-".count))) {
+            try? FileManager.default.removeItem(atPath: target + "/" + name)
+        }
     }
 
-    /// Puts `staging` in `target`'s place. A missing target, or one holding only files `replaceable` accepts
-    /// (an earlier model, stale temporaries), is replaced by two renames: the old one moves aside, the new
-    /// one in, and the old one is removed. A target holding anything else (a user's own files) keeps them:
-    /// the staged files move in one by one, those `last` accepts (the index that makes a set of shards a
-    /// model) after the others, and the files of `replaceable` that were not staged are removed first.
+    /// Moves the staged files into `target`: first the earlier model's files `replaceable` names that are not
+    /// staged are removed, then the staged files are renamed in, those `last` accepts after the others. Nothing
+    /// else in `target` is touched. A rename that fails leaves the rest in `staging`, which the error names.
     public static func commit(
         staging: String, to target: String, replaceable: (String) -> Bool, last: (String) -> Bool
     ) throws {
         let fm = FileManager.default
-        func fail(_ what: String) -> FileError {
-            FileError(path: target, message: "\(what) failed: \(errnoText()); the complete model is in \(staging)")
-        }
-        var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: target, isDirectory: &isDirectory) else {
-            guard rename(staging, target) == 0 else { throw fail("rename from \(staging)") }
-            AtomicFile.syncDirectory(of: target)
-            return
-        }
-        guard isDirectory.boolValue else { throw FileError(path: target, message: "is a file, not a directory") }
-        let present = try fm.contentsOfDirectory(atPath: target)
         let staged = try fm.contentsOfDirectory(atPath: staging)
-        if present.allSatisfy({ replaceable($0) || $0.contains(".tmp-") }) {
-            let aside = Self.staging(for: target, tag: "replaced-\(getpid())")
-            guard rename(target, aside) == 0 else { throw fail("moving the earlier \(target) aside") }
-            guard rename(staging, target) == 0 else {
-                rename(aside, target)
-                throw fail("rename from \(staging)")
-            }
-            AtomicFile.syncDirectory(of: target)
-            try? fm.removeItem(atPath: aside)
-            return
-        }
-        for name in present where replaceable(name) && !staged.contains(name) {
+        for name in try fm.contentsOfDirectory(atPath: target) where replaceable(name) && !staged.contains(name) {
             try? fm.removeItem(atPath: target + "/" + name)
         }
         for name in staged.filter({ !last($0) }) + staged.filter(last) {
-            guard rename(staging + "/" + name, target + "/" + name) == 0 else { throw fail("moving \(name) in") }
+            guard rename(staging + "/" + name, target + "/" + name) == 0 else {
+                throw FileError(
+                    path: target + "/" + name,
+                    message: "moving it in failed: \(errnoText()); what was not moved in is in \(staging)")
+            }
         }
         AtomicFile.syncDirectory(of: target + "/.")
         try? fm.removeItem(atPath: staging)

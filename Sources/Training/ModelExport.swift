@@ -11,23 +11,23 @@ import Support
 public func exportHuggingFace(
     config: LlamaConfig, layout: ParameterLayout, ranges: [(global: Range<Int>, values: UnsafePointer<Float>)],
     world: Communicator, directory: String, dtype: SafeTensorsDType, maxShardBytes: Int,
-    companions: Set<String>, extras: (String) throws -> Void
+    extras: (String) throws -> Void
 ) throws {
     let export = HuggingFaceExport(config: config, layout: layout, dtype: dtype, maxShardBytes: maxShardBytes)
-    // One staging name for the job: rank 0's process id.
-    let tag = Int(try world.allreduceMax(world.isRoot ? Double(getpid()) : 0))
-    let staging = try export.begin(directory, tag: "\(tag)", creates: world.isRoot)
+    // One staging name for the job: rank 0's pid@host, sent to every rank (which may be on other hosts).
+    let tag = try world.broadcast(bytes: world.isRoot ? Array(AtomicDirectory.tag().utf8) : [])
+    let staging = AtomicDirectory.staging(in: directory, tag: String(decoding: tag, as: UTF8.self))
     do {
+        if world.isRoot { try export.begin(directory, staging: staging) }
         try world.barrier()
         try export.write(ranges, in: staging)
         try world.barrier()
-        if world.isRoot {
-            try extras(staging)
-            try export.commit(staging: staging, to: directory, companions: companions)
-        }
-        try world.barrier()
+        if world.isRoot { try extras(staging) }
     } catch {
         if world.isRoot { try? FileManager.default.removeItem(atPath: staging) }
         throw error
     }
+    // Once files move in, a failure keeps what was not moved in staging, which the error names.
+    if world.isRoot { try export.commit(staging: staging, to: directory) }
+    try world.barrier()
 }

@@ -232,14 +232,14 @@ public final class StageModel {
     /// flat range when replicated, ⌈S/N⌉ of every unit when sharded), with no gather. Every rank must call it.
     func export(
         to directory: String, dtype: SafeTensorsDType, maxShardBytes: Int, world: Communicator,
-        companions: Set<String>, extras: (String) throws -> Void
+        extras: (String) throws -> Void
     ) throws {
         let mine = partition.held(rank: world.rank).ranges.map { range in
             (range, UnsafePointer(model.parameters.pointer + model.parameterPieces.local(range.lowerBound)!))
         }
         try exportHuggingFace(
             config: spec.config, layout: model.layout, ranges: mine, world: world, directory: directory, dtype: dtype,
-            maxShardBytes: maxShardBytes, companions: companions, extras: extras)
+            maxShardBytes: maxShardBytes, extras: extras)
     }
 
     var checkpointed: CheckpointedModel {

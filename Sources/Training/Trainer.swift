@@ -429,9 +429,6 @@ public final class Trainer {
     /// sharding `full` an inference model its parts are gathered into. Every rank must call it.
     public func wholeModel() throws -> LlamaModel? { try models[0].wholeModel(world: world) }
 
-    /// The files --out writes beside the weights, replaced with them.
-    public static let companionFiles = Set(["tokenizer.model", "eval-scores.svg"] + Tokenizer.huggingFaceFileNames)
-
     /// Writes the trained model in Hugging Face layout, with the run's tokenizer beside it when it has one:
     /// every rank writes the parameters it owns, and the directory appears whole (StageModel.export).
     func saveModel(to directory: String) throws {
@@ -441,7 +438,7 @@ public final class Trainer {
         }
         try models[0].export(
             to: directory, dtype: dtype, maxShardBytes: SafeTensorsDType.shardBytes(options.maxShardSize) ?? Int.max,
-            world: world, companions: Self.companionFiles
+            world: world
         ) { staging in
             guard let (path, bytes) = tokenizer else { return }
             try Tokenizer.writeHuggingFace(

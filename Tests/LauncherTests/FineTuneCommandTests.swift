@@ -253,7 +253,9 @@ func directoryTensors(_ dir: String) throws -> (tensors: [String: [Float]], file
         #expect(sharded.files >= 3 && sharded.tensors == source.tensors, "export on 2 ranks, \(sharded.files) files")
         #expect(FileManager.default.fileExists(atPath: dir + "/pre-sharded/model.safetensors.index.json"))
         #expect(
-            try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".partial-") },
+            try FileManager.default.contentsOfDirectory(atPath: dir + "/pre-sharded").allSatisfy {
+                !$0.contains(".partial-")
+            },
             "no staging directory is left behind")
 
         for (start, label) in [(dir + "/pre-sharded", "sharded HF"), (dir + "/ck/step-00000004", "checkpoint")] {
