@@ -74,39 +74,6 @@ extension Communicator {
         }
     }
 
-    /// Rank `root` receives every rank's held pieces of a partitioned buffer into `full` (partition.count
-    /// floats; only written on the root), each rank sending `held` (its pieces end to end). Point to point in
-    /// chunks, so no count passes MPI's Int32 however large the buffer.
-    public func gatherPieces(
-        _ held: UnsafePointer<Float>, into full: UnsafeMutablePointer<Float>?, partition: UnitPartition,
-        root: Int = 0
-    ) throws {
-        let tag: Int32 = 7301
-        for r in 0..<size {
-            for piece in partition.held(rank: r).pieces {
-                var offset = 0
-                while offset < piece.range.count {
-                    let n = min(piece.range.count - offset, Communicator.chunkLimit)
-                    let source = held + piece.local + offset
-                    if r == root && rank == root {
-                        (full! + piece.range.lowerBound + offset).update(from: source, count: n)
-                    } else if rank == root {
-                        try watched("MPI_Recv(\(n) from rank \(r))") {
-                            MPI_Recv(
-                                full! + piece.range.lowerBound + offset, Int32(n), lm_mpi_float(), Int32(r), tag, comm,
-                                lm_mpi_status_ignore())
-                        }
-                    } else if rank == r {
-                        try watched("MPI_Send(\(n) to rank \(root))") {
-                            MPI_Send(source, Int32(n), lm_mpi_float(), Int32(root), tag, comm)
-                        }
-                    }
-                    offset += n
-                }
-            }
-        }
-    }
-
     /// Sums `buffer` (`count` floats) across ranks in place as a ring allreduce does: a reduce-scatter of even
     /// pieces (⌈count/N⌉) into `piece`, which holds one, then an allgather of them.
     public func ringAllreduceSum(

@@ -219,15 +219,6 @@ public final class StageModel {
         }
     }
 
-    /// All the parameters on rank 0 (nil elsewhere): the model itself, or under sharding `full` an inference
-    /// model its parts are gathered into. Every rank must call it.
-    func wholeModel(world: Communicator) throws -> LlamaModel? {
-        guard spec.sharding == .full else { return world.isRoot ? model : nil }
-        let whole = world.isRoot ? try LlamaModel(config: spec.config, purpose: .inference) : nil
-        try world.gatherPieces(model.parameters.pointer, into: whole?.parameters.pointer, partition: partition)
-        return whole
-    }
-
     /// Writes the model in Hugging Face layout to `directory`, every rank its own pieces (the partition's: a
     /// flat range when replicated, ⌈S/N⌉ of every unit when sharded), with no gather. Every rank must call it.
     func export(

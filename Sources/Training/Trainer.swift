@@ -425,10 +425,6 @@ public final class Trainer {
         return TrainingOutcome(completed: completed, history: history)
     }
 
-    /// The trained model with all its parameters, on rank 0 (nil elsewhere): the model itself, or under
-    /// sharding `full` an inference model its parts are gathered into. Every rank must call it.
-    public func wholeModel() throws -> LlamaModel? { try models[0].wholeModel(world: world) }
-
     /// Writes the trained model in Hugging Face layout, with the run's tokenizer beside it when it has one:
     /// every rank writes the parameters it owns, and the directory appears whole (StageModel.export).
     func saveModel(to directory: String) throws {
