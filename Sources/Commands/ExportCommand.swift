@@ -61,10 +61,9 @@ enum ExportCommand {
         // This rank's share, read straight into one buffer of its size.
         let layout = weights.layout
         let held = UnitPartition(units: layout.units, ranks: world.size).held(rank: world.rank)
-        let share = try LlamaModel(config: weights.config, purpose: .inference, parameterPieces: held)
-        let buffer = share.parameters
+        let buffer = FloatBuffer(count: held.count)
         for piece in held.pieces { try weights.read(global: piece.range, into: buffer.pointer + piece.local) }
-        try share.checkFinite(source: checkpoint)
+        try layout.checkFinite(buffer, held: held, source: checkpoint)
         let dtype = SafeTensorsDType(option: args.string(declared: "dtype"))
         try exportHuggingFace(
             config: weights.config, layout: layout,

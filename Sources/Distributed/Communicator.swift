@@ -271,6 +271,16 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// Every rank's `value`, by rank (counts and offsets: a double holds integers to 2^53 exactly).
+    public func allgather(_ value: Double) throws -> [Double] {
+        var mine = value
+        var all = [Double](repeating: 0, count: size)
+        try watched("MPI_Allgather(double)") {
+            MPI_Allgather(&mine, 1, lm_mpi_double(), &all, 1, lm_mpi_double(), comm)
+        }
+        return all
+    }
+
     public func allreduceSum(_ value: Double) throws -> Double {
         var v = value
         try allreduceSum(&v, count: 1)

@@ -211,11 +211,8 @@ public enum DialogueData {
         }
         // The file's format: the first good line's, in file order across the ranks.
         let mine = parsed.first { $0.format.map { $0.isPreference == wanted } ?? false }?.format
-        var firsts = [Double](repeating: 0, count: ranks)
-        firsts[rank] = mine.map { Double(DataFormat.allCases.firstIndex(of: $0)! + 1) } ?? 0
-        if let world, ranks > 1 {
-            try firsts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: ranks) }
-        }
+        let code = mine.map { Double(DataFormat.allCases.firstIndex(of: $0)! + 1) } ?? 0
+        let firsts = try world?.allgather(code) ?? [code]
         let format = firsts.first { $0 > 0 }.map { DataFormat.allCases[Int($0) - 1] }
         var examples: [(Int, Example)] = []
         var said: [String] = []
@@ -255,16 +252,8 @@ public enum DialogueData {
         }
         // Rank 0 says every rank's skipped lines, in file order; the totals decide for all.
         if let format { log("\(path): \(format.rawValue) format") }
-        var counts = [Double(said.count), Double(examples.count)]
-        if let world, ranks > 1 {
-            let text = Array(said.joined(separator: "\n").utf8)
-            for part in try world.gather(bytes: text) ?? [] where !part.isEmpty {
-                for line in String(decoding: part, as: UTF8.self).split(separator: "\n") { log(String(line)) }
-            }
-            try counts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 2) }
-        } else {
-            said.forEach(log)
-        }
+        let counts = try sayInFileOrder(
+            said, totals: [Double(said.count), Double(examples.count)], world: world, log: log)
         guard let format, counts[1] > 0 else {
             throw TrainingError(
                 "\(path): no line is a usable \(wanted ? "preference pair" : "SFT example") (\(Int(counts[0])) bad)")
@@ -306,13 +295,27 @@ public enum DialogueData {
         return start < bytes.count ? Array(bytes[start...]) : []
     }
 
+    /// Logs every rank's `said` lines through rank 0, in rank order (which is file order when ranks read byte
+    /// ranges), and returns `totals` summed over the ranks. Every rank must call it.
+    static func sayInFileOrder(
+        _ said: [String], totals: [Double], world: Communicator?, log: (String) -> Void
+    ) throws -> [Double] {
+        guard let world, world.size > 1 else {
+            said.forEach(log)
+            return totals
+        }
+        for part in try world.gather(bytes: Array(said.joined(separator: "\n").utf8)) ?? [] where !part.isEmpty {
+            for line in String(decoding: part, as: UTF8.self).split(separator: "\n") { log(String(line)) }
+        }
+        var sums = totals
+        try sums.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
+        return sums
+    }
+
     /// The sum of `value` over the ranks before this one.
     static func exclusivePrefix(_ value: Int, world: Communicator?) throws -> Int {
-        guard let world, world.size > 1 else { return 0 }
-        var all = [Double](repeating: 0, count: world.size)
-        all[world.rank] = Double(value)
-        try all.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: world.size) }
-        return Int(all[..<world.rank].reduce(0, +))
+        guard let world else { return 0 }
+        return Int(try world.allgather(Double(value))[..<world.rank].reduce(0, +))
     }
 }
 

@@ -213,15 +213,8 @@ public enum PreferenceData {
             pairs.append(pair)
         }
         // Read across the ranks: rank 0 says every rank's skipped pairs, and the totals decide for all.
-        var counts = [Double(cut), Double(identical), Double(pairs.count)]
-        if let world, world.size > 1 {
-            for part in try world.gather(bytes: Array(said.joined(separator: "\n").utf8)) ?? [] where !part.isEmpty {
-                for line in String(decoding: part, as: UTF8.self).split(separator: "\n") { log(String(line)) }
-            }
-            try counts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: 3) }
-        } else {
-            said.forEach(log)
-        }
+        let counts = try DialogueData.sayInFileOrder(
+            said, totals: [Double(cut), Double(identical), Double(pairs.count)], world: world, log: log)
         let (allCut, allIdentical, allPairs) = (Int(counts[0]), Int(counts[1]), Int(counts[2]))
         if allCut > 0 {
             log("\(path): \(allCut) pair(s) longer than seq_len \(seqLen) keep their last \(seqLen) tokens")

@@ -26,12 +26,7 @@ public final class ShardedExamples<Element>: @unchecked Sendable {
         decode: @escaping (ArraySlice<Int32>) -> Element
     ) throws {
         (mine, self.world, self.encode, self.decode) = (local, world, encode, decode)
-        let ranks = world?.size ?? 1
-        var counts = [Double](repeating: 0, count: ranks)
-        counts[world?.rank ?? 0] = Double(local.count)
-        if let world, ranks > 1 {
-            try counts.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: ranks) }
-        }
+        let counts = try world?.allgather(Double(local.count)) ?? [Double(local.count)]
         first = counts.reduce(into: [0]) { $0.append($0.last! + Int($1)) }
         total = first.last!
     }

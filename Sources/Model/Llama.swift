@@ -149,15 +149,7 @@ public final class LlamaModel {
     /// Refuses a NaN or infinity in the parameters this model holds, naming the tensor, the index within it
     /// and `source` (where they were read from).
     public func checkFinite(source: String) throws {
-        for spec in layout.tensors {
-            for part in parameterPieces.parts(of: spec.offset..<(spec.offset + spec.count)) {
-                let values = UnsafeBufferPointer(start: parameters.pointer + part.local, count: part.range.count)
-                if let i = values.firstIndex(where: { !$0.isFinite }) {
-                    throw SafeTensorsError.nonFinite(
-                        name: spec.name, file: source, value: values[i], index: part.range.lowerBound - spec.offset + i)
-                }
-            }
-        }
+        try layout.checkFinite(parameters, held: parameterPieces, source: source)
     }
 
     /// Unit u's parameter base: pointer + flat offset addresses a tensor of the unit.

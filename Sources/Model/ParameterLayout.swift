@@ -130,11 +130,16 @@ public struct ParameterLayout: Sendable {
 
     /// Refuses weights holding a NaN or an infinity, naming the first such tensor and where it came from: a
     /// damaged starting model must fail here, not as a NaN loss at step 1 or as ranks that "disagree".
-    public func checkFinite(_ parameters: FloatBuffer, source: String) throws {
+    /// `held`: the parts of the layout `parameters` holds (all of it, or a rank's pieces end to end); the
+    /// index in the error is within the tensor.
+    public func checkFinite(_ parameters: FloatBuffer, held: HeldPieces? = nil, source: String) throws {
         for spec in tensors {
-            let values = UnsafeBufferPointer(start: parameters.pointer + spec.offset, count: spec.count)
-            if let i = values.firstIndex(where: { !$0.isFinite }) {
-                throw SafeTensorsError.nonFinite(name: spec.name, file: source, value: values[i], index: i)
+            for part in (held ?? .whole(count)).parts(of: spec.offset..<(spec.offset + spec.count)) {
+                let values = UnsafeBufferPointer(start: parameters.pointer + part.local, count: part.range.count)
+                if let i = values.firstIndex(where: { !$0.isFinite }) {
+                    throw SafeTensorsError.nonFinite(
+                        name: spec.name, file: source, value: values[i], index: part.range.lowerBound - spec.offset + i)
+                }
             }
         }
     }
