@@ -300,6 +300,9 @@ public final class Trainer {
         return [
             ("stage", stage.rawValue),
             ("--checkpoint-dir", options.checkpointDirectory ?? "absent"),
+            // Every rank writes its part of --out into files rank 0 lays out: they must agree on all three.
+            ("--out", options.outputDirectory ?? "absent"), ("--out-dtype", options.outputDType),
+            ("--max-shard-size", options.maxShardSize),
             ("--checkpoint-every", "\(options.checkpointEvery)"),
             ("--keep", "\(options.keepCheckpoints)"),
             ("--background-save", "\(options.backgroundSave)"),
