@@ -3,14 +3,17 @@
 # link shaped to RATE in both directions, one micro-step per optimizer step per rank, for each sharding mode.
 # Writes runs/lab-scaling/lab.json and prints a table. Root only (network namespaces).
 #
-#   RATE=200mbit RANKS="2 3 4" MODES="none full" STEPS=6 CONFIG=configs/lab-8blocks.json \
+#   RATE=200mbit RANKS="2 3 4" MODES="none full" STEPS=6 REPEATS=3 CONFIG=configs/lab-8blocks.json \
 #       BIN=.build/release/llama-train cluster/lab-scaling.sh
 #
-# Defaults: RATE=200mbit RANKS="2 3 4" MODES="none full" STEPS=6 CONFIG=configs/lab-8blocks.json
+# Defaults: RATE=200mbit RANKS="2 3 4" MODES="none full" STEPS=6 REPEATS=1 CONFIG=configs/lab-8blocks.json
 # BIN=.build/release/llama-train; THREADS=K adds --threads K; RAW=0 skips the raw collective timing.
 #
 # Per (ranks N, mode): the medians over steps 3.. (the first 2 are warm-up) of compute_s, comm_s,
-# exposed_comm_s and step_s from the run's metrics; the bytes each host's interface (lt-hK) really transmitted
+# exposed_comm_s and step_s from each run's metrics, and with REPEATS=R the median of the R runs' medians (each
+# run's are kept too, so the spread shows). The repeats interleave the modes (none, full, none, full, ...), so a
+# slow spell of the shared cores falls on every mode alike rather than on one: where the lab is not link-bound
+# (2 hosts here) the same run's communication varies by up to 30% from one run to the next; the bytes each host's interface (lt-hK) really transmitted
 # per step, from its counters (cluster/netns.sh counters) read before and after each run; the achieved
 # bandwidth, bytes sent per rank per step / comm_s, against RATE; and the ideal ring bytes per rank per step,
 # with Ψ the parameter count (`llama-train plan --json`): none 2·Ψ·(N−1)/N·4 (an allreduce of float32
@@ -31,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RATE=${RATE:-200mbit}
-ranks_list=${RANKS:-2 3 4}; modes=${MODES:-none full}; steps=${STEPS:-6}
+ranks_list=${RANKS:-2 3 4}; modes=${MODES:-none full}; steps=${STEPS:-6}; repeats=${REPEATS:-1}
 config=${CONFIG:-configs/lab-8blocks.json}; bin=${BIN:-.build/release/llama-train}
 raw=${RAW:-1}; raw_iters=${RAW_ITERS:-3}
 out=runs/lab-scaling
@@ -39,6 +42,7 @@ die() { echo "lab-scaling.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces)"
 [ -x "$bin" ] || die "no $bin: build it first (make build) or set BIN"
 [ "$steps" -ge 2 ] || die "STEPS must be at least 2 (bytes per step come from STEPS and 1-step runs)"
+[ "$repeats" -ge 1 ] 2>/dev/null || die "REPEATS must be a whole number of at least 1, not '$repeats'"
 mkdir -p "$out"
 export SLOTS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 scratch=$(mktemp -d)
@@ -62,28 +66,35 @@ for n in $ranks_list; do
             --mca btl_tcp_if_include 10.213.7.0/24 --mca oob_tcp_if_include 10.213.7.0/24
             --mca mpi_yield_when_idle 1)
     ip netns exec lt-host0 tc qdisc show dev lt-h0 > "$out/tc-$n.txt"
+    # run STEPS METRICS TAG: one pretrain; the hosts' counters before and after go to $scratch/TAG-{before,after}.json.
+    run() {
+        rm -f "$2"
+        command=("$bin" pretrain --config "$config" --steps "$1" --warmup-steps 1 --log-every 1000
+                 --sharding "$mode" --metrics "$2" --global-batch-tokens $((n * micro * seq_len))
+                 --micro-batch "$micro" ${threads[@]+"${threads[@]}"})
+        counters > "$scratch/$3-before.json"
+        cluster/netns.sh exec -- "${mpirun[@]}" "${command[@]}" > "$2.log" 2>&1 \
+            || { cat "$2.log" >&2; die "$mode on $n rank(s) failed"; }
+        counters > "$scratch/$3-after.json"
+    }
+    declare -A commands=()
+    for ((rep = 1; rep <= repeats; rep++)); do
+        for mode in $modes; do
+            echo "   $mode: $steps steps (run $rep of $repeats)" >&2
+            run "$steps" "$out/$mode-$n-r$rep.jsonl" "$mode-r$rep"
+            commands[$mode]="${mpirun[*]} ${command[*]}"
+        done
+    done
     for mode in $modes; do
-        metrics=$out/$mode-$n.jsonl
-        # run STEPS METRICS TAG: one pretrain; the hosts' counters before and after go to $scratch/TAG-{before,after}.json.
-        run() {
-            rm -f "$2"
-            command=("$bin" pretrain --config "$config" --steps "$1" --warmup-steps 1 --log-every 1000
-                     --sharding "$mode" --metrics "$2" --global-batch-tokens $((n * micro * seq_len))
-                     --micro-batch "$micro" ${threads[@]+"${threads[@]}"})
-            counters > "$scratch/$3-before.json"
-            cluster/netns.sh exec -- "${mpirun[@]}" "${command[@]}" > "$2.log" 2>&1 \
-                || { cat "$2.log" >&2; die "$mode on $n rank(s) failed"; }
-            counters > "$scratch/$3-after.json"
-        }
-        echo "   $mode: $steps steps, then 1 step" >&2
-        run "$steps" "$metrics" run
-        full_command="${mpirun[*]} ${command[*]}"
-        run 1 "$out/$mode-$n-1step.jsonl" one
-        python3 - "$full_command" "$scratch" >> "$out/runs.jsonl" <<PY
+        echo "   $mode: 1 step" >&2
+        run 1 "$out/$mode-$n-1step.jsonl" "$mode-one"
+        python3 - "${commands[$mode]}" "$scratch" "$out/$mode-$n" >> "$out/runs.jsonl" <<PY
 import json, sys
 c = lambda tag: json.load(open(f"{sys.argv[2]}/{tag}.json"))
-print(json.dumps(dict(ranks=$n, mode="$mode", steps=$steps, metrics="$metrics", command=sys.argv[1],
-    counters=dict(run=[c("run-before"), c("run-after")], one_step=[c("one-before"), c("one-after")]))))
+runs = [dict(metrics=f"{sys.argv[3]}-r{k}.jsonl", counters=[c("$mode-r%d-before" % k), c("$mode-r%d-after" % k)])
+        for k in range(1, $repeats + 1)]
+print(json.dumps(dict(ranks=$n, mode="$mode", steps=$steps, command=sys.argv[1], runs=runs,
+    one_step_counters=[c("$mode-one-before"), c("$mode-one-after")])))
 PY
     done
     if [ "$raw" = 1 ]; then
@@ -116,38 +127,46 @@ def tx(pair):  # bytes each host transmitted between two counter readings
 link = rate_bits(rate)
 ideal_factor = {"none": 2, "optimizer": 2, "gradients": 2, "full": 3}
 results = []
+keys = ("compute_s", "comm_s", "exposed_comm_s", "step_s")
 for r in (json.loads(l) for l in open(f"{out}/runs.jsonl")):
     n, mode = r["ranks"], r["mode"]
-    rows = [json.loads(l) for l in open(r["metrics"])]
-    rows = rows[2:] or rows[-1:]
-    med = {k: statistics.median(x[k] for x in rows) for k in ("compute_s", "comm_s", "exposed_comm_s", "step_s")}
-    run, one = tx(r["counters"]["run"]), tx(r["counters"]["one_step"])
-    per_host = [(a - b) / (steps - 1) for a, b in zip(run, one)]
+    one = tx(r["one_step_counters"])
+    each = []  # per run: the medians over its steps 3.., and the bytes per host per step
+    for run in r["runs"]:
+        rows = [json.loads(l) for l in open(run["metrics"])]
+        rows = rows[2:] or rows[-1:]
+        sent = [(a - b) / (steps - 1) for a, b in zip(tx(run["counters"]), one)]
+        each.append({**{k: statistics.median(x[k] for x in rows) for k in keys}, "steps_in_median": len(rows),
+                     "tx_bytes_per_step_per_host": sent, "metrics": run["metrics"]})
+    med = {k: statistics.median(e[k] for e in each) for k in keys}
+    per_host = [statistics.median(e["tx_bytes_per_step_per_host"][h] for e in each) for h in range(n)]
     sent = statistics.mean(per_host)
     ideal = ideal_factor[mode] * params * (n - 1) / n * 4
     bw = sent * 8 / med["comm_s"] if med["comm_s"] > 0 else None
     try: raw = json.load(open(f"{out}/raw-{n}.json"))
     except Exception: raw = None
     results.append({
-        "ranks": n, "mode": mode, "command": r["command"], "steps_in_median": len(rows), **med,
+        "ranks": n, "mode": mode, "command": r["command"], "repeats": len(each),
+        "steps_in_median": each[0]["steps_in_median"], **med,
+        "comm_s_per_run": [e["comm_s"] for e in each], "step_s_per_run": [e["step_s"] for e in each],
         "tx_bytes_per_step_per_host": per_host, "tx_bytes_per_rank_per_step": sent,
         "ideal_ring_bytes_per_rank_per_step": ideal, "measured_over_ideal": sent / ideal if ideal else None,
         "achieved_bits_per_s": bw, "achieved_over_link": bw / link if bw else None,
-        "tx_bytes_total_run": run, "tx_bytes_total_one_step_run": one, "raw_allreduce": raw or None,
+        "tx_bytes_total_one_step_run": one, "runs": each, "raw_allreduce": raw or None,
     })
 lab = {
     "cpu": sh("lscpu | sed -n 's/^Model name: *//p' | head -n 1"), "cores": sh("nproc"), "rate": rate,
     "rate_bits_per_s": link, "config": config, "run_config": json.load(open(config)), "parameters": params,
-    "steps": steps,
+    "steps": steps, "repeats": max(x["repeats"] for x in results),
     "lab": "RATE=%s SLOTS=1 cluster/netns.sh up N; cluster/netns.sh exec -- COMMAND" % rate,
     "tc": {n: open(f"{out}/tc-{n}.txt").read().strip() for n in sorted({x["ranks"] for x in results})},
     "results": results,
 }
 json.dump(lab, open(f"{out}/lab.json", "w"), indent=2)
 print(f"{lab['cpu']}, {lab['cores']} cores; links {rate}; {config}: {params} parameters; {steps} steps "
-      f"(medians over steps 3..; bytes per step from {steps} − 1 steps)")
+      f"(medians over steps 3.., then over {lab['repeats']} run(s); bytes per step from {steps} − 1 steps)")
 head = ("ranks", "mode", "compute_s", "comm_s", "exposed_s", "step_s", "MB/rank/step", "ideal MB", "meas/ideal",
-        "Mbit/s", "of link", "raw allreduce s")
+        "Mbit/s", "of link", "raw allreduce s", "comm_s per run")
 print("  ".join(f"{h:>10}" for h in head))
 for x in results:
     raw = x["raw_allreduce"] or {}
@@ -157,6 +176,6 @@ for x in results:
              f"{x['achieved_bits_per_s'] / 1e6:.0f}" if x["achieved_bits_per_s"] else "-",
              f"{100 * x['achieved_over_link']:.0f}%" if x["achieved_over_link"] else "-",
              f"{raw['seconds']:.3f}" if "seconds" in raw else "-")
-    print("  ".join(f"{c:>10}" for c in cells))
+    print("  ".join(f"{c:>10}" for c in cells), "  " + " ".join(f"{c:.2f}" for c in x["comm_s_per_run"]))
 print(f"wrote {out}/lab.json")
 PY

@@ -116,6 +116,10 @@ mpi_env() {
     export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-3}
     export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-1}
     export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
+    # OpenMPI 4.1's daemons share their hwloc topology through a mapping at an address they pick in the
+    # biggest hole of their address space; now and then that write segfaults at start (seen once in 24 lab
+    # launches on 3 hosts, orted in hwloc_shmem_topology_write). Without the share each reads its own.
+    export OMPI_MCA_rtc_hwloc_vmhole=${OMPI_MCA_rtc_hwloc_vmhole:-none}
 }
 
 case "${1:-}" in

@@ -15,6 +15,8 @@
 //       next forward), prefetched behind compute, and every unit's reduce-scatter every micro-step;
 //     a unit's pieces are ⌈S/N⌉ under the balanced layout and, under the flat layout of earlier builds, each
 //     rank's overlap with [r·⌈P/N⌉, (r+1)·⌈P/N⌉), up to ⌈P/N⌉;
+//     what a communication thread issues beside compute (none's buckets, full's prefetches) moves its bytes
+//     (1 + γ)× slower: the lab measures γ (the thread shares cores with compute, and MPI serialises threads);
 //  3. the optimizer (clip + AdamW) costs a fixed time per parameter it updates (all, or 1/N sharded).
 // Calibrated from a lab run (cluster/lab-scaling.sh: α and β fitted to its communication per step) or from
 // cluster/bench-scaling.sh, or given a target cluster's numbers.
@@ -35,6 +37,10 @@ public struct ClusterModel: Codable, Sendable {
     public var cores: Int?
     /// Seconds per collective call, beside α per hop (a TCP flow that starts from idle, the call's set-up).
     public var callLatency: Double = 0
+    /// γ: a collective issued on a communication thread beside compute (none's buckets, full's prefetched
+    /// gathers) moves its bytes (1 + γ)× slower than one on the compute thread: the thread shares the cores
+    /// with compute and MPI serialises two threads (fitted on the lab: 0 where the two cost the same).
+    public var threadSlowdown: Double = 0
 
     public init(
         flopsPerRank: Double, latency: Double, bandwidth: Double, optimizerSecondsPerParameter: Double,
@@ -111,6 +117,18 @@ public struct StepCommunication: Sendable {
     public var total: CommunicationCost
     /// `full`'s gathers, which hide behind compute as far as it lasts.
     public var prefetched: CommunicationCost
+    /// What a communication thread issues beside compute: none's buckets, full's prefetched gathers.
+    public var threaded: CommunicationCost
+
+    /// All of it, in seconds: the threaded part's bytes (1 + γ)× slower.
+    public func seconds(_ c: ClusterModel) -> Double {
+        total.seconds(c) + c.threadSlowdown * threaded.bytes / c.bandwidth
+    }
+
+    /// The prefetched gathers, in seconds (all of them threaded).
+    public func prefetchedSeconds(_ c: ClusterModel) -> Double {
+        prefetched.seconds(c) + c.threadSlowdown * prefetched.bytes / c.bandwidth
+    }
 }
 
 public enum ScalingSimulator {
@@ -119,7 +137,9 @@ public enum ScalingSimulator {
         units: [Int], ranks: Int, accumulation: Int, sharding: ShardingMode, bucketBytes: Int,
         layout: UnitLayout = .balanced
     ) -> StepCommunication {
-        guard ranks > 1 else { return StepCommunication(collectives: [], total: .init(), prefetched: .init()) }
+        guard ranks > 1 else {
+            return StepCommunication(collectives: [], total: .init(), prefetched: .init(), threaded: .init())
+        }
         let parameters = units.reduce(0, +), hops = ranks - 1
         func ceil(_ a: Int, _ b: Int) -> Int { (a + b - 1) / b }
         // The largest piece of each unit any rank holds, in bytes.
@@ -138,20 +158,26 @@ public enum ScalingSimulator {
         func unitPass(_ name: String, _ u: Int, times: Int) -> Collective {
             Collective(name: name, count: times, hops: hops, largestBytes: largest[u])
         }
-        func step(_ collectives: [Collective], prefetched: [Collective] = []) -> StepCommunication {
-            StepCommunication(
-                collectives: collectives, total: collectives.map(\.cost).reduce(CommunicationCost(), +),
-                prefetched: prefetched.map(\.cost).reduce(CommunicationCost(), +))
+        func step(
+            _ collectives: [Collective], prefetched: [Collective] = [], threaded: Bool = false
+        )
+            -> StepCommunication
+        {
+            let total = collectives.map(\.cost).reduce(CommunicationCost(), +)
+            let ahead = prefetched.map(\.cost).reduce(CommunicationCost(), +)
+            return StepCommunication(
+                collectives: collectives, total: total, prefetched: ahead, threaded: threaded ? total : ahead)
         }
         switch sharding {
         case .none:
             // Each bucket: a reduce-scatter and an allgather of even pieces (BucketedAllreduce's ring).
             let bytes = 4 * parameters, buckets = max(1, ceil(bytes, bucketBytes))
             let piece = Double(ceil(ceil(bytes, buckets), ranks))
-            return step([
-                Collective(name: "bucket reduce-scatter", count: buckets, hops: hops, largestBytes: piece),
-                Collective(name: "bucket allgather", count: buckets, hops: hops, largestBytes: piece),
-            ])
+            return step(
+                [
+                    Collective(name: "bucket reduce-scatter", count: buckets, hops: hops, largestBytes: piece),
+                    Collective(name: "bucket allgather", count: buckets, hops: hops, largestBytes: piece),
+                ], threaded: true)
         case .optimizer:
             let piece = Double(4 * flatShare)
             return step([
@@ -212,7 +238,7 @@ public enum ScalingSimulator {
         let backward = 2.0 / 3.0 * compute / Double(accumulation)
         let gradientBytes = Double(4 * parameters)
         let buckets = issued.collectives.first?.count ?? 1
-        let perBucket = issued.total.seconds(cluster) / Double(buckets)
+        let perBucket = issued.seconds(cluster) / Double(buckets)
         var finish = 0.0
         if ranks > 1 {
             for i in 1...buckets { finish = max(finish, backward * Double(i) / Double(buckets)) + perBucket }
@@ -256,8 +282,8 @@ public enum ScalingSimulator {
     ) -> ScalingPrediction {
         let share = cluster.cores.map { min(1, Double($0) / Double(ranks)) } ?? 1
         let compute = Double(tokensPerRank) * flopsPerToken / (cluster.flopsPerRank * share)
-        let comm = communication.total.seconds(cluster)
-        let gathers = communication.prefetched.seconds(cluster)
+        let comm = communication.seconds(cluster)
+        let gathers = communication.prefetchedSeconds(cluster)
         let exposed = max(0, gathers - compute) + (comm - gathers)
         let optimizer = Double(parameters) * cluster.optimizerSecondsPerParameter / Double(ranks)
         let step = compute + exposed + optimizer
