@@ -25,16 +25,21 @@ public final class MixtureLoader {
     public let seed: UInt64
     public let sources: [SourceInfo]
     public let period: Int
-    private let shards: [[TokenShard]]
+    /// The model's vocabulary: ids at or past it are refused, at start-up from index.json's largest ids, or as
+    /// they are read from a shard whose index entry records none.
+    public let vocabSize: Int
+    private let entries: [[ShardEntry]]
     private let shardStarts: [[Int]]
+    private let open: ShardCache
     private let pattern: [Int]  // slot → source
     private let slotsBefore: [[Int]]  // slotsBefore[s][i]: slots of source s in pattern[0..<i]
 
     /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash` and whose model has
-    /// `vocabSize` rows: a token id outside it is refused now, naming the shard.
+    /// `vocabSize` rows: a token id outside it is refused now where index.json records the shard's largest id,
+    /// else when it is read, naming the shard. At most `maxOpenShards` shards are mapped at once.
     public init(
         directory: String, tokenizerHash: String, seqLen: Int, weights: [String: Double] = [:],
-        seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096
+        seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096, maxOpenShards: Int = 64
     ) throws {
         let index = try DatasetIndex.load(directory: directory)
         guard index.tokenizerSHA256 == tokenizerHash else {
@@ -47,30 +52,25 @@ public final class MixtureLoader {
         }
         self.seqLen = seqLen
         self.seed = seed
-        var shards: [[TokenShard]] = [], starts: [[Int]] = [], infos: [(String, Int, Int, Double)] = []
+        self.vocabSize = vocabSize
+        // Start-up reads index.json only: a corpus of 70,000 shards on 1,000 ranks would otherwise be 70 million
+        // opens of a shared file system, and as many mappings per process as Linux allows (vm.max_map_count).
+        // A shard is opened, and its header checked against the index, when a window first needs it.
+        var entries: [[ShardEntry]] = [], starts: [[Int]] = [], infos: [(String, Int, Int, Double)] = []
         for source in index.sources {
-            var opened: [TokenShard] = [], offsets: [Int] = [], total = 0
+            var listed: [ShardEntry] = [], offsets: [Int] = [], total = 0
             for s in source.shards {
-                let shard = try TokenShard(path: directory + "/" + s.file)
-                guard shard.tokenizerHash == tokenizerHash else {
-                    throw DatasetError.tokenizerMismatch(
-                        file: shard.path, expected: tokenizerHash, actual: shard.tokenizerHash)
-                }
-                guard shard.tokenCount == s.tokens else {
+                let path = directory + "/" + s.file
+                if let maxId = s.maxTokenId, maxId >= vocabSize {
                     throw DatasetError.badShard(
-                        file: shard.path, reason: "holds \(shard.tokenCount) tokens, index.json says \(s.tokens)")
-                }
-                let maxId = s.maxTokenId ?? Int(shard.maxTokenId())
-                guard maxId < vocabSize else {
-                    throw DatasetError.badShard(
-                        file: shard.path,
+                        file: path,
                         reason:
-                            "holds token id \(maxId), outside the model's vocabulary of \(vocabSize); was it prepared with another tokenizer, or is model.vocab_size too small?"
+                            "holds token id \(maxId) (index.json), outside the model's vocabulary of \(vocabSize); was it prepared with another tokenizer, or is model.vocab_size too small?"
                     )
                 }
                 offsets.append(total)
-                total += shard.tokenCount
-                opened.append(shard)
+                total += s.tokens
+                listed.append(ShardEntry(path: path, tokens: s.tokens, checked: s.maxTokenId != nil))
             }
             let weight = weights[source.name] ?? 1
             guard weight >= 0 else { throw DatasetError.invalid("mixture weight of '\(source.name)' is negative") }
@@ -79,15 +79,16 @@ public final class MixtureLoader {
                 throw DatasetError.invalid(
                     "source '\(source.name)' has \(total) tokens, fewer than one window of seq_len + 1 = \(seqLen + 1)")
             }
-            shards.append(opened)
+            entries.append(listed)
             starts.append(offsets)
             infos.append((source.name, total, windows, weight))
         }
         let mass = infos.map { Double($0.1) * $0.3 }
         let totalMass = mass.reduce(0, +)
         guard totalMass > 0 else { throw DatasetError.invalid("\(directory): every source has weight 0 or no tokens") }
-        self.shards = shards
+        self.entries = entries
         shardStarts = starts
+        open = ShardCache(capacity: maxOpenShards, tokenizerHash: tokenizerHash)
         let sources = zip(infos, mass).map {
             SourceInfo(name: $0.0, tokens: $0.1, windows: $0.2, weight: $0.3, share: $1 / totalMass)
         }
@@ -163,8 +164,8 @@ public final class MixtureLoader {
         var window = [Int32](repeating: 0, count: seqLen + 1)
         for i in 0..<perRank {
             let (s, w) = self.window(ofSequence: k * globalBatch + rank * perRank + i)
-            window.withUnsafeMutableBufferPointer {
-                read(source: s, start: w * seqLen, count: seqLen + 1, into: $0.baseAddress!)
+            try window.withUnsafeMutableBufferPointer {
+                try read(source: s, start: w * seqLen, count: seqLen + 1, into: $0.baseAddress!)
             }
             for t in 0..<seqLen {
                 tokens[i * seqLen + t] = window[t]
@@ -175,14 +176,23 @@ public final class MixtureLoader {
     }
 
     /// Tokens [start, start + count) of source s's stream, across shard boundaries.
-    private func read(source s: Int, start: Int, count: Int, into out: UnsafeMutablePointer<Int32>) {
+    private func read(source s: Int, start: Int, count: Int, into out: UnsafeMutablePointer<Int32>) throws {
         var position = start, done = 0
         var i = Self.lastShard(startingAtOrBefore: position, in: shardStarts[s])
         while done < count {
-            let shard = shards[s][i]
+            let entry = entries[s][i]
             let offset = position - shardStarts[s][i]
-            let n = min(count - done, shard.tokenCount - offset)
-            if n > 0 { shard.read(start: offset, count: n, into: out + done) }
+            let n = min(count - done, entry.tokens - offset)
+            if n > 0 {
+                try open.shard(entry).read(start: offset, count: n, into: out + done)
+                if !entry.checked, let bad = (0..<n).first(where: { out[done + $0] >= vocabSize }) {
+                    throw DatasetError.badShard(
+                        file: entry.path,
+                        reason:
+                            "token \(offset + bad) has id \(out[done + bad]), outside the model's vocabulary of \(vocabSize); was it prepared with another tokenizer, or is model.vocab_size too small? (index.json records no largest id for this shard, so ids are checked as they are read)"
+                    )
+                }
+            }
             done += max(n, 0)
             position += max(n, 0)
             i += 1
@@ -197,5 +207,52 @@ public final class MixtureLoader {
             if starts[mid] <= position { low = mid } else { high = mid }
         }
         return low
+    }
+}
+
+/// A shard as index.json lists it: where it is, its token count, and whether its largest id was checked
+/// against the vocabulary at start-up (recorded in the index) or must be as its tokens are read.
+struct ShardEntry {
+    let path: String
+    let tokens: Int
+    let checked: Bool
+}
+
+/// The shards a loader has mapped: at most `capacity`, the least recently used unmapped first. Opening one
+/// checks its header against index.json (token count, tokenizer hash), so a bad shard is named when a window
+/// first reaches it.
+final class ShardCache {
+    let capacity: Int
+    let tokenizerHash: String
+    private var shards: [String: (shard: TokenShard, used: Int)] = [:]
+    private var clock = 0
+
+    init(capacity: Int, tokenizerHash: String) {
+        (self.capacity, self.tokenizerHash) = (max(1, capacity), tokenizerHash)
+    }
+
+    /// Shards mapped now.
+    var count: Int { shards.count }
+
+    func shard(_ entry: ShardEntry) throws -> TokenShard {
+        clock += 1
+        if let held = shards[entry.path] {
+            shards[entry.path] = (held.shard, clock)
+            return held.shard
+        }
+        let shard = try TokenShard(path: entry.path)
+        guard shard.tokenizerHash == tokenizerHash else {
+            throw DatasetError.tokenizerMismatch(file: shard.path, expected: tokenizerHash, actual: shard.tokenizerHash)
+        }
+        guard shard.tokenCount == entry.tokens else {
+            throw DatasetError.badShard(
+                file: shard.path, reason: "holds \(shard.tokenCount) tokens, index.json says \(entry.tokens)")
+        }
+        // A linear scan for the oldest: capacity is tens, and opening a shard costs more than the scan.
+        if shards.count >= capacity, let oldest = shards.min(by: { $0.value.used < $1.value.used })?.key {
+            shards.removeValue(forKey: oldest)
+        }
+        shards[entry.path] = (shard, clock)
+        return shard
     }
 }
