@@ -2,11 +2,15 @@
 // never arrived, instead of hanging forever (pytorch#46874, horovod#2107: one stuck rank blocks everyone).
 //
 // Every blocking call of a watched communicator registers here. A thread checks every 100 ms:
-//  1. A rank that has waited past the timeout announces it to every other rank (a small non-blocking send on
-//     its own communicator), and so does any rank that hears an announcement while itself waiting.
-//  2. After a grace period the ranks that have not announced are the ones that never arrived; the first rank
-//     whose grace ends aborts the job (MPI_Abort) with a message naming them, the step and the call.
-// A rank that is merely slow arrives before the timeout, and nothing happens.
+//  1. A rank that has waited past the timeout announces it to the coordinators: ranks 0..<K with
+//     K = max(2, ⌈log₂ N⌉) (all of them when N is smaller), each a small non-blocking send on the watchdog's own
+//     communicator. A coordinator that announces, or hears an announcement while itself waiting, also asks every
+//     other rank to announce if it is waiting, so ranks that arrived later than the first are counted too.
+//  2. After a grace period the ranks that have not announced are the ones that never arrived; the first
+//     coordinator whose grace ends aborts the job (MPI_Abort) with a message naming them, the step and the call.
+//     Should every coordinator be among the stuck, a waiting rank aborts after three graces naming them.
+// So a stall costs at most 2·K·N messages, all ranks together (O(N log N)), where telling every rank would be
+// N²: a million at 1024 ranks. A rank that is merely slow arrives before the timeout, and nothing happens.
 import Foundation
 
 public final class Watchdog: @unchecked Sendable {
@@ -25,11 +29,21 @@ public final class Watchdog: @unchecked Sendable {
     private var nextToken = 0
     private var reporters: [Int: (step: Int64, waitedMs: Int64)] = [:]
     private var announcedAt: Date?
+    /// The call (its token) this rank announced it waits in.
+    private var episodeCall: Int?
     private var sent = false
+    private var poked = false
     private var sends: [Request] = []
+    /// Messages this rank has sent, all stalls together (the log says it: the tests count them).
+    private var messagesSent = 0
+    /// Ranks 0..<coordinators collect the announcements and decide.
+    let coordinators: Int
+    var isCoordinator: Bool { comm.rank < coordinators }
     private var stopping = false
     private let stopped = DispatchSemaphore(value: 0)
     private static let tag: Int32 = 7001
+    /// A message's first word: "I am waiting" (to the coordinators) or "announce if you are waiting" (from one).
+    private static let announcement: Int64 = 0, poke: Int64 = 1
     nonisolated(unsafe) private static var running: [Watchdog] = []
     private static let registry = Lock()
 
@@ -64,6 +78,14 @@ public final class Watchdog: @unchecked Sendable {
         self.comm = comm
         self.timeout = timeout
         grace = min(max(timeout / 4, 1), 10)
+        coordinators = Self.coordinatorCount(ranks: comm.size)
+    }
+
+    /// K = max(2, ⌈log₂ N⌉), at most N: enough that a stall taking a few of them still has one to decide.
+    static func coordinatorCount(ranks: Int) -> Int {
+        var log2 = 0
+        while 1 << log2 < ranks { log2 += 1 }
+        return min(ranks, max(2, log2))
     }
 
     func enter(_ call: String) -> Int {
@@ -105,43 +127,72 @@ public final class Watchdog: @unchecked Sendable {
         }
     }
 
-    /// Receives announcements, and sends ours once we are due to announce.
+    /// Receives announcements and pokes, and sends ours once we are due to announce.
     private func exchange() throws {
-        while let report = try comm.receiveIfPresent(count: 3, tag: Watchdog.tag) {
-            lock.withLock { reporters[Int(report[0])] = (report[1], report[2]) }
+        while let report = try comm.receiveIfPresent(count: 4, tag: Watchdog.tag) {
+            lock.withLock {
+                if report[0] == Watchdog.poke {
+                    poked = true
+                } else {
+                    reporters[Int(report[1])] = (report[2], report[3])
+                }
+            }
         }
         let (due, step, waited) = lock.withLock { () -> (Bool, Int, Double) in
             let oldest = calls.values.map(\.since).min()
             return (announcedAt != nil && !sent, currentStep, oldest.map { Date().timeIntervalSince($0) } ?? 0)
         }
-        if due {
-            lock.withLock { sent = true }
-            let message: [Int64] = [Int64(comm.rank), Int64(step), Int64(waited * 1000)]
-            let requests = try (0..<comm.size).filter { $0 != comm.rank }.map {
-                try comm.sendNonBlocking(message, to: $0, tag: Watchdog.tag)
-            }
-            lock.withLock { sends += requests }
+        guard due else { return }
+        lock.withLock { sent = true }
+        let me = comm.rank
+        var messages = (0..<coordinators).filter { $0 != me }.map {
+            ([Watchdog.announcement, Int64(me), Int64(step), Int64(waited * 1000)], $0)
         }
+        if isCoordinator {
+            messages += (coordinators..<comm.size).map { ([Watchdog.poke, Int64(me), 0, 0], $0) }
+        }
+        let requests = try messages.map { try comm.sendNonBlocking($0.0, to: $0.1, tag: Watchdog.tag) }
+        let total = lock.withLock {
+            sends += requests
+            messagesSent += requests.count
+            return messagesSent
+        }
+        FileHandleWriter.standardError(
+            "[rank \(me)] watchdog: waited \(Int(waited)) s at step \(step); \(requests.count) message(s) sent (\(total) in all)\n"
+        )
     }
 
     private func decide() {
         let now = Date()
-        let (oldest, step, heard, announced) = lock.withLock {
-            (calls.values.min { $0.since < $1.since }, currentStep, !reporters.isEmpty, announcedAt)
+        let (oldestEntry, step, heard, announced, episode) = lock.withLock {
+            (
+                calls.min { $0.value.since < $1.value.since }, currentStep, !reporters.isEmpty || poked, announcedAt,
+                episodeCall
+            )
         }
-        guard let oldest else {
-            // The collective completed after all: whoever was late arrived. Forget the episode.
+        // The call announced about completed after all (the late rank arrived): forget the episode, even when the
+        // next call began between two looks.
+        guard let (token, oldest) = oldestEntry, announced == nil || episode == token else {
             lock.withLock {
                 announcedAt = nil
                 sent = false
+                poked = false
                 reporters.removeAll()
             }
             return
         }
         let waited = now.timeIntervalSince(oldest.since)
         if announced == nil && (waited > timeout || heard) {
-            lock.withLock { announcedAt = now }
-        } else if let announced, now.timeIntervalSince(announced) > grace {
+            lock.withLock { (announcedAt, episodeCall) = (now, token) }
+        } else if let announced, !isCoordinator, now.timeIntervalSince(announced) > 3 * grace {
+            // No coordinator aborted: they are all among the stuck.
+            let message = String(
+                format:
+                    "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ (the watchdog's coordinators) never arrived, and maybe others. Aborting the job; check those ranks' hosts, links and logs.",
+                waited, oldest.call, step, (0..<coordinators).map(String.init).joined(separator: ", "))
+            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { _exit(134) }
+            comm.abort(message)
+        } else if let announced, isCoordinator, now.timeIntervalSince(announced) > grace {
             let waiting = lock.withLock { Set(reporters.keys) }.union([comm.rank])
             let missing = (0..<comm.size).filter { !waiting.contains($0) }
             let message = String(
