@@ -71,6 +71,7 @@ public final class CheckpointStore: @unchecked Sendable {
     private let done = NSCondition()
     private var pendingFinished = true
     private var pendingError: Error?
+    private var finishedCommit: Double?
     private let log: (String) -> Void
     /// Rank 0's hold on the directory for this job's life (DirectoryLock.swift).
     private var lock: DirectoryLock?
@@ -173,6 +174,7 @@ public final class CheckpointStore: @unchecked Sendable {
         let work: @Sendable () throws -> Void = { [self] in
             let t0 = Date()
             try self.commit(staged: staged, checkpoint: checkpoint, manifest: manifest)
+            self.done.withLock { self.finishedCommit = Date().timeIntervalSince(start) }
             if self.world.isRoot {
                 self.log(
                     String(
@@ -203,6 +205,15 @@ public final class CheckpointStore: @unchecked Sendable {
         pending = thread
         thread.start()
         return stall
+    }
+
+    /// The seconds the newest committed save took from start to commit, once: nil until one commits and after
+    /// it has been taken (a background save's is known when it finishes).
+    public func takeCommitSeconds() -> Double? {
+        done.withLock {
+            defer { finishedCommit = nil }
+            return finishedCommit
+        }
     }
 
     /// Gives the directory's lock back (the end of the run); saving after this is a programmer error.

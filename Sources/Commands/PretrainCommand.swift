@@ -62,10 +62,13 @@ enum PretrainCommand {
         // are the library's, and the command line's defaults are the declarations'.
         let options = args.settings(TrainOptions.settings, from: TrainOptions())
         if options.checkpointDirectory == nil
-            && (options.checkpointEvery > 0 || options.stopAfter != nil || options.backgroundSave
+            && (options.checkpointEvery > 0 || options.checkpointEveryMinutes > 0 || options.stopAfter != nil
+                || options.backgroundSave
                 || args.string("resume") != nil)
         {
-            throw args.usage("--checkpoint-every, --stop-after, --background-save and --resume need --checkpoint-dir")
+            throw args.usage(
+                "--checkpoint-every, --checkpoint-every-minutes, --stop-after, --background-save and --resume need --checkpoint-dir"
+            )
         }
         return options
     }

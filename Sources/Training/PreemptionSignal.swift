@@ -1,10 +1,9 @@
-// PreemptionSignal: SIGTERM and SIGUSR1 caught as a flag that every rank reads at the end of a step, so a
-// preempted job saves instead of dying (CheckpointPolicy decides what follows). What this is not: a handler
+// PreemptionSignal: SIGTERM and SIGUSR1 caught as a flag that every rank reads at each micro-step boundary, so
+// a preempted job saves instead of dying (CheckpointPolicy.swift's RunClock agrees on it, and what follows). What this is not: a handler
 // that does work in signal context; the flag is set on a dispatch source's queue.
-import Distributed
 import Foundation
 
-/// SIGTERM and SIGUSR1 become a flag the loop reads at the end of each step. Installed at the start of a
+/// SIGTERM and SIGUSR1 become a flag the loop reads at each micro-step boundary. Installed at the start of a
 /// training command (before configs are read or memory allocated), so an early signal is never the default
 /// exit 143 that loses the run without a word.
 public final class PreemptionSignal: @unchecked Sendable {
@@ -21,11 +20,7 @@ public final class PreemptionSignal: @unchecked Sendable {
         for number in [SIGTERM, SIGUSR1] {
             Foundation.signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [weak self] in
-                self?.lock.lock()
-                self?.signal = number
-                self?.lock.unlock()
-            }
+            source.setEventHandler { [weak self] in self?.receive(number) }
             source.resume()
             sources.append(source)
         }
@@ -41,6 +36,13 @@ public final class PreemptionSignal: @unchecked Sendable {
         for number in [SIGTERM, SIGUSR1] { Foundation.signal(number, SIG_DFL) }
     }
 
+    /// Records `number` as received (the handler; the tests' seam).
+    func receive(_ number: Int32) {
+        lock.lock()
+        signal = number
+        lock.unlock()
+    }
+
     var received: Bool {
         lock.lock()
         defer { lock.unlock() }
@@ -52,8 +54,4 @@ public final class PreemptionSignal: @unchecked Sendable {
         return signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM"
     }
 
-    /// Whether any rank has received a signal: every rank must agree to stop at the same step.
-    func anyRank(_ world: Communicator) throws -> String? {
-        try world.allreduceMax(received ? 1 : 0) > 0 ? (received ? name : "a signal to another rank") : nil
-    }
 }

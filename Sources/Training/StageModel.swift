@@ -150,6 +150,11 @@ public final class StageModel {
         units?.beginStep()
     }
 
+    /// The step is dropped before its last micro-step (a preemption): once this returns nothing of it is in
+    /// flight (a prefetch under `full` has finished); its gradients, never applied, are zeroed by the next
+    /// beginStep. The parameters and the optimizer's moments were never touched.
+    func abandonStep() { units?.invalidate() }
+
     /// After the micro-steps: the rest of the gradient communication. `overlapped` says the primary's buckets
     /// already started during the last backward; any other model's buckets are all reduced now.
     func finishReduction(world: Communicator, overlapped: Bool) throws -> (exposed: Double, communication: Double) {

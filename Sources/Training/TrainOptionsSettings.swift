@@ -38,6 +38,19 @@ extension TrainOptions {
                 "checkpoint-every", \.checkpointEvery, 0, because: "only at the end, on preemption and at --stop-after",
                 .int(min: 0, max: Int.max), help: "save every N steps; 0 saves only at the end and when stopped"),
             .flag(
+                "checkpoint-every-minutes", \.checkpointEveryMinutes, 0,
+                because: "saves by step count only (--checkpoint-every)",
+                .number(min: 0, inclusive: true, max: 1e7), placeholder: "M",
+                help:
+                    "also save when M minutes have passed since the last save (rank 0's clock decides, at a step's end)"
+            ),
+            .flag(
+                "signal-lead", \.signalLead, 0, because: "the scheduler's lead is not known",
+                .number(min: 0, inclusive: true, max: 1e7), placeholder: "SECONDS",
+                help:
+                    "seconds between the scheduler's signal and its kill (--signal=USR1@S): warns when one micro-step and a save do not fit"
+            ),
+            .flag(
                 "keep", \.keepCheckpoints, 2, because: "the fewest that survive a torn newest",
                 .int(min: 2, max: 1_000_000), placeholder: "K",
                 help: "committed checkpoints kept; never fewer than 2, since a torn newest needs a predecessor"),

@@ -41,6 +41,10 @@ public struct TrainOptions {
     public var checkpointDirectory: String? = Self.declared(\.checkpointDirectory)
     /// Save every this many steps (0: only at the end, on preemption and at --stop-after).
     public var checkpointEvery: Int = Self.declared(\.checkpointEvery)
+    /// Also save once this many minutes have passed since the last save (0: by step count only).
+    public var checkpointEveryMinutes: Double = Self.declared(\.checkpointEveryMinutes)
+    /// Seconds the scheduler's signal comes before its kill (0: unknown), to warn when it is too short.
+    public var signalLead: Double = Self.declared(\.signalLead)
     public var keepCheckpoints: Int = Self.declared(\.keepCheckpoints)
     public var backgroundSave: Bool = Self.declared(\.backgroundSave)
     public var resume = ResumeMode(Self.declared(\.resumeArgument))
@@ -89,6 +93,12 @@ public final class Trainer {
     let options: TrainOptions
     let reporter: ProgressReporter
     let policy: CheckpointPolicy
+    /// How long micro-steps and saves take, what rank 0's clock says is due.
+    let clock: RunClock
+    /// Why the latest step was dropped part-way (TrainingStep).
+    var stopReason: String?
+    /// The newest step saved or being saved: the one resumed from, at first.
+    var lastSavedStep: Int?
     let checkpoints: CheckpointStore?
     let watchdog: Watchdog?
     /// The first step to run: 0, or the step of the checkpoint resumed from.
@@ -215,7 +225,11 @@ public final class Trainer {
             checkpoints = nil
         }
         startStep = resumedStep
+        lastSavedStep = resumedStep > 0 ? resumedStep : nil
         policy = CheckpointPolicy(every: options.checkpointEvery, stopAfter: options.stopAfter, steps: t.steps)
+        clock = RunClock(
+            checkpointEveryMinutes: options.checkpointEveryMinutes, signalLead: options.signalLead,
+            environment: ProcessInfo.processInfo.environment, isRoot: world.isRoot)
         // A fresh run starts from the seed or from each model's init_from; a resumed one already holds its state.
         // The agreement is checked below.
         if startStep == 0 {
@@ -304,6 +318,7 @@ public final class Trainer {
             ("--out", options.outputDirectory ?? "absent"), ("--out-dtype", options.outputDType),
             ("--max-shard-size", options.maxShardSize),
             ("--checkpoint-every", "\(options.checkpointEvery)"),
+            ("--checkpoint-every-minutes", "\(options.checkpointEveryMinutes)"),
             ("--keep", "\(options.keepCheckpoints)"),
             ("--background-save", "\(options.backgroundSave)"),
             ("--resume", "\(options.resume)"),
@@ -393,29 +408,35 @@ public final class Trainer {
         }
         var completed = true
         var k = startStep
-        while k < t.steps {
+        // A signal during start-up: nothing has changed since the checkpoint resumed from (or the start).
+        if let stop = try clock.agree(world, stepEnd: false).stop {
+            try stopWithoutStep(stop, at: k)
+            completed = false
+        }
+        while completed && k < t.steps {
             watchdog?.step = k + 1
-            history.append(try step(k))
+            guard let metrics = try step(k) else {
+                // Dropped part-way: step k's state is what the parameters and moments hold.
+                try stopWithoutStep(stopReason ?? "stopped", at: k)
+                completed = false
+                break
+            }
+            history.append(metrics)
             k += 1
-            let signal = try PreemptionSignal.shared.anyRank(world)
+            let (stop, due) = try clock.agree(world, stepEnd: true)
             guard let store = checkpoints else {
-                if let signal {
+                if let stop {
                     throw TrainingError(
-                        "\(signal) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint")
+                        "\(stop) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint")
                 }
                 continue
             }
-            let decision = policy.decision(afterStep: k, signal: signal)
+            if let seconds = store.takeCommitSeconds() { clock.recordSave(seconds: seconds, log: options.log) }
+            let decision = policy.decision(afterStep: k, stop: stop, due: due)
             if decision == .continueTraining { continue }
-            try store.save(
-                step: k, tokensSeen: k * objective.tokensPerStep, models: models.map(\.checkpointed), config: config)
+            try save(step: k, to: store)
             if case let .saveAndStop(reason) = decision {
-                try store.waitForPending()
-                if world.isRoot {
-                    options.log(
-                        "\(reason): checkpoint of step \(k) committed; the schedule has \(t.steps - k) steps left, relaunch to resume"
-                    )
-                }
+                try finishStop(reason, at: k, store: store)
                 completed = false
                 break
             }
@@ -426,6 +447,38 @@ public final class Trainer {
         if world.isRoot, let position = objective.dataPosition(afterSteps: k) { options.log(position) }
         if completed, let out = options.outputDirectory { try saveModel(to: out) }
         return TrainingOutcome(completed: completed, history: history)
+    }
+
+    /// Saves the state after step k (the store waits for an earlier background save first).
+    func save(step k: Int, to store: CheckpointStore) throws {
+        clock.saveStarted()
+        lastSavedStep = k
+        try store.save(
+            step: k, tokensSeen: k * objective.tokensPerStep, models: models.map(\.checkpointed), config: config)
+        // A foreground save has committed; a background one is timed when it has (takeCommitSeconds at a step's end).
+        if let seconds = store.takeCommitSeconds() { clock.recordSave(seconds: seconds, log: options.log) }
+    }
+
+    /// The ranks agreed to stop with no step finished since step k: its checkpoint is committed (written now,
+    /// unless it is the one resumed from or already saved), then the run ends like any stop.
+    func stopWithoutStep(_ reason: String, at k: Int) throws {
+        guard let store = checkpoints else {
+            throw TrainingError("\(reason) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint")
+        }
+        if k > 0 && lastSavedStep != k { try save(step: k, to: store) }
+        try finishStop(reason, at: k, store: store)
+    }
+
+    /// Waits for the stop's checkpoint to commit and says so.
+    func finishStop(_ reason: String, at k: Int, store: CheckpointStore) throws {
+        try store.waitForPending()
+        if let seconds = store.takeCommitSeconds() { clock.recordSave(seconds: seconds, log: options.log) }
+        guard world.isRoot else { return }
+        let what =
+            k == 0
+            ? "no step was taken, so there is nothing to save"
+            : "checkpoint of step \(k) committed" + (k == startStep ? " (the one resumed from)" : "")
+        options.log("\(reason): \(what); the schedule has \(config.train.steps - k) steps left, relaunch to resume")
     }
 
     /// Writes the trained model in Hugging Face layout, with the run's tokenizer beside it when it has one:

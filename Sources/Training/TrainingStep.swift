@@ -5,6 +5,9 @@
 //     thread as it goes. Sharding gradients and full: every unit's gradients are reduce-scattered right
 //     after its backward (ShardedUnits). Sharding optimizer: the whole gradient buffer is reduce-scattered
 //     after the last micro-step.
+//     Before every micro-step but the first the ranks agree whether to stop (a preemption signal, the job's
+//     time limit: RunClock); if so the partial step is dropped: nothing it computed has touched the
+//     parameters or the optimizer, and the data position is still the step's start.
 //  3. Wait for the last of it (the exposed communication), sum the loss over ranks.
 //  4. A NaN or Inf loss or gradient norm stops the run (or skips the step); otherwise each trained model is
 //     clipped to its own global norm (under sharding: each rank's sum of squares of its own range, one
@@ -17,7 +20,8 @@ import Foundation
 import Support
 
 extension Trainer {
-    func step(_ k: Int) throws -> StepMetrics {
+    /// Step k, or nil when the ranks agreed at a micro-step boundary to stop (`stopReason` says why).
+    func step(_ k: Int) throws -> StepMetrics? {
         let t = config.train
         let stepStart = Date()
         let trained = models.filter(\.trains)
@@ -32,7 +36,14 @@ extension Trainer {
         // communicator, so with such a model the primary reduces after the micro-steps like the others.
         let primaryBuckets = models.dropFirst().allSatisfy { $0.units == nil } ? models[0].buckets : nil
         var lossSum = 0.0
+        var microSeconds: [Double] = []
         for m in 0..<accumulation {
+            if m > 0, let reason = try clock.agree(world, stepEnd: false).stop {
+                for model in models { model.abandonStep() }
+                stopReason = "\(reason), during step \(k + 1) (\(m) of its \(accumulation) micro-steps done, dropped)"
+                return nil
+            }
+            let microStart = monotonicSeconds()
             if m == accumulation - 1, let buckets = primaryBuckets {
                 buckets.begin()
                 lossSum += try objective.microStep(m, models: modelSet, scale: scale) { watermark in
@@ -42,7 +53,9 @@ extension Trainer {
                 lossSum += try objective.microStep(m, models: modelSet, scale: scale, gradientsReady: nil)
             }
             for model in models { try model.units?.checkFailure() }
+            microSeconds.append(monotonicSeconds() - microStart)
         }
+        clock.recordMicroSteps(microSeconds, log: options.log)
         let computeEnd = Date()
         var (exposed, communication) = (0.0, 0.0)
         for (i, m) in models.enumerated() {

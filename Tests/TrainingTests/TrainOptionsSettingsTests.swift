@@ -12,6 +12,7 @@ import Training
         (declared.threads, declared.logEvery, declared.keepCheckpoints, declared.collectiveTimeout) = (-1, -1, -1, -1)
         (declared.outputDirectory, declared.stopAfter, declared.backgroundSave) = ("x", -1, true)
         (declared.outputDType, declared.maxShardSize) = ("x", "x")
+        (declared.checkpointEveryMinutes, declared.signalLead) = (-1, -1)
         declared.resume = .path("x")
         TrainOptions.settings.setDefaults(&declared)
         for setting in TrainOptions.settings.settings {
@@ -21,7 +22,8 @@ import Training
         #expect(
             TrainOptions.settings.names == [
                 "threads", "out", "out-dtype", "max-shard-size", "metrics", "log-every", "checkpoint-dir",
-                "checkpoint-every", "keep", "background-save", "resume", "stop-after",
+                "checkpoint-every", "checkpoint-every-minutes", "signal-lead", "keep", "background-save", "resume",
+                "stop-after",
                 "collective-timeout",
             ])
     }

@@ -8,7 +8,8 @@ import Model
 import Support
 import TestSupport
 import Testing
-import Training
+
+@testable import Training
 
 @Suite struct ScheduleTests {
     /// Written from the definition, independently of CosineSchedule's code path.
@@ -68,5 +69,74 @@ import Training
         for (x, y) in zip(a, b) { #expect(abs(x.gradNorm - y.gradNorm) < 1e-5 * x.gradNorm) }
         let diff = maxDifference(whole.model.parameters.array, split.model.parameters.array)
         #expect(diff < 1e-6, "parameters after 3 steps differ by \(diff)")
+    }
+}
+
+/// The clocks that decide saves and stops, on an injected clock (one rank: the agreement is the rank's vote).
+@Suite struct RunClockTests {
+    final class FakeTime: @unchecked Sendable {
+        var now = Date(timeIntervalSince1970: 1_000_000)
+    }
+
+    @Test func checkpointsByWallClockAreDueOnlyAtAStepsEndAndCountFromTheLastSave() throws {
+        let world = try Communicator.world()
+        let time = FakeTime()
+        let clock = RunClock(
+            checkpointEveryMinutes: 0.5, signalLead: 0, environment: [:], isRoot: true, now: { time.now })
+        let quiet = PreemptionSignal()
+        time.now += 29
+        #expect(try clock.agree(world, stepEnd: true, signal: quiet) == (nil, false))
+        time.now += 2
+        #expect(try clock.agree(world, stepEnd: false, signal: quiet) == (nil, false), "a micro-step boundary")
+        #expect(try clock.agree(world, stepEnd: true, signal: quiet) == (nil, true), "31 s after the start")
+        clock.saveStarted()
+        time.now += 20
+        #expect(try clock.agree(world, stepEnd: true, signal: quiet) == (nil, false), "20 s after the save")
+        time.now += 10
+        #expect(try clock.agree(world, stepEnd: true, signal: quiet) == (nil, true), "30 s after the save")
+        let off = RunClock(checkpointEveryMinutes: 0, signalLead: 0, environment: [:], isRoot: true, now: { time.now })
+        time.now += 1e6
+        #expect(try off.agree(world, stepEnd: true, signal: quiet) == (nil, false), "0 minutes: never")
+    }
+
+    @Test func aSignalStopsAtTheNextBoundaryAndATimeLimitBeforeItWouldOverrun() throws {
+        let world = try Communicator.world()
+        let time = FakeTime()
+        let signal = PreemptionSignal()
+        let clock = RunClock(
+            checkpointEveryMinutes: 0, signalLead: 0, environment: [:], isRoot: true, now: { time.now })
+        #expect(try clock.agree(world, stepEnd: false, signal: signal).stop == nil)
+        signal.receive(SIGUSR1)
+        #expect(try clock.agree(world, stepEnd: false, signal: signal).stop == "preempted (SIGUSR1)")
+
+        // The job ends at t0 + 100 s; a micro-step takes 10 s and a save 6 s: carrying on is safe while more than
+        // 1.25 · (10 + 16) + 5 = 37.5 s are left.
+        let end = time.now.timeIntervalSince1970 + 100
+        let limited = RunClock(
+            checkpointEveryMinutes: 0, signalLead: 0, environment: ["SLURM_JOB_END_TIME": "\(Int(end))"],
+            isRoot: true, now: { time.now })
+        var lines: [String] = []
+        limited.recordMicroSteps([8, 10, 9], log: { lines.append($0) })
+        limited.recordSave(seconds: 6, log: { lines.append($0) })
+        let quiet = PreemptionSignal()
+        time.now += 62
+        #expect(try limited.agree(world, stepEnd: false, signal: quiet).stop == nil, "38 s left")
+        time.now += 1
+        let reason = try limited.agree(world, stepEnd: false, signal: quiet).stop
+        #expect(reason?.contains("time limit is 37 s away") == true, "\(reason ?? "nil")")
+        #expect(lines.contains { $0.contains("a micro-step takes 10.00 s") }, "\(lines)")
+        #expect(lines.contains { $0.contains("a signal is honoured within 16.00 s") }, "\(lines)")
+        #expect(!lines.contains { $0.contains("warning") }, "no lead given, no warning: \(lines)")
+    }
+
+    @Test func aSignalLeadShorterThanAMicroStepAndASaveIsWarnedOnce() {
+        var lines: [String] = []
+        let clock = RunClock(checkpointEveryMinutes: 0, signalLead: 120, environment: [:], isRoot: true)
+        clock.recordMicroSteps([100], log: { lines.append($0) })
+        #expect(!lines.contains { $0.contains("warning") }, "100 s fit in 120: \(lines)")
+        clock.recordSave(seconds: 30, log: { lines.append($0) })
+        clock.recordSave(seconds: 30, log: { lines.append($0) })
+        let warnings = lines.filter { $0.contains("warning: --signal-lead 120 s cannot cover") }
+        #expect(warnings.count == 1 && warnings[0].contains("130.00 s") && warnings[0].contains("USR1@193"), "\(lines)")
     }
 }
