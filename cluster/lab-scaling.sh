@@ -72,9 +72,17 @@ for n in $ranks_list; do
         command=("$bin" pretrain --config "$config" --steps "$1" --warmup-steps 1 --log-every 1000
                  --sharding "$mode" --metrics "$2" --global-batch-tokens $((n * micro * seq_len))
                  --micro-batch "$micro" ${threads[@]+"${threads[@]}"})
-        counters > "$scratch/$3-before.json"
-        cluster/netns.sh exec -- "${mpirun[@]}" "${command[@]}" > "$2.log" 2>&1 \
-            || { cat "$2.log" >&2; die "$mode on $n rank(s) failed"; }
+        # A launch that fails is tried once more (OpenMPI 4.1's daemons fail to start now and then here); the
+        # counters are read again around the second try.
+        local try
+        for try in 1 2; do
+            counters > "$scratch/$3-before.json"
+            if cluster/netns.sh exec -- "${mpirun[@]}" "${command[@]}" > "$2.log" 2>&1; then break; fi
+            [ "$try" = 1 ] || { cat "$2.log" >&2; die "$mode on $n rank(s) failed twice"; }
+            echo "   $mode on $n rank(s) failed; once more (the first try's log: $2.failed.log)" >&2
+            mv "$2.log" "$2.failed.log"
+            sleep 2
+        done
         counters > "$scratch/$3-after.json"
     }
     declare -A commands=()

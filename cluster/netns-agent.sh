@@ -6,4 +6,9 @@ while [[ "${1:-}" == -* ]]; do shift; done   # ssh-style options mpirun may pass
 address=$1; shift
 last=${address##*.}
 [[ "$address" == 10.213.7.* && "$last" =~ ^[0-9]+$ ]] || { echo "netns-agent: unknown host $address" >&2; exit 255; }
-exec ip netns exec "lt-host$((last - 1))" /bin/sh -c "$*"
+# Each host its own TMPDIR, as real hosts have their own /tmp: OpenMPI keeps its session directory there,
+# /tmp/ompi.HOSTNAME.UID, and hosts that share one name and one /tmp would create and remove it under each
+# other (an orted of one job failed in mkdir as another's finished).
+tmp=/tmp/lt-host$((last - 1))-tmp
+mkdir -p "$tmp"
+exec ip netns exec "lt-host$((last - 1))" env TMPDIR="$tmp" /bin/sh -c "$*"

@@ -94,6 +94,7 @@ down() {
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "$ns"
     done
+    rm -rf /tmp/"$prefix"-host*-tmp  # the hosts' own TMPDIRs (netns-agent.sh)
 }
 
 cut() { ip -n "$prefix-host$1" link set "$prefix-h$1" down; }

@@ -83,7 +83,7 @@ public enum LlamaTrain {
             exit(0)
         }
         // Training commands catch SIGTERM and SIGUSR1 from the first instant, so a preemption signal never kills a
-        // run before its handler exists; the loop stops with a checkpoint at the end of a step.
+        // run before its handler exists; the loop stops with a checkpoint at the next micro-step boundary.
         if TrainingStage(rawValue: spec.name) != nil { PreemptionSignal.shared.install() }
         do {
             var args = try Arguments(arguments, spec: spec)

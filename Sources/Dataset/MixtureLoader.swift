@@ -69,7 +69,12 @@ public final class MixtureLoader {
                     )
                 }
                 offsets.append(total)
-                total += s.tokens
+                let (sum, overflow) = total.addingReportingOverflow(s.tokens)
+                guard !overflow else {
+                    throw DatasetError.badShard(
+                        file: directory + "/index.json", reason: "source '\(source.name)' counts more than 2^63 tokens")
+                }
+                total = sum
                 listed.append(ShardEntry(path: path, tokens: s.tokens, checked: s.maxTokenId != nil))
             }
             let weight = weights[source.name] ?? 1
@@ -185,7 +190,8 @@ public final class MixtureLoader {
             let n = min(count - done, entry.tokens - offset)
             if n > 0 {
                 try open.shard(entry).read(start: offset, count: n, into: out + done)
-                if !entry.checked, let bad = (0..<n).first(where: { out[done + $0] >= vocabSize }) {
+                if !entry.checked, let bad = (0..<n).first(where: { out[done + $0] >= vocabSize || out[done + $0] < 0 })
+                {
                     throw DatasetError.badShard(
                         file: entry.path,
                         reason:

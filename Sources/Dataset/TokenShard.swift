@@ -247,13 +247,17 @@ public struct DatasetIndex: Codable, Equatable {
         } catch {
             throw DatasetError.badShard(file: path, reason: "index is not valid: \(error)")
         }
-        var names = Set<String>()
+        var names = Set<String>(), files = Set<String>()
         for source in index.sources {
             guard names.insert(source.name).inserted else {
                 throw DatasetError.badShard(
                     file: path, reason: "source '\(source.name)' is listed twice; each source name must be unique")
             }
             for shard in source.shards {
+                guard files.insert(shard.file).inserted else {
+                    throw DatasetError.badShard(
+                        file: path, reason: "shard '\(shard.file)' is listed twice; each shard file must appear once")
+                }
                 guard !shard.file.contains("/"), shard.file != "..", !shard.file.isEmpty, shard.tokens >= 0,
                     shard.documents >= 0
                 else {

@@ -5,12 +5,15 @@
 //  1. A rank that has waited past the timeout announces it to the coordinators: ranks 0..<K with
 //     K = max(2, ⌈log₂ N⌉) (all of them when N is smaller), each a small non-blocking send on the watchdog's own
 //     communicator. A coordinator that announces, or hears an announcement while itself waiting, also asks every
-//     other rank to announce if it is waiting, so ranks that arrived later than the first are counted too.
+//     other rank to announce if it is waiting (a poke, heeded only by a rank inside a call), and asks those it
+//     has not heard from again every half grace, so ranks that arrived later than the first are counted too.
 //  2. After a grace period the ranks that have not announced are the ones that never arrived; the first
 //     coordinator whose grace ends aborts the job (MPI_Abort) with a message naming them, the step and the call.
-//     Should every coordinator be among the stuck, a waiting rank aborts after three graces naming them.
-// So a stall costs at most 2·K·N messages, all ranks together (O(N log N)), where telling every rank would be
-// N²: a million at 1024 ranks. A rank that is merely slow arrives before the timeout, and nothing happens.
+//     Should every coordinator be among the stuck (none poked it), a waiting rank aborts after three graces
+//     naming them.
+// So a stall costs 2·K·N messages, all ranks together, and 2·K more per silent rank (O(N log N)), where
+// telling every rank would be N²: a million at 1024 ranks. A rank that is merely slow arrives before the
+// timeout, and nothing happens.
 import Foundation
 
 public final class Watchdog: @unchecked Sendable {
@@ -33,6 +36,7 @@ public final class Watchdog: @unchecked Sendable {
     private var episodeCall: Int?
     private var sent = false
     private var poked = false
+    private var lastPoke: Date?
     private var sends: [Request] = []
     /// Messages this rank has sent, all stalls together (the log says it: the tests count them).
     private var messagesSent = 0
@@ -132,7 +136,8 @@ public final class Watchdog: @unchecked Sendable {
         while let report = try comm.receiveIfPresent(count: 4, tag: Watchdog.tag) {
             lock.withLock {
                 if report[0] == Watchdog.poke {
-                    poked = true
+                    // A poke for a call this rank has not reached says nothing of the next one it enters.
+                    if !calls.isEmpty { poked = true }
                 } else {
                     reporters[Int(report[1])] = (report[2], report[3])
                 }
@@ -142,9 +147,12 @@ public final class Watchdog: @unchecked Sendable {
             let oldest = calls.values.map(\.since).min()
             return (announcedAt != nil && !sent, currentStep, oldest.map { Date().timeIntervalSince($0) } ?? 0)
         }
-        guard due else { return }
-        lock.withLock { sent = true }
         let me = comm.rank
+        guard due else {
+            try pokeAgain()
+            return
+        }
+        lock.withLock { (sent, lastPoke) = (true, Date()) }
         var messages = (0..<coordinators).filter { $0 != me }.map {
             ([Watchdog.announcement, Int64(me), Int64(step), Int64(waited * 1000)], $0)
         }
@@ -162,6 +170,24 @@ public final class Watchdog: @unchecked Sendable {
         )
     }
 
+    /// A coordinator asks the ranks it has not heard from again every half grace: one that was still computing
+    /// at the first poke may be waiting now.
+    private func pokeAgain() throws {
+        guard isCoordinator else { return }
+        let silent = lock.withLock { () -> [Int] in
+            guard sent, let last = lastPoke, Date().timeIntervalSince(last) > grace / 2 else { return [] }
+            lastPoke = Date()
+            return (coordinators..<comm.size).filter { reporters[$0] == nil }
+        }
+        let requests = try silent.map {
+            try comm.sendNonBlocking([Watchdog.poke, Int64(comm.rank), 0, 0], to: $0, tag: Watchdog.tag)
+        }
+        lock.withLock {
+            sends += requests
+            messagesSent += requests.count
+        }
+    }
+
     private func decide() {
         let now = Date()
         let (oldestEntry, step, heard, announced, episode) = lock.withLock {
@@ -177,6 +203,7 @@ public final class Watchdog: @unchecked Sendable {
                 announcedAt = nil
                 sent = false
                 poked = false
+                lastPoke = nil
                 reporters.removeAll()
             }
             return
@@ -184,8 +211,8 @@ public final class Watchdog: @unchecked Sendable {
         let waited = now.timeIntervalSince(oldest.since)
         if announced == nil && (waited > timeout || heard) {
             lock.withLock { (announcedAt, episodeCall) = (now, token) }
-        } else if let announced, !isCoordinator, now.timeIntervalSince(announced) > 3 * grace {
-            // No coordinator aborted: they are all among the stuck.
+        } else if let announced, !isCoordinator, !heard, now.timeIntervalSince(announced) > 3 * grace {
+            // No coordinator aborted, nor asked: they are all among the stuck.
             let message = String(
                 format:
                     "watchdog: waited %.0f s in %@ at step %d; rank(s) %@ (the watchdog's coordinators) never arrived, and maybe others. Aborting the job; check those ranks' hosts, links and logs.",

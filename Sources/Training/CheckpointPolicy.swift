@@ -25,7 +25,8 @@ struct CheckpointPolicy {
     /// What to do after step k (1-based) has been taken; `stop` names a preemption all ranks agreed on, and
     /// `due` says rank 0's clock asks for a checkpoint.
     func decision(afterStep k: Int, stop: String?, due: Bool = false) -> Decision {
-        if let stop { return .saveAndStop(reason: stop) }
+        // A stop asked for after the last step is the end of the schedule: the final save, and --out, as usual.
+        if let stop, k < steps { return .saveAndStop(reason: stop) }
         if let stop = stopAfter, k >= stop, k < steps {
             return .saveAndStop(reason: "stopped after step \(k) as asked")
         }
@@ -51,9 +52,12 @@ final class RunClock {
     let isRoot: Bool
     let now: () -> Date
     private(set) var lastSave: Date
-    /// The longest micro-step of the latest step, and the latest save's commit.
+    /// The longest stretch between two boundaries in the latest step (a micro-step; the last one with the
+    /// step's reduction and optimizer), and the latest save's commit.
     private(set) var microStepSeconds: Double?
     private(set) var saveSeconds: Double?
+    private var lastBoundary: Date?
+    private var longestGap = 0.0
     private var warned = false
 
     init(
@@ -77,18 +81,23 @@ final class RunClock {
         if signal.received { return "preempted (\(signal.name))" }
         guard isRoot, let jobEnd, let micro = microStepSeconds else { return nil }
         let left = jobEnd.timeIntervalSince(now())
-        // Carrying on means one more micro-step before the next boundary, then the save; 25% and 5 s spare.
-        guard left < 1.25 * (micro + margin) + 5 else { return nil }
+        // Carrying on means one more micro-step before the next boundary, then the lead a stop needs; 5 s spare.
+        guard left < 1.25 * micro + leadNeeded + 5 else { return nil }
         return String(format: "the job's time limit is %.0f s away (SLURM_JOB_END_TIME)", max(left, 0))
     }
 
     /// Every rank's vote, agreed: nil to carry on, or why the ranks stop; `due` when rank 0's clock asks for
     /// a checkpoint (only at a step's end).
     func agree(
-        _ world: Communicator, stepEnd: Bool, signal: PreemptionSignal = .shared
-    ) throws -> (
-        stop: String?, due: Bool
-    ) {
+        _ world: Communicator, stepEnd: Bool, signal: PreemptionSignal = .shared, log: (String) -> Void = { _ in }
+    ) throws -> (stop: String?, due: Bool) {
+        let time = now()
+        if let last = lastBoundary { longestGap = max(longestGap, time.timeIntervalSince(last)) }
+        lastBoundary = time
+        if stepEnd && longestGap > 0 {
+            recordMicroSteps([longestGap], log: log)
+            longestGap = 0
+        }
         let reason = stopReason(signal: signal)
         let due = stepEnd && isRoot && checkpointInterval.map { now().timeIntervalSince(lastSave) >= $0 } == true
         let vote: Vote = reason != nil ? .stop : due ? .checkpointDue : .carryOn
@@ -100,7 +109,7 @@ final class RunClock {
         }
     }
 
-    /// A step's micro-steps took these seconds each.
+    /// The stretches between a step's boundaries took these seconds each.
     func recordMicroSteps(_ seconds: [Double], log: (String) -> Void) {
         guard let longest = seconds.max() else { return }
         let first = microStepSeconds == nil
@@ -109,7 +118,7 @@ final class RunClock {
             log(
                 String(
                     format:
-                        "margin: a micro-step takes %.2f s; a preemption signal is honoured at the next micro-step boundary, then a save commits",
+                        "margin: a micro-step takes %.2f s at most (from one boundary where a signal is read to the next; the last with the step's reduction and optimizer); a signal is honoured at the next boundary, then a save commits",
                     longest))
         }
         warnIfShort(log: log)
@@ -117,6 +126,9 @@ final class RunClock {
 
     /// A save begins: the interval of --checkpoint-every-minutes counts from here.
     func saveStarted() { lastSave = now() }
+
+    /// A save has returned: its time is not part of the stretch to the next boundary.
+    func saveReturned() { lastBoundary = now() }
 
     /// A save committed, taking `seconds`.
     func recordSave(seconds: Double, log: (String) -> Void) {
@@ -131,13 +143,16 @@ final class RunClock {
         warnIfShort(log: log)
     }
 
+    /// The lead a signal needs: a micro-step to the boundary and a save, a quarter spare.
+    var leadNeeded: Double { 1.25 * margin }
+
     private func warnIfShort(log: (String) -> Void) {
-        guard isRoot, !warned, let lead = signalLead, lead < margin else { return }
+        guard isRoot, !warned, let lead = signalLead, lead < leadNeeded else { return }
         warned = true
         log(
             String(
                 format:
-                    "warning: --signal-lead %.0f s cannot cover a micro-step and a save (%.2f s): a preempted job would be killed before its checkpoint commits; ask the scheduler for a lead of at least %.0f s (Slurm: --signal=USR1@%.0f, which it sends up to 30 s late) or shorten the micro-step",
-                lead, margin, (1.25 * margin).rounded(.up), (1.25 * margin + 30).rounded(.up)))
+                    "warning: --signal-lead %.0f s cannot cover a micro-step and a save with a quarter to spare (%.2f s): a preempted job may be killed before its checkpoint commits; ask the scheduler for at least %.0f s (Slurm: --signal=B:USR1@%.0f) or shorten the micro-step",
+                lead, margin, leadNeeded.rounded(.up), leadNeeded.rounded(.up)))
     }
 }

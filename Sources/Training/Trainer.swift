@@ -225,7 +225,13 @@ public final class Trainer {
             checkpoints = nil
         }
         startStep = resumedStep
-        lastSavedStep = resumedStep > 0 ? resumedStep : nil
+        // The checkpoint resumed from counts as saved only if it is in --checkpoint-dir (a --resume PATH may name
+        // one elsewhere): a stop before the next step then has nothing to write.
+        lastSavedStep =
+            checkpoints.map {
+                FileManager.default.fileExists(
+                    atPath: $0.directory + "/" + CheckpointManifest.directoryName(step: resumedStep) + "/manifest.json")
+            } == true && resumedStep > 0 ? resumedStep : nil
         policy = CheckpointPolicy(every: options.checkpointEvery, stopAfter: options.stopAfter, steps: t.steps)
         clock = RunClock(
             checkpointEveryMinutes: options.checkpointEveryMinutes, signalLead: options.signalLead,
@@ -409,7 +415,7 @@ public final class Trainer {
         var completed = true
         var k = startStep
         // A signal during start-up: nothing has changed since the checkpoint resumed from (or the start).
-        if let stop = try clock.agree(world, stepEnd: false).stop {
+        if let stop = try clock.agree(world, stepEnd: false, log: options.log).stop {
             try stopWithoutStep(stop, at: k)
             completed = false
         }
@@ -423,15 +429,12 @@ public final class Trainer {
             }
             history.append(metrics)
             k += 1
-            let (stop, due) = try clock.agree(world, stepEnd: true)
+            let (stop, due) = try clock.agree(world, stepEnd: true, log: options.log)
             guard let store = checkpoints else {
-                if let stop {
-                    throw TrainingError(
-                        "\(stop) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint")
-                }
+                if let stop { try stopWithoutStep(stop, at: k) }
                 continue
             }
-            if let seconds = store.takeCommitSeconds() { clock.recordSave(seconds: seconds, log: options.log) }
+            recordCommit(store)
             let decision = policy.decision(afterStep: k, stop: stop, due: due)
             if decision == .continueTraining { continue }
             try save(step: k, to: store)
@@ -455,12 +458,19 @@ public final class Trainer {
         lastSavedStep = k
         try store.save(
             step: k, tokensSeen: k * objective.tokensPerStep, models: models.map(\.checkpointed), config: config)
-        // A foreground save has committed; a background one is timed when it has (takeCommitSeconds at a step's end).
+        clock.saveReturned()
+        recordCommit(store)
+    }
+
+    /// A save that has committed since the last look (a foreground one at once, a background one when it
+    /// finishes) gives the margin its time.
+    func recordCommit(_ store: CheckpointStore) {
         if let seconds = store.takeCommitSeconds() { clock.recordSave(seconds: seconds, log: options.log) }
     }
 
     /// The ranks agreed to stop with no step finished since step k: its checkpoint is committed (written now,
-    /// unless it is the one resumed from or already saved), then the run ends like any stop.
+    /// unless it is the one resumed from or already saved), then the run ends like any stop. Without a
+    /// checkpoint directory the run ends with an error saying nothing was saved.
     func stopWithoutStep(_ reason: String, at k: Int) throws {
         guard let store = checkpoints else {
             throw TrainingError("\(reason) at step \(k): no --checkpoint-dir, so the run ends without a checkpoint")
@@ -472,7 +482,7 @@ public final class Trainer {
     /// Waits for the stop's checkpoint to commit and says so.
     func finishStop(_ reason: String, at k: Int, store: CheckpointStore) throws {
         try store.waitForPending()
-        if let seconds = store.takeCommitSeconds() { clock.recordSave(seconds: seconds, log: options.log) }
+        recordCommit(store)
         guard world.isRoot else { return }
         let what =
             k == 0

@@ -36,14 +36,12 @@ extension Trainer {
         // communicator, so with such a model the primary reduces after the micro-steps like the others.
         let primaryBuckets = models.dropFirst().allSatisfy { $0.units == nil } ? models[0].buckets : nil
         var lossSum = 0.0
-        var microSeconds: [Double] = []
         for m in 0..<accumulation {
-            if m > 0, let reason = try clock.agree(world, stepEnd: false).stop {
+            if m > 0, let reason = try clock.agree(world, stepEnd: false, log: options.log).stop {
                 for model in models { model.abandonStep() }
                 stopReason = "\(reason), during step \(k + 1) (\(m) of its \(accumulation) micro-steps done, dropped)"
                 return nil
             }
-            let microStart = monotonicSeconds()
             if m == accumulation - 1, let buckets = primaryBuckets {
                 buckets.begin()
                 lossSum += try objective.microStep(m, models: modelSet, scale: scale) { watermark in
@@ -53,9 +51,7 @@ extension Trainer {
                 lossSum += try objective.microStep(m, models: modelSet, scale: scale, gradientsReady: nil)
             }
             for model in models { try model.units?.checkFailure() }
-            microSeconds.append(monotonicSeconds() - microStart)
         }
-        clock.recordMicroSteps(microSeconds, log: options.log)
         let computeEnd = Date()
         var (exposed, communication) = (0.0, 0.0)
         for (i, m) in models.enumerated() {

@@ -124,6 +124,28 @@ func makeDataset(_ sizes: [String: [Int]], vocab: Int = 60000) throws -> String 
         #expect(throws: DatasetError.self) { try loader.batch(0, globalBatch: 12, rank: 0, worldSize: 5) }
     }
 
+    /// Opening reads index.json alone: a shard is opened when a window first reaches it, and a bad one is named
+    /// then; with at most 2 mapped at a time (the rest closed and opened again) every batch is the same. An
+    /// index naming one file twice is refused at once.
+    @Test func shardsAreOpenedOnDemandAndBadOnesNamedWhenReached() throws {
+        let dir = try makeDataset(["a": [900, 1300, 2000, 700, 1100]])
+        let index = try DatasetIndex.load(directory: dir)
+        let files = index.sources[0].shards.map(\.file)
+        try #require(files.count >= 4)
+        let many = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 7)
+        let two = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 7, maxOpenShards: 2)
+        for k in 0..<6 { #expect(try two.batch(k, globalBatch: 40).tokens == many.batch(k, globalBatch: 40).tokens) }
+        try FileManager.default.removeItem(atPath: dir + "/" + files[2])
+        let missing = try MixtureLoader(directory: dir, tokenizerHash: hashA, seqLen: 32, seed: 7)
+        #expect { try (0..<20).forEach { _ = try missing.batch($0, globalBatch: 40) } } throws: { error in
+            "\(error)".contains(files[2])
+        }
+        var twice = index
+        twice.sources[0].shards.append(twice.sources[0].shards[0])
+        try Preparation.write(twice, to: dir)
+        #expect { try DatasetIndex.load(directory: dir) } throws: { "\($0)".contains("listed twice") }
+    }
+
     /// Shares follow tokens × weight to within one slot of the pattern (1/period) over whole periods, and
     /// within 1% over an arbitrary run of batches.
     @Test func mixtureWeightsAreRealised() throws {

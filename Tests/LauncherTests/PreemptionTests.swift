@@ -137,7 +137,8 @@ func committedSteps(_ directory: String) -> [String] {
             mpirun2 + [tool] + common + ["--checkpoint-dir", dir + "/ck", "--metrics", dir + "/m.jsonl"], in: dir)
         let ranks = job.ranks(expected: 2)
         try #require(ranks.count == 2, "\(job.stderr)")
-        try #require(job.wait(for: 200) { metricsLines(dir + "/m.jsonl") >= 1 }, "step 1 never ended: \(job.stderr)")
+        try #require(
+            job.wait(for: 200) { job.stdout.contains("a micro-step takes") }, "step 1 never ended: \(job.stderr)")
         let micro = try #require(number(after: "a micro-step takes ", in: job.stdout), "\(job.stdout)")
         usleep(useconds_t(2.5 * micro * 1e6))  // into step 2, a few micro-steps in
         kill(ranks[1]!, SIGTERM)
@@ -151,8 +152,10 @@ func committedSteps(_ directory: String) -> [String] {
         #expect(done >= 1 && done < 8, "the step was dropped part-way: \(out)")
         #expect(out.contains("checkpoint of step 1 committed"), "\(out)")
         let save = try #require(number(after: "written in ", in: out), "\(out)")
-        // A micro-step, the save, and the job's teardown (MPI_Finalize, mpirun): never the rest of the step.
-        #expect(waited < micro + save + 2.5, "exit \(waited) s after the signal; micro-step \(micro) s, save \(save) s")
+        // A micro-step, the save, and the job's teardown (MPI_Finalize, mpirun), with room for a loaded machine:
+        // the dropped step above is what shows the rest of the step was not waited for.
+        #expect(
+            waited < 2 * micro + save + 3, "exit \(waited) s after the signal; micro-step \(micro) s, save \(save) s")
         #expect(committedSteps(dir + "/ck") == ["step-00000001"])
 
         let resumed = try run(
@@ -191,6 +194,7 @@ func committedSteps(_ directory: String) -> [String] {
         let busy = try BackgroundJob(
             mpirun2 + [tool, "pretrain", "--config", config, "--log-every", "1"] + ck, in: dir)
         let busyRanks = busy.ranks(expected: 2)
+        try #require(busyRanks.count == 2, "\(busy.stderr)")
         try #require(busy.wait(for: 120) { busy.stdout.contains(" 60/400 |") }, "\(busy.stdout)\(busy.stderr)")
         kill(busyRanks[1]!, SIGTERM)
         #expect(busy.finish() == 75, "\(busy.stdout)\(busy.stderr)")
@@ -228,7 +232,8 @@ func committedSteps(_ directory: String) -> [String] {
 }
 
 @Suite(.serialized) struct WatchdogScaleTests {
-    /// 16 oversubscribed ranks, one of them stopped (SIGSTOP) mid-run: the watchdog names it, and all ranks
+    /// 16 oversubscribed ranks (a timeout of 8 s, so a grace of 2 s for the waiting ranks to be heard on a loaded
+    /// machine), one of them stopped (SIGSTOP) mid-run: the watchdog names it, and all ranks
     /// together send at most 2·K·N messages (K = ⌈log₂ 16⌉ = 4 coordinators), where telling every rank sends
     /// N·(N − 1) = 240 (what it did before: each waiting rank told all 15 others).
     @Test func aStalledRankOf16IsNamedWithNLogNMessages() throws {
@@ -244,7 +249,7 @@ func committedSteps(_ directory: String) -> [String] {
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let n = 16
         let job = try BackgroundJob(
-            mpirunFast + ["-np", "\(n)", tool, "pretrain", "--config", config, "--collective-timeout", "3"], in: dir)
+            mpirunFast + ["-np", "\(n)", tool, "pretrain", "--config", config, "--collective-timeout", "8"], in: dir)
         let ranks = job.ranks(expected: n, timeout: 120)
         defer { for pid in ranks.values { kill(pid, SIGKILL) } }
         try #require(ranks.count == n, "\(job.stderr)")

@@ -132,11 +132,32 @@ import Testing
     @Test func aSignalLeadShorterThanAMicroStepAndASaveIsWarnedOnce() {
         var lines: [String] = []
         let clock = RunClock(checkpointEveryMinutes: 0, signalLead: 120, environment: [:], isRoot: true)
-        clock.recordMicroSteps([100], log: { lines.append($0) })
-        #expect(!lines.contains { $0.contains("warning") }, "100 s fit in 120: \(lines)")
+        clock.recordMicroSteps([90], log: { lines.append($0) })
+        #expect(!lines.contains { $0.contains("warning") }, "1.25 × 90 s fit in 120: \(lines)")
         clock.recordSave(seconds: 30, log: { lines.append($0) })
         clock.recordSave(seconds: 30, log: { lines.append($0) })
         let warnings = lines.filter { $0.contains("warning: --signal-lead 120 s cannot cover") }
-        #expect(warnings.count == 1 && warnings[0].contains("130.00 s") && warnings[0].contains("USR1@193"), "\(lines)")
+        #expect(warnings.count == 1 && warnings[0].contains("120.00 s") && warnings[0].contains("USR1@150"), "\(lines)")
+    }
+
+    /// The margin's micro-step is the longest stretch between two boundaries of a step (the step's tail
+    /// included), not counting a save.
+    @Test func theMarginIsTheLongestStretchBetweenBoundaries() throws {
+        let world = try Communicator.world()
+        let time = FakeTime()
+        let clock = RunClock(
+            checkpointEveryMinutes: 0, signalLead: 0, environment: [:], isRoot: true, now: { time.now })
+        let quiet = PreemptionSignal()
+        _ = try clock.agree(world, stepEnd: false, signal: quiet)  // start-up
+        for gap in [3.0, 4, 7] {  // micro-steps 1 and 2, then the last with the reduction and optimizer
+            time.now += gap
+            _ = try clock.agree(world, stepEnd: gap == 7, signal: quiet)
+        }
+        #expect(clock.microStepSeconds == 7)
+        time.now += 50  // a save
+        clock.saveReturned()
+        time.now += 2
+        _ = try clock.agree(world, stepEnd: true, signal: quiet)
+        #expect(clock.microStepSeconds == 2, "the save is not a stretch between boundaries")
     }
 }
