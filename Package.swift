@@ -69,8 +69,8 @@ let package = Package(
                 "Configuration", "Checkpoint", "Model", "Optim", "Kernels", "Distributed",
                 "Dataset", "Tokenizer", "Support",
             ]),
-        // Running a model rather than training it: generation (and, next, the KV-cached engine).
-        .target(name: "Inference", dependencies: ["Model", "Tokenizer", "Support"]),
+        // Running a model rather than training it: the KV-cached engine, sampling, continuous batching.
+        .target(name: "Inference", dependencies: ["Model", "Kernels", "Tokenizer", "Support"]),
         // SFT packing and reward models: objectives and data of the fine-tuning stages.
         .target(
             name: "FineTune",
@@ -78,7 +78,9 @@ let package = Package(
         // Looking at runs and models: plan, scaling simulator, step benchmark, charts.
         .target(
             name: "Tools",
-            dependencies: ["Training", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support"]),
+            dependencies: [
+                "Training", "Inference", "Configuration", "Model", "Optim", "Kernels", "Tokenizer", "Support",
+            ]),
         // The command line as a library: every command's spec, dispatch and exit codes.
         .target(
             name: "Commands",
@@ -113,6 +115,9 @@ let package = Package(
         .testTarget(
             name: "FineTuneTests",
             dependencies: ["FineTune", "Inference", "Training", "Configuration", "Model", "Tokenizer", "Support"],
+            exclude: ["Fixtures"]),
+        .testTarget(
+            name: "InferenceTests", dependencies: ["Inference", "Model", "Kernels", "Tokenizer", "Support"],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "ToolsTests", dependencies: ["Tools", "Configuration", "Model", "Optim", "Distributed", "Support"]),

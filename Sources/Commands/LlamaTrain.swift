@@ -21,7 +21,7 @@ public enum LlamaTrain {
         PrepareCommand.spec,
         PretrainCommand.spec, FineTuneCommands.sftSpec, FineTuneCommands.rewardSpec, FineTuneCommands.scoreSpec,
         ExportCommand.spec, DataCommands.formatSpec, DataCommands.statsSpec,
-        ToolCommands.planSpec, ToolCommands.plotSpec, ToolCommands.generateSpec,
+        ToolCommands.planSpec, ToolCommands.plotSpec, GenerateCommand.spec, ScoreCommand.spec,
         AllreduceBench.spec, MPISelfTest.spec,
     ]
 

@@ -1,4 +1,4 @@
-// `llama-train plan`, `plot` and `generate`: looking at a configuration, a run's metrics and a model.
+// `llama-train plan` and `plot`: looking at a configuration and a run's metrics (`generate`: GenerateCommand.swift).
 import Checkpoint
 import Configuration
 import FineTune
@@ -27,6 +27,12 @@ enum ToolCommands {
                 "checkpoints", .toggle,
                 "count a checkpoint save's copy of each rank's shard (12 bytes per owned parameter)"),
             Flag("json", .toggle, "also print the plan as JSON"),
+            Flag(
+                "generate-batch", .int(min: 1, max: 1 << 20), "B", default: "32",
+                "generation's memory for B sequences decoded at once"),
+            Flag(
+                "generate-length", .int(min: 1, max: 1 << 24), "T",
+                "generation's memory for sequences of T tokens (default: max_seq_len)"),
             Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
             Flag(
                 "calibration", .text, "FILE",
@@ -58,35 +64,6 @@ enum ToolCommands {
             Flag("title", .text, "TEXT", "the chart's title"),
         ],
         run: plot)
-    static let generateSpec = CommandSpec(
-        name: "generate",
-        summary: "sample text from a saved model (greedy when the temperature is 0)",
-        flags: [
-            Flag("checkpoint", .text, "DIR", required: true, "a Hugging Face directory written by --out or export"),
-            Flag("prompt", .list, "TEXT", "prompts, one sample each (default: one from nothing)"),
-            Flag(
-                "max-tokens", .int(min: 1, max: 1 << 20), "N", default: "64",
-                "tokens to add at most (the context caps it)"),
-            Flag(
-                "temperature", .number(min: 0, inclusive: true, max: 100), "T", default: "0.8",
-                "sampling temperature"),
-            Flag("top-p", .number(min: 0, inclusive: false, max: 1), "P", default: "0.9", "nucleus sampling"),
-            Flag("seed", .int(min: 0, max: Int.max), "N", default: "1", "the sampling seed"),
-            Flag(
-                "template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "", default: "none",
-                "wrap each prompt as a user turn of a fine-tuned model's template and print its answer "
-                    + "(none: continue the text)"),
-            TemplateFlags.flags[1],
-            Flag(
-                "truncate", .choice(Truncation.allCases.map(\.rawValue)), "", default: "refuse",
-                "a prompt longer than the context: refuse it, or keep its last (left) or first (right) tokens"),
-            Flag(
-                "logits", .text, "FILE.jsonl",
-                "write each prompt's ids and the logits at every position, one JSON line per prompt, instead of "
-                    + "sampling (to compare with another implementation)"),
-        ],
-        run: generate)
-
     static func plan(_ args: inout Arguments) throws {
         if args.flag("simulate") { return try SimulateCommand.run(&args) }
         guard args.string("config") != nil else { throw args.usage("--config is required (or give --simulate)") }
@@ -95,7 +72,8 @@ enum ToolCommands {
         let json = args.flag("json")
         let perNode = args.int(declared: "ranks-per-node")
         let p = try TrainingPlan(
-            config: config, ranks: ranks, ranksPerNode: perNode, checkpoints: args.flag("checkpoints"), file: path)
+            config: config, ranks: ranks, ranksPerNode: perNode, checkpoints: args.flag("checkpoints"), file: path,
+            generationBatch: args.int(declared: "generate-batch"), generationLength: args.int("generate-length"))
         let node = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / 1_073_741_824) }
         let rows: [(String, String)] = [
@@ -127,6 +105,10 @@ enum ToolCommands {
                 "\(gib(p.communicationBytesPerRankPerStep)) in and out of each rank per step (gradients \(gib(p.allreduceBytesPerStep)) per rank)"
             ),
             ("FLOPs per token", String(format: "%.3g (6N + 6LTD)", p.flopsPerToken)),
+            (
+                "generation",
+                "\(gib(p.generationMemoryBytes)) on one rank for \(p.generationBatch) sequences of \(p.generationLength) tokens: weights \(gib(4 * p.parameters)), KV cache \(gib(p.generationCacheBytes)) (2 · layers · kv_heads · head_dim · tokens · sequences, fp32)"
+            ),
         ]
         for (k, v) in rows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }
         if json {
@@ -143,60 +125,5 @@ enum ToolCommands {
         let title = args.string("title") ?? "loss and learning rate: \((metrics as NSString).lastPathComponent)"
         try AtomicFile.write(Data(try LossChart.svg(metricsPath: metrics, title: title).utf8), to: out)
         print("wrote \(out)")
-    }
-
-    static func generate(_ args: inout Arguments) throws {
-        let directory = try args.require("checkpoint")
-        let prompts = args.list("prompt")
-        let maxTokens = args.int(declared: "max-tokens")
-        let temperature = args.number(declared: "temperature")
-        let topP = args.number(declared: "top-p")
-        let seed = UInt64(args.int(declared: "seed"))
-        let truncation = Truncation(rawValue: args.string(declared: "truncate"))!
-        let model = try HuggingFace.loadModel(directory: directory)
-        let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
-        // Without --template (or with none) the prompt is text to continue.
-        let template =
-            args.string("template").map { $0 != "none" } == true
-            ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
-        if let path = args.string("logits") {
-            try PathClash.check(outputs: [.file("--logits", path)], inputs: [("--checkpoint", directory)])
-            var lines = Data()
-            for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
-                let ids = try truncation.apply(
-                    tokenizer.encode(prompt, bos: true), limit: model.config.maxSeqLen, what: "prompt \(i + 1)")
-                _ = try model.forward(
-                    tokens: ids, targets: [Int32](repeating: LlamaModel.ignoreIndex, count: ids.count), batch: 1,
-                    seqLen: ids.count)
-                let v = model.config.vocabSize, logits = model.outputs(of: .lm)
-                let rows = (0..<ids.count).map { t in (0..<v).map { Double(logits[t * v + $0]) } }
-                lines += try JSONSerialization.data(withJSONObject: [
-                    "prompt": prompt, "ids": ids.map(Int.init), "logits": rows,
-                ])
-                lines += Data("\n".utf8)
-            }
-            try AtomicFile.write(lines, to: path)
-            return
-        }
-        for (i, prompt) in (prompts.isEmpty ? [""] : prompts).enumerated() {
-            if let template {
-                // A single user turn; the answer ends at </s>.
-                // The prompt leaves room for one new token at least.
-                let ids = try truncation.apply(
-                    template.prompt(user: prompt), limit: model.config.maxSeqLen - 1, what: "prompt \(i + 1)")
-                let answer = try Generator.generate(
-                    model: model, tokenizer: tokenizer, promptIds: ids, maxTokens: maxTokens,
-                    temperature: temperature, topP: topP, seed: seed &+ UInt64(i))
-                print(
-                    "--- \(template.kind.rawValue) \(i + 1)\n[user] \(prompt)\n[assistant] \(try tokenizer.decode(answer))"
-                )
-                continue
-            }
-            let text = try Generator.generate(
-                model: model, tokenizer: tokenizer, prompt: prompt, maxTokens: maxTokens,
-                temperature: temperature, topP: topP, seed: seed &+ UInt64(i), truncation: truncation,
-                what: "prompt \(i + 1)")
-            print("--- sample \(i + 1)\n\(text)")
-        }
     }
 }

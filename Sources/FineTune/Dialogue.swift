@@ -92,7 +92,7 @@ public enum DialogueData {
         return nil
     }
 
-    static func messages(_ value: Any?) throws -> Dialogue {
+    public static func messages(_ value: Any?) throws -> Dialogue {
         guard let list = value as? [[String: Any]] else {
             throw TrainingError("messages must be a list of {\"role\", \"content\"} objects")
         }

@@ -3,6 +3,7 @@
 // rank sends per step. `llama-train plan` prints it.
 import Configuration
 import Foundation
+import Inference
 import Model
 import Support
 
@@ -42,6 +43,13 @@ public struct TrainingPlan: Codable, Sendable {
     /// Memory per rank under each sharding mode on this many ranks, for comparison.
     public var memoryPerRankByMode: [String: Int]
     public var flopsPerToken: Double
+    /// Generation (InferenceEngine) on one rank: `generationBatch` sequences of `generationLength` tokens; the KV
+    /// cache is 2 · layers · kv_heads · head_dim · length · batch values, fp32.
+    public var generationBatch: Int
+    public var generationLength: Int
+    public var generationCacheBytes: Int
+    /// The model's fp32 weights, the cache, and the engine's workspace and scratch.
+    public var generationMemoryBytes: Int
 
     enum CodingKeys: String, CodingKey {
         case parameters, nonEmbeddingParameters = "non_embedding_parameters", ranks, microBatch = "micro_batch"
@@ -54,10 +62,13 @@ public struct TrainingPlan: Codable, Sendable {
         case memoryPerRankBytes = "memory_per_rank_bytes", allreduceBytesPerStep = "allreduce_bytes_per_step"
         case communicationBytesPerRankPerStep = "communication_bytes_per_rank_per_step"
         case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
+        case generationBatch = "generation_batch", generationLength = "generation_length"
+        case generationCacheBytes = "generation_cache_bytes", generationMemoryBytes = "generation_memory_bytes"
     }
 
     public init(
-        config: RunConfig, ranks: Int, ranksPerNode: Int = 1, checkpoints: Bool = false, file: String? = nil
+        config: RunConfig, ranks: Int, ranksPerNode: Int = 1, checkpoints: Bool = false, file: String? = nil,
+        generationBatch: Int = 32, generationLength: Int? = nil
     ) throws {
         guard ranks >= 1 else { throw ConfigError(file: file, field: "ranks", message: "must be at least 1") }
         try config.validate(file: file)
@@ -112,5 +123,12 @@ public struct TrainingPlan: Codable, Sendable {
         }
         memoryPerRankByMode = byMode
         flopsPerToken = ParameterLayout.flopsPerToken(config.model, seqLen: t.seqLen)
+        self.generationBatch = generationBatch
+        self.generationLength = min(generationLength ?? config.model.maxSeqLen, config.model.maxSeqLen)
+        generationCacheBytes =
+            4 * InferenceEngine.cacheValues(config.model, slots: generationBatch, maxLength: self.generationLength)
+        generationMemoryBytes =
+            4 * layout.count
+            + InferenceEngine.bytes(config.model, slots: generationBatch, maxLength: self.generationLength)
     }
 }

@@ -137,6 +137,24 @@ void lm_attention_naive_forward(float *out, float *att, const float *q, const fl
 void lm_attention_naive_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att,
                                  const float *q, const float *k, const float *v, int B, int T, int H, int G, int D);
 
+// MARK: - Decoding (decode.c): a few rows at a time over a KV cache, every element batch-invariant
+
+/// out (N,OC) = inp (N,C) · weight (OC,C)ᵀ for output channels [first_channel, end_channel) (a thread's share):
+/// each element is one dot product in a fixed order, the same for any N, any channel range and any thread count.
+void lm_matmul_rows(float *out, const float *inp, const float *weight, int N, int C, int OC, int first_channel,
+                    int end_channel);
+/// Rotates rows x (N,heads,D) in place, row r at position positions[r] of the tables.
+void lm_rope_forward_at(float *x, const float *cos_table, const float *sin_table, const int32_t *positions, int N,
+                        int heads, int D);
+/// Floats of scratch one call of lm_attention_cached needs for rows attending at most `length` positions.
+size_t lm_attention_cached_scratch_floats(int H, int G, int length);
+/// Row r of q (N,H,D) attends positions [0, positions[r]] of its sequence's cache, whose K and V rows (T,G,D)
+/// start at k_cache + cache_offsets[r] and v_cache + cache_offsets[r]; out (N,H,D). Units (row, key/value head)
+/// [first_unit, end_unit), N·G in all; scratch: lm_attention_cached_scratch_floats(H, G, longest) floats.
+void lm_attention_cached(float *out, const float *q, const float *k_cache, const float *v_cache,
+                         const size_t *cache_offsets, const int32_t *positions, int H, int G, int D, float *scratch,
+                         size_t first_unit, size_t end_unit);
+
 // MARK: - SwiGLU
 
 /// out (n) = silu(gate) · up, silu(x) = x · sigmoid(x).

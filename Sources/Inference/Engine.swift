@@ -1,0 +1,334 @@
+// InferenceEngine: prefill and KV-cached decoding of many sequences at once, for generation and scoring.
+//
+// A sequence lives in one slot of the cache: per layer, its K and V rows after rotary, (max length, kv_heads ·
+// head_dim) each, so grouped-query attention keeps only n_kv_heads. Prefill runs a prompt's rows through sgemm
+// and, from position 0, flash attention over the cache rows it has just written; decode feeds one token per
+// active slot through the batch-invariant row matmul and few-query attention over the cache. Only the rows
+// whose logits are asked for go through the final norm and lm_head (a 512-token prompt at vocab 32000 would
+// otherwise compute 16M logits to keep 32000).
+//
+// Batch invariance: every token's arithmetic depends on its own sequence only (prefill: one sequence per call,
+// in chunks of a fixed size; decode: lm_matmul_rows and lm_attention_cached, whose every element has a fixed
+// order), so a sample is the same bits whatever else is in the batch and however many ranks share the prompts.
+// What this is not: a sampler or a scheduler (Sampling.swift, BatchGenerator.swift), nor training.
+import Dispatch
+import Kernels
+import Model
+import Support
+
+public enum InferenceError: Error, CustomStringConvertible, Equatable {
+    case noLanguageHead
+    case tooLong(slot: Int, length: Int, maxLength: Int)
+    case tokenOutOfRange(token: Int32, vocabSize: Int)
+    case emptyPrompt
+
+    public var description: String {
+        switch self {
+        case .noLanguageHead:
+            "the model has no lm_head to generate or score with (a reward model scores with `reward score`)"
+        case let .tooLong(slot, length, maxLength):
+            "sequence in slot \(slot) would reach \(length) tokens; the engine holds \(maxLength) (the model's max_seq_len caps it)"
+        case let .tokenOutOfRange(token, vocabSize): "token \(token) is outside the vocabulary [0, \(vocabSize))"
+        case .emptyPrompt: "a prompt needs one token at least (the BOS token)"
+        }
+    }
+}
+
+public final class InferenceEngine {
+    public let model: LlamaModel
+    /// Sequences the cache holds at once.
+    public let slots: Int
+    /// Tokens a slot holds: prompt and continuation.
+    public let maxLength: Int
+    /// Threads the row matmuls and the attention units spread over (sgemm threads inside OpenBLAS).
+    public let threads: Int
+    /// Rows of one prefill chunk (a longer prompt runs in several, the later ones attending over the cache).
+    public let prefillChunk: Int
+    /// Tokens each slot holds now.
+    public private(set) var lengths: [Int]
+
+    /// (layers, slots, maxLength, kv_heads · head_dim) each.
+    private let keys: FloatBuffer
+    private let values: FloatBuffer
+    private let work: Workspace
+    private let cosTable: FloatBuffer
+    private let sinTable: FloatBuffer
+    private let attentionScratch: FloatBuffer
+    private let attentionScratchStride: Int
+
+    /// Values the cache holds: 2 · layers · kv_heads · head_dim · maxLength · slots.
+    public static func cacheValues(_ c: LlamaConfig, slots: Int, maxLength: Int) -> Int {
+        2 * c.nLayers * c.kvDim * maxLength * slots
+    }
+
+    /// Bytes of everything the engine allocates beside the model's parameters: the cache, the workspace of its
+    /// largest batch (prefill chunk or decode batch), logits and scratch.
+    public static func bytes(_ c: LlamaConfig, slots: Int, maxLength: Int, threads: Int = 1) -> Int {
+        let rows = max(slots, min(maxLength, defaultPrefillChunk))
+        let scratch = max(1, threads) * (c.nHeads / c.nKVHeads) * maxLength
+        return 4
+            * (cacheValues(c, slots: slots, maxLength: maxLength) + Workspace.floats(c, rows: rows) + scratch
+                + maxLength * c.headDim)
+    }
+
+    static let defaultPrefillChunk = 512
+
+    public init(
+        model: LlamaModel, slots: Int, maxLength: Int? = nil, threads: Int = 1, prefillChunk: Int? = nil
+    ) throws {
+        let c = model.config
+        guard c.heads.contains(.lm) else { throw InferenceError.noLanguageHead }
+        self.model = model
+        self.slots = max(1, slots)
+        self.maxLength = min(maxLength ?? c.maxSeqLen, c.maxSeqLen)
+        self.threads = max(1, threads)
+        self.prefillChunk = max(1, min(self.maxLength, prefillChunk ?? Self.defaultPrefillChunk))
+        lengths = [Int](repeating: 0, count: self.slots)
+        let cacheFloats = Self.cacheValues(c, slots: self.slots, maxLength: self.maxLength) / 2
+        keys = FloatBuffer(count: cacheFloats)
+        values = FloatBuffer(count: cacheFloats)
+        work = Workspace(c, rows: max(self.slots, self.prefillChunk))
+        let half = c.headDim / 2
+        cosTable = FloatBuffer(count: self.maxLength * half)
+        sinTable = FloatBuffer(count: self.maxLength * half)
+        lm_rope_tables(cosTable.pointer, sinTable.pointer, Int32(self.maxLength), Int32(c.headDim), c.ropeTheta)
+        attentionScratchStride = lm_attention_cached_scratch_floats(
+            Int32(c.nHeads), Int32(c.nKVHeads), Int32(self.maxLength))
+        attentionScratch = FloatBuffer(count: attentionScratchStride * self.threads)
+    }
+
+    /// Forgets slot's sequence.
+    public func release(slot: Int) { lengths[slot] = 0 }
+
+    /// Appends `tokens` to slot's sequence (empty or not) and returns the logits (rows, V) at the positions
+    /// `logitsFrom..<tokens.count` of the tokens given (default: the last only). `body` reads them before the
+    /// next call overwrites them; a long prompt arrives in chunks, each chunk's rows once.
+    public func prefill(
+        slot: Int, tokens: [Int32], logitsFrom: Int? = nil,
+        _ body: (_ firstRow: Int, _ logits: UnsafeBufferPointer<Float>) throws -> Void
+    ) throws {
+        guard !tokens.isEmpty else { throw InferenceError.emptyPrompt }
+        try check(tokens)
+        let start = lengths[slot]
+        guard start + tokens.count <= maxLength else {
+            throw InferenceError.tooLong(slot: slot, length: start + tokens.count, maxLength: maxLength)
+        }
+        let wanted = max(0, min(logitsFrom ?? tokens.count - 1, tokens.count - 1))
+        var done = 0
+        while done < tokens.count {
+            let n = min(prefillChunk, tokens.count - done)
+            let rows = Array(tokens[done..<(done + n)])
+            let positions = (0..<n).map { Int32(start + done + $0) }
+            let first = max(wanted, done) - done
+            let logitRows = first < n ? Array(first..<n) : []
+            try forward(
+                tokens: rows, slots: [Int](repeating: slot, count: n), positions: positions,
+                prefillFromZero: start + done == 0, logitRows: logitRows)
+            lengths[slot] = start + done + n
+            if !logitRows.isEmpty {
+                try body(
+                    done + first,
+                    UnsafeBufferPointer(start: work.logits, count: logitRows.count * model.config.vocabSize))
+            }
+            done += n
+        }
+    }
+
+    /// One new token for each (slot, token): the logits (count, V) of the next position, row i for entry i.
+    public func decode(_ entries: [(slot: Int, token: Int32)]) throws -> UnsafeBufferPointer<Float> {
+        precondition(
+            Set(entries.map(\.slot)).count == entries.count, "a decode batch holds at most one token per slot")
+        try check(entries.map(\.token))
+        for (slot, _) in entries where lengths[slot] + 1 > maxLength {
+            throw InferenceError.tooLong(slot: slot, length: lengths[slot] + 1, maxLength: maxLength)
+        }
+        try forward(
+            tokens: entries.map(\.token), slots: entries.map(\.slot),
+            positions: entries.map { Int32(lengths[$0.slot]) },
+            prefillFromZero: false, logitRows: Array(entries.indices), decoding: true)
+        for (slot, _) in entries { lengths[slot] += 1 }
+        return UnsafeBufferPointer(start: work.logits, count: entries.count * model.config.vocabSize)
+    }
+
+    private func check(_ tokens: [Int32]) throws {
+        let v = model.config.vocabSize
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= v }) {
+            throw InferenceError.tokenOutOfRange(token: bad, vocabSize: v)
+        }
+    }
+
+    // MARK: - The forward over rows
+
+    /// Rows of (slot, position, token) through every block, their K/V into the cache, and logits for
+    /// `logitRows` into work.logits. `decoding`: the batch-invariant row kernels; otherwise sgemm (prefill).
+    private func forward(
+        tokens: [Int32], slots rowSlots: [Int], positions: [Int32], prefillFromZero: Bool, logitRows: [Int],
+        decoding: Bool = false
+    ) throws {
+        let c = model.config, layout = model.layout, p = model.parameters.pointer
+        let n = tokens.count, C = c.dim, Q = c.qDim, KV = c.kvDim, F = c.ffnHiddenSize
+        let (H, G, D) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim))
+        let eps = Float(c.normEps), w = work
+        tokens.withUnsafeBufferPointer {
+            lm_embedding_forward(w.x, $0.baseAddress!, p + layout.embedding.offset, Int32(n), Int32(C))
+        }
+        let layerStride = slots * maxLength * KV
+        let offsets = rowSlots.indices.map { Int(rowSlots[$0] * maxLength * KV) }
+        for l in 0..<c.nLayers {
+            func t(_ tensor: LayerTensor) -> UnsafeMutablePointer<Float> { p + layout.layer(l, tensor).offset }
+            lm_rmsnorm_forward(w.norm, w.rstd, w.x, t(.attentionNorm), Int32(n), Int32(C), eps)
+            matmul(w.q, w.norm, t(.q), n, C, Q, accumulate: false, decoding)
+            matmul(w.k, w.norm, t(.k), n, C, KV, accumulate: false, decoding)
+            matmul(w.v, w.norm, t(.v), n, C, KV, accumulate: false, decoding)
+            positions.withUnsafeBufferPointer { pos in
+                lm_rope_forward_at(w.q, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), H, D)
+                lm_rope_forward_at(w.k, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), G, D)
+            }
+            let layerKeys = keys.pointer + l * layerStride, layerValues = values.pointer + l * layerStride
+            for r in 0..<n {
+                let at = offsets[r] + Int(positions[r]) * KV
+                (layerKeys + at).update(from: w.k + r * KV, count: KV)
+                (layerValues + at).update(from: w.v + r * KV, count: KV)
+            }
+            if prefillFromZero {
+                // The rows are positions 0..<n of one slot, its cache rows contiguous: causal flash attention.
+                let (bq, bk) = (Int32(LlamaModel.attentionTiles.query), Int32(LlamaModel.attentionTiles.key))
+                let (k, v) = (layerKeys + offsets[0], layerValues + offsets[0])
+                parallel(units: lm_flash_attention_forward_units(1, Int32(n), H, bq)) { first, end, _ in
+                    lm_flash_attention_forward(w.attention, w.lse, w.q, k, v, 1, Int32(n), H, G, D, bq, bk, first, end)
+                }
+            } else {
+                let scratch = attentionScratch.pointer, stride = attentionScratchStride
+                offsets.withUnsafeBufferPointer { off in
+                    positions.withUnsafeBufferPointer { pos in
+                        let (o, q, kc, vc) = (w.attention, w.q, layerKeys, layerValues)
+                        let (offsetsBase, positionsBase) = (off.baseAddress!, pos.baseAddress!)
+                        parallel(units: n * Int(G)) { first, end, worker in
+                            lm_attention_cached(
+                                o, q, kc, vc, offsetsBase, positionsBase, H, G, D, scratch + worker * stride, first, end
+                            )
+                        }
+                    }
+                }
+            }
+            matmul(w.x, w.attention, t(.o), n, Q, C, accumulate: true, decoding)
+            lm_rmsnorm_forward(w.norm, w.rstd, w.x, t(.ffnNorm), Int32(n), Int32(C), eps)
+            matmul(w.gate, w.norm, t(.gate), n, C, F, accumulate: false, decoding)
+            matmul(w.up, w.norm, t(.up), n, C, F, accumulate: false, decoding)
+            lm_swiglu_forward(w.gate, w.gate, w.up, n * F)
+            matmul(w.x, w.gate, t(.down), n, F, C, accumulate: true, decoding)
+        }
+        guard !logitRows.isEmpty else { return }
+        // Only the rows asked for: gathered, normed, through lm_head.
+        let k = logitRows.count
+        for (i, r) in logitRows.enumerated() { (w.norm + i * C).update(from: w.x + r * C, count: C) }
+        lm_rmsnorm_forward(w.product, w.rstd, w.norm, p + layout.finalNorm.offset, Int32(k), Int32(C), eps)
+        matmul(w.logits, w.product, p + layout.head(.lm)!.offset, k, C, c.vocabSize, accumulate: false, decoding)
+    }
+
+    /// out (n, oc) (+)= inp (n, c) · weight (oc, c)ᵀ: sgemm for prefill, the row kernel over `threads` for
+    /// decode (channels split at multiples of 4, so the split never changes a channel's arithmetic).
+    private func matmul(
+        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int,
+        _ c: Int, _ oc: Int, accumulate: Bool, _ decoding: Bool
+    ) {
+        guard decoding else {
+            return lm_matmul_forward(out, inp, weight, Int32(n), Int32(c), Int32(oc), accumulate ? 1 : 0)
+        }
+        let target = accumulate ? work.product : out
+        let blocks = (oc + 3) / 4
+        parallel(units: blocks) { first, end, _ in
+            lm_matmul_rows(
+                target, inp, weight, Int32(n), Int32(c), Int32(oc), Int32(first * 4), Int32(min(oc, end * 4)))
+        }
+        if accumulate { lm_add(out, target, n * oc) }
+    }
+
+    /// `body` over [0, units) in one contiguous range per thread; OpenBLAS held at one thread meanwhile (the
+    /// flash tiles call sgemm).
+    private func parallel(units: Int, _ body: (Int, Int, Int) -> Void) {
+        let workers = min(threads, units)
+        guard workers > 1 else { return body(0, units, 0) }
+        let blas = lm_blas_threads()
+        lm_set_blas_threads(1)
+        defer { lm_set_blas_threads(blas) }
+        withoutActuallyEscaping(body) { body in
+            let shared = UnsafeSendable(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { i in
+                shared.value(units * i / workers, units * (i + 1) / workers, i)
+            }
+        }
+    }
+}
+
+/// The engine's activations for up to `rows` rows, in one buffer.
+private final class Workspace {
+    let memory: FloatBuffer
+    let x, norm, rstd, q, k, v, attention, lse, gate, up, product, logits: UnsafeMutablePointer<Float>
+
+    static func sizes(_ c: LlamaConfig, rows n: Int) -> [Int] {
+        [
+            n * c.dim, n * c.dim, n, n * c.qDim, n * c.kvDim, n * c.kvDim, n * c.qDim, n * c.nHeads,
+            n * c.ffnHiddenSize, n * c.ffnHiddenSize, n * max(c.dim, c.ffnHiddenSize), n * c.vocabSize,
+        ]
+    }
+
+    static func floats(_ c: LlamaConfig, rows: Int) -> Int { sizes(c, rows: rows).reduce(0, +) }
+
+    init(_ c: LlamaConfig, rows: Int) {
+        let sizes = Self.sizes(c, rows: rows)
+        memory = FloatBuffer(count: sizes.reduce(0, +))
+        let base = memory.pointer
+        var offset = 0
+        var pointers: [UnsafeMutablePointer<Float>] = []
+        for size in sizes {
+            pointers.append(base + offset)
+            offset += size
+        }
+        (x, norm, rstd, q, k, v) = (pointers[0], pointers[1], pointers[2], pointers[3], pointers[4], pointers[5])
+        (attention, lse, gate, up, product, logits) = (
+            pointers[6], pointers[7], pointers[8], pointers[9], pointers[10], pointers[11]
+        )
+    }
+}
+
+private struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+extension InferenceEngine {
+    /// log_softmax(logits / temperature) at each token of `completion` read after `prompt`, in double.
+    public func logprobs(
+        prompt: [Int32], completion: [Int32], temperature: Double = 1, slot: Int = 0
+    ) throws -> [Double] {
+        try logprobs(
+            tokens: prompt + completion,
+            scored: [Bool](repeating: false, count: prompt.count) + [Bool](repeating: true, count: completion.count),
+            temperature: temperature, slot: slot)
+    }
+
+    /// log_softmax(logits / temperature) at tokens[i] given tokens[..<i], for every i where scored[i] (the log-probs
+    /// DPO, PPO and multiple-choice evaluation sum), in double; the first token has no prediction and cannot be
+    /// scored. `slot` is used and left empty.
+    public func logprobs(tokens: [Int32], scored: [Bool], temperature: Double = 1, slot: Int = 0) throws -> [Double] {
+        precondition(tokens.count == scored.count, "one scored flag per token")
+        guard let first = scored.firstIndex(of: true) else { return [] }
+        guard first > 0 else { throw InferenceError.emptyPrompt }
+        try check(tokens)
+        release(slot: slot)
+        defer { release(slot: slot) }
+        let V = model.config.vocabSize
+        var out: [Double] = []
+        // Position p predicts tokens[p + 1]; the last token predicts nothing, so it is not fed.
+        try prefill(slot: slot, tokens: Array(tokens.dropLast()), logitsFrom: first - 1) { firstRow, logits in
+            for row in 0..<(logits.count / V) where scored[firstRow + row + 1] {
+                out.append(
+                    Sampler.logSoftmax(
+                        UnsafeBufferPointer(rebasing: logits[(row * V)..<((row + 1) * V)]),
+                        at: Int(tokens[firstRow + row + 1]), temperature: temperature))
+            }
+        }
+        return out
+    }
+}
