@@ -57,7 +57,7 @@ bench: build
 	scripts/bench-preemption.sh $(BIN)
 	@if [ "$$(id -u)" -eq 0 ]; then scripts/bench-slurm-timelimit.sh $(BIN); \
 	else echo "skipping the Slurm time-limit benchmark: its daemons need root"; fi
-	@if [ "$$(id -u)" -eq 0 ]; then BIN=$(BIN) RATE=200mbit RANKS="2 3 4" MODES="none optimizer gradients full" STEPS=10 REPEATS=3 cluster/lab-scaling.sh && \
+	@if [ "$$(id -u)" -eq 0 ]; then BIN=$(BIN) RATE=200mbit RANKS="2 3 4" MODES="none optimizer gradients full full-noprefetch" STEPS=10 REPEATS=3 cluster/lab-scaling.sh && \
 		$(BIN) plan --simulate --calibration runs/lab-scaling/lab.json --configs configs/lab-8blocks.json --max-ranks 4; \
 	else echo "skipping the rate-limited network lab (cluster/lab-scaling.sh): it needs root for network namespaces"; fi
 

@@ -7,7 +7,9 @@
 #       BIN=.build/release/llama-train cluster/lab-scaling.sh
 #
 # Defaults: RATE=200mbit RANKS="2 3 4" MODES="none full" STEPS=6 REPEATS=1 CONFIG=configs/lab-8blocks.json
-# BIN=.build/release/llama-train; THREADS=K adds --threads K; RAW=0 skips the raw collective timing.
+# BIN=.build/release/llama-train TCP_LINKS=2; THREADS=K adds --threads K; RAW=0 skips the raw collective timing. A mode
+# `full-noprefetch` is sharding full with --no-prefetch: the same collectives as full with every gather on the
+# compute thread, which measures what a communication thread costs (the simulator's γ).
 #
 # Per (ranks N, mode): the medians over steps 3.. (the first 2 are warm-up) of compute_s, comm_s,
 # exposed_comm_s and step_s from each run's metrics, and with REPEATS=R the median of the R runs' medians (each
@@ -62,15 +64,21 @@ for n in $ranks_list; do
     cluster/netns.sh up "$n" > /dev/null
     # The hosts share this machine's cores: a rank waiting in MPI yields its core (mpi_yield_when_idle) rather
     # than spinning on it, so the links, not the spinning, set the pace, as on hosts with cores of their own.
+    # Two TCP connections per pair of ranks (btl_tcp_links): over one, a pair that sends both ways at once (every
+    # exchange on 2 hosts, neighbour exchange on 4) ran every other step at half the link's rate here, `full` on
+    # 2 hosts at 52% of it; with two, 89%.
     mpirun=(mpirun --hostfile /tmp/lt-hostfile -np "$n" --bind-to none --mca btl tcp,self
             --mca btl_tcp_if_include 10.213.7.0/24 --mca oob_tcp_if_include 10.213.7.0/24
-            --mca mpi_yield_when_idle 1)
+            --mca mpi_yield_when_idle 1 --mca btl_tcp_links "${TCP_LINKS:-2}")
     ip netns exec lt-host0 tc qdisc show dev lt-h0 > "$out/tc-$n.txt"
     # run STEPS METRICS TAG: one pretrain; the hosts' counters before and after go to $scratch/TAG-{before,after}.json.
     run() {
         rm -f "$2"
+        # full-noprefetch: sharding full with every gather on the compute thread (--no-prefetch).
+        local sharding=${mode%-noprefetch} prefetch=()
+        [ "$sharding" = "$mode" ] || prefetch=(--no-prefetch)
         command=("$bin" pretrain --config "$config" --steps "$1" --warmup-steps 1 --log-every 1000
-                 --sharding "$mode" --metrics "$2" --global-batch-tokens $((n * micro * seq_len))
+                 --sharding "$sharding" ${prefetch[@]+"${prefetch[@]}"} --metrics "$2" --global-batch-tokens $((n * micro * seq_len))
                  --micro-batch "$micro" ${threads[@]+"${threads[@]}"})
         # A launch that fails is tried once more (OpenMPI 4.1's daemons fail to start now and then here); the
         # counters are read again around the second try.
@@ -149,7 +157,7 @@ for r in (json.loads(l) for l in open(f"{out}/runs.jsonl")):
     med = {k: statistics.median(e[k] for e in each) for k in keys}
     per_host = [statistics.median(e["tx_bytes_per_step_per_host"][h] for e in each) for h in range(n)]
     sent = statistics.mean(per_host)
-    ideal = ideal_factor[mode] * params * (n - 1) / n * 4
+    ideal = ideal_factor[mode.split("-")[0]] * params * (n - 1) / n * 4
     bw = sent * 8 / med["comm_s"] if med["comm_s"] > 0 else None
     try: raw = json.load(open(f"{out}/raw-{n}.json"))
     except Exception: raw = None

@@ -13,7 +13,8 @@ public struct CalibrationError: Error, CustomStringConvertible {
 
 public enum ScalingCalibration {
     /// A fit to a rate-limited lab run (cluster/lab-scaling.sh's lab.json): per world size, the per-call
-    /// latency, α and β from its runs' communication per step, priced with the collectives as implemented
+    /// latency, α, β and γ from its runs' communication per step (`full-noprefetch`, the same collectives as
+    /// `full` all on the compute thread, pins γ), priced with the collectives as implemented
     /// (least squares on the relative error); the compute rate from the `none` runs, the optimizer from what is
     /// left of their steps. `log` gets the fits, then every run measured against predicted; the model returned
     /// has the largest world size's links, and the link rate comes back too, so β reads as a share of it.
@@ -39,103 +40,93 @@ public enum ScalingCalibration {
         let tokensPerRank = config.train.microBatch * config.train.seqLen  // one micro-step per rank
         func number(_ r: [String: Any], _ k: String) -> Double? { (r[k] as? NSNumber)?.doubleValue }
         struct Run {
-            let mode: ShardingMode, ranks: Int, comm: Double, compute: Double, exposed: Double, step: Double
+            let mode: ShardingMode, prefetch: Bool, ranks: Int, comm: Double, compute: Double, exposed: Double
+            let step: Double
+            /// As lab-scaling.sh names it: the sharding mode, `full-noprefetch` for full with --no-prefetch.
+            var label: String { mode.rawValue + (prefetch ? "" : "-noprefetch") }
         }
         let runs: [Run] = results.compactMap { r in
-            guard let mode = (r["mode"] as? String).flatMap(ShardingMode.init(rawValue:)),
+            guard let label = r["mode"] as? String,
+                let mode = ShardingMode(rawValue: label.replacingOccurrences(of: "-noprefetch", with: "")),
                 let n = number(r, "ranks"), let comm = number(r, "comm_s"), let compute = number(r, "compute_s"),
                 let exposed = number(r, "exposed_comm_s"), let step = number(r, "step_s")
             else { return nil }
-            return Run(mode: mode, ranks: Int(n), comm: comm, compute: compute, exposed: exposed, step: step)
+            return Run(
+                mode: mode, prefetch: !label.hasSuffix("-noprefetch"), ranks: Int(n), comm: comm, compute: compute,
+                exposed: exposed, step: step)
         }
         let none = runs.filter { $0.mode == .none }
         guard !none.isEmpty, runs.allSatisfy({ $0.ranks > 1 && $0.comm > 0 && $0.compute > 0 }) else {
             throw CalibrationError(
                 "\(path): needs runs on 2 or more ranks with communication and compute, sharding none among them")
         }
-        // comm = calls·α_call + hops·α + bytes/β per run: fit the three to make every run's predicted over
-        // measured communication near 1 (least squares on the relative error; a negative rate is dropped).
+        // comm = calls·α_call + hops·α + bytes/β + threaded bytes·γ/β per run, linear in the four: fit them to
+        // make every run's predicted over measured communication near 1 (least squares on the relative error;
+        // a negative rate is dropped). At one world size hops are calls × (N − 1), so α folds into α_call.
         let issued = runs.map { r in
             ScalingSimulator.communication(
                 units: units, ranks: r.ranks, accumulation: 1, sharding: r.mode,
-                bucketBytes: Int(config.train.bucketMB * 1_048_576))
+                bucketBytes: Int(config.train.bucketMB * 1_048_576), prefetch: r.prefetch)
         }
-        // γ (threadSlowdown) makes the threaded part's bytes count (1 + γ)×: for a given γ the rest is linear.
-        var gamma = 0.0
-        var currentTerms: [CommunicationCost] {
-            issued.map { $0.total + gamma * CommunicationCost(bytes: $0.threaded.bytes) }
-        }
+        let terms = issued.map { [$0.total.calls, $0.total.hops, $0.total.bytes, $0.threaded.bytes] }
+        let width = 4
         func solve(_ use: [Bool], _ chosen: [Int]) -> [Double] {
-            let terms = currentTerms
-            let raw = chosen.map { (terms[$0], runs[$0]) }.map { t, r in
-                zip([t.calls, t.hops, t.bytes], use).map { $1 ? $0 / r.comm : 0 }
-            }
+            let raw = chosen.map { i in zip(terms[i], use).map { $1 ? $0 / runs[i].comm : 0 } }
             // Columns scaled to 1 (bytes are 10^7 times calls), so the pivots compare like with like.
-            let columns = (0..<3).map { i in raw.map { abs($0[i]) }.max().map { $0 > 0 ? $0 : 1 } ?? 1 }
-            let rows = raw.map { row in (0..<3).map { row[$0] / columns[$0] } }
-            var a = [[Double]](repeating: [0, 0, 0], count: 3), b = [0.0, 0, 0]
+            let columns = (0..<width).map { i in raw.map { abs($0[i]) }.max().map { $0 > 0 ? $0 : 1 } ?? 1 }
+            let rows = raw.map { row in (0..<width).map { row[$0] / columns[$0] } }
+            var a = [[Double]](repeating: [Double](repeating: 0, count: width), count: width)
+            var b = [Double](repeating: 0, count: width)
             for row in rows {
-                for i in 0..<3 {
+                for i in 0..<width {
                     b[i] += row[i]
-                    for j in 0..<3 { a[i][j] += row[i] * row[j] }
+                    for j in 0..<width { a[i][j] += row[i] * row[j] }
                 }
             }
-            for i in 0..<3 where !use[i] {
-                (a[i], b[i]) = ([0, 0, 0], 0)
+            for i in 0..<width where !use[i] {
+                (a[i], b[i]) = ([Double](repeating: 0, count: width), 0)
                 a[i][i] = 1
             }
-            // Gaussian elimination with partial pivoting on the 3 × 3 normal equations; a pivot that is rounding
-            // noise (hops exactly proportional to calls when every run has one world size) drops its term.
+            // Gaussian elimination with partial pivoting on the normal equations; a pivot that is rounding noise
+            // (hops proportional to calls at one world size, no threaded bytes) drops its term.
             let scale = a.joined().map(abs).max() ?? 0
-            for c in 0..<3 {
-                let p = (c..<3).max { abs(a[$0][c]) < abs(a[$1][c]) }!
+            for c in 0..<width {
+                let p = (c..<width).max { abs(a[$0][c]) < abs(a[$1][c]) }!
                 (a[c], a[p], b[c], b[p]) = (a[p], a[c], b[p], b[c])
-                if abs(a[c][c]) <= 1e-9 * scale { (a[c], b[c]) = ([0, 0, 0], 0) }
-                for r in 0..<3 where r != c && a[c][c] != 0 {
+                if abs(a[c][c]) <= 1e-9 * scale { (a[c], b[c]) = ([Double](repeating: 0, count: width), 0) }
+                for r in 0..<width where r != c && a[c][c] != 0 {
                     let f = a[r][c] / a[c][c]
-                    for k in 0..<3 { a[r][k] -= f * a[c][k] }
+                    for k in 0..<width { a[r][k] -= f * a[c][k] }
                     b[r] -= f * b[c]
                 }
             }
-            return (0..<3).map { a[$0][$0] != 0 ? b[$0] / a[$0][$0] / columns[$0] : 0 }
+            return (0..<width).map { a[$0][$0] != 0 ? b[$0] / a[$0][$0] / columns[$0] : 0 }
         }
-        func rates(_ chosen: [Int]) throws -> (callLatency: Double, latency: Double, inverse: Double) {
-            var use = [true, true, true], fit = solve(use, chosen)
-            while let negative = fit.indices.first(where: { use[$0] && fit[$0] < 0 && $0 < 2 }) {
+        typealias Rates = (callLatency: Double, latency: Double, inverse: Double, gamma: Double)
+        func rates(_ chosen: [Int]) throws -> Rates {
+            // At one world size hops are exactly calls × (N − 1): α cannot be told from the per-call latency,
+            // and solving for both only amplifies rounding, so α is left out there.
+            var use = [Bool](repeating: true, count: width)
+            use[1] = Set(chosen.map { runs[$0].ranks }).count > 1
+            var fit = solve(use, chosen)
+            while let negative = fit.indices.first(where: { use[$0] && fit[$0] < 0 && $0 != 2 }) {
                 use[negative] = false
                 fit = solve(use, chosen)
             }
             guard fit[2] > 0, fit.allSatisfy(\.isFinite) else {
                 throw CalibrationError("\(path): the runs do not determine a bandwidth")
             }
-            return (fit[0], fit[1], fit[2])
+            return (fit[0], fit[1], fit[2], fit[3] / fit[2])
         }
         // The lab's links deliver another share of their rate at each world size (87% on 3 hosts, 55–70% on 2
-        // and 4 here), which no one β prices: each world size gets its own fit, checked on its own modes, and
-        // predictions beyond the lab take the largest world size's.
+        // and 4 here), which no one β prices, and a thread beside compute costs another γ (its cores are
+        // shared otherwise): each world size gets its own fit, checked on its own modes, and predictions beyond
+        // the lab take the largest world size's.
         let worldSizes = Set(runs.map(\.ranks)).sorted()
-        var fits: [Int: (callLatency: Double, latency: Double, inverse: Double)] = [:]
-        func fitEach() throws -> Double {  // every world size's rates at this γ; the squared relative errors
-            for n in worldSizes { fits[n] = try rates(runs.indices.filter { runs[$0].ranks == n }) }
-            return zip(runs, currentTerms).reduce(0) { sum, run in
-                let f = fits[run.0.ranks]!
-                let predicted = run.1.calls * f.callLatency + run.1.hops * f.latency + run.1.bytes * f.inverse
-                return sum + pow(predicted / run.0.comm - 1, 2)
-            }
-        }
-        // γ is one number for the lab (the same cores and MPI at every world size): the best on a grid of 0.01,
-        // searched only where some run communicates from a thread.
-        if issued.contains(where: { $0.threaded.bytes > 0 }) {
-            var best = (error: Double.infinity, gamma: 0.0)
-            for step in 0...150 {
-                gamma = Double(step) / 100
-                if let error = try? fitEach(), error < best.error { best = (error, gamma) }
-            }
-            gamma = best.gamma
-        }
-        _ = try fitEach()
+        var fits: [Int: Rates] = [:]
+        for n in worldSizes { fits[n] = try rates(runs.indices.filter { runs[$0].ranks == n }) }
         let pooled = try rates(Array(runs.indices))
-        let (callLatency, latency, inverse) = fits[worldSizes.last!]!
+        let (callLatency, latency, inverse, gamma) = fits[worldSizes.last!]!
         func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
         let computeRate = median(
             none.map { flops * Double(tokensPerRank) / ($0.compute * min(1, Double(cores) / Double($0.ranks))) })
@@ -145,36 +136,40 @@ public enum ScalingCalibration {
             optimizerSecondsPerParameter: optimizer,
             cores: cores, callLatency: callLatency)
         model.threadSlowdown = gamma
-        func describe(_ f: (callLatency: Double, latency: Double, inverse: Double)) -> String {
+        func describe(_ f: Rates) -> String {
             String(
-                format: "%.1f ms per call, α %.2f ms per hop, β %.1f Mbit/s (%.0f%% of the link)", f.callLatency * 1e3,
-                f.latency * 1e3, 8 / f.inverse / 1e6, 100 * 8 / f.inverse / link)
+                format:
+                    "%.1f ms per call, α %.2f ms per hop, β %.1f Mbit/s (%.0f%% of the link), a communication thread's bytes %.2f× slower (γ %.2f)",
+                f.callLatency * 1e3, f.latency * 1e3, 8 / f.inverse / 1e6, 100 * 8 / f.inverse / link, 1 + f.gamma,
+                f.gamma)
         }
         log(
             String(
                 format:
-                    "calibrated from %@ (links %.0f Mbit/s): %.2f GFLOP/s per rank, optimizer %.2f ns/parameter, %d cores; a communication thread beside compute moves bytes %.2f× slower (γ %.2f)",
-                path, link / 1e6, model.flopsPerRank / 1e9, optimizer * 1e9, cores, 1 + gamma, gamma))
+                    "calibrated from %@ (links %.0f Mbit/s): %.2f GFLOP/s per rank, optimizer %.2f ns/parameter, %d cores",
+                path, link / 1e6, model.flopsPerRank / 1e9, optimizer * 1e9, cores))
         for n in worldSizes { log("  \(n) ranks: \(describe(fits[n]!))") }
         log("  all together: \(describe(pooled)); beyond the lab: the \(worldSizes.last!)-rank fit")
-        log("  ranks  mode        measured comm s  predicted   error   measured step s  predicted   error")
+        log("  ranks  mode               measured comm s  predicted   error   measured step s  predicted   error")
         var validation: [[String: Any]] = []
-        for r in runs.sorted(by: { ($0.ranks, $0.mode.rawValue) < ($1.ranks, $1.mode.rawValue) }) {
+        for r in runs.sorted(by: { ($0.ranks, $0.label) < ($1.ranks, $1.label) }) {
             var own = model  // the run's world size's links
-            (own.callLatency, own.latency, own.bandwidth) = (
-                fits[r.ranks]!.callLatency, fits[r.ranks]!.latency, 1 / fits[r.ranks]!.inverse
+            let f = fits[r.ranks]!
+            (own.callLatency, own.latency, own.bandwidth, own.threadSlowdown) = (
+                f.callLatency, f.latency, 1 / f.inverse, f.gamma
             )
             let p = ScalingSimulator.predict(
                 parameters: layout.count, flopsPerToken: flops, ranks: r.ranks, tokensPerRank: tokensPerRank,
                 microTokens: tokensPerRank, bucketBytes: Int(config.train.bucketMB * 1_048_576), cluster: own,
-                sharding: r.mode, units: units)
+                sharding: r.mode, units: units, prefetch: r.prefetch)
             let (commError, stepError) = ((p.commS - r.comm) / r.comm, (p.stepS - r.step) / r.step)
             log(
                 String(
-                    format: "  %5d  %-10@  %15.3f  %9.3f  %+6.1f%%  %15.3f  %9.3f  %+6.1f%%", r.ranks, r.mode.rawValue,
+                    format: "  %5d  %@  %15.3f  %9.3f  %+6.1f%%  %15.3f  %9.3f  %+6.1f%%", r.ranks,
+                    r.label.padding(toLength: 17, withPad: " ", startingAt: 0),
                     r.comm, p.commS, 100 * commError, r.step, p.stepS, 100 * stepError))
             validation.append([
-                "mode": r.mode.rawValue, "ranks": r.ranks, "measured_comm_s": r.comm, "predicted_comm_s": p.commS,
+                "mode": r.label, "ranks": r.ranks, "measured_comm_s": r.comm, "predicted_comm_s": p.commS,
                 "comm_error": commError, "measured_step_s": r.step, "predicted_step_s": p.stepS,
                 "step_error": stepError,
             ])

@@ -16,7 +16,9 @@
 //     a unit's pieces are ⌈S/N⌉ under the balanced layout and, under the flat layout of earlier builds, each
 //     rank's overlap with [r·⌈P/N⌉, (r+1)·⌈P/N⌉), up to ⌈P/N⌉;
 //     what a communication thread issues beside compute (none's buckets, full's prefetches) moves its bytes
-//     (1 + γ)× slower: the lab measures γ (the thread shares cores with compute, and MPI serialises threads);
+//     (1 + γ)× slower: the lab measures γ at each world size, `full` with and without --no-prefetch being the
+//     same collectives on the two threads (1.5× on 2 lab hosts, about 1× on 3 and 4); with --no-prefetch
+//     `full` gathers each unit on the compute thread, all of it exposed;
 //  3. the optimizer (clip + AdamW) costs a fixed time per parameter it updates (all, or 1/N sharded).
 // Calibrated from a lab run (cluster/lab-scaling.sh: α and β fitted to its communication per step) or from
 // cluster/bench-scaling.sh, or given a target cluster's numbers.
@@ -38,8 +40,8 @@ public struct ClusterModel: Codable, Sendable {
     /// Seconds per collective call, beside α per hop (a TCP flow that starts from idle, the call's set-up).
     public var callLatency: Double = 0
     /// γ: a collective issued on a communication thread beside compute (none's buckets, full's prefetched
-    /// gathers) moves its bytes (1 + γ)× slower than one on the compute thread: the thread shares the cores
-    /// with compute and MPI serialises two threads (fitted on the lab: 0 where the two cost the same).
+    /// gathers) moves its bytes (1 + γ)× slower than one on the compute thread (measured in the lab as `full`
+    /// against `full --no-prefetch`, the same collectives on the other thread; 0 where the two cost the same).
     public var threadSlowdown: Double = 0
 
     public init(
@@ -135,7 +137,7 @@ public enum ScalingSimulator {
     /// The collectives of one step: `units` are the model's unit sizes in parameters (embedding, blocks, heads).
     public static func communication(
         units: [Int], ranks: Int, accumulation: Int, sharding: ShardingMode, bucketBytes: Int,
-        layout: UnitLayout = .balanced
+        layout: UnitLayout = .balanced, prefetch: Bool = true
     ) -> StepCommunication {
         guard ranks > 1 else {
             return StepCommunication(collectives: [], total: .init(), prefetched: .init(), threaded: .init())
@@ -192,7 +194,7 @@ public enum ScalingSimulator {
             let gathers = fullGathers(units: units.count, accumulation: accumulation)
             let gather = units.indices.map { unitPass("allgather (unit)", $0, times: gathers[$0]) }
             let scatter = units.indices.map { unitPass("reduce-scatter (unit)", $0, times: accumulation) }
-            return step(gather + scatter, prefetched: gather)
+            return prefetch ? step(gather + scatter, prefetched: gather) : step(gather + scatter)
         }
     }
 
@@ -222,12 +224,12 @@ public enum ScalingSimulator {
     public static func predict(
         parameters: Int, flopsPerToken: Double, ranks: Int, tokensPerRank: Int, microTokens: Int,
         bucketBytes: Int, cluster: ClusterModel, sharding: ShardingMode = .none, units: [Int]? = nil,
-        layout: UnitLayout = .balanced
+        layout: UnitLayout = .balanced, prefetch: Bool = true
     ) -> ScalingPrediction {
         let accumulation = max(1, tokensPerRank / max(microTokens, 1))
         let issued = communication(
             units: units ?? [parameters], ranks: ranks, accumulation: accumulation, sharding: sharding,
-            bucketBytes: bucketBytes, layout: layout)
+            bucketBytes: bucketBytes, layout: layout, prefetch: prefetch)
         if sharding != .none {
             return predictSharded(
                 parameters: parameters, flopsPerToken: flopsPerToken, ranks: ranks, tokensPerRank: tokensPerRank,

@@ -40,7 +40,9 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
     private(set) var exposedSeconds = 0.0
 
     /// `model` keeps this rank's part of `partition` in its gradients (and, when `shardsParameters`, its parameters).
-    init(model: LlamaModel, world: Communicator, partition: UnitPartition, shardsParameters: Bool) throws {
+    init(
+        model: LlamaModel, world: Communicator, partition: UnitPartition, shardsParameters: Bool, prefetch: Bool = true
+    ) throws {
         precondition(partition.units == model.layout.units && partition.ranks == world.size)
         self.model = model
         self.world = world
@@ -65,7 +67,8 @@ final class ShardedUnits: UnitWeights, @unchecked Sendable {
         slots = shardsParameters ? [FloatBuffer(count: largest), FloatBuffer(count: largest)] : []
         // The gathers of the next unit overlap compute only when MPI lets two threads communicate at once.
         prefetcher =
-            shardsParameters && world.size > 1 && world.threadLevel >= 3 ? Prefetcher(try world.duplicate()) : nil
+            prefetch && shardsParameters && world.size > 1 && world.threadLevel >= 3
+            ? Prefetcher(try world.duplicate()) : nil
     }
 
     /// Throws the first communication error of the step, if any.

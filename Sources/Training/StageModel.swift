@@ -98,7 +98,7 @@ public final class StageModel {
 
     public var trains: Bool { optimizer != nil }
 
-    init(spec: ModelSpec, world: Communicator, threads: Int, precision: Precision) throws {
+    init(spec: ModelSpec, world: Communicator, threads: Int, precision: Precision, prefetch: Bool = true) throws {
         self.spec = spec
         let layout = ParameterLayout(config: spec.config)
         partition =
@@ -125,7 +125,8 @@ public final class StageModel {
         units =
             spec.sharding == .full || (spec.trains && spec.sharding == .gradients)
             ? try ShardedUnits(
-                model: model, world: world, partition: partition, shardsParameters: spec.sharding == .full)
+                model: model, world: world, partition: partition, shardsParameters: spec.sharding == .full,
+                prefetch: prefetch)
             : nil
         model.unitWeights = units
         model.threads = threads

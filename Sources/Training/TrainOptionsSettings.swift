@@ -55,6 +55,13 @@ extension TrainOptions {
                 .int(min: 2, max: 1_000_000), placeholder: "K",
                 help: "committed checkpoints kept; never fewer than 2, since a torn newest needs a predecessor"),
             .flag(
+                "no-prefetch", \.noPrefetch, false,
+                because: "a unit gathered behind the previous one's compute is mostly hidden",
+                help:
+                    "sharding full: gather each unit on the compute thread when it is needed, not ahead on a "
+                    + "communication thread (the same results; faster where a collective beside compute is slow, as "
+                    + "on 2 ranks of the network lab)"),
+            .flag(
                 "background-save", \.backgroundSave, false,
                 because: "no second copy of the state in memory; the step waits for the write",
                 help: "write checkpoints on a thread while training goes on"),

@@ -47,6 +47,8 @@ public struct TrainOptions {
     public var signalLead: Double = Self.declared(\.signalLead)
     public var keepCheckpoints: Int = Self.declared(\.keepCheckpoints)
     public var backgroundSave: Bool = Self.declared(\.backgroundSave)
+    /// Sharding full: gather each unit on the compute thread when needed, not ahead on a communication thread.
+    public var noPrefetch: Bool = Self.declared(\.noPrefetch)
     public var resume = ResumeMode(Self.declared(\.resumeArgument))
     /// Stop (with a checkpoint) after this step of the schedule (or after the first step run, when resuming
     /// beyond it), as if preempted there.
@@ -196,7 +198,9 @@ public final class Trainer {
         }
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
         models = try specs.map {
-            try StageModel(spec: $0, world: world, threads: options.threads, precision: precision.precision)
+            try StageModel(
+                spec: $0, world: world, threads: options.threads, precision: precision.precision,
+                prefetch: !options.noPrefetch)
         }
         modelSet = ModelSet(
             primary: models[0].model,

@@ -71,6 +71,14 @@ func worstRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> 
             let (worst, name) = worstRelativeDifference(try tensors("\(dir)/\(mode)/model.safetensors"), reference)
             #expect(worst <= 1e-5, "\(mode) on \(ranks) ranks: \(name) differs by \(worst) of its largest value")
         }
+        // --no-prefetch gathers the same units on the other thread: the same model, bit for bit.
+        let r = try run(
+            mpirunFast + [
+                "-np", "\(ranks)", tool, "pretrain", "--config", config, "--sharding", "full", "--no-prefetch", "--out",
+                "\(dir)/full-noprefetch",
+            ])
+        #expect(r.status == 0, "full --no-prefetch: \(r.stderr)")
+        #expect(try tensors("\(dir)/full-noprefetch/model.safetensors") == tensors("\(dir)/full/model.safetensors"))
     }
 
     /// Stopped and resumed in the same mode on the same ranks: bitwise. A checkpoint written fully sharded on

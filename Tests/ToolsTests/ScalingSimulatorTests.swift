@@ -99,3 +99,52 @@ import Testing
         #expect(none.total.bytes == 2 * 2 * 3 * 100, "two buckets of 400 bytes, pieces of 100, 3 hops each way")
     }
 }
+
+/// The lab calibration recovers what made the measurements: a lab.json whose communication per step is priced
+/// with known per-world-size rates (call latency, β, and γ for a communication thread's bytes) gives those
+/// rates back and predicts every run it was fitted on; `full-noprefetch` (the same collectives as `full`, all on
+/// the compute thread) is what separates γ from β.
+@Suite struct LabCalibrationTests {
+    @Test func perWorldSizeRatesAreRecovered() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..")
+        let configPath = root.appendingPathComponent("configs/lab-8blocks.json").standardizedFileURL.path
+        let configObject = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath)))
+        let config = try RunConfig.load(path: configPath)
+        let units = ParameterLayout(config: config.model).units.map(\.count)
+        let truth: [Int: (call: Double, bandwidth: Double, gamma: Double)] = [
+            2: (0.030, 24e6, 0.5), 3: (0.005, 22e6, 0.0), 4: (0.025, 17e6, 0.1),
+        ]
+        var results: [[String: Any]] = []
+        for (n, t) in truth {
+            for label in ["none", "optimizer", "gradients", "full", "full-noprefetch"] {
+                let mode = ShardingMode(rawValue: label.replacingOccurrences(of: "-noprefetch", with: ""))!
+                let c = ScalingSimulator.communication(
+                    units: units, ranks: n, accumulation: 1, sharding: mode,
+                    bucketBytes: Int(config.train.bucketMB * 1_048_576), prefetch: label == mode.rawValue)
+                let comm = c.total.calls * t.call + (c.total.bytes + t.gamma * c.threaded.bytes) / t.bandwidth
+                results.append([
+                    "ranks": n, "mode": label, "comm_s": comm, "compute_s": 0.2, "exposed_comm_s": comm,
+                    "step_s": comm + 0.25,
+                ])
+            }
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lab-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("lab.json").path
+        try JSONSerialization.data(withJSONObject: [
+            "results": results, "rate_bits_per_s": 200e6, "run_config": configObject, "cores": "2",
+        ]).write(to: URL(fileURLWithPath: path))
+        var lines: [String] = []
+        let (model, _, validation) = try ScalingCalibration.fitLab(path: path) { lines.append($0) }
+        #expect(validation.count == results.count)
+        for v in validation {
+            let error = try #require(v["comm_error"] as? Double)
+            #expect(abs(error) < 1e-6, "\(v)")
+        }
+        // The largest world size's rates go beyond the lab.
+        #expect(abs(model.bandwidth / 17e6 - 1) < 1e-6 && abs(model.threadSlowdown - 0.1) < 1e-6)
+        #expect(abs(model.callLatency - 0.025) < 1e-6)
+        #expect(lines.contains { $0.contains("2 ranks") && $0.contains("γ 0.50") }, "\(lines)")
+    }
+}
