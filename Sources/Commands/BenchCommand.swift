@@ -35,11 +35,19 @@ enum BenchCommand {
                 "--attention: key/value heads (as many as --heads if not given)"),
             Flag("head-dim", .int(min: 1, max: 1024), "D", default: "64", "--attention: head dimension"),
             Flag("tiles", .list, "QxK", default: "32x32 64x64 128x128 64x128 128x64", "--attention: tile sizes to try"),
+            Flag(
+                "decode", .toggle,
+                "time the inference engine on --config's model (random weights): batch-1 decode against the memory "
+                    + "bound measured here, larger batches, prefill against the training forward"),
+            Flag("batches", .list, "B", default: "1 32", "--decode: batch sizes"),
+            Flag("prompt-tokens", .int(min: 1, max: 1 << 20), "T", default: "128", "--decode: prompt length"),
+            Flag("new-tokens", .int(min: 1, max: 1 << 20), "N", default: "64", "--decode: tokens decoded per sequence"),
         ],
         run: run)
 
     static func run(_ args: inout Arguments) throws {
         if args.flag("attention") { return try attention(args) }
+        if args.flag("decode") { return try decode(args) }
         let path = try args.require("config")
         let threads = Self.threads(args)
         let steps = args.int(declared: "steps")
@@ -105,6 +113,25 @@ enum BenchCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         print(String(decoding: try encoder.encode(results), as: UTF8.self))
+    }
+
+    static func decode(_ args: Arguments) throws {
+        let path = try args.require("config")
+        let config = try RunConfig.load(path: path)
+        let batches = try args.list("batches").map { word -> Int in
+            guard let b = Int(word), b >= 1, b <= 1 << 16 else {
+                throw args.usage("--batches takes sizes from 1 to 65536, got '\(word)'")
+            }
+            return b
+        }
+        let repeats = args.string("steps") == nil ? 3 : args.int(declared: "steps")
+        let r = try DecodeBenchmark.run(
+            config: config.model, threads: Self.threads(args), batches: batches,
+            promptTokens: args.int(declared: "prompt-tokens"), newTokens: args.int(declared: "new-tokens"),
+            repeats: repeats, log: { print($0) })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(r), as: UTF8.self))
     }
 
     /// --threads, as the training commands declare it (its default included).

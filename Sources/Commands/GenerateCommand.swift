@@ -151,7 +151,21 @@ enum GenerateCommand {
         let requests = mine.flatMap { i in
             (0..<samples).map { GenerationRequest(prompt: i, sample: $0, ids: prompts[i].ids) }
         }
-        let engine = try InferenceEngine(model: model, slots: min(slots, max(1, requests.count)), threads: threads)
+        // The cache holds the longest prompt and its new tokens, not the whole context: a 7B model's 4096 tokens
+        // at 16 sequences would be 68 GB.
+        let longest = (requests.map(\.ids.count).max() ?? 0) + options.maxTokens
+        let (batch, length) = (min(slots, max(1, requests.count)), min(model.config.maxSeqLen, longest))
+        let needed = InferenceEngine.bytes(model.config, slots: batch, maxLength: length, threads: threads)
+        let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+        guard needed + 4 * model.layout.count <= memory else {
+            throw UsageError(
+                String(
+                    format:
+                        "%d sequences of %d tokens need %.1f GiB of KV cache and workspace beside the %.1f GiB model; this machine has %.1f GiB: lower --batch or --max-tokens",
+                    batch, length, Double(needed) / 1_073_741_824, Double(4 * model.layout.count) / 1_073_741_824,
+                    Double(memory) / 1_073_741_824))
+        }
+        let engine = try InferenceEngine(model: model, slots: batch, maxLength: length, threads: threads)
         let generator = BatchGenerator(engine: engine, tokenizer: tokenizer, options: options)
         let start = monotonicSeconds()
         var lastLine = start
