@@ -11,6 +11,7 @@ import Training
         // Start from values no declaration has, so a default that failed to be written would show.
         (declared.threads, declared.logEvery, declared.keepCheckpoints, declared.collectiveTimeout) = (-1, -1, -1, -1)
         (declared.outputDirectory, declared.stopAfter, declared.backgroundSave) = ("x", -1, true)
+        declared.noPrefetch = true
         (declared.outputDType, declared.maxShardSize) = ("x", "x")
         (declared.checkpointEveryMinutes, declared.signalLead) = (-1, -1)
         declared.resume = .path("x")
@@ -22,7 +23,8 @@ import Training
         #expect(
             TrainOptions.settings.names == [
                 "threads", "out", "out-dtype", "max-shard-size", "metrics", "log-every", "checkpoint-dir",
-                "checkpoint-every", "checkpoint-every-minutes", "signal-lead", "keep", "background-save", "resume",
+                "checkpoint-every", "checkpoint-every-minutes", "signal-lead", "keep", "no-prefetch", "background-save",
+                "resume",
                 "stop-after",
                 "collective-timeout",
             ])
