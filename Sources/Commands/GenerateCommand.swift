@@ -92,7 +92,9 @@ enum GenerateCommand {
             for r in results {
                 let prompt = prompts[r.prompt].text ?? ""
                 if let template {
-                    print("--- \(template.kind.rawValue) \(r.prompt + 1)\n[user] \(prompt)\n[assistant] \(r.text)")
+                    // The answer as its own text: without the space that follows the prompt's last piece.
+                    let answer = r.text.hasPrefix(" ") ? String(r.text.dropFirst()) : r.text
+                    print("--- \(template.kind.rawValue) \(r.prompt + 1)\n[user] \(prompt)\n[assistant] \(answer)")
                 } else {
                     print("--- sample \(r.prompt + 1)\(samples > 1 ? ".\(r.sample + 1)" : "")\n\(prompt)\(r.text)")
                 }
@@ -123,21 +125,28 @@ enum GenerateCommand {
             }
             lines += try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) + Data("\n".utf8)
         }
-        let all = try world.size > 1 ? world.gather(bytes: [UInt8](lines)) : [[UInt8](lines)]
-        guard let all else { return }
-        // Rank r holds prompts r, r + N, …, each with its samples in order: interleave them back.
+        guard let merged = try gatherRoundRobin(lines, items: prompts.count, linesPerItem: samples, world: world)
+        else { return }
+        try AtomicFile.write(merged, to: out)
+        print("wrote \(out): \(prompts.count) prompt(s) × \(samples) sample(s)")
+    }
+
+    /// Rank 0's file from every rank's lines, where item i (with its `linesPerItem` lines, in order) was rank
+    /// i mod N's: interleaved back into item order. Nil on the other ranks.
+    static func gatherRoundRobin(_ mine: Data, items: Int, linesPerItem: Int, world: Communicator) throws -> Data? {
+        let all = try world.size > 1 ? world.gather(bytes: [UInt8](mine)) : [[UInt8](mine)]
+        guard let all else { return nil }
         var perRank = all.map { TextLines.lines($0, source: "rank output").makeIterator() }
         var merged = Data()
-        for i in prompts.indices {
-            for _ in 0..<samples {
+        for i in 0..<items {
+            for _ in 0..<linesPerItem {
                 guard let line = perRank[i % world.size].next(), case let .success(text) = line.text else {
-                    throw UsageError("rank \(i % world.size) returned fewer samples than its prompts ask for")
+                    throw UsageError("rank \(i % world.size) returned fewer lines than its share asks for")
                 }
                 merged += Data(text.utf8) + Data("\n".utf8)
             }
         }
-        try AtomicFile.write(merged, to: out)
-        print("wrote \(out): \(prompts.count) prompt(s) × \(samples) sample(s)")
+        return merged
     }
 
     /// This rank's share of the prompts (all of them without a world), sampled; results in (prompt, sample)

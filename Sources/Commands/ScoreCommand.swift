@@ -77,16 +77,10 @@ enum ScoreCommand {
             line["tokens"] = logprobs.count
             mine += try JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) + Data("\n".utf8)
         }
-        let all = try world.size > 1 ? world.gather(bytes: [UInt8](mine)) : [[UInt8](mine)]
-        guard let all else { return }
-        var perRank = all.map { TextLines.lines($0, source: "rank output").makeIterator() }
-        var merged = Data()
-        for i in items.indices {
-            guard let line = perRank[i % world.size].next(), case let .success(text) = line.text else {
-                throw UsageError("rank \(i % world.size) returned fewer lines than it was given")
-            }
-            merged += Data(text.utf8) + Data("\n".utf8)
-        }
+        guard
+            let merged = try GenerateCommand.gatherRoundRobin(
+                mine, items: items.count, linesPerItem: 1, world: world)
+        else { return }
         try AtomicFile.write(merged, to: out)
         print("wrote \(out): \(items.count) scored")
     }
