@@ -81,6 +81,8 @@ enum GenerateCommand {
         let limit = model.config.maxSeqLen - 1
         guard let file = args.string("prompts") else {
             guard args.string("out") == nil else { throw args.usage("--out writes the samples of --prompts FILE") }
+            // Under mpirun one rank prints (the others would print the same samples).
+            guard try Communicator.world().isRoot else { return }
             let texts = args.list("prompt").isEmpty ? [""] : args.list("prompt")
             let prompts = try texts.enumerated().map { i, text in
                 let ids = template.map { $0.prompt(user: text) } ?? tokenizer.encode(text, bos: true)

@@ -62,6 +62,9 @@ enum ScoreCommand {
                 tokens = kept
             }
             if scored.first == true { scored[0] = false }  // cut to its first token, which nothing predicts
+            guard scored.contains(true) else {
+                throw UsageError("\(at): --truncate \(truncation.rawValue) leaves none of the completion to score")
+            }
             return (object: o, tokens: tokens, scored: scored)
         }
         let world = try Communicator.world()

@@ -72,8 +72,10 @@ public enum Sampler {
         let kept = truncated(logits, top: top, total: total, o)
         var mass = 0.0
         for (_, weight) in kept { mass += weight }
-        var u = rng.nextUnit() * mass
-        var chosen = kept[kept.count - 1]
+        // u in [0, mass) (nextUnit is in (0, 1]); a rounding shortfall at the end takes the last candidate
+        // that has any weight.
+        var u = (1 - rng.nextUnit()) * mass
+        var chosen = kept.last { $0.weight > 0 } ?? kept[0]
         for candidate in kept {
             u -= candidate.weight
             if u < 0 {
@@ -135,8 +137,9 @@ public enum Sampler {
                 }
                 return Array(candidates[..<end])
             }
-            threshold = threshold - 20 * o.temperature
-            if threshold < top - 2000 * o.temperature { threshold = -.infinity }
+            let lower = threshold - 20 * o.temperature
+            // A temperature so small that the step is lost in rounding, or far enough: take every id.
+            threshold = lower == threshold || lower < top - 2000 * o.temperature ? -.infinity : lower
         }
     }
 }

@@ -184,6 +184,16 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         if kept.count > 1 { #expect(chi < critical[kept.count - 1], "chi-square \(chi) over \(kept.count) ids") }
     }
 
+    /// A temperature so small that the threshold's step vanishes in rounding still ends, at the largest logit.
+    @Test func aTinyTemperatureTakesTheLargestLogit() {
+        let logits: [Float] = [10, 9.5, 10.2, 3]
+        var rng = Sampler.stream(seed: 1, prompt: 0, sample: 0)
+        let t = logits.withUnsafeBufferPointer {
+            Sampler.sample($0, SamplingOptions(temperature: 1e-20, topP: 0.9, topK: 3), rng: &rng)
+        }
+        #expect(t.id == 2 && t.logprob == 0)
+    }
+
     /// The nucleus search by threshold gives the same set as sorting the whole vocabulary, on a row of 32,000.
     @Test func largeVocabularyTruncationIsExact() throws {
         var r = SplitMix64(seed: 9)
