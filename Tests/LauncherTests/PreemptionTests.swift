@@ -140,7 +140,9 @@ func committedSteps(_ directory: String) -> [String] {
         try #require(
             job.wait(for: 200) { job.stdout.contains("a micro-step takes") }, "step 1 never ended: \(job.stderr)")
         let micro = try #require(number(after: "a micro-step takes ", in: job.stdout), "\(job.stdout)")
-        usleep(useconds_t(2.5 * micro * 1e6))  // into step 2, a few micro-steps in
+        // Into step 2, a micro-step or two in: early in its 8, since under a loaded machine the line above may be
+        // read late.
+        usleep(useconds_t(1.5 * micro * 1e6))
         kill(ranks[1]!, SIGTERM)
         let signalled = Date()
         let status = job.finish()
