@@ -194,9 +194,12 @@ public final class InferenceEngine {
                 // The rows are positions 0..<n of one slot, its cache rows contiguous: causal flash attention.
                 let (bq, bk) = (Int32(LlamaModel.attentionTiles.query), Int32(LlamaModel.attentionTiles.key))
                 let (k, v) = (layerKeys + offsets[0], layerValues + offsets[0])
-                parallel(units: lm_flash_attention_forward_units(1, Int32(n), H, bq)) { first, end, _ in
-                    lm_flash_attention_forward(w.attention, w.lse, w.q, k, v, 1, Int32(n), H, G, D, bq, bk, first, end)
-                }
+                // On this thread: its tiles call sgemm, and spreading them over ours would mean holding OpenBLAS
+                // at one thread, a process-wide switch unsafe beside other BLAS callers (prefill's time is in the
+                // matmuls, which OpenBLAS threads itself).
+                lm_flash_attention_forward(
+                    w.attention, w.lse, w.q, k, v, 1, Int32(n), H, G, D, bq, bk, 0,
+                    lm_flash_attention_forward_units(1, Int32(n), H, bq))
             } else {
                 let scratch = attentionScratch.pointer, stride = attentionScratchStride
                 offsets.withUnsafeBufferPointer { off in
@@ -244,14 +247,10 @@ public final class InferenceEngine {
         if accumulate { lm_add(out, target, n * oc) }
     }
 
-    /// `body` over [0, units) in one contiguous range per thread; OpenBLAS held at one thread meanwhile (the
-    /// flash tiles call sgemm).
+    /// `body` over [0, units) in one contiguous range per thread (the decode kernels, which call no BLAS).
     private func parallel(units: Int, _ body: (Int, Int, Int) -> Void) {
         let workers = min(threads, units)
         guard workers > 1 else { return body(0, units, 0) }
-        let blas = lm_blas_threads()
-        lm_set_blas_threads(1)
-        defer { lm_set_blas_threads(blas) }
         withoutActuallyEscaping(body) { body in
             let shared = UnsafeSendable(body)
             DispatchQueue.concurrentPerform(iterations: workers) { i in
