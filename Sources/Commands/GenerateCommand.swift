@@ -64,13 +64,8 @@ enum GenerateCommand {
         let directory = try args.require("checkpoint")
         let truncation = Truncation(rawValue: args.string(declared: "truncate"))!
         let threads = args.int(declared: "threads")
-        lm_set_blas_threads(Int32(threads))
-        let model = try HuggingFace.loadModel(directory: directory)
-        let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
         // Without --template (or with none) the prompt is text to continue.
-        let template =
-            args.string("template").map { $0 != "none" } == true
-            ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
+        let (model, tokenizer, template) = try load(args)
         if let path = args.string("logits") { return try dumpLogits(args, path, model, tokenizer, truncation) }
         let options = SamplingOptions(
             temperature: args.number(declared: "temperature"), topP: args.number(declared: "top-p"),
@@ -196,29 +191,51 @@ enum GenerateCommand {
         return results
     }
 
-    static func readPrompts(
-        _ file: String, tokenizer: Tokenizer, template: ChatTemplate?, truncation: Truncation, limit: Int
-    ) throws -> [Prompt] {
+    /// --checkpoint's model and tokenizer, and --template's template (nil for none), with OpenBLAS at --threads:
+    /// what generate and score start from.
+    static func load(_ args: Arguments) throws -> (LlamaModel, Tokenizer, ChatTemplate?) {
+        let directory = try args.require("checkpoint")
+        lm_set_blas_threads(Int32(args.int(declared: "threads")))
+        let model = try HuggingFace.loadModel(directory: directory)
+        let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
+        let template =
+            args.string("template").map { $0 != "none" } == true
+            ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
+        return (model, tokenizer, template)
+    }
+
+    /// The objects of a JSON Lines input with their "file:line"; the first line that is not one is refused.
+    static func objects(_ file: String, flag: String) throws -> [(at: String, object: [String: Any])] {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-            throw UsageError("cannot read --prompts \(file): \(error.localizedDescription)")
+            throw UsageError("cannot read --\(flag) \(file): \(error.localizedDescription)")
         }
         return try JSONLines.lines(data, source: file).map { line in
             let at = "\(file):\(line.number)"
             guard let o = line.object else { throw UsageError("\(at): \(line.problem!)") }
+            return (at, o)
+        }
+    }
+
+    /// A line's {"messages"} as a dialogue, which needs a template to be read by the model.
+    static func dialogue(_ o: [String: Any], at: String, template: ChatTemplate?) throws -> (ChatTemplate, Dialogue) {
+        guard let template else {
+            throw UsageError("\(at): {\"messages\"} needs --template (llama2-chat or separator)")
+        }
+        do { return (template, try DialogueData.messages(o["messages"])) } catch { throw UsageError("\(at): \(error)") }
+    }
+
+    static func readPrompts(
+        _ file: String, tokenizer: Tokenizer, template: ChatTemplate?, truncation: Truncation, limit: Int
+    ) throws -> [Prompt] {
+        try objects(file, flag: "prompts").map { at, o in
             let ids: [Int32]
             var text: String?
             if let prompt = o["prompt"] as? String {
                 text = prompt
                 ids = template.map { $0.prompt(user: prompt) } ?? tokenizer.encode(prompt, bos: true)
             } else if o["messages"] != nil {
-                guard let template else {
-                    throw UsageError("\(at): {\"messages\"} needs --template (llama2-chat or separator)")
-                }
-                let dialogue: Dialogue
-                do { dialogue = try DialogueData.messages(o["messages"]) } catch {
-                    throw UsageError("\(at): \(error)")
-                }
+                let (template, dialogue) = try dialogue(o, at: at, template: template)
                 guard !dialogue.endsWithAnswer else {
                     throw UsageError("\(at): the messages end with an assistant turn; end them with the user's")
                 }

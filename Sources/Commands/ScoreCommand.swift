@@ -39,22 +39,10 @@ enum ScoreCommand {
         let directory = try args.require("checkpoint"), file = try args.require("data"), out = try args.require("out")
         try PathClash.check(outputs: [.file("--out", out)], inputs: [("--data", file), ("--checkpoint", directory)])
         let threads = args.int(declared: "threads")
-        lm_set_blas_threads(Int32(threads))
-        let model = try HuggingFace.loadModel(directory: directory)
-        let tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
-        let template =
-            args.string("template").map { $0 != "none" } == true
-            ? try TemplateFlags.template(args, tokenizer: tokenizer) : nil
+        let (model, tokenizer, template) = try GenerateCommand.load(args)
         let truncation = Truncation(rawValue: args.string(declared: "truncate"))!
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-            throw UsageError("cannot read --data \(file): \(error.localizedDescription)")
-        }
-        let lines = JSONLines.lines(data, source: file)
         // Every line is checked on every rank, so a bad one is refused before any work, naming it.
-        let items = try lines.map { line in
-            let at = "\(file):\(line.number)"
-            guard let o = line.object else { throw UsageError("\(at): \(line.problem!)") }
+        let items = try GenerateCommand.objects(file, flag: "data").map { at, o in
             var (tokens, scored) = try sequence(o, at: at, tokenizer: tokenizer, template: template)
             let kept = try truncation.apply(tokens, limit: model.config.maxSeqLen, what: at)
             if kept.count < tokens.count {
@@ -105,9 +93,7 @@ enum ScoreCommand {
             return (whole, whole.indices.map { $0 >= shared })
         }
         if o["messages"] != nil {
-            guard let template else { throw UsageError("\(at): {\"messages\"} needs --template") }
-            let dialogue: Dialogue
-            do { dialogue = try DialogueData.messages(o["messages"]) } catch { throw UsageError("\(at): \(error)") }
+            let (template, dialogue) = try GenerateCommand.dialogue(o, at: at, template: template)
             let (tokens, answer) = template.encode(dialogue)
             guard answer.contains(true) else { throw UsageError("\(at): the messages have no assistant turn to score") }
             return (tokens, answer)
