@@ -25,11 +25,15 @@ for config in configs/bench-decode-110m.json configs/tinyllama-1.1b.json; do
 import json, sys
 ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 t = theirs.get("decode_tokens_per_s", {})
-for b, rate in sorted(ours["decode_tokens_per_s"].items(), key=lambda kv: int(kv[0])):
-    other = t.get(b)
-    print(f"  batch {b:>3}: ours {rate:7.1f} tokens/s" + (f", transformers {other:7.1f} ({rate / other:.2f}×)" if other else ""))
-print(f"  batch-1 bound {ours['bound_tokens_per_s']:.1f} tokens/s ({ours['read_bytes_per_s'] / 1e9:.1f} GB/s over "
-      f"{ours['weight_bytes'] / 1e9:.2f} GB): ours at {ours['batch_one_of_bound']:.2f} of it")
+for precision, rates in ours["decode_tokens_per_s"].items():
+    for b, rate in sorted(rates.items(), key=lambda kv: int(kv[0])):
+        other = t.get(b)
+        print(f"  {precision} batch {b:>3}: ours {rate:7.1f} tokens/s"
+              + (f", transformers fp32 {other:7.1f} ({rate / other:.2f}×)" if other else ""))
+    print(f"  {precision} batch-1 bound {ours['bound_tokens_per_s'][precision]:.1f} tokens/s "
+          f"({ours['weight_bytes'][precision] / 1e9:.2f} GB a token): ours at {ours['batch_one_of_bound'][precision]:.2f} of it")
+print(f"  streaming read {ours['read_bytes_per_s'] / 1e9:.1f} GB/s (median); bf16 greedy equal to fp32's for the first "
+      f"{ours.get('bf16_agreeing_prefix')} of {ours['new_tokens']} tokens")
 print(f"  prefill {ours['prefill_tokens_per_s']:.0f} tokens/s, the training forward {ours['training_forward_tokens_per_s']:.0f} "
       f"({ours['prefill_tokens_per_s'] / ours['training_forward_tokens_per_s']:.2f}×); peak RSS {ours['peak_rss_mb']:.0f} MB")
 PY

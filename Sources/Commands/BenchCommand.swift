@@ -4,6 +4,7 @@
 //   llama-train bench --config configs/bench-small.json --threads 1
 import Configuration
 import Foundation
+import Inference
 import Kernels
 import Model
 import Tools
@@ -40,6 +41,7 @@ enum BenchCommand {
                 "time the inference engine on --config's model (random weights): batch-1 decode against the memory "
                     + "bound measured here, larger batches, prefill against the training forward"),
             Flag("batches", .list, "B", default: "1 32", "--decode: batch sizes"),
+            Flag("decode-weights", .list, "P", default: "fp32 bf16", "--decode: precisions of the decode weights"),
             Flag("prompt-tokens", .int(min: 1, max: 1 << 20), "T", default: "128", "--decode: prompt length"),
             Flag("new-tokens", .int(min: 1, max: 1 << 20), "N", default: "64", "--decode: tokens decoded per sequence"),
         ],
@@ -127,6 +129,12 @@ enum BenchCommand {
         let repeats = args.string("steps") == nil ? 3 : args.int(declared: "steps")
         let r = try DecodeBenchmark.run(
             config: config.model, threads: Self.threads(args), batches: batches,
+            precisions: try args.list("decode-weights").map { word in
+                guard let p = DecodePrecision(rawValue: word) else {
+                    throw args.usage("--decode-weights takes fp32 and bf16, got '\(word)'")
+                }
+                return p
+            },
             promptTokens: args.int(declared: "prompt-tokens"), newTokens: args.int(declared: "new-tokens"),
             repeats: repeats, log: { print($0) })
         let encoder = JSONEncoder()

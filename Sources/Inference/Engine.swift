@@ -3,12 +3,12 @@
 // A sequence lives in one slot of the cache: per layer, its K and V rows after rotary, (max length, kv_heads ·
 // head_dim) each, so grouped-query attention keeps only n_kv_heads. Prefill runs a prompt's rows through sgemm
 // and, from position 0, flash attention over the cache rows it has just written; decode feeds one token per
-// active slot through the batch-invariant row matmul and few-query attention over the cache. Only the rows
-// whose logits are asked for go through the final norm and lm_head (a 512-token prompt at vocab 32000 would
-// otherwise compute 16M logits to keep 32000).
+// active slot through the batch-invariant matmul over packed weights (DecodeWeights, fp32 or bf16) and
+// few-query attention over the cache. Only the rows whose logits are asked for go through the final norm and
+// lm_head (a 512-token prompt at vocab 32000 would otherwise compute 16M logits to keep 32000).
 //
 // Batch invariance: every token's arithmetic depends on its own sequence only (prefill: one sequence per call,
-// in chunks of a fixed size; decode: lm_matmul_rows and lm_attention_cached, whose every element has a fixed
+// in chunks of a fixed size; decode: lm_matmul_panels and lm_attention_cached, whose every element has a fixed
 // order), so a sample is the same bits whatever else is in the batch and however many ranks share the prompts.
 // What this is not: a sampler or a scheduler (Sampling.swift, BatchGenerator.swift), nor training.
 import Dispatch
@@ -46,6 +46,11 @@ public final class InferenceEngine {
     public let prefillChunk: Int
     /// Tokens each slot holds now.
     public private(set) var lengths: [Int]
+    /// How decode holds its matrices (fp32 or bf16).
+    public let decodePrecision: DecodePrecision
+    /// The matrices decode reads, packed at the first decode (prefill and scoring read the model's own).
+    public private(set) lazy var decodeWeights = DecodeWeights(
+        model: model, precision: decodePrecision, threads: threads)
 
     /// (layers, slots, maxLength, kv_heads · head_dim) each.
     private let keys: FloatBuffer
@@ -62,19 +67,23 @@ public final class InferenceEngine {
     }
 
     /// Bytes of everything the engine allocates beside the model's parameters: the cache, the workspace of its
-    /// largest batch (prefill chunk or decode batch), logits and scratch.
-    public static func bytes(_ c: LlamaConfig, slots: Int, maxLength: Int, threads: Int = 1) -> Int {
+    /// largest batch (prefill chunk or decode batch), logits and scratch, and the packed decode weights (nil: an
+    /// engine that only prefills, as scoring does).
+    public static func bytes(
+        _ c: LlamaConfig, slots: Int, maxLength: Int, threads: Int = 1, decodeWeights: DecodePrecision? = .fp32
+    ) -> Int {
         let rows = max(slots, min(maxLength, defaultPrefillChunk))
-        let scratch = max(1, threads) * (c.nHeads / c.nKVHeads) * maxLength
+        let scratch = max(1, threads) * c.nHeads * maxLength
         return 4
             * (cacheValues(c, slots: slots, maxLength: maxLength) + Workspace.floats(c, rows: rows) + scratch
-                + maxLength * c.headDim)
+                + maxLength * c.headDim) + (decodeWeights.map { DecodeWeights.bytes(c, precision: $0) } ?? 0)
     }
 
     static let defaultPrefillChunk = 512
 
     public init(
-        model: LlamaModel, slots: Int, maxLength: Int? = nil, threads: Int = 1, prefillChunk: Int? = nil
+        model: LlamaModel, slots: Int, maxLength: Int? = nil, threads: Int = 1, prefillChunk: Int? = nil,
+        decodeWeights precision: DecodePrecision = .fp32
     ) throws {
         let c = model.config
         guard c.heads.contains(.lm) else { throw InferenceError.noLanguageHead }
@@ -95,7 +104,11 @@ public final class InferenceEngine {
         attentionScratchStride = lm_attention_cached_scratch_floats(
             Int32(c.nHeads), Int32(c.nKVHeads), Int32(self.maxLength))
         attentionScratch = FloatBuffer(count: attentionScratchStride * self.threads)
+        decodePrecision = precision
     }
+
+    /// Follows the model's parameters after they changed (a training step between generations).
+    public func repackWeights() { decodeWeights.repack(threads: threads) }
 
     /// Forgets slot's sequence.
     public func release(slot: Int) { lengths[slot] = 0 }
@@ -177,9 +190,9 @@ public final class InferenceEngine {
         for l in 0..<c.nLayers {
             func t(_ tensor: LayerTensor) -> UnsafeMutablePointer<Float> { p + layout.layer(l, tensor).offset }
             lm_rmsnorm_forward(w.norm, w.rstd, w.x, t(.attentionNorm), Int32(n), Int32(C), eps)
-            matmul(w.q, w.norm, t(.q), n, C, Q, accumulate: false, decoding)
-            matmul(w.k, w.norm, t(.k), n, C, KV, accumulate: false, decoding)
-            matmul(w.v, w.norm, t(.v), n, C, KV, accumulate: false, decoding)
+            matmul(w.q, w.norm, l, .q, n, C, Q, accumulate: false, decoding)
+            matmul(w.k, w.norm, l, .k, n, C, KV, accumulate: false, decoding)
+            matmul(w.v, w.norm, l, .v, n, C, KV, accumulate: false, decoding)
             positions.withUnsafeBufferPointer { pos in
                 lm_rope_forward_at(w.q, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), H, D)
                 lm_rope_forward_at(w.k, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), G, D)
@@ -214,37 +227,40 @@ public final class InferenceEngine {
                     }
                 }
             }
-            matmul(w.x, w.attention, t(.o), n, Q, C, accumulate: true, decoding)
+            matmul(w.x, w.attention, l, .o, n, Q, C, accumulate: true, decoding)
             lm_rmsnorm_forward(w.norm, w.rstd, w.x, t(.ffnNorm), Int32(n), Int32(C), eps)
-            matmul(w.gate, w.norm, t(.gate), n, C, F, accumulate: false, decoding)
-            matmul(w.up, w.norm, t(.up), n, C, F, accumulate: false, decoding)
+            matmul(w.gate, w.norm, l, .gate, n, C, F, accumulate: false, decoding)
+            matmul(w.up, w.norm, l, .up, n, C, F, accumulate: false, decoding)
             lm_swiglu_forward(w.gate, w.gate, w.up, n * F)
-            matmul(w.x, w.gate, t(.down), n, F, C, accumulate: true, decoding)
+            matmul(w.x, w.gate, l, .down, n, F, C, accumulate: true, decoding)
         }
         guard !logitRows.isEmpty else { return }
         // Only the rows asked for: gathered, normed, through lm_head.
         let k = logitRows.count
         for (i, r) in logitRows.enumerated() { (w.norm + i * C).update(from: w.x + r * C, count: C) }
         lm_rmsnorm_forward(w.product, w.rstd, w.norm, p + layout.finalNorm.offset, Int32(k), Int32(C), eps)
-        matmul(w.logits, w.product, p + layout.head(.lm)!.offset, k, C, c.vocabSize, accumulate: false, decoding)
+        matmul(w.logits, w.product, nil, nil, k, C, c.vocabSize, accumulate: false, decoding)
     }
 
-    /// out (n, oc) (+)= inp (n, c) · weight (oc, c)ᵀ: sgemm for prefill, the row kernel over `threads` for
-    /// decode (channels split at multiples of 4, so the split never changes a channel's arithmetic).
+    /// out (n, oc) (+)= inp (n, c) · weight (oc, c)ᵀ, the weight layer l's `tensor` (nil: lm_head): sgemm on
+    /// the model's parameters for prefill; for decode, the packed weights' panels over `threads` (whole panels
+    /// to each, so the split never changes a channel's arithmetic).
     private func matmul(
-        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int,
-        _ c: Int, _ oc: Int, accumulate: Bool, _ decoding: Bool
+        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ layer: Int?, _ tensor: LayerTensor?,
+        _ n: Int, _ c: Int, _ oc: Int, accumulate: Bool, _ decoding: Bool
     ) {
         guard decoding else {
-            return lm_matmul_forward(out, inp, weight, Int32(n), Int32(c), Int32(oc), accumulate ? 1 : 0)
+            let layout = model.layout
+            let spec = layer.map { layout.layer($0, tensor!) } ?? layout.head(.lm)!
+            return lm_matmul_forward(
+                out, inp, model.parameters.pointer + spec.offset, Int32(n), Int32(c), Int32(oc), accumulate ? 1 : 0)
         }
-        let target = accumulate ? work.product : out
-        let blocks = (oc + 3) / 4
-        parallel(units: blocks) { first, end, _ in
-            lm_matmul_rows(
-                target, inp, weight, Int32(n), Int32(c), Int32(oc), Int32(first * 4), Int32(min(oc, end * 4)))
+        let weights = decodeWeights
+        parallel(units: (oc + 63) / 64) { first, end, _ in
+            weights.matmul(
+                out, inp, layer: layer, tensor, rows: n, inputs: c, outputs: oc, panels: first, end,
+                accumulate: accumulate)
         }
-        if accumulate { lm_add(out, target, n * oc) }
     }
 
     /// `body` over [0, units) in one contiguous range per thread (the decode kernels, which call no BLAS).

@@ -12,63 +12,178 @@
 
 #include "fastmath.h"
 
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
+// MARK: - The matmul of a few rows over packed weights
+//
+// Decode reads every weight once per token, so the weights are packed for that read: panels of 64 output
+// channels, each (in, 64) row-major, so one token's pass over a matrix is a single sequential stream, and a block
+// of rows shares each weight vector it loads. Every output element is one fused multiply-add chain over the
+// inputs in order, starting from zero: its bits depend on neither the rows beside it, nor the channel block, nor
+// the vector width (AVX-512 and AVX2 give the same answer), nor how panels are split over threads.
 
-static inline v8f load8(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+#define PANEL 64
 
-// The horizontal sum of one accumulator, always in this order.
-static inline float hsum8(v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+size_t lm_panels_values(int C, int OC) { return (size_t)((OC + PANEL - 1) / PANEL) * PANEL * (size_t)C; }
 
-// One dot product's tail (C % 8 values), added after the vector part: the same for every caller.
-static inline float tail_dot(const float *x, const float *w, int from, int C) {
-    float s = 0;
-    for (int c = from; c < C; c++) s += x[c] * w[c];
-    return s;
-}
-
-// Rows x0 and x1 (when pair) against `channels` ≤ 4 consecutive weight rows: one accumulator per (row,
-// channel), so each dot product is the same sum however many neighbours share its loads. Inlined with
-// constant pair and channels, the accumulators stay in registers.
-static inline __attribute__((always_inline)) void dot_block(float *out0, float *out1, const float *x0, const float *x1,
-                                                            const float *w, int C, int pair, int channels) {
-    const int whole = C & ~7;
-    v8f a0[4] = {{0}}, a1[4] = {{0}};
-    for (int c = 0; c < whole; c += 8) {
-        const v8f p = load8(x0 + c);
-        const v8f q = pair ? load8(x1 + c) : p;
-        for (int j = 0; j < channels; j++) {
-            const v8f wv = load8(w + (size_t)j * C + c);
-            a0[j] += p * wv;
-            if (pair) a1[j] += q * wv;
-        }
-    }
-    for (int j = 0; j < channels; j++) {
-        out0[j] = hsum8(a0[j]) + tail_dot(x0, w + (size_t)j * C, whole, C);
-        if (pair) out1[j] = hsum8(a1[j]) + tail_dot(x1, w + (size_t)j * C, whole, C);
-    }
-}
-
-void lm_matmul_rows(float *out, const float *inp, const float *weight, int N, int C, int OC, int first_channel,
-                    int end_channel) {
-    for (int o = first_channel; o < end_channel; o += 4) {
-        const int channels = end_channel - o < 4 ? end_channel - o : 4;
-        const float *w = weight + (size_t)o * C;
-        for (int r = 0; r < N; r += 2) {
-            float *o0 = out + (size_t)r * OC + o, *o1 = o0 + OC;
-            const float *x0 = inp + (size_t)r * C, *x1 = x0 + C;
-            if (r + 1 < N) {
-                if (channels == 4) dot_block(o0, o1, x0, x1, w, C, 1, 4);
-                else dot_block(o0, o1, x0, x1, w, C, 1, channels);
-            } else if (channels == 4) {
-                dot_block(o0, NULL, x0, NULL, w, C, 0, 4);
-            } else {
-                dot_block(o0, NULL, x0, NULL, w, C, 0, channels);
+static void pack_panels(float *dst_f32, uint16_t *dst_bf16, const float *weight, int C, int OC, int first_panel,
+                        int end_panel) {
+    for (int p = first_panel; p < end_panel; p++) {
+        for (int c = 0; c < C; c++) {
+            const size_t at = ((size_t)p * C + c) * PANEL;
+            float column[PANEL];
+            for (int j = 0; j < PANEL; j++) {
+                const int o = p * PANEL + j;
+                column[j] = o < OC ? weight[(size_t)o * C + c] : 0.0f;
             }
+            if (dst_f32) memcpy(dst_f32 + at, column, sizeof column);
+            else lm_to_bf16(dst_bf16 + at, column, PANEL);
         }
+    }
+}
+
+void lm_pack_panels(float *packed, const float *weight, int C, int OC, int first_panel, int end_panel) {
+    pack_panels(packed, NULL, weight, C, OC, first_panel, end_panel);
+}
+
+void lm_pack_panels_bf16(uint16_t *packed, const float *weight, int C, int OC, int first_panel, int end_panel) {
+    pack_panels(NULL, packed, weight, C, OC, first_panel, end_panel);
+}
+
+typedef float f32x8 __attribute__((vector_size(32), aligned(4)));
+typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t u16x8 __attribute__((vector_size(16), aligned(2)));
+typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+
+// Weight loads: fp32 as it is; bf16 widened exactly (its bits are fp32's upper half), so the sum stays fp32.
+#define LOAD_F32(VEC, p) \
+    ({                       \
+        VEC v_;              \
+        memcpy(&v_, (p), sizeof v_); \
+        v_;                  \
+    })
+#define LOAD_BF16(VEC, U16, U32, p)                                 \
+    ({                                                              \
+        U16 h_;                                                     \
+        memcpy(&h_, (p), sizeof h_);                                \
+        (VEC)(__builtin_convertvector(h_, U32) << 16);              \
+    })
+
+// One block: rows [0, R) against NV vectors of LANES channels at channel `at` of a panel. The accumulators stay
+// in registers; lanes past OC are never stored.
+#define BLOCK(NAME, ATTR, VEC, LANES, WT, LOAD, R, NV)                                                              \
+    static ATTR void NAME(float *out, const float *x, const WT *panel, int C, int OC, int first, int accumulate) { \
+        VEC acc[R][NV];                                                                                          \
+        memset(acc, 0, sizeof acc);                                                                              \
+        for (int c = 0; c < C; c++) {                                                                            \
+            const WT *w = panel + (size_t)c * PANEL;                                                             \
+            VEC wv[NV];                                                                                          \
+            for (int v = 0; v < NV; v++) wv[v] = LOAD(w + v * LANES);                                            \
+            for (int r = 0; r < R; r++) {                                                                        \
+                const float b = x[(size_t)r * C + c];                                                            \
+                for (int v = 0; v < NV; v++) acc[r][v] += b * wv[v];                                             \
+            }                                                                                                    \
+        }                                                                                                        \
+        for (int r = 0; r < R; r++) {                                                                            \
+            for (int v = 0; v < NV; v++) {                                                                       \
+                for (int i = 0; i < LANES; i++) {                                                                \
+                    const int o = first + v * LANES + i;                                                         \
+                    if (o >= OC) break;                                                                          \
+                    float *dst = out + (size_t)r * OC + o;                                                       \
+                    *dst = accumulate ? *dst + acc[r][v][i] : acc[r][v][i];                                      \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+
+// Blocks per ISA and weight type. AVX-512: up to 6 rows × the whole panel (24 accumulators of 32 registers).
+// AVX2: one row × the whole panel (8 of 16), 2 rows × half, up to 4 rows × a quarter.
+#define KERNELS(SUFFIX, ATTR, VEC8, VEC16, WT, LOAD8, LOAD16)                                                      \
+    BLOCK(b8_1_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 1, 8)                                                          \
+    BLOCK(b8_2_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 2, 4)                                                          \
+    BLOCK(b8_3_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 3, 2)                                                          \
+    BLOCK(b8_4_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 4, 2)                                                          \
+    static ATTR void panel8_##SUFFIX(float *out, const float *x, const WT *panel, int N, int C, int OC, int first, \
+                                     int accumulate) {                                                            \
+        for (int r = 0; r < N;) {                                                                                 \
+            const int rows = N - r >= 4 ? 4 : N - r;                                                              \
+            float *o = out + (size_t)r * OC;                                                                      \
+            const float *xr = x + (size_t)r * C;                                                                  \
+            if (rows == 1) b8_1_##SUFFIX(o, xr, panel, C, OC, first, accumulate);                                 \
+            else if (rows == 2)                                                                                   \
+                for (int at = 0; at < PANEL; at += 32) b8_2_##SUFFIX(o, xr, panel + at, C, OC, first + at, accumulate); \
+            else                                                                                                  \
+                for (int at = 0; at < PANEL; at += 16) {                                                          \
+                    if (rows == 3) b8_3_##SUFFIX(o, xr, panel + at, C, OC, first + at, accumulate);               \
+                    else b8_4_##SUFFIX(o, xr, panel + at, C, OC, first + at, accumulate);                         \
+                }                                                                                                 \
+            r += rows;                                                                                            \
+        }                                                                                                         \
+    }
+
+#define LOAD8_F32(p) LOAD_F32(f32x8, p)
+#define LOAD8_BF16(p) LOAD_BF16(f32x8, u16x8, u32x8, p)
+KERNELS(f32, , f32x8, f32x16, float, LOAD8_F32, )
+KERNELS(bf16, , f32x8, f32x16, uint16_t, LOAD8_BF16, )
+
+#if defined(__x86_64__)
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define LOAD16_F32(p) LOAD_F32(f32x16, p)
+#define LOAD16_BF16(p) LOAD_BF16(f32x16, u16x16, u32x16, p)
+#define KERNELS512(SUFFIX, WT, LOAD)                                                                               \
+    BLOCK(b16_1_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 1, 4)                                                     \
+    BLOCK(b16_2_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 2, 4)                                                     \
+    BLOCK(b16_3_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 3, 4)                                                     \
+    BLOCK(b16_4_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 4, 4)                                                     \
+    BLOCK(b16_5_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 5, 4)                                                     \
+    BLOCK(b16_6_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 6, 4)                                                     \
+    static AVX512 void panel16_##SUFFIX(float *out, const float *x, const WT *panel, int N, int C, int OC,         \
+                                        int first, int accumulate) {                                              \
+        for (int r = 0; r < N;) {                                                                                 \
+            const int rows = N - r >= 6 ? 6 : N - r;                                                              \
+            float *o = out + (size_t)r * OC;                                                                      \
+            const float *xr = x + (size_t)r * C;                                                                  \
+            switch (rows) {                                                                                       \
+            case 1: b16_1_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
+            case 2: b16_2_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
+            case 3: b16_3_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
+            case 4: b16_4_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
+            case 5: b16_5_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
+            default: b16_6_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                               \
+            }                                                                                                     \
+            r += rows;                                                                                            \
+        }                                                                                                         \
+    }
+KERNELS512(f32, float, LOAD16_F32)
+KERNELS512(bf16, uint16_t, LOAD16_BF16)
+static int wide(void) {
+    static int known = -1;  // a benign race: every thread computes the same answer
+    if (known < 0) known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    return known;
+}
+#else
+static int wide(void) { return 0; }
+#define panel16_f32 panel8_f32
+#define panel16_bf16 panel8_bf16
+#endif
+
+void lm_matmul_panels(float *out, const float *inp, const float *packed, int N, int C, int OC, int first_panel,
+                      int end_panel, int accumulate) {
+    const int w = wide();
+    for (int p = first_panel; p < end_panel; p++) {
+        const float *panel = packed + (size_t)p * C * PANEL;
+        if (w) panel16_f32(out, inp, panel, N, C, OC, p * PANEL, accumulate);
+        else panel8_f32(out, inp, panel, N, C, OC, p * PANEL, accumulate);
+    }
+}
+
+void lm_matmul_panels_bf16(float *out, const float *inp, const uint16_t *packed, int N, int C, int OC,
+                           int first_panel, int end_panel, int accumulate) {
+    const int w = wide();
+    for (int p = first_panel; p < end_panel; p++) {
+        const uint16_t *panel = packed + (size_t)p * C * PANEL;
+        if (w) panel16_bf16(out, inp, panel, N, C, OC, p * PANEL, accumulate);
+        else panel8_bf16(out, inp, panel, N, C, OC, p * PANEL, accumulate);
     }
 }
 
@@ -88,53 +203,96 @@ void lm_rope_forward_at(float *x, const float *cos_table, const float *sin_table
     }
 }
 
-size_t lm_attention_cached_scratch_floats(int H, int G, int length) { return (size_t)(H / G) * (size_t)length; }
+size_t lm_attention_cached_scratch_floats(int H, int G, int length) {
+    (void)G;
+    return (size_t)H * (size_t)length;
+}
 
-// Unit u = (row r, key/value head g): the group's H/G query heads read each cached K and V row once.
-void lm_attention_cached(float *out, const float *q, const float *k_cache, const float *v_cache,
-                         const size_t *cache_offsets, const int32_t *positions, int H, int G, int D, float *scratch,
-                         size_t first_unit, size_t end_unit) {
-    const int group = H / G;
-    const size_t kvs = (size_t)G * D, qs = (size_t)H * D;
+// Row r's key/value heads [g0, g1) (their query heads with them) over positions [0, length): each cached K and
+// V row's span for those heads is read once, in position order, so a row's cache streams through in sequence.
+// A head's arithmetic is its own (scores, softmax, weighted sum in position order) whatever heads share the call.
+static void attend_row(float *O, const float *Q, const float *K, const float *V, int length, int H, int G, int D,
+                       int g0, int g1, float *scores) {
+    const int group = H / G, heads = (g1 - g0) * group;
+    const size_t kvs = (size_t)G * D;
     const float scale = 1.0f / sqrtf((float)D);
-    for (size_t u = first_unit; u < end_unit; u++) {
-        const size_t r = u / (size_t)G;
-        const int g = (int)(u % (size_t)G), length = positions[r] + 1;
-        const float *K = k_cache + cache_offsets[r] + (size_t)g * D, *V = v_cache + cache_offsets[r] + (size_t)g * D;
-        const float *Q = q + r * qs + (size_t)g * group * D;
-        float *O = out + r * qs + (size_t)g * group * D;
-        // scores (group, length) = Q · Kᵀ · scale
-        for (int t = 0; t < length; t++) {
-            const float *k = K + (size_t)t * kvs;
-            for (int h = 0; h < group; h++) {
-                const float *qh = Q + (size_t)h * D;
+    // scores (heads, length) = Q · Kᵀ · scale
+    for (int t = 0; t < length; t++) {
+        const float *k = K + (size_t)t * kvs;
+        for (int g = g0; g < g1; g++) {
+            for (int j = 0; j < group; j++) {
+                const int h = g * group + j;
+                const float *qh = Q + (size_t)h * D, *kg = k + (size_t)g * D;
                 float s = 0;
 #pragma omp simd reduction(+ : s)
-                for (int d = 0; d < D; d++) s += qh[d] * k[d];
-                scratch[(size_t)h * length + t] = s * scale;
+                for (int d = 0; d < D; d++) s += qh[d] * kg[d];
+                scores[(size_t)(h - g0 * group) * length + t] = s * scale;
             }
         }
-        for (int h = 0; h < group; h++) {
-            float *row = scratch + (size_t)h * length, mx = -INFINITY, sum = 0;
-            for (int t = 0; t < length; t++) mx = fmaxf(mx, row[t]);
+    }
+    for (int i = 0; i < heads; i++) {
+        float *row = scores + (size_t)i * length, mx = -INFINITY, sum = 0;
+        for (int t = 0; t < length; t++) mx = fmaxf(mx, row[t]);
 #pragma omp simd reduction(+ : sum)
-            for (int t = 0; t < length; t++) {
-                row[t] = lm_expf(row[t] - mx);
-                sum += row[t];
-            }
-            const float inv = 1.0f / sum;
-            for (int t = 0; t < length; t++) row[t] *= inv;
-            memset(O + (size_t)h * D, 0, sizeof(float) * (size_t)D);
-        }
-        // O (group, D) = P · V
         for (int t = 0; t < length; t++) {
-            const float *v = V + (size_t)t * kvs;
-            for (int h = 0; h < group; h++) {
-                const float p = scratch[(size_t)h * length + t];
+            row[t] = lm_expf(row[t] - mx);
+            sum += row[t];
+        }
+        const float inv = 1.0f / sum;
+        for (int t = 0; t < length; t++) row[t] *= inv;
+        memset(O + (size_t)(g0 * group + i) * D, 0, sizeof(float) * (size_t)D);
+    }
+    // O (heads, D) = P · V
+    for (int t = 0; t < length; t++) {
+        const float *v = V + (size_t)t * kvs;
+        for (int g = g0; g < g1; g++) {
+            for (int j = 0; j < group; j++) {
+                const int h = g * group + j;
+                const float p = scores[(size_t)(h - g0 * group) * length + t], *vg = v + (size_t)g * D;
                 float *o = O + (size_t)h * D;
 #pragma omp simd
-                for (int d = 0; d < D; d++) o[d] += p * v[d];
+                for (int d = 0; d < D; d++) o[d] += p * vg[d];
             }
         }
     }
 }
+
+// Units u = (row r, key/value head g), u = r·G + g; a range is cut into runs of one row each.
+void lm_attention_cached(float *out, const float *q, const float *k_cache, const float *v_cache,
+                         const size_t *cache_offsets, const int32_t *positions, int H, int G, int D, float *scratch,
+                         size_t first_unit, size_t end_unit) {
+    const size_t qs = (size_t)H * D;
+    for (size_t u = first_unit; u < end_unit;) {
+        const size_t r = u / (size_t)G;
+        const int g0 = (int)(u % (size_t)G);
+        const size_t row_end = (r + 1) * (size_t)G < end_unit ? (r + 1) * (size_t)G : end_unit;
+        const int g1 = g0 + (int)(row_end - u);
+        attend_row(out + r * qs, q + r * qs, k_cache + cache_offsets[r], v_cache + cache_offsets[r], positions[r] + 1,
+                   H, G, D, g0, g1, scratch);
+        u = row_end;
+    }
+}
+
+// MARK: - The streaming read that bounds batch-1 decoding
+
+#define STREAM_SUM(NAME, ATTR, VEC, LANES)                                                                         \
+    static ATTR float NAME(const float *x, size_t n) {                                                          \
+        VEC a[4];                                                                                                \
+        memset(a, 0, sizeof a);                                                                                  \
+        size_t i = 0;                                                                                            \
+        for (; i + 4 * LANES <= n; i += 4 * LANES)                                                               \
+            for (int j = 0; j < 4; j++) a[j] += LOAD_F32(VEC, x + i + j * LANES);                                \
+        float s = 0;                                                                                             \
+        for (int j = 0; j < 4; j++)                                                                              \
+            for (int l = 0; l < LANES; l++) s += a[j][l];                                                        \
+        for (; i < n; i++) s += x[i];                                                                            \
+        return s;                                                                                                \
+    }
+STREAM_SUM(stream_sum8, , f32x8, 8)
+#if defined(__x86_64__)
+STREAM_SUM(stream_sum16, AVX512, f32x16, 16)
+#else
+#define stream_sum16 stream_sum8
+#endif
+
+float lm_stream_sum(const float *x, size_t n) { return wide() ? stream_sum16(x, n) : stream_sum8(x, n); }

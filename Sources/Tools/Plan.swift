@@ -48,7 +48,10 @@ public struct TrainingPlan: Codable, Sendable {
     public var generationBatch: Int
     public var generationLength: Int
     public var generationCacheBytes: Int
-    /// The model's fp32 weights, the cache, and the engine's workspace and scratch.
+    /// The matrices decode reads, packed in this precision.
+    public var generationDecodeWeights: String
+    public var generationDecodeWeightsBytes: Int
+    /// The model's fp32 weights, their decode packing, the cache, and the engine's workspace and scratch.
     public var generationMemoryBytes: Int
 
     enum CodingKeys: String, CodingKey {
@@ -64,11 +67,13 @@ public struct TrainingPlan: Codable, Sendable {
         case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
         case generationBatch = "generation_batch", generationLength = "generation_length"
         case generationCacheBytes = "generation_cache_bytes", generationMemoryBytes = "generation_memory_bytes"
+        case generationDecodeWeights = "generation_decode_weights"
+        case generationDecodeWeightsBytes = "generation_decode_weights_bytes"
     }
 
     public init(
         config: RunConfig, ranks: Int, ranksPerNode: Int = 1, checkpoints: Bool = false, file: String? = nil,
-        generationBatch: Int = 32, generationLength: Int? = nil
+        generationBatch: Int = 32, generationLength: Int? = nil, decodeWeights: DecodePrecision = .fp32
     ) throws {
         guard ranks >= 1 else { throw ConfigError(file: file, field: "ranks", message: "must be at least 1") }
         try config.validate(file: file)
@@ -127,8 +132,11 @@ public struct TrainingPlan: Codable, Sendable {
         self.generationLength = min(generationLength ?? config.model.maxSeqLen, config.model.maxSeqLen)
         generationCacheBytes =
             4 * InferenceEngine.cacheValues(config.model, slots: generationBatch, maxLength: self.generationLength)
+        generationDecodeWeights = decodeWeights.rawValue
+        generationDecodeWeightsBytes = DecodeWeights.bytes(config.model, precision: decodeWeights)
         generationMemoryBytes =
             4 * layout.count
-            + InferenceEngine.bytes(config.model, slots: generationBatch, maxLength: self.generationLength)
+            + InferenceEngine.bytes(
+                config.model, slots: generationBatch, maxLength: self.generationLength, decodeWeights: decodeWeights)
     }
 }

@@ -62,6 +62,28 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         #expect(worst <= 1e-5 * scale, "largest difference \(worst) against logits up to \(scale)")
     }
 
+    /// bf16 decode weights: on a model whose weights are bf16 values already, the very bits of fp32 decoding
+    /// (widening is exact and the chains are the same); on any model, within bf16's rounding of fp32's logits.
+    @Test func bf16DecodeIsFp32DecodeOfTheRoundedWeights() throws {
+        let model = try engineModel()
+        let V = model.config.vocabSize
+        var r = SplitMix64(seed: 12)
+        let sequence = (0..<40).map { _ in Int32(r.next() % UInt64(V)) }
+        func decoded(_ precision: DecodePrecision) throws -> [Float] {
+            let engine = try InferenceEngine(model: model, slots: 2, decodeWeights: precision)
+            try engine.prefill(slot: 1, tokens: Array(sequence[..<10])) { _, _ in }
+            var logits = [Float]()
+            for t in 10..<sequence.count { logits += Array(try engine.decode([(slot: 1, token: sequence[t])])) }
+            return logits
+        }
+        let (fp32, bf16) = (try decoded(.fp32), try decoded(.bf16))
+        let scale = fp32.map { abs($0) }.max()!, worst = zip(fp32, bf16).map { abs($0 - $1) }.max()!
+        #expect(worst > 0 && worst < 0.02 * scale, "largest difference \(worst) against logits up to \(scale)")
+        let p = model.parameters.pointer
+        for i in 0..<model.parameters.count { p[i] = lm_round_bf16(p[i]) }
+        #expect(try decoded(.bf16) == decoded(.fp32))
+    }
+
     /// Ragged prompts, two samples each, sampled with temperature, top-k and top-p: the same ids and log-probs,
     /// bit for bit, decoded one sequence at a time, 16 at once, and 16 at once on 2 threads.
     @Test func generationDoesNotDependOnTheBatchOrThreads() throws {

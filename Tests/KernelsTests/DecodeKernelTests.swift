@@ -1,4 +1,4 @@
-// Decoding's kernels against twins written from the definitions, in double, and against themselves: the row
+// Decoding's kernels against twins written from the definitions, in double, and against themselves: the panel
 // matmul gives every element the same bits whatever the number of rows beside it and however its channels are
 // split over calls (what makes a sample independent of its batch); cached attention equals the naive causal
 // softmax at each query's own position.
@@ -8,12 +8,17 @@ import TestSupport
 import Testing
 
 @Suite struct DecodeKernelTests {
-    @Test func rowMatmulIsTheProductAndBatchInvariant() {
+    @Test func panelMatmulIsTheProductAndBatchInvariant() {
         var r = Rand(21)
-        let (N, C, OC) = (7, 37, 23)  // C not a multiple of 8, OC not of 4
+        let (N, C, OC) = (13, 37, 70)  // N past a 6-row block, OC past one 64-channel panel, C odd
         let inp = r.floats(N * C), weight = r.floats(OC * C)
+        let panels = Int32((OC + 63) / 64)
+        #expect(lm_panels_values(Int32(C), Int32(OC)) == 128 * C)
+        var packed = [Float](repeating: .nan, count: lm_panels_values(Int32(C), Int32(OC)))
+        lm_pack_panels(&packed, weight, Int32(C), Int32(OC), 0, 1)
+        lm_pack_panels(&packed, weight, Int32(C), Int32(OC), 1, panels)
         var out = [Float](repeating: 0, count: N * OC)
-        lm_matmul_rows(&out, inp, weight, Int32(N), Int32(C), Int32(OC), 0, Int32(OC))
+        lm_matmul_panels(&out, inp, packed, Int32(N), Int32(C), Int32(OC), 0, panels, 0)
         var naive = [Float](repeating: 0, count: N * OC)
         for n in 0..<N {
             for o in 0..<OC {
@@ -23,15 +28,52 @@ import Testing
             }
         }
         #expect(maxDifference(out, naive) < 1e-5)
-        // Each row alone, and the channels in uneven ranges: the same bits.
-        for n in 0..<N {
-            var alone = [Float](repeating: 0, count: OC)
-            let row = Array(inp[(n * C)..<((n + 1) * C)])
-            for (first, end) in [(0, 5), (5, 6), (6, 17), (17, OC)] {
-                lm_matmul_rows(&alone, row, weight, 1, Int32(C), Int32(OC), Int32(first), Int32(end))
+        // One fused multiply-add chain per element, in input order: what the kernel promises, bit for bit.
+        let (n, o) = (11, 67)
+        var chain: Float = 0
+        for c in 0..<C { chain.addProduct(inp[n * C + c], weight[o * C + c]) }
+        #expect(out[n * OC + o] == chain)
+        // Each row alone, each run of rows, the panels one call each: the same bits.
+        for rows in [1, 2, 3, 4, 5, 6] {
+            var alone = [Float](repeating: 0, count: N * OC)
+            var at = 0
+            while at < N {
+                let k = min(rows, N - at)
+                let x = Array(inp[(at * C)..<((at + k) * C)])
+                var part = [Float](repeating: 0, count: k * OC)
+                for p in 0..<panels { lm_matmul_panels(&part, x, packed, Int32(k), Int32(C), Int32(OC), p, p + 1, 0) }
+                for i in 0..<(k * OC) { alone[at * OC + i] = part[i] }
+                at += k
             }
-            #expect(alone == Array(out[(n * OC)..<((n + 1) * OC)]), "row \(n)")
+            #expect(alone == out, "rows in runs of \(rows)")
         }
+        // Accumulating adds the same product to what is there.
+        let base = r.floats(N * OC)
+        var sum = base
+        lm_matmul_panels(&sum, inp, packed, Int32(N), Int32(C), Int32(OC), 0, panels, 1)
+        #expect(sum == zip(base, out).map { $0 + $1 })
+    }
+
+    @Test func bf16PanelsAreTheFp32ProductOfTheRoundedWeights() {
+        var r = Rand(24)
+        let (N, C, OC) = (5, 29, 100)
+        let inp = r.floats(N * C), weight = r.floats(OC * C)
+        let panels = Int32((OC + 63) / 64), values = lm_panels_values(Int32(C), Int32(OC))
+        var halves = [UInt16](repeating: 0, count: values)
+        lm_pack_panels_bf16(&halves, weight, Int32(C), Int32(OC), 0, panels)
+        var rounded = [Float](repeating: 0, count: values)
+        lm_pack_panels(&rounded, weight.map(lm_round_bf16), Int32(C), Int32(OC), 0, panels)
+        var fromHalves = [Float](repeating: 0, count: N * OC), fromRounded = fromHalves
+        lm_matmul_panels_bf16(&fromHalves, inp, halves, Int32(N), Int32(C), Int32(OC), 0, panels, 0)
+        lm_matmul_panels(&fromRounded, inp, rounded, Int32(N), Int32(C), Int32(OC), 0, panels, 0)
+        // Widening bf16 is exact, so the sums are the same chains over the same values.
+        #expect(fromHalves == fromRounded)
+        #expect(weight.map(lm_round_bf16) != weight)
+    }
+
+    @Test func streamSumIsTheSum() {
+        let x = (0..<1003).map { Float($0 % 7) }
+        #expect(lm_stream_sum(x, x.count) == x.reduce(0, +))
     }
 
     @Test func cachedAttentionIsTheCausalSoftmaxAtEachPosition() {
@@ -48,6 +90,13 @@ import Testing
         lm_attention_cached(
             &out, q, k, v, offsets, positions, Int32(H), Int32(G), Int32(D), &scratch, 0, T * G)
         #expect(maxDifference(out, naive) < 1e-5)
+        // Units cut anywhere (a row's heads over two calls): the same bits.
+        var cut = [Float](repeating: 0, count: T * H * D)
+        for (first, end) in [(0, 3), (3, 8), (8, T * G)] {
+            lm_attention_cached(
+                &cut, q, k, v, offsets, positions, Int32(H), Int32(G), Int32(D), &scratch, first, end)
+        }
+        #expect(cut == out)
     }
 
     @Test func ropeAtPositionsIsTheTableRotation() {

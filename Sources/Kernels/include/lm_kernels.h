@@ -139,10 +139,23 @@ void lm_attention_naive_backward(float *dq, float *dk, float *dv, float *scratch
 
 // MARK: - Decoding (decode.c): a few rows at a time over a KV cache, every element batch-invariant
 
-/// out (N,OC) = inp (N,C) · weight (OC,C)ᵀ for output channels [first_channel, end_channel) (a thread's share):
-/// each element is one dot product in a fixed order, the same for any N, any channel range and any thread count.
-void lm_matmul_rows(float *out, const float *inp, const float *weight, int N, int C, int OC, int first_channel,
-                    int end_channel);
+/// Values of a weight (OC,C) packed for decoding: panels of 64 output channels, each (C, 64) row-major, the
+/// last one padded with zeros.
+size_t lm_panels_values(int C, int OC);
+/// Packs panels [first_panel, end_panel) of weight (OC,C) (a thread's share), in fp32 or rounded to bf16.
+void lm_pack_panels(float *packed, const float *weight, int C, int OC, int first_panel, int end_panel);
+void lm_pack_panels_bf16(uint16_t *packed, const float *weight, int C, int OC, int first_panel, int end_panel);
+/// out (N,OC) (+)= inp (N,C) · weightᵀ over the output channels of panels [first_panel, end_panel), the weight
+/// packed by lm_pack_panels (or _bf16, widened exactly to fp32 as it is read). Each element is one fused
+/// multiply-add chain over c in order (then added to out when accumulating): the same bits for any N, any
+/// panel range, thread count or vector width.
+void lm_matmul_panels(float *out, const float *inp, const float *packed, int N, int C, int OC, int first_panel,
+                      int end_panel, int accumulate);
+void lm_matmul_panels_bf16(float *out, const float *inp, const uint16_t *packed, int N, int C, int OC,
+                           int first_panel, int end_panel, int accumulate);
+/// The sum of x by a plain streaming read in the widest vectors the CPU has: over a buffer larger than the
+/// caches, the memory bandwidth that bounds batch-1 decoding, read the way lm_matmul_panels reads weights.
+float lm_stream_sum(const float *x, size_t n);
 /// Rotates rows x (N,heads,D) in place, row r at position positions[r] of the tables.
 void lm_rope_forward_at(float *x, const float *cos_table, const float *sin_table, const int32_t *positions, int N,
                         int heads, int D);
