@@ -22,6 +22,7 @@ public enum LlamaTrain {
         PretrainCommand.spec, FineTuneCommands.sftSpec, FineTuneCommands.rewardSpec, FineTuneCommands.scoreSpec,
         ExportCommand.spec, DataCommands.formatSpec, DataCommands.statsSpec,
         ToolCommands.planSpec, ToolCommands.plotSpec, GenerateCommand.spec, ScoreCommand.spec,
+        EvalCommand.spec,
         AllreduceBench.spec, MPISelfTest.spec,
     ]
 

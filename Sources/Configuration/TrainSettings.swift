@@ -36,6 +36,9 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var dataWeights: [String: Double] = Self.declared(\.dataWeights)
     public var tokenizer: String? = Self.declared(\.tokenizer)
     public var syntheticIgnoreFraction: Double = Self.declared(\.syntheticIgnoreFraction)
+    public var evalData: String? = Self.declared(\.evalData)
+    public var evalHoldout: Double = Self.declared(\.evalHoldout)
+    public var evalWindows: Int = Self.declared(\.evalWindows)
 
     public init() {}
 
@@ -129,6 +132,22 @@ public struct TrainSettings: Codable, Equatable, Sendable {
             Setting(
                 \.syntheticIgnoreFraction, "synthetic_ignore_fraction", 0.0, because: "every target counts", belowOne,
                 help: "synthetic data only: the fraction of targets ignored, to exercise masked averaging"),
+            // The validation keys are omitted at their defaults, so configs and checkpoints from before them
+            // read and hash as they did.
+            Setting(
+                \.evalData, "eval_data", nil, because: "no validation loss (unless eval_holdout holds some out)",
+                flag: "eval-data", placeholder: "DIR", encoding: .unlessDefault,
+                help: "prepared shards (same tokenizer) whose windows give the validation loss (pretraining)"),
+            Setting(
+                \.evalHoldout, "eval_holdout", 0.0, because: "training reads every window of train.data",
+                belowOne, encoding: .unlessDefault,
+                help: "instead of eval_data: this fraction of each source's windows, at the end of its stream, is "
+                    + "never trained on and gives the validation loss"),
+            Setting(
+                \.evalWindows, "eval_windows", 256, because: "about a million tokens at Llama 2's 4096",
+                .int(min: 1, max: 1 << 40), encoding: .unlessDefault,
+                help: "windows of seq_len + 1 tokens the validation loss reads: the same ones every time, spread "
+                    + "evenly over the held-out set"),
         ])
 
     /// [0, 1): AdamW's decays, and fractions that must leave something.

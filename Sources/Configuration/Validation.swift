@@ -43,6 +43,15 @@ extension RunConfig {
         try check(
             "train.tokenizer", t.data == nil || t.tokenizer != nil,
             "is required with train.data, to check the shards were made by it")
+        try check(
+            "train.eval_holdout", t.evalHoldout == 0 || t.evalData == nil,
+            "and train.eval_data both name validation windows: keep one")
+        try check(
+            "train.eval_holdout", t.evalHoldout == 0 || t.data != nil,
+            "holds out windows of train.data, which is not set (synthetic tokens have nothing to hold out)")
+        try check(
+            "train.eval_data", t.evalData == nil || t.tokenizer != nil,
+            "needs train.tokenizer, to check the shards were made by it")
         // The kernels take rows (micro_batch × seq_len) as a C int; their offsets are 64-bit.
         try check(
             "train.micro_batch", t.microBatch * t.seqLen <= Int(Int32.max),

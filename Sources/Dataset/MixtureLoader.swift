@@ -15,7 +15,10 @@ public final class MixtureLoader {
     public struct SourceInfo {
         public let name: String
         public let tokens: Int
+        /// Windows training draws from: the source's windows but those held out.
         public let windows: Int
+        /// Windows at the end of the stream kept out of training, for validation (train.eval_holdout).
+        public let heldOut: Int
         public let weight: Double
         /// Fraction of sequences drawn from this source.
         public let share: Double
@@ -36,10 +39,12 @@ public final class MixtureLoader {
 
     /// Opens a prepared directory for a run whose tokenizer hash is `tokenizerHash` and whose model has
     /// `vocabSize` rows: a token id outside it is refused now where index.json records the shard's largest id,
-    /// else when it is read, naming the shard. At most `maxOpenShards` shards are mapped at once.
+    /// else when it is read, naming the shard. At most `maxOpenShards` shards are mapped at once. `holdout`:
+    /// the fraction of each source's windows, at the end of its stream, that training never draws.
     public init(
         directory: String, tokenizerHash: String, seqLen: Int, weights: [String: Double] = [:],
-        seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096, maxOpenShards: Int = 64
+        seed: UInt64, vocabSize: Int = Int(Int32.max), period: Int = 4096, maxOpenShards: Int = 64,
+        holdout: Double = 0
     ) throws {
         let index = try DatasetIndex.load(directory: directory)
         guard index.tokenizerSHA256 == tokenizerHash else {
@@ -56,7 +61,7 @@ public final class MixtureLoader {
         // Start-up reads index.json only: a corpus of 70,000 shards on 1,000 ranks would otherwise be 70 million
         // opens of a shared file system, and as many mappings per process as Linux allows (vm.max_map_count).
         // A shard is opened, and its header checked against the index, when a window first needs it.
-        var entries: [[ShardEntry]] = [], starts: [[Int]] = [], infos: [(String, Int, Int, Double)] = []
+        var entries: [[ShardEntry]] = [], starts: [[Int]] = [], infos: [(String, Int, Int, Int, Double)] = []
         for source in index.sources {
             var listed: [ShardEntry] = [], offsets: [Int] = [], total = 0
             for s in source.shards {
@@ -79,23 +84,28 @@ public final class MixtureLoader {
             }
             let weight = weights[source.name] ?? 1
             guard weight >= 0 else { throw DatasetError.invalid("mixture weight of '\(source.name)' is negative") }
-            let windows = max(0, (total - 1) / seqLen)
-            if weight > 0 && windows == 0 {
+            let all = max(0, (total - 1) / seqLen)
+            let held = holdout > 0 ? Int((holdout * Double(all)).rounded(.up)) : 0
+            let windows = all - held
+            if weight > 0 && windows <= 0 {
                 throw DatasetError.invalid(
-                    "source '\(source.name)' has \(total) tokens, fewer than one window of seq_len + 1 = \(seqLen + 1)")
+                    "source '\(source.name)' has \(total) tokens, "
+                        + (held > 0
+                            ? "\(all) window(s) of seq_len + 1 = \(seqLen + 1), all of them held out (\(held)) by a holdout of \(holdout): lower train.eval_holdout"
+                            : "fewer than one window of seq_len + 1 = \(seqLen + 1)"))
             }
             entries.append(listed)
             starts.append(offsets)
-            infos.append((source.name, total, windows, weight))
+            infos.append((source.name, total, windows, held, weight))
         }
-        let mass = infos.map { Double($0.1) * $0.3 }
+        let mass = infos.map { Double($0.1) * $0.4 }
         let totalMass = mass.reduce(0, +)
         guard totalMass > 0 else { throw DatasetError.invalid("\(directory): every source has weight 0 or no tokens") }
         self.entries = entries
         shardStarts = starts
         open = ShardCache(capacity: maxOpenShards, tokenizerHash: tokenizerHash)
         let sources = zip(infos, mass).map {
-            SourceInfo(name: $0.0, tokens: $0.1, windows: $0.2, weight: $0.3, share: $1 / totalMass)
+            SourceInfo(name: $0.0, tokens: $0.1, windows: $0.2, heldOut: $0.3, weight: $0.4, share: $1 / totalMass)
         }
         self.sources = sources
 
@@ -153,6 +163,28 @@ public final class MixtureLoader {
         let order = FeistelPermutation(
             count: windows, seed: seed &+ UInt64(s) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch) &* 0xC2B2_AE3D_27D4_EB4F)
         return (s, order[n % windows])
+    }
+
+    /// The windows a validation loss reads, the same every time: the held-out windows of every source (or, with
+    /// `heldOut` false, every window), at most `limit` of them spread evenly over that list, sources in the
+    /// index's order.
+    public func evaluationWindows(heldOut: Bool, limit: Int) -> [(source: Int, window: Int)] {
+        let all = sources.indices.flatMap { s in
+            let range =
+                heldOut ? sources[s].windows..<(sources[s].windows + sources[s].heldOut) : 0..<sources[s].windows
+            return range.map { (source: s, window: $0) }
+        }
+        guard all.count > limit, limit > 0 else { return all }
+        return (0..<limit).map { all[$0 * all.count / limit] }
+    }
+
+    /// Window w of source s: seq_len + 1 tokens.
+    public func tokens(source s: Int, window w: Int) throws -> [Int32] {
+        var window = [Int32](repeating: 0, count: seqLen + 1)
+        try window.withUnsafeMutableBufferPointer {
+            try read(source: s, start: w * seqLen, count: seqLen + 1, into: $0.baseAddress!)
+        }
+        return window
     }
 
     /// Rank `rank`'s part of global batch k of `globalBatch` sequences: inputs and next-token targets,

@@ -11,7 +11,7 @@ public enum LossChart {
         guard let data = FileManager.default.contents(atPath: metricsPath) else {
             throw TrainingError("\(metricsPath): cannot read the metrics file")
         }
-        var steps: [Double] = [], losses: [Double] = [], lrs: [Double] = []
+        var steps: [Double] = [], losses: [Double] = [], lrs: [Double] = [], validation: [(Double, Double)] = []
         for line in JSONLines.lines(data, source: metricsPath) {
             guard let o = line.object,
                 let step = o["step"] as? Double, let loss = o["loss"] as? Double, let lr = o["lr"] as? Double
@@ -25,16 +25,21 @@ public enum LossChart {
                 losses.append(loss)
                 lrs.append(lr)
             }
+            if let v = o["val_loss"] as? Double, v.isFinite { validation.append((step, v)) }
         }
         guard !steps.isEmpty else { throw TrainingError("\(metricsPath): no steps to plot") }
-        return render(title: title, steps: steps, losses: losses, lrs: lrs)
+        return render(title: title, steps: steps, losses: losses, lrs: lrs, validation: validation)
     }
 
-    static func render(title: String, steps: [Double], losses: [Double], lrs: [Double]) -> String {
+    /// `validation`: (step, loss) of the validation loss, drawn on the loss axis as points joined by a line.
+    static func render(
+        title: String, steps: [Double], losses: [Double], lrs: [Double], validation: [(Double, Double)] = []
+    ) -> String {
         let (w, h, left, right, top, bottom) = (760.0, 420.0, 70.0, 80.0, 40.0, 50.0)
         let (x0, x1) = (steps.min()!, max(steps.max()!, steps.min()! + 1))
         // The loss axis spans whole ticks, so its first and last labels sit on the frame.
-        let lossTicks = niceTicks(losses.min()!, max(losses.max()!, losses.min()! + 1e-6))
+        let all = losses + validation.map(\.1)
+        let lossTicks = niceTicks(all.min()!, max(all.max()!, all.min()! + 1e-6))
         let (l0, l1) = (lossTicks.first!, lossTicks.last!)
         let r1 = max(lrs.max()!, 1e-12)
         func x(_ s: Double) -> Double { left + (s - x0) / (x1 - x0) * (w - left - right) }
@@ -70,13 +75,28 @@ public enum LossChart {
         svg += """
             <path d="\(path(losses, yl))" fill="none" stroke="#1f77b4" stroke-width="1.8"/>
             <path d="\(path(lrs, yr))" fill="none" stroke="#ff7f0e" stroke-width="1.2" stroke-dasharray="5,3"/>
-            <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">step</text>
+            \(validationMarks(validation, x: x, y: yl))<text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">step</text>
             <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle" fill="#1f77b4">loss</text>
             <text x="\(w - 14)" y="\(h / 2)" transform="rotate(90 \(w - 14) \(h / 2))" text-anchor="middle" fill="#ff7f0e">learning rate</text>
             </svg>
 
             """
         return svg
+    }
+
+    /// The validation loss as a green line through its points, with a legend entry; nothing without points.
+    static func validationMarks(
+        _ points: [(Double, Double)], x: (Double) -> Double, y: (Double) -> Double
+    ) -> String {
+        guard !points.isEmpty else { return "" }
+        let path = points.enumerated().map {
+            String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", x($0.element.0), y($0.element.1))
+        }.joined(separator: " ")
+        var out = "<path d=\"\(path)\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"1.5\"/>\n"
+        for (s, v) in points {
+            out += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#2ca02c\"/>\n", x(s), y(v))
+        }
+        return out + "<text x=\"80\" y=\"30\" fill=\"#2ca02c\">● validation loss</text>\n"
     }
 }
 

@@ -24,11 +24,16 @@ public struct StepMetrics: Codable, Sendable {
     /// Wall time of the whole step: data, compute, communication, optimizer.
     public var stepS: Double
     public var skipped: Bool
+    /// The validation loss after this step, its target tokens and seconds (absent where none was taken).
+    public var valLoss: Double?
+    public var valTokens: Int?
+    public var valS: Double?
 
     enum CodingKeys: String, CodingKey {
         case step, steps, loss, lr, gradNorm = "grad_norm", tokens, tokensPerS = "tokens_per_s", mfu
         case elapsedS = "elapsed_s", etaS = "eta_s", computeS = "compute_s", exposedCommS = "exposed_comm_s"
         case commS = "comm_s", optimizerS = "optimizer_s", stepS = "step_s", skipped
+        case valLoss = "val_loss", valTokens = "val_tokens", valS = "val_s"
     }
 }
 
@@ -62,11 +67,11 @@ final class ProgressReporter {
     /// Records step k (0-based) and prints the progress line when due.
     func report(
         step k: Int, loss: Double, lr: Double, gradNorm: Double, stepStart: Date, computeEnd: Date,
-        optimizerStart: Date,
-        exposedComm: Double, comm: Double, skipped: Bool
+        optimizerStart: Date, optimizerEnd: Date, exposedComm: Double, comm: Double, skipped: Bool,
+        validation: ValidationResult? = nil
     ) throws -> StepMetrics {
         let end = Date()
-        let stepSeconds = end.timeIntervalSince(stepStart)
+        let stepSeconds = end.timeIntervalSince(stepStart) - (validation?.seconds ?? 0)
         // The first step pays for planning the arena and warming caches; it does not enter the average.
         if k > firstStep { smoothedStep = smoothedStep.map { 0.9 * $0 + 0.1 * stepSeconds } ?? stepSeconds }
         let perStep = smoothedStep ?? stepSeconds
@@ -76,20 +81,25 @@ final class ProgressReporter {
             tokensPerS: tokensPerS, mfu: flopsPerTokenPerRank * tokensPerS / matmulFlops,
             elapsedS: end.timeIntervalSince(start), etaS: perStep * Double(steps - k - 1),
             computeS: computeEnd.timeIntervalSince(stepStart), exposedCommS: exposedComm, commS: comm,
-            optimizerS: end.timeIntervalSince(optimizerStart), stepS: stepSeconds, skipped: skipped)
+            optimizerS: optimizerEnd.timeIntervalSince(optimizerStart), stepS: stepSeconds, skipped: skipped,
+            valLoss: validation?.loss, valTokens: validation?.tokens, valS: validation?.seconds)
         try metrics?.append(m)
-        if (k + 1) % logEvery == 0 || k == firstStep || k + 1 == steps { log?(Self.progressLine(m)) }
+        if (k + 1) % logEvery == 0 || k == firstStep || k + 1 == steps || validation != nil {
+            log?(Self.progressLine(m))
+        }
         return m
     }
 
     /// step 12/200 | loss 5.4321 | lr 3.00e-04 | grad norm 1.234 | 12,345 tok/s | MFU 0.61 | comm 40 ms, 3 exposed | 1m02s elapsed, ETA 3m10s
+    /// (and "| val loss 5.5012" on a step that took one)
     public static func progressLine(_ m: StepMetrics) -> String {
         let width = String(m.steps).count
         return String(
             format:
-                "step %*d/%d | loss %.4f | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms, %.0f exposed | %@ elapsed, ETA %@%@",
-            width, m.step, m.steps, m.loss, m.lr, m.gradNorm, groupedThousands(m.tokensPerS), m.mfu,
-            m.commS * 1e3, m.exposedCommS * 1e3, duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
+                "step %*d/%d | loss %.4f%@ | lr %.2e | grad norm %.3f | %@ tok/s | MFU %.2f | comm %.0f ms, %.0f exposed | %@ elapsed, ETA %@%@",
+            width, m.step, m.steps, m.loss, m.valLoss.map { String(format: " | val loss %.4f", $0) } ?? "", m.lr,
+            m.gradNorm, groupedThousands(m.tokensPerS), m.mfu, m.commS * 1e3, m.exposedCommS * 1e3,
+            duration(m.elapsedS), duration(m.etaS), m.skipped ? " | SKIPPED" : "")
     }
 
     static func duration(_ s: Double) -> String {

@@ -32,6 +32,10 @@ extension TrainOptions {
                 "log-every", \.logEvery, 1, because: "small runs are short; raise it for long ones",
                 .int(min: 1, max: Int.max), help: "progress line every N steps"),
             .flag(
+                "eval-every", \.evalEvery, 0, because: "a validation loss at the end, where the config gives windows",
+                .int(min: 0, max: Int.max),
+                help: "the validation loss (train.eval_data or eval_holdout) every N steps and at the end"),
+            .flag(
                 "checkpoint-dir", \.checkpointDirectory, nil, because: "no checkpoints, nothing resumed",
                 placeholder: "DIR", help: "sharded checkpoints go here, and are resumed from"),
             .flag(

@@ -36,6 +36,9 @@ public struct TrainOptions {
     public var maxShardSize: String = Self.declared(\.maxShardSize)
     public var metricsPath: String? = Self.declared(\.metricsPath)
     public var logEvery: Int = Self.declared(\.logEvery)
+    /// The validation loss every this many steps (0: at the end only), where train.eval_data or eval_holdout
+    /// gives windows to read.
+    public var evalEvery: Int = Self.declared(\.evalEvery)
     public var log: @Sendable (String) -> Void = { print($0) }
     /// Sharded checkpoints go here (nil: none are written and nothing is resumed).
     public var checkpointDirectory: String? = Self.declared(\.checkpointDirectory)
@@ -112,6 +115,8 @@ public final class Trainer {
     public var optimizer: AdamW { models[0].optimizer! }
     /// What the objective's micro-steps read.
     let modelSet: ModelSet
+    /// The windows of the validation loss (pretraining with train.eval_data or eval_holdout), else nil.
+    public let validation: ValidationSet?
 
     /// A stage of one model: `stage`'s name, `objective` (nil: next-token prediction on train.data, or
     /// synthetic tokens), and any `extraModels` beyond the run's own (see StagePlan).
@@ -174,6 +179,13 @@ public final class Trainer {
 
         schedule = CosineSchedule(
             peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, minRatio: t.minLRRatio)
+        var validation: ValidationSet?
+        if (t.evalData != nil || t.evalHoldout > 0) && (stage != .pretrain || objective != nil) {
+            throw ConfigError(
+                file: configPath, field: t.evalData != nil ? "train.eval_data" : "train.eval_holdout",
+                message:
+                    "gives pretraining's validation loss; the fine-tuning stages evaluate on finetune.eval_data")
+        }
         if let objective {
             self.objective = objective
         } else if let data = t.data, let tokenizerPath = t.tokenizer, let tokenizerBytes {
@@ -183,12 +195,18 @@ public final class Trainer {
                     file: configPath, field: "model.vocab_size",
                     message: "\(config.model.vocabSize) is smaller than the tokenizer's \(tokenizer.vocabSize) pieces")
             }
-            self.objective = LanguageModelObjective(
-                source: try MixtureLoader(
-                    directory: data, tokenizerHash: SHA256.hex([UInt8](tokenizerBytes)),
-                    seqLen: t.seqLen, weights: t.dataWeights, seed: t.seed,
-                    vocabSize: config.model.vocabSize),
-                settings: t)
+            let hash = SHA256.hex([UInt8](tokenizerBytes))
+            let loader = try MixtureLoader(
+                directory: data, tokenizerHash: hash, seqLen: t.seqLen, weights: t.dataWeights, seed: t.seed,
+                vocabSize: config.model.vocabSize, holdout: t.evalHoldout)
+            self.objective = LanguageModelObjective(source: loader, settings: t)
+            if let evalData = t.evalData {
+                validation = try ValidationSet.directory(
+                    evalData, tokenizerHash: hash, seqLen: t.seqLen, vocabSize: config.model.vocabSize,
+                    limit: t.evalWindows)
+            } else if t.evalHoldout > 0 {
+                validation = ValidationSet.heldOut(by: loader, limit: t.evalWindows)
+            }
         } else {
             self.objective = LanguageModelObjective(
                 source: SyntheticTokens(
@@ -196,6 +214,7 @@ public final class Trainer {
                     ignoreFraction: t.syntheticIgnoreFraction),
                 settings: t)
         }
+        self.validation = validation
         accumulation = try self.objective.accumulation(worldSize: world.size, file: configPath)
         models = try specs.map {
             try StageModel(

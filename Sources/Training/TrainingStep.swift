@@ -15,6 +15,7 @@
 //     gradients sharding its parameters are then allgathered. Every rank computes the same update of the
 //     same values. A stage's other trained models reduce their gradients after the micro-steps (only the
 //     primary's allreduce overlaps backward); frozen models only compute.
+//  5. When due (--eval-every, and the last step), the validation loss of the updated model, on every rank.
 import Distributed
 import Foundation
 import Support
@@ -84,9 +85,15 @@ extension Trainer {
                 (exposed, communication) = (exposed + seconds, communication + seconds)
             }
         }
+        let optimizerEnd = Date()
+        // The model after this step, on the validation windows, when due (its time is kept out of the step's).
+        var validated: ValidationResult?
+        if let validation, (options.evalEvery > 0 && (k + 1) % options.evalEvery == 0) || k + 1 == t.steps {
+            validated = try ValidationLoss.run(model: model, set: validation, microBatch: t.microBatch, world: world)
+        }
         return try reporter.report(
             step: k, loss: loss, lr: lr, gradNorm: norm, stepStart: stepStart, computeEnd: computeEnd,
-            optimizerStart: optimizerStart, exposedComm: exposed, comm: communication,
-            skipped: skipped)
+            optimizerStart: optimizerStart, optimizerEnd: optimizerEnd, exposedComm: exposed, comm: communication,
+            skipped: skipped, validation: validated)
     }
 }

@@ -82,6 +82,16 @@ import Testing
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         let svg = try LossChart.svg(metricsPath: path, title: "t")
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<path").count == 3)
+        #expect(!svg.contains("validation"))
+        // Validation losses at steps 10 and 20 (the second below every training loss): a third curve through two
+        // points, inside the loss axis.
+        let validated = lines.enumerated().map { i, line in
+            i % 10 == 9 ? line.dropLast() + ", \"val_loss\": \(i == 19 ? 3.0 : 7.0)}" : Substring(line)
+        }
+        try validated.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let both = try LossChart.svg(metricsPath: path, title: "t")
+        #expect(both.components(separatedBy: "<path").count == 4 && both.components(separatedBy: "<circle").count == 3)
+        #expect(both.contains("validation loss") && both.contains(">3<"), "the loss axis reaches the validation loss")
         try "not json".write(toFile: path, atomically: true, encoding: .utf8)
         #expect { try LossChart.svg(metricsPath: path, title: "t") } throws: { "\($0)".contains(":1") }
     }

@@ -22,7 +22,7 @@ import Training
         }
         #expect(
             TrainOptions.settings.names == [
-                "threads", "out", "out-dtype", "max-shard-size", "metrics", "log-every", "checkpoint-dir",
+                "threads", "out", "out-dtype", "max-shard-size", "metrics", "log-every", "eval-every", "checkpoint-dir",
                 "checkpoint-every", "checkpoint-every-minutes", "signal-lead", "keep", "no-prefetch", "background-save",
                 "resume",
                 "stop-after",
