@@ -44,6 +44,10 @@ enum BenchCommand {
             Flag("decode-weights", .list, "P", default: "fp32 bf16", "--decode: precisions of the decode weights"),
             Flag("prompt-tokens", .int(min: 1, max: 1 << 20), "T", default: "128", "--decode: prompt length"),
             Flag("new-tokens", .int(min: 1, max: 1 << 20), "N", default: "64", "--decode: tokens decoded per sequence"),
+            Flag(
+                "cache-length", .int(min: 1, max: 1 << 24), "T",
+                "--decode: each slot's cache holds T tokens (default: prompt and new tokens), for the memory check"),
+            GenerateCommand.kvCacheFlag,
         ],
         run: run)
 
@@ -136,6 +140,7 @@ enum BenchCommand {
                 return p
             },
             promptTokens: args.int(declared: "prompt-tokens"), newTokens: args.int(declared: "new-tokens"),
+            cacheLength: args.int("cache-length"), cache: GenerateCommand.kvCache(args),
             repeats: repeats, log: { print($0) })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

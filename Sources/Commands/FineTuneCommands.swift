@@ -35,9 +35,6 @@ enum FineTuneCommands {
             Flag("checkpoint", .text, "DIR", required: true, "a reward model's Hugging Face directory"),
             Flag("svg", .text, "FILE.svg", "also draw the density of the scores"),
             Flag(
-                "batch", .int(min: 1, max: 1 << 16), "N", default: "8",
-                "dialogues per forward, grouped by length and padded to the longest of each group"),
-            Flag(
                 "truncate", .choice(Truncation.allCases.map(\.rawValue)), "", default: "refuse",
                 "a prompt longer than the context: refuse it, or keep its last (left) or first (right) tokens"),
         ] + TemplateFlags.flags,
@@ -183,8 +180,9 @@ enum FineTuneCommands {
 
     /// `llama-train reward score --checkpoint DIR`: JSON Lines dialogues on standard input, each line back with
     /// its "reward" (read at the formatted dialogue's last token), in input order. Under mpirun, rank 0 reads
-    /// standard input and shares it; every rank scores its share of the length batches
-    /// (RewardScoring.scoreAll), and rank 0 writes.
+    /// standard input and shares it; every rank scores its share through the inference engine's prefill, and
+    /// rank 0 writes. (Held-out evaluation during training keeps RewardScoring.scoreAll: there the model may be
+    /// sharded by units, which the engine does not read.)
     static func score(_ args: inout Arguments) throws {
         let directory = try args.require("checkpoint")
         if let svg = args.string("svg") {
@@ -222,9 +220,15 @@ enum FineTuneCommands {
                 try truncation.apply(
                     template.encode(dialogue).tokens, limit: model.config.maxSeqLen, what: "standard input line \(n)"))
         }
-        let scores = try RewardScoring.scoreAll(
-            sequences, model: model, padToken: template.tokenizer.eosId,
-            batchSequences: args.int(declared: "batch"), world: world)
+        // The inference engine's prefill, one dialogue at a time with no padding: dialogue i on rank i mod N,
+        // one allreduce (each score is on one rank and zero on the others, so the sum is exact).
+        let engine = try InferenceEngine(model: model, slots: 1)
+        var sums = [Double](repeating: 0, count: sequences.count)
+        for i in stride(from: world.rank, to: sequences.count, by: world.size) {
+            sums[i] = Double(try engine.reward(sequences[i]))
+        }
+        try sums.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
+        let scores = sums.map { Float($0) }
         guard world.isRoot else { return }
         for (o, reward) in zip(objects, scores) {
             var out = o

@@ -39,7 +39,7 @@ enum GenerateCommand {
                 "batch", .int(min: 1, max: 1 << 16), "N", default: "16",
                 "sequences decoded at once per rank (a finished one's slot goes to the next prompt)"),
             Flag("threads", .int(min: 1, max: 4096), "T", default: "1", "threads per rank"),
-            decodeWeightsFlag,
+            decodeWeightsFlag, kvCacheFlag,
             Flag(
                 "template", .choice(["none"] + ChatTemplate.Kind.allCases.map(\.rawValue)), "", default: "none",
                 "wrap each prompt as a user turn of a fine-tuned model's template and sample its answer "
@@ -86,7 +86,8 @@ enum GenerateCommand {
             }
             let results = try run(
                 prompts, samples: samples, model: model, tokenizer: tokenizer, options: options,
-                slots: args.int(declared: "batch"), threads: threads, decodeWeights: decodeWeights(args), world: nil)
+                slots: args.int(declared: "batch"), threads: threads, decodeWeights: decodeWeights(args),
+                cache: kvCache(args), world: nil)
             for r in results {
                 let prompt = prompts[r.prompt].text ?? ""
                 if let template {
@@ -107,7 +108,8 @@ enum GenerateCommand {
         let world = try Communicator.world()
         let results = try run(
             prompts, samples: samples, model: model, tokenizer: tokenizer, options: options,
-            slots: args.int(declared: "batch"), threads: threads, decodeWeights: decodeWeights(args), world: world)
+            slots: args.int(declared: "batch"), threads: threads, decodeWeights: decodeWeights(args),
+            cache: kvCache(args), world: world)
         let logprobs = args.flag("logprobs")
         var lines = Data()
         for r in results {
@@ -151,7 +153,8 @@ enum GenerateCommand {
     /// order with global prompt indices. A progress line on rank 0 (its share stands for every rank's).
     static func run(
         _ prompts: [Prompt], samples: Int, model: LlamaModel, tokenizer: Tokenizer, options: SamplingOptions,
-        slots: Int, threads: Int, decodeWeights: DecodePrecision, world: Communicator?
+        slots: Int, threads: Int, decodeWeights: DecodePrecision, cache: DecodePrecision = .fp32,
+        world: Communicator?
     ) throws -> [GenerationResult] {
         let (rank, ranks) = (world?.rank ?? 0, world?.size ?? 1)
         let mine = stride(from: rank, to: prompts.count, by: ranks)
@@ -163,7 +166,8 @@ enum GenerateCommand {
         let longest = (requests.map(\.ids.count).max() ?? 0) + options.maxTokens
         let (batch, length) = (min(slots, max(1, requests.count)), min(model.config.maxSeqLen, longest))
         let needed = InferenceEngine.bytes(
-            model.config, slots: batch, maxLength: length, threads: threads, decodeWeights: decodeWeights)
+            model.config, slots: batch, maxLength: length, threads: threads, decodeWeights: decodeWeights,
+            cache: cache)
         let memory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         guard needed + 4 * model.layout.count <= memory else {
             throw UsageError(
@@ -174,7 +178,8 @@ enum GenerateCommand {
                     Double(memory) / 1_073_741_824))
         }
         let engine = try InferenceEngine(
-            model: model, slots: batch, maxLength: length, threads: threads, decodeWeights: decodeWeights)
+            model: model, slots: batch, maxLength: length, threads: threads, decodeWeights: decodeWeights,
+            cache: cache)
         let generator = BatchGenerator(engine: engine, tokenizer: tokenizer, options: options)
         let start = monotonicSeconds()
         var lastLine = start
@@ -201,6 +206,14 @@ enum GenerateCommand {
 
     static func decodeWeights(_ args: Arguments) -> DecodePrecision {
         DecodePrecision(rawValue: args.string("decode-weights") ?? "fp32") ?? .fp32
+    }
+
+    static let kvCacheFlag = Flag(
+        "kv-cache", .choice(DecodePrecision.allCases.map(\.rawValue)), "", default: "fp32",
+        "how the KV cache holds keys and values: fp32, or bf16 (half the memory; each rounded to bf16)")
+
+    static func kvCache(_ args: Arguments) -> DecodePrecision {
+        DecodePrecision(rawValue: args.string("kv-cache") ?? "fp32") ?? .fp32
     }
 
     /// --checkpoint's model and tokenizer, and --template's template (nil for none), with OpenBLAS at --threads:

@@ -33,7 +33,7 @@ enum ToolCommands {
             Flag(
                 "generate-length", .int(min: 1, max: 1 << 24), "T",
                 "generation's memory for sequences of T tokens (default: max_seq_len)"),
-            GenerateCommand.decodeWeightsFlag,
+            GenerateCommand.decodeWeightsFlag, GenerateCommand.kvCacheFlag,
             Flag("simulate", .toggle, "the alpha-beta simulator instead of one plan"),
             Flag(
                 "calibration", .text, "FILE",
@@ -75,7 +75,7 @@ enum ToolCommands {
         let p = try TrainingPlan(
             config: config, ranks: ranks, ranksPerNode: perNode, checkpoints: args.flag("checkpoints"), file: path,
             generationBatch: args.int(declared: "generate-batch"), generationLength: args.int("generate-length"),
-            decodeWeights: GenerateCommand.decodeWeights(args))
+            decodeWeights: GenerateCommand.decodeWeights(args), cache: GenerateCommand.kvCache(args))
         let node = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / 1_073_741_824) }
         let rows: [(String, String)] = [
@@ -109,7 +109,7 @@ enum ToolCommands {
             ("FLOPs per token", String(format: "%.3g (6N + 6LTD)", p.flopsPerToken)),
             (
                 "generation",
-                "\(gib(p.generationMemoryBytes)) on one rank for \(p.generationBatch) sequences of \(p.generationLength) tokens: weights \(gib(4 * p.parameters)) and their decode packing \(gib(p.generationDecodeWeightsBytes)) (\(p.generationDecodeWeights)), KV cache \(gib(p.generationCacheBytes)) (2 · layers · kv_heads · head_dim · tokens · sequences, fp32)"
+                "\(gib(p.generationMemoryBytes)) on one rank for \(p.generationBatch) sequences of \(p.generationLength) tokens: weights \(gib(4 * p.parameters)) and their decode packing \(gib(p.generationDecodeWeightsBytes)) (\(p.generationDecodeWeights)), KV cache \(gib(p.generationCacheBytes)) (2 · layers · kv_heads · head_dim · tokens · sequences, \(p.generationCache))"
             ),
         ]
         for (k, v) in rows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }

@@ -18,6 +18,7 @@ import Support
 
 public enum InferenceError: Error, CustomStringConvertible, Equatable {
     case noLanguageHead
+    case noScoreHead
     case tooLong(slot: Int, length: Int, maxLength: Int)
     case tokenOutOfRange(token: Int32, vocabSize: Int)
     case emptyPrompt
@@ -26,6 +27,7 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .noLanguageHead:
             "the model has no lm_head to generate or score with (a reward model scores with `reward score`)"
+        case .noScoreHead: "the model has no score head: it is a language model, not a reward model"
         case let .tooLong(slot, length, maxLength):
             "sequence in slot \(slot) would reach \(length) tokens; the engine holds \(maxLength) (the model's max_seq_len caps it)"
         case let .tokenOutOfRange(token, vocabSize): "token \(token) is outside the vocabulary [0, \(vocabSize))"
@@ -53,8 +55,10 @@ public final class InferenceEngine {
         model: model, precision: decodePrecision, threads: threads)
 
     /// (layers, slots, maxLength, kv_heads · head_dim) each.
-    private let keys: FloatBuffer
-    private let values: FloatBuffer
+    private let keys: CacheBuffer
+    private let values: CacheBuffer
+    /// How the cache holds K and V: fp32, or bf16 (half the memory and the bytes decode reads).
+    public let cachePrecision: DecodePrecision
     private let work: Workspace
     private let cosTable: FloatBuffer
     private let sinTable: FloatBuffer
@@ -70,23 +74,24 @@ public final class InferenceEngine {
     /// largest batch (prefill chunk or decode batch), logits and scratch, and the packed decode weights (nil: an
     /// engine that only prefills, as scoring does).
     public static func bytes(
-        _ c: LlamaConfig, slots: Int, maxLength: Int, threads: Int = 1, decodeWeights: DecodePrecision? = .fp32
+        _ c: LlamaConfig, slots: Int, maxLength: Int, threads: Int = 1, decodeWeights: DecodePrecision? = .fp32,
+        cache: DecodePrecision = .fp32
     ) -> Int {
         let rows = max(slots, min(maxLength, defaultPrefillChunk))
         let scratch = max(1, threads) * c.nHeads * maxLength
-        return 4
-            * (cacheValues(c, slots: slots, maxLength: maxLength) + Workspace.floats(c, rows: rows) + scratch
-                + maxLength * c.headDim) + (decodeWeights.map { DecodeWeights.bytes(c, precision: $0) } ?? 0)
+        return cache.bytesPerValue * cacheValues(c, slots: slots, maxLength: maxLength)
+            + 4 * (Workspace.floats(c, rows: rows) + scratch + maxLength * c.headDim)
+            + (decodeWeights.map { DecodeWeights.bytes(c, precision: $0) } ?? 0)
     }
 
     static let defaultPrefillChunk = 512
 
     public init(
         model: LlamaModel, slots: Int, maxLength: Int? = nil, threads: Int = 1, prefillChunk: Int? = nil,
-        decodeWeights precision: DecodePrecision = .fp32
+        decodeWeights precision: DecodePrecision = .fp32, cache: DecodePrecision = .fp32
     ) throws {
         let c = model.config
-        guard c.heads.contains(.lm) else { throw InferenceError.noLanguageHead }
+        guard c.heads.contains(.lm) || c.heads.contains(.score) else { throw InferenceError.noLanguageHead }
         self.model = model
         self.slots = max(1, slots)
         self.maxLength = min(maxLength ?? c.maxSeqLen, c.maxSeqLen)
@@ -94,8 +99,9 @@ public final class InferenceEngine {
         self.prefillChunk = max(1, min(self.maxLength, prefillChunk ?? Self.defaultPrefillChunk))
         lengths = [Int](repeating: 0, count: self.slots)
         let cacheFloats = Self.cacheValues(c, slots: self.slots, maxLength: self.maxLength) / 2
-        keys = FloatBuffer(count: cacheFloats)
-        values = FloatBuffer(count: cacheFloats)
+        cachePrecision = cache
+        keys = CacheBuffer(count: cacheFloats, precision: cache)
+        values = CacheBuffer(count: cacheFloats, precision: cache)
         work = Workspace(c, rows: max(self.slots, self.prefillChunk))
         let half = c.headDim / 2
         cosTable = FloatBuffer(count: self.maxLength * half)
@@ -163,6 +169,34 @@ public final class InferenceEngine {
         return UnsafeBufferPointer(start: work.logits, count: entries.count * model.config.vocabSize)
     }
 
+    /// A reward model's score of `tokens`, read at the last token (as RewardObjective reads it in training).
+    /// `slot` is used and left empty.
+    public func reward(_ tokens: [Int32], slot: Int = 0) throws -> Float {
+        guard model.config.heads.contains(.score) else { throw InferenceError.noScoreHead }
+        guard !tokens.isEmpty else { throw InferenceError.emptyPrompt }
+        try check(tokens)
+        release(slot: slot)
+        defer { release(slot: slot) }
+        guard tokens.count <= maxLength else {
+            throw InferenceError.tooLong(slot: slot, length: tokens.count, maxLength: maxLength)
+        }
+        var done = 0, value: Float = 0
+        while done < tokens.count {
+            let n = min(prefillChunk, tokens.count - done)
+            let last = done + n == tokens.count
+            try forward(
+                tokens: Array(tokens[done..<(done + n)]), slots: [Int](repeating: slot, count: n),
+                positions: (0..<n).map { Int32(done + $0) }, prefillFromZero: done == 0,
+                logitRows: last ? [n - 1] : [], head: .score)
+            lengths[slot] = done + n
+            if last { value = work.logits[0] }
+            done += n
+        }
+        return value
+    }
+
+    private func hasHead(_ head: OutputHead) -> Bool { model.config.heads.contains(head) }
+
     private func check(_ tokens: [Int32]) throws {
         let v = model.config.vocabSize
         if let bad = tokens.first(where: { $0 < 0 || Int($0) >= v }) {
@@ -176,8 +210,11 @@ public final class InferenceEngine {
     /// `logitRows` into work.logits. `decoding`: the batch-invariant row kernels; otherwise sgemm (prefill).
     private func forward(
         tokens: [Int32], slots rowSlots: [Int], positions: [Int32], prefillFromZero: Bool, logitRows: [Int],
-        decoding: Bool = false
+        decoding: Bool = false, head: OutputHead = .lm
     ) throws {
+        guard logitRows.isEmpty || hasHead(head) else {
+            throw head == .lm ? InferenceError.noLanguageHead : InferenceError.noScoreHead
+        }
         let c = model.config, layout = model.layout, p = model.parameters.pointer
         let n = tokens.count, C = c.dim, Q = c.qDim, KV = c.kvDim, F = c.ffnHiddenSize
         let (H, G, D) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim))
@@ -197,16 +234,21 @@ public final class InferenceEngine {
                 lm_rope_forward_at(w.q, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), H, D)
                 lm_rope_forward_at(w.k, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), G, D)
             }
-            let layerKeys = keys.pointer + l * layerStride, layerValues = values.pointer + l * layerStride
+            let layerStart = l * layerStride
             for r in 0..<n {
-                let at = offsets[r] + Int(positions[r]) * KV
-                (layerKeys + at).update(from: w.k + r * KV, count: KV)
-                (layerValues + at).update(from: w.v + r * KV, count: KV)
+                let at = layerStart + offsets[r] + Int(positions[r]) * KV
+                keys.store(w.k + r * KV, count: KV, at: at)
+                values.store(w.v + r * KV, count: KV, at: at)
             }
             if prefillFromZero {
-                // The rows are positions 0..<n of one slot, its cache rows contiguous: causal flash attention.
+                // The rows are positions 0..<n of one slot, the very rows just cached (rounded as the cache holds
+                // them, so that prefill and decode read the same keys): causal flash attention over them.
                 let (bq, bk) = (Int32(LlamaModel.attentionTiles.query), Int32(LlamaModel.attentionTiles.key))
-                let (k, v) = (layerKeys + offsets[0], layerValues + offsets[0])
+                if cachePrecision == .bf16 {
+                    keys.load(w.k, count: n * KV, at: layerStart + offsets[0])
+                    values.load(w.v, count: n * KV, at: layerStart + offsets[0])
+                }
+                let (k, v) = (w.k, w.v)
                 // On this thread: its tiles call sgemm, and spreading them over ours would mean holding OpenBLAS
                 // at one thread, a process-wide switch unsafe beside other BLAS callers (prefill's time is in the
                 // matmuls, which OpenBLAS threads itself).
@@ -217,12 +259,20 @@ public final class InferenceEngine {
                 let scratch = attentionScratch.pointer, stride = attentionScratchStride
                 offsets.withUnsafeBufferPointer { off in
                     positions.withUnsafeBufferPointer { pos in
-                        let (o, q, kc, vc) = (w.attention, w.q, layerKeys, layerValues)
+                        let (o, q, keys, values) = (w.attention, w.q, keys, values)
                         let (offsetsBase, positionsBase) = (off.baseAddress!, pos.baseAddress!)
                         parallel(units: n * Int(G)) { first, end, worker in
-                            lm_attention_cached(
-                                o, q, kc, vc, offsetsBase, positionsBase, H, G, D, scratch + worker * stride, first, end
-                            )
+                            let s = scratch + worker * stride
+                            switch keys.precision {
+                            case .fp32:
+                                lm_attention_cached(
+                                    o, q, keys.floats + layerStart, values.floats + layerStart, offsetsBase,
+                                    positionsBase, H, G, D, s, first, end)
+                            case .bf16:
+                                lm_attention_cached_bf16(
+                                    o, q, keys.halves + layerStart, values.halves + layerStart, offsetsBase,
+                                    positionsBase, H, G, D, s, first, end)
+                            }
                         }
                     }
                 }
@@ -239,6 +289,10 @@ public final class InferenceEngine {
         let k = logitRows.count
         for (i, r) in logitRows.enumerated() { (w.norm + i * C).update(from: w.x + r * C, count: C) }
         lm_rmsnorm_forward(w.product, w.rstd, w.norm, p + layout.finalNorm.offset, Int32(k), Int32(C), eps)
+        if head == .score {
+            // score.weight (1, dim): one value per row, prefill only.
+            return lm_matmul_forward(w.logits, w.product, p + layout.head(.score)!.offset, Int32(k), Int32(C), 1, 0)
+        }
         matmul(w.logits, w.product, nil, nil, k, C, c.vocabSize, accumulate: false, decoding)
     }
 
@@ -272,6 +326,40 @@ public final class InferenceEngine {
             DispatchQueue.concurrentPerform(iterations: workers) { i in
                 shared.value(units * i / workers, units * (i + 1) / workers, i)
             }
+        }
+    }
+}
+
+/// One of the cache's two tensors (layers, slots, maxLength, kv_dim), in fp32 or bf16.
+private final class CacheBuffer {
+    let precision: DecodePrecision
+    private let memory: UnsafeMutableRawPointer
+
+    init(count: Int, precision: DecodePrecision) {
+        self.precision = precision
+        let bytes = max(count, 1) * precision.bytesPerValue
+        memory = .allocate(byteCount: bytes, alignment: 64)
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+    }
+
+    deinit { memory.deallocate() }
+
+    var floats: UnsafeMutablePointer<Float> { memory.assumingMemoryBound(to: Float.self) }
+    var halves: UnsafeMutablePointer<UInt16> { memory.assumingMemoryBound(to: UInt16.self) }
+
+    /// Values [at, at + count) from `source` (rounded to bf16 in a bf16 cache).
+    func store(_ source: UnsafePointer<Float>, count: Int, at: Int) {
+        switch precision {
+        case .fp32: (floats + at).update(from: source, count: count)
+        case .bf16: lm_to_bf16(halves + at, source, count)
+        }
+    }
+
+    /// Values [at, at + count) into `target`, as fp32.
+    func load(_ target: UnsafeMutablePointer<Float>, count: Int, at: Int) {
+        switch precision {
+        case .fp32: target.update(from: floats + at, count: count)
+        case .bf16: lm_from_bf16(target, halves + at, count)
         }
     }
 }

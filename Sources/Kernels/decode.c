@@ -69,13 +69,20 @@ typedef uint32_t u32x16 __attribute__((vector_size(64)));
         (VEC)(__builtin_convertvector(h_, U32) << 16);              \
     })
 
-// One block: rows [0, R) against NV vectors of LANES channels at channel `at` of a panel. The accumulators stay
-// in registers; lanes past OC are never stored.
+// Rows are taken ROW_CHUNK at a time into a tile of fp32 accumulators, and the inputs KBLOCK at a time, so the
+// panel's rows for one block of inputs (KBLOCK · 256 bytes) stay in cache while every group of rows reads them;
+// an accumulator is stored and reloaded between blocks, which leaves its chain exactly as it was.
+#define ROW_CHUNK 48
+#define KBLOCK 256
+
+// One block: rows [0, R) of the tile (row stride PANEL) against NV vectors of LANES channels at the panel's
+// (and tile's) channel `at`, over inputs [c0, c1).
 #define BLOCK(NAME, ATTR, VEC, LANES, WT, LOAD, R, NV)                                                              \
-    static ATTR void NAME(float *out, const float *x, const WT *panel, int C, int OC, int first, int accumulate) { \
+    static ATTR void NAME(float *tile, const float *x, const WT *panel, int C, int c0, int c1) {                 \
         VEC acc[R][NV];                                                                                          \
-        memset(acc, 0, sizeof acc);                                                                              \
-        for (int c = 0; c < C; c++) {                                                                            \
+        for (int r = 0; r < R; r++)                                                                              \
+            for (int v = 0; v < NV; v++) acc[r][v] = LOAD_F32(VEC, tile + r * PANEL + v * LANES);                \
+        for (int c = c0; c < c1; c++) {                                                                          \
             const WT *w = panel + (size_t)c * PANEL;                                                             \
             VEC wv[NV];                                                                                          \
             for (int v = 0; v < NV; v++) wv[v] = LOAD(w + v * LANES);                                            \
@@ -84,52 +91,72 @@ typedef uint32_t u32x16 __attribute__((vector_size(64)));
                 for (int v = 0; v < NV; v++) acc[r][v] += b * wv[v];                                             \
             }                                                                                                    \
         }                                                                                                        \
-        for (int r = 0; r < R; r++) {                                                                            \
-            for (int v = 0; v < NV; v++) {                                                                       \
-                for (int i = 0; i < LANES; i++) {                                                                \
-                    const int o = first + v * LANES + i;                                                         \
-                    if (o >= OC) break;                                                                          \
-                    float *dst = out + (size_t)r * OC + o;                                                       \
-                    *dst = accumulate ? *dst + acc[r][v][i] : acc[r][v][i];                                      \
+        for (int r = 0; r < R; r++)                                                                              \
+            for (int v = 0; v < NV; v++) memcpy(tile + r * PANEL + v * LANES, &acc[r][v], sizeof(VEC));          \
+    }
+
+// The tile's rows out to `out`, channels past OC left alone.
+static void store_tile(float *out, const float *tile, int rows, int OC, int first, int accumulate) {
+    const int n = OC - first < PANEL ? OC - first : PANEL;
+    for (int r = 0; r < rows; r++) {
+        float *dst = out + (size_t)r * OC + first;
+        const float *src = tile + (size_t)r * PANEL;
+        if (accumulate)
+            for (int j = 0; j < n; j++) dst[j] += src[j];
+        else
+            memcpy(dst, src, sizeof(float) * (size_t)n);
+    }
+}
+
+// A panel's driver: row chunks, input blocks, then groups of rows, each through the widest block that fits.
+#define PANEL_DRIVER(NAME, ATTR, WT, GROUP, DISPATCH)                                                              \
+    static ATTR void NAME(float *out, const float *x, const WT *panel, int N, int C, int OC, int first,           \
+                          int accumulate) {                                                                      \
+        float tile[ROW_CHUNK * PANEL];                                                                           \
+        for (int r0 = 0; r0 < N; r0 += ROW_CHUNK) {                                                              \
+            const int chunk = N - r0 < ROW_CHUNK ? N - r0 : ROW_CHUNK;                                           \
+            memset(tile, 0, sizeof(float) * (size_t)chunk * PANEL);                                              \
+            for (int c0 = 0; c0 < C; c0 += KBLOCK) {                                                             \
+                const int c1 = C - c0 < KBLOCK ? C : c0 + KBLOCK;                                                \
+                for (int r = 0; r < chunk;) {                                                                    \
+                    const int rows = chunk - r >= GROUP ? GROUP : chunk - r;                                     \
+                    float *t = tile + (size_t)r * PANEL;                                                         \
+                    const float *xr = x + (size_t)(r0 + r) * C;                                                  \
+                    DISPATCH                                                                                     \
+                    r += rows;                                                                                   \
                 }                                                                                                \
             }                                                                                                    \
+            store_tile(out + (size_t)r0 * OC, tile, chunk, OC, first, accumulate);                               \
         }                                                                                                        \
     }
 
-// Blocks per ISA and weight type. AVX-512: up to 6 rows × the whole panel (24 accumulators of 32 registers).
-// AVX2: one row × the whole panel (8 of 16), 2 rows × half, up to 4 rows × a quarter.
-#define KERNELS(SUFFIX, ATTR, VEC8, VEC16, WT, LOAD8, LOAD16)                                                      \
-    BLOCK(b8_1_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 1, 8)                                                          \
-    BLOCK(b8_2_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 2, 4)                                                          \
-    BLOCK(b8_3_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 3, 2)                                                          \
-    BLOCK(b8_4_##SUFFIX, ATTR, VEC8, 8, WT, LOAD8, 4, 2)                                                          \
-    static ATTR void panel8_##SUFFIX(float *out, const float *x, const WT *panel, int N, int C, int OC, int first, \
-                                     int accumulate) {                                                            \
-        for (int r = 0; r < N;) {                                                                                 \
-            const int rows = N - r >= 4 ? 4 : N - r;                                                              \
-            float *o = out + (size_t)r * OC;                                                                      \
-            const float *xr = x + (size_t)r * C;                                                                  \
-            if (rows == 1) b8_1_##SUFFIX(o, xr, panel, C, OC, first, accumulate);                                 \
-            else if (rows == 2)                                                                                   \
-                for (int at = 0; at < PANEL; at += 32) b8_2_##SUFFIX(o, xr, panel + at, C, OC, first + at, accumulate); \
-            else                                                                                                  \
-                for (int at = 0; at < PANEL; at += 16) {                                                          \
-                    if (rows == 3) b8_3_##SUFFIX(o, xr, panel + at, C, OC, first + at, accumulate);               \
-                    else b8_4_##SUFFIX(o, xr, panel + at, C, OC, first + at, accumulate);                         \
-                }                                                                                                 \
-            r += rows;                                                                                            \
-        }                                                                                                         \
-    }
+// AVX2 blocks: one row × the whole panel (8 accumulators of 16 registers), 2 rows × half, 3 or 4 × a quarter.
+#define KERNELS(SUFFIX, WT, LOAD8)                                                                                 \
+    BLOCK(b8_1_##SUFFIX, , f32x8, 8, WT, LOAD8, 1, 8)                                                             \
+    BLOCK(b8_2_##SUFFIX, , f32x8, 8, WT, LOAD8, 2, 4)                                                             \
+    BLOCK(b8_3_##SUFFIX, , f32x8, 8, WT, LOAD8, 3, 2)                                                             \
+    BLOCK(b8_4_##SUFFIX, , f32x8, 8, WT, LOAD8, 4, 2)                                                             \
+    PANEL_DRIVER(panel8_##SUFFIX, , WT, 4, {                                                                      \
+        if (rows == 1) b8_1_##SUFFIX(t, xr, panel, C, c0, c1);                                                    \
+        else if (rows == 2)                                                                                       \
+            for (int at = 0; at < PANEL; at += 32) b8_2_##SUFFIX(t + at, xr, panel + at, C, c0, c1);             \
+        else                                                                                                      \
+            for (int at = 0; at < PANEL; at += 16) {                                                              \
+                if (rows == 3) b8_3_##SUFFIX(t + at, xr, panel + at, C, c0, c1);                                  \
+                else b8_4_##SUFFIX(t + at, xr, panel + at, C, c0, c1);                                            \
+            }                                                                                                     \
+    })
 
 #define LOAD8_F32(p) LOAD_F32(f32x8, p)
 #define LOAD8_BF16(p) LOAD_BF16(f32x8, u16x8, u32x8, p)
-KERNELS(f32, , f32x8, f32x16, float, LOAD8_F32, )
-KERNELS(bf16, , f32x8, f32x16, uint16_t, LOAD8_BF16, )
+KERNELS(f32, float, LOAD8_F32)
+KERNELS(bf16, uint16_t, LOAD8_BF16)
 
 #if defined(__x86_64__)
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define LOAD16_F32(p) LOAD_F32(f32x16, p)
 #define LOAD16_BF16(p) LOAD_BF16(f32x16, u16x16, u32x16, p)
+// AVX-512 blocks: up to 6 rows × the whole panel (24 accumulators of 32 registers).
 #define KERNELS512(SUFFIX, WT, LOAD)                                                                               \
     BLOCK(b16_1_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 1, 4)                                                     \
     BLOCK(b16_2_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 2, 4)                                                     \
@@ -137,23 +164,16 @@ KERNELS(bf16, , f32x8, f32x16, uint16_t, LOAD8_BF16, )
     BLOCK(b16_4_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 4, 4)                                                     \
     BLOCK(b16_5_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 5, 4)                                                     \
     BLOCK(b16_6_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 6, 4)                                                     \
-    static AVX512 void panel16_##SUFFIX(float *out, const float *x, const WT *panel, int N, int C, int OC,         \
-                                        int first, int accumulate) {                                              \
-        for (int r = 0; r < N;) {                                                                                 \
-            const int rows = N - r >= 6 ? 6 : N - r;                                                              \
-            float *o = out + (size_t)r * OC;                                                                      \
-            const float *xr = x + (size_t)r * C;                                                                  \
-            switch (rows) {                                                                                       \
-            case 1: b16_1_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
-            case 2: b16_2_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
-            case 3: b16_3_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
-            case 4: b16_4_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
-            case 5: b16_5_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                                \
-            default: b16_6_##SUFFIX(o, xr, panel, C, OC, first, accumulate); break;                               \
-            }                                                                                                     \
-            r += rows;                                                                                            \
+    PANEL_DRIVER(panel16_##SUFFIX, AVX512, WT, 6, {                                                               \
+        switch (rows) {                                                                                           \
+        case 1: b16_1_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
+        case 2: b16_2_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
+        case 3: b16_3_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
+        case 4: b16_4_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
+        case 5: b16_5_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
+        default: b16_6_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                  \
         }                                                                                                         \
-    }
+    })
 KERNELS512(f32, float, LOAD16_F32)
 KERNELS512(bf16, uint16_t, LOAD16_BF16)
 static int wide(void) {
@@ -211,67 +231,83 @@ size_t lm_attention_cached_scratch_floats(int H, int G, int length) {
 // Row r's key/value heads [g0, g1) (their query heads with them) over positions [0, length): each cached K and
 // V row's span for those heads is read once, in position order, so a row's cache streams through in sequence.
 // A head's arithmetic is its own (scores, softmax, weighted sum in position order) whatever heads share the call.
-static void attend_row(float *O, const float *Q, const float *K, const float *V, int length, int H, int G, int D,
-                       int g0, int g1, float *scores) {
-    const int group = H / G, heads = (g1 - g0) * group;
-    const size_t kvs = (size_t)G * D;
-    const float scale = 1.0f / sqrtf((float)D);
-    // scores (heads, length) = Q · Kᵀ · scale
-    for (int t = 0; t < length; t++) {
-        const float *k = K + (size_t)t * kvs;
-        for (int g = g0; g < g1; g++) {
-            for (int j = 0; j < group; j++) {
-                const int h = g * group + j;
-                const float *qh = Q + (size_t)h * D, *kg = k + (size_t)g * D;
-                float s = 0;
-#pragma omp simd reduction(+ : s)
-                for (int d = 0; d < D; d++) s += qh[d] * kg[d];
-                scores[(size_t)(h - g0 * group) * length + t] = s * scale;
-            }
-        }
-    }
-    for (int i = 0; i < heads; i++) {
-        float *row = scores + (size_t)i * length, mx = -INFINITY, sum = 0;
-        for (int t = 0; t < length; t++) mx = fmaxf(mx, row[t]);
-#pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < length; t++) {
-            row[t] = lm_expf(row[t] - mx);
-            sum += row[t];
-        }
-        const float inv = 1.0f / sum;
-        for (int t = 0; t < length; t++) row[t] *= inv;
-        memset(O + (size_t)(g0 * group + i) * D, 0, sizeof(float) * (size_t)D);
-    }
-    // O (heads, D) = P · V
-    for (int t = 0; t < length; t++) {
-        const float *v = V + (size_t)t * kvs;
-        for (int g = g0; g < g1; g++) {
-            for (int j = 0; j < group; j++) {
-                const int h = g * group + j;
-                const float p = scores[(size_t)(h - g0 * group) * length + t], *vg = v + (size_t)g * D;
-                float *o = O + (size_t)h * D;
-#pragma omp simd
-                for (int d = 0; d < D; d++) o[d] += p * vg[d];
-            }
-        }
-    }
+// A bf16 cache is widened exactly as it is read (its bits are fp32's upper half); the arithmetic is fp32.
+static inline float widen_bf16(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
+#define AS_F32(x) (x)
+#define AS_BF16(x) widen_bf16(x)
+
+#define ATTEND_ROW(NAME, CT, WIDEN)                                                                                \
+    static void NAME(float *O, const float *Q, const CT *K, const CT *V, int length, int H, int G, int D, int g0,   \
+                     int g1, float *scores) {                                                                     \
+        const int group = H / G, heads = (g1 - g0) * group;                                                       \
+        const size_t kvs = (size_t)G * D;                                                                         \
+        const float scale = 1.0f / sqrtf((float)D);                                                               \
+        /* scores (heads, length) = Q · Kᵀ · scale */                                                             \
+        for (int t = 0; t < length; t++) {                                                                        \
+            const CT *k = K + (size_t)t * kvs;                                                                    \
+            for (int g = g0; g < g1; g++) {                                                                       \
+                for (int j = 0; j < group; j++) {                                                                 \
+                    const int h = g * group + j;                                                                  \
+                    const float *qh = Q + (size_t)h * D;                                                          \
+                    const CT *kg = k + (size_t)g * D;                                                             \
+                    float s = 0;                                                                                  \
+                    _Pragma("omp simd reduction(+ : s)") for (int d = 0; d < D; d++) s += qh[d] * WIDEN(kg[d]);   \
+                    scores[(size_t)(h - g0 * group) * length + t] = s * scale;                                    \
+                }                                                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+        for (int i = 0; i < heads; i++) {                                                                         \
+            float *row = scores + (size_t)i * length, mx = -INFINITY, sum = 0;                                    \
+            for (int t = 0; t < length; t++) mx = fmaxf(mx, row[t]);                                              \
+            _Pragma("omp simd reduction(+ : sum)") for (int t = 0; t < length; t++) {                             \
+                row[t] = lm_expf(row[t] - mx);                                                                    \
+                sum += row[t];                                                                                    \
+            }                                                                                                     \
+            const float inv = 1.0f / sum;                                                                         \
+            for (int t = 0; t < length; t++) row[t] *= inv;                                                       \
+            memset(O + (size_t)(g0 * group + i) * D, 0, sizeof(float) * (size_t)D);                               \
+        }                                                                                                         \
+        /* O (heads, D) = P · V */                                                                                \
+        for (int t = 0; t < length; t++) {                                                                        \
+            const CT *v = V + (size_t)t * kvs;                                                                    \
+            for (int g = g0; g < g1; g++) {                                                                       \
+                for (int j = 0; j < group; j++) {                                                                 \
+                    const int h = g * group + j;                                                                  \
+                    const float p = scores[(size_t)(h - g0 * group) * length + t];                                \
+                    const CT *vg = v + (size_t)g * D;                                                             \
+                    float *o = O + (size_t)h * D;                                                                 \
+                    _Pragma("omp simd") for (int d = 0; d < D; d++) o[d] += p * WIDEN(vg[d]);                     \
+                }                                                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+    }
+
+ATTEND_ROW(attend_row, float, AS_F32)
+ATTEND_ROW(attend_row_bf16, uint16_t, AS_BF16)
 
 // Units u = (row r, key/value head g), u = r·G + g; a range is cut into runs of one row each.
-void lm_attention_cached(float *out, const float *q, const float *k_cache, const float *v_cache,
-                         const size_t *cache_offsets, const int32_t *positions, int H, int G, int D, float *scratch,
-                         size_t first_unit, size_t end_unit) {
-    const size_t qs = (size_t)H * D;
-    for (size_t u = first_unit; u < end_unit;) {
-        const size_t r = u / (size_t)G;
-        const int g0 = (int)(u % (size_t)G);
-        const size_t row_end = (r + 1) * (size_t)G < end_unit ? (r + 1) * (size_t)G : end_unit;
-        const int g1 = g0 + (int)(row_end - u);
-        attend_row(out + r * qs, q + r * qs, k_cache + cache_offsets[r], v_cache + cache_offsets[r], positions[r] + 1,
-                   H, G, D, g0, g1, scratch);
-        u = row_end;
+#define ATTENTION_CACHED(NAME, CT, ROW)                                                                            \
+    void NAME(float *out, const float *q, const CT *k_cache, const CT *v_cache, const size_t *cache_offsets,        \
+              const int32_t *positions, int H, int G, int D, float *scratch, size_t first_unit, size_t end_unit) { \
+        const size_t qs = (size_t)H * D;                                                                          \
+        for (size_t u = first_unit; u < end_unit;) {                                                              \
+            const size_t r = u / (size_t)G;                                                                       \
+            const int g0 = (int)(u % (size_t)G);                                                                  \
+            const size_t row_end = (r + 1) * (size_t)G < end_unit ? (r + 1) * (size_t)G : end_unit;              \
+            const int g1 = g0 + (int)(row_end - u);                                                               \
+            ROW(out + r * qs, q + r * qs, k_cache + cache_offsets[r], v_cache + cache_offsets[r], positions[r] + 1, \
+                H, G, D, g0, g1, scratch);                                                                        \
+            u = row_end;                                                                                          \
+        }                                                                                                         \
     }
-}
+
+ATTENTION_CACHED(lm_attention_cached, float, attend_row)
+ATTENTION_CACHED(lm_attention_cached_bf16, uint16_t, attend_row_bf16)
 
 // MARK: - The streaming read that bounds batch-1 decoding
 

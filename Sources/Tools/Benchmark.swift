@@ -134,7 +134,8 @@ public enum ProcessStats {
     public static func peakResidentBytes() -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
         for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            // "VmHWM:\t  1234 kB", or with no space after the tab once the number fills its column.
+            let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first ?? 0
             return kb * 1024
         }
         return 0

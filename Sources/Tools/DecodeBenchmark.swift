@@ -30,6 +30,11 @@ public struct DecodeBenchmarkResult: Codable, Sendable {
     public var prefillTokensPerS: Double
     public var trainingForwardTokensPerS: Double
     public var peakRssMb: Double
+    /// Tokens each slot's cache holds (the sequences' full length), and what `plan` counts for the largest
+    /// batch at that length: weights, their decode packing, cache, workspace.
+    public var cacheLength: Int
+    public var plannedMb: Double
+    public var cache: String
 
     enum CodingKeys: String, CodingKey {
         case parameters, threads, promptTokens = "prompt_tokens", newTokens = "new_tokens"
@@ -37,7 +42,7 @@ public struct DecodeBenchmarkResult: Codable, Sendable {
         case decodeTokensPerS = "decode_tokens_per_s", batchOneOfBound = "batch_one_of_bound"
         case bf16AgreeingPrefix = "bf16_agreeing_prefix"
         case prefillTokensPerS = "prefill_tokens_per_s", trainingForwardTokensPerS = "training_forward_tokens_per_s"
-        case peakRssMb = "peak_rss_mb"
+        case peakRssMb = "peak_rss_mb", cacheLength = "cache_length", plannedMb = "planned_mb", cache
     }
 }
 
@@ -65,8 +70,10 @@ public enum DecodeBenchmark {
 
     public static func run(
         config: LlamaConfig, threads: Int, batches: [Int], precisions: [DecodePrecision], promptTokens: Int,
-        newTokens: Int, repeats: Int, log: (String) -> Void
+        newTokens: Int, cacheLength: Int? = nil, cache: DecodePrecision = .fp32, repeats: Int,
+        log: (String) -> Void
     ) throws -> DecodeBenchmarkResult {
+        let length = max(cacheLength ?? 0, promptTokens + newTokens + 1)
         lm_set_blas_threads(Int32(threads))
         let model = try LlamaModel(config: config, purpose: .inference)
         model.threads = threads
@@ -76,7 +83,8 @@ public enum DecodeBenchmark {
         let prompt = (0..<promptTokens).map { _ in Int32(1 + rng.next() % UInt64(V - 1)) }
         // The bandwidth here moves with the neighbours of a shared machine, so batch 1 is timed against a read
         // taken just before each of its repeats, and its fraction of the bound is the median of those ratios.
-        let readBuffer = FloatBuffer(count: 1 << 28)
+        // (Only where batch 1 is timed: the buffer's GiB would otherwise stand in the peak memory.)
+        let readBuffer = FloatBuffer(count: batches.contains(1) ? 1 << 28 : 1 << 20)
         readBuffer.pointer.update(repeating: 1, count: readBuffer.count)
         var reads: [Double] = []
         var weightBytes: [String: Int] = [:], bounds: [String: Double] = [:], ofBound: [String: Double] = [:]
@@ -95,8 +103,8 @@ public enum DecodeBenchmark {
             var rates: [String: Double] = [:]
             for batch in batches {
                 let engine = try InferenceEngine(
-                    model: model, slots: batch, maxLength: promptTokens + newTokens + 1, threads: threads,
-                    decodeWeights: precision)
+                    model: model, slots: batch, maxLength: length, threads: threads,
+                    decodeWeights: precision, cache: cache)
                 var times: [Double] = [], prefills: [Double] = [], ratios: [Double] = []
                 for repeat_ in 0..<repeats {
                     let readNow = batch == 1 ? readRate(readBuffer, repeats: 3) : 0
@@ -162,7 +170,13 @@ public enum DecodeBenchmark {
             readBytesPerS: reads.sorted()[reads.count / 2], weightBytes: weightBytes, boundTokensPerS: bounds,
             decodeTokensPerS: decode, batchOneOfBound: ofBound, bf16AgreeingPrefix: agreeing,
             prefillTokensPerS: prefillRate, trainingForwardTokensPerS: forward,
-            peakRssMb: Double(ProcessStats.peakResidentBytes()) / 1_048_576)
+            peakRssMb: Double(ProcessStats.peakResidentBytes()) / 1_048_576, cacheLength: length,
+            plannedMb: Double(
+                4 * model.layout.count
+                    + InferenceEngine.bytes(
+                        config, slots: batches.max() ?? 1, maxLength: length, threads: threads,
+                        decodeWeights: precisions.contains(.fp32) ? .fp32 : .bf16, cache: cache)) / 1_048_576,
+            cache: cache.rawValue)
     }
 
     private static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {

@@ -44,9 +44,10 @@ public struct TrainingPlan: Codable, Sendable {
     public var memoryPerRankByMode: [String: Int]
     public var flopsPerToken: Double
     /// Generation (InferenceEngine) on one rank: `generationBatch` sequences of `generationLength` tokens; the KV
-    /// cache is 2 · layers · kv_heads · head_dim · length · batch values, fp32.
+    /// cache is 2 · layers · kv_heads · head_dim · length · batch values, in `generationCache` (fp32 or bf16).
     public var generationBatch: Int
     public var generationLength: Int
+    public var generationCache: String
     public var generationCacheBytes: Int
     /// The matrices decode reads, packed in this precision.
     public var generationDecodeWeights: String
@@ -67,13 +68,14 @@ public struct TrainingPlan: Codable, Sendable {
         case memoryPerRankByMode = "memory_per_rank_by_mode", flopsPerToken = "flops_per_token"
         case generationBatch = "generation_batch", generationLength = "generation_length"
         case generationCacheBytes = "generation_cache_bytes", generationMemoryBytes = "generation_memory_bytes"
-        case generationDecodeWeights = "generation_decode_weights"
+        case generationDecodeWeights = "generation_decode_weights", generationCache = "generation_cache"
         case generationDecodeWeightsBytes = "generation_decode_weights_bytes"
     }
 
     public init(
         config: RunConfig, ranks: Int, ranksPerNode: Int = 1, checkpoints: Bool = false, file: String? = nil,
-        generationBatch: Int = 32, generationLength: Int? = nil, decodeWeights: DecodePrecision = .fp32
+        generationBatch: Int = 32, generationLength: Int? = nil, decodeWeights: DecodePrecision = .fp32,
+        cache: DecodePrecision = .fp32
     ) throws {
         guard ranks >= 1 else { throw ConfigError(file: file, field: "ranks", message: "must be at least 1") }
         try config.validate(file: file)
@@ -130,13 +132,16 @@ public struct TrainingPlan: Codable, Sendable {
         flopsPerToken = ParameterLayout.flopsPerToken(config.model, seqLen: t.seqLen)
         self.generationBatch = generationBatch
         self.generationLength = min(generationLength ?? config.model.maxSeqLen, config.model.maxSeqLen)
+        generationCache = cache.rawValue
         generationCacheBytes =
-            4 * InferenceEngine.cacheValues(config.model, slots: generationBatch, maxLength: self.generationLength)
+            cache.bytesPerValue
+            * InferenceEngine.cacheValues(config.model, slots: generationBatch, maxLength: self.generationLength)
         generationDecodeWeights = decodeWeights.rawValue
         generationDecodeWeightsBytes = DecodeWeights.bytes(config.model, precision: decodeWeights)
         generationMemoryBytes =
             4 * layout.count
             + InferenceEngine.bytes(
-                config.model, slots: generationBatch, maxLength: self.generationLength, decodeWeights: decodeWeights)
+                config.model, slots: generationBatch, maxLength: self.generationLength, decodeWeights: decodeWeights,
+                cache: cache)
     }
 }

@@ -62,6 +62,60 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         #expect(worst <= 1e-5 * scale, "largest difference \(worst) against logits up to \(scale)")
     }
 
+    /// A reward model (score head only): the engine's reward is the training forward's score at the last token,
+    /// with the prefill in one chunk or in several; a language model has no score, a reward model no logits.
+    @Test func rewardIsTheForwardsScoreAtTheLastToken() throws {
+        var config = try engineModel().config
+        config.heads = [.score]
+        let model = try LlamaModel(config: config, purpose: .inference)
+        model.initialize(seed: 5, std: 0.3)
+        var r = SplitMix64(seed: 13)
+        let tokens = (0..<45).map { _ in Int32(r.next() % UInt64(config.vocabSize)) }
+        _ = try model.forward(
+            tokens: tokens, targets: [Int32](repeating: LlamaModel.ignoreIndex, count: tokens.count), batch: 1,
+            seqLen: tokens.count)
+        let expected = model.outputs(of: .score)[tokens.count - 1]
+        for chunk in [nil, 7] {
+            let engine = try InferenceEngine(model: model, slots: 2, prefillChunk: chunk)
+            let got = try engine.reward(tokens, slot: 1)
+            #expect(
+                abs(got - expected) <= 1e-5 * max(1, abs(expected)), "chunk \(chunk ?? 0): \(got) against \(expected)")
+            #expect(engine.lengths == [0, 0])
+            #expect(throws: InferenceError.noLanguageHead) { try engine.logprobs(prompt: [1, 2], completion: [3]) }
+        }
+        let language = try InferenceEngine(model: try engineModel(), slots: 1)
+        #expect(throws: InferenceError.noScoreHead) { try language.reward([1, 2, 3]) }
+    }
+
+    /// A bf16 cache: prefill and decode read the same rounded keys and values, so the logits at every position,
+    /// whichever path computed them, are within bf16's rounding of the full forward's, and not equal to them.
+    @Test(arguments: [nil, 7])
+    func bf16CacheIsWithinItsRounding(chunk: Int?) throws {
+        let model = try engineModel()
+        let V = model.config.vocabSize
+        var r = SplitMix64(seed: 14)
+        let sequence = (0..<50).map { _ in Int32(r.next() % UInt64(V)) }
+        _ = try model.forward(
+            tokens: sequence, targets: [Int32](repeating: LlamaModel.ignoreIndex, count: sequence.count), batch: 1,
+            seqLen: sequence.count)
+        let full = Array(model.outputs(of: .lm)), scale = full.map { abs($0) }.max()!
+        let engine = try InferenceEngine(model: model, slots: 2, prefillChunk: chunk, cache: .bf16)
+        var got = [Float]()
+        try engine.prefill(slot: 1, tokens: Array(sequence[..<20]), logitsFrom: 0) { _, logits in got += Array(logits) }
+        for t in 20..<sequence.count { got += Array(try engine.decode([(slot: 1, token: sequence[t])])) }
+        let worst = zip(got, full).map { abs($0 - $1) }.max()!
+        // (This model's wide weights make attention sharp, so the keys' rounding moves the logits by up to ~3%.)
+        #expect(worst > 0 && worst < 0.05 * scale, "largest difference \(worst) against logits up to \(scale)")
+        // Prefill (flash attention over the rounded rows) and decode (the bf16 cache kernel) agree: the logits
+        // of the last 10 positions, prefilled in one go, equal those decoded one at a time.
+        let again = try InferenceEngine(model: model, slots: 1, prefillChunk: chunk, cache: .bf16)
+        var prefilled = [Float]()
+        try again.prefill(slot: 0, tokens: sequence, logitsFrom: 40) { _, logits in prefilled += Array(logits) }
+        let decoded = Array(got[(40 * V)...])
+        let gap = zip(prefilled, decoded).map { abs($0 - $1) }.max()!
+        #expect(gap <= 1e-5 * scale, "prefill and decode over the bf16 cache differ by \(gap)")
+    }
+
     /// bf16 decode weights: on a model whose weights are bf16 values already, the very bits of fp32 decoding
     /// (widening is exact and the chains are the same); on any model, within bf16's rounding of fp32's logits.
     @Test func bf16DecodeIsFp32DecodeOfTheRoundedWeights() throws {
@@ -86,7 +140,9 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
 
     /// Ragged prompts, two samples each, sampled with temperature, top-k and top-p: the same ids and log-probs,
     /// bit for bit, decoded one sequence at a time, 16 at once, and 16 at once on 2 threads.
-    @Test func generationDoesNotDependOnTheBatchOrThreads() throws {
+    /// The same with bf16 decode weights and a bf16 cache.
+    @Test(arguments: [(DecodePrecision.fp32, DecodePrecision.fp32), (.bf16, .bf16)])
+    func generationDoesNotDependOnTheBatchOrThreads(weights: DecodePrecision, cache: DecodePrecision) throws {
         let tokenizer = try engineTokenizer()
         let model = try engineModel(vocab: tokenizer.vocabSize)
         let prompts = ["the cat", "a dog ran in the", "numbers", "hello world again and the cat sat", "paris", "what"]
@@ -95,7 +151,8 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         }
         let options = SamplingOptions(temperature: 0.9, topP: 0.95, topK: 20, maxTokens: 24, seed: 7)
         func run(slots: Int, threads: Int) throws -> [GenerationResult] {
-            let engine = try InferenceEngine(model: model, slots: slots, threads: threads)
+            let engine = try InferenceEngine(
+                model: model, slots: slots, threads: threads, decodeWeights: weights, cache: cache)
             return try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(requests)
         }
         let one = try run(slots: 1, threads: 1)

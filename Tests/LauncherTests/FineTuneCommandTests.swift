@@ -175,10 +175,9 @@ func fineTuneWorkspace() throws -> String {
             "{\"prompt\": \"Item \($0)?\", \"response\": \"\(String(repeating: "Fine. ", count: $0 % 4 + 1))\"}"
         }
         let input = dialogues.joined(separator: "\n") + "\n"
-        let one = try run([tool, "reward", "score", "--checkpoint", dir + "/rm", "--batch", "2"], stdin: input)
+        let one = try run([tool, "reward", "score", "--checkpoint", dir + "/rm"], stdin: input)
         let three = try run(
-            mpirunFast + ["-np", "3", tool, "reward", "score", "--checkpoint", dir + "/rm", "--batch", "2"],
-            stdin: input)
+            mpirunFast + ["-np", "3", tool, "reward", "score", "--checkpoint", dir + "/rm"], stdin: input)
         #expect(one.status == 0 && three.status == 0, "\(one.stderr)\(three.stderr)")
         #expect(
             one.stdout.split(separator: "\n").count == 7 && one.stdout == three.stdout, "\(one.stdout)\n\(three.stdout)"

@@ -167,6 +167,10 @@ size_t lm_attention_cached_scratch_floats(int H, int G, int length);
 void lm_attention_cached(float *out, const float *q, const float *k_cache, const float *v_cache,
                          const size_t *cache_offsets, const int32_t *positions, int H, int G, int D, float *scratch,
                          size_t first_unit, size_t end_unit);
+/// The same over a cache held in bf16 (half the bytes; each value widened exactly to fp32 as it is read).
+void lm_attention_cached_bf16(float *out, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                              const size_t *cache_offsets, const int32_t *positions, int H, int G, int D,
+                              float *scratch, size_t first_unit, size_t end_unit);
 
 // MARK: - SwiGLU
 
