@@ -15,12 +15,14 @@
 // MARK: - The matmul of a few rows over packed weights
 //
 // Decode reads every weight once per token, so the weights are packed for that read: panels of 64 output
-// channels, each (in, 64) row-major, so one token's pass over a matrix is a single sequential stream, and a block
-// of rows shares each weight vector it loads. Every output element is one fused multiply-add chain over the
+// channels, each as four quarters of 16 channels stored (in, 16) row-major, so one token's pass over a panel is
+// four sequential streams, a block of rows shares each weight vector it loads, and a quarter's block of inputs
+// is contiguous (a strided one would fall into a quarter of L1's sets and not stay there). Every output element is one fused multiply-add chain over the
 // inputs in order, starting from zero: its bits depend on neither the rows beside it, nor the channel block, nor
 // the vector width (AVX-512 and AVX2 give the same answer), nor how panels are split over threads.
 
 #define PANEL 64
+#define QUARTER 16
 
 size_t lm_panels_values(int C, int OC) { return (size_t)((OC + PANEL - 1) / PANEL) * PANEL * (size_t)C; }
 
@@ -28,14 +30,16 @@ static void pack_panels(float *dst_f32, uint16_t *dst_bf16, const float *weight,
                         int end_panel) {
     for (int p = first_panel; p < end_panel; p++) {
         for (int c = 0; c < C; c++) {
-            const size_t at = ((size_t)p * C + c) * PANEL;
-            float column[PANEL];
-            for (int j = 0; j < PANEL; j++) {
-                const int o = p * PANEL + j;
-                column[j] = o < OC ? weight[(size_t)o * C + c] : 0.0f;
+            for (int q = 0; q < PANEL / QUARTER; q++) {
+                const size_t at = (size_t)p * C * PANEL + ((size_t)q * C + c) * QUARTER;
+                float column[QUARTER];
+                for (int j = 0; j < QUARTER; j++) {
+                    const int o = p * PANEL + q * QUARTER + j;
+                    column[j] = o < OC ? weight[(size_t)o * C + c] : 0.0f;
+                }
+                if (dst_f32) memcpy(dst_f32 + at, column, sizeof column);
+                else lm_to_bf16(dst_bf16 + at, column, QUARTER);
             }
-            if (dst_f32) memcpy(dst_f32 + at, column, sizeof column);
-            else lm_to_bf16(dst_bf16 + at, column, PANEL);
         }
     }
 }
@@ -75,17 +79,21 @@ typedef uint32_t u32x16 __attribute__((vector_size(64)));
 #define ROW_CHUNK 48
 #define KBLOCK 256
 
-// One block: rows [0, R) of the tile (row stride PANEL) against NV vectors of LANES channels at the panel's
-// (and tile's) channel `at`, over inputs [c0, c1).
+// One block: rows [0, R) of the tile (row stride PANEL, `tile` at channel `at` already) against NV vectors of
+// LANES channels from the panel's channel `at`, over inputs [c0, c1).
 #define BLOCK(NAME, ATTR, VEC, LANES, WT, LOAD, R, NV)                                                              \
-    static ATTR void NAME(float *tile, const float *x, const WT *panel, int C, int c0, int c1) {                 \
+    static ATTR void NAME(float *tile, const float *x, const WT *panel, int at, int C, int c0, int c1) {         \
         VEC acc[R][NV];                                                                                          \
+        const WT *wq[NV];                                                                                        \
+        for (int v = 0; v < NV; v++) {                                                                           \
+            const int ch = at + v * LANES;                                                                       \
+            wq[v] = panel + (size_t)(ch / QUARTER) * C * QUARTER + ch % QUARTER;                                 \
+        }                                                                                                        \
         for (int r = 0; r < R; r++)                                                                              \
             for (int v = 0; v < NV; v++) acc[r][v] = LOAD_F32(VEC, tile + r * PANEL + v * LANES);                \
         for (int c = c0; c < c1; c++) {                                                                          \
-            const WT *w = panel + (size_t)c * PANEL;                                                             \
             VEC wv[NV];                                                                                          \
-            for (int v = 0; v < NV; v++) wv[v] = LOAD(w + v * LANES);                                            \
+            for (int v = 0; v < NV; v++) wv[v] = LOAD(wq[v] + (size_t)c * QUARTER);                              \
             for (int r = 0; r < R; r++) {                                                                        \
                 const float b = x[(size_t)r * C + c];                                                            \
                 for (int v = 0; v < NV; v++) acc[r][v] += b * wv[v];                                             \
@@ -130,22 +138,48 @@ static void store_tile(float *out, const float *tile, int rows, int OC, int firs
         }                                                                                                        \
     }
 
-// AVX2 blocks: one row × the whole panel (8 accumulators of 16 registers), 2 rows × half, 3 or 4 × a quarter.
+// AVX2 blocks: one row × the whole panel (8 accumulators of 16 registers), 2 rows × half, 3 to 6 × a quarter
+// (6 × 2 = 12 accumulators, enough independent chains to cover the FMA's latency at two a cycle). Groups of 3
+// to 6 rows go a quarter of the panel at a time, every group through that quarter before the next, so the
+// quarter's block of weights (KBLOCK · 64 bytes, contiguous) stays in L1 while all the groups read it.
 #define KERNELS(SUFFIX, WT, LOAD8)                                                                                 \
     BLOCK(b8_1_##SUFFIX, , f32x8, 8, WT, LOAD8, 1, 8)                                                             \
     BLOCK(b8_2_##SUFFIX, , f32x8, 8, WT, LOAD8, 2, 4)                                                             \
     BLOCK(b8_3_##SUFFIX, , f32x8, 8, WT, LOAD8, 3, 2)                                                             \
     BLOCK(b8_4_##SUFFIX, , f32x8, 8, WT, LOAD8, 4, 2)                                                             \
-    PANEL_DRIVER(panel8_##SUFFIX, , WT, 4, {                                                                      \
-        if (rows == 1) b8_1_##SUFFIX(t, xr, panel, C, c0, c1);                                                    \
-        else if (rows == 2)                                                                                       \
-            for (int at = 0; at < PANEL; at += 32) b8_2_##SUFFIX(t + at, xr, panel + at, C, c0, c1);             \
-        else                                                                                                      \
-            for (int at = 0; at < PANEL; at += 16) {                                                              \
-                if (rows == 3) b8_3_##SUFFIX(t + at, xr, panel + at, C, c0, c1);                                  \
-                else b8_4_##SUFFIX(t + at, xr, panel + at, C, c0, c1);                                            \
-            }                                                                                                     \
-    })
+    BLOCK(b8_5_##SUFFIX, , f32x8, 8, WT, LOAD8, 5, 2)                                                             \
+    BLOCK(b8_6_##SUFFIX, , f32x8, 8, WT, LOAD8, 6, 2)                                                             \
+    static void panel8_##SUFFIX(float *out, const float *x, const WT *panel, int N, int C, int OC, int first,     \
+                                int accumulate) {                                                                \
+        float tile[ROW_CHUNK * PANEL];                                                                           \
+        for (int r0 = 0; r0 < N; r0 += ROW_CHUNK) {                                                              \
+            const int chunk = N - r0 < ROW_CHUNK ? N - r0 : ROW_CHUNK;                                           \
+            /* Groups of 6 rows; the last one's remainder of 1 or 2 rows takes the wider blocks. */             \
+            const int tail = chunk % 6 < 3 ? chunk % 6 : 0, grouped = chunk - tail;                              \
+            memset(tile, 0, sizeof(float) * (size_t)chunk * PANEL);                                              \
+            for (int c0 = 0; c0 < C; c0 += KBLOCK) {                                                             \
+                const int c1 = C - c0 < KBLOCK ? C : c0 + KBLOCK;                                                \
+                for (int at = 0; at < PANEL && grouped > 0; at += 16)                                            \
+                    for (int r = 0; r < grouped; r += 6) {                                                       \
+                        const int rows = grouped - r >= 6 ? 6 : grouped - r;                                     \
+                        float *t = tile + (size_t)r * PANEL + at;                                                \
+                        const float *xr = x + (size_t)(r0 + r) * C;                                              \
+                        switch (rows) {                                                                          \
+                        case 3: b8_3_##SUFFIX(t, xr, panel, at, C, c0, c1); break;                              \
+                        case 4: b8_4_##SUFFIX(t, xr, panel, at, C, c0, c1); break;                              \
+                        case 5: b8_5_##SUFFIX(t, xr, panel, at, C, c0, c1); break;                              \
+                        default: b8_6_##SUFFIX(t, xr, panel, at, C, c0, c1); break;                             \
+                        }                                                                                        \
+                    }                                                                                            \
+                float *t = tile + (size_t)grouped * PANEL;                                                       \
+                const float *xr = x + (size_t)(r0 + grouped) * C;                                                \
+                if (tail == 1) b8_1_##SUFFIX(t, xr, panel, 0, C, c0, c1);                                           \
+                else if (tail == 2)                                                                              \
+                    for (int at = 0; at < PANEL; at += 32) b8_2_##SUFFIX(t + at, xr, panel, at, C, c0, c1);     \
+            }                                                                                                    \
+            store_tile(out + (size_t)r0 * OC, tile, chunk, OC, first, accumulate);                               \
+        }                                                                                                        \
+    }
 
 #define LOAD8_F32(p) LOAD_F32(f32x8, p)
 #define LOAD8_BF16(p) LOAD_BF16(f32x8, u16x8, u32x8, p)
@@ -166,12 +200,12 @@ KERNELS(bf16, uint16_t, LOAD8_BF16)
     BLOCK(b16_6_##SUFFIX, AVX512, f32x16, 16, WT, LOAD, 6, 4)                                                     \
     PANEL_DRIVER(panel16_##SUFFIX, AVX512, WT, 6, {                                                               \
         switch (rows) {                                                                                           \
-        case 1: b16_1_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
-        case 2: b16_2_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
-        case 3: b16_3_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
-        case 4: b16_4_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
-        case 5: b16_5_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                   \
-        default: b16_6_##SUFFIX(t, xr, panel, C, c0, c1); break;                                                  \
+        case 1: b16_1_##SUFFIX(t, xr, panel, 0, C, c0, c1); break;                                                   \
+        case 2: b16_2_##SUFFIX(t, xr, panel, 0, C, c0, c1); break;                                                   \
+        case 3: b16_3_##SUFFIX(t, xr, panel, 0, C, c0, c1); break;                                                   \
+        case 4: b16_4_##SUFFIX(t, xr, panel, 0, C, c0, c1); break;                                                   \
+        case 5: b16_5_##SUFFIX(t, xr, panel, 0, C, c0, c1); break;                                                   \
+        default: b16_6_##SUFFIX(t, xr, panel, 0, C, c0, c1); break;                                                  \
         }                                                                                                         \
     })
 KERNELS512(f32, float, LOAD16_F32)
