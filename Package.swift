@@ -114,7 +114,9 @@ let package = Package(
             ]),
         .testTarget(
             name: "FineTuneTests",
-            dependencies: ["FineTune", "Inference", "Training", "Configuration", "Model", "Tokenizer", "Support"],
+            dependencies: [
+                "FineTune", "Inference", "Training", "Distributed", "Configuration", "Model", "Tokenizer", "Support",
+            ],
             exclude: ["Fixtures"]),
         .testTarget(
             name: "InferenceTests", dependencies: ["Inference", "Model", "Kernels", "Tokenizer", "Support"],

@@ -1,4 +1,4 @@
-// `llama-train sft` and `llama-train reward`: the fine-tuning stages, data-parallel like pretraining (same
+// `llama-train sft`, `reward` and `dpo`: the fine-tuning stages, data-parallel like pretraining (same
 // loop, flags, checkpoints and resume), and `llama-train reward score`.
 import Checkpoint
 import Configuration
@@ -27,6 +27,12 @@ enum FineTuneCommands {
         summary: "a reward model: scalar head, ranking loss with a rating margin, held-out accuracy per rating",
         flags: PretrainCommand.trainingFlags + fineTuneFlags,
         run: reward)
+    static let dpoSpec = CommandSpec(
+        name: "dpo",
+        summary:
+            "direct preference optimisation on preference pairs against the starting model's log-probs (finetune.dpo_beta)",
+        flags: PretrainCommand.trainingFlags + fineTuneFlags,
+        run: dpo)
     static let scoreSpec = CommandSpec(
         name: "reward score",
         summary:
@@ -124,17 +130,9 @@ enum FineTuneCommands {
         config.model.heads = [.score]
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        let pairs = try ShardedExamples(
-            local: try PreferenceData.load(
-                finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, world: world,
-                log: log),
-            world: world, encode: PreferencePair.encode, decode: PreferencePair.decode)
-        // The batch is counted in pairs; the token count keeps checkpoints' batch arithmetic consistent.
-        config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
-        schedule(
-            &config, epochs: finetune.epochs, examplesPerEpoch: pairs.total, examplesPerStep: finetune.pairsPerBatch,
-            explicitSteps: explicitSteps != nil)
-        config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
+        let pairs = try preferencePairs(
+            &config, finetune: finetune, template: template, explicitSteps: explicitSteps != nil, world: world,
+            log: log)
         log(
             "reward model: \(pairs.total) preference pairs, margin '\(finetune.margin.rawValue)', \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps)"
         )
@@ -155,27 +153,93 @@ enum FineTuneCommands {
             let result = try RewardEvaluation.run(
                 model: trainer.model, pairs: held, padToken: template.tokenizer.eosId,
                 batchPairs: max(1, config.train.microBatch / 2), world: world)
-            let seconds = monotonicSeconds() - start
             if world.isRoot {
-                print("held-out evaluation on \(eval):\n\(result.table())")
-                if let out = options.outputDirectory {
-                    let chart = out + "/eval-scores.svg"
-                    try AtomicFile.write(
-                        Data(
-                            ScoreDensityChart.svg(
-                                series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
-                                title: "reward scores on \((eval as NSString).lastPathComponent)"
-                            ).utf8), to: chart)
-                    print("score density of chosen and rejected responses: \(chart)")
-                }
-                print(
-                    String(
-                        format:
-                            "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d, \"eval_seconds\": %.3f, \"eval_ranks\": %d}",
-                        result.accuracy, held.count, seconds, world.size))
+                try report(
+                    result, eval: eval, pairs: held.count, seconds: monotonicSeconds() - start, ranks: world.size,
+                    scores: "reward scores", options: options)
             }
         }
         if world.isRoot, let out = options.outputDirectory { print("saved the reward model to \(out)") }
+    }
+
+    /// The preference pairs of a stage, read once across the ranks, and the schedule they make.
+    static func preferencePairs(
+        _ config: inout RunConfig, finetune: FineTuneSettings, template: ChatTemplate, explicitSteps: Bool,
+        world: Communicator, log: (String) -> Void
+    ) throws -> ShardedExamples<PreferencePair> {
+        let pairs = try ShardedExamples(
+            local: try PreferenceData.load(
+                finetune.data, template: template, seqLen: config.train.seqLen, margin: finetune.margin, world: world,
+                log: log),
+            world: world, encode: PreferencePair.encode, decode: PreferencePair.decode)
+        // The batch is counted in pairs; the token count keeps checkpoints' batch arithmetic consistent.
+        config.train.globalBatchTokens = finetune.pairsPerBatch * 2 * config.train.seqLen
+        schedule(
+            &config, epochs: finetune.epochs, examplesPerEpoch: pairs.total, examplesPerStep: finetune.pairsPerBatch,
+            explicitSteps: explicitSteps)
+        config.train.warmupSteps = Int((finetune.warmupFraction * Double(config.train.steps)).rounded(.up))
+        return pairs
+    }
+
+    /// Prints a held-out evaluation (accuracy per rating, margins), its score density beside --out and its
+    /// JSON line. Rank 0 only.
+    static func report(
+        _ result: RewardEvaluation, eval: String, pairs: Int, seconds: Double, ranks: Int, scores: String,
+        options: TrainOptions
+    ) throws {
+        print("held-out evaluation on \(eval):\n\(result.table())")
+        if let out = options.outputDirectory {
+            let chart = out + "/eval-scores.svg"
+            try AtomicFile.write(
+                Data(
+                    ScoreDensityChart.svg(
+                        series: [("chosen", result.chosenScores), ("rejected", result.rejectedScores)],
+                        title: "\(scores) on \((eval as NSString).lastPathComponent)"
+                    ).utf8), to: chart)
+            print("score density of chosen and rejected responses: \(chart)")
+        }
+        print(
+            String(
+                format: "{\"eval_accuracy\": %.4f, \"eval_pairs\": %d, \"eval_seconds\": %.3f, \"eval_ranks\": %d}",
+                result.accuracy, pairs, seconds, ranks))
+    }
+
+    /// `llama-train dpo`: the policy starts from finetune.init_from, which is also the reference; the loss is
+    /// DPO's on the pairs of finetune.data, with held-out accuracy on finetune.eval_data at the end.
+    static func dpo(_ args: inout Arguments) throws {
+        let explicitSteps = args.string("steps")
+        var (config, path, finetune, template, options) = try prepare(args, stage: .dpo)
+        let world = try Communicator.world()
+        let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
+        let pairs = try preferencePairs(
+            &config, finetune: finetune, template: template, explicitSteps: explicitSteps != nil, world: world,
+            log: log)
+        let held = try finetune.evalData.map {
+            try PreferenceData.load(
+                $0, template: template, seqLen: config.train.seqLen, margin: finetune.margin, log: log)
+        }
+        log(
+            "DPO: \(pairs.total) preference pairs, β \(finetune.dpoBeta), \(finetune.epochs) epoch(s) = \(config.train.steps) steps, warm-up \(config.train.warmupSteps); the reference is the starting model (\(finetune.initFrom ?? "the seed's"))"
+        )
+        let objective = try DPOObjective(
+            pairs: pairs, evalPairs: held ?? [], pairsPerBatch: finetune.pairsPerBatch,
+            microBatchSequences: config.train.microBatch, seqLen: config.train.seqLen, seed: config.train.seed,
+            padToken: template.tokenizer.eosId, beta: finetune.dpoBeta)
+        let trainer = try Trainer(
+            config: config, configPath: path, world: world, options: options,
+            plan: StagePlan(.dpo, objective: objective))
+        let outcome = try trainer.run()
+        guard outcome.completed else { throw StoppedEarly() }
+        if let eval = finetune.evalData, let held {
+            let start = monotonicSeconds()
+            let result = try objective.evaluate(model: trainer.model, world: world)
+            if world.isRoot {
+                try report(
+                    result, eval: eval, pairs: held.count, seconds: monotonicSeconds() - start, ranks: world.size,
+                    scores: "implicit rewards β·(log π − log π_ref)", options: options)
+            }
+        }
+        if world.isRoot, let out = options.outputDirectory { print("saved the DPO policy to \(out)") }
     }
 
     /// `llama-train reward score --checkpoint DIR`: JSON Lines dialogues on standard input, each line back with

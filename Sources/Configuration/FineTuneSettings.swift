@@ -1,5 +1,5 @@
 // The `finetune` block of a run config: the data, starting point and shape of the fine-tuning stages
-// (`llama-train sft` and `reward`), each key declared once below (Support/Settings.swift) with its default
+// (`llama-train sft`, `reward` and `dpo`), each key declared once below (Support/Settings.swift) with its default
 // and why. What this is not: the stages themselves, which live in the FineTune module.
 import Support
 
@@ -14,6 +14,7 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
     public var margin: MarginTable = Self.declared(\.margin)
     public var pairsPerBatch: Int = Self.declared(\.pairsPerBatch)
     public var warmupFraction: Double = Self.declared(\.warmupFraction)
+    public var dpoBeta: Double = Self.declared(\.dpoBeta)
 
     public init(data: String) { self.data = data }
 
@@ -57,6 +58,11 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
                 .int(min: 1, max: 1 << 24), help: "reward models: preference pairs per global batch"),
             Setting(
                 \.warmupFraction, "warmup_fraction", 0.03, because: "Llama 2: 3% of the steps",
-                .number(min: 0, inclusive: true, max: 1), help: "reward models: the share of steps spent warming up"),
+                .number(min: 0, inclusive: true, max: 1),
+                help: "reward models and DPO: the share of steps spent warming up"),
+            Setting(
+                \.dpoBeta, "dpo_beta", 0.1, because: "DPO's paper and TRL: β = 0.1",
+                .number(min: 0, inclusive: false, max: 1000), encoding: .unlessDefault,
+                help: "DPO: β, how far the policy's log-ratio to the reference is scaled in the loss"),
         ])
 }

@@ -11,7 +11,7 @@ import Support
 /// the name of the command that runs it (the launcher catches preemption signals for every one of them), so
 /// a new stage is a case here, its config block and its command.
 public enum TrainingStage: String, Codable, CaseIterable, Sendable {
-    case pretrain, sft, reward
+    case pretrain, sft, reward, dpo
 }
 
 public struct RunConfig: Codable, Equatable, Sendable {

@@ -182,6 +182,21 @@ public struct PreferencePair: Sendable {
     public let rejected: [Int32]
     public let rating: Rating
     public let margin: Float
+    /// Per token, whether it is the assistant's (what DPO's log-probs sum over); the reward model reads only
+    /// the last token.
+    public let chosenAnswer: [Bool]
+    public let rejectedAnswer: [Bool]
+
+    /// Without answer flags, every token after the first counts as the answer's.
+    public init(
+        chosen: [Int32], rejected: [Int32], rating: Rating, margin: Float, chosenAnswer: [Bool]? = nil,
+        rejectedAnswer: [Bool]? = nil
+    ) {
+        (self.chosen, self.rejected, self.rating, self.margin) = (chosen, rejected, rating, margin)
+        self.chosenAnswer = chosenAnswer ?? chosen.indices.map { $0 > 0 }
+        self.rejectedAnswer = rejectedAnswer ?? rejected.indices.map { $0 > 0 }
+        precondition(self.chosenAnswer.count == chosen.count && self.rejectedAnswer.count == rejected.count)
+    }
 }
 
 public enum PreferenceData {
@@ -198,11 +213,13 @@ public enum PreferenceData {
         var cut = 0, identical = 0
         for (line, example) in try DialogueData.load(path, preferences: true, world: world, log: log).1 {
             guard case let .preference(chosenDialogue, rejectedDialogue, rating) = example else { continue }
-            let chosen = template.encode(chosenDialogue).tokens, rejected = template.encode(rejectedDialogue).tokens
+            let (chosen, chosenAnswer) = template.encode(chosenDialogue)
+            let (rejected, rejectedAnswer) = template.encode(rejectedDialogue)
             if chosen.count > seqLen || rejected.count > seqLen { cut += 1 }
             let pair = PreferencePair(
                 chosen: Array(chosen.suffix(seqLen)), rejected: Array(rejected.suffix(seqLen)), rating: rating,
-                margin: rating.margin(margin))
+                margin: rating.margin(margin), chosenAnswer: Array(chosenAnswer.suffix(seqLen)),
+                rejectedAnswer: Array(rejectedAnswer.suffix(seqLen)))
             guard pair.chosen != pair.rejected else {
                 said.append(
                     "\(path):\(line): chosen and rejected are identical\(chosen.count > seqLen ? " in their last \(seqLen) tokens (train.seq_len)" : ""); pair skipped"

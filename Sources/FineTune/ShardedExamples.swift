@@ -76,15 +76,19 @@ extension SFTExample {
 }
 
 extension PreferencePair {
-    /// Rating, the margin's bits, the chosen sequence's length, then the chosen and rejected tokens.
+    /// Rating, the margin's bits, the chosen sequence's length, the chosen and rejected tokens, then one 0/1
+    /// per token for the answer flags of both.
     public static func encode(_ p: PreferencePair) -> [Int32] {
         [Int32(p.rating.rawValue), Int32(bitPattern: p.margin.bitPattern), Int32(p.chosen.count)] + p.chosen
-            + p.rejected
+            + p.rejected + (p.chosenAnswer + p.rejectedAnswer).map { $0 ? 1 : 0 }
     }
     public static func decode(_ words: ArraySlice<Int32>) -> PreferencePair {
-        let s = words.startIndex, n = Int(words[s + 2])
+        let s = words.startIndex, n = Int(words[s + 2]), m = (words.count - 3) / 2 - n
+        let flags = s + 3 + n + m
         return PreferencePair(
-            chosen: Array(words[(s + 3)..<(s + 3 + n)]), rejected: Array(words[(s + 3 + n)...]),
-            rating: Rating(rawValue: Int(words[s]))!, margin: Float(bitPattern: UInt32(bitPattern: words[s + 1])))
+            chosen: Array(words[(s + 3)..<(s + 3 + n)]), rejected: Array(words[(s + 3 + n)..<flags]),
+            rating: Rating(rawValue: Int(words[s]))!, margin: Float(bitPattern: UInt32(bitPattern: words[s + 1])),
+            chosenAnswer: words[flags..<(flags + n)].map { $0 != 0 },
+            rejectedAnswer: words[(flags + n)...].map { $0 != 0 })
     }
 }

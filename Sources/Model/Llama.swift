@@ -188,6 +188,13 @@ public final class LlamaModel {
         return UnsafeBufferPointer(start: a.ptr(a.logits) + n * headRowOffsets[i], count: n * kind.rows(config))
     }
 
+    /// The last forward's cross-entropy at each of its B·T positions, −log p(target) (0 where the target is
+    /// ignored): summed over a sequence's counted targets, minus its log-likelihood.
+    public var positionLosses: UnsafeBufferPointer<Float> {
+        let a = activations!
+        return UnsafeBufferPointer(start: a.ptr(a.losses), count: a.batch * a.seqLen)
+    }
+
     /// The first head's outputs: a language model's logits (B·T, V), a reward model's scores.
     public var logits: UnsafeBufferPointer<Float> {
         guard let first = config.heads.first else { preconditionFailure("the model has no heads, so no outputs") }

@@ -11,6 +11,9 @@ extension LlamaModel {
     /// gets the buffer holding them and must overwrite every value: a ranking loss, a value loss, PPO's).
     public enum HeadGradient {
         case crossEntropy(scale: Float)
+        /// Cross-entropy with its own weight at every position (B·T of them): a loss on per-sequence sums of
+        /// log-probs, such as DPO's, is one weight per sequence on its counted targets.
+        case weightedCrossEntropy(weights: [Float])
         case given((UnsafeMutableBufferPointer<Float>) -> Void)
     }
 
@@ -42,6 +45,17 @@ extension LlamaModel {
                 inParallel(units: n) { first, end, _ in
                     let rows = outputs + first * Int(V)
                     lm_cross_entropy_backward(rows, rows, targets + first, scale, Int32(end - first), V)
+                }
+            case let .weightedCrossEntropy(weights):
+                precondition(kind == .lm && weights.count == n, "one weight per position of the lm_head's logits")
+                let (targets, V) = (a.targets, Int(config.vocabSize))
+                weights.withUnsafeBufferPointer { w in
+                    inParallel(units: n) { first, end, _ in
+                        for row in first..<end {
+                            let logits = outputs + row * V
+                            lm_cross_entropy_backward(logits, logits, targets + row, w[row], 1, Int32(V))
+                        }
+                    }
                 }
             case let .given(fill):
                 fill(UnsafeMutableBufferPointer(start: outputs, count: n * kind.rows(config)))

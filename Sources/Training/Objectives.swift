@@ -24,10 +24,15 @@ public protocol TrainingObjective: AnyObject {
     func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double
     /// Where the data stands after `steps` optimizer steps (epochs per source), for the log; nil if nothing to say.
     func dataPosition(afterSteps steps: Int) -> String?
+    /// Once, before the first step, when the models hold their starting (startStep 0) or resumed state: a stage
+    /// that needs a pass over its data with the initial model (DPO's reference log-probs) makes it here, and may
+    /// keep what it computed in `checkpointDirectory` for a resumed run. Every rank calls it.
+    func begin(models: ModelSet, world: Communicator, startStep: Int, checkpointDirectory: String?) throws
 }
 
 extension TrainingObjective {
     public func dataPosition(afterSteps steps: Int) -> String? { nil }
+    public func begin(models: ModelSet, world: Communicator, startStep: Int, checkpointDirectory: String?) throws {}
 
     /// A micro-step of a stage with one model.
     public func microStep(_ m: Int, model: LlamaModel, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double

@@ -274,6 +274,8 @@ public final class Trainer {
             matmulGflops: matmulGflops, logEvery: options.logEvery, metricsPath: options.metricsPath,
             isRoot: world.isRoot, log: options.log)
         try checkParametersAgree(startStep > 0 ? "after resuming" : "after initialisation")
+        try self.objective.begin(
+            models: modelSet, world: world, startStep: startStep, checkpointDirectory: options.checkpointDirectory)
     }
 
     /// Refuses a stage whose models do not fit this machine's memory together: the run's own model as the

@@ -184,6 +184,71 @@ func fineTuneWorkspace() throws -> String {
         )
     }
 
+    /// DPO from the SFT model on the preference pairs: the first loss is ln 2 (the policy is its own reference),
+    /// the held-out implicit rewards rank the pairs, 2 ranks follow 1, and a run stopped and resumed ends bitwise
+    /// where the whole run does, reading the reference log-probs its first start kept; without them it refuses.
+    @Test func dpoLearnsOnTwoRanksAndResumesFromItsReferenceLogProbs() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        let sft = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
+        #expect(sft.status == 0, "\(sft.stderr)")
+        try String(contentsOfFile: dir + "/rm.json", encoding: .utf8)
+            .replacingOccurrences(of: "\"epochs\": 3", with: "\"epochs\": 4, \"dpo_beta\": 0.5")
+            .write(toFile: dir + "/dpo.json", atomically: true, encoding: .utf8)
+        func losses(_ path: String) throws -> [Double] {
+            try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").compactMap {
+                (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["loss"] as? Double
+            }
+        }
+        let one = try run([
+            tool, "dpo", "--config", dir + "/dpo.json", "--out", dir + "/dpo1", "--metrics", dir + "/dpo1.jsonl",
+        ])
+        try #require(one.status == 0, "\(one.stderr)")
+        let first = try losses(dir + "/dpo1.jsonl")
+        #expect(abs(first[0] - log(2.0)) < 1e-5, "the first loss is ln 2: \(first)")
+        #expect(first.last! < first[0] - 0.05, "DPO lowers its loss: \(first)")
+        let json = try #require(one.stdout.split(separator: "\n").last { $0.contains("eval_accuracy") })
+        let accuracy =
+            (try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any])["eval_accuracy"] as! Double
+        #expect(accuracy >= 0.7, "held-out accuracy of the implicit reward \(accuracy) (chance is 0.5)")
+        #expect(one.stdout.contains("margin r_c−r_r") && one.stdout.contains("saved the DPO policy"))
+
+        let two = try run(
+            mpirun2 + [
+                tool, "dpo", "--config", dir + "/dpo.json", "--out", dir + "/dpo2", "--metrics", dir + "/dpo2.jsonl",
+            ])
+        try #require(two.status == 0, "\(two.stderr)")
+        let second = try losses(dir + "/dpo2.jsonl")
+        #expect(
+            second.count == first.count && zip(first, second).allSatisfy { abs($0 - $1) < 1e-4 },
+            "2 ranks: \(second) against 1: \(first)")
+
+        let stopped = try run(
+            mpirun2 + [
+                tool, "dpo", "--config", dir + "/dpo.json", "--checkpoint-dir", dir + "/ck-dpo", "--stop-after", "2",
+            ])
+        #expect(stopped.status == 75, "\(stopped.stderr)")
+        let reference = dir + "/ck-dpo/dpo-reference-logprobs.bin"
+        #expect(FileManager.default.fileExists(atPath: reference))
+        let kept = try Data(contentsOf: URL(fileURLWithPath: reference))
+        try FileManager.default.removeItem(atPath: reference)
+        let refused = try run(
+            mpirun2 + [tool, "dpo", "--config", dir + "/dpo.json", "--checkpoint-dir", dir + "/ck-dpo"])
+        #expect(
+            refused.status == 1 && refused.stderr.contains(reference) && refused.stderr.contains("--resume none"),
+            "\(refused.stderr)")
+        try kept.write(to: URL(fileURLWithPath: reference))
+        let resumed = try run(
+            mpirun2 + [
+                tool, "dpo", "--config", dir + "/dpo.json", "--checkpoint-dir", dir + "/ck-dpo", "--out", dir + "/dpo3",
+            ])
+        #expect(resumed.status == 0 && resumed.stdout.contains("resumed from"), "\(resumed.stderr)")
+        #expect(
+            FileManager.default.contents(atPath: dir + "/dpo2/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/dpo3/model.safetensors"),
+            "the resumed run ends where the whole one does")
+    }
+
     @Test func badLinesAreNamed() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
