@@ -5,14 +5,14 @@
 # streaming-read bound of batch-1 decoding (weight bytes per token against a read of 1 GiB) and prefill against
 # the training forward. transformers runs from the fixture venv (.build/fixture-venv, made by
 # scripts/make-generation-fixture.sh); without it only our side is measured.
-# usage: scripts/bench-decode.sh BIN [PROMPT_TOKENS NEW_TOKENS]
+# usage: [CONFIGS="a.json b.json"] scripts/bench-decode.sh BIN [PROMPT_TOKENS NEW_TOKENS]
 set -euo pipefail
 bin=${1:?usage: scripts/bench-decode.sh BIN [PROMPT_TOKENS NEW_TOKENS]}
 prompt=${2:-128}; new=${3:-64}
 py=.build/fixture-venv/bin/python
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
 echo "CPU: $cpu ($(grep -o 'avx512_bf16' /proc/cpuinfo | head -n 1 || echo 'no avx512_bf16'))"
-for config in configs/bench-decode-110m.json configs/tinyllama-1.1b.json; do
+for config in ${CONFIGS:-configs/bench-decode-110m.json configs/tinyllama-1.1b.json}; do
     for threads in 1 2; do
         echo "== $config, $threads thread(s), prompt $prompt, $new new tokens"
         ours=$("$bin" bench --decode --config "$config" --threads "$threads" --batches 1 32 \

@@ -4,7 +4,8 @@
 #  3. pretrain configs/demo.json under mpirun -np 2 (a validation loss on 2% held out, then the same offline)
 #  4. chart the loss   5. sample from the model
 #  6. supervised fine-tuning (prompt/response, then multi-turn chat in the llama2-chat format) and a reward
-#     model on small generated sets, then a chat turn, the preference set's statistics and two replies scored
+#     model on small generated sets, then a chat turn, the preference set's statistics, two replies scored,
+#     DPO on the same pairs, and rejection sampling judged by the reward model
 # usage: scripts/demo.sh BIN   (make demo builds BIN and installs what is needed first)
 set -euo pipefail
 bin=${1:-.build/release/llama-train}
@@ -36,7 +37,7 @@ echo "== 4/6 loss chart"
 echo "== 5/6 samples"
 "$bin" generate --checkpoint "$out/model" --max-tokens 48 --temperature 0.8 --top-p 0.9 \
     --prompt "The meaning of life is" "Q: Why did the programmer" "A man walks into a bar"
-echo "== 6/6 fine-tuning: SFT on prompt/response pairs, a reward model on preference pairs, scores"
+echo "== 6/6 fine-tuning: SFT on prompt/response pairs, a reward model on preference pairs, scores, DPO, rejection sampling"
 python3 scripts/make-finetune-data.py "$out" 400 400
 "${mpirun[@]}" "$bin" sft --config configs/sft-demo.json --out "$out/sft" --log-every 5
 # Multi-turn dialogues with a system message, in Meta's chat format; then a chat turn with the result.
@@ -47,6 +48,13 @@ python3 scripts/make-finetune-data.py "$out" 400 400
 "${mpirun[@]}" "$bin" reward --config configs/reward-demo.json --out "$out/reward" --log-every 10
 printf '%s\n' '{"prompt": "Tell me about the teacher.", "response": "The teacher is kind."}' \
     '{"prompt": "Tell me about the teacher.", "response": "The teacher is awful."}' | "$bin" reward score --checkpoint "$out/reward"
+# DPO from the same SFT model on the same pairs, no reward model: the held-out accuracy of its implicit reward.
+"${mpirun[@]}" "$bin" dpo --config configs/dpo-demo.json --out "$out/dpo" --log-every 10
+# Rejection sampling: 8 answers to each held-out prompt from the SFT model, the reward model keeps the best;
+# the mean best reward rises with the number of samples (the report's table and runs/demo/rs-1.best-of-n.svg).
+python3 -c 'import json, sys; seen = dict.fromkeys(json.loads(l)["prompt"] for l in open(sys.argv[1]) if l.strip())
+print("\n".join(json.dumps({"prompt": p}) for p in list(seen)[:32]))' "$out/prefs-eval.jsonl" > "$out/rs-prompts.jsonl"
+"${mpirun[@]}" "$bin" rejection-sample --config configs/rejection-demo.json
 python3 - "$out/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

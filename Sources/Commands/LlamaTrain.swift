@@ -20,7 +20,7 @@ public enum LlamaTrain {
         TokenizerCommands.detokenizeSpec,
         PrepareCommand.spec,
         PretrainCommand.spec, FineTuneCommands.sftSpec, FineTuneCommands.rewardSpec, FineTuneCommands.dpoSpec,
-        FineTuneCommands.scoreSpec,
+        FineTuneCommands.scoreSpec, RejectionSampleCommand.spec,
         ExportCommand.spec, DataCommands.formatSpec, DataCommands.statsSpec,
         ToolCommands.planSpec, ToolCommands.plotSpec, GenerateCommand.spec, ScoreCommand.spec,
         EvalCommand.spec,

@@ -32,10 +32,11 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
         [
             Setting(
                 required: \.data, "data", placeholder: "FILE.jsonl",
-                help: "JSON Lines: {prompt, response} or {messages} for SFT; preference pairs for reward models"),
+                help: "JSON Lines: {prompt, response} or {messages} for SFT; preference pairs for reward models and DPO"
+            ),
             Setting(
                 \.evalData, "eval_data", nil, because: "no held-out evaluation", placeholder: "FILE.jsonl",
-                help: "reward models: held-out pairs evaluated at the end (accuracy per rating)"),
+                help: "reward models and DPO: held-out pairs evaluated at the end (accuracy per rating)"),
             Setting(
                 \.initFrom, "init_from", nil, because: "fresh weights from train.seed", placeholder: "DIR",
                 help: "the starting model: a Hugging Face directory or one of our checkpoint step directories"),
@@ -55,7 +56,7 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
                 help: "reward models: the margin m(rating) of the ranking loss"),
             Setting(
                 \.pairsPerBatch, "pairs_per_batch", 512, because: "Llama 2: 512 pairs (1024 sequences) per batch",
-                .int(min: 1, max: 1 << 24), help: "reward models: preference pairs per global batch"),
+                .int(min: 1, max: 1 << 24), help: "reward models and DPO: preference pairs per global batch"),
             Setting(
                 \.warmupFraction, "warmup_fraction", 0.03, because: "Llama 2: 3% of the steps",
                 .number(min: 0, inclusive: true, max: 1),

@@ -188,3 +188,45 @@ public enum ScoreDensityChart {
         return svg
     }
 }
+
+/// Rejection sampling's report (Llama 2 Figure 7): the mean over prompts of the best reward among the first N
+/// samples, for N = 1…K, as points joined by a line.
+public enum BestOfNChart {
+    public static func svg(means: [Double], title: String) -> String {
+        let (w, h, left, right, top, bottom) = (640.0, 380.0, 70.0, 30.0, 40.0, 50.0)
+        let ticks = niceTicks(means.min()!, max(means.max()!, means.min()! + 1e-6))
+        let (y0, y1) = (ticks.first!, ticks.last!)
+        let n = Double(max(means.count, 2))
+        func x(_ k: Double) -> Double { left + (k - 1) / (n - 1) * (w - left - right) }
+        func y(_ v: Double) -> Double { top + (y1 - v) / (y1 - y0) * (h - top - bottom) }
+        var svg = svgOpening(width: w, height: h, title: title)
+        for v in ticks {
+            svg += String(
+                format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", left, w - right,
+                y(v),
+                y(v))
+            svg += String(
+                format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%@</text>\n", left - 6, y(v) + 4, tickLabel(v))
+        }
+        for k in niceTicks(1, n) where k >= 1 && k <= n {
+            svg += String(
+                format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(k), h - bottom + 18,
+                tickLabel(k))
+        }
+        let points = means.enumerated().map { (x(Double($0.offset + 1)), y($0.element)) }
+        let path = points.enumerated().map {
+            String(format: "%@%.1f,%.1f", $0.offset == 0 ? "M" : "L", $0.element.0, $0.element.1)
+        }
+        svg += "<path d=\"\(path.joined(separator: " "))\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.8\"/>\n"
+        for p in points {
+            svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1f77b4\"/>\n", p.0, p.1)
+        }
+        svg += """
+            <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">samples per prompt (N)</text>
+            <text x="18" y="\(h / 2)" transform="rotate(-90 18 \(h / 2))" text-anchor="middle">mean best reward of N</text>
+            </svg>
+
+            """
+        return svg
+    }
+}

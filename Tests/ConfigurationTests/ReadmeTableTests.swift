@@ -9,9 +9,9 @@ import Support
 import Testing
 
 @Suite(.serialized) struct ReadmeTableTests {
-    /// The README's `model`, `train` and `finetune` tables are the declarations' own text: every declared key appears,
+    /// The README's `model`, `train`, `finetune` and `rejection_sampling` tables are the declarations' own text: every declared key appears,
     /// and no undeclared one.
-    @Test(arguments: ["model", "train", "finetune"]) func readmeTablesListExactlyTheDeclaredKeys(section: String) throws
+    @Test(arguments: ["model", "train", "finetune", "rejection_sampling"]) func readmeTablesListExactlyTheDeclaredKeys(section: String) throws
     {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
@@ -21,7 +21,8 @@ import Testing
             switch section {
             case "model": (ModelBlock.settings.markdownTable(), ModelBlock.settings.names)
             case "train": (TrainSettings.settings.markdownTable(), TrainSettings.settings.names)
-            default: (FineTuneSettings.settings.markdownTable(), FineTuneSettings.settings.names)
+            case "finetune": (FineTuneSettings.settings.markdownTable(), FineTuneSettings.settings.names)
+            default: (RejectionSamplingSettings.settings.markdownTable(), RejectionSamplingSettings.settings.names)
             }
         var lines = readme.components(separatedBy: "\n")
         if ProcessInfo.processInfo.environment["UPDATE_README_TABLES"] == "1",

@@ -249,6 +249,87 @@ func fineTuneWorkspace() throws -> String {
             "the resumed run ends where the whole one does")
     }
 
+    /// Rejection sampling from the SFT model, judged by the reward model: the best of K per prompt, the same
+    /// file on 1 and 2 ranks, --previous keeps an earlier answer that judges better, the safety gate hands
+    /// samples to the safety model below its threshold, and the result trains with `sft`.
+    @Test func rejectionSamplingKeepsTheBestOnAnyRankCount() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        let sft = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
+        #expect(sft.status == 0, "\(sft.stderr)")
+        let rm = try run([tool, "reward", "--config", dir + "/rm.json", "--out", dir + "/rm", "--log-every", "100"])
+        try #require(rm.status == 0, "\(rm.stderr)")
+        let animals = ["cat", "dog", "bird", "fish", "horse"]
+        try
+            (animals.map { "{\"prompt\": \"Tell me about the \($0).\"}" } + [
+                #"{"messages": [{"role": "user", "content": "Tell me about the cow."}], "safety": true}"#
+            ])
+            .joined(separator: "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        try """
+        {"rejection_sampling": {"policy": "\(dir)/sft", "reward_model": "\(dir)/rm", "prompts": "\(dir)/prompts.jsonl",
+          "out": "\(dir)/rs1.jsonl", "samples": 4, "max_tokens": 12, "batch": 3}}
+        """.write(toFile: dir + "/rs.json", atomically: true, encoding: .utf8)
+        let one = try run([tool, "rejection-sample", "--config", dir + "/rs.json"])
+        try #require(one.status == 0, "\(one.stderr)")
+        #expect(one.stdout.contains("best of N") && FileManager.default.fileExists(atPath: dir + "/rs1.best-of-n.svg"))
+        let two = try run(
+            mpirun2 + [tool, "rejection-sample", "--config", dir + "/rs.json", "--out", dir + "/rs2.jsonl"])
+        try #require(two.status == 0, "\(two.stderr)")
+        let first = try Data(contentsOf: URL(fileURLWithPath: dir + "/rs1.jsonl"))
+        #expect(first == (try Data(contentsOf: URL(fileURLWithPath: dir + "/rs2.jsonl"))), "1 and 2 ranks differ")
+        func lines(_ name: String) throws -> [[String: Any]] {
+            try String(contentsOfFile: dir + "/" + name, encoding: .utf8).split(separator: "\n").map {
+                try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+            }
+        }
+        let best = try lines("rs1.jsonl")
+        #expect(best.count == 6 && best.map { $0["prompt_index"] as! Int } == Array(0..<6))
+        for line in best {
+            let scores = line["sample_scores"] as! [Double], score = line["score"] as! Double
+            #expect(
+                scores.count == 4 && score == scores.max()!
+                    && scores.firstIndex(of: score) == line["sample_index"] as? Int)
+            let messages = line["messages"] as! [[String: String]]
+            #expect(messages.count == 2 && messages[1]["role"] == "assistant")
+        }
+        #expect(best[5]["safety"] as? Bool == true)
+
+        // Another iteration with another seed, over the first's answers too: never worse per prompt.
+        let again = try run([
+            tool, "rejection-sample", "--config", dir + "/rs.json", "--seed", "2", "--out", dir + "/rs3.jsonl",
+            "--previous", dir + "/rs1.jsonl",
+        ])
+        try #require(again.status == 0, "\(again.stderr)")
+        let later = try lines("rs3.jsonl")
+        for (a, b) in zip(best, later) { #expect((b["score"] as! Double) >= (a["score"] as! Double)) }
+        for b in later { #expect((b["score"] as! Double) >= (b["sample_scores"] as! [Double]).max()!) }
+        #expect(
+            later.contains { $0["source"] as? String == dir + "/rs1.jsonl" }
+                || zip(best, later).allSatisfy { ($1["score"] as! Double) > ($0["score"] as! Double) },
+            "an earlier answer is kept wherever it judges at least as well")
+
+        // The gate: with the reward model as the safety model and a threshold of 1, safety judges every sample.
+        try String(contentsOfFile: dir + "/rs.json", encoding: .utf8)
+            .replacingOccurrences(
+                of: "\"samples\": 4",
+                with: "\"samples\": 2, \"safety_reward_model\": \"\(dir)/rm\", \"safety_threshold\": 1"
+            )
+            .write(toFile: dir + "/rs-safety.json", atomically: true, encoding: .utf8)
+        let gated = try run([
+            tool, "rejection-sample", "--config", dir + "/rs-safety.json", "--out", dir + "/rs4.jsonl",
+        ])
+        try #require(gated.status == 0, "\(gated.stderr)")
+        #expect(try lines("rs4.jsonl").allSatisfy { $0["judge"] as? String == "safety" })
+
+        // The result is SFT data.
+        try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8)
+            .replacingOccurrences(of: "\(dir)/sft.jsonl", with: "\(dir)/rs1.jsonl")
+            .replacingOccurrences(of: "\(dir)/pre\"", with: "\(dir)/sft\"")
+            .write(toFile: dir + "/sft-rs.json", atomically: true, encoding: .utf8)
+        let retrain = try run([tool, "sft", "--config", dir + "/sft-rs.json", "--steps", "1"])
+        #expect(retrain.status == 0 && retrain.stdout.contains("6 dialogues"), "\(retrain.stdout)\(retrain.stderr)")
+    }
+
     @Test func badLinesAreNamed() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
