@@ -11,8 +11,9 @@ import Testing
 @Suite(.serialized) struct ReadmeTableTests {
     /// The README's `model`, `train`, `finetune` and `rejection_sampling` tables are the declarations' own text: every declared key appears,
     /// and no undeclared one.
-    @Test(arguments: ["model", "train", "finetune", "rejection_sampling"]) func readmeTablesListExactlyTheDeclaredKeys(section: String) throws
-    {
+    @Test(arguments: ["model", "train", "finetune", "rejection_sampling"]) func readmeTablesListExactlyTheDeclaredKeys(
+        section: String
+    ) throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let url = root.appendingPathComponent("README.md")
