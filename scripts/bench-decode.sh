@@ -15,8 +15,11 @@ echo "CPU: $cpu ($(grep -o 'avx512_bf16' /proc/cpuinfo | head -n 1 || echo 'no a
 for config in ${CONFIGS:-configs/bench-decode-110m.json configs/tinyllama-1.1b.json}; do
     for threads in 1 2; do
         echo "== $config, $threads thread(s), prompt $prompt, $new new tokens"
-        ours=$("$bin" bench --decode --config "$config" --threads "$threads" --batches 1 32 \
-            --prompt-tokens "$prompt" --new-tokens "$new" | tee /dev/stderr | tail -n 1)
+        # Shown as it is, then its last line (the JSON) kept: no tee to /dev/stderr, which truncates a log file.
+        report=$("$bin" bench --decode --config "$config" --threads "$threads" --batches 1 32 \
+            --prompt-tokens "$prompt" --new-tokens "$new")
+        echo "$report" | sed '$d'
+        ours=$(echo "$report" | tail -n 1)
         theirs='{}'
         if [ -x "$py" ]; then
             theirs=$("$py" scripts/bench-decode-transformers.py "$config" "$threads" "$prompt" "$new" 1,32 | tail -n 1)

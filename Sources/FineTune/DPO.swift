@@ -91,50 +91,36 @@ extension PreferencePair {
 
 public final class DPOObjective: TrainingObjective {
     public let name = "DPO"
-    let pairs: ShardedExamples<PreferencePair>
+    let batches: PreferenceBatches
     /// Held-out pairs (every rank holds them all), evaluated at the end against their own reference log-probs.
     let evalPairs: [PreferencePair]
-    let pairsPerBatch: Int
-    let microPairs: Int
-    let seqLen: Int
-    let seed: UInt64
     let padToken: Int32
     let beta: Double
     /// Reference log-probs, chosen then rejected of pair g at 2g and 2g + 1; filled by begin.
     public private(set) var reference: [Double] = []
     public private(set) var evalReference: [Double] = []
-    private var current: [PreferencePair] = []
-    private var currentIndices: [Int] = []
-    private var cachedOrder: (epoch: Int, order: [Int])?
+    var pairs: ShardedExamples<PreferencePair> { batches.pairs }
+    var microPairs: Int { batches.microPairs }
 
     public init(
         pairs: ShardedExamples<PreferencePair>, evalPairs: [PreferencePair] = [], pairsPerBatch: Int,
         microBatchSequences: Int, seqLen: Int, seed: UInt64, padToken: Int32, beta: Double
     ) throws {
-        guard microBatchSequences >= 2, microBatchSequences % 2 == 0 else {
-            throw TrainingError(
-                "train.micro_batch is \(microBatchSequences) sequences; DPO needs an even number (chosen and rejected of each pair)"
-            )
-        }
-        (self.pairs, self.evalPairs, self.pairsPerBatch) = (pairs, evalPairs, pairsPerBatch)
-        (microPairs, self.seqLen, self.seed, self.padToken, self.beta) =
-            (microBatchSequences / 2, seqLen, seed, padToken, beta)
+        batches = try PreferenceBatches(
+            pairs: pairs, pairsPerBatch: pairsPerBatch, microBatchSequences: microBatchSequences, seqLen: seqLen,
+            seed: seed, stage: "DPO")
+        (self.evalPairs, self.padToken, self.beta) = (evalPairs, padToken, beta)
     }
 
-    public var tokensPerStep: Int { pairsPerBatch * 2 * seqLen }
-    public var batchDescription: String {
-        "\(pairsPerBatch) preference pairs (\(2 * pairsPerBatch) sequences of up to \(seqLen) tokens)"
-    }
+    public var tokensPerStep: Int { batches.tokensPerStep }
+    public var batchDescription: String { batches.description }
 
     public func accumulation(worldSize: Int, file: String?) throws -> Int {
-        guard pairsPerBatch % (microPairs * worldSize) == 0 else {
-            throw ConfigError(
-                file: file, field: "finetune.pairs_per_batch",
-                message:
-                    "\(pairsPerBatch) pairs do not split into micro-batches of \(microPairs) pairs on \(worldSize) rank(s)"
-            )
-        }
-        return pairsPerBatch / (microPairs * worldSize)
+        try batches.accumulation(worldSize: worldSize, file: file)
+    }
+
+    public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
+        try batches.load(step: k, rank: rank, worldSize: worldSize)
     }
 
     /// The name of the reference log-probs' file in the checkpoint directory.
@@ -183,28 +169,9 @@ public final class DPOObjective: TrainingObjective {
             fetch: { needs in needs[world.rank].map { sequences[$0] } })
     }
 
-    /// Every rank calls it at every step: each rank's pairs come from the ranks holding them (one all-to-all).
-    public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
-        let perRank = pairsPerBatch / worldSize, count = pairs.total
-        let needs = (0..<worldSize).map { d in
-            (0..<perRank).map { i in
-                let g = k * pairsPerBatch + d * perRank + i
-                let epoch = g / count
-                if cachedOrder?.epoch != epoch {
-                    cachedOrder = (epoch, PreferenceData.order(count: count, seed: seed, epoch: epoch))
-                }
-                return cachedOrder!.order[g % count]
-            }
-        }
-        currentIndices = needs[rank]
-        current = try pairs.fetch(needs)
-        return Double(perRank)
-    }
-
     public func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
-        let model = models.primary
-        let range = (m * microPairs)..<((m + 1) * microPairs)
-        let batch = Array(current[range]), indices = Array(currentIndices[range])
+        let model = models.primary, seqLen = batches.seqLen
+        let (batch, indices) = batches.micro(m)
         let logProbs = try SequenceLogProbs.forward(
             batch.flatMap(\.sequences), model: model, seqLen: seqLen, padToken: padToken)
         var loss = 0.0

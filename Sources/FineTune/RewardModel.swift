@@ -13,19 +13,81 @@ import Training
 /// −log σ(d) = softplus(−d), computed without overflow.
 @inline(__always) func softplus(_ x: Double) -> Double { max(x, 0) + log1p(exp(-abs(x))) }
 
-public final class RewardObjective: TrainingObjective {
-    public let name = "reward model"
+/// The pair batches of the preference stages (reward models, DPO): global batch k is pairs k·P … (k+1)·P − 1
+/// of the epochs' seeded orders, each rank's slice brought from the ranks holding them (one all-to-all), in
+/// micro-batches of `microPairs` pairs (chosen and rejected side by side).
+public final class PreferenceBatches {
     /// The preference pairs, held across the ranks (ShardedExamples) or all here.
     let pairs: ShardedExamples<PreferencePair>
     let pairsPerBatch: Int
     let microPairs: Int
     let seqLen: Int
     let seed: UInt64
-    let padToken: Int32
-    private var current: [PreferencePair] = []
-    /// This rank's pairs of the loaded step.
-    var currentPairs: [PreferencePair] { current }
+    /// This rank's pairs of the loaded step, and their global indices.
+    private(set) var current: [PreferencePair] = []
+    private(set) var indices: [Int] = []
     private var cachedOrder: (epoch: Int, order: [Int])?
+
+    init(
+        pairs: ShardedExamples<PreferencePair>, pairsPerBatch: Int, microBatchSequences: Int, seqLen: Int,
+        seed: UInt64, stage: String
+    ) throws {
+        guard microBatchSequences >= 2, microBatchSequences % 2 == 0 else {
+            throw TrainingError(
+                "train.micro_batch is \(microBatchSequences) sequences; \(stage) needs an even number (chosen and rejected of each pair)"
+            )
+        }
+        (self.pairs, self.pairsPerBatch, microPairs) = (pairs, pairsPerBatch, microBatchSequences / 2)
+        (self.seqLen, self.seed) = (seqLen, seed)
+    }
+
+    var tokensPerStep: Int { pairsPerBatch * 2 * seqLen }
+    var description: String {
+        "\(pairsPerBatch) preference pairs (\(2 * pairsPerBatch) sequences of up to \(seqLen) tokens)"
+    }
+
+    func accumulation(worldSize: Int, file: String?) throws -> Int {
+        guard pairsPerBatch % (microPairs * worldSize) == 0 else {
+            throw ConfigError(
+                file: file, field: "finetune.pairs_per_batch",
+                message:
+                    "\(pairsPerBatch) pairs do not split into micro-batches of \(microPairs) pairs on \(worldSize) rank(s)"
+            )
+        }
+        return pairsPerBatch / (microPairs * worldSize)
+    }
+
+    /// Every rank calls it at every step; returns the local count of pairs.
+    func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
+        let perRank = pairsPerBatch / worldSize, count = pairs.total
+        let needs = (0..<worldSize).map { d in
+            (0..<perRank).map { i in
+                let g = k * pairsPerBatch + d * perRank + i
+                let epoch = g / count
+                if cachedOrder?.epoch != epoch {
+                    cachedOrder = (epoch, PreferenceData.order(count: count, seed: seed, epoch: epoch))
+                }
+                return cachedOrder!.order[g % count]
+            }
+        }
+        indices = needs[rank]
+        current = try pairs.fetch(needs)
+        return Double(perRank)
+    }
+
+    /// Micro-step m's pairs and their global indices.
+    func micro(_ m: Int) -> (pairs: [PreferencePair], indices: [Int]) {
+        let range = (m * microPairs)..<((m + 1) * microPairs)
+        return (Array(current[range]), Array(indices[range]))
+    }
+}
+
+public final class RewardObjective: TrainingObjective {
+    public let name = "reward model"
+    let batches: PreferenceBatches
+    let padToken: Int32
+    /// This rank's pairs of the loaded step.
+    var currentPairs: [PreferencePair] { batches.current }
 
     /// All the pairs, in this process.
     public convenience init(
@@ -43,57 +105,28 @@ public final class RewardObjective: TrainingObjective {
         pairs: ShardedExamples<PreferencePair>, pairsPerBatch: Int, microBatchSequences: Int, seqLen: Int,
         seed: UInt64, padToken: Int32
     ) throws {
-        guard microBatchSequences >= 2, microBatchSequences % 2 == 0 else {
-            throw TrainingError(
-                "train.micro_batch is \(microBatchSequences) sequences; a reward model needs an even number (chosen and rejected of each pair)"
-            )
-        }
-        self.pairs = pairs
-        self.pairsPerBatch = pairsPerBatch
-        microPairs = microBatchSequences / 2
-        self.seqLen = seqLen
-        self.seed = seed
+        batches = try PreferenceBatches(
+            pairs: pairs, pairsPerBatch: pairsPerBatch, microBatchSequences: microBatchSequences, seqLen: seqLen,
+            seed: seed, stage: "a reward model")
         self.padToken = padToken
     }
 
-    public var tokensPerStep: Int { pairsPerBatch * 2 * seqLen }
-    public var batchDescription: String {
-        "\(pairsPerBatch) preference pairs (\(2 * pairsPerBatch) sequences of up to \(seqLen) tokens)"
-    }
+    public var tokensPerStep: Int { batches.tokensPerStep }
+    public var batchDescription: String { batches.description }
 
     public func accumulation(worldSize: Int, file: String?) throws -> Int {
-        guard pairsPerBatch % (microPairs * worldSize) == 0 else {
-            throw ConfigError(
-                file: file, field: "finetune.pairs_per_batch",
-                message:
-                    "\(pairsPerBatch) pairs do not split into micro-batches of \(microPairs) pairs on \(worldSize) rank(s)"
-            )
-        }
-        return pairsPerBatch / (microPairs * worldSize)
+        try batches.accumulation(worldSize: worldSize, file: file)
     }
 
-    /// Every rank calls it at every step: each rank's pairs come from the ranks holding them (one all-to-all).
     public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
-        let perRank = pairsPerBatch / worldSize, count = pairs.total
-        let needs = (0..<worldSize).map { d in
-            (0..<perRank).map { i in
-                let g = k * pairsPerBatch + d * perRank + i
-                let epoch = g / count
-                if cachedOrder?.epoch != epoch {
-                    cachedOrder = (epoch, PreferenceData.order(count: count, seed: seed, epoch: epoch))
-                }
-                return cachedOrder!.order[g % count]
-            }
-        }
-        current = try pairs.fetch(needs)
-        return Double(perRank)
+        try batches.load(step: k, rank: rank, worldSize: worldSize)
     }
 
     public func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
         let model = models.primary
-        let batch = Array(current[(m * microPairs)..<((m + 1) * microPairs)])
+        let batch = batches.micro(m).pairs
         let rewards = try Self.forward(
-            batch.flatMap { [$0.chosen, $0.rejected] }, model: model, seqLen: seqLen, padToken: padToken)
+            batch.flatMap { [$0.chosen, $0.rejected] }, model: model, seqLen: batches.seqLen, padToken: padToken)
         var loss = 0.0
         var gradients: [(position: Int, value: Float)] = []
         for (i, pair) in batch.enumerated() {
