@@ -40,6 +40,10 @@ enum RejectionSampleCommand {
         let helpfulness: InferenceEngine
         let safety: InferenceEngine?
         let threshold: Double
+        /// The longest dialogue every judge reads: the shortest of their contexts.
+        var context: Int {
+            min(helpfulness.model.config.maxSeqLen, safety?.model.config.maxSeqLen ?? .max)
+        }
 
         func judge(_ tokens: [Int32], safetyPrompt: Bool) throws -> (score: Double, raw: Double, judge: String) {
             if let safety {
@@ -52,7 +56,6 @@ enum RejectionSampleCommand {
     }
 
     struct Item {
-        var object: [String: Any]
         var dialogue: Dialogue
         var safety: Bool
         /// The dialogue's canonical JSON (its turns), which --previous files are matched by.
@@ -141,7 +144,7 @@ enum RejectionSampleCommand {
             func judged(_ text: String) throws -> (score: Double, raw: Double, judge: String) {
                 let d = try Dialogue(messagesTurns(item.dialogue) + [Turn(.assistant, text)])
                 let tokens = try Truncation.left.apply(
-                    template.encode(d).tokens, limit: policy.config.maxSeqLen, what: "prompt \(p + 1)")
+                    template.encode(d).tokens, limit: judges.context, what: "prompt \(p + 1)")
                 return try judges.judge(tokens, safetyPrompt: item.safety)
             }
             var candidates = try (earlier[item.key] ?? []).map { c in (c.answer, c.source, -1, try judged(c.answer)) }
@@ -203,7 +206,7 @@ enum RejectionSampleCommand {
             if let tag = o["safety"], !(tag is Bool) {
                 throw UsageError("\(at): \"safety\" is true or false")
             }
-            return Item(object: o, dialogue: d, safety: o["safety"] as? Bool ?? false, key: key(d))
+            return Item(dialogue: d, safety: o["safety"] as? Bool ?? false, key: key(d))
         }
         guard !items.isEmpty else { throw UsageError("\(file): no prompts") }
         return items

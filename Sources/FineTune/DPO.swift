@@ -40,22 +40,21 @@ public enum SequenceLogProbs {
         }
     }
 
-    /// The batches `all` runs: `perBatch` consecutive sequences, each batch padded to its longest (rounded up
-    /// to RewardScoring.lengthQuantum, at most maxLength). They depend on the sequences alone, never on the rank
-    /// count, so neither does any value.
+    /// The batches `all` runs: `perBatch` consecutive sequences, each batch padded as reward scoring pads
+    /// (RewardScoring.paddedLength). They depend on the sequences alone, never on the rank count, so neither
+    /// does any value.
     static func batches(lengths: [Int], perBatch: Int, maxLength: Int) -> [(range: Range<Int>, length: Int)] {
-        let q = RewardScoring.lengthQuantum, n = max(perBatch, 1)
+        let n = max(perBatch, 1)
         return stride(from: 0, to: lengths.count, by: n).map { start in
             let range = start..<min(start + n, lengths.count)
-            let longest = lengths[range].max() ?? 1
-            return (range, min(max((longest + q - 1) / q * q, 1), maxLength))
+            return (range, RewardScoring.paddedLength(longest: lengths[range].max() ?? 1, maxLength: maxLength))
         }
     }
 
     /// Every sequence's summed answer log-prob, on every rank: batch j on rank j mod N, one allreduce (each value
-    /// is on one rank and zero elsewhere, so the sum is exact). `sequence(i)` gives sequence i of `count`;
-    /// `fetch(round, indices)` may bring a round's sequences from the ranks holding them (a collective every
-    /// rank calls with every rank's indices); without it all are local. Ranks with a batch fewer run a
+    /// is on one rank and zero elsewhere, so the sum is exact). Each round, `fetch(needs)` is given every rank's
+    /// sequence indices (needs[d] for rank d; every rank calls it alike, so it may be a collective that brings
+    /// them from the ranks holding them) and returns this rank's sequences. Ranks with a batch fewer run a
     /// one-token forward in its place, since a model sharded by units gathers its weights collectively.
     /// Every rank must call it.
     static func all(

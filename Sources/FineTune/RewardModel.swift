@@ -237,6 +237,11 @@ public enum RewardScoring {
     /// Padding granularity of a length batch: fewer arena shapes, at most 15 pad tokens per sequence.
     static let lengthQuantum = 16
 
+    /// A batch's padded length: its longest sequence rounded up to lengthQuantum, at most `maxLength`.
+    static func paddedLength(longest: Int, maxLength: Int) -> Int {
+        min(max((longest + lengthQuantum - 1) / lengthQuantum * lengthQuantum, 1), maxLength)
+    }
+
     /// The batches `scoreAll` runs: sequence indices, longest first, `perBatch` at a time, and each batch's
     /// padded length (its longest, rounded up to lengthQuantum, at most `maxLength`). They depend on the
     /// lengths alone, never on the rank count.
@@ -244,9 +249,7 @@ public enum RewardScoring {
         let order = lengths.indices.sorted { lengths[$0] != lengths[$1] ? lengths[$0] > lengths[$1] : $0 < $1 }
         return stride(from: 0, to: order.count, by: max(perBatch, 1)).map { start in
             let indices = Array(order[start..<min(start + max(perBatch, 1), order.count)])
-            let longest = indices.map { lengths[$0] }.max() ?? 1
-            let padded = (longest + lengthQuantum - 1) / lengthQuantum * lengthQuantum
-            return (indices, min(max(padded, 1), maxLength))
+            return (indices, paddedLength(longest: indices.map { lengths[$0] }.max() ?? 1, maxLength: maxLength))
         }
     }
 

@@ -17,8 +17,8 @@
 // Decode reads every weight once per token, so the weights are packed for that read: panels of 64 output
 // channels, each as four quarters of 16 channels stored (in, 16) row-major, so one token's pass over a panel is
 // four sequential streams, a block of rows shares each weight vector it loads, and a quarter's block of inputs
-// is contiguous (a strided one would fall into a quarter of L1's sets and not stay there). Every output element is one fused multiply-add chain over the
-// inputs in order, starting from zero: its bits depend on neither the rows beside it, nor the channel block, nor
+// is contiguous (a strided one would fall into a quarter of L1's sets and not stay there). Every output
+// element is one fused multiply-add chain over the inputs in order, starting from zero: its bits depend on neither the rows beside it, nor the channel block, nor
 // the vector width (AVX-512 and AVX2 give the same answer), nor how panels are split over threads.
 
 #define PANEL 64

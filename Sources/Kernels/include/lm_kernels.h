@@ -139,8 +139,8 @@ void lm_attention_naive_backward(float *dq, float *dk, float *dv, float *scratch
 
 // MARK: - Decoding (decode.c): a few rows at a time over a KV cache, every element batch-invariant
 
-/// Values of a weight (OC,C) packed for decoding: panels of 64 output channels, each (C, 64) row-major, the
-/// last one padded with zeros.
+/// Values of a weight (OC,C) packed for decoding: panels of 64 output channels, each four quarters of 16
+/// channels stored (C, 16) row-major one after another, the last panel padded with zeros.
 size_t lm_panels_values(int C, int OC);
 /// Packs panels [first_panel, end_panel) of weight (OC,C) (a thread's share), in fp32 or rounded to bf16.
 void lm_pack_panels(float *packed, const float *weight, int C, int OC, int first_panel, int end_panel);
