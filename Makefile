@@ -2,9 +2,9 @@
 # Every target installs what it needs first (Debian packages, idempotently), so a fresh machine works.
 
 SWIFT ?= swift
-APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev zlib1g-dev libzstd-dev zstd pkg-config python3-pip fortunes iproute2 procps time munge slurmctld slurmd slurm-client
-# The tokenizer tests compare against the sentencepiece library itself.
-PIP_PACKAGES := sentencepiece==0.2.3
+APT_PACKAGES := libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev zlib1g-dev libzstd-dev libsnappy-dev zstd pkg-config python3-pip fortunes iproute2 procps time munge slurmctld slurmd slurm-client
+# The tokenizer tests compare against the sentencepiece library itself; the Parquet tests read files pyarrow writes.
+PIP_PACKAGES := sentencepiece==0.2.3 pyarrow==25.0.1
 BIN := .build/release/llama-train
 
 # OpenMPI refuses to run as root without these; CI and containers run as root.

@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // llama-train: a data-parallel Llama 2 trainer for CPUs and MPI.
-// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI, OpenBLAS, oneDNN, zlib and libzstd.
+// No package dependencies: the toolchain, Foundation, Swift Testing, and Debian's OpenMPI, OpenBLAS, oneDNN, zlib, libzstd and libsnappy.
 import Foundation
 import PackageDescription
 
@@ -57,7 +57,9 @@ let package = Package(
         // zlib and libzstd through module maps: compressed corpora are read as streams.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
-        .target(name: "Dataset", dependencies: ["Support", "Tokenizer", "CZlib", "CZstd"]),
+        // libsnappy through a module map: Parquet's default page codec.
+        .systemLibrary(name: "CSnappy", providers: [.apt(["libsnappy-dev"])]),
+        .target(name: "Dataset", dependencies: ["Support", "Tokenizer", "CZlib", "CZstd", "CSnappy"]),
         // The effective run configuration: the file, its validation and its fingerprint.
         .target(name: "Configuration", dependencies: ["Model", "Optim", "Support"]),
         // Sharded checkpoints: manifest, commit protocol, verified resume, a parameters-only reader.

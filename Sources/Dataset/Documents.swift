@@ -1,11 +1,13 @@
-// Reading training documents as a stream: JSON Lines with a text field (one document per line), plain text
-// split on a delimiter line (the "%" of fortune files), or plain text that is one document per file. Inputs
-// may be gzip or zstd compressed. Nothing holds a whole file: lines come through a bounded buffer, and a
+// Reading training documents as a stream: JSON Lines with a text field (one document per line), Parquet with a
+// text column (one document per row; nulls and empty strings are no document), plain text split on a
+// delimiter line (the "%" of fortune files), or plain text that is one document per file. Text inputs may be
+// gzip or zstd compressed. Nothing holds a whole file: lines come through a bounded buffer, and a
 // long plain-text document comes out in parts cut before a "\n".
 //
 // An uncompressed JSON Lines or delimited file can be read as one of R byte ranges: range r owns the
 // documents that start in [x_r, x_{r+1}), x_r = r·size/R, so the ranges partition the documents for any R
-// and each is found by reading near its two ends only.
+// and each is found by reading near its two ends only. A Parquet file is cut the same way at row groups
+// (ParquetFile.rowGroups), weighed by the bytes of its text column.
 //
 // Every error names the file and line. A bad line (invalid UTF-8, not JSON, no text field) is refused, or,
 // with `skipBadLines`, counted, named in `warnings` and skipped; a damaged compressed stream is refused.
@@ -35,13 +37,16 @@ public struct InputSpec: Equatable, Sendable {
 
 public enum InputFormat: Equatable, Sendable {
     case jsonLines(field: String)
+    case parquet(column: String)
     case delimited(String)
     case wholeFile
 
     static let compressionSuffixes = [".gz", ".zst", ".zstd"]
 
-    /// JSON Lines by name (.jsonl, .ndjson, .jsonl.txt, each optionally .gz/.zst), else plain text.
+    /// Parquet by name or by its magic bytes, JSON Lines by name (.jsonl, .ndjson, .jsonl.txt, each optionally
+    /// .gz/.zst), else plain text.
     public static func of(path: String, textField: String = "text", delimiter: String?) -> InputFormat {
+        if path.hasSuffix(".parquet") || ParquetFile.hasMagic(path) { return .parquet(column: textField) }
         var name = path
         if let suffix = compressionSuffixes.first(where: { path.hasSuffix($0) }) {
             name = String(path.dropLast(suffix.count))
@@ -80,6 +85,7 @@ public final class DocumentReader {
     public let compression: Compression
     let options: DocumentOptions
     private var lines: LineReader?
+    private var rows: ParquetRows?
     /// Stop at the first document that starts at or after this offset (the next range's).
     private let stopOffset: Int
     private var pending: [UInt8] = []
@@ -95,9 +101,11 @@ public final class DocumentReader {
     /// The first few bad lines, named, when they are skipped.
     public private(set) var warnings: [String] = []
 
-    /// Whether this input can be read as byte ranges (uncompressed, and more than one document per file).
+    /// Whether this input can be read as byte ranges or row groups (Parquet; uncompressed text with more than
+    /// one document per file).
     public static func splittable(path: String, options: DocumentOptions) throws -> Bool {
-        try Compression.of(path) == .none
+        if case .parquet = InputFormat.of(path: path, textField: options.textField, delimiter: nil) { return true }
+        return try Compression.of(path) == .none
             && InputFormat.of(path: path, textField: options.textField, delimiter: options.delimiter) != .wholeFile
     }
 
@@ -107,6 +115,17 @@ public final class DocumentReader {
         self.options = options
         format = InputFormat.of(path: path, textField: options.textField, delimiter: options.delimiter)
         compression = try Compression.of(path)
+        if case let .parquet(column) = format {
+            let file = try ParquetFile(path: path)
+            guard case let .value(leaf) = try file.field(column), leaf.element.type == .byteArray else {
+                throw DatasetError.invalid(
+                    "\(path): column '\(column)' is not a string column; choose the text column with --text-field")
+            }
+            let groups = parts > 1 ? file.rowGroups(part: part, of: parts, weightedBy: column) : 0..<file.rowGroupCount
+            rows = try ParquetRows(file: file, fields: [column], groups: groups)
+            stopOffset = .max
+            return
+        }
         guard parts > 1 else {
             lines = LineReader(try openByteStream(path))
             stopOffset = .max
@@ -130,6 +149,18 @@ public final class DocumentReader {
 
     /// The next document or part; nil at the end of the input (or range).
     public func next() throws -> DocumentPart? {
+        if let rows, case let .parquet(column) = format {
+            while let row = try rows.next() {
+                if let problem = row.problem {
+                    try bad(problem)
+                    continue
+                }
+                guard let text = row.object[column] as? String, !text.isEmpty else { continue }
+                documents += 1
+                return DocumentPart(text: text, first: true, last: true)
+            }
+            return nil
+        }
         while !finished {
             guard let lines else { break }
             if case let .jsonLines(field) = format {
@@ -228,9 +259,14 @@ public final class DocumentReader {
         // Lines count from the range's start; the lines before it are counted only now, when one is named (a
         // rank reading the last of R ranges would otherwise read most of the file just to number its lines).
         if lineOffset == nil { lineOffset = rangeStart > 0 ? try Self.lineNumber(at: rangeStart, in: path) - 1 : 0 }
-        let message = "\(path):\(line + lineOffset!): \(reason)"
+        try bad("\(path):\(line + lineOffset!): \(reason)")
+    }
+
+    /// A bad line or row, named in `message`: refused, or counted and skipped.
+    private func bad(_ message: String) throws {
         guard options.skipBadLines else {
-            throw DatasetError.invalid(message + "; fix the line, or pass --skip-bad-lines to skip such lines")
+            let what = rows == nil ? "line" : "row"
+            throw DatasetError.invalid(message + "; fix the \(what), or pass --skip-bad-lines to skip such \(what)s")
         }
         badLines += 1
         if warnings.count < 5 { warnings.append(message + " (skipped)") }
