@@ -76,7 +76,9 @@ let package = Package(
         // SFT packing and reward models: objectives and data of the fine-tuning stages.
         .target(
             name: "FineTune",
-            dependencies: ["Training", "Inference", "Configuration", "Distributed", "Model", "Tokenizer", "Support"]),
+            dependencies: [
+                "Training", "Inference", "Configuration", "Dataset", "Distributed", "Model", "Tokenizer", "Support",
+            ]),
         // Looking at runs and models: plan, scaling simulator, step benchmark, charts.
         .target(
             name: "Tools",

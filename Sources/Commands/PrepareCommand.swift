@@ -12,19 +12,23 @@ enum PrepareCommand {
     static let spec = CommandSpec(
         name: "prepare",
         summary:
-            "documents (plain text, or .jsonl; .gz/.zst too) to token shards with BOS/EOS, streamed; parallel under mpirun",
+            "documents (plain text or .jsonl, .gz/.zst too, or .parquet) to token shards with BOS/EOS, streamed; parallel under mpirun",
         flags: [
             Flag("tokenizer", .text, "FILE", required: true, "the tokenizer.model to encode with"),
             Flag(
                 "input", .list, "[NAME=]PATH", required: true,
-                "inputs (.gz and .zst read as streams); NAME groups them into a source for mixture weights"),
+                "inputs (.gz and .zst read as streams; .parquet split by row group); NAME groups them into a source for mixture weights"
+            ),
             Flag("out", .text, "DIR", required: true, "where the shards and index.json go"),
             Flag(
                 "delimiter", .text, "LINE", "split plain text into documents at lines equal to this (fortune files: %)"),
-            Flag("text-field", .text, "NAME", default: "text", "the JSON Lines field that holds the text"),
+            Flag(
+                "text-field", .text, "NAME", default: "text",
+                "the JSON Lines field or Parquet column that holds the text"),
             Flag(
                 "skip-bad-lines", .toggle, "",
-                "skip lines that are not valid UTF-8 or JSON or lack the text field (each named), instead of stopping"),
+                "skip lines (Parquet: rows) that are not valid UTF-8 or JSON or lack the text field (each named), instead of stopping"
+            ),
             Flag(
                 "shard-tokens", .int(min: 1, max: 1 << 40), "N", default: "\(64 << 20)",
                 "tokens per shard file (64M)"),

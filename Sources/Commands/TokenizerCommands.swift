@@ -17,7 +17,7 @@ enum TokenizerCommands {
         flags: [
             Flag(
                 "input", .list, "FILE", required: true,
-                "training text, one sentence per line (.gz and .zst read as streams)"),
+                "training text, one sentence per line (.gz and .zst read as streams; .parquet: its text column)"),
             Flag("out", .text, "FILE", required: true, "the tokenizer.model to write"),
             Flag(
                 "input-sentence-size", .int(min: 1, max: Int.max), "N",
@@ -25,7 +25,8 @@ enum TokenizerCommands {
             Flag("threads", .int(min: 1, max: 1024), "T", default: "1", "threads for counting sentences"),
             Flag(
                 "text-field", .text, "NAME",
-                "train on this field of .jsonl inputs (line by line) instead of their raw lines"),
+                "train on this field of .jsonl inputs (line by line) instead of their raw lines; the column of .parquet inputs (default text)"
+            ),
             Flag(
                 "skip-bad-lines", .toggle, "",
                 "skip lines that are not valid UTF-8 (or, in .jsonl inputs, not JSON or lacking the field), each named"),
@@ -127,10 +128,14 @@ enum TokenizerCommands {
             }
         }
         for path in paths {
-            if let textField, case .jsonLines = InputFormat.of(path: path, textField: textField, delimiter: nil) {
-                // JSON Lines documents (as corpora ship): the field's lines, not the JSON syntax around them.
+            let format = InputFormat.of(path: path, textField: textField ?? "text", delimiter: nil)
+            var documentsOnly = false
+            if case .parquet = format { documentsOnly = true }  // Parquet: its text column, always
+            if textField != nil, case .jsonLines = format { documentsOnly = true }
+            if documentsOnly {
+                // Documents (as corpora ship): the text's lines, not the JSON or Parquet around them.
                 let documents = try DocumentReader(
-                    path: path, options: DocumentOptions(textField: textField, skipBadLines: skipBadLines))
+                    path: path, options: DocumentOptions(textField: textField ?? "text", skipBadLines: skipBadLines))
                 while let part = try documents.next() {
                     for line in part.text.utf8.split(separator: 0x0A, omittingEmptySubsequences: true) {
                         Array(line).withUnsafeBufferPointer { take($0) }

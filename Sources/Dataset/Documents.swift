@@ -121,7 +121,8 @@ public final class DocumentReader {
                 throw DatasetError.invalid(
                     "\(path): column '\(column)' is not a string column; choose the text column with --text-field")
             }
-            let groups = parts > 1 ? file.rowGroups(part: part, of: parts, weightedBy: column) : 0..<file.rowGroupCount
+            let groups =
+                parts > 1 ? file.rowGroups(part: part, of: parts, weightedBy: [column]) : 0..<file.rowGroupCount
             rows = try ParquetRows(file: file, fields: [column], groups: groups)
             stopOffset = .max
             return

@@ -15,6 +15,7 @@
 //                chat format); contents stripped of surrounding whitespace, each piece encoded on its own.
 // The loss (mask 1) is on every assistant turn's tokens and its </s>, never on user or system text.
 import Configuration
+import Dataset
 import Distributed
 import Foundation
 import Support
@@ -79,6 +80,9 @@ public enum Example: Sendable {
 
 public enum DialogueData {
     /// The format one JSON object is in, if any.
+    /// The fields the formats are told by and read from: all a Parquet file's reader needs to fetch.
+    static let fields = ["messages", "prompt", "response", "chosen", "rejected", "rating"]
+
     public static func format(of object: [String: Any]) -> DataFormat? {
         if object["messages"] is [Any] { return .messages }
         if object["prompt"] is String && object["response"] is String { return .promptResponse }
@@ -176,15 +180,6 @@ public enum DialogueData {
         _ path: String, preferences wanted: Bool, world: Communicator?, log: (String) -> Void
     ) throws -> (DataFormat, [(line: Int, example: Example)]) {
         let ranks = world?.size ?? 1, rank = world?.rank ?? 0
-        let bytes: [UInt8]
-        do {
-            bytes = try ownedLines(of: path, rank: rank, ranks: ranks)
-        } catch let error as FileError {
-            throw TrainingError("\(path): \(error.message)")
-        }
-        // Line numbers: this rank's first line is 1 + the lines of the ranks before it.
-        let lines = TextLines.lines(bytes, source: path)
-        let before = try exclusivePrefix(lines.count, world: world)
         struct Parsed {
             let number: Int
             let object: [String: Any]?
@@ -192,21 +187,46 @@ public enum DialogueData {
             let format: DataFormat?
         }
         var parsed: [Parsed] = []
-        for line in lines {
-            switch line.text {
-            case let .success(text):
-                if text.allSatisfy({ $0.isWhitespace }) { continue }
-                let object = JSONLines.object(text)
+        // A line is named file:N; a Parquet row, file row N.
+        let isParquet = ParquetFile.hasMagic(path)
+        let place = isParquet ? { (n: Int) in "\(path) row \(n)" } : { (n: Int) in "\(path):\(n)" }
+        if isParquet {
+            // Each rank reads its run of row groups; rows are numbered in the file, so no prefix is needed.
+            let file = try ParquetFile(path: path)
+            let groups = file.rowGroups(part: rank, of: ranks, weightedBy: Self.fields)
+            let rows = try ParquetRows(file: file, fields: Self.fields, groups: groups)
+            while let row = try rows.next() {
                 parsed.append(
                     Parsed(
-                        number: before + line.number, object: object,
-                        problem: object == nil ? "not a JSON object" : nil,
-                        format: object.flatMap(Self.format(of:))))
-            case let .failure(error):
-                parsed.append(
-                    Parsed(
-                        number: before + line.number, object: nil, problem: "not valid UTF-8 at byte \(error.byte)",
-                        format: nil))
+                        number: row.number, object: row.problem == nil ? row.object : nil, problem: row.problem,
+                        format: row.problem == nil ? Self.format(of: row.object) : nil))
+            }
+        } else {
+            let bytes: [UInt8]
+            do {
+                bytes = try ownedLines(of: path, rank: rank, ranks: ranks)
+            } catch let error as FileError {
+                throw TrainingError("\(path): \(error.message)")
+            }
+            // Line numbers: this rank's first line is 1 + the lines of the ranks before it.
+            let lines = TextLines.lines(bytes, source: path)
+            let before = try exclusivePrefix(lines.count, world: world)
+            for line in lines {
+                switch line.text {
+                case let .success(text):
+                    if text.allSatisfy({ $0.isWhitespace }) { continue }
+                    let object = JSONLines.object(text)
+                    parsed.append(
+                        Parsed(
+                            number: before + line.number, object: object,
+                            problem: object == nil ? "not a JSON object" : nil,
+                            format: object.flatMap(Self.format(of:))))
+                case let .failure(error):
+                    parsed.append(
+                        Parsed(
+                            number: before + line.number, object: nil,
+                            problem: "not valid UTF-8 at byte \(error.byte)", format: nil))
+                }
             }
         }
         // The file's format: the first good line's, in file order across the ranks.
@@ -217,7 +237,9 @@ public enum DialogueData {
         var examples: [(Int, Example)] = []
         var said: [String] = []
         for line in parsed {
-            func skip(_ why: String) { said.append("\(path):\(line.number): \(why); line skipped") }
+            func skip(_ why: String) {
+                said.append("\(place(line.number)): \(why); \(isParquet ? "row" : "line") skipped")
+            }
             guard let object = line.object else {
                 skip(line.problem ?? "not a JSON object")
                 continue

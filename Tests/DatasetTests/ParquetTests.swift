@@ -63,7 +63,7 @@ func canonical(_ value: Any) throws -> String {
         #expect(file.rowGroupCount > 40)
         let whole = try documents(path, delimiter: nil, parts: 1)
         for parts in [2, 3, 7, 64] {
-            let ranges = (0..<parts).map { file.rowGroups(part: $0, of: parts, weightedBy: "text") }
+            let ranges = (0..<parts).map { file.rowGroups(part: $0, of: parts, weightedBy: ["text"]) }
             #expect(ranges.flatMap { Array($0) } == Array(0..<file.rowGroupCount), "\(parts) parts")
             #expect(try documents(path, delimiter: nil, parts: parts) == whole, "\(parts) parts")
         }

@@ -346,6 +346,59 @@ func fineTuneTokenizer() throws -> Tokenizer {
     }
 }
 
+/// Parquet data (pyarrow's conversion of JSON Lines, as users convert Hub sets) reads to the same examples, in
+/// the same format, with the same skipped rows as the JSON Lines it came from: messages and prompt/response for
+/// SFT, message-list pairs (UltraFeedback's shape) and rated pairs for reward models.
+@Suite struct ParquetDataTests {
+    @Test func parquetReadsAsItsJSONLines() throws {
+        let dir = NSTemporaryDirectory() + "ft-parquet-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts").path
+        func python(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3"] + arguments
+            try process.run()
+            process.waitUntilExit()
+            try #require(process.terminationStatus == 0, "python3 with pyarrow is needed (make test installs it)")
+        }
+        try python(["\(scripts)/make-finetune-data.py", dir, "60", "60"])
+        // UltraFeedback's shape, with a row whose role is unknown (skipped, and named, in both).
+        let turns = { (a: String) in [["role": "user", "content": "Say \(a)."], ["role": "assistant", "content": a]] }
+        var pairs = try (0..<30).map { i in
+            String(
+                decoding: try JSONSerialization.data(withJSONObject: [
+                    "prompt": "Say \(i).", "chosen": turns("\(i) kindly"), "rejected": turns("\(i)"),
+                    "score_chosen": 8.5,
+                ]), as: UTF8.self)
+        }
+        pairs[7] =
+            #"{"prompt": "x", "chosen": [{"role": "robot", "content": "x"}], "rejected": [{"role": "user", "content": "y"}], "score_chosen": 1.0}"#
+        try pairs.joined(separator: "\n").write(toFile: dir + "/ultra.jsonl", atomically: true, encoding: .utf8)
+        for (name, preferences) in [("sft", false), ("chat", false), ("prefs", true), ("ultra", true)] {
+            try python(["\(scripts)/jsonl-to-parquet.py", "\(dir)/\(name).jsonl", "\(dir)/\(name).parquet", "16"])
+            var said: [[String]] = [[], []]
+            let (jsonFormat, json) = try DialogueData.load("\(dir)/\(name).jsonl", preferences: preferences) {
+                said[0].append($0)
+            }
+            let (parquetFormat, parquet) = try DialogueData.load("\(dir)/\(name).parquet", preferences: preferences) {
+                said[1].append($0)
+            }
+            #expect(parquetFormat == jsonFormat && json.count > 20, "\(name)")
+            #expect(parquet.map(\.line) == json.map(\.line), "\(name): rows are numbered as lines")
+            #expect("\(parquet.map(\.example))" == "\(json.map(\.example))", "\(name)")
+            #expect(said[1].count == said[0].count, "\(name): \(said)")
+            if name == "ultra" {
+                #expect(jsonFormat == .messagePairs)
+                #expect(
+                    said[1].contains { $0.contains("ultra.parquet row 8: ") && $0.hasSuffix("row skipped") }, "\(said)")
+            }
+        }
+    }
+}
+
 @Suite struct DPOTests {
     /// The DPO loss through every log-prob of both responses and the whole trunk, against finite differences,
     /// with the policy moved away from the reference (so the loss is not at ln 2 and its slope is not ½).

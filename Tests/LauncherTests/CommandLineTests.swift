@@ -163,6 +163,58 @@ func scratch() throws -> String {
         #expect(missing.status != 0 && missing.stderr.contains(dir + "/nope"))
     }
 
+    /// A Parquet corpus (pyarrow, snappy, 17 row groups) prepares to the same token stream as the same documents
+    /// in JSON Lines on 1, 2 and 3 ranks, to identical shards on 1 rank, each rank reading its own row groups;
+    /// `tokenizer train` learns the same model from its text column as from the JSON Lines field.
+    @Test func parquetPreparesAndTrainsLikeTheSameCorpusAsJSONLines() throws {
+        let tool = try toolPath()
+        let dir = try scratch()
+        let cases = packageRoot + "/scripts/parquet-cases.py"
+        let made = try run(["python3", cases, dir], timeout: 120)
+        try #require(made.status == 0, "python3 with pyarrow is needed (make test installs it): \(made.stderr)")
+        let args = ["prepare", "--tokenizer", fixtureTokenizer, "--shard-tokens", "4000", "--input"]
+        for (name, input) in [("json", "corpus.jsonl"), ("one", "corpus.parquet")] {
+            let r = try run([tool] + args + ["\(dir)/\(input)", "--out", "\(dir)/\(name)"])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        let expected = try tokenStreams(dir + "/json")
+        #expect(expected["corpus"]!.count > 50_000)
+        #expect(try tokenStreams(dir + "/one") == expected)
+        let shards = try FileManager.default.contentsOfDirectory(atPath: dir + "/json").filter { $0.hasSuffix(".bin") }
+        #expect(shards.count > 10)
+        for shard in shards {
+            #expect(
+                FileManager.default.contents(atPath: "\(dir)/one/\(shard)")
+                    == FileManager.default.contents(atPath: "\(dir)/json/\(shard)"), "\(shard)")
+        }
+        for ranks in [2, 3] {
+            let out = "\(dir)/ranks\(ranks)"
+            let r = try run(mpirunFast + ["-np", "\(ranks)", tool] + args + ["\(dir)/corpus.parquet", "--out", out])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(try tokenStreams(out) == expected, "\(ranks) ranks")
+            let parts = Set(
+                try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.hasSuffix(".bin") }
+                    .map { $0.split(separator: "-")[2] })
+            #expect(parts.count == ranks, "every rank read row groups: \(parts)")
+        }
+        func train(_ input: String, _ extra: [String] = []) throws -> Data? {
+            let out = "\(dir)/\(input).model"
+            let r = try run(
+                [tool, "tokenizer", "train", "--input", "\(dir)/\(input)", "--vocab-size", "320", "--out", out]
+                    + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return FileManager.default.contents(atPath: out)
+        }
+        let fromJSON = try train("corpus.jsonl", ["--text-field", "text"])
+        let fromParquet = try train("corpus.parquet")
+        #expect(fromJSON != nil && fromParquet == fromJSON)
+        // A file that is not UTF-8 where Parquet says text is refused naming the place, not as a text line.
+        let bad = try run([tool] + args + ["\(dir)/bad/not-utf8.parquet", "--out", "\(dir)/bad-out"])
+        #expect(
+            bad.status != 0 && bad.stderr.contains("row group 1, column 'text', page 2")
+                && bad.stderr.contains("row 2: not valid UTF-8"), "\(bad.stderr)")
+    }
+
     /// Training streams its inputs: the same model from 1 and 2 counting threads, from a gzip copy and from the
     /// lines as JSON Lines documents; a sample at least as large as the text is the whole text; a smaller one
     /// is reproducible.

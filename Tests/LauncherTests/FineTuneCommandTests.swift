@@ -61,6 +61,21 @@ func fineTuneWorkspace() throws -> String {
         #expect(two.status == 0, "\(two.stderr)")
         let a = try parameters(dir + "/sft/model.safetensors"), b = try parameters(dir + "/sft-2/model.safetensors")
         #expect(!a.isEmpty && maxDifference(a, b) <= 1e-5)
+        // The same examples as Parquet (pyarrow, 3 row groups), each rank reading its row groups: the same run.
+        let convert = try run([
+            "python3", packageRoot + "/scripts/jsonl-to-parquet.py", dir + "/sft.jsonl", dir + "/sft.parquet", "80",
+        ])
+        try #require(convert.status == 0, "\(convert.stderr)")
+        try String(contentsOfFile: dir + "/sft-hf.json", encoding: .utf8)
+            .replacingOccurrences(of: "/sft.jsonl", with: "/sft.parquet")
+            .write(toFile: dir + "/sft-parquet.json", atomically: true, encoding: .utf8)
+        let parquet = try run(
+            mpirun2 + [tool, "sft", "--config", dir + "/sft-parquet.json", "--out", dir + "/sft-pq", "--steps", "3"])
+        #expect(parquet.status == 0, "\(parquet.stderr)")
+        #expect(
+            FileManager.default.contents(atPath: dir + "/sft-pq/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/sft-2/model.safetensors"),
+            "Parquet data trains as JSON Lines")
         // Pointed at the pretraining run's checkpoint directory, SFT must refuse, not resume the pretraining run
         // (which would run 0 SFT steps and save the pretrained model as the SFT result).
         let wrong = try run([
@@ -152,25 +167,43 @@ func fineTuneWorkspace() throws -> String {
             .replacingOccurrences(of: "\"micro_batch\": 8", with: "\"micro_batch\": 2")
             .replacingOccurrences(of: "\"lr\": 2e-3", with: "\"lr\": 1e-30")
             .write(toFile: dir + "/rm-eval.json", atomically: true, encoding: .utf8)
+        // The same pairs as Parquet, read by row groups: the same evaluation.
+        for name in ["prefs", "prefs-eval"] {
+            let convert = try run([
+                "python3", packageRoot + "/scripts/jsonl-to-parquet.py", "\(dir)/\(name).jsonl",
+                "\(dir)/\(name).parquet",
+                "50", "zstd",
+            ])
+            try #require(convert.status == 0, "\(convert.stderr)")
+        }
+        try String(contentsOfFile: dir + "/rm-eval.json", encoding: .utf8)
+            .replacingOccurrences(of: ".jsonl\"", with: ".parquet\"")
+            .write(toFile: dir + "/rm-eval-parquet.json", atomically: true, encoding: .utf8)
         var evaluations: [String] = []
-        for (ranks, mode) in [(1, "none"), (2, "full"), (3, "none")] {
-            let out = "\(dir)/rm-eval-\(ranks)-\(mode)"
+        for (ranks, mode, config) in [
+            (1, "none", "rm-eval"), (2, "full", "rm-eval"), (3, "none", "rm-eval"), (2, "none", "rm-eval-parquet"),
+        ] {
+            let out = "\(dir)/\(config)-\(ranks)-\(mode)"
             let e = try run(
                 mpirunFast + [
-                    "-np", "\(ranks)", tool, "reward", "--config", dir + "/rm-eval.json", "--steps", "1", "--sharding",
+                    "-np", "\(ranks)", tool, "reward", "--config", "\(dir)/\(config).json", "--steps", "1",
+                    "--sharding",
                     mode, "--out", out, "--log-every", "100",
                 ])
             try #require(e.status == 0, "\(mode) on \(ranks): \(e.stderr)")
             let table = e.stdout.components(separatedBy: "held-out evaluation on").last ?? ""
             let svg = String(
-                decoding: FileManager.default.contents(atPath: out + "/eval-scores.svg") ?? Data(), as: UTF8.self)
+                decoding: FileManager.default.contents(atPath: out + "/eval-scores.svg") ?? Data(), as: UTF8.self
+            ).replacingOccurrences(of: "prefs-eval.parquet", with: "prefs-eval.jsonl")  // its title names the file
             evaluations.append(
-                table.split(separator: "\n").filter { !$0.contains("eval_seconds") && !$0.contains(out) }.joined(
+                table.split(separator: "\n").filter {
+                    !$0.contains("eval_seconds") && !$0.contains(out) && !$0.contains("prefs-eval.")
+                }.joined(
                     separator: "\n") + svg)
             #expect(e.stdout.contains("\"eval_ranks\": \(ranks)"), "\(e.stdout)")
         }
         #expect(evaluations[0].contains("accuracy") && evaluations[0].contains("<svg"))
-        #expect(Set(evaluations).count == 1, "the evaluation differs between rank counts")
+        #expect(Set(evaluations).count == 1, "the evaluation differs between rank counts or data formats")
         let dialogues = (0..<7).map {
             "{\"prompt\": \"Item \($0)?\", \"response\": \"\(String(repeating: "Fine. ", count: $0 % 4 + 1))\"}"
         }

@@ -96,9 +96,9 @@ public final class ParquetFile {
     }
 
     /// The row groups part `part` of `parts` reads: group g belongs to the part whose share of the bytes of
-    /// `weights` holds g's first byte, so the parts cut the file into contiguous runs for any count.
-    public func rowGroups(part: Int, of parts: Int, weightedBy field: String) -> Range<Int> {
-        let columns = leaves.indices.filter { leaves[$0].path.first == field }
+    /// `fields`' columns holds g's first byte, so the parts cut the file into contiguous runs for any count.
+    public func rowGroups(part: Int, of parts: Int, weightedBy fields: [String]) -> Range<Int> {
+        let columns = leaves.indices.filter { leaves[$0].path.first.map(fields.contains) ?? false }
         let sizes = metadata.rowGroups.map { g in max(1, columns.reduce(0) { $0 + Int(g.columns[$1].compressedSize) }) }
         let total = sizes.reduce(0, +)
         var starts: [Int] = []
