@@ -48,6 +48,7 @@ bench: build
 	scripts/bench-tokenizer.sh $(BIN) 8000
 	scripts/bench-tokenizer-train.sh $(BIN) 32000 3
 	scripts/bench-prepare.sh $(BIN) 100 400
+	scripts/bench-prepare-parquet.sh $(BIN) 400 3 16
 	scripts/bench-loader.sh $(BIN)
 	for mode in none optimizer gradients full; do SHARDING=$$mode scripts/bench-ddp.sh $(BIN) configs/bench-small.json 2; done
 	scripts/bench-tinyllama.sh $(BIN)

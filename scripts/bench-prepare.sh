@@ -39,15 +39,7 @@ for mb in "$small" "$large"; do
         echo "prepare ${mb} MB, $ranks rank(s): ${seconds} s, $tokens, peak RSS per rank (MB): $rss"
         echo "{\"input_mb\": $mb, \"ranks\": $ranks, \"seconds\": $seconds, \"peak_rss_mb\": [$rss]}" >> "$work/results"
     done
-    python3 /dev/stdin "$work/out-$mb-1" "$work/out-$mb-2" <<'PY'
-import json, sys, hashlib
-def stream(d):
-    h = hashlib.sha256()
-    for s in json.load(open(d + "/index.json"))["sources"]:
-        for sh in s["shards"]: h.update(open(d + "/" + sh["file"], "rb").read()[64:])
-    return h.hexdigest()
-print("token streams of 1 and 2 ranks identical:", stream(sys.argv[1]) == stream(sys.argv[2]))
-PY
+    scripts/token-stream-sha256.py "1 and 2 ranks" "$work/out-$mb-1" "$work/out-$mb-2"
     rm -rf "$work/out-$mb-1" "$work/out-$mb-2"
 done
 python3 - "$work/results" <<'PY'

@@ -3,6 +3,7 @@
 // sample) in that order, data-parallel under mpirun (prompt i on rank i mod N; each sample's stream is seeded by
 // (seed, prompt, sample) and decoding is batch-invariant, so the file is the same for any rank count).
 // `--logits` dumps the full forward's logits instead, to compare with another implementation.
+import Dataset
 import Distributed
 import FineTune
 import Foundation
@@ -229,8 +230,20 @@ enum GenerateCommand {
         return (model, tokenizer, template)
     }
 
-    /// The objects of a JSON Lines input with their "file:line"; the first line that is not one is refused.
+    /// The objects of a JSON Lines input with their "file:line", or of a Parquet file's rows (every column it can
+    /// read) with their "file row N"; the first line or row that is not one is refused.
     static func objects(_ file: String, flag: String) throws -> [(at: String, object: [String: Any])] {
+        if ParquetFile.hasMagic(file) {
+            let parquet = try ParquetFile(path: file)
+            let rows = try ParquetRows(
+                file: parquet, fields: parquet.readableFieldNames, groups: 0..<parquet.rowGroupCount)
+            var objects: [(at: String, object: [String: Any])] = []
+            while let row = try rows.next() {
+                if let problem = row.problem { throw UsageError(problem) }
+                objects.append(("\(file) row \(row.number)", row.object))
+            }
+            return objects
+        }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
             throw UsageError("cannot read --\(flag) \(file): \(error.localizedDescription)")

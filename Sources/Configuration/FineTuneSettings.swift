@@ -31,11 +31,12 @@ public struct FineTuneSettings: Codable, Equatable, Sendable {
         "finetune",
         [
             Setting(
-                required: \.data, "data", placeholder: "FILE.jsonl",
-                help: "JSON Lines: {prompt, response} or {messages} for SFT; preference pairs for reward models and DPO"
+                required: \.data, "data", placeholder: "FILE.jsonl|FILE.parquet",
+                help:
+                    "JSON Lines or Parquet: {prompt, response} or {messages} for SFT; preference pairs for reward models and DPO"
             ),
             Setting(
-                \.evalData, "eval_data", nil, because: "no held-out evaluation", placeholder: "FILE.jsonl",
+                \.evalData, "eval_data", nil, because: "no held-out evaluation", placeholder: "FILE.jsonl|FILE.parquet",
                 help: "reward models and DPO: held-out pairs evaluated at the end (accuracy per rating)"),
             Setting(
                 \.initFrom, "init_from", nil, because: "fresh weights from train.seed", placeholder: "DIR",

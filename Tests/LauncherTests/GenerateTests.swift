@@ -14,11 +14,11 @@ import Testing
         ]
         try (prompts.joined(separator: "\n") + "\n").write(
             toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
-        func generate(ranks: Int, batch: Int, out: String) throws -> String {
+        func generate(ranks: Int, batch: Int, out: String, prompts: String = "prompts.jsonl") throws -> String {
             let launcher = ranks == 1 ? [] : mpirunFast + ["-np", "\(ranks)"]
             let r = try run(
                 launcher + [
-                    tool, "generate", "--checkpoint", dir + "/pre", "--prompts", dir + "/prompts.jsonl", "--out",
+                    tool, "generate", "--checkpoint", dir + "/pre", "--prompts", dir + "/" + prompts, "--out",
                     dir + "/" + out, "--samples", "3", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95",
                     "--max-tokens", "12", "--logprobs", "--batch", "\(batch)", "--seed", "4",
                 ])
@@ -45,6 +45,13 @@ import Testing
             let other = try generate(ranks: ranks, batch: batch, out: "r\(ranks)-b\(batch).jsonl")
             #expect(other == reference, "\(ranks) ranks at batch \(batch) wrote other samples")
         }
+        // The same prompts as Parquet (every reader of prompt files takes it): the same samples.
+        let convert = try run([
+            "python3", packageRoot + "/scripts/jsonl-to-parquet.py", dir + "/prompts.jsonl", dir + "/prompts.parquet",
+            "2",
+        ])
+        try #require(convert.status == 0, "\(convert.stderr)")
+        #expect(try generate(ranks: 2, batch: 16, out: "parquet.jsonl", prompts: "prompts.parquet") == reference)
     }
 
     /// `score` on 1 and 2 ranks writes the same lines; each completion's tokens are scored, and the sum is theirs.

@@ -22,6 +22,10 @@ public final class ParquetFile {
     public var rowCount: Int { Int(metadata.rowCount) }
     /// The top-level field names, in schema order.
     public var fieldNames: [String] { root.children.map(\.element.name) }
+    /// Those this reader can rebuild values of (see FieldShape).
+    public var readableFieldNames: [String] {
+        root.children.filter { (try? FieldShape($0, file: path)) != nil }.map(\.element.name)
+    }
 
     static let magic: [UInt8] = Array("PAR1".utf8)
 
