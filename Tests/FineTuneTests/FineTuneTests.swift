@@ -488,6 +488,8 @@ func fineTuneTokenizer() throws -> Tokenizer {
         config.train.seqLen = 32
         config.train.microBatch = 4
         config.train.globalBatchTokens = pairs.count * 2 * 32
+        // fp32 on every CPU: the default is bf16 where the CPU has it, which the float64 reference is not.
+        config.train.precision = .fp32
         var finetune = FineTuneSettings(data: Self.fixture + "/pairs.json")
         finetune.initFrom = modelDirectory
         config.finetune = finetune
@@ -527,5 +529,84 @@ func fineTuneTokenizer() throws -> Tokenizer {
                 #expect(worst <= tolerance, "\(source)\(spec.name): off by \(worst)")
             }
         }
+    }
+}
+
+/// PPO against scripts/make-ppo-fixture.py (float64 PyTorch from the formulas): the first iteration's old and
+/// reference log-probs at temperature 0.8, values, scores, whitened scores, per-token rewards, advantages and
+/// returns, and the first mini-batch's losses (where the policy and value model are still the old ones).
+@Suite struct PPOTests {
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/ppo").path
+    static let policyDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../../shared/fixtures/llama-tiny").standardizedFileURL.path
+
+    static func close(_ got: [Double], _ expected: [Float], _ name: String, tolerance: Double = 2e-5) {
+        #expect(got.count == expected.count, "\(name): \(got.count) values, expected \(expected.count)")
+        let scale = max(1, expected.map { abs(Double($0)) }.max() ?? 1)
+        let worst = zip(got, expected).map { abs($0 - Double($1)) }.max() ?? .nan
+        #expect(worst <= tolerance * scale, "\(name): max |difference| \(worst) (scale \(scale))")
+    }
+
+    @Test func firstIterationMatchesTheFloat64Reference() throws {
+        let json =
+            try JSONSerialization.jsonObject(
+                with: try Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/rollouts.json")))
+            as! [String: Any]
+        let s = json["settings"] as! [String: Any]
+        let temperature = s["temperature"] as! Double, klCoef = s["kl_coef"] as! Double
+        let rollouts = ((json["iterations"] as! [[[String: [Int]]]])[0]).map {
+            (prompt: $0["prompt"]!.map(Int32.init), response: $0["response"]!.map(Int32.init))
+        }
+        let expected = try SafeTensorsFile(path: Self.fixture + "/expected.safetensors")
+        let policy = try HuggingFace.loadModel(directory: Self.policyDirectory)
+        let reward = try HuggingFace.loadModel(directory: Self.fixture + "/reward")
+        #expect(reward.config.heads == [.score])
+        var valueConfig = reward.config
+        valueConfig.heads = [.value]
+        let value = try LlamaModel(config: valueConfig, purpose: .inference)
+        value.parameters.pointer.update(from: reward.parameters.pointer, count: reward.parameters.count)
+        let policyEngine = try InferenceEngine(model: policy, slots: 1)
+        let rewardEngine = try InferenceEngine(model: reward, slots: 1)
+        var old: [[Double]] = [], values: [[Double]] = [], scores: [Double] = []
+        for r in rollouts {
+            old.append(try policyEngine.logprobs(prompt: r.prompt, completion: r.response, temperature: temperature))
+            let tokens = r.prompt + r.response
+            _ = try value.forward(
+                tokens: tokens, targets: tokens.map { _ in LlamaModel.ignoreIndex }, batch: 1, seqLen: tokens.count)
+            let v = value.outputs(of: .value)
+            values.append((r.prompt.count - 1..<tokens.count - 1).map { Double(v[$0]) })
+            scores.append(Double(try rewardEngine.reward(tokens)))
+        }
+        Self.close(old.flatMap { $0 }, try expected.floats("it1.old_logprobs"), "old log-probs")
+        Self.close(old.flatMap { $0 }, try expected.floats("it1.ref_logprobs"), "reference log-probs")
+        Self.close(values.flatMap { $0 }, try expected.floats("it1.values"), "values")
+        Self.close(scores, try expected.floats("it1.scores"), "scores")
+        let whitened = try PPOMath.whiten(scores, world: nil)
+        Self.close(whitened, try expected.floats("it1.whitened_scores"), "whitened scores")
+        let rewards = rollouts.indices.map {
+            PPOMath.tokenRewards(old: old[$0], reference: old[$0], score: whitened[$0], klCoef: klCoef)
+        }
+        Self.close(rewards.flatMap { $0 }, try expected.floats("it1.rewards"), "rewards")
+        let raw = rollouts.indices.map {
+            PPOMath.advantages(
+                rewards: rewards[$0], values: values[$0], gamma: s["gamma"] as! Double, lambda: s["lam"] as! Double)
+        }
+        let returns = rollouts.indices.map { i in zip(raw[i], values[i]).map(+) }
+        Self.close(returns.flatMap { $0 }, try expected.floats("it1.returns"), "returns")
+        let advantages = try PPOMath.whiten(raw.flatMap { $0 }, world: nil)
+        Self.close(advantages, try expected.floats("it1.advantages"), "advantages")
+        // Mini-batch 1 (rollouts 0 and 1) meets the models unchanged: ρ = 1 and V = V_old.
+        let first = old[0].count + old[1].count
+        let policyTerms = PPOMath.policyLoss(
+            new: Array(old.flatMap { $0 }[..<first]), old: Array(old.flatMap { $0 }[..<first]),
+            advantages: Array(advantages[..<first]), clip: s["clip"] as! Double)
+        let valueTerms = PPOMath.valueLoss(
+            values: Array(values.flatMap { $0 }[..<first]), oldValues: Array(values.flatMap { $0 }[..<first]),
+            returns: Array(returns.flatMap { $0 }[..<first]), clip: s["value_clip"] as! Double)
+        Self.close(
+            [policyTerms.loss / Double(first), valueTerms.loss / Double(first)],
+            [try expected.floats("it1.policy_loss")[0], try expected.floats("it1.value_loss")[0]], "losses")
+        #expect(policyTerms.clipped == 0 && valueTerms.clipped == 0)
     }
 }
