@@ -20,6 +20,7 @@ public enum LlamaTrain {
         TokenizerCommands.detokenizeSpec,
         PrepareCommand.spec,
         PretrainCommand.spec, FineTuneCommands.sftSpec, FineTuneCommands.rewardSpec, FineTuneCommands.dpoSpec,
+        PPOCommand.spec,
         FineTuneCommands.scoreSpec, RejectionSampleCommand.spec,
         ExportCommand.spec, DataCommands.formatSpec, DataCommands.statsSpec,
         ToolCommands.planSpec, ToolCommands.plotSpec, GenerateCommand.spec, ScoreCommand.spec,

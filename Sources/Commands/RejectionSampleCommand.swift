@@ -31,30 +31,6 @@ enum RejectionSampleCommand {
         ] + RejectionSamplingSettings.settings.flags,
         run: run)
 
-    /// σ(x), the reward's probability space, where the gate compares.
-    static func sigmoid(_ x: Double) -> Double { 1 / (1 + exp(-x)) }
-
-    /// The judges and the gate: R_c = σ(r_s) if the prompt is a safety prompt or σ(r_s) < threshold, else
-    /// σ(r_h); with no safety model, σ(r_h).
-    struct Judges {
-        let helpfulness: InferenceEngine
-        let safety: InferenceEngine?
-        let threshold: Double
-        /// The longest dialogue every judge reads: the shortest of their contexts.
-        var context: Int {
-            min(helpfulness.model.config.maxSeqLen, safety?.model.config.maxSeqLen ?? .max)
-        }
-
-        func judge(_ tokens: [Int32], safetyPrompt: Bool) throws -> (score: Double, raw: Double, judge: String) {
-            if let safety {
-                let rs = Double(try safety.reward(tokens))
-                if safetyPrompt || sigmoid(rs) < threshold { return (sigmoid(rs), rs, "safety") }
-            }
-            let rh = Double(try helpfulness.reward(tokens))
-            return (sigmoid(rh), rh, "helpfulness")
-        }
-    }
-
     struct Item {
         var dialogue: Dialogue
         var safety: Bool
@@ -99,7 +75,7 @@ enum RejectionSampleCommand {
             }
             return try InferenceEngine(model: model, slots: 1, threads: threads)
         }
-        let judges = Judges(
+        let judges = RewardJudges(
             helpfulness: try judgeModel(s.rewardModel, field: "reward_model"),
             safety: try s.safetyRewardModel.map { try judgeModel($0, field: "safety_reward_model") },
             threshold: s.safetyThreshold)

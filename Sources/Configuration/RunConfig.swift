@@ -11,7 +11,7 @@ import Support
 /// the name of the command that runs it (the launcher catches preemption signals for every one of them), so
 /// a new stage is a case here, its config block and its command.
 public enum TrainingStage: String, Codable, CaseIterable, Sendable {
-    case pretrain, sft, reward, dpo
+    case pretrain, sft, reward, dpo, ppo
 }
 
 public struct RunConfig: Codable, Equatable, Sendable {
@@ -19,6 +19,8 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var train: TrainSettings
     /// The fine-tuning stages' data and starting point (`llama-train sft` and `reward`).
     public var finetune: FineTuneSettings?
+    /// PPO's judges, value model and iteration (`llama-train ppo`).
+    public var ppo: PPOSettings?
 
     public init(model: LlamaConfig, train: TrainSettings = TrainSettings()) {
         self.model = model
@@ -47,7 +49,7 @@ public struct RunConfig: Codable, Equatable, Sendable {
                 file: path, field: twice.path,
                 message: "is given twice (lines \(twice.firstLine) and \(twice.secondLine)); keep the one you mean")
         }
-        let blocks = ["model", "train", "finetune"]
+        let blocks = ["model", "train", "finetune", "ppo"]
         if let unknown = object.keys.sorted().first(where: { !blocks.contains($0) }) {
             throw ConfigError(
                 file: path, field: unknown, message: "unknown key; known keys: \(blocks.joined(separator: ", "))")
@@ -56,6 +58,7 @@ public struct RunConfig: Codable, Equatable, Sendable {
         try ModelBlock.settings.checkKnown((object["model"] as? [String: Any] ?? [:]).keys, file: path)
         try TrainSettings.settings.checkKnown((object["train"] as? [String: Any] ?? [:]).keys, file: path)
         try FineTuneSettings.settings.checkKnown((object["finetune"] as? [String: Any] ?? [:]).keys, file: path)
+        try PPOSettings.settings.checkKnown((object["ppo"] as? [String: Any] ?? [:]).keys, file: path)
         let config: RunConfig
         do {
             config = try JSONDecoder().decode(RunConfig.self, from: data)
@@ -116,6 +119,7 @@ extension RunConfig {
             ("model", LlamaConfig.fileKeys, section(model)),
             ("train", TrainSettings.settings.names, section(train)),
             ("finetune", FineTuneSettings.settings.names, section(finetune)),
+            ("ppo", PPOSettings.settings.names, section(ppo)),
         ]
         return sections.flatMap { name, keys, values in keys.sorted().map { ("\(name).\($0)", text(values[$0])) } }
     }

@@ -66,6 +66,13 @@ extension RunConfig {
             try check("finetune.data", !f.data.isEmpty, "must name a JSON Lines file")
             try check("finetune.separator", !f.separator.isEmpty, "must name a piece of the tokenizer, such as <sep>")
         }
+        if let p = ppo {
+            try PPOSettings.settings.checkRanges(p, file: file)
+            try check("ppo.reward_model", !p.rewardModel.isEmpty, "must name a reward model directory")
+            try check(
+                "ppo.mini_batch_size", p.batchSize % p.miniBatchSize == 0,
+                "batch_size \(p.batchSize) is not a multiple of mini_batch_size \(p.miniBatchSize)")
+        }
     }
 
     /// Bytes of one rank's activation arena, or nil when the shape is too large to count.

@@ -47,14 +47,21 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, seed: 
         )
     }
     var fresh: [String] = []
+    var fromScore = false
     let held = model.parameterPieces
     for spec in model.layout.tensors {
-        let shape = source.shape(of: spec.name)
+        // A value head starts from a reward model's score head (Llama 2's value model is its reward model).
+        let valueFromScore =
+            spec.name == OutputHead.value.tensorName && source.shape(of: spec.name) == nil
+            && source.shape(of: OutputHead.score.tensorName) == spec.shape
+        let name = valueFromScore ? OutputHead.score.tensorName : spec.name
+        let shape = source.shape(of: name)
         if shape == spec.shape {
             for part in held.parts(of: spec.offset..<(spec.offset + spec.count)) {
                 let elements = (part.range.lowerBound - spec.offset)..<(part.range.upperBound - spec.offset)
-                try source.read(spec.name, elements: elements, into: model.parameters.pointer + part.local)
+                try source.read(name, elements: elements, into: model.parameters.pointer + part.local)
             }
+            if valueFromScore { fromScore = true }
         } else if model.layout.heads.contains(where: { $0.tensor == spec && $0.kind != .lm }) && shape == nil {
             fresh.append(spec.name)
         } else {
@@ -66,5 +73,8 @@ public func loadInitialWeights(from path: String, into model: LlamaModel, seed: 
     }
     if !fresh.isEmpty { model.initialize(seed: seed, only: Set(fresh)) }
     try model.checkFinite(source: path)
-    log("initialised from \(path)\(fresh.isEmpty ? "" : "; \(fresh.joined(separator: ", ")) freshly initialised")")
+    let value = fromScore ? "; \(OutputHead.value.tensorName) from its \(OutputHead.score.tensorName)" : ""
+    log(
+        "initialised from \(path)\(value)\(fresh.isEmpty ? "" : "; \(fresh.joined(separator: ", ")) freshly initialised")"
+    )
 }

@@ -27,6 +27,8 @@ public struct ModelSpec: Sendable {
     public var recompute: Recompute
     /// Global-norm clipping threshold of this model's own gradients.
     public var gradClip: Double
+    /// This model's learning rate as a multiple of the schedule's (PPO's value_lr / train.lr).
+    public var learningRateRatio = 1.0
     public var adamw: AdamWSettings
     public var bucketMB: Double
     public var gradReduce: Precision
@@ -57,7 +59,7 @@ public struct ModelSpec: Sendable {
         return
             "\(model) trains \(trains) sharding \(sharding.rawValue) recompute \(recompute.rawValue) clip \(gradClip) "
             + "adamw \(adamw.beta1)/\(adamw.beta2)/\(adamw.eps)/\(adamw.weightDecay) bucket \(bucketMB) reduce \(gradReduce.rawValue) "
-            + "init \(initFrom ?? "seed")"
+            + "init \(initFrom ?? "seed") lr×\(learningRateRatio)"
     }
 }
 
@@ -75,6 +77,9 @@ public struct ModelSet {
         guard let model = byName[name] else { preconditionFailure("the stage has no model named \(name)") }
         return model
     }
+
+    /// A model the stage may or may not have (PPO's safety reward model).
+    public func optional(_ name: String) -> LlamaModel? { byName[name] }
 }
 
 public final class StageModel {

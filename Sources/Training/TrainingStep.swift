@@ -81,7 +81,8 @@ extension Trainer {
             if world.isRoot { options.log("skipping \(what)") }
         } else {
             for (m, n) in zip(trained, norms) {
-                let seconds = try m.update(norm: n, learningRate: lr, world: world, threads: options.threads)
+                let seconds = try m.update(
+                    norm: n, learningRate: lr * m.spec.learningRateRatio, world: world, threads: options.threads)
                 (exposed, communication) = (exposed + seconds, communication + seconds)
             }
         }

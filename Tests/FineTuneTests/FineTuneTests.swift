@@ -609,4 +609,71 @@ func fineTuneTokenizer() throws -> Tokenizer {
             [try expected.floats("it1.policy_loss")[0], try expected.floats("it1.value_loss")[0]], "losses")
         #expect(policyTerms.clipped == 0 && valueTerms.clipped == 0)
     }
+
+    /// `ppo --rollouts` in-process: two iterations of two mini-batches on the fixture's rollouts end with both
+    /// models' parameters where float64 PyTorch puts them, with the same losses on the way.
+    @Test func twoIterationsOnFixedRolloutsMatchTheFloat64Reference() throws {
+        let json =
+            try JSONSerialization.jsonObject(
+                with: try Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/rollouts.json")))
+            as! [String: Any]
+        let s = json["settings"] as! [String: Any]
+        let fixed = (json["iterations"] as! [[[String: [Int]]]]).map { batch in
+            batch.map {
+                PPORollout(
+                    prompt: PPOPrompt(ids: $0["prompt"]!.map(Int32.init), safety: false),
+                    response: $0["response"]!.map(Int32.init))
+            }
+        }
+        var config = RunConfig(model: try HuggingFace.readConfig(path: Self.policyDirectory + "/config.json"))
+        config.train.precision = .fp32
+        config.train.learningRate = s["lr"] as! Double
+        config.train.warmupSteps = 0
+        config.train.minLRRatio = 1
+        config.train.seqLen = 32
+        config.train.microBatch = 1
+        var finetune = FineTuneSettings(data: Self.fixture + "/rollouts.json")
+        finetune.initFrom = Self.policyDirectory
+        config.finetune = finetune
+        var ppo = PPOSettings(rewardModel: Self.fixture + "/reward")
+        ppo.batchSize = s["rollouts"] as! Int
+        ppo.miniBatchSize = s["mini_batch"] as! Int
+        ppo.iterations = s["iterations"] as! Int
+        ppo.klCoef = s["kl_coef"] as! Double
+        ppo.clip = s["clip"] as! Double
+        ppo.valueClip = s["value_clip"] as! Double
+        ppo.gamma = s["gamma"] as! Double
+        ppo.lam = s["lam"] as! Double
+        ppo.temperature = s["temperature"] as! Double
+        ppo.valueLR = s["value_lr"] as? Double
+        config.ppo = ppo
+        config.train.steps = ppo.iterations * ppo.miniBatches
+        let objective = PPOObjective(
+            settings: ppo, microBatch: 1, prompts: [], fixed: fixed, tokenizer: nil, padToken: 2, log: { _ in })
+        var options = TrainOptions()
+        options.log = { _ in }
+        let trainer = try Trainer(
+            config: config, world: try Communicator.world(), options: options,
+            plan: StagePlan(.ppo, objective: objective, extraModels: try PPOObjective.models(config: config, file: "-"))
+        )
+        let outcome = try trainer.run()
+        let expected = try SafeTensorsFile(path: Self.fixture + "/expected.safetensors")
+        let policyLosses = try expected.floats("it1.policy_loss") + expected.floats("it2.policy_loss")
+        Self.close(outcome.history.map(\.loss), policyLosses, "policy losses", tolerance: 1e-5)
+        let valueLosses = try expected.floats("it1.value_loss") + expected.floats("it2.value_loss")
+        Self.close(
+            objective.valueLosses.map { $0.loss / Double($0.tokens) }, valueLosses, "value losses", tolerance: 1e-5)
+        Self.close(
+            objective.iterations.map(\.rawReward),
+            try [expected.floats("it1.scores"), expected.floats("it2.scores")].map { Float($0.reduce(0, +) / 4) },
+            "mean raw reward per iteration")
+        for (model, prefix) in [(trainer.models[0].model, "policy."), (trainer.models[1].model, "value.")] {
+            for tensor in model.layout.tensors {
+                let got = UnsafeBufferPointer(start: model.parameters.pointer + tensor.offset, count: tensor.count)
+                Self.close(
+                    got.map(Double.init), try expected.floats(prefix + tensor.name), prefix + tensor.name,
+                    tolerance: 1e-5)
+            }
+        }
+    }
 }

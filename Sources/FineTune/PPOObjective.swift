@@ -1,0 +1,457 @@
+// PPO (Llama 2 §3.2.3) as a training objective: one optimizer step per mini-batch, ppo.batch_size /
+// ppo.mini_batch_size of them per iteration. The first step of an iteration collects its rollouts:
+//  1. sample one response per prompt from the policy (or take the iteration's fixed rollouts, --rollouts);
+//  2. score each with the R_c gate: the safety model's raw score on a safety prompt or when σ(r_s) < threshold,
+//     else the helpfulness model's; whitened over the batch on every rank;
+//  3. the old policy's and the reference's log-probs, log_softmax(logits / T) at each response token, and the
+//     value model's values at the positions that predict them;
+//  4. per-token rewards, GAE advantages (whitened over the batch's tokens) and returns (PPOMath).
+// Every step then trains both models on its mini-batch: the policy on the clipped surrogate, the value model
+// on the clipped value loss, each with its own AdamW and clipping (the trainer's StageModels).
+//
+// Rank r holds the rollouts at positions r, r + N, … of the iteration's order (a seeded shuffle; file order
+// with --rollouts), and mini-batch j is positions [j·m, (j+1)·m), so a mini-batch is spread evenly over the
+// ranks and no rollout crosses between them. Which prompt a position samples, and its sampling stream, depend
+// on (seed, iteration, position) only, so the iteration is the same for any rank count.
+// A rank's rollouts are kept in the checkpoint directory, so a run resumed part-way through an iteration
+// finishes it on the same rollouts.
+import Configuration
+import Distributed
+import Foundation
+import Inference
+import Model
+import Support
+import Tokenizer
+import Training
+
+/// A prompt of the PPO set: its tokens (the template's, ending where the answer starts) and its safety tag.
+public struct PPOPrompt: Sendable, Equatable {
+    public var ids: [Int32]
+    public var safety: Bool
+
+    public init(ids: [Int32], safety: Bool) { (self.ids, self.safety) = (ids, safety) }
+}
+
+/// A rollout: a prompt and the policy's response to it (its tokens, the end-of-sequence one included).
+public struct PPORollout: Sendable, Equatable {
+    public var prompt: PPOPrompt
+    public var response: [Int32]
+
+    public init(prompt: PPOPrompt, response: [Int32]) { (self.prompt, self.response) = (prompt, response) }
+}
+
+/// The frozen judges and Llama 2's gate between them.
+public struct RewardJudges {
+    public let helpfulness: InferenceEngine
+    public let safety: InferenceEngine?
+    public let threshold: Double
+
+    public init(helpfulness: InferenceEngine, safety: InferenceEngine?, threshold: Double) {
+        (self.helpfulness, self.safety, self.threshold) = (helpfulness, safety, threshold)
+    }
+
+    public static func sigmoid(_ x: Double) -> Double { 1 / (1 + Foundation.exp(-x)) }
+
+    /// The longest dialogue every judge reads: the shortest of their contexts.
+    public var context: Int { min(helpfulness.model.config.maxSeqLen, safety?.model.config.maxSeqLen ?? .max) }
+
+    /// R_c = σ(r_s) if the prompt is a safety prompt or σ(r_s) < threshold, else σ(r_h); with the raw score
+    /// picked and which judge gave it.
+    public func judge(_ tokens: [Int32], safetyPrompt: Bool) throws -> (score: Double, raw: Double, judge: String) {
+        if let safety {
+            let rs = Double(try safety.reward(tokens))
+            if safetyPrompt || Self.sigmoid(rs) < threshold { return (Self.sigmoid(rs), rs, "safety") }
+        }
+        let rh = Double(try helpfulness.reward(tokens))
+        return (Self.sigmoid(rh), rh, "helpfulness")
+    }
+}
+
+/// What one iteration's collection measured, over all ranks.
+public struct PPOIterationStats: Sendable {
+    public var iteration = 0
+    public var rawReward = 0.0
+    public var whitenedReward = 0.0
+    /// Σ_t (log π_old − log π_ref) per sequence, averaged.
+    public var kl = 0.0
+    public var responseLength = 0.0
+    public var generationSeconds = 0.0
+    public var scoringSeconds = 0.0
+}
+
+public final class PPOObjective: TrainingObjective {
+    public let name = "PPO"
+    let settings: PPOSettings
+    let microBatch: Int
+    let prompts: [PPOPrompt]
+    /// --rollouts: each iteration's rollouts, in file order.
+    let fixed: [[PPORollout]]?
+    /// The sampler's (nil with fixed rollouts).
+    let tokenizer: Tokenizer?
+    let padToken: Int32
+    let log: (String) -> Void
+    private var models: ModelSet?
+    private var world: Communicator?
+    private var directory: String?
+    private var judges: RewardJudges?
+    private var generator: InferenceEngine?
+
+    /// One rollout as the updates read it.
+    struct Entry: Codable, Equatable {
+        var prompt: [Int32]
+        var response: [Int32]
+        var old: [Double]
+        var values: [Double]
+        var advantages: [Double]
+        var returns: [Double]
+        var tokens: [Int32] { prompt + response }
+    }
+
+    private var collected: (iteration: Int, entries: [Entry])?
+    private var current: [Entry] = []
+    /// Each iteration's statistics, as collected (rank 0 logs them).
+    public private(set) var iterations: [PPOIterationStats] = []
+    /// Summed over this step's micro-steps on this rank: value loss, clipped policy tokens, approximate KL.
+    public private(set) var stepValueLoss = 0.0
+    public private(set) var stepClipped = 0
+    public private(set) var stepApproximateKL = 0.0
+    /// Each step's value loss and response tokens on this rank (the value loss is not the trainer's loss).
+    public private(set) var valueLosses: [(loss: Double, tokens: Int)] = []
+
+    public init(
+        settings: PPOSettings, microBatch: Int, prompts: [PPOPrompt], fixed: [[PPORollout]]?, tokenizer: Tokenizer?,
+        padToken: Int32, log: @escaping (String) -> Void
+    ) {
+        precondition(fixed != nil || tokenizer != nil, "sampling needs the tokenizer")
+        self.settings = settings
+        self.microBatch = microBatch
+        self.prompts = prompts
+        self.fixed = fixed
+        self.tokenizer = tokenizer
+        self.padToken = padToken
+        self.log = log
+    }
+
+    public var tokensPerStep: Int { settings.miniBatchSize * (settings.maxTokens + 1) }
+    public var batchDescription: String {
+        "a mini-batch of \(settings.miniBatchSize) rollouts (\(settings.miniBatches) per iteration of \(settings.batchSize))"
+    }
+
+    public func accumulation(worldSize: Int, file: String?) throws -> Int {
+        let s = settings
+        func refuse(_ field: String, _ message: String) -> ConfigError {
+            ConfigError(file: file ?? "-", field: field, message: message)
+        }
+        guard s.miniBatchSize % worldSize == 0, (s.miniBatchSize / worldSize) % microBatch == 0 else {
+            throw refuse(
+                "ppo.mini_batch_size",
+                "\(s.miniBatchSize) rollouts do not split into \(worldSize) rank(s) × micro-batches of train.micro_batch \(microBatch); make it a multiple of \(worldSize * microBatch)"
+            )
+        }
+        if let fixed, let short = fixed.firstIndex(where: { $0.count != s.batchSize }) {
+            throw refuse(
+                "ppo.batch_size",
+                "is \(s.batchSize), but --rollouts iteration \(short + 1) holds \(fixed[short].count) rollouts")
+        }
+        return s.miniBatchSize / worldSize / microBatch
+    }
+
+    public func begin(models: ModelSet, world: Communicator, startStep: Int, checkpointDirectory: String?) throws {
+        (self.models, self.world, directory) = (models, world, checkpointDirectory)
+        let threads = 1
+        judges = RewardJudges(
+            helpfulness: try InferenceEngine(model: models["reward"], slots: 1, threads: threads),
+            safety: try models.optional("safety_reward").map {
+                try InferenceEngine(model: $0, slots: 1, threads: threads)
+            },
+            threshold: settings.safetyThreshold)
+        if fixed == nil {
+            generator = try InferenceEngine(
+                model: models.primary, slots: min(64, max(1, settings.batchSize / world.size)))
+        }
+        // Part-way through an iteration: its rollouts, as this rank collected them.
+        let iteration = startStep / settings.miniBatches
+        if startStep % settings.miniBatches != 0 {
+            guard let path = bufferPath(iteration: iteration, rank: world.rank),
+                let data = FileManager.default.contents(atPath: path)
+            else {
+                throw TrainingError(
+                    "resuming PPO at step \(startStep), part-way through iteration \(iteration + 1), needs that iteration's rollouts in \(bufferPath(iteration: iteration, rank: world.rank) ?? "the checkpoint directory"), which is missing; resume from a checkpoint at an iteration's start"
+                )
+            }
+            struct Saved: Codable {
+                var ranks: Int
+                var entries: [Entry]
+            }
+            let saved = try JSONDecoder().decode(Saved.self, from: data)
+            guard saved.ranks == world.size else {
+                throw TrainingError(
+                    "\(path) was collected by \(saved.ranks) ranks; resume part-way through iteration \(iteration + 1) on \(saved.ranks), or from an iteration's start on any number"
+                )
+            }
+            collected = (iteration, saved.entries)
+        }
+    }
+
+    private func bufferPath(iteration: Int, rank: Int) -> String? {
+        directory.map { String(format: "%@/ppo-rollouts-%06d-rank%05d.json", $0, iteration, rank) }
+    }
+
+    public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
+        let iteration = k / settings.miniBatches, j = k % settings.miniBatches
+        if collected?.iteration != iteration { try collect(iteration) }
+        let perRank = settings.miniBatchSize / worldSize
+        current = Array(collected!.entries[(j * perRank)..<((j + 1) * perRank)])
+        (stepValueLoss, stepClipped, stepApproximateKL) = (0, 0, 0)
+        let tokens = current.reduce(0) { $0 + $1.response.count }
+        valueLosses.append((0, tokens))
+        return Double(tokens)
+    }
+
+    public func dataPosition(afterSteps steps: Int) -> String? {
+        "iteration \(steps / settings.miniBatches + (steps % settings.miniBatches == 0 ? 0 : 1)) of \(settings.iterations)"
+    }
+
+    // MARK: - Rollouts
+
+    /// The rollouts of this rank's positions of `iteration`.
+    private func rollouts(_ iteration: Int, rank: Int, ranks: Int) throws -> [PPORollout] {
+        let positions = Array(stride(from: rank, to: settings.batchSize, by: ranks))
+        if let fixed { return positions.map { fixed[iteration][$0] } }
+        // Position q of the iteration's order holds draw n = iteration·batch + order[q] of the prompt stream,
+        // which walks the prompts in a new seeded permutation every epoch.
+        let order = FeistelPermutation(
+            count: settings.batchSize, seed: settings.seed &+ 0x5050_4F00 &+ UInt64(iteration))
+        let draws = positions.map { iteration * settings.batchSize + order[$0] }
+        let chosen = draws.map { n -> Int in
+            let epoch = n / prompts.count
+            return FeistelPermutation(count: prompts.count, seed: settings.seed &+ UInt64(epoch))[n % prompts.count]
+        }
+        let options = SamplingOptions(
+            temperature: settings.temperature, topP: 1, topK: 0, maxTokens: settings.maxTokens, stop: [],
+            seed: settings.seed)
+        let (engine, tokenizer) = (generator!, self.tokenizer!)
+        engine.repackWeights()
+        let requests = zip(chosen, draws).map { p, n in GenerationRequest(prompt: p, sample: n, ids: prompts[p].ids) }
+        let results = try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(requests)
+        return zip(chosen, results).map { p, result in
+            PPORollout(prompt: prompts[p], response: result.ids + (result.finish == .eos ? [tokenizer.eosId] : []))
+        }
+    }
+
+    private func collect(_ iteration: Int) throws {
+        let world = world!, models = models!
+        let start = monotonicSeconds()
+        let mine = try rollouts(iteration, rank: world.rank, ranks: world.size)
+        let generated = monotonicSeconds()
+        for r in mine where r.response.isEmpty || r.prompt.ids.isEmpty {
+            throw TrainingError("PPO iteration \(iteration + 1): a rollout has an empty prompt or response")
+        }
+        let policy = try responseLogProbs(models.primary, mine)
+        let reference = try responseLogProbs(models["reference"], mine)
+        let values = try responseValues(models["value"], mine)
+        let raw = try mine.map { try judges!.judge($0.prompt.ids + $0.response, safetyPrompt: $0.prompt.safety).raw }
+        let whitened = try PPOMath.whiten(raw, world: world)
+        var entries: [Entry] = []
+        var advantages: [[Double]] = []
+        for i in mine.indices {
+            let rewards = PPOMath.tokenRewards(
+                old: policy[i], reference: reference[i], score: whitened[i], klCoef: settings.klCoef)
+            let a = PPOMath.advantages(rewards: rewards, values: values[i], gamma: settings.gamma, lambda: settings.lam)
+            advantages.append(a)
+            entries.append(
+                Entry(
+                    prompt: mine[i].prompt.ids, response: mine[i].response, old: policy[i], values: values[i],
+                    advantages: [], returns: zip(a, values[i]).map(+)))
+        }
+        let flat = try PPOMath.whiten(advantages.flatMap { $0 }, world: world)
+        var offset = 0
+        for i in entries.indices {
+            entries[i].advantages = Array(flat[offset..<(offset + advantages[i].count)])
+            offset += advantages[i].count
+        }
+        collected = (iteration, entries)
+        if let path = bufferPath(iteration: iteration, rank: world.rank) {
+            struct Saved: Codable {
+                var ranks: Int
+                var entries: [Entry]
+            }
+            try AtomicFile.write(try JSONEncoder().encode(Saved(ranks: world.size, entries: entries)), to: path)
+            if iteration > 0, let old = bufferPath(iteration: iteration - 1, rank: world.rank) {
+                try? FileManager.default.removeItem(atPath: old)
+            }
+        }
+        // The iteration's statistics over every rank.
+        var sums = [
+            raw.reduce(0, +), whitened.reduce(0, +),
+            zip(policy, reference).reduce(0) { $0 + zip($1.0, $1.1).reduce(0) { $0 + $1.0 - $1.1 } },
+            Double(mine.reduce(0) { $0 + $1.response.count }), generated - start, monotonicSeconds() - generated,
+        ]
+        try sums.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
+        let n = Double(settings.batchSize), ranks = Double(world.size)
+        let stats = PPOIterationStats(
+            iteration: iteration + 1, rawReward: sums[0] / n, whitenedReward: sums[1] / n, kl: sums[2] / n,
+            responseLength: sums[3] / n, generationSeconds: sums[4] / ranks, scoringSeconds: sums[5] / ranks)
+        iterations.append(stats)
+        log(
+            String(
+                format:
+                    "ppo iteration %d/%d | reward %.4f (whitened %.4f) | KL %.4f per sequence | response %.1f tokens | generation %.2f s, scoring %.2f s",
+                stats.iteration, settings.iterations, stats.rawReward, stats.whitenedReward, stats.kl,
+                stats.responseLength, stats.generationSeconds, stats.scoringSeconds))
+    }
+
+    /// Padded rows of `sequences` (tokens), one micro-batch at a time, each forward followed by `read(b, row
+    /// offset)` for the micro-batch's members. Every rank runs the same number of forwards.
+    private func forEachForward(
+        _ model: LlamaModel, _ sequences: [[Int32]], _ read: (_ member: Int, _ length: Int) throws -> Void
+    ) throws {
+        for start in stride(from: 0, to: sequences.count, by: microBatch) {
+            let members = Array(sequences[start..<min(start + microBatch, sequences.count)])
+            let length = members.map(\.count).max()!
+            guard length <= model.config.maxSeqLen else {
+                throw TrainingError(
+                    "a PPO rollout of \(length) tokens is longer than the model's max_seq_len \(model.config.maxSeqLen); shorten the prompts or ppo.max_tokens"
+                )
+            }
+            var tokens: [Int32] = []
+            for m in members { tokens += m + [Int32](repeating: padToken, count: length - m.count) }
+            _ = try model.forward(
+                tokens: tokens, targets: tokens.map { _ in LlamaModel.ignoreIndex }, batch: members.count,
+                seqLen: length)
+            for b in members.indices { try read(start + b, length) }
+        }
+    }
+
+    /// log_softmax(logits / T) at each response token, per rollout.
+    func responseLogProbs(_ model: LlamaModel, _ rollouts: [PPORollout]) throws -> [[Double]] {
+        var out = [[Double]](repeating: [], count: rollouts.count)
+        let V = model.config.vocabSize
+        try forEachForward(model, rollouts.map { $0.prompt.ids + $0.response }) { i, length in
+            let logits = model.logits, r = rollouts[i], b = i % microBatch
+            out[i] = r.response.indices.map { t in
+                let row = b * length + r.prompt.ids.count - 1 + t
+                return Sampler.logSoftmax(
+                    UnsafeBufferPointer(rebasing: logits[(row * V)..<((row + 1) * V)]), at: Int(r.response[t]),
+                    temperature: settings.temperature)
+            }
+        }
+        return out
+    }
+
+    /// The value head at each position that predicts a response token, per rollout.
+    func responseValues(_ model: LlamaModel, _ rollouts: [PPORollout]) throws -> [[Double]] {
+        var out = [[Double]](repeating: [], count: rollouts.count)
+        try forEachForward(model, rollouts.map { $0.prompt.ids + $0.response }) { i, length in
+            let v = model.outputs(of: .value), r = rollouts[i], b = i % microBatch
+            out[i] = r.response.indices.map { Double(v[b * length + r.prompt.ids.count - 1 + $0]) }
+        }
+        return out
+    }
+
+    // MARK: - Updates
+
+    public func microStep(_ m: Int, models: ModelSet, scale: Float, gradientsReady: ((Int) -> Void)?) throws -> Double {
+        let members = Array(current[(m * microBatch)..<min((m + 1) * microBatch, current.count)])
+        let length = members.map(\.tokens.count).max()!
+        var tokens: [Int32] = []
+        for e in members { tokens += e.tokens + [Int32](repeating: padToken, count: length - e.tokens.count) }
+        let ignore = tokens.map { _ in LlamaModel.ignoreIndex }
+        // The policy: new log-probs, the clipped surrogate, and d loss / d logits written over the logits.
+        let policy = models.primary, V = policy.config.vocabSize, T = settings.temperature
+        _ = try policy.forward(tokens: tokens, targets: ignore, batch: members.count, seqLen: length)
+        var loss = 0.0
+        var coefficients: [(row: Int, token: Int, c: Double)] = []
+        let logits = policy.logits
+        for (b, e) in members.enumerated() {
+            let rows = e.response.indices.map { b * length + e.prompt.count - 1 + $0 }
+            let new = zip(rows, e.response).map { row, y in
+                Sampler.logSoftmax(
+                    UnsafeBufferPointer(rebasing: logits[(row * V)..<((row + 1) * V)]), at: Int(y), temperature: T)
+            }
+            let terms = PPOMath.policyLoss(new: new, old: e.old, advantages: e.advantages, clip: settings.clip)
+            loss += terms.loss
+            stepClipped += terms.clipped
+            stepApproximateKL += terms.approximateKL
+            for (t, row) in rows.enumerated() { coefficients.append((row, Int(e.response[t]), terms.gradient[t])) }
+        }
+        try policy.backward(
+            heads: [
+                .lm: .given { outputs in
+                    // d(c · log_softmax(z / T)[y]) / dz = c (onehot(y) − softmax(z / T)) / T; zero elsewhere.
+                    var gradient = [Float](repeating: 0, count: V)
+                    var held: [Int: [Float]] = [:]
+                    for (row, token, c) in coefficients {
+                        let z = UnsafeBufferPointer(rebasing: outputs[(row * V)..<((row + 1) * V)])
+                        let top = Double(z.max()!)
+                        var sum = 0.0
+                        for k in 0..<V { sum += Foundation.exp((Double(z[k]) - top) / T) }
+                        let k0 = Double(scale) * c / T
+                        for k in 0..<V {
+                            let p = Foundation.exp((Double(z[k]) - top) / T) / sum
+                            gradient[k] = Float(k0 * ((k == token ? 1 : 0) - p))
+                        }
+                        held[row] = gradient
+                    }
+                    outputs.update(repeating: 0)
+                    for (row, g) in held {
+                        g.withUnsafeBufferPointer {
+                            (outputs.baseAddress! + row * V).update(from: $0.baseAddress!, count: V)
+                        }
+                    }
+                }
+            ], gradientsReady: gradientsReady)
+        // The value model: the clipped value loss, d loss / d V at the same positions.
+        let value = models["value"]
+        _ = try value.forward(tokens: tokens, targets: ignore, batch: members.count, seqLen: length)
+        var valueGradient = [Float](repeating: 0, count: members.count * length)
+        let v = value.outputs(of: .value)
+        for (b, e) in members.enumerated() {
+            let rows = e.response.indices.map { b * length + e.prompt.count - 1 + $0 }
+            let terms = PPOMath.valueLoss(
+                values: rows.map { Double(v[$0]) }, oldValues: e.values, returns: e.returns, clip: settings.valueClip)
+            stepValueLoss += terms.loss
+            valueLosses[valueLosses.count - 1].loss += terms.loss
+            for (t, row) in rows.enumerated() { valueGradient[row] = Float(Double(scale) * terms.gradient[t]) }
+        }
+        try value.backward(heads: [.value: .given { outputs in _ = outputs.update(from: valueGradient) }])
+        return loss
+    }
+}
+
+extension PPOObjective {
+    /// The stage's models beside the policy: the value model (trained, from ppo.value_model or the reward
+    /// model, its score head becoming the value head, at ppo.value_lr), the reference (frozen, the policy's
+    /// start) and the reward model(s) (frozen).
+    public static func models(config: RunConfig, file: String) throws -> [ModelSpec] {
+        guard let ppo = config.ppo else { throw ConfigError(file: file, field: "ppo", message: "is required for ppo") }
+        func judgeConfig(_ directory: String, field: String) throws -> LlamaConfig {
+            let source = try openWeightSource(directory, purpose: "ppo.\(field)")
+            guard source.shape(of: OutputHead.score.tensorName) != nil else {
+                throw ConfigError(
+                    file: file, field: "ppo.\(field)",
+                    message: "\(directory) is a language model, not a reward model (no score.weight head)")
+            }
+            var c = source.config
+            c.heads = [.score]
+            return c
+        }
+        let t = config.train
+        var value = ModelSpec.primary(config)
+        var valueConfig = try judgeConfig(ppo.valueModel ?? ppo.rewardModel, field: "value_model")
+        valueConfig.heads = [.value]
+        (value.name, value.config, value.initFrom) = ("value", valueConfig, ppo.valueModel ?? ppo.rewardModel)
+        value.learningRateRatio = t.learningRate > 0 ? (ppo.valueLR ?? t.learningRate) / t.learningRate : 1
+        var models = [
+            value, ModelSpec.frozen("reference", config: config.model, initFrom: config.finetune?.initFrom),
+            ModelSpec.frozen(
+                "reward", config: try judgeConfig(ppo.rewardModel, field: "reward_model"), initFrom: ppo.rewardModel),
+        ]
+        if let safety = ppo.safetyRewardModel {
+            models.append(
+                .frozen(
+                    "safety_reward", config: try judgeConfig(safety, field: "safety_reward_model"), initFrom: safety))
+        }
+        return models
+    }
+}
