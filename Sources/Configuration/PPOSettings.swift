@@ -96,6 +96,6 @@ public struct PPOSettings: Codable, Equatable, Sendable {
                 .number(min: 0, inclusive: true, max: 1), help: "below this σ(safety score), safety scores the response"
             ),
             Setting(
-                \.seed, "seed", 1, because: "any fixed seed", flag: "seed", help: "the sampling and shuffling seed"),
+                \.seed, "seed", 1, because: "any fixed seed", help: "the sampling and shuffling seed"),
         ])
 }

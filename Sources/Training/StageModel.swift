@@ -55,7 +55,10 @@ public struct ModelSpec: Sendable {
 
     /// What the ranks must agree on for this model.
     var agreementText: String {
-        let model = (try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+        // Sorted keys: a dictionary's order differs between processes, and the ranks compare this text.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let model = (try? encoder.encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
         return
             "\(model) trains \(trains) sharding \(sharding.rawValue) recompute \(recompute.rawValue) clip \(gradClip) "
             + "adamw \(adamw.beta1)/\(adamw.beta2)/\(adamw.eps)/\(adamw.weightDecay) bucket \(bucketMB) reduce \(gradReduce.rawValue) "

@@ -363,6 +363,47 @@ func fineTuneWorkspace() throws -> String {
         #expect(retrain.status == 0 && retrain.stdout.contains("6 dialogues"), "\(retrain.stdout)\(retrain.stderr)")
     }
 
+    /// PPO from the SFT model, judged by the reward model: each iteration samples, scores and updates both
+    /// models, and 1 and 2 ranks train the same policy (rollouts spread over the ranks by position, sampling
+    /// streams seeded per position).
+    @Test func ppoTrainsTheSamePolicyOnOneAndTwoRanks() throws {
+        let tool = try toolPath()
+        let dir = try fineTuneWorkspace()
+        let sft = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
+        #expect(sft.status == 0, "\(sft.stderr)")
+        let rm = try run([tool, "reward", "--config", dir + "/rm.json", "--out", dir + "/rm", "--steps", "2"])
+        #expect(rm.status == 0, "\(rm.stderr)")
+        let prompts = try String(contentsOfFile: dir + "/sft.jsonl", encoding: .utf8).split(separator: "\n").prefix(12)
+            .map { line -> String in
+                let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                return String(
+                    decoding: try JSONSerialization.data(withJSONObject: ["prompt": o["prompt"]!]), as: UTF8.self)
+            }
+        try (prompts.joined(separator: "\n") + "\n").write(
+            toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        let model =
+            #""model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 400, "ffn_hidden_size": 64, "max_seq_len": 32}"#
+        try """
+        {\(model), "train": {"seq_len": 32, "micro_batch": 2, "lr": 1e-3, "tokenizer": "\(dir)/tok.model"},
+         "finetune": {"data": "\(dir)/prompts.jsonl", "init_from": "\(dir)/sft"},
+         "ppo": {"reward_model": "\(dir)/rm", "batch_size": 8, "mini_batch_size": 4, "iterations": 2, "max_tokens": 6, "kl_coef": 0.05}}
+        """.write(toFile: dir + "/ppo.json", atomically: true, encoding: .utf8)
+        var outputs: [[Float]] = []
+        for ranks in [1, 2] {
+            let r = try run(
+                mpirunFast + [
+                    "-np", "\(ranks)", tool, "ppo", "--config", dir + "/ppo.json", "--out", "\(dir)/ppo-\(ranks)",
+                ])
+            #expect(r.status == 0, "\(ranks) rank(s): \(r.stderr)")
+            #expect(r.stdout.contains("ppo iteration 2/2 | reward"), "\(r.stdout)")
+            #expect(r.stdout.contains("v_head.summary.weight from its score.weight"), "\(r.stdout)")
+            outputs.append(try parameters("\(dir)/ppo-\(ranks)/model.safetensors"))
+        }
+        let start = try parameters(dir + "/sft/model.safetensors")
+        #expect(maxDifference(outputs[0], start) > 1e-4, "the policy moved")
+        #expect(maxDifference(outputs[0], outputs[1]) <= 1e-5, "1 and 2 ranks train the same policy")
+    }
+
     @Test func badLinesAreNamed() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
