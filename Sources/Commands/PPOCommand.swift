@@ -11,6 +11,7 @@ import Foundation
 import Inference
 import Model
 import Support
+import Tools
 import Training
 
 enum PPOCommand {
@@ -51,30 +52,56 @@ enum PPOCommand {
         }
         let t = config.train
         let models = try PPOObjective.models(config: config, file: path)
-        let items = try RejectionSampleCommand.readItems(finetune.data)
-        let prompts = try items.enumerated().map { i, item in
-            PPOPrompt(
-                ids: try Truncation.refuse.apply(
-                    template.encode(item.dialogue).tokens, limit: config.model.maxSeqLen - ppo.maxTokens,
-                    what: "\(finetune.data) prompt \(i + 1)"),
-                safety: item.safety)
+        func prompts(_ file: String) throws -> [PPOPrompt] {
+            try RejectionSampleCommand.readItems(file).enumerated().map { i, item in
+                PPOPrompt(
+                    ids: try Truncation.refuse.apply(
+                        template.encode(item.dialogue).tokens, limit: config.model.maxSeqLen - ppo.maxTokens,
+                        what: "\(file) prompt \(i + 1)"),
+                    safety: item.safety)
+            }
         }
+        let (train, heldOut) = (try prompts(finetune.data), try finetune.evalData.map(prompts) ?? [])
         let fixed = try args.string("rollouts").map { try readRollouts($0, batch: ppo.batchSize) }
         if let fixed, fixed.count < ppo.iterations {
             throw UsageError(
                 "--rollouts holds \(fixed.count) iteration(s) of \(ppo.batchSize); ppo.iterations is \(ppo.iterations)")
         }
         log(
-            "PPO: \(prompts.count) prompts, \(ppo.iterations) iteration(s) of \(ppo.batchSize) rollouts in mini-batches of \(ppo.miniBatchSize) = \(config.train.steps) steps; β \(ppo.klCoef), ε \(ppo.clip), γ \(ppo.gamma), λ \(ppo.lam), T \(ppo.temperature); policy lr \(t.learningRate), value lr \(ppo.valueLR ?? t.learningRate)\(fixed == nil ? "" : "; replaying --rollouts")"
+            "PPO: \(train.count) prompts (\(heldOut.count) held out), \(ppo.iterations) iteration(s) of \(ppo.batchSize) rollouts in mini-batches of \(ppo.miniBatchSize) = \(config.train.steps) steps; β \(ppo.klCoef), ε \(ppo.clip), γ \(ppo.gamma), λ \(ppo.lam), T \(ppo.temperature); policy lr \(t.learningRate), value lr \(ppo.valueLR ?? t.learningRate)\(fixed == nil ? "" : "; replaying --rollouts")"
         )
         let objective = PPOObjective(
-            settings: ppo, microBatch: t.microBatch, prompts: prompts, fixed: fixed, tokenizer: template.tokenizer,
+            settings: ppo, microBatch: t.microBatch, prompts: train, evalPrompts: heldOut, fixed: fixed,
+            tokenizer: template.tokenizer,
             padToken: template.tokenizer.eosId, log: log)
         let trainer = try Trainer(
             config: config, configPath: path, world: world, options: options,
             plan: StagePlan(.ppo, objective: objective, extraModels: models))
         let outcome = try trainer.run()
         guard outcome.completed else { throw StoppedEarly() }
+        try objective.finishIteration()
+        if !heldOut.isEmpty { try objective.evaluate(afterIteration: ppo.iterations) }
+        // The curves, beside the policy: each iteration's statistics as JSON Lines, reward and KL as SVG.
+        guard world.isRoot, let out = options.outputDirectory else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var lines = Data()
+        for s in objective.iterations { lines += try encoder.encode(s) + Data("\n".utf8) }
+        for e in objective.evaluations { lines += try encoder.encode(e) + Data("\n".utf8) }
+        try AtomicFile.write(lines, to: out + "/ppo-iterations.jsonl")
+        func series(_ xs: [Int], _ ys: [Double]) -> PPOChart.Series {
+            .init(iterations: xs.map(Double.init), values: ys)
+        }
+        let (its, evals) = (objective.iterations, objective.evaluations)
+        let svg = PPOChart.svg(
+            reward: (
+                series(its.map(\.iteration), its.map(\.rawReward)),
+                series(evals.map(\.afterIteration), evals.map(\.rawReward))
+            ),
+            kl: (series(its.map(\.iteration), its.map(\.kl)), series(evals.map(\.afterIteration), evals.map(\.kl))),
+            title: "PPO: reward and KL to the reference")
+        try AtomicFile.write(Data(svg.utf8), to: out + "/ppo.svg")
+        print("PPO curves: \(out)/ppo.svg, \(out)/ppo-iterations.jsonl")
     }
 
     /// --rollouts: `batch` lines per iteration, in order.

@@ -12,6 +12,7 @@ public struct PPOSettings: Codable, Equatable, Sendable {
     public var batchSize: Int = Self.declared(\.batchSize)
     public var miniBatchSize: Int = Self.declared(\.miniBatchSize)
     public var iterations: Int = Self.declared(\.iterations)
+    public var evalEvery: Int = Self.declared(\.evalEvery)
     public var klCoef: Double = Self.declared(\.klCoef)
     public var clip: Double = Self.declared(\.clip)
     public var valueClip: Double = Self.declared(\.valueClip)
@@ -62,6 +63,12 @@ public struct PPOSettings: Codable, Equatable, Sendable {
             Setting(
                 \.iterations, "iterations", 200, because: "Llama 2 ran 200–400", .int(min: 1, max: 1 << 24),
                 flag: "iterations", help: "sample, score, update: the iterations to run"),
+            Setting(
+                \.evalEvery, "eval_every", 10, because: "a held-out curve of a few points per hundred iterations",
+                .int(min: 0, max: 1 << 24),
+                help:
+                    "iterations between held-out evaluations of finetune.eval_data's prompts (0: before and after only)"
+            ),
             Setting(
                 \.klCoef, "kl_coef", 0.01, because: "Llama 2: β = 0.01 for 7B and 13B (0.005 for 34B and 70B)",
                 .number(min: 0, inclusive: true, max: 100), help: "β, the per-token KL penalty to the reference"),

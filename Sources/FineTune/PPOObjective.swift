@@ -67,16 +67,31 @@ public struct RewardJudges {
     }
 }
 
-/// What one iteration's collection measured, over all ranks.
-public struct PPOIterationStats: Sendable {
+/// What one iteration measured, over all ranks: its rollouts (collection) and its updates.
+public struct PPOIterationStats: Sendable, Codable {
     public var iteration = 0
     public var rawReward = 0.0
     public var whitenedReward = 0.0
     /// Σ_t (log π_old − log π_ref) per sequence, averaged.
     public var kl = 0.0
+    /// Of the tempered distribution sampled from, per token.
+    public var entropy = 0.0
     public var responseLength = 0.0
     public var generationSeconds = 0.0
     public var scoringSeconds = 0.0
+    public var trainingSeconds = 0.0
+    /// Of the updates, per response token: the share the policy clip held, ½ (log π_θ − log π_old)², the value loss.
+    public var clipFraction = 0.0
+    public var approximateKL = 0.0
+    public var valueLoss = 0.0
+}
+
+/// A held-out evaluation: one response per finetune.eval_data prompt, the same sampling streams every time.
+public struct PPOEvaluation: Sendable, Codable {
+    public var afterIteration = 0
+    public var rawReward = 0.0
+    public var kl = 0.0
+    public var responseLength = 0.0
 }
 
 public final class PPOObjective: TrainingObjective {
@@ -84,6 +99,7 @@ public final class PPOObjective: TrainingObjective {
     let settings: PPOSettings
     let microBatch: Int
     let prompts: [PPOPrompt]
+    let evalPrompts: [PPOPrompt]
     /// --rollouts: each iteration's rollouts, in file order.
     let fixed: [[PPORollout]]?
     /// The sampler's (nil with fixed rollouts).
@@ -109,8 +125,12 @@ public final class PPOObjective: TrainingObjective {
 
     private var collected: (iteration: Int, entries: [Entry])?
     private var current: [Entry] = []
-    /// Each iteration's statistics, as collected (rank 0 logs them).
+    /// Each iteration's statistics, as collected (rank 0 logs them), and the held-out evaluations.
     public private(set) var iterations: [PPOIterationStats] = []
+    public private(set) var evaluations: [PPOEvaluation] = []
+    /// This rank's sums over the current iteration's updates: clipped tokens, approximate KL, value loss, tokens.
+    private var updateSums = [0.0, 0.0, 0.0, 0.0]
+    private var updateStart = 0.0
     /// Summed over this step's micro-steps on this rank: value loss, clipped policy tokens, approximate KL.
     public private(set) var stepValueLoss = 0.0
     public private(set) var stepClipped = 0
@@ -119,13 +139,14 @@ public final class PPOObjective: TrainingObjective {
     public private(set) var valueLosses: [(loss: Double, tokens: Int)] = []
 
     public init(
-        settings: PPOSettings, microBatch: Int, prompts: [PPOPrompt], fixed: [[PPORollout]]?, tokenizer: Tokenizer?,
-        padToken: Int32, log: @escaping (String) -> Void
+        settings: PPOSettings, microBatch: Int, prompts: [PPOPrompt], evalPrompts: [PPOPrompt] = [],
+        fixed: [[PPORollout]]?, tokenizer: Tokenizer?, padToken: Int32, log: @escaping (String) -> Void
     ) {
         precondition(fixed != nil || tokenizer != nil, "sampling needs the tokenizer")
         self.settings = settings
         self.microBatch = microBatch
         self.prompts = prompts
+        self.evalPrompts = evalPrompts
         self.fixed = fixed
         self.tokenizer = tokenizer
         self.padToken = padToken
@@ -165,7 +186,7 @@ public final class PPOObjective: TrainingObjective {
                 try InferenceEngine(model: $0, slots: 1, threads: threads)
             },
             threshold: settings.safetyThreshold)
-        if fixed == nil {
+        if fixed == nil || !evalPrompts.isEmpty {
             generator = try InferenceEngine(
                 model: models.primary, slots: min(64, max(1, settings.batchSize / world.size)))
         }
@@ -199,7 +220,14 @@ public final class PPOObjective: TrainingObjective {
 
     public func load(step k: Int, rank: Int, worldSize: Int) throws -> Double {
         let iteration = k / settings.miniBatches, j = k % settings.miniBatches
-        if collected?.iteration != iteration { try collect(iteration) }
+        if collected?.iteration != iteration {
+            if collected != nil { try finishIteration() }
+            if !evalPrompts.isEmpty, iteration == 0 || (settings.evalEvery > 0 && iteration % settings.evalEvery == 0) {
+                try evaluate(afterIteration: iteration)
+            }
+            try collect(iteration)
+            updateStart = monotonicSeconds()
+        }
         let perRank = settings.miniBatchSize / worldSize
         current = Array(collected!.entries[(j * perRank)..<((j + 1) * perRank)])
         (stepValueLoss, stepClipped, stepApproximateKL) = (0, 0, 0)
@@ -227,16 +255,71 @@ public final class PPOObjective: TrainingObjective {
             let epoch = n / prompts.count
             return FeistelPermutation(count: prompts.count, seed: settings.seed &+ UInt64(epoch))[n % prompts.count]
         }
+        return try sample(zip(chosen, draws).map { (prompts[$0], $0, $1) })
+    }
+
+    /// One response per (prompt, its index, stream number) from the policy as it is now; the stream is seeded
+    /// by (seed, index, number), so it does not depend on the rank or the batch.
+    private func sample(_ requests: [(prompt: PPOPrompt, index: Int, stream: Int)]) throws -> [PPORollout] {
         let options = SamplingOptions(
             temperature: settings.temperature, topP: 1, topK: 0, maxTokens: settings.maxTokens, stop: [],
             seed: settings.seed)
         let (engine, tokenizer) = (generator!, self.tokenizer!)
         engine.repackWeights()
-        let requests = zip(chosen, draws).map { p, n in GenerationRequest(prompt: p, sample: n, ids: prompts[p].ids) }
-        let results = try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(requests)
-        return zip(chosen, results).map { p, result in
-            PPORollout(prompt: prompts[p], response: result.ids + (result.finish == .eos ? [tokenizer.eosId] : []))
+        let results = try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(
+            requests.map { GenerationRequest(prompt: $0.index, sample: $0.stream, ids: $0.prompt.ids) })
+        return zip(requests, results).map { request, result in
+            PPORollout(prompt: request.prompt, response: result.ids + (result.finish == .eos ? [tokenizer.eosId] : []))
         }
+    }
+
+    /// The held-out prompts' mean raw reward and KL to the reference, one response each (this rank: prompts
+    /// i ≡ rank mod N), the same streams every time. Every rank must call it.
+    public func evaluate(afterIteration iteration: Int) throws {
+        let world = world!, models = models!
+        let mine = Array(stride(from: world.rank, to: evalPrompts.count, by: world.size))
+        let rollouts = try sample(mine.map { (evalPrompts[$0], $0, 1 << 40) })
+        let policy = try responseLogProbs(models.primary, rollouts).logprobs
+        let reference = try responseLogProbs(models["reference"], rollouts).logprobs
+        var reward = 0.0
+        for r in rollouts { reward += try judges!.judge(r.prompt.ids + r.response, safetyPrompt: r.prompt.safety).raw }
+        var sums: [Double] = [
+            reward, Self.klSum(policy, reference), Double(rollouts.reduce(0) { $0 + $1.response.count }),
+        ]
+        try sums.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
+        let n = Double(evalPrompts.count)
+        let e = PPOEvaluation(
+            afterIteration: iteration, rawReward: sums[0] / n, kl: sums[1] / n, responseLength: sums[2] / n)
+        evaluations.append(e)
+        log(
+            String(
+                format:
+                    "ppo held-out after %d iteration(s) | reward %.4f | KL %.4f per sequence | response %.1f tokens (%d prompts)",
+                iteration, e.rawReward, e.kl, e.responseLength, evalPrompts.count))
+    }
+
+    /// The last collected iteration's update statistics over every rank, logged. Every rank must call it, once
+    /// per iteration (the command calls it after the last).
+    public func finishIteration() throws {
+        guard !iterations.isEmpty else { return }
+        var sums = updateSums
+        try sums.withUnsafeMutableBufferPointer { try world!.allreduceSum($0.baseAddress!, count: $0.count) }
+        updateSums = [0, 0, 0, 0]
+        let tokens = max(sums[3], 1)
+        var stats = iterations[iterations.count - 1]
+        (stats.clipFraction, stats.approximateKL, stats.valueLoss) = (
+            sums[0] / tokens, sums[1] / tokens, sums[2] / tokens
+        )
+        stats.trainingSeconds = monotonicSeconds() - updateStart
+        iterations[iterations.count - 1] = stats
+        let total = stats.generationSeconds + stats.scoringSeconds + stats.trainingSeconds
+        log(
+            String(
+                format:
+                    "ppo iteration %d updates | clip fraction %.3f | approx KL %.5f | value loss %.4f | time: generation %.0f%%, scoring %.0f%%, training %.0f%%",
+                stats.iteration, stats.clipFraction, stats.approximateKL, stats.valueLoss,
+                100 * stats.generationSeconds / total, 100 * stats.scoringSeconds / total,
+                100 * stats.trainingSeconds / total))
     }
 
     private func collect(_ iteration: Int) throws {
@@ -247,8 +330,8 @@ public final class PPOObjective: TrainingObjective {
         for r in mine where r.response.isEmpty || r.prompt.ids.isEmpty {
             throw TrainingError("PPO iteration \(iteration + 1): a rollout has an empty prompt or response")
         }
-        let policy = try responseLogProbs(models.primary, mine)
-        let reference = try responseLogProbs(models["reference"], mine)
+        let (policy, entropies) = try responseLogProbs(models.primary, mine, entropy: true)
+        let reference = try responseLogProbs(models["reference"], mine).logprobs
         let values = try responseValues(models["value"], mine)
         let raw = try mine.map { try judges!.judge($0.prompt.ids + $0.response, safetyPrompt: $0.prompt.safety).raw }
         let whitened = try PPOMath.whiten(raw, world: world)
@@ -282,23 +365,32 @@ public final class PPOObjective: TrainingObjective {
             }
         }
         // The iteration's statistics over every rank.
-        var sums = [
-            raw.reduce(0, +), whitened.reduce(0, +),
-            zip(policy, reference).reduce(0) { $0 + zip($1.0, $1.1).reduce(0) { $0 + $1.0 - $1.1 } },
-            Double(mine.reduce(0) { $0 + $1.response.count }), generated - start, monotonicSeconds() - generated,
+        let tokens = Double(mine.reduce(0) { $0 + $1.response.count })
+        let entropy = entropies.reduce(0.0) { $0 + $1.reduce(0, +) }
+        var sums: [Double] = [
+            raw.reduce(0, +), whitened.reduce(0, +), Self.klSum(policy, reference), tokens, generated - start,
+            monotonicSeconds() - generated, entropy,
         ]
         try sums.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
         let n = Double(settings.batchSize), ranks = Double(world.size)
         let stats = PPOIterationStats(
             iteration: iteration + 1, rawReward: sums[0] / n, whitenedReward: sums[1] / n, kl: sums[2] / n,
-            responseLength: sums[3] / n, generationSeconds: sums[4] / ranks, scoringSeconds: sums[5] / ranks)
+            entropy: sums[6] / max(sums[3], 1), responseLength: sums[3] / n, generationSeconds: sums[4] / ranks,
+            scoringSeconds: sums[5] / ranks)
         iterations.append(stats)
         log(
             String(
                 format:
-                    "ppo iteration %d/%d | reward %.4f (whitened %.4f) | KL %.4f per sequence | response %.1f tokens | generation %.2f s, scoring %.2f s",
-                stats.iteration, settings.iterations, stats.rawReward, stats.whitenedReward, stats.kl,
+                    "ppo iteration %d/%d | reward %.4f (whitened %.4f) | KL %.4f per sequence | entropy %.3f | response %.1f tokens | generation %.2f s, scoring %.2f s",
+                stats.iteration, settings.iterations, stats.rawReward, stats.whitenedReward, stats.kl, stats.entropy,
                 stats.responseLength, stats.generationSeconds, stats.scoringSeconds))
+    }
+
+    /// Σ over sequences and tokens of log π − log π_ref.
+    static func klSum(_ policy: [[Double]], _ reference: [[Double]]) -> Double {
+        var sum = 0.0
+        for (p, r) in zip(policy, reference) { for (a, b) in zip(p, r) { sum += a - b } }
+        return sum
     }
 
     /// Padded rows of `sequences` (tokens), one micro-batch at a time, each forward followed by `read(b, row
@@ -323,20 +415,32 @@ public final class PPOObjective: TrainingObjective {
         }
     }
 
-    /// log_softmax(logits / T) at each response token, per rollout.
-    func responseLogProbs(_ model: LlamaModel, _ rollouts: [PPORollout]) throws -> [[Double]] {
+    /// log_softmax(logits / T) at each response token, per rollout; with `entropy`, also the entropy of
+    /// softmax(logits / T) at each.
+    func responseLogProbs(
+        _ model: LlamaModel, _ rollouts: [PPORollout], entropy: Bool = false
+    ) throws -> (logprobs: [[Double]], entropies: [[Double]]) {
         var out = [[Double]](repeating: [], count: rollouts.count)
-        let V = model.config.vocabSize
+        var entropies = [[Double]](repeating: [], count: entropy ? rollouts.count : 0)
+        let V = model.config.vocabSize, T = settings.temperature
         try forEachForward(model, rollouts.map { $0.prompt.ids + $0.response }) { i, length in
             let logits = model.logits, r = rollouts[i], b = i % microBatch
-            out[i] = r.response.indices.map { t in
-                let row = b * length + r.prompt.ids.count - 1 + t
-                return Sampler.logSoftmax(
-                    UnsafeBufferPointer(rebasing: logits[(row * V)..<((row + 1) * V)]), at: Int(r.response[t]),
-                    temperature: settings.temperature)
+            for t in r.response.indices {
+                let row = UnsafeBufferPointer(
+                    rebasing: logits[((b * length + r.prompt.ids.count - 1 + t) * V)...].prefix(V))
+                out[i].append(Sampler.logSoftmax(row, at: Int(r.response[t]), temperature: T))
+                guard entropy else { continue }
+                let top = Double(row.max()!)
+                var sum = 0.0, weighted = 0.0
+                for z in row {
+                    let x = (Double(z) - top) / T, e = Foundation.exp(x)
+                    sum += e
+                    weighted += e * x
+                }
+                entropies[i].append(Foundation.log(sum) - weighted / sum)
             }
         }
-        return out
+        return (out, entropies)
     }
 
     /// The value head at each position that predicts a response token, per rollout.
@@ -373,6 +477,9 @@ public final class PPOObjective: TrainingObjective {
             loss += terms.loss
             stepClipped += terms.clipped
             stepApproximateKL += terms.approximateKL
+            updateSums[0] += Double(terms.clipped)
+            updateSums[1] += terms.approximateKL
+            updateSums[3] += Double(e.response.count)
             for (t, row) in rows.enumerated() { coefficients.append((row, Int(e.response[t]), terms.gradient[t])) }
         }
         try policy.backward(
@@ -411,6 +518,7 @@ public final class PPOObjective: TrainingObjective {
             let terms = PPOMath.valueLoss(
                 values: rows.map { Double(v[$0]) }, oldValues: e.values, returns: e.returns, clip: settings.valueClip)
             stepValueLoss += terms.loss
+            updateSums[2] += terms.loss
             valueLosses[valueLosses.count - 1].loss += terms.loss
             for (t, row) in rows.enumerated() { valueGradient[row] = Float(Double(scale) * terms.gradient[t]) }
         }

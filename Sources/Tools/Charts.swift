@@ -230,3 +230,62 @@ public enum BestOfNChart {
         return svg
     }
 }
+
+/// PPO's two curves against the iteration: the mean raw reward (above) and the KL to the reference per
+/// sequence (below), each for the training rollouts (line) and the held-out prompts (points).
+public enum PPOChart {
+    public struct Series {
+        public var iterations: [Double]
+        public var values: [Double]
+        public init(iterations: [Double], values: [Double]) { (self.iterations, self.values) = (iterations, values) }
+    }
+
+    public static func svg(
+        reward: (train: Series, heldOut: Series), kl: (train: Series, heldOut: Series), title: String
+    )
+        -> String
+    {
+        let (w, panel, left, right, top, gap, bottom) = (640.0, 200.0, 70.0, 30.0, 40.0, 50.0, 50.0)
+        let h = top + 2 * panel + gap + bottom
+        let all = reward.train.iterations + reward.heldOut.iterations + [0, 1]
+        let (x0, x1) = (all.min()!, all.max()!)
+        func x(_ i: Double) -> Double { left + (i - x0) / max(x1 - x0, 1e-9) * (w - left - right) }
+        var svg = svgOpening(width: w, height: h, title: title)
+        for (p, (name, pair)) in [("mean reward (raw)", reward), ("KL to the reference per sequence", kl)].enumerated()
+        {
+            let values = pair.train.values + pair.heldOut.values
+            let ticks = niceTicks(values.min() ?? 0, max(values.max() ?? 1, (values.min() ?? 0) + 1e-6))
+            let (y0, y1) = (ticks.first!, ticks.last!)
+            let offset = top + Double(p) * (panel + gap)
+            func y(_ v: Double) -> Double { offset + (y1 - v) / (y1 - y0) * panel }
+            for v in ticks {
+                svg += String(
+                    format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>", left, w - right,
+                    y(v), y(v))
+                svg += String(
+                    format: "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%@</text>\n", left - 6, y(v) + 4,
+                    tickLabel(v))
+            }
+            svg += String(format: "<text x=\"%.0f\" y=\"%.0f\">%@</text>\n", left, offset - 8, name)
+            let path = zip(pair.train.iterations, pair.train.values).enumerated().map { k, point in
+                String(format: "%@%.1f,%.1f", k == 0 ? "M" : "L", x(point.0), y(point.1))
+            }
+            svg +=
+                "<path d=\"\(path.joined(separator: " "))\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.6\"/>\n"
+            for (i, v) in zip(pair.heldOut.iterations, pair.heldOut.values) {
+                svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#d62728\"/>\n", x(i), y(v))
+            }
+        }
+        for i in niceTicks(x0, x1) where i >= x0 && i <= x1 {
+            svg += String(
+                format: "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%@</text>\n", x(i), h - bottom + 18,
+                tickLabel(i))
+        }
+        svg += """
+            <text x="\(w / 2)" y="\(h - 12)" text-anchor="middle">iteration (line: training rollouts; points: held-out prompts)</text>
+            </svg>
+
+            """
+        return svg
+    }
+}

@@ -373,19 +373,21 @@ func fineTuneWorkspace() throws -> String {
         #expect(sft.status == 0, "\(sft.stderr)")
         let rm = try run([tool, "reward", "--config", dir + "/rm.json", "--out", dir + "/rm", "--steps", "2"])
         #expect(rm.status == 0, "\(rm.stderr)")
-        let prompts = try String(contentsOfFile: dir + "/sft.jsonl", encoding: .utf8).split(separator: "\n").prefix(12)
+        let prompts = try String(contentsOfFile: dir + "/sft.jsonl", encoding: .utf8).split(separator: "\n").prefix(16)
             .map { line -> String in
                 let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
                 return String(
                     decoding: try JSONSerialization.data(withJSONObject: ["prompt": o["prompt"]!]), as: UTF8.self)
             }
-        try (prompts.joined(separator: "\n") + "\n").write(
+        try (prompts.prefix(12).joined(separator: "\n") + "\n").write(
             toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.suffix(4).joined(separator: "\n") + "\n").write(
+            toFile: dir + "/held-out.jsonl", atomically: true, encoding: .utf8)
         let model =
             #""model": {"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 400, "ffn_hidden_size": 64, "max_seq_len": 32}"#
         try """
         {\(model), "train": {"seq_len": 32, "micro_batch": 2, "lr": 1e-3, "tokenizer": "\(dir)/tok.model"},
-         "finetune": {"data": "\(dir)/prompts.jsonl", "init_from": "\(dir)/sft"},
+         "finetune": {"data": "\(dir)/prompts.jsonl", "eval_data": "\(dir)/held-out.jsonl", "init_from": "\(dir)/sft"},
          "ppo": {"reward_model": "\(dir)/rm", "batch_size": 8, "mini_batch_size": 4, "iterations": 2, "max_tokens": 6, "kl_coef": 0.05}}
         """.write(toFile: dir + "/ppo.json", atomically: true, encoding: .utf8)
         var outputs: [[Float]] = []
@@ -397,6 +399,20 @@ func fineTuneWorkspace() throws -> String {
             #expect(r.status == 0, "\(ranks) rank(s): \(r.stderr)")
             #expect(r.stdout.contains("ppo iteration 2/2 | reward"), "\(r.stdout)")
             #expect(r.stdout.contains("v_head.summary.weight from its score.weight"), "\(r.stdout)")
+            for line in [
+                "ppo iteration 2 updates | clip fraction", "ppo held-out after 0 iteration(s)",
+                "ppo held-out after 2 iteration(s)",
+            ] {
+                #expect(r.stdout.contains(line), "\(line)")
+            }
+            let svg = try String(contentsOfFile: "\(dir)/ppo-\(ranks)/ppo.svg", encoding: .utf8)
+            #expect(
+                svg.hasPrefix("<svg") && svg.components(separatedBy: "<circle").count == 5,
+                "2 held-out points per panel")
+            #expect(
+                try String(contentsOfFile: "\(dir)/ppo-\(ranks)/ppo-iterations.jsonl", encoding: .utf8).split(
+                    separator: "\n"
+                ).count == 4)
             outputs.append(try parameters("\(dir)/ppo-\(ranks)/model.safetensors"))
         }
         let start = try parameters(dir + "/sft/model.safetensors")
