@@ -9,9 +9,10 @@ import Support
 import Testing
 
 @Suite(.serialized) struct ReadmeTableTests {
-    /// The README's `model`, `train`, `finetune` and `rejection_sampling` tables are the declarations' own text: every declared key appears,
+    /// The README's `model`, `train`, `finetune`, `rejection_sampling` and `ppo` tables are the declarations' own text: every declared key appears,
     /// and no undeclared one.
-    @Test(arguments: ["model", "train", "finetune", "rejection_sampling"]) func readmeTablesListExactlyTheDeclaredKeys(
+    @Test(arguments: ["model", "train", "finetune", "rejection_sampling", "ppo"])
+    func readmeTablesListExactlyTheDeclaredKeys(
         section: String
     ) throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -23,6 +24,7 @@ import Testing
             case "model": (ModelBlock.settings.markdownTable(), ModelBlock.settings.names)
             case "train": (TrainSettings.settings.markdownTable(), TrainSettings.settings.names)
             case "finetune": (FineTuneSettings.settings.markdownTable(), FineTuneSettings.settings.names)
+            case "ppo": (PPOSettings.settings.markdownTable(), PPOSettings.settings.names)
             default: (RejectionSamplingSettings.settings.markdownTable(), RejectionSamplingSettings.settings.names)
             }
         var lines = readme.components(separatedBy: "\n")

@@ -418,6 +418,17 @@ func fineTuneWorkspace() throws -> String {
         let start = try parameters(dir + "/sft/model.safetensors")
         #expect(maxDifference(outputs[0], start) > 1e-4, "the policy moved")
         #expect(maxDifference(outputs[0], outputs[1]) <= 1e-5, "1 and 2 ranks train the same policy")
+        // Stopped after step 3, part-way through iteration 2, and resumed: it finishes on the rollouts it kept,
+        // bitwise where the whole run ends.
+        let args = [tool, "ppo", "--config", dir + "/ppo.json", "--checkpoint-dir", dir + "/ck-ppo"]
+        let stopped = try run(args + ["--stop-after", "3", "--checkpoint-every", "1"])
+        #expect(stopped.status == 75, "\(stopped.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/ck-ppo/ppo-rollouts-000001-rank00000.json"))
+        let resumed = try run(args + ["--out", dir + "/ppo-resumed"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(
+            FileManager.default.contents(atPath: dir + "/ppo-resumed/model.safetensors")
+                == FileManager.default.contents(atPath: dir + "/ppo-1/model.safetensors"), "resumed bitwise")
     }
 
     @Test func badLinesAreNamed() throws {
