@@ -112,7 +112,23 @@ enum ToolCommands {
                 "\(gib(p.generationMemoryBytes)) on one rank for \(p.generationBatch) sequences of \(p.generationLength) tokens: weights \(gib(4 * p.parameters)) and their decode packing \(gib(p.generationDecodeWeightsBytes)) (\(p.generationDecodeWeights)), KV cache \(gib(p.generationCacheBytes)) (2 · layers · kv_heads · head_dim · tokens · sequences, \(p.generationCache))"
             ),
         ]
-        for (k, v) in rows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }
+        var stageRows: [(String, String)] = []
+        if config.ppo != nil {
+            // PPO holds five models at once: the policy and value model train, the reference and judges are frozen.
+            let parts = Trainer.memoryParts(
+                config: config,
+                extraModels: try PPOObjective.models(config: config, file: path, assumingPolicyShape: true),
+                ranks: ranks, checkpoints: args.flag("checkpoints"))
+            let total = CheckedSize.sum(parts.compactMap(\.bytes))
+            stageRows.append(
+                (
+                    "ppo models",
+                    parts.map { "\($0.name == "model" ? "policy" : $0.name) \($0.bytes.map(gib) ?? "uncountable")" }
+                        .joined(separator: ", ")
+                        + "; \(total.map(gib) ?? "uncountable") per rank, \(total.map { $0 <= node / perNode ? "fits" : "does not fit" } ?? "does not fit") this node, before generation's (above, with the policy gathered on every rank)"
+                ))
+        }
+        for (k, v) in rows + stageRows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

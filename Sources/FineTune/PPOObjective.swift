@@ -531,9 +531,17 @@ extension PPOObjective {
     /// The stage's models beside the policy: the value model (trained, from ppo.value_model or the reward
     /// model, its score head becoming the value head, at ppo.value_lr), the reference (frozen, the policy's
     /// start) and the reward model(s) (frozen).
-    public static func models(config: RunConfig, file: String) throws -> [ModelSpec] {
+    /// `assumingPolicyShape` (plan, for models not on this machine): a directory that cannot be read is taken
+    /// to hold a model of the policy's shape.
+    public static func models(config: RunConfig, file: String, assumingPolicyShape: Bool = false) throws -> [ModelSpec]
+    {
         guard let ppo = config.ppo else { throw ConfigError(file: file, field: "ppo", message: "is required for ppo") }
         func judgeConfig(_ directory: String, field: String) throws -> LlamaConfig {
+            if assumingPolicyShape, (try? openWeightSource(directory)) == nil {
+                var c = config.model
+                c.heads = [.score]
+                return c
+            }
             let source = try openWeightSource(directory, purpose: "ppo.\(field)")
             guard source.shape(of: OutputHead.score.tensorName) != nil else {
                 throw ConfigError(
@@ -550,15 +558,21 @@ extension PPOObjective {
         valueConfig.heads = [.value]
         (value.name, value.config, value.initFrom) = ("value", valueConfig, ppo.valueModel ?? ppo.rewardModel)
         value.learningRateRatio = t.learningRate > 0 ? (ppo.valueLR ?? t.learningRate) / t.learningRate : 1
+        // Frozen models are sharded as train.sharding says (under `full`, gathered a unit at a time).
+        let sharding = t.sharding
         var models = [
-            value, ModelSpec.frozen("reference", config: config.model, initFrom: config.finetune?.initFrom),
+            value,
             ModelSpec.frozen(
-                "reward", config: try judgeConfig(ppo.rewardModel, field: "reward_model"), initFrom: ppo.rewardModel),
+                "reference", config: config.model, initFrom: config.finetune?.initFrom, sharding: sharding),
+            ModelSpec.frozen(
+                "reward", config: try judgeConfig(ppo.rewardModel, field: "reward_model"), initFrom: ppo.rewardModel,
+                sharding: sharding),
         ]
         if let safety = ppo.safetyRewardModel {
             models.append(
                 .frozen(
-                    "safety_reward", config: try judgeConfig(safety, field: "safety_reward_model"), initFrom: safety))
+                    "safety_reward", config: try judgeConfig(safety, field: "safety_reward_model"), initFrom: safety,
+                    sharding: sharding))
         }
         return models
     }

@@ -290,22 +290,7 @@ public final class Trainer {
             return try config.checkFitsInMemory(
                 ranks: ranks, ranksPerNode: ranksPerNode, checkpoints: checkpoints, file: file)
         }
-        var parts: [(String, Int?)] = [("model", config.trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints))]
-        for spec in extraModels {
-            var own = config
-            own.model = spec.config
-            (own.train.sharding, own.train.recompute) = (spec.sharding, spec.recompute)
-            if spec.trains {
-                parts.append((spec.name, own.trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints)))
-            } else {
-                let count = spec.config.parameterCount.map { spec.sharding == .full ? ($0 + ranks - 1) / ranks : $0 }
-                let arena = ActivationArena.Plan(
-                    config: spec.config, batch: config.train.microBatch, seqLen: config.train.seqLen,
-                    purpose: .inference
-                ).byteCount
-                parts.append((spec.name, count.map { 4 * $0 + arena }))
-            }
-        }
+        let parts = memoryParts(config: config, extraModels: extraModels, ranks: ranks, checkpoints: checkpoints)
         let node = Int(clamping: ProcessInfo.processInfo.physicalMemory)
         let machine = node / max(ranksPerNode, 1)
         func gib(_ bytes: Int) -> String { String(format: "%.1f GiB", Double(bytes) / 1_073_741_824) }
@@ -323,6 +308,31 @@ public final class Trainer {
                     "the stage's models need \(gib(need)) per rank (\(each)) but this machine has \(gib(machine))\(share); shard or recompute them, or use smaller ones"
             )
         }
+    }
+
+    /// Each of a stage's models' bytes per rank (nil: too large to count): a trained one as the config plans
+    /// the run's own, with its own sharding; a frozen one its parameters (its part under `full`) and a
+    /// forward-only arena.
+    public static func memoryParts(
+        config: RunConfig, extraModels: [ModelSpec], ranks: Int, checkpoints: Bool
+    ) -> [(name: String, bytes: Int?)] {
+        var parts: [(String, Int?)] = [("model", config.trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints))]
+        for spec in extraModels {
+            var own = config
+            own.model = spec.config
+            (own.train.sharding, own.train.recompute) = (spec.sharding, spec.recompute)
+            if spec.trains {
+                parts.append((spec.name, own.trainingBytesPerRank(ranks: ranks, checkpoints: checkpoints)))
+            } else {
+                let count = spec.config.parameterCount.map { spec.sharding == .full ? ($0 + ranks - 1) / ranks : $0 }
+                let arena = ActivationArena.Plan(
+                    config: spec.config, batch: config.train.microBatch, seqLen: config.train.seqLen,
+                    purpose: .inference
+                ).byteCount
+                parts.append((spec.name, count.map { 4 * $0 + arena }))
+            }
+        }
+        return parts
     }
 
     /// The run's other inputs that every rank must share: the trainer's flags, the tokenizer's and the data's hashes.

@@ -431,6 +431,31 @@ func fineTuneWorkspace() throws -> String {
                 == FileManager.default.contents(atPath: dir + "/ppo-1/model.safetensors"), "resumed bitwise")
     }
 
+    /// `plan` on a PPO config at the paper's largest shape counts its five models, each sharded as the config
+    /// says, the judges it cannot read taken at the policy's shape; the frozen ones hold no optimizer state.
+    @Test func planCountsPPOsFiveModels() throws {
+        let dir = try scratch()
+        try """
+        {"model": {"dim": 8192, "n_layers": 80, "n_heads": 64, "n_kv_heads": 8, "vocab_size": 32000, "ffn_hidden_size": 28672, "max_seq_len": 4096},
+         "train": {"seq_len": 4096, "micro_batch": 1, "sharding": "full", "recompute": "layer", "lr": 1e-6, "tokenizer": "tok.model"},
+         "finetune": {"data": "prompts.jsonl", "init_from": "rs-v4"},
+         "ppo": {"reward_model": "rm-70b", "safety_reward_model": "safety-70b", "kl_coef": 0.005}}
+        """.write(toFile: dir + "/ppo-70b.json", atomically: true, encoding: .utf8)
+        let r = try run([try toolPath(), "plan", "--config", dir + "/ppo-70b.json", "--ranks", "1024"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let line = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("ppo models") })
+        func gib(_ name: String) -> Double? {
+            guard let range = line.range(of: name + " ") else { return nil }
+            return Double(line[range.upperBound...].prefix { $0 != " " })
+        }
+        let (policy, value, reference, reward, safety) = (
+            gib("policy"), gib("value"), gib("reference"), gib("reward"), gib("safety_reward")
+        )
+        #expect([policy, value, reference, reward, safety].allSatisfy { $0 != nil }, "\(line)")
+        // 70B's fp32 parameters are 257 GiB: sharded over 1024 ranks each model holds a quarter GiB of them.
+        #expect(reference! < 20 && reward! < 20 && policy! > reference!, "\(line)")
+    }
+
     @Test func badLinesAreNamed() throws {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
