@@ -57,6 +57,7 @@ bench: build
 	scripts/bench-checkpoint.sh $(BIN) configs/bench-small.json
 	scripts/bench-preemption.sh $(BIN)
 	scripts/bench-decode.sh $(BIN)
+	scripts/bench-ppo.sh $(BIN) 4
 	@if [ "$$(id -u)" -eq 0 ]; then scripts/bench-slurm-timelimit.sh $(BIN); \
 	else echo "skipping the Slurm time-limit benchmark: its daemons need root"; fi
 	@if [ "$$(id -u)" -eq 0 ]; then BIN=$(BIN) RATE=200mbit RANKS="2 3 4" MODES="none optimizer gradients full full-noprefetch" STEPS=10 REPEATS=3 cluster/lab-scaling.sh && \

@@ -109,7 +109,6 @@ public final class PPOObjective: TrainingObjective {
     private var models: ModelSet?
     private var world: Communicator?
     private var directory: String?
-    private var judges: RewardJudges?
     private var generator: InferenceEngine?
 
     /// One rollout as the updates read it.
@@ -179,13 +178,6 @@ public final class PPOObjective: TrainingObjective {
 
     public func begin(models: ModelSet, world: Communicator, startStep: Int, checkpointDirectory: String?) throws {
         (self.models, self.world, directory) = (models, world, checkpointDirectory)
-        let threads = 1
-        judges = RewardJudges(
-            helpfulness: try InferenceEngine(model: models["reward"], slots: 1, threads: threads),
-            safety: try models.optional("safety_reward").map {
-                try InferenceEngine(model: $0, slots: 1, threads: threads)
-            },
-            threshold: settings.safetyThreshold)
         if fixed == nil || !evalPrompts.isEmpty {
             generator = try InferenceEngine(
                 model: models.primary, slots: min(64, max(1, settings.batchSize / world.size)))
@@ -281,8 +273,7 @@ public final class PPOObjective: TrainingObjective {
         let rollouts = try sample(mine.map { (evalPrompts[$0], $0, 1 << 40) })
         let policy = try responseLogProbs(models.primary, rollouts).logprobs
         let reference = try responseLogProbs(models["reference"], rollouts).logprobs
-        var reward = 0.0
-        for r in rollouts { reward += try judges!.judge(r.prompt.ids + r.response, safetyPrompt: r.prompt.safety).raw }
+        let reward = try rawScores(rollouts).reduce(0, +)
         var sums: [Double] = [
             reward, Self.klSum(policy, reference), Double(rollouts.reduce(0) { $0 + $1.response.count }),
         ]
@@ -316,8 +307,8 @@ public final class PPOObjective: TrainingObjective {
         log(
             String(
                 format:
-                    "ppo iteration %d updates | clip fraction %.3f | approx KL %.5f | value loss %.4f | time: generation %.0f%%, scoring %.0f%%, training %.0f%%",
-                stats.iteration, stats.clipFraction, stats.approximateKL, stats.valueLoss,
+                    "ppo iteration %d updates | clip fraction %.3f | approx KL %.5f | value loss %.4f | %.2f s: generation %.0f%%, scoring %.0f%%, training %.0f%%",
+                stats.iteration, stats.clipFraction, stats.approximateKL, stats.valueLoss, total,
                 100 * stats.generationSeconds / total, 100 * stats.scoringSeconds / total,
                 100 * stats.trainingSeconds / total))
     }
@@ -333,7 +324,7 @@ public final class PPOObjective: TrainingObjective {
         let (policy, entropies) = try responseLogProbs(models.primary, mine, entropy: true)
         let reference = try responseLogProbs(models["reference"], mine).logprobs
         let values = try responseValues(models["value"], mine)
-        let raw = try mine.map { try judges!.judge($0.prompt.ids + $0.response, safetyPrompt: $0.prompt.safety).raw }
+        let raw = try rawScores(mine)
         let whitened = try PPOMath.whiten(raw, world: world)
         var entries: [Entry] = []
         var advantages: [[Double]] = []
@@ -382,7 +373,9 @@ public final class PPOObjective: TrainingObjective {
             String(
                 format:
                     "ppo iteration %d/%d | reward %.4f (whitened %.4f) | KL %.4f per sequence | entropy %.3f | response %.1f tokens | generation %.2f s, scoring %.2f s",
-                stats.iteration, settings.iterations, stats.rawReward, stats.whitenedReward, stats.kl, stats.entropy,
+                // The whitened mean is 0 by construction; rounded, so that it never prints as −0.
+                stats.iteration, settings.iterations, stats.rawReward, (stats.whitenedReward * 1e4).rounded() / 1e4 + 0,
+                stats.kl, stats.entropy,
                 stats.responseLength, stats.generationSeconds, stats.scoringSeconds))
     }
 
@@ -441,6 +434,26 @@ public final class PPOObjective: TrainingObjective {
             }
         }
         return (out, entropies)
+    }
+
+    /// The raw score R_c picks for each rollout: the safety model's on a safety prompt or when σ(r_s) is below
+    /// ppo.safety_threshold, else the helpfulness model's; each read at the last token of a batched forward.
+    func rawScores(_ rollouts: [PPORollout]) throws -> [Double] {
+        func scores(_ model: LlamaModel) throws -> [Double] {
+            var out = [Double](repeating: 0, count: rollouts.count)
+            try forEachForward(model, rollouts.map { $0.prompt.ids + $0.response }) { i, length in
+                let r = rollouts[i], last = r.prompt.ids.count + r.response.count - 1
+                out[i] = Double(model.outputs(of: .score)[(i % microBatch) * length + last])
+            }
+            return out
+        }
+        let helpfulness = try scores(models!["reward"])
+        guard let safetyModel = models!.optional("safety_reward") else { return helpfulness }
+        let safety = try scores(safetyModel)
+        return rollouts.indices.map { i in
+            rollouts[i].prompt.safety || RewardJudges.sigmoid(safety[i]) < settings.safetyThreshold
+                ? safety[i] : helpfulness[i]
+        }
     }
 
     /// The value head at each position that predicts a response token, per rollout.
