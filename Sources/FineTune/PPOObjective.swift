@@ -122,6 +122,12 @@ public final class PPOObjective: TrainingObjective {
         var tokens: [Int32] { prompt + response }
     }
 
+    /// A rank's rollouts of one iteration as kept in the checkpoint directory, with the world size they assume.
+    struct SavedRollouts: Codable {
+        var ranks: Int
+        var entries: [Entry]
+    }
+
     private var collected: (iteration: Int, entries: [Entry])?
     private var current: [Entry] = []
     /// Each iteration's statistics, as collected (rank 0 logs them), and the held-out evaluations.
@@ -130,10 +136,6 @@ public final class PPOObjective: TrainingObjective {
     /// This rank's sums over the current iteration's updates: clipped tokens, approximate KL, value loss, tokens.
     private var updateSums = [0.0, 0.0, 0.0, 0.0]
     private var updateStart = 0.0
-    /// Summed over this step's micro-steps on this rank: value loss, clipped policy tokens, approximate KL.
-    public private(set) var stepValueLoss = 0.0
-    public private(set) var stepClipped = 0
-    public private(set) var stepApproximateKL = 0.0
     /// Each step's value loss and response tokens on this rank (the value loss is not the trainer's loss).
     public private(set) var valueLosses: [(loss: Double, tokens: Int)] = []
 
@@ -192,11 +194,7 @@ public final class PPOObjective: TrainingObjective {
                     "resuming PPO at step \(startStep), part-way through iteration \(iteration + 1), needs that iteration's rollouts in \(bufferPath(iteration: iteration, rank: world.rank) ?? "the checkpoint directory"), which is missing; resume from a checkpoint at an iteration's start"
                 )
             }
-            struct Saved: Codable {
-                var ranks: Int
-                var entries: [Entry]
-            }
-            let saved = try JSONDecoder().decode(Saved.self, from: data)
+            let saved = try JSONDecoder().decode(SavedRollouts.self, from: data)
             guard saved.ranks == world.size else {
                 throw TrainingError(
                     "\(path) was collected by \(saved.ranks) ranks; resume part-way through iteration \(iteration + 1) on \(saved.ranks), or from an iteration's start on any number"
@@ -222,7 +220,6 @@ public final class PPOObjective: TrainingObjective {
         }
         let perRank = settings.miniBatchSize / worldSize
         current = Array(collected!.entries[(j * perRank)..<((j + 1) * perRank)])
-        (stepValueLoss, stepClipped, stepApproximateKL) = (0, 0, 0)
         let tokens = current.reduce(0) { $0 + $1.response.count }
         valueLosses.append((0, tokens))
         return Double(tokens)
@@ -346,11 +343,8 @@ public final class PPOObjective: TrainingObjective {
         }
         collected = (iteration, entries)
         if let path = bufferPath(iteration: iteration, rank: world.rank) {
-            struct Saved: Codable {
-                var ranks: Int
-                var entries: [Entry]
-            }
-            try AtomicFile.write(try JSONEncoder().encode(Saved(ranks: world.size, entries: entries)), to: path)
+            try AtomicFile.write(
+                try JSONEncoder().encode(SavedRollouts(ranks: world.size, entries: entries)), to: path)
             if iteration > 0, let old = bufferPath(iteration: iteration - 1, rank: world.rank) {
                 try? FileManager.default.removeItem(atPath: old)
             }
@@ -488,8 +482,6 @@ public final class PPOObjective: TrainingObjective {
             }
             let terms = PPOMath.policyLoss(new: new, old: e.old, advantages: e.advantages, clip: settings.clip)
             loss += terms.loss
-            stepClipped += terms.clipped
-            stepApproximateKL += terms.approximateKL
             updateSums[0] += Double(terms.clipped)
             updateSums[1] += terms.approximateKL
             updateSums[3] += Double(e.response.count)
@@ -530,7 +522,6 @@ public final class PPOObjective: TrainingObjective {
             let rows = e.response.indices.map { b * length + e.prompt.count - 1 + $0 }
             let terms = PPOMath.valueLoss(
                 values: rows.map { Double(v[$0]) }, oldValues: e.values, returns: e.returns, clip: settings.valueClip)
-            stepValueLoss += terms.loss
             updateSums[2] += terms.loss
             valueLosses[valueLosses.count - 1].loss += terms.loss
             for (t, row) in rows.enumerated() { valueGradient[row] = Float(Double(scale) * terms.gradient[t]) }
