@@ -181,8 +181,12 @@ public final class PPOObjective: TrainingObjective {
     public func begin(models: ModelSet, world: Communicator, startStep: Int, checkpointDirectory: String?) throws {
         (self.models, self.world, directory) = (models, world, checkpointDirectory)
         if fixed == nil || !evalPrompts.isEmpty {
+            // The cache holds the longest prompt and its response, not the whole context: 2·L·kv·hd values a
+            // token per slot add up fast at 7B.
+            let longest = (prompts + evalPrompts).map(\.ids.count).max() ?? 1
             generator = try InferenceEngine(
-                model: models.primary, slots: min(64, max(1, settings.batchSize / world.size)))
+                model: models.primary, slots: min(64, max(1, settings.batchSize / world.size)),
+                maxLength: min(models.primary.config.maxSeqLen, longest + settings.maxTokens + 1))
         }
         // Part-way through an iteration: its rollouts, as this rank collected them.
         let iteration = startStep / settings.miniBatches
