@@ -139,6 +139,10 @@ meta = pq.ParquetFile(f"{out}/flat-checksums.parquet").metadata.row_group(0).col
 at = meta.data_page_offset + 200
 bad_file("corrupt-page", checked[:at] + bytes([checked[at] ^ 0xFF]) + checked[at + 1:], "row group 1",
          "column 'text'", "CRC mismatch")
+# Garbage over a data page (no CRC to catch it): refused by the decoder, never a crash.
+meta = pq.ParquetFile(good).metadata.row_group(0).column(0)
+at = meta.data_page_offset + 40
+bad_file("garbled-page", data[:at] + bytes(range(256)) * 2 + data[at + 512:], "row group 1", "column 'text'")
 for codec in ["lz4", "brotli"]:
     path = f"{out}/bad/codec-{codec}.parquet"
     pq.write_table(flat, path, compression=codec)

@@ -107,14 +107,14 @@ enum PPOCommand {
     /// --rollouts: `batch` lines per iteration, in order.
     static func readRollouts(_ file: String, batch: Int) throws -> [[PPORollout]] {
         let rollouts = try GenerateCommand.objects(file, flag: "rollouts").map { at, o -> PPORollout in
-            guard let prompt = o["prompt_ids"] as? [Int], let response = o["response_ids"] as? [Int], !prompt.isEmpty,
-                !response.isEmpty
+            guard let prompt = (o["prompt_ids"] as? [Int])?.compactMap(Int32.init(exactly:)),
+                let response = (o["response_ids"] as? [Int])?.compactMap(Int32.init(exactly:)),
+                !prompt.isEmpty, !response.isEmpty, prompt.count == (o["prompt_ids"] as? [Int])?.count,
+                response.count == (o["response_ids"] as? [Int])?.count
             else {
                 throw UsageError("\(at): needs non-empty \"prompt_ids\" and \"response_ids\" (lists of token ids)")
             }
-            return PPORollout(
-                prompt: PPOPrompt(ids: prompt.map(Int32.init), safety: o["safety"] as? Bool ?? false),
-                response: response.map(Int32.init))
+            return PPORollout(prompt: PPOPrompt(ids: prompt, safety: o["safety"] as? Bool ?? false), response: response)
         }
         guard rollouts.count % batch == 0, !rollouts.isEmpty else {
             throw UsageError("\(file): \(rollouts.count) rollouts are not whole iterations of ppo.batch_size \(batch)")

@@ -193,8 +193,11 @@ public enum DialogueData {
         if isParquet {
             // Each rank reads its run of row groups; rows are numbered in the file, so no prefix is needed.
             let file = try ParquetFile(path: path)
-            let groups = file.rowGroups(part: rank, of: ranks, weightedBy: Self.fields)
-            let rows = try ParquetRows(file: file, fields: Self.fields, groups: groups)
+            // The formats' fields this reader can rebuild; another shape of one (a struct `rating`) is left out,
+            // as a field no format reads would be.
+            let fields = Self.fields.filter(file.readableFieldNames.contains)
+            let groups = file.rowGroups(part: rank, of: ranks, weightedBy: fields)
+            let rows = try ParquetRows(file: file, fields: fields, groups: groups)
             while let row = try rows.next() {
                 parsed.append(
                     Parsed(

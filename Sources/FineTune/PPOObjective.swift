@@ -204,7 +204,30 @@ public final class PPOObjective: TrainingObjective {
                     "\(path) was collected by \(saved.ranks) ranks; resume part-way through iteration \(iteration + 1) on \(saved.ranks), or from an iteration's start on any number"
                 )
             }
+            guard saved.entries.count == settings.batchSize / world.size else {
+                throw TrainingError(
+                    "\(path) holds \(saved.entries.count) rollouts, but ppo.batch_size \(settings.batchSize) on \(world.size) rank(s) gives each \(settings.batchSize / world.size); resume with the settings it was collected with"
+                )
+            }
             collected = (iteration, saved.entries)
+        }
+    }
+
+    /// Removes this rank's kept rollouts of iterations before `iteration` that no checkpoint in the directory
+    /// was saved part-way through (any of those may still be resumed from).
+    private func removeUnneededRollouts(before iteration: Int, rank: Int) throws {
+        guard let directory else { return }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let needed = Set(
+            names.compactMap { name -> Int? in
+                guard name.hasPrefix("step-"), let step = Int(name.dropFirst(5)), step % settings.miniBatches != 0
+                else { return nil }
+                return step / settings.miniBatches
+            })
+        for i in 0..<iteration where !needed.contains(i) {
+            if let path = bufferPath(iteration: i, rank: rank), FileManager.default.fileExists(atPath: path) {
+                try? FileManager.default.removeItem(atPath: path)
+            }
         }
     }
 
@@ -293,10 +316,11 @@ public final class PPOObjective: TrainingObjective {
     /// The last collected iteration's update statistics over every rank, logged. Every rank must call it, once
     /// per iteration (the command calls it after the last).
     public func finishIteration() throws {
-        guard !iterations.isEmpty else { return }
         var sums = updateSums
-        try sums.withUnsafeMutableBufferPointer { try world!.allreduceSum($0.baseAddress!, count: $0.count) }
         updateSums = [0, 0, 0, 0]
+        // Resumed part-way through an iteration there is no collection to add its updates to.
+        guard !iterations.isEmpty else { return }
+        try sums.withUnsafeMutableBufferPointer { try world!.allreduceSum($0.baseAddress!, count: $0.count) }
         let tokens = max(sums[3], 1)
         var stats = iterations[iterations.count - 1]
         (stats.clipFraction, stats.approximateKL, stats.valueLoss) = (
@@ -349,9 +373,7 @@ public final class PPOObjective: TrainingObjective {
         if let path = bufferPath(iteration: iteration, rank: world.rank) {
             try AtomicFile.write(
                 try JSONEncoder().encode(SavedRollouts(ranks: world.size, entries: entries)), to: path)
-            if iteration > 0, let old = bufferPath(iteration: iteration - 1, rank: world.rank) {
-                try? FileManager.default.removeItem(atPath: old)
-            }
+            try removeUnneededRollouts(before: iteration, rank: world.rank)
         }
         // The iteration's statistics over every rank.
         let tokens = Double(mine.reduce(0) { $0 + $1.response.count })
@@ -385,7 +407,9 @@ public final class PPOObjective: TrainingObjective {
     }
 
     /// Padded rows of `sequences` (tokens), one micro-batch at a time, each forward followed by `read(b, row
-    /// offset)` for the micro-batch's members. Every rank runs the same number of forwards.
+    /// offset)` for the micro-batch's members. Collection gives every rank as many sequences, so as many
+    /// forwards; the held-out evaluation may not, which is safe only while ppo's models are replicated (the
+    /// command refuses sharding), since a sharded forward gathers collectively.
     private func forEachForward(
         _ model: LlamaModel, _ sequences: [[Int32]], _ read: (_ member: Int, _ length: Int) throws -> Void
     ) throws {
@@ -561,6 +585,13 @@ extension PPOObjective {
             return c
         }
         let t = config.train
+        if t.learningRate == 0, (ppo.valueLR ?? 0) > 0 {
+            throw ConfigError(
+                file: file, field: "ppo.value_lr",
+                message:
+                    "is given, but train.lr is 0; the value model's rate is a multiple of the policy's, so give train.lr > 0"
+            )
+        }
         var value = ModelSpec.primary(config)
         var valueConfig = try judgeConfig(ppo.valueModel ?? ppo.rewardModel, field: "value_model")
         valueConfig.heads = [.value]

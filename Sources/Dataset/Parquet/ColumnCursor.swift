@@ -98,6 +98,18 @@ final class ColumnCursor {
             pageOffset = position
             let (header, headerLength) = try readHeader()
             let start = position + headerLength
+            let isData = header.kind == PageHeader.Kind.data.rawValue || header.kind == PageHeader.Kind.dataV2.rawValue
+            guard !isData || Int64(header.valueCount) <= entriesLeftInChunk else {
+                throw fail(
+                    "the page holds \(header.valueCount) entries, more than the \(entriesLeftInChunk) the footer leaves the chunk; the file is damaged"
+                )
+            }
+            // Levels are held decoded, 4 bytes an entry, so one page's count is bounded (writers cut pages at
+            // 20,000 rows or 1 MB; a count beyond this is damage or a file no reader of bounded memory takes).
+            guard header.valueCount <= 1 << 26 else {
+                throw fail(
+                    "the page header counts \(header.valueCount) entries, more than the 2^26 one page may hold here")
+            }
             guard header.compressedSize <= end - start else {
                 throw fail(
                     "the page (\(header.compressedSize) bytes) runs past its column chunk; the file is truncated or damaged"
@@ -203,8 +215,13 @@ final class ColumnCursor {
                 what: "definition levels"
             ).map { UInt16(truncatingIfNeeded: $0) }
         }
-        if header.valuesCompressed {
+        guard header.uncompressedSize >= levels else {
+            throw fail("the page's levels (\(levels) bytes) are longer than the page (\(header.uncompressedSize))")
+        }
+        if header.valuesCompressed, header.uncompressedSize > levels {
             try decodeValues(header, try decompress(raw[levels...], to: header.uncompressedSize - levels), from: 0)
+        } else if header.valuesCompressed {
+            try decodeValues(header, [], from: 0)  // no values (all null): some writers store no codec frame
         } else {
             try decodeValues(header, raw, from: levels)
         }
@@ -334,7 +351,7 @@ final class ColumnCursor {
         switch type {
         case .byteArray:
             var ranges: [Range<Int>] = []
-            ranges.reserveCapacity(count)
+            ranges.reserveCapacity(min(count, (bytes.count - at) / 4))
             for _ in 0..<count {
                 try need(4)
                 let length = Int(bytes.littleEndianUInt32(at: at))
@@ -386,7 +403,7 @@ final class ColumnCursor {
     /// The RLE / bit-packed hybrid: runs of one repeated value, or groups of 8 values packed LSB first.
     private func hybrid(_ bytes: ArraySlice<UInt8>, width: Int, count: Int, what: String) throws -> [UInt32] {
         var out: [UInt32] = []
-        out.reserveCapacity(count)
+        out.reserveCapacity(min(count, 1 << 20))
         var at = bytes.startIndex
         let mask: UInt64 = width == 32 ? 0xFFFF_FFFF : (1 << UInt64(width)) - 1
         while out.count < count {
@@ -410,9 +427,14 @@ final class ColumnCursor {
                 at += byteCount
                 out.append(contentsOf: repeatElement(value, count: run))
             } else {
+                // A group of 8 values takes `width` bytes: more groups than the bytes left is damage (and is
+                // checked before any product that could overflow).
+                let left = UInt64(bytes.endIndex - at)
+                guard width == 0 ? header >> 1 <= UInt64(count) : header >> 1 <= left / UInt64(width) else {
+                    throw fail("\(what) end early")
+                }
                 let groups = Int(header >> 1)
                 let byteCount = groups * width
-                guard bytes.endIndex - at >= byteCount else { throw fail("\(what) end early") }
                 let wanted = min(groups * 8, count - out.count)
                 var buffer: UInt64 = 0
                 var bits = 0

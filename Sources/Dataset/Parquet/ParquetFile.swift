@@ -24,7 +24,11 @@ public final class ParquetFile {
     public var fieldNames: [String] { root.children.map(\.element.name) }
     /// Those this reader can rebuild values of (see FieldShape).
     public var readableFieldNames: [String] {
-        root.children.filter { (try? FieldShape($0, file: path)) != nil }.map(\.element.name)
+        let supported: Set<ParquetPhysicalType> = [.boolean, .int32, .int64, .float, .double, .byteArray]
+        return root.children.filter { node in
+            guard let shape = try? FieldShape(node, file: path) else { return false }
+            return shape.leaves.allSatisfy { $0.element.type.map(supported.contains) ?? false }
+        }.map(\.element.name)
     }
 
     static let magic: [UInt8] = Array("PAR1".utf8)
@@ -81,6 +85,11 @@ public final class ParquetFile {
         guard next == metadata.schema.count else { throw fail("corrupt footer: the schema has nodes left over") }
         leaves = root.leaves()
         let dataEnd = Int64(size - 8 - footerLength)
+        let groupRows = metadata.rowGroups.map(\.rowCount)
+        guard groupRows.allSatisfy({ $0 >= 0 }), groupRows.reduce(0, &+) == metadata.rowCount
+        else {
+            throw fail("corrupt footer: the row groups' row counts do not add up to the file's \(metadata.rowCount)")
+        }
         for (g, group) in metadata.rowGroups.enumerated() {
             guard group.columns.count == leaves.count else {
                 throw fail(
@@ -92,7 +101,9 @@ public final class ParquetFile {
                     throw fail(
                         "\(place) is stored in another file (\(chunk.filePath!)), which this reader does not follow")
                 }
-                guard chunk.start >= 4, chunk.compressedSize >= 0, chunk.start + chunk.compressedSize <= dataEnd else {
+                guard chunk.start >= 4, chunk.compressedSize >= 0, chunk.start <= dataEnd,
+                    chunk.compressedSize <= dataEnd - chunk.start
+                else {
                     throw fail("\(place): the column chunk runs past the data; the file is truncated or damaged")
                 }
             }
@@ -163,6 +174,9 @@ final class SchemaNode {
     {
         guard next < elements.count else {
             throw DatasetError.invalid("\(path): corrupt footer: the schema ends early")
+        }
+        guard (parent?.path.count ?? 0) < 64 else {
+            throw DatasetError.invalid("\(path): corrupt footer: the schema nests more than 64 deep")
         }
         let node = SchemaNode(elements[next], parent: parent)
         next += 1

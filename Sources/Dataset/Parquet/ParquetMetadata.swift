@@ -136,13 +136,15 @@ struct FileMetadata {
     var encrypted = false
 
     init(_ r: inout ThriftReader) throws {
-        try r.structure { r, id, _ in
+        try r.structure { r, id, kind in
             switch id {
             case 2: schema = try r.list { try SchemaElement(&$0) }
             case 3: rowCount = try r.int()
             case 4: rowGroups = try r.list { try RowGroupMetadata(&$0) }
             case 6: createdBy = try r.string()
-            case 8: encrypted = true
+            case 8:
+                try r.skip(kind)
+                encrypted = true
             default: return false
             }
             return true

@@ -80,7 +80,7 @@ struct ThriftReader {
     mutating func list<T>(_ element: (inout ThriftReader) throws -> T) throws -> [T] {
         let (_, count) = try listHeader()
         var out: [T] = []
-        out.reserveCapacity(count)
+        out.reserveCapacity(min(count, 1 << 16))
         for _ in 0..<count { out.append(try element(&self)) }
         return out
     }
@@ -120,6 +120,10 @@ struct ThriftReader {
     }
 
     mutating func skip(_ kind: FieldType, inContainer: Bool = false) throws {
+        // Containers nest like structs: the same bound keeps a crafted footer from exhausting the stack.
+        depth += 1
+        defer { depth -= 1 }
+        guard depth < 64 else { throw ThriftError.malformed("values nested more than 64 deep") }
         switch kind {
         case .boolTrue, .boolFalse: if inContainer { _ = try byte() }  // a bool field's value is its type
         case .byte: _ = try byte()
