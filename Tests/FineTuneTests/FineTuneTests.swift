@@ -535,7 +535,7 @@ func fineTuneTokenizer() throws -> Tokenizer {
 /// PPO against scripts/make-ppo-fixture.py (float64 PyTorch from the formulas): the first iteration's old and
 /// reference log-probs at temperature 0.8, values, scores, whitened scores, per-token rewards, advantages and
 /// returns, and the first mini-batch's losses (where the policy and value model are still the old ones).
-@Suite struct PPOTests {
+@Suite(.serialized) struct PPOTests {
     static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Fixtures/ppo").path
     static let policyDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -608,6 +608,62 @@ func fineTuneTokenizer() throws -> Tokenizer {
             [policyTerms.loss / Double(first), valueTerms.loss / Double(first)],
             [try expected.floats("it1.policy_loss")[0], try expected.floats("it1.value_loss")[0]], "losses")
         #expect(policyTerms.clipped == 0 && valueTerms.clipped == 0)
+    }
+
+    /// Llama 2's gate inside PPO: a safety model (here the reward model with its score negated, so the two
+    /// disagree on every rollout) scores a safety-tagged prompt, and any rollout it scores below the threshold;
+    /// the helpfulness model scores the rest. The iteration's mean raw reward says which scored each.
+    @Test func theSafetyGatePicksEachRolloutsJudge() throws {
+        let json =
+            try JSONSerialization.jsonObject(
+                with: try Data(contentsOf: URL(fileURLWithPath: Self.fixture + "/rollouts.json")))
+            as! [String: Any]
+        let batch = (json["iterations"] as! [[[String: [Int]]]])[0]
+        let helpfulness = try SafeTensorsFile(path: Self.fixture + "/expected.safetensors").floats("it1.scores").map(
+            Double.init)
+        let reward = try HuggingFace.loadModel(directory: Self.fixture + "/reward")
+        let (scoreOffset, dim) = (reward.layout.tensors.first { $0.name == "score.weight" }!.offset, reward.config.dim)
+        for i in 0..<dim { reward.parameters.pointer[scoreOffset + i] *= -1 }
+        let safetyDirectory = NSTemporaryDirectory() + "ppo-safety-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: safetyDirectory) }
+        try HuggingFace.save(
+            config: reward.config, layout: reward.layout, parameters: reward.parameters, directory: safetyDirectory)
+        func meanReward(threshold: Double, tagged: Set<Int>) throws -> Double {
+            let fixed = [
+                batch.enumerated().map { i, r in
+                    PPORollout(
+                        prompt: PPOPrompt(ids: r["prompt"]!.map(Int32.init), safety: tagged.contains(i)),
+                        response: r["response"]!.map(Int32.init))
+                }
+            ]
+            var config = RunConfig(model: try HuggingFace.readConfig(path: Self.policyDirectory + "/config.json"))
+            config.train.precision = .fp32
+            (config.train.seqLen, config.train.microBatch, config.train.warmupSteps) = (32, 1, 0)
+            var finetune = FineTuneSettings(data: Self.fixture + "/rollouts.json")
+            finetune.initFrom = Self.policyDirectory
+            config.finetune = finetune
+            var ppo = PPOSettings(rewardModel: Self.fixture + "/reward")
+            (ppo.batchSize, ppo.miniBatchSize, ppo.iterations) = (4, 4, 1)
+            (ppo.safetyRewardModel, ppo.safetyThreshold) = (safetyDirectory, threshold)
+            config.ppo = ppo
+            config.train.steps = 1
+            let objective = PPOObjective(
+                settings: ppo, microBatch: 1, prompts: [], fixed: fixed, tokenizer: nil, padToken: 2, log: { _ in })
+            var options = TrainOptions()
+            options.log = { _ in }
+            _ = try Trainer(
+                config: config, world: try Communicator.world(), options: options,
+                plan: StagePlan(
+                    .ppo, objective: objective, extraModels: try PPOObjective.models(config: config, file: "-"))
+            ).run()
+            return objective.iterations[0].rawReward
+        }
+        let mean = helpfulness.reduce(0, +) / 4
+        // σ(r_s) < 0 never holds: helpfulness scores all but the tagged prompt.
+        #expect(abs(try meanReward(threshold: 0, tagged: []) - mean) < 1e-5)
+        #expect(abs(try meanReward(threshold: 0, tagged: [1]) - (mean - helpfulness[1] / 2)) < 1e-5)
+        // σ(r_s) < 1 always holds: safety scores every rollout.
+        #expect(abs(try meanReward(threshold: 1, tagged: []) + mean) < 1e-5)
     }
 
     /// `ppo --rollouts` in-process: two iterations of two mini-batches on the fixture's rollouts end with both
