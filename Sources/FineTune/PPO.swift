@@ -85,8 +85,9 @@ public enum PPOMath {
             let plain = (v - r) * (v - r), clipped = (bounded - r) * (bounded - r)
             loss += 0.5 * max(plain, clipped)
             if clipped > plain {
+                // Only a value outside V_old ± c makes the clipped branch the larger, and there it is flat in V.
                 held += 1
-                gradient.append(bounded == v ? bounded - r : 0)
+                gradient.append(0)
             } else {
                 gradient.append(v - r)
             }

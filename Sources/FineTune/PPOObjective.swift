@@ -519,25 +519,23 @@ public final class PPOObjective: TrainingObjective {
             heads: [
                 .lm: .given { outputs in
                     // d(c · log_softmax(z / T)[y]) / dz = c (onehot(y) − softmax(z / T)) / T; zero elsewhere.
-                    var gradient = [Float](repeating: 0, count: V)
-                    var held: [Int: [Float]] = [:]
+                    // Each counted row is rewritten in place (element k of the gradient needs only z_k and the
+                    // row's max and sum); every other row's gradient is zero.
+                    var counted = [Bool](repeating: false, count: outputs.count / V)
                     for (row, token, c) in coefficients {
-                        let z = UnsafeBufferPointer(rebasing: outputs[(row * V)..<((row + 1) * V)])
+                        counted[row] = true
+                        let z = UnsafeMutableBufferPointer(rebasing: outputs[(row * V)..<((row + 1) * V)])
                         let top = Double(z.max()!)
                         var sum = 0.0
                         for k in 0..<V { sum += Foundation.exp((Double(z[k]) - top) / T) }
                         let k0 = Double(scale) * c / T
                         for k in 0..<V {
                             let p = Foundation.exp((Double(z[k]) - top) / T) / sum
-                            gradient[k] = Float(k0 * ((k == token ? 1 : 0) - p))
+                            z[k] = Float(k0 * ((k == token ? 1 : 0) - p))
                         }
-                        held[row] = gradient
                     }
-                    outputs.update(repeating: 0)
-                    for (row, g) in held {
-                        g.withUnsafeBufferPointer {
-                            (outputs.baseAddress! + row * V).update(from: $0.baseAddress!, count: V)
-                        }
+                    for (row, keep) in counted.enumerated() where !keep {
+                        UnsafeMutableBufferPointer(rebasing: outputs[(row * V)..<((row + 1) * V)]).update(repeating: 0)
                     }
                 }
             ], gradientsReady: gradientsReady)

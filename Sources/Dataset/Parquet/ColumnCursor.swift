@@ -264,8 +264,6 @@ final class ColumnCursor {
         default:
             throw unsupported(header.encoding, what: "values")
         }
-        repetitions = leaf.maxRepetition > 0 ? repetitions : []
-        definitions = leaf.maxDefinition > 0 ? definitions : []
         entry = 0
         entryCount = count
         valueIndex = 0
