@@ -43,13 +43,6 @@ enum PPOCommand {
         try config.validate(file: path)
         let world = try Communicator.world()
         let log: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        guard config.train.sharding == .none else {
-            throw ConfigError(
-                file: path, field: "train.sharding",
-                message:
-                    "is \(config.train.sharding.rawValue); ppo samples from the whole policy on every rank, so for now it needs none"
-            )
-        }
         let t = config.train
         let models = try PPOObjective.models(config: config, file: path)
         func prompts(_ file: String) throws -> [PPOPrompt] {

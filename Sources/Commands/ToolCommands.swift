@@ -125,8 +125,9 @@ enum ToolCommands {
                     "ppo models",
                     parts.map { "\($0.name == "model" ? "policy" : $0.name) \($0.bytes.map(gib) ?? "uncountable")" }
                         .joined(separator: ", ")
-                        + "; \(total.map(gib) ?? "uncountable") per rank, \(total.map { $0 <= node / perNode ? "fits" : "does not fit" } ?? "does not fit") this node, before generation's (above, with the policy gathered on every rank)"
+                        + "; \(total.map(gib) ?? "uncountable") per rank, \(total.map { $0 <= node / perNode ? "fits" : "does not fit" } ?? "does not fit") this node, before sampling's (below)"
                 ))
+            stageRows.append(("ppo sampling", ppoSampling(config, ranks: ranks, length: p.generationLength, gib)))
         }
         for (k, v) in rows + stageRows { print("\(k.padding(toLength: 17, withPad: " ", startingAt: 0)) \(v)") }
         if json {
@@ -134,6 +135,25 @@ enum ToolCommands {
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(p), as: UTF8.self))
         }
+    }
+
+    /// What sampling adds to a PPO rank beside its models, both ways under sharding full: the engine (its cache
+    /// and decode packing) over a gathered copy of the policy, or over per-unit gathers (one layer packed).
+    static func ppoSampling(_ config: RunConfig, ranks: Int, length: Int, _ gib: (Int) -> String) -> String {
+        let c = config.model, ppo = config.ppo!
+        let slots = min(64, max(1, ppo.batchSize / ranks))
+        let shape =
+            "\(slots) sequence\(slots == 1 ? "" : "s") of \(length) tokens (the longest prompt and max_tokens; --generate-length sets it)"
+        func engine(sharded: Bool) -> Int {
+            InferenceEngine.bytes(c, slots: slots, maxLength: length, decodeWeights: .fp32, sharded: sharded)
+        }
+        guard config.train.sharding == .full else {
+            return "\(gib(engine(sharded: false))) per rank for \(shape) over the policy each rank holds whole"
+        }
+        let gathered = 4 * ParameterLayout(config: c).count + engine(sharded: false)
+        let chosen = ppo.generationWeights == .gathered ? "gathered (chosen)" : "gathered"
+        return
+            "\(chosen) \(gib(gathered)) per rank while sampling (the whole policy and its decode packing), sharded\(ppo.generationWeights == .sharded ? " (chosen)" : "") \(gib(engine(sharded: true))) (one layer packed at a time, every weight over the network per decoded token); \(shape)"
     }
 
     static func plot(_ args: inout Arguments) throws {

@@ -21,6 +21,16 @@ public enum ShardingMode: String, Codable, CaseIterable, Sendable, SettingChoice
     case full
 }
 
+/// Where PPO samples from when train.sharding is `full` and no rank holds the whole policy.
+public enum GenerationWeights: String, Codable, CaseIterable, Sendable, SettingChoice {
+    /// The policy gathered whole on every rank for sampling and freed after: fast decoding, the whole model's
+    /// memory for a while (Llama 2 consolidated the weights for the same reason).
+    case gathered
+    /// Every forward of sampling gathers the policy a unit at a time, the ranks in lockstep: the memory of
+    /// training, and each decoded token moving every weight over the network (Llama 2 measured 20× slower).
+    case sharded
+}
+
 /// How a dialogue becomes tokens (`finetune.template`, `--template`); the FineTune module's ChatTemplate
 /// formats each.
 public enum ChatTemplateKind: String, Codable, CaseIterable, Sendable, SettingChoice {

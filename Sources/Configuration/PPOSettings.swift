@@ -23,6 +23,7 @@ public struct PPOSettings: Codable, Equatable, Sendable {
     public var valueLR: Double? = Self.declared(\.valueLR)
     public var safetyThreshold: Double = Self.declared(\.safetyThreshold)
     public var seed: UInt64 = Self.declared(\.seed)
+    public var generationWeights: GenerationWeights = Self.declared(\.generationWeights)
 
     public init(rewardModel: String) { self.rewardModel = rewardModel }
 
@@ -104,5 +105,11 @@ public struct PPOSettings: Codable, Equatable, Sendable {
             ),
             Setting(
                 \.seed, "seed", 1, because: "any fixed seed", help: "the sampling and shuffling seed"),
+            Setting(
+                \.generationWeights, "generation_weights", .gathered,
+                because: "Llama 2: sampling from sharded weights was 20× slower", encoding: .unlessDefault,
+                help:
+                    "under train.sharding full: gather the policy whole for sampling and free it after, or gather it a unit at a time in every forward (other modes hold it whole)"
+            ),
         ])
 }

@@ -109,7 +109,10 @@ public final class PPOObjective: TrainingObjective {
     private var models: ModelSet?
     private var world: Communicator?
     private var directory: String?
+    /// The sampler's engine over the policy (nil under generation_weights gathered with a sharded policy:
+    /// then each sampling makes one over a gathered copy, and frees both after).
     private var generator: InferenceEngine?
+    private var engineShape = (slots: 1, maxLength: 1)
 
     /// One rollout as the updates read it.
     struct Entry: Codable, Equatable {
@@ -184,9 +187,19 @@ public final class PPOObjective: TrainingObjective {
             // The cache holds the longest prompt and its response, not the whole context: 2·L·kv·hd values a
             // token per slot add up fast at 7B.
             let longest = (prompts + evalPrompts).map(\.ids.count).max() ?? 1
-            generator = try InferenceEngine(
-                model: models.primary, slots: min(64, max(1, settings.batchSize / world.size)),
-                maxLength: min(models.primary.config.maxSeqLen, longest + settings.maxTokens + 1))
+            let policy = models.primary
+            engineShape = (
+                min(64, max(1, settings.batchSize / world.size)),
+                min(policy.config.maxSeqLen, longest + settings.maxTokens + 1)
+            )
+            if !Self.isSharded(policy) {
+                generator = try InferenceEngine(
+                    model: policy, slots: engineShape.slots, maxLength: engineShape.maxLength)
+            } else if settings.generationWeights == .sharded {
+                generator = try InferenceEngine(
+                    model: policy, slots: engineShape.slots, maxLength: engineShape.maxLength,
+                    lockstep: { try world.allreduceMax($0 ? 1 : 0) > 0 })
+            }
         }
         // Part-way through an iteration: its rollouts, as this rank collected them.
         let iteration = startStep / settings.miniBatches
@@ -280,7 +293,7 @@ public final class PPOObjective: TrainingObjective {
         let options = SamplingOptions(
             temperature: settings.temperature, topP: 1, topK: 0, maxTokens: settings.maxTokens, stop: [],
             seed: settings.seed)
-        let (engine, tokenizer) = (generator!, self.tokenizer!)
+        let (engine, tokenizer) = (try generator ?? gatheredEngine(), self.tokenizer!)
         engine.repackWeights()
         let results = try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(
             requests.map { GenerationRequest(prompt: $0.index, sample: $0.stream, ids: $0.prompt.ids) })
@@ -289,22 +302,47 @@ public final class PPOObjective: TrainingObjective {
         }
     }
 
+    /// An engine over a whole copy of the sharded policy, gathered a unit at a time (every rank at once); both
+    /// are freed when the caller lets go of the engine.
+    private func gatheredEngine() throws -> InferenceEngine {
+        let policy = models!.primary
+        let whole = try LlamaModel(config: policy.config, purpose: .inference)
+        for (u, unit) in policy.layout.units.enumerated() {
+            (whole.parameters.pointer + unit.lowerBound).update(
+                from: policy.parameterBase(forwardOf: u) + unit.lowerBound, count: unit.count)
+            policy.unitWeights?.forwardFinished(unit: u)
+        }
+        return try InferenceEngine(model: whole, slots: engineShape.slots, maxLength: engineShape.maxLength)
+    }
+
+    /// The model holds only this rank's pieces of its parameters (train.sharding full), so its forwards are
+    /// collective: every rank must run as many.
+    static func isSharded(_ model: LlamaModel) -> Bool { !model.parameterPieces.isWhole(of: model.layout.count) }
+
     /// The held-out prompts' mean raw reward and KL to the reference, one response each (this rank: prompts
     /// i ≡ rank mod N), the same streams every time. Every rank must call it.
     public func evaluate(afterIteration iteration: Int) throws {
-        let world = world!, models = models!
-        let mine = Array(stride(from: world.rank, to: evalPrompts.count, by: world.size))
+        let world = world!, models = models!, n = evalPrompts.count
+        var mine = Array(stride(from: world.rank, to: n, by: world.size))
+        // Sharded models' forwards are collective: every rank scores as many, the last prompt again where it has
+        // fewer, and leaves those out of the sums.
+        let counted = mine.count
+        if Self.isSharded(models.primary) {
+            mine += [Int](repeating: n - 1, count: (n + world.size - 1) / world.size - counted)
+        }
         let rollouts = try sample(mine.map { (evalPrompts[$0], $0, 1 << 40) })
-        let policy = try responseLogProbs(models.primary, rollouts).logprobs
-        let reference = try responseLogProbs(models["reference"], rollouts).logprobs
-        let reward = try rawScores(rollouts).reduce(0, +)
+        let policy = Array(try responseLogProbs(models.primary, rollouts).logprobs.prefix(counted))
+        let reference = Array(try responseLogProbs(models["reference"], rollouts).logprobs.prefix(counted))
+        let reward = try rawScores(rollouts).prefix(counted).reduce(0, +)
         var sums: [Double] = [
-            reward, Self.klSum(policy, reference), Double(rollouts.reduce(0) { $0 + $1.response.count }),
+            reward, Self.klSum(policy, reference),
+            Double(rollouts.prefix(counted).reduce(0) { $0 + $1.response.count }),
         ]
         try sums.withUnsafeMutableBufferPointer { try world.allreduceSum($0.baseAddress!, count: $0.count) }
-        let n = Double(evalPrompts.count)
+        let total = Double(n)
         let e = PPOEvaluation(
-            afterIteration: iteration, rawReward: sums[0] / n, kl: sums[1] / n, responseLength: sums[2] / n)
+            afterIteration: iteration, rawReward: sums[0] / total, kl: sums[1] / total,
+            responseLength: sums[2] / total)
         evaluations.append(e)
         log(
             String(
@@ -407,9 +445,8 @@ public final class PPOObjective: TrainingObjective {
     }
 
     /// Padded rows of `sequences` (tokens), one micro-batch at a time, each forward followed by `read(b, row
-    /// offset)` for the micro-batch's members. Collection gives every rank as many sequences, so as many
-    /// forwards; the held-out evaluation may not, which is safe only while ppo's models are replicated (the
-    /// command refuses sharding), since a sharded forward gathers collectively.
+    /// offset)` for the micro-batch's members. A sharded model's forwards gather collectively, so every rank
+    /// must pass as many sequences: collection gives each the same share, and the held-out evaluation pads.
     private func forEachForward(
         _ model: LlamaModel, _ sequences: [[Int32]], _ read: (_ member: Int, _ length: Int) throws -> Void
     ) throws {

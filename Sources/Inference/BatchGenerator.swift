@@ -135,6 +135,8 @@ public final class BatchGenerator {
                 }
             }
         }
+        // Sharded weights: this rank's forwards are done; it gathers along while other ranks still decode.
+        try engine.finishLockstep()
         return results.map { $0! }
     }
 

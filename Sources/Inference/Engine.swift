@@ -10,6 +10,11 @@
 // Batch invariance: every token's arithmetic depends on its own sequence only (prefill: one sequence per call,
 // in chunks of a fixed size; decode: lm_matmul_panels and lm_attention_cached, whose every element has a fixed
 // order), so a sample is the same bits whatever else is in the batch and however many ranks share the prompts.
+// Sharded weights (PPO's generation_weights sharded, under train.sharding full): no rank holds the whole model,
+// so every forward gathers it a unit at a time through the model's unitWeights provider, and decode packs each
+// gathered layer into one layer's panels just before using it. The gathers are collectives, so the ranks run
+// forwards in lockstep: each forward starts with an agreement that some rank still has work, and a rank that has
+// none gathers along (finishLockstep) until every rank is done.
 // What this is not: a sampler or a scheduler (Sampling.swift, BatchGenerator.swift), nor training.
 import Dispatch
 import Kernels
@@ -22,6 +27,7 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
     case tooLong(slot: Int, length: Int, maxLength: Int)
     case tokenOutOfRange(token: Int32, vocabSize: Int)
     case emptyPrompt
+    case shardedWithoutGathers
 
     public var description: String {
         switch self {
@@ -32,6 +38,8 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
             "sequence in slot \(slot) would reach \(length) tokens; the engine holds \(maxLength) (the model's max_seq_len caps it)"
         case let .tokenOutOfRange(token, vocabSize): "token \(token) is outside the vocabulary [0, \(vocabSize))"
         case .emptyPrompt: "a prompt needs one token at least (the BOS token)"
+        case .shardedWithoutGathers:
+            "the model holds only this rank's share of its parameters: the engine needs its unit gathers and a lockstep agreement over the ranks"
         }
     }
 }
@@ -52,7 +60,12 @@ public final class InferenceEngine {
     public let decodePrecision: DecodePrecision
     /// The matrices decode reads, packed at the first decode (prefill and scoring read the model's own).
     public private(set) lazy var decodeWeights = DecodeWeights(
-        model: model, precision: decodePrecision, threads: threads)
+        model: model, precision: decodePrecision, threads: threads, streaming: sharded)
+    /// The model holds only this rank's pieces: each forward gathers it a unit at a time, in lockstep.
+    public let sharded: Bool
+    /// Sharded: every rank's forwards agree through this (true: this rank has work), which returns whether any
+    /// rank has.
+    private let lockstep: ((Bool) throws -> Bool)?
 
     /// (layers, slots, maxLength, kv_heads · head_dim) each.
     private let keys: CacheBuffer
@@ -75,23 +88,29 @@ public final class InferenceEngine {
     /// engine that only prefills, as scoring does).
     public static func bytes(
         _ c: LlamaConfig, slots: Int, maxLength: Int, threads: Int = 1, decodeWeights: DecodePrecision? = .fp32,
-        cache: DecodePrecision = .fp32
+        cache: DecodePrecision = .fp32, sharded: Bool = false
     ) -> Int {
         let rows = max(slots, min(maxLength, defaultPrefillChunk))
         let scratch = max(1, threads) * c.nHeads * maxLength
         return cache.bytesPerValue * cacheValues(c, slots: slots, maxLength: maxLength)
             + 4 * (Workspace.floats(c, rows: rows) + scratch + maxLength * c.headDim)
-            + (decodeWeights.map { DecodeWeights.bytes(c, precision: $0) } ?? 0)
+            + (decodeWeights.map { DecodeWeights.bytes(c, precision: $0, streaming: sharded) } ?? 0)
     }
 
     static let defaultPrefillChunk = 512
 
     public init(
         model: LlamaModel, slots: Int, maxLength: Int? = nil, threads: Int = 1, prefillChunk: Int? = nil,
-        decodeWeights precision: DecodePrecision = .fp32, cache: DecodePrecision = .fp32
+        decodeWeights precision: DecodePrecision = .fp32, cache: DecodePrecision = .fp32,
+        lockstep: ((Bool) throws -> Bool)? = nil
     ) throws {
         let c = model.config
         guard c.heads.contains(.lm) || c.heads.contains(.score) else { throw InferenceError.noLanguageHead }
+        sharded = !model.parameterPieces.isWhole(of: model.layout.count)
+        guard !sharded || (model.unitWeights != nil && lockstep != nil) else {
+            throw InferenceError.shardedWithoutGathers
+        }
+        self.lockstep = sharded ? lockstep : nil
         self.model = model
         self.slots = max(1, slots)
         self.maxLength = min(maxLength ?? c.maxSeqLen, c.maxSeqLen)
@@ -113,8 +132,23 @@ public final class InferenceEngine {
         decodePrecision = precision
     }
 
-    /// Follows the model's parameters after they changed (a training step between generations).
-    public func repackWeights() { decodeWeights.repack(threads: threads) }
+    /// Follows the model's parameters after they changed (a training step between generations); sharded,
+    /// every forward packs what it gathers.
+    public func repackWeights() {
+        if !sharded { decodeWeights.repack(threads: threads) }
+    }
+
+    /// Sharded: gathers along with the other ranks' forwards until none has work left. Every rank calls it once
+    /// its own calls are done (BatchGenerator.run does); without sharding it does nothing.
+    public func finishLockstep() throws {
+        guard let lockstep else { return }
+        while try lockstep(false) {
+            for u in model.layout.units.indices {
+                _ = model.parameterBase(forwardOf: u)
+                model.unitWeights?.forwardFinished(unit: u)
+            }
+        }
+    }
 
     /// Forgets slot's sequence.
     public func release(slot: Int) { lengths[slot] = 0 }
@@ -215,21 +249,28 @@ public final class InferenceEngine {
         guard logitRows.isEmpty || hasHead(head) else {
             throw head == .lm ? InferenceError.noLanguageHead : InferenceError.noScoreHead
         }
-        let c = model.config, layout = model.layout, p = model.parameters.pointer
+        if let lockstep { _ = try lockstep(true) }
+        let c = model.config, layout = model.layout, unitWeights = model.unitWeights
         let n = tokens.count, C = c.dim, Q = c.qDim, KV = c.kvDim, F = c.ffnHiddenSize
         let (H, G, D) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim))
         let eps = Float(c.normEps), w = work
+        // Each unit's base (gathered, when sharded) in order: the embedding, the blocks, the head.
+        let pe = model.parameterBase(forwardOf: 0)
         tokens.withUnsafeBufferPointer {
-            lm_embedding_forward(w.x, $0.baseAddress!, p + layout.embedding.offset, Int32(n), Int32(C))
+            lm_embedding_forward(w.x, $0.baseAddress!, pe + layout.embedding.offset, Int32(n), Int32(C))
         }
+        unitWeights?.forwardFinished(unit: 0)
         let layerStride = slots * maxLength * KV
         let offsets = rowSlots.indices.map { Int(rowSlots[$0] * maxLength * KV) }
         for l in 0..<c.nLayers {
+            let unit = ParameterLayout.unit(ofLayer: l), p = model.parameterBase(forwardOf: unit)
+            defer { unitWeights?.forwardFinished(unit: unit) }
+            if decoding && sharded { decodeWeights.pack(layer: l, base: p, threads: threads) }
             func t(_ tensor: LayerTensor) -> UnsafeMutablePointer<Float> { p + layout.layer(l, tensor).offset }
             lm_rmsnorm_forward(w.norm, w.rstd, w.x, t(.attentionNorm), Int32(n), Int32(C), eps)
-            matmul(w.q, w.norm, l, .q, n, C, Q, accumulate: false, decoding)
-            matmul(w.k, w.norm, l, .k, n, C, KV, accumulate: false, decoding)
-            matmul(w.v, w.norm, l, .v, n, C, KV, accumulate: false, decoding)
+            matmul(w.q, w.norm, p, l, .q, n, C, Q, accumulate: false, decoding)
+            matmul(w.k, w.norm, p, l, .k, n, C, KV, accumulate: false, decoding)
+            matmul(w.v, w.norm, p, l, .v, n, C, KV, accumulate: false, decoding)
             positions.withUnsafeBufferPointer { pos in
                 lm_rope_forward_at(w.q, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), H, D)
                 lm_rope_forward_at(w.k, cosTable.pointer, sinTable.pointer, pos.baseAddress!, Int32(n), G, D)
@@ -277,13 +318,16 @@ public final class InferenceEngine {
                     }
                 }
             }
-            matmul(w.x, w.attention, l, .o, n, Q, C, accumulate: true, decoding)
+            matmul(w.x, w.attention, p, l, .o, n, Q, C, accumulate: true, decoding)
             lm_rmsnorm_forward(w.norm, w.rstd, w.x, t(.ffnNorm), Int32(n), Int32(C), eps)
-            matmul(w.gate, w.norm, l, .gate, n, C, F, accumulate: false, decoding)
-            matmul(w.up, w.norm, l, .up, n, C, F, accumulate: false, decoding)
+            matmul(w.gate, w.norm, p, l, .gate, n, C, F, accumulate: false, decoding)
+            matmul(w.up, w.norm, p, l, .up, n, C, F, accumulate: false, decoding)
             lm_swiglu_forward(w.gate, w.gate, w.up, n * F)
-            matmul(w.x, w.gate, l, .down, n, F, C, accumulate: true, decoding)
+            matmul(w.x, w.gate, p, l, .down, n, F, C, accumulate: true, decoding)
         }
+        // The head's unit is gathered even when no logits are asked for: every forward gathers every unit.
+        let headUnit = c.nLayers + 1, p = model.parameterBase(forwardOf: headUnit)
+        defer { unitWeights?.forwardFinished(unit: headUnit) }
         guard !logitRows.isEmpty else { return }
         // Only the rows asked for: gathered, normed, through lm_head.
         let k = logitRows.count
@@ -293,21 +337,22 @@ public final class InferenceEngine {
             // score.weight (1, dim): one value per row, prefill only.
             return lm_matmul_forward(w.logits, w.product, p + layout.head(.score)!.offset, Int32(k), Int32(C), 1, 0)
         }
-        matmul(w.logits, w.product, nil, nil, k, C, c.vocabSize, accumulate: false, decoding)
+        if decoding && sharded { decodeWeights.packHead(base: p, threads: threads) }
+        matmul(w.logits, w.product, p, nil, nil, k, C, c.vocabSize, accumulate: false, decoding)
     }
 
     /// out (n, oc) (+)= inp (n, c) · weight (oc, c)ᵀ, the weight layer l's `tensor` (nil: lm_head): sgemm on
-    /// the model's parameters for prefill; for decode, the packed weights' panels over `threads` (whole panels
-    /// to each, so the split never changes a channel's arithmetic).
+    /// the unit's parameters at `base` for prefill; for decode, the packed weights' panels over `threads` (whole
+    /// panels to each, so the split never changes a channel's arithmetic).
     private func matmul(
-        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ layer: Int?, _ tensor: LayerTensor?,
-        _ n: Int, _ c: Int, _ oc: Int, accumulate: Bool, _ decoding: Bool
+        _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ base: UnsafeMutablePointer<Float>,
+        _ layer: Int?, _ tensor: LayerTensor?, _ n: Int, _ c: Int, _ oc: Int, accumulate: Bool, _ decoding: Bool
     ) {
         guard decoding else {
             let layout = model.layout
             let spec = layer.map { layout.layer($0, tensor!) } ?? layout.head(.lm)!
             return lm_matmul_forward(
-                out, inp, model.parameters.pointer + spec.offset, Int32(n), Int32(c), Int32(oc), accumulate ? 1 : 0)
+                out, inp, base + spec.offset, Int32(n), Int32(c), Int32(oc), accumulate ? 1 : 0)
         }
         let weights = decodeWeights
         parallel(units: (oc + 63) / 64) { first, end, _ in

@@ -152,8 +152,9 @@ public final class LlamaModel {
         try layout.checkFinite(parameters, held: parameterPieces, source: source)
     }
 
-    /// Unit u's parameter base: pointer + flat offset addresses a tensor of the unit.
-    private func parameterBase(forwardOf u: Int) -> UnsafeMutablePointer<Float> {
+    /// Unit u's parameter base for a forward (pointer + flat offset addresses a tensor of the unit): gathered by
+    /// the unitWeights provider under sharding, which `unitWeights?.forwardFinished(unit:)` then releases.
+    public func parameterBase(forwardOf u: Int) -> UnsafeMutablePointer<Float> {
         if let provider = unitWeights { return provider.parametersForForward(unit: u) - layout.units[u].lowerBound }
         precondition(parameterPieces.isWhole(of: layout.count), "sharded parameters need a unitWeights provider")
         return parameters.pointer

@@ -166,6 +166,44 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         }
     }
 
+    /// Sharded weights (PPO's generation_weights sharded): the model holds none of its parameters, every
+    /// forward gathers each unit in order through its provider (here a copy into a slot poisoned between
+    /// gathers) and agrees through the lockstep first; once its own work is done it gathers along for as long as
+    /// the lockstep says another rank still works. The samples are the whole model's, bit for bit.
+    @Test(arguments: [DecodePrecision.fp32, .bf16])
+    func shardedWeightsGenerateWhatWholeWeightsDo(weights: DecodePrecision) throws {
+        let tokenizer = try engineTokenizer()
+        let whole = try engineModel(vocab: tokenizer.vocabSize)
+        let requests = ["the cat", "a dog ran in the", "numbers", "hello world again and the cat sat", "paris"]
+            .enumerated().map { GenerationRequest(prompt: $0, sample: 0, ids: tokenizer.encode($1, bos: true)) }
+        let options = SamplingOptions(temperature: 0.9, topP: 0.95, topK: 20, maxTokens: 24, seed: 7)
+        let expected = try BatchGenerator(
+            engine: try InferenceEngine(model: whole, slots: 3, decodeWeights: weights), tokenizer: tokenizer,
+            options: options
+        ).run(requests)
+
+        let sharded = try LlamaModel(config: whole.config, purpose: .inference, parameterPieces: HeldPieces([]))
+        let gathers = SlotGathers(whole)
+        sharded.unitWeights = gathers
+        #expect(throws: InferenceError.shardedWithoutGathers) { try InferenceEngine(model: sharded, slots: 3) }
+        var (busy, othersBusyFor) = (0, 3)
+        let lockstep: (Bool) throws -> Bool = { working in
+            if working {
+                busy += 1
+                return true
+            }
+            othersBusyFor -= 1
+            return othersBusyFor >= 0
+        }
+        let engine = try InferenceEngine(model: sharded, slots: 3, decodeWeights: weights, lockstep: lockstep)
+        let results = try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(requests)
+        #expect(results.map(\.ids) == expected.map(\.ids))
+        #expect(results.map(\.fullLogprobs) == expected.map(\.fullLogprobs))
+        let units = whole.layout.units.count
+        #expect(busy > requests.count, "a forward for each prompt's prefill, and the decodes")
+        #expect(gathers.order == Array([[Int]](repeating: Array(0..<units), count: busy + 3).joined()))
+    }
+
     /// Greedy decoding through the engine takes the full forward's argmax at every step.
     @Test func greedyFollowsTheFullForwardsArgmax() throws {
         let tokenizer = try engineTokenizer()
@@ -295,4 +333,33 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
             #expect(got.map(\.id) == nucleus, "T \(t) p \(p) k \(k)")
         }
     }
+}
+
+/// A sharded model's unit gathers, in one process: unit u copied from `whole` into a slot that is poisoned
+/// when the unit is released, with the order asked for.
+final class SlotGathers: UnitWeights {
+    let whole: LlamaModel
+    let slot: FloatBuffer
+    private(set) var order: [Int] = []
+
+    init(_ whole: LlamaModel) {
+        self.whole = whole
+        slot = FloatBuffer(count: whole.layout.units.map(\.count).max()!)
+        slot.pointer.update(repeating: .nan, count: slot.count)
+    }
+
+    func parametersForForward(unit u: Int) -> UnsafeMutablePointer<Float> {
+        let range = whole.layout.units[u]
+        order.append(u)
+        slot.pointer.update(from: whole.parameters.pointer + range.lowerBound, count: range.count)
+        return slot.pointer
+    }
+
+    func forwardFinished(unit: Int) { slot.pointer.update(repeating: .nan, count: slot.count) }
+
+    func beginBackward(unit: Int) -> (parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
+        preconditionFailure("inference has no backward")
+    }
+
+    func backwardFinished(unit: Int) {}
 }

@@ -366,7 +366,8 @@ func fineTuneWorkspace() throws -> String {
     /// PPO from the SFT model, judged by the reward model: each iteration samples, scores and updates both
     /// models, and 1 and 2 ranks train the same policy (rollouts spread over the ranks by position, sampling
     /// streams seeded per position).
-    @Test func ppoTrainsTheSamePolicyOnOneAndTwoRanks() throws {
+    /// An SFT policy, a reward model, 12 training and 4 held-out prompts, and `ppo.json`: two iterations of 8.
+    private func ppoWorkspace() throws -> (tool: String, dir: String) {
         let tool = try toolPath()
         let dir = try fineTuneWorkspace()
         let sft = try run([tool, "sft", "--config", dir + "/sft-hf.json", "--out", dir + "/sft", "--steps", "2"])
@@ -390,6 +391,11 @@ func fineTuneWorkspace() throws -> String {
          "finetune": {"data": "\(dir)/prompts.jsonl", "eval_data": "\(dir)/held-out.jsonl", "init_from": "\(dir)/sft"},
          "ppo": {"reward_model": "\(dir)/rm", "batch_size": 8, "mini_batch_size": 4, "iterations": 2, "max_tokens": 6, "kl_coef": 0.05}}
         """.write(toFile: dir + "/ppo.json", atomically: true, encoding: .utf8)
+        return (tool, dir)
+    }
+
+    @Test func ppoTrainsTheSamePolicyOnOneAndTwoRanks() throws {
+        let (tool, dir) = try ppoWorkspace()
         var outputs: [[Float]] = []
         for ranks in [1, 2] {
             let r = try run(
@@ -431,6 +437,44 @@ func fineTuneWorkspace() throws -> String {
                 == FileManager.default.contents(atPath: dir + "/ppo-1/model.safetensors"), "resumed bitwise")
     }
 
+    /// Under train.sharding gradients and full (both ways of sampling) two ranks train the policy that
+    /// replicated training does; gathered and sharded sampling read the same weights through the same
+    /// kernels, so they give the same bits.
+    @Test func ppoShardedTrainsTheSamePolicy() throws {
+        let (tool, dir) = try ppoWorkspace()
+        // 3 held-out prompts: one rank evaluates two, the other one (and, sharded, one more left uncounted).
+        let heldOut = try String(contentsOfFile: dir + "/held-out.jsonl", encoding: .utf8).split(separator: "\n")
+        try (heldOut.prefix(3).joined(separator: "\n") + "\n").write(
+            toFile: dir + "/held-out-3.jsonl", atomically: true, encoding: .utf8)
+        let config = try String(contentsOfFile: dir + "/ppo.json", encoding: .utf8)
+            .replacingOccurrences(of: "held-out.jsonl", with: "held-out-3.jsonl")
+        try config.write(toFile: dir + "/ppo-3.json", atomically: true, encoding: .utf8)
+        try config.replacingOccurrences(
+            of: #""kl_coef": 0.05"#, with: #""kl_coef": 0.05, "generation_weights": "sharded""#
+        )
+        .write(toFile: dir + "/ppo-sharded.json", atomically: true, encoding: .utf8)
+        var outputs: [String: [Float]] = [:]
+        for (name, file, sharding) in [
+            ("none", "ppo-3.json", "none"), ("gradients", "ppo-3.json", "gradients"),
+            ("gathered", "ppo-3.json", "full"),
+            ("sharded", "ppo-sharded.json", "full"),
+        ] {
+            let r = try run(
+                mpirunFast + [
+                    "-np", "2", tool, "ppo", "--config", "\(dir)/\(file)", "--sharding", sharding, "--out",
+                    "\(dir)/ppo-\(name)",
+                ])
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            #expect(r.stdout.contains("ppo held-out after 2 iteration(s)"), "\(name): \(r.stdout)")
+            outputs[name] = try parameters("\(dir)/ppo-\(name)/model.safetensors")
+        }
+        #expect(maxDifference(outputs["none"]!, try parameters(dir + "/sft/model.safetensors")) > 1e-4, "it trained")
+        for name in ["gradients", "gathered", "sharded"] {
+            #expect(maxDifference(outputs["none"]!, outputs[name]!) <= 1e-5, "\(name) trains what replicated does")
+        }
+        #expect(outputs["gathered"]! == outputs["sharded"]!, "the same samples either way")
+    }
+
     /// `plan` on a PPO config at the paper's largest shape counts its five models, each sharded as the config
     /// says, the judges it cannot read taken at the policy's shape; the frozen ones hold no optimizer state.
     @Test func planCountsPPOsFiveModels() throws {
@@ -454,6 +498,13 @@ func fineTuneWorkspace() throws -> String {
         #expect([policy, value, reference, reward, safety].allSatisfy { $0 != nil }, "\(line)")
         // 70B's fp32 parameters are 257 GiB: sharded over 1024 ranks each model holds a quarter GiB of them.
         #expect(reference! < 20 && reward! < 20 && policy! > reference!, "\(line)")
+        // Sampling: gathered, the whole policy's 257 GiB and its packing on every rank; sharded, one layer's.
+        let sampling = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("ppo sampling") })
+        func after(_ word: String) -> Double? {
+            sampling.range(of: word + " ").flatMap { Double(sampling[$0.upperBound...].prefix { $0 != " " }) }
+        }
+        let (gathered, sharded) = (after("gathered (chosen)"), after("sharded"))
+        #expect(gathered.map { $0 > 2 * 256 } == true && sharded.map { $0 < 10 } == true, "\(sampling)")
     }
 
     @Test func badLinesAreNamed() throws {
