@@ -4,6 +4,8 @@
 # the value model from), the same 64 prompts as token ids, batch 64 in mini-batches of 16, 32 new tokens,
 # one PPO epoch. Reports seconds per iteration (median, the first iteration left out) and the generation share.
 # TRL runs in its own venv (.build/trl-venv) with the torch wheel and the transformers trl==1.0.0 pulls in.
+# Then ours on 2 ranks under train.sharding full, sampling from the policy gathered whole against through
+# per-unit gathers (ppo.generation_weights): the generation seconds of each, and their ratio.
 # usage: [PRECISION=fp32|bf16] scripts/bench-ppo.sh BIN [ITERATIONS]   (ours in that precision; TRL in fp32)
 set -euo pipefail
 bin=$1; iterations=${2:-4}; precision=${PRECISION:-fp32}
@@ -55,7 +57,10 @@ grep "ppo iteration" "$work/ours.log"
 "$venv/bin/python" scripts/bench-ppo-trl.py "$work" "$iterations" 2> "$work/trl.err" > "$work/trl.log" \
     || { tail -30 "$work/trl.err"; exit 1; }
 grep trl_iteration "$work/trl.log"
-python3 - "$work/ours.log" "$work/trl.log" "ours $precision, TRL fp32" <<'PY'
+# The same shape's training step, for this core's sgemm rate beside the iteration's arithmetic.
+"$bin" bench --config "$work/ppo.json" --threads 1 --steps 3 --warmup 1 --precision "$precision" --quiet \
+    | tail -n 1 > "$work/step.json"
+python3 - "$work/ours.log" "$work/trl.log" "ours $precision, TRL fp32" "$work/prompt-ids.json" "$work/step.json" <<'PY'
 import json, re, statistics, sys
 ours = [(float(m.group(1)), float(m.group(2))) for m in
         re.finditer(r"updates \| .* \| ([0-9.]+) s: generation ([0-9]+)%", open(sys.argv[1]).read())]
@@ -65,4 +70,47 @@ t = statistics.median(r["seconds"] for r in trl[1:])
 tg = statistics.median(100 * r["generation_seconds"] / r["seconds"] for r in trl[1:])
 print(f"PPO iteration ({sys.argv[3]}; batch 64, mini-batches of 16, 32 new tokens), median of iterations 2..{len(ours)}: "
       f"ours {o:.2f} s (generation {og:.0f}%), TRL {t:.2f} s (generation {tg:.0f}%): {t / o:.2f}x")
+# The iteration's matmul arithmetic, the same for both: per token, the policy's and the value model's matrices
+# (policy: blocks and lm_head; value: blocks and one score row) read 2 FLOPs per weight in a forward, 4 in a
+# backward. Sampling and the policy's and reference's scoring are policy forwards, the value and reward forwards
+# value-sized ones, and the updates a forward and backward of each trained model: 12 Np + 10 Nv FLOPs a token
+# (attention, 2% here, left out).
+dim, layers, ffn, vocab = 256, 4, 688, 4096
+blocks = layers * (4 * dim * dim + 3 * dim * ffn)
+policy, value = blocks + vocab * dim, blocks + dim
+lengths = [re.search(r"response ([0-9.]+) tokens", l) for l in open(sys.argv[1]) if l.startswith("ppo iteration")]
+response = statistics.median(float(m.group(1)) for m in lengths if m)
+tokens = sum(len(p) + response for p in json.load(open(sys.argv[4])))
+flops = tokens * (12 * policy + 10 * value)
+sgemm = json.loads(open(sys.argv[5]).read())["sgemm_gflops"]
+print(f"arithmetic: {flops / 1e9:.0f} GFLOP an iteration ({tokens:.0f} tokens); ours at {flops / o / 1e9:.1f} GFLOP/s, "
+      f"TRL at {flops / t / 1e9:.1f}; this core's sgemm at the model's shape {sgemm:.1f} GFLOP/s; "
+      f"3x TRL would need {3 * flops / t / 1e9:.1f} GFLOP/s")
+PY
+
+# Sampling from sharded weights: 2 ranks, one thread each, sharding full, the policy gathered whole against
+# gathered a unit at a time in every forward. With RATE (a tc rate, root only) the ranks are two hosts of the
+# network lab (cluster/netns.sh) joined by links of that rate; without, one machine's shared memory.
+sed 's/"eval_every": 0/"eval_every": 0, "generation_weights": "sharded"/' "$work/ppo.json" > "$work/ppo-sharded.json"
+launch=(mpirun -np 2 --bind-to none); link="shared memory"
+if [ -n "${RATE:-}" ]; then
+    trap 'cluster/netns.sh down > /dev/null; rm -rf "$work"' EXIT
+    SLOTS=1 cluster/netns.sh up 2 > /dev/null
+    launch=(cluster/netns.sh exec -- mpirun --hostfile /tmp/lt-hostfile -np 2 --bind-to none --mca btl tcp,self
+            --mca btl_tcp_if_include 10.213.7.0/24 --mca oob_tcp_if_include 10.213.7.0/24 --mca mpi_yield_when_idle 1)
+    link="2 hosts at $RATE"
+fi
+for mode in gathered sharded; do
+    config="$work/ppo.json"; [ "$mode" = sharded ] && config="$work/ppo-sharded.json"
+    "${launch[@]}" "$bin" ppo --config "$config" --sharding full --threads 1 --log-every 1000 \
+        > "$work/$mode.log" 2>&1 || { cat "$work/$mode.log"; exit 1; }
+done
+python3 - "$work/gathered.log" "$work/sharded.log" "$link" <<'PY'
+import re, statistics, sys
+def generation(path):
+    seconds = [float(m.group(1)) for m in re.finditer(r"ppo iteration \d+/\d+ \|.*\| generation ([0-9.]+) s", open(path).read())]
+    return statistics.median(seconds[1:] or seconds)
+g, s = generation(sys.argv[1]), generation(sys.argv[2])
+print(f"PPO generation on 2 ranks over {sys.argv[3]}, sharding full (32 rollouts each, 32 new tokens), median of "
+      f"iterations 2..: gathered {g:.2f} s, sharded {s:.2f} s: sharded takes {s / g:.1f}x as long")
 PY
