@@ -143,7 +143,7 @@ enum ToolCommands {
         let c = config.model, ppo = config.ppo!
         let slots = min(64, max(1, ppo.batchSize / ranks))
         let shape =
-            "\(slots) sequence\(slots == 1 ? "" : "s") of \(length) tokens (the longest prompt and max_tokens; --generate-length sets it)"
+            "\(slots) sequence\(slots == 1 ? "" : "s") of \(length) tokens (max_seq_len, or --generate-length: ppo holds its longest prompt and max_tokens)"
         func engine(sharded: Bool) -> Int {
             InferenceEngine.bytes(c, slots: slots, maxLength: length, decodeWeights: .fp32, sharded: sharded)
         }
@@ -153,7 +153,7 @@ enum ToolCommands {
         let gathered = 4 * ParameterLayout(config: c).count + engine(sharded: false)
         let chosen = ppo.generationWeights == .gathered ? "gathered (chosen)" : "gathered"
         return
-            "\(chosen) \(gib(gathered)) per rank while sampling (the whole policy and its decode packing), sharded\(ppo.generationWeights == .sharded ? " (chosen)" : "") \(gib(engine(sharded: true))) (one layer packed at a time, every weight over the network per decoded token); \(shape)"
+            "\(chosen) \(gib(gathered)) per rank while sampling (the whole policy and its decode packing), sharded\(ppo.generationWeights == .sharded ? " (chosen)" : "") \(gib(engine(sharded: true))) (one layer packed at a time, every weight over the network per decode step); \(shape)"
     }
 
     static func plot(_ args: inout Arguments) throws {

@@ -192,6 +192,14 @@ public final class PPOObjective: TrainingObjective {
                 min(64, max(1, settings.batchSize / world.size)),
                 min(policy.config.maxSeqLen, longest + settings.maxTokens + 1)
             )
+            log(
+                "ppo samples from the policy "
+                    + (!Self.isSharded(policy)
+                        ? "whole on every rank"
+                        : settings.generationWeights == .gathered
+                            ? "gathered whole for each sampling (ppo.generation_weights gathered)"
+                            : "through per-unit gathers in every forward, the ranks in lockstep (ppo.generation_weights sharded)")
+            )
             if !Self.isSharded(policy) {
                 generator = try InferenceEngine(
                     model: policy, slots: engineShape.slots, maxLength: engineShape.maxLength)

@@ -59,8 +59,13 @@ public final class InferenceEngine {
     /// How decode holds its matrices (fp32 or bf16).
     public let decodePrecision: DecodePrecision
     /// The matrices decode reads, packed at the first decode (prefill and scoring read the model's own).
-    public private(set) lazy var decodeWeights = DecodeWeights(
-        model: model, precision: decodePrecision, threads: threads, streaming: sharded)
+    public var decodeWeights: DecodeWeights {
+        if let packed { return packed }
+        let weights = DecodeWeights(model: model, precision: decodePrecision, threads: threads, streaming: sharded)
+        packed = weights
+        return weights
+    }
+    private var packed: DecodeWeights?
     /// The model holds only this rank's pieces: each forward gathers it a unit at a time, in lockstep.
     public let sharded: Bool
     /// Sharded: every rank's forwards agree through this (true: this rank has work), which returns whether any
@@ -135,7 +140,8 @@ public final class InferenceEngine {
     /// Follows the model's parameters after they changed (a training step between generations); sharded,
     /// every forward packs what it gathers.
     public func repackWeights() {
-        if !sharded { decodeWeights.repack(threads: threads) }
+        // Not packed yet: the first decode packs the parameters as they are then.
+        if !sharded { packed?.repack(threads: threads) }
     }
 
     /// Sharded: gathers along with the other ranks' forwards until none has work left. Every rank calls it once

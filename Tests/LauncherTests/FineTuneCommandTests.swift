@@ -363,9 +363,6 @@ func fineTuneWorkspace() throws -> String {
         #expect(retrain.status == 0 && retrain.stdout.contains("6 dialogues"), "\(retrain.stdout)\(retrain.stderr)")
     }
 
-    /// PPO from the SFT model, judged by the reward model: each iteration samples, scores and updates both
-    /// models, and 1 and 2 ranks train the same policy (rollouts spread over the ranks by position, sampling
-    /// streams seeded per position).
     /// An SFT policy, a reward model, 12 training and 4 held-out prompts, and `ppo.json`: two iterations of 8.
     private func ppoWorkspace() throws -> (tool: String, dir: String) {
         let tool = try toolPath()
@@ -394,6 +391,9 @@ func fineTuneWorkspace() throws -> String {
         return (tool, dir)
     }
 
+    /// PPO from the SFT model, judged by the reward model: each iteration samples, scores and updates both
+    /// models, and 1 and 2 ranks train the same policy (rollouts spread over the ranks by position, sampling
+    /// streams seeded per position).
     @Test func ppoTrainsTheSamePolicyOnOneAndTwoRanks() throws {
         let (tool, dir) = try ppoWorkspace()
         var outputs: [[Float]] = []
@@ -454,9 +454,14 @@ func fineTuneWorkspace() throws -> String {
         )
         .write(toFile: dir + "/ppo-sharded.json", atomically: true, encoding: .utf8)
         var outputs: [String: [Float]] = [:]
+        var heldOutLines: [String: String] = [:]
+        let sampling = [
+            "none": "whole on every rank", "optimizer": "whole on every rank", "gradients": "whole on every rank",
+            "gathered": "gathered whole for each sampling", "sharded": "through per-unit gathers",
+        ]
         for (name, file, sharding) in [
-            ("none", "ppo-3.json", "none"), ("gradients", "ppo-3.json", "gradients"),
-            ("gathered", "ppo-3.json", "full"),
+            ("none", "ppo-3.json", "none"), ("optimizer", "ppo-3.json", "optimizer"),
+            ("gradients", "ppo-3.json", "gradients"), ("gathered", "ppo-3.json", "full"),
             ("sharded", "ppo-sharded.json", "full"),
         ] {
             let r = try run(
@@ -466,10 +471,16 @@ func fineTuneWorkspace() throws -> String {
                 ])
             #expect(r.status == 0, "\(name): \(r.stderr)")
             #expect(r.stdout.contains("ppo held-out after 2 iteration(s)"), "\(name): \(r.stdout)")
+            #expect(r.stdout.contains("ppo samples from the policy \(sampling[name]!)"), "\(name): \(r.stdout)")
+            heldOutLines[name] = r.stdout.split(separator: "\n").last { $0.hasPrefix("ppo held-out after 2") }
+                .map(String.init)
             outputs[name] = try parameters("\(dir)/ppo-\(name)/model.safetensors")
         }
+        // The evaluation's 3 prompts, the padded one left out: the same numbers gathered or sharded.
+        #expect(heldOutLines["gathered"] != nil && heldOutLines["gathered"] == heldOutLines["sharded"])
+        #expect(heldOutLines["gathered"]?.contains("(3 prompts)") == true)
         #expect(maxDifference(outputs["none"]!, try parameters(dir + "/sft/model.safetensors")) > 1e-4, "it trained")
-        for name in ["gradients", "gathered", "sharded"] {
+        for name in ["optimizer", "gradients", "gathered", "sharded"] {
             #expect(maxDifference(outputs["none"]!, outputs[name]!) <= 1e-5, "\(name) trains what replicated does")
         }
         #expect(outputs["gathered"]! == outputs["sharded"]!, "the same samples either way")
@@ -504,7 +515,7 @@ func fineTuneWorkspace() throws -> String {
             sampling.range(of: word + " ").flatMap { Double(sampling[$0.upperBound...].prefix { $0 != " " }) }
         }
         let (gathered, sharded) = (after("gathered (chosen)"), after("sharded"))
-        #expect(gathered.map { $0 > 2 * 256 } == true && sharded.map { $0 < 10 } == true, "\(sampling)")
+        #expect(gathered.map { $0 > 500 } == true && sharded.map { $0 < 10 } == true, "\(sampling)")
     }
 
     @Test func badLinesAreNamed() throws {
