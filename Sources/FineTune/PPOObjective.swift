@@ -206,7 +206,7 @@ public final class PPOObjective: TrainingObjective {
             } else if settings.generationWeights == .sharded {
                 generator = try InferenceEngine(
                     model: policy, slots: engineShape.slots, maxLength: engineShape.maxLength,
-                    lockstep: { try world.allreduceMax($0 ? 1 : 0) > 0 })
+                    lockstep: { LockstepState(rawValue: Int(try world.allreduceMax(Double($0.rawValue)))) ?? .failed })
             }
         }
         // Part-way through an iteration: its rollouts, as this rank collected them.

@@ -62,6 +62,22 @@ public final class BatchGenerator {
 
     /// Every request's result, in request order; `progress(finished)` after each one ends.
     public func run(_ requests: [GenerationRequest], progress: (Int) -> Void = { _ in }) throws -> [GenerationResult] {
+        let results: [GenerationResult]
+        do {
+            results = try generate(requests, progress: progress)
+        } catch InferenceError.peerFailed {
+            throw InferenceError.peerFailed
+        } catch {
+            // Sharded weights: the other ranks must not wait in the lockstep for this one.
+            engine.abandonLockstep()
+            throw error
+        }
+        // Sharded weights: this rank's forwards are done; it gathers along while other ranks still decode.
+        try engine.finishLockstep()
+        return results
+    }
+
+    private func generate(_ requests: [GenerationRequest], progress: (Int) -> Void) throws -> [GenerationResult] {
         var results = [GenerationResult?](repeating: nil, count: requests.count)
         var waiting = requests.indices.makeIterator()
         var active = [Int: (index: Int, state: Active)]()  // slot → request
@@ -135,8 +151,6 @@ public final class BatchGenerator {
                 }
             }
         }
-        // Sharded weights: this rank's forwards are done; it gathers along while other ranks still decode.
-        try engine.finishLockstep()
         return results.map { $0! }
     }
 

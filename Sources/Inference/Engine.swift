@@ -28,6 +28,7 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
     case tokenOutOfRange(token: Int32, vocabSize: Int)
     case emptyPrompt
     case shardedWithoutGathers
+    case peerFailed
 
     public var description: String {
         switch self {
@@ -40,8 +41,17 @@ public enum InferenceError: Error, CustomStringConvertible, Equatable {
         case .emptyPrompt: "a prompt needs one token at least (the BOS token)"
         case .shardedWithoutGathers:
             "the model holds only this rank's share of its parameters: the engine needs its unit gathers and a lockstep agreement over the ranks"
+        case .peerFailed: "another rank failed while the ranks sampled in lockstep (its own error says why)"
         }
     }
+}
+
+/// What a rank tells the others before each forward over sharded weights; the agreement is the largest over
+/// the ranks, so one failure stops every rank at the same point.
+public enum LockstepState: Int, Comparable, Sendable {
+    case done = 0, working = 1, failed = 2
+
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 }
 
 public final class InferenceEngine {
@@ -68,9 +78,8 @@ public final class InferenceEngine {
     private var packed: DecodeWeights?
     /// The model holds only this rank's pieces: each forward gathers it a unit at a time, in lockstep.
     public let sharded: Bool
-    /// Sharded: every rank's forwards agree through this (true: this rank has work), which returns whether any
-    /// rank has.
-    private let lockstep: ((Bool) throws -> Bool)?
+    /// Sharded: every rank's forwards agree through this (this rank's state in, the largest over the ranks out).
+    private let lockstep: ((LockstepState) throws -> LockstepState)?
 
     /// (layers, slots, maxLength, kv_heads · head_dim) each.
     private let keys: CacheBuffer
@@ -107,7 +116,7 @@ public final class InferenceEngine {
     public init(
         model: LlamaModel, slots: Int, maxLength: Int? = nil, threads: Int = 1, prefillChunk: Int? = nil,
         decodeWeights precision: DecodePrecision = .fp32, cache: DecodePrecision = .fp32,
-        lockstep: ((Bool) throws -> Bool)? = nil
+        lockstep: ((LockstepState) throws -> LockstepState)? = nil
     ) throws {
         let c = model.config
         guard c.heads.contains(.lm) || c.heads.contains(.score) else { throw InferenceError.noLanguageHead }
@@ -148,13 +157,22 @@ public final class InferenceEngine {
     /// its own calls are done (BatchGenerator.run does); without sharding it does nothing.
     public func finishLockstep() throws {
         guard let lockstep else { return }
-        while try lockstep(false) {
+        while true {
+            switch try lockstep(.done) {
+            case .done: return
+            case .failed: throw InferenceError.peerFailed
+            case .working: break
+            }
             for u in model.layout.units.indices {
                 _ = model.parameterBase(forwardOf: u)
                 model.unitWeights?.forwardFinished(unit: u)
             }
         }
     }
+
+    /// Sharded: this rank failed between forwards; the others learn it at their next agreement and throw
+    /// `peerFailed` there, rather than wait for it forever.
+    public func abandonLockstep() { _ = try? lockstep?(.failed) }
 
     /// Forgets slot's sequence.
     public func release(slot: Int) { lengths[slot] = 0 }
@@ -255,7 +273,7 @@ public final class InferenceEngine {
         guard logitRows.isEmpty || hasHead(head) else {
             throw head == .lm ? InferenceError.noLanguageHead : InferenceError.noScoreHead
         }
-        if let lockstep { _ = try lockstep(true) }
+        if let lockstep, try lockstep(.working) == .failed { throw InferenceError.peerFailed }
         let c = model.config, layout = model.layout, unitWeights = model.unitWeights
         let n = tokens.count, C = c.dim, Q = c.qDim, KV = c.kvDim, F = c.ffnHiddenSize
         let (H, G, D) = (Int32(c.nHeads), Int32(c.nKVHeads), Int32(c.headDim))

@@ -187,13 +187,13 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         sharded.unitWeights = gathers
         #expect(throws: InferenceError.shardedWithoutGathers) { try InferenceEngine(model: sharded, slots: 3) }
         var (busy, othersBusyFor) = (0, 3)
-        let lockstep: (Bool) throws -> Bool = { working in
-            if working {
+        let lockstep: (LockstepState) throws -> LockstepState = { state in
+            if state == .working {
                 busy += 1
-                return true
+                return .working
             }
             othersBusyFor -= 1
-            return othersBusyFor >= 0
+            return othersBusyFor >= 0 ? .working : .done
         }
         let engine = try InferenceEngine(model: sharded, slots: 3, decodeWeights: weights, lockstep: lockstep)
         let results = try BatchGenerator(engine: engine, tokenizer: tokenizer, options: options).run(requests)
@@ -202,6 +202,32 @@ func engineModel(vocab: Int = 200, maxSeqLen: Int = 96, seed: UInt64 = 3) throws
         let units = whole.layout.units.count
         #expect(busy > requests.count, "a forward for each prompt's prefill, and the decodes")
         #expect(gathers.order == Array([[Int]](repeating: Array(0..<units), count: busy + 3).joined()))
+
+        // A failure on this rank between forwards (a prompt token outside the vocabulary) is announced, so the others
+        // stop; another rank's failure stops this one at its next forward.
+        var said: [LockstepState] = []
+        let failing = try InferenceEngine(
+            model: sharded, slots: 3, decodeWeights: weights,
+            lockstep: {
+                said.append($0)
+                return $0
+            })
+        let bad = GenerationRequest(prompt: 9, sample: 0, ids: [1, Int32(whole.config.vocabSize)])
+        #expect(throws: TokenizerError.self) {
+            try BatchGenerator(engine: failing, tokenizer: tokenizer, options: options).run(requests + [bad])
+        }
+        #expect(said.last == .failed && said.dropLast().allSatisfy { $0 == .working }, "\(said)")
+        var forwards = 0
+        let peer = try InferenceEngine(
+            model: sharded, slots: 3, decodeWeights: weights,
+            lockstep: { _ in
+                forwards += 1
+                return forwards > 4 ? .failed : .working
+            })
+        #expect(throws: InferenceError.peerFailed) {
+            try BatchGenerator(engine: peer, tokenizer: tokenizer, options: options).run(requests)
+        }
+        #expect(forwards == 5, "no forward runs after the failure is heard, and none is announced back")
     }
 
     /// Greedy decoding through the engine takes the full forward's argmax at every step.
