@@ -488,16 +488,13 @@ public final class PPOObjective: TrainingObjective {
             for t in r.response.indices {
                 let row = UnsafeBufferPointer(
                     rebasing: logits[((b * length + r.prompt.ids.count - 1 + t) * V)...].prefix(V))
-                out[i].append(Sampler.logSoftmax(row, at: Int(r.response[t]), temperature: T))
-                guard entropy else { continue }
-                let top = Double(row.max()!)
-                var sum = 0.0, weighted = 0.0
-                for z in row {
-                    let x = (Double(z) - top) / T, e = Foundation.exp(x)
-                    sum += e
-                    weighted += e * x
+                guard entropy else {
+                    out[i].append(Sampler.logSoftmax(row, at: Int(r.response[t]), temperature: T))
+                    continue
                 }
-                entropies[i].append(Foundation.log(sum) - weighted / sum)
+                let (logprob, h) = Sampler.logSoftmaxAndEntropy(row, at: Int(r.response[t]), temperature: T)
+                out[i].append(logprob)
+                entropies[i].append(h)
             }
         }
         return (out, entropies)
@@ -545,34 +542,38 @@ public final class PPOObjective: TrainingObjective {
         let policy = models.primary, V = policy.config.vocabSize, T = settings.temperature
         _ = try policy.forward(tokens: tokens, targets: ignore, batch: members.count, seqLen: length)
         var loss = 0.0
-        var coefficients: [(row: Int, token: Int, c: Double)] = []
+        // Each response row's softmax normalizer, read once: for its new log-prob here and its gradient below.
+        var coefficients: [(row: Int, token: Int, c: Double, top: Double, total: Double)] = []
         let logits = policy.logits
         for (b, e) in members.enumerated() {
             let rows = e.response.indices.map { b * length + e.prompt.count - 1 + $0 }
-            let new = zip(rows, e.response).map { row, y in
-                Sampler.logSoftmax(
-                    UnsafeBufferPointer(rebasing: logits[(row * V)..<((row + 1) * V)]), at: Int(y), temperature: T)
+            let normalizers = rows.map {
+                Sampler.normalizer(UnsafeBufferPointer(rebasing: logits[($0 * V)..<(($0 + 1) * V)]), temperature: T)
+            }
+            let new = zip(rows, e.response).enumerated().map { t, pair in
+                (Double(logits[pair.0 * V + Int(pair.1)]) - normalizers[t].top) / T
+                    - Foundation.log(normalizers[t].total)
             }
             let terms = PPOMath.policyLoss(new: new, old: e.old, advantages: e.advantages, clip: settings.clip)
             loss += terms.loss
             updateSums[0] += Double(terms.clipped)
             updateSums[1] += terms.approximateKL
             updateSums[3] += Double(e.response.count)
-            for (t, row) in rows.enumerated() { coefficients.append((row, Int(e.response[t]), terms.gradient[t])) }
+            for (t, row) in rows.enumerated() {
+                coefficients.append(
+                    (row, Int(e.response[t]), terms.gradient[t], normalizers[t].top, normalizers[t].total))
+            }
         }
         try policy.backward(
             heads: [
                 .lm: .given { outputs in
                     // d(c · log_softmax(z / T)[y]) / dz = c (onehot(y) − softmax(z / T)) / T; zero elsewhere.
                     // Each counted row is rewritten in place (element k of the gradient needs only z_k and the
-                    // row's max and sum); every other row's gradient is zero.
+                    // row's normalizer, taken from these same logits above); every other row's gradient is zero.
                     var counted = [Bool](repeating: false, count: outputs.count / V)
-                    for (row, token, c) in coefficients {
+                    for (row, token, c, top, sum) in coefficients {
                         counted[row] = true
                         let z = UnsafeMutableBufferPointer(rebasing: outputs[(row * V)..<((row + 1) * V)])
-                        let top = Double(z.max()!)
-                        var sum = 0.0
-                        for k in 0..<V { sum += Foundation.exp((Double(z[k]) - top) / T) }
                         let k0 = Double(scale) * c / T
                         for k in 0..<V {
                             let p = Foundation.exp((Double(z[k]) - top) / T) / sum

@@ -91,11 +91,38 @@ public enum Sampler {
     /// log_softmax(logits / T) at `index`, in double.
     public static func logSoftmax(_ logits: UnsafeBufferPointer<Float>, at index: Int, temperature t: Double) -> Double
     {
+        let (top, total) = normalizer(logits, temperature: t)
+        return (Double(logits[index]) - top) / t - Foundation.log(total)
+    }
+
+    /// What softmax(logits / T) divides by: the largest logit and Σ exp((z − top) / T), in double. The
+    /// probability of id k is exp((z_k − top) / T) / total.
+    public static func normalizer(
+        _ logits: UnsafeBufferPointer<Float>, temperature t: Double
+    ) -> (
+        top: Double, total: Double
+    ) {
         var top = Double(-Float.infinity)
         for x in logits { top = max(top, Double(x)) }
         var total = 0.0
         for x in logits { total += Foundation.exp((Double(x) - top) / t) }
-        return (Double(logits[index]) - top) / t - Foundation.log(total)
+        return (top, total)
+    }
+
+    /// log_softmax(logits / T) at `index` and the entropy of softmax(logits / T), from one pass over the row.
+    public static func logSoftmaxAndEntropy(
+        _ logits: UnsafeBufferPointer<Float>, at index: Int, temperature t: Double
+    ) -> (logprob: Double, entropy: Double) {
+        var top = Double(-Float.infinity)
+        for x in logits { top = max(top, Double(x)) }
+        var total = 0.0, weighted = 0.0
+        for z in logits {
+            let x = (Double(z) - top) / t, e = Foundation.exp(x)
+            total += e
+            weighted += e * x
+        }
+        let logTotal = Foundation.log(total)
+        return ((Double(logits[index]) - top) / t - logTotal, logTotal - weighted / total)
     }
 
     /// The kept candidates, by descending probability (ties: lower id first), with their unnormalised weights.
