@@ -315,10 +315,9 @@ public final class PPOObjective: TrainingObjective {
     private func gatheredEngine() throws -> InferenceEngine {
         let policy = models!.primary
         let whole = try LlamaModel(config: policy.config, purpose: .inference)
-        for (u, unit) in policy.layout.units.enumerated() {
-            (whole.parameters.pointer + unit.lowerBound).update(
-                from: policy.parameterBase(forwardOf: u) + unit.lowerBound, count: unit.count)
-            policy.unitWeights?.forwardFinished(unit: u)
+        policy.forEachUnitForward { u, base in
+            let unit = policy.layout.units[u]
+            (whole.parameters.pointer + unit.lowerBound).update(from: base + unit.lowerBound, count: unit.count)
         }
         return try InferenceEngine(model: whole, slots: engineShape.slots, maxLength: engineShape.maxLength)
     }

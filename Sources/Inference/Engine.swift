@@ -163,10 +163,7 @@ public final class InferenceEngine {
             case .failed: throw InferenceError.peerFailed
             case .working: break
             }
-            for u in model.layout.units.indices {
-                _ = model.parameterBase(forwardOf: u)
-                model.unitWeights?.forwardFinished(unit: u)
-            }
+            model.forEachUnitForward { _, _ in }
         }
     }
 

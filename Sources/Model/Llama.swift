@@ -160,6 +160,15 @@ public final class LlamaModel {
         return parameters.pointer
     }
 
+    /// Each unit's parameters in a forward's order (gathered under sharding, released after `body`): a forward's
+    /// gathers without its compute. `base + offset` addresses a tensor of unit `u`.
+    public func forEachUnitForward(_ body: (_ unit: Int, _ base: UnsafeMutablePointer<Float>) -> Void) {
+        for u in layout.units.indices {
+            body(u, parameterBase(forwardOf: u))
+            unitWeights?.forwardFinished(unit: u)
+        }
+    }
+
     func backwardBases(_ u: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
         if let provider = unitWeights {
             let (p, g) = provider.beginBackward(unit: u)
