@@ -100,11 +100,13 @@ enum PPOCommand {
     /// --rollouts: `batch` lines per iteration, in order.
     static func readRollouts(_ file: String, batch: Int) throws -> [[PPORollout]] {
         let rollouts = try GenerateCommand.objects(file, flag: "rollouts").map { at, o -> PPORollout in
-            guard let prompt = (o["prompt_ids"] as? [Int])?.compactMap(Int32.init(exactly:)),
-                let response = (o["response_ids"] as? [Int])?.compactMap(Int32.init(exactly:)),
-                !prompt.isEmpty, !response.isEmpty, prompt.count == (o["prompt_ids"] as? [Int])?.count,
-                response.count == (o["response_ids"] as? [Int])?.count
-            else {
+            // A non-empty list of ids that each fit a token id.
+            func ids(_ key: String) -> [Int32]? {
+                guard let values = o[key] as? [Int], !values.isEmpty else { return nil }
+                let ids = values.compactMap(Int32.init(exactly:))
+                return ids.count == values.count ? ids : nil
+            }
+            guard let prompt = ids("prompt_ids"), let response = ids("response_ids") else {
                 throw UsageError("\(at): needs non-empty \"prompt_ids\" and \"response_ids\" (lists of token ids)")
             }
             return PPORollout(prompt: PPOPrompt(ids: prompt, safety: o["safety"] as? Bool ?? false), response: response)

@@ -52,6 +52,11 @@ public struct RewardJudges {
 
     public static func sigmoid(_ x: Double) -> Double { 1 / (1 + Foundation.exp(-x)) }
 
+    /// Llama 2's gate: the safety score rules on a safety prompt, or when σ(r_s) is below the threshold.
+    public static func safetyRules(safetyPrompt: Bool, safetyScore rs: Double, threshold: Double) -> Bool {
+        safetyPrompt || sigmoid(rs) < threshold
+    }
+
     /// The longest dialogue every judge reads: the shortest of their contexts.
     public var context: Int { min(helpfulness.model.config.maxSeqLen, safety?.model.config.maxSeqLen ?? .max) }
 
@@ -60,7 +65,9 @@ public struct RewardJudges {
     public func judge(_ tokens: [Int32], safetyPrompt: Bool) throws -> (score: Double, raw: Double, judge: String) {
         if let safety {
             let rs = Double(try safety.reward(tokens))
-            if safetyPrompt || Self.sigmoid(rs) < threshold { return (Self.sigmoid(rs), rs, "safety") }
+            if Self.safetyRules(safetyPrompt: safetyPrompt, safetyScore: rs, threshold: threshold) {
+                return (Self.sigmoid(rs), rs, "safety")
+            }
         }
         let rh = Double(try helpfulness.reward(tokens))
         return (Self.sigmoid(rh), rh, "helpfulness")
@@ -192,18 +199,17 @@ public final class PPOObjective: TrainingObjective {
                 min(64, max(1, settings.batchSize / world.size)),
                 min(policy.config.maxSeqLen, longest + settings.maxTokens + 1)
             )
-            log(
-                "ppo samples from the policy "
-                    + (!Self.isSharded(policy)
-                        ? "whole on every rank"
-                        : settings.generationWeights == .gathered
-                            ? "gathered whole for each sampling (ppo.generation_weights gathered)"
-                            : "through per-unit gathers in every forward, the ranks in lockstep (ppo.generation_weights sharded)")
-            )
-            if !Self.isSharded(policy) {
+            switch (Self.isSharded(policy), settings.generationWeights) {
+            case (false, _):
+                log("ppo samples from the policy whole on every rank")
                 generator = try InferenceEngine(
                     model: policy, slots: engineShape.slots, maxLength: engineShape.maxLength)
-            } else if settings.generationWeights == .sharded {
+            case (true, .gathered):
+                log("ppo samples from the policy gathered whole for each sampling (ppo.generation_weights gathered)")
+            case (true, .sharded):
+                log(
+                    "ppo samples from the policy through per-unit gathers in every forward, the ranks in lockstep (ppo.generation_weights sharded)"
+                )
                 generator = try InferenceEngine(
                     model: policy, slots: engineShape.slots, maxLength: engineShape.maxLength,
                     lockstep: { LockstepState(rawValue: Int(try world.allreduceMax(Double($0.rawValue)))) ?? .failed })
@@ -514,7 +520,8 @@ public final class PPOObjective: TrainingObjective {
         guard let safetyModel = models!.optional("safety_reward") else { return helpfulness }
         let safety = try scores(safetyModel)
         return rollouts.indices.map { i in
-            rollouts[i].prompt.safety || RewardJudges.sigmoid(safety[i]) < settings.safetyThreshold
+            RewardJudges.safetyRules(
+                safetyPrompt: rollouts[i].prompt.safety, safetyScore: safety[i], threshold: settings.safetyThreshold)
                 ? safety[i] : helpfulness[i]
         }
     }
